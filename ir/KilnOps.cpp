@@ -1,0 +1,712 @@
+//===- KilnOps.cpp - verifiers and shape inference for kiln ops -----------===//
+//
+// Shape inference doubles as verification: InferTypeOpInterface runs
+// inferReturnTypes when an op is verified, so each rule below both computes
+// the result type and reports, precisely, why operands do not fit.
+//
+//===----------------------------------------------------------------------===//
+#include "ir/KilnOps.h"
+#include "ir/ShapeUtils.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/OpImplementation.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/SmallSet.h"
+
+using namespace mlir;
+using namespace kiln;
+
+namespace {
+
+/// Collects an error message and emits it at the op's location, prefixed the
+/// way MLIR prefixes op errors, so inference and verifier messages read alike.
+class Failure {
+public:
+  Failure(std::optional<Location> loc, StringRef opName)
+      : loc(loc), opName(opName) {}
+  template <typename... Args> LogicalResult operator()(Args &&...args) {
+    return emitOptionalError(loc, "'", opName, "' op ",
+                             std::forward<Args>(args)...);
+  }
+
+private:
+  std::optional<Location> loc;
+  StringRef opName;
+};
+
+RankedTensorType ranked(Value v) {
+  return llvm::cast<RankedTensorType>(v.getType());
+}
+
+std::string str(ArrayRef<int64_t> shape) { return shapeToString(shape); }
+
+/// A type in quotes, as MLIR's diagnostics print types.
+std::string str(Type t) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << "'";
+  t.print(os);
+  os << "'";
+  return s;
+}
+
+std::string dimStr(int64_t d) {
+  return ShapedType::isDynamic(d) ? std::string("?") : std::to_string(d);
+}
+
+bool compatibleTypes(TypeRange l, TypeRange r) {
+  if (l.size() != r.size())
+    return false;
+  for (auto [a, b] : llvm::zip(l, r)) {
+    auto ta = llvm::dyn_cast<RankedTensorType>(a);
+    auto tb = llvm::dyn_cast<RankedTensorType>(b);
+    if (!ta || !tb) {
+      if (a != b)
+        return false;
+      continue;
+    }
+    if (ta.getElementType() != tb.getElementType() ||
+        ta.getRank() != tb.getRank())
+      return false;
+    for (auto [da, db] : llvm::zip(ta.getShape(), tb.getShape()))
+      if (!compatibleDims(da, db))
+        return false;
+  }
+  return true;
+}
+
+} // namespace
+
+// Every op with inferred types accepts a declared type that is at least as
+// static as the inferred one.
+#define KILN_COMPATIBLE_RETURN_TYPES(Op)                                       \
+  bool Op::isCompatibleReturnTypes(TypeRange l, TypeRange r) {                 \
+    return compatibleTypes(l, r);                                              \
+  }
+KILN_COMPATIBLE_RETURN_TYPES(EmbeddingOp)
+KILN_COMPATIBLE_RETURN_TYPES(MatmulOp)
+KILN_COMPATIBLE_RETURN_TYPES(AddOp)
+KILN_COMPATIBLE_RETURN_TYPES(SubOp)
+KILN_COMPATIBLE_RETURN_TYPES(MulOp)
+KILN_COMPATIBLE_RETURN_TYPES(DivOp)
+KILN_COMPATIBLE_RETURN_TYPES(MaxOp)
+KILN_COMPATIBLE_RETURN_TYPES(MinOp)
+KILN_COMPATIBLE_RETURN_TYPES(PowOp)
+KILN_COMPATIBLE_RETURN_TYPES(ReshapeOp)
+KILN_COMPATIBLE_RETURN_TYPES(TransposeOp)
+KILN_COMPATIBLE_RETURN_TYPES(SliceOp)
+KILN_COMPATIBLE_RETURN_TYPES(ConcatOp)
+KILN_COMPATIBLE_RETURN_TYPES(ReduceSumOp)
+KILN_COMPATIBLE_RETURN_TYPES(ReduceMeanOp)
+KILN_COMPATIBLE_RETURN_TYPES(ReduceMaxOp)
+KILN_COMPATIBLE_RETURN_TYPES(LayerNormOp)
+KILN_COMPATIBLE_RETURN_TYPES(RMSNormOp)
+KILN_COMPATIBLE_RETURN_TYPES(AttentionOp)
+KILN_COMPATIBLE_RETURN_TYPES(RelativePositionBucketOp)
+KILN_COMPATIBLE_RETURN_TYPES(CrossEntropyOp)
+KILN_COMPATIBLE_RETURN_TYPES(RopeOp)
+#undef KILN_COMPATIBLE_RETURN_TYPES
+
+//===----------------------------------------------------------------------===//
+// Parameters and constants
+//===----------------------------------------------------------------------===//
+
+LogicalResult ParameterOp::verify() {
+  auto type = llvm::cast<RankedTensorType>(getType());
+  if (!type.hasStaticShape())
+    return emitOpError("parameter '")
+           << getSymName() << "' must have a static shape, got " << type;
+  StringRef init = getInit();
+  ArrayRef<double> args = getInitArgs();
+  size_t want;
+  if (init == "zeros" || init == "ones")
+    want = 0;
+  else if (init == "normal" || init == "constant")
+    want = 1;
+  else if (init == "uniform")
+    want = 2;
+  else
+    return emitOpError("unknown initializer '")
+           << init << "'; expected zeros, ones, normal, uniform or constant";
+  if (args.size() != want)
+    return emitOpError("initializer '")
+           << init << "' takes " << want << " argument(s), got " << args.size();
+  bool isFloat = llvm::isa<FloatType>(type.getElementType());
+  if ((init == "normal" || init == "uniform") && !isFloat)
+    return emitOpError("initializer '")
+           << init << "' needs a floating-point parameter, got " << type;
+  if (init == "normal" && !(args[0] > 0))
+    return emitOpError("normal initializer needs a positive standard "
+                       "deviation, got ")
+           << args[0];
+  if (init == "uniform" && !(args[0] < args[1]))
+    return emitOpError("uniform initializer needs low < high, got [")
+           << args[0] << ", " << args[1] << "]";
+  return success();
+}
+
+LogicalResult ParamOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  auto param = symbolTable.lookupNearestSymbolFrom<ParameterOp>(getOperation(),
+                                                                getNameAttr());
+  if (!param)
+    return emitOpError("'@")
+           << getName() << "' does not name a kiln.parameter in this module";
+  if (param.getType() != getType())
+    return emitOpError("result type ")
+           << getType() << " differs from the declared type " << param.getType()
+           << " of parameter '@" << getName() << "'";
+  return success();
+}
+
+OpFoldResult ConstantOp::fold(FoldAdaptor) { return getValue(); }
+
+//===----------------------------------------------------------------------===//
+// Lookup and linear algebra
+//===----------------------------------------------------------------------===//
+
+LogicalResult EmbeddingOp::inferReturnTypes(MLIRContext *,
+                                            std::optional<Location> loc,
+                                            Adaptor adaptor,
+                                            SmallVectorImpl<Type> &results) {
+  Failure fail(loc, getOperationName());
+  auto table = ranked(adaptor.getTable());
+  auto idx = ranked(adaptor.getIndices());
+  if (table.getRank() != 2)
+    return fail("table must have rank 2 [V, D], got ", str(table));
+  SmallVector<int64_t> shape(idx.getShape());
+  shape.push_back(table.getDimSize(1));
+  results.push_back(RankedTensorType::get(shape, table.getElementType()));
+  return success();
+}
+
+LogicalResult MatmulOp::inferReturnTypes(MLIRContext *,
+                                         std::optional<Location> loc,
+                                         Adaptor adaptor,
+                                         SmallVectorImpl<Type> &results) {
+  Failure fail(loc, getOperationName());
+  auto a = ranked(adaptor.getLhs()), b = ranked(adaptor.getRhs());
+  if (a.getRank() < 2)
+    return fail("lhs must have rank >= 2, got ", str(a));
+  if (b.getRank() < 2)
+    return fail("rhs must have rank >= 2, got ", str(b));
+  if (a.getElementType() != b.getElementType())
+    return fail("operand element types differ: ", str(a.getElementType()),
+                " vs ", str(b.getElementType()));
+  ArrayRef<int64_t> as = a.getShape(), bs = b.getShape();
+  bool ta = adaptor.getTransposeA(), tb = adaptor.getTransposeB();
+  int64_t m = ta ? as[as.size() - 1] : as[as.size() - 2];
+  int64_t ka = ta ? as[as.size() - 2] : as[as.size() - 1];
+  int64_t kb = tb ? bs[bs.size() - 1] : bs[bs.size() - 2];
+  int64_t n = tb ? bs[bs.size() - 2] : bs[bs.size() - 1];
+  if (!compatibleDims(ka, kb))
+    return fail("contraction dimensions differ: lhs has K = ", dimStr(ka),
+                ", rhs has K = ", dimStr(kb));
+  SmallVector<int64_t> batch;
+  int64_t bad;
+  if (!broadcastShapes(as.drop_back(2), bs.drop_back(2), batch, bad))
+    return fail("batch dimensions ", str(as.drop_back(2)), " and ",
+                str(bs.drop_back(2)), " are not broadcast-compatible");
+  batch.push_back(m);
+  batch.push_back(n);
+  results.push_back(RankedTensorType::get(batch, a.getElementType()));
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Elementwise
+//===----------------------------------------------------------------------===//
+
+static LogicalResult inferBinary(StringRef opName, std::optional<Location> loc,
+                                 Value lhs, Value rhs,
+                                 SmallVectorImpl<Type> &results) {
+  Failure fail(loc, opName);
+  auto a = ranked(lhs), b = ranked(rhs);
+  if (a.getElementType() != b.getElementType())
+    return fail("operand element types differ: ", str(a.getElementType()),
+                " vs ", str(b.getElementType()));
+  SmallVector<int64_t> shape;
+  int64_t bad;
+  if (!broadcastShapes(a.getShape(), b.getShape(), shape, bad))
+    return fail("operand shapes ", str(a.getShape()), " and ",
+                str(b.getShape()), " are not broadcast-compatible (dimension ",
+                -1 - bad, " differs)");
+  results.push_back(RankedTensorType::get(shape, a.getElementType()));
+  return success();
+}
+
+#define KILN_BINARY_INFER(Op)                                                  \
+  LogicalResult Op::inferReturnTypes(                                          \
+      MLIRContext *, std::optional<Location> loc, Adaptor adaptor,             \
+      SmallVectorImpl<Type> &results) {                                        \
+    return inferBinary(getOperationName(), loc, adaptor.getLhs(),              \
+                       adaptor.getRhs(), results);                             \
+  }
+KILN_BINARY_INFER(AddOp)
+KILN_BINARY_INFER(SubOp)
+KILN_BINARY_INFER(MulOp)
+KILN_BINARY_INFER(DivOp)
+KILN_BINARY_INFER(MaxOp)
+KILN_BINARY_INFER(MinOp)
+KILN_BINARY_INFER(PowOp)
+#undef KILN_BINARY_INFER
+
+LogicalResult GeluOp::verify() {
+  StringRef approx = getApproximate();
+  if (approx != "none" && approx != "tanh")
+    return emitOpError("approximate must be \"none\" or \"tanh\", got \"")
+           << approx << "\"";
+  return success();
+}
+
+LogicalResult CastOp::verify() {
+  auto in = ranked(getInput()), out = ranked(getResult());
+  if (in.getRank() != out.getRank() ||
+      !llvm::all_of(llvm::zip(in.getShape(), out.getShape()), [](auto p) {
+        return compatibleDims(std::get<0>(p), std::get<1>(p));
+      }))
+    return emitOpError("changes the shape from ")
+           << str(in.getShape()) << " to " << str(out.getShape())
+           << "; a cast only converts the element type";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Shape manipulation
+//===----------------------------------------------------------------------===//
+
+LogicalResult ReshapeOp::inferReturnTypes(MLIRContext *,
+                                          std::optional<Location> loc,
+                                          Adaptor adaptor,
+                                          SmallVectorImpl<Type> &results) {
+  Failure fail(loc, getOperationName());
+  auto in = ranked(adaptor.getInput());
+  SmallVector<int64_t> shape;
+  bool allStatic = true;
+  int64_t count = 1;
+  for (auto [i, attr] : llvm::enumerate(adaptor.getShape())) {
+    if (auto n = llvm::dyn_cast<IntegerAttr>(attr)) {
+      if (n.getInt() <= 0)
+        return fail("shape entry ", i, " must be positive, got ", n.getInt());
+      shape.push_back(n.getInt());
+      count *= n.getInt();
+    } else if (auto s = llvm::dyn_cast<StringAttr>(attr)) {
+      std::string why = checkDimExpr(s.getValue());
+      if (!why.empty())
+        return fail("shape entry ", i, ": ", why);
+      shape.push_back(ShapedType::kDynamic);
+      allStatic = false;
+    } else {
+      return fail("shape entry ", i,
+                  " must be an integer or a dimension expression string");
+    }
+  }
+  if (allStatic && in.hasStaticShape() && in.getNumElements() != count)
+    return fail("changes the element count from ", in.getNumElements(), " to ",
+                count);
+  results.push_back(RankedTensorType::get(shape, in.getElementType()));
+  return success();
+}
+
+LogicalResult TransposeOp::inferReturnTypes(MLIRContext *,
+                                            std::optional<Location> loc,
+                                            Adaptor adaptor,
+                                            SmallVectorImpl<Type> &results) {
+  Failure fail(loc, getOperationName());
+  auto in = ranked(adaptor.getInput());
+  ArrayRef<int64_t> perm = adaptor.getPerm();
+  if (static_cast<int64_t>(perm.size()) != in.getRank())
+    return fail("perm has ", perm.size(), " entries for an input of rank ",
+                in.getRank());
+  llvm::SmallSet<int64_t, 8> seen;
+  SmallVector<int64_t> shape;
+  for (int64_t p : perm) {
+    if (p < 0 || p >= in.getRank() || !seen.insert(p).second)
+      return fail("perm ", str(perm), " is not a permutation of 0..",
+                  in.getRank() - 1);
+    shape.push_back(in.getDimSize(p));
+  }
+  results.push_back(RankedTensorType::get(shape, in.getElementType()));
+  return success();
+}
+
+LogicalResult SliceOp::inferReturnTypes(MLIRContext *,
+                                        std::optional<Location> loc,
+                                        Adaptor adaptor,
+                                        SmallVectorImpl<Type> &results) {
+  Failure fail(loc, getOperationName());
+  auto in = ranked(adaptor.getInput());
+  auto axis =
+      normalizeAxis(static_cast<int64_t>(adaptor.getAxis()), in.getRank());
+  if (!axis)
+    return fail("axis ", static_cast<int64_t>(adaptor.getAxis()),
+                " is out of range for rank ", in.getRank());
+  int64_t start = static_cast<int64_t>(adaptor.getStart());
+  if (start < 0)
+    return fail("start must be >= 0, got ", start);
+  SmallVector<int64_t> shape(in.getShape());
+  int64_t dim = shape[*axis];
+  Attribute end = adaptor.getEnd();
+  if (auto e = llvm::dyn_cast<IntegerAttr>(end)) {
+    if (e.getInt() <= start)
+      return fail("empty slice [", start, ", ", e.getInt(), ")");
+    if (!ShapedType::isDynamic(dim) && e.getInt() > dim)
+      return fail("end ", e.getInt(), " exceeds the size ", dim, " of axis ",
+                  *axis);
+    shape[*axis] = e.getInt() - start;
+  } else {
+    std::string why = checkDimExpr(llvm::cast<StringAttr>(end).getValue());
+    if (!why.empty())
+      return fail("end: ", why);
+    if (!ShapedType::isDynamic(dim) && start >= dim)
+      return fail("start ", start, " is not below the size ", dim, " of axis ",
+                  *axis);
+    shape[*axis] = ShapedType::kDynamic;
+  }
+  results.push_back(RankedTensorType::get(shape, in.getElementType()));
+  return success();
+}
+
+LogicalResult ConcatOp::inferReturnTypes(MLIRContext *,
+                                         std::optional<Location> loc,
+                                         Adaptor adaptor,
+                                         SmallVectorImpl<Type> &results) {
+  Failure fail(loc, getOperationName());
+  ValueRange inputs = adaptor.getInputs();
+  if (inputs.empty())
+    return fail("needs at least one input");
+  auto first = ranked(inputs.front());
+  auto axis =
+      normalizeAxis(static_cast<int64_t>(adaptor.getAxis()), first.getRank());
+  if (!axis)
+    return fail("axis ", static_cast<int64_t>(adaptor.getAxis()),
+                " is out of range for rank ", first.getRank());
+  SmallVector<int64_t> shape(first.getShape());
+  for (auto [i, v] : llvm::enumerate(inputs.drop_front())) {
+    auto t = ranked(v);
+    if (t.getRank() != first.getRank())
+      return fail("input ", i + 1, " has rank ", t.getRank(), ", expected ",
+                  first.getRank());
+    if (t.getElementType() != first.getElementType())
+      return fail("input ", i + 1, " has element type ",
+                  str(t.getElementType()), ", expected ",
+                  str(first.getElementType()));
+    for (int64_t d = 0; d < t.getRank(); ++d) {
+      if (d == *axis) {
+        shape[d] = ShapedType::isDynamic(shape[d]) || t.isDynamicDim(d)
+                       ? ShapedType::kDynamic
+                       : shape[d] + t.getDimSize(d);
+      } else if (!compatibleDims(shape[d], t.getDimSize(d))) {
+        return fail("input ", i + 1, " has size ", t.getDimSize(d),
+                    " at dimension ", d, ", expected ", shape[d]);
+      } else if (ShapedType::isDynamic(shape[d])) {
+        shape[d] = t.getDimSize(d);
+      }
+    }
+  }
+  results.push_back(RankedTensorType::get(shape, first.getElementType()));
+  return success();
+}
+
+LogicalResult SplitOp::verify() {
+  auto in = ranked(getInput());
+  auto axis = normalizeAxis(static_cast<int64_t>(getAxis()), in.getRank());
+  if (!axis)
+    return emitOpError("axis ") << static_cast<int64_t>(getAxis())
+                                << " is out of range for rank " << in.getRank();
+  int64_t parts = getNumResults();
+  if (parts < 1)
+    return emitOpError("needs at least one result");
+  SmallVector<int64_t> shape(in.getShape());
+  if (!ShapedType::isDynamic(shape[*axis])) {
+    if (shape[*axis] % parts != 0)
+      return emitOpError("size ")
+             << shape[*axis] << " of axis " << *axis
+             << " is not divisible into " << parts << " equal parts";
+    shape[*axis] /= parts;
+  }
+  auto expected = RankedTensorType::get(shape, in.getElementType());
+  for (auto [i, t] : llvm::enumerate(getResultTypes()))
+    if (!compatibleTypes(expected, t))
+      return emitOpError("result ")
+             << i << " has type " << t << ", expected " << expected;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Reductions and normalization
+//===----------------------------------------------------------------------===//
+
+static LogicalResult inferReduce(StringRef opName, std::optional<Location> loc,
+                                 Value input, ArrayRef<int64_t> axes,
+                                 bool keepdim, SmallVectorImpl<Type> &results) {
+  Failure fail(loc, opName);
+  auto in = ranked(input);
+  if (axes.empty())
+    return fail("axes must not be empty");
+  SmallVector<bool> reduced(in.getRank(), false);
+  for (int64_t a : axes) {
+    auto n = normalizeAxis(a, in.getRank());
+    if (!n)
+      return fail("axis ", a, " is out of range for rank ", in.getRank());
+    if (reduced[*n])
+      return fail("axis ", a, " is listed more than once");
+    reduced[*n] = true;
+  }
+  SmallVector<int64_t> shape;
+  for (int64_t d = 0; d < in.getRank(); ++d) {
+    if (!reduced[d])
+      shape.push_back(in.getDimSize(d));
+    else if (keepdim)
+      shape.push_back(1);
+  }
+  results.push_back(RankedTensorType::get(shape, in.getElementType()));
+  return success();
+}
+
+#define KILN_REDUCE_INFER(Op)                                                  \
+  LogicalResult Op::inferReturnTypes(                                          \
+      MLIRContext *, std::optional<Location> loc, Adaptor adaptor,             \
+      SmallVectorImpl<Type> &results) {                                        \
+    return inferReduce(getOperationName(), loc, adaptor.getInput(),            \
+                       adaptor.getAxes(), adaptor.getKeepdim(), results);      \
+  }
+KILN_REDUCE_INFER(ReduceSumOp)
+KILN_REDUCE_INFER(ReduceMeanOp)
+KILN_REDUCE_INFER(ReduceMaxOp)
+#undef KILN_REDUCE_INFER
+
+/// Checks a per-channel normalization parameter against the input's last
+/// dimension.
+static LogicalResult checkChannelParam(Failure &fail, StringRef what,
+                                       RankedTensorType in,
+                                       RankedTensorType p) {
+  int64_t c = in.getDimSize(in.getRank() - 1);
+  if (p.getRank() != 1 || !compatibleDims(p.getDimSize(0), c))
+    return fail(what, " must have shape [", dimStr(c),
+                "] to match the last dimension of the input, got ",
+                str(p.getShape()));
+  if (p.getElementType() != in.getElementType())
+    return fail(what, " has element type ", str(p.getElementType()),
+                ", expected ", str(in.getElementType()));
+  return success();
+}
+
+LogicalResult LayerNormOp::inferReturnTypes(MLIRContext *,
+                                            std::optional<Location> loc,
+                                            Adaptor adaptor,
+                                            SmallVectorImpl<Type> &results) {
+  Failure fail(loc, getOperationName());
+  auto in = ranked(adaptor.getInput());
+  if (in.getRank() < 1)
+    return fail("input must have rank >= 1");
+  if (failed(
+          checkChannelParam(fail, "weight", in, ranked(adaptor.getWeight()))) ||
+      failed(checkChannelParam(fail, "bias", in, ranked(adaptor.getBias()))))
+    return failure();
+  if (!(adaptor.getEps().convertToDouble() > 0))
+    return fail("eps must be positive, got ",
+                adaptor.getEps().convertToDouble());
+  results.push_back(in);
+  return success();
+}
+
+LogicalResult RMSNormOp::inferReturnTypes(MLIRContext *,
+                                          std::optional<Location> loc,
+                                          Adaptor adaptor,
+                                          SmallVectorImpl<Type> &results) {
+  Failure fail(loc, getOperationName());
+  auto in = ranked(adaptor.getInput());
+  if (in.getRank() < 1)
+    return fail("input must have rank >= 1");
+  if (failed(
+          checkChannelParam(fail, "weight", in, ranked(adaptor.getWeight()))))
+    return failure();
+  if (!(adaptor.getEps().convertToDouble() > 0))
+    return fail("eps must be positive, got ",
+                adaptor.getEps().convertToDouble());
+  results.push_back(in);
+  return success();
+}
+
+LogicalResult SoftmaxOp::verify() {
+  auto in = ranked(getInput());
+  if (!normalizeAxis(static_cast<int64_t>(getAxis()), in.getRank()))
+    return emitOpError("axis ") << static_cast<int64_t>(getAxis())
+                                << " is out of range for rank " << in.getRank();
+  return success();
+}
+
+LogicalResult DropoutOp::verify() {
+  double rate = getRate().convertToDouble();
+  if (!(rate >= 0 && rate < 1))
+    return emitOpError("rate must be in [0, 1), got ") << rate;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Transformer building blocks
+//===----------------------------------------------------------------------===//
+
+LogicalResult RopeOp::inferReturnTypes(MLIRContext *, std::optional<Location>,
+                                       Adaptor adaptor,
+                                       SmallVectorImpl<Type> &results) {
+  results.push_back(adaptor.getInput().getType());
+  return success();
+}
+
+LogicalResult RopeOp::verify() {
+  auto in = ranked(getInput());
+  if (in.getRank() != 3)
+    return emitOpError("input must be [B, T, heads*head_dim], got ") << in;
+  int64_t hd = static_cast<int64_t>(getHeadDim());
+  if (hd <= 0 || hd % 2 != 0)
+    return emitOpError("head_dim must be a positive even number, got ") << hd;
+  int64_t c = in.getDimSize(2);
+  if (!ShapedType::isDynamic(c) && c % hd != 0)
+    return emitOpError("last dimension ")
+           << c << " is not a multiple of head_dim " << hd;
+  if (!(getTheta().convertToDouble() > 0))
+    return emitOpError("theta must be positive, got ")
+           << getTheta().convertToDouble();
+  StringRef style = getStyle();
+  if (style != "interleaved" && style != "half")
+    return emitOpError("style must be \"interleaved\" or \"half\", got \"")
+           << style << "\"";
+  if (Value pos = getPositions()) {
+    auto p = ranked(pos);
+    bool ok = (p.getRank() == 1 &&
+               compatibleDims(p.getDimSize(0), in.getDimSize(1))) ||
+              (p.getRank() == 2 &&
+               compatibleDims(p.getDimSize(0), in.getDimSize(0)) &&
+               compatibleDims(p.getDimSize(1), in.getDimSize(1)));
+    if (!ok)
+      return emitOpError("positions must be [T] or [B, T] for an input ")
+             << str(in.getShape()) << ", got " << str(p.getShape());
+  }
+  return success();
+}
+
+LogicalResult AttentionOp::inferReturnTypes(MLIRContext *,
+                                            std::optional<Location> loc,
+                                            Adaptor adaptor,
+                                            SmallVectorImpl<Type> &results) {
+  Failure fail(loc, getOperationName());
+  auto q = ranked(adaptor.getQuery()), k = ranked(adaptor.getKey()),
+       v = ranked(adaptor.getValue());
+  for (auto [name, t] : {std::pair<StringRef, RankedTensorType>{"query", q},
+                         {"key", k},
+                         {"value", v}})
+    if (t.getRank() != 3)
+      return fail(name, " must be [B, T, heads*head_dim], got ", str(t));
+  if (k.getElementType() != q.getElementType() ||
+      v.getElementType() != q.getElementType())
+    return fail("query, key and value must have the same element type");
+  int64_t h = static_cast<int64_t>(adaptor.getNumHeads()),
+          hkv = static_cast<int64_t>(adaptor.getNumKvHeads());
+  if (h <= 0 || hkv <= 0)
+    return fail("num_heads and num_kv_heads must be positive, got ", h, " and ",
+                hkv);
+  if (h % hkv != 0)
+    return fail("num_heads ", h, " is not a multiple of num_kv_heads ", hkv);
+  int64_t qc = q.getDimSize(2), kc = k.getDimSize(2), vc = v.getDimSize(2);
+  int64_t d = ShapedType::kDynamic, dv = ShapedType::kDynamic;
+  if (!ShapedType::isDynamic(qc)) {
+    if (qc % h != 0)
+      return fail("query width ", qc, " is not divisible by num_heads ", h);
+    d = qc / h;
+  }
+  if (!ShapedType::isDynamic(kc) && !ShapedType::isDynamic(d) && kc != hkv * d)
+    return fail("key width ", kc, " must be num_kv_heads * head_dim = ", hkv,
+                " * ", d, " = ", hkv * d);
+  if (!ShapedType::isDynamic(vc)) {
+    if (vc % hkv != 0)
+      return fail("value width ", vc, " is not divisible by num_kv_heads ",
+                  hkv);
+    dv = vc / hkv;
+  }
+  if (!compatibleDims(q.getDimSize(0), k.getDimSize(0)) ||
+      !compatibleDims(q.getDimSize(0), v.getDimSize(0)))
+    return fail("batch sizes differ: query ", str(q.getShape()), ", key ",
+                str(k.getShape()), ", value ", str(v.getShape()));
+  if (!compatibleDims(k.getDimSize(1), v.getDimSize(1)))
+    return fail("key and value lengths differ: ", dimStr(k.getDimSize(1)),
+                " vs ", dimStr(v.getDimSize(1)));
+  int64_t b = q.getDimSize(0), tq = q.getDimSize(1), tk = k.getDimSize(1);
+  if (Value m = adaptor.getMask()) {
+    auto mt = ranked(m);
+    if (mt.getRank() != 2 || !compatibleDims(mt.getDimSize(0), b) ||
+        !compatibleDims(mt.getDimSize(1), tk))
+      return fail("mask must be a [B, Tk] = [", dimStr(b), ", ", dimStr(tk),
+                  "] key padding mask, got ", str(mt.getShape()));
+  }
+  if (Value bias = adaptor.getBias()) {
+    auto bt = ranked(bias);
+    SmallVector<int64_t> full = {b, h, tq, tk}, out;
+    int64_t bad;
+    if ((bt.getRank() != 3 && bt.getRank() != 4) ||
+        !broadcastShapes(full, bt.getShape(), out, bad) || out.size() != 4 ||
+        !llvm::all_of(llvm::zip(out, full), [](auto p) {
+          return compatibleDims(std::get<0>(p), std::get<1>(p));
+        }))
+      return fail("bias must broadcast to [B, H, Tq, Tk] = ", str(full),
+                  ", got ", str(bt.getShape()));
+    if (bt.getElementType() != q.getElementType())
+      return fail("bias has element type ", str(bt.getElementType()),
+                  ", expected ", str(q.getElementType()));
+  }
+  if (!(adaptor.getScale().convertToDouble() > 0))
+    return fail("scale must be positive, got ",
+                adaptor.getScale().convertToDouble());
+  int64_t outWidth = ShapedType::isDynamic(dv) ? ShapedType::kDynamic : h * dv;
+  results.push_back(
+      RankedTensorType::get({b, tq, outWidth}, q.getElementType()));
+  return success();
+}
+
+LogicalResult RelativePositionBucketOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  Failure fail(loc, getOperationName());
+  auto q = ranked(adaptor.getQuery()), k = ranked(adaptor.getKey());
+  if (q.getRank() < 2 || k.getRank() < 2)
+    return fail("query and key must have rank >= 2 (dimension -2 is the "
+                "sequence)");
+  int64_t nb = static_cast<int64_t>(adaptor.getNumBuckets()),
+          maxDist = static_cast<int64_t>(adaptor.getMaxDistance());
+  bool bidir = adaptor.getBidirectional();
+  // T5 halves the buckets for direction, then keeps half of the rest exact.
+  int64_t exact = (bidir ? nb / 2 : nb) / 2;
+  if (nb <= 0 || (bidir && nb % 2 != 0) || exact < 1)
+    return fail("num_buckets must be positive", bidir ? ", even" : "",
+                " and leave at least one exact bucket, got ", nb);
+  if (maxDist <= exact)
+    return fail("max_distance must exceed the ", exact,
+                " exactly-bucketed distances, got ", maxDist);
+  results.push_back(RankedTensorType::get(
+      {q.getDimSize(q.getRank() - 2), k.getDimSize(k.getRank() - 2)},
+      IntegerType::get(ctx, 32)));
+  return success();
+}
+
+LogicalResult CrossEntropyOp::inferReturnTypes(MLIRContext *ctx,
+                                               std::optional<Location> loc,
+                                               Adaptor adaptor,
+                                               SmallVectorImpl<Type> &results) {
+  Failure fail(loc, getOperationName());
+  auto logits = ranked(adaptor.getLogits()), t = ranked(adaptor.getTargets());
+  if (logits.getRank() < 1)
+    return fail("logits must have a class dimension");
+  ArrayRef<int64_t> outer = logits.getShape().drop_back();
+  if (t.getRank() != static_cast<int64_t>(outer.size()) ||
+      !llvm::all_of(llvm::zip(outer, t.getShape()), [](auto p) {
+        return compatibleDims(std::get<0>(p), std::get<1>(p));
+      }))
+    return fail("targets ", str(t.getShape()),
+                " must match the logits shape without the class dimension, ",
+                str(outer));
+  results.push_back(RankedTensorType::get({}, Float32Type::get(ctx)));
+  return success();
+}
+
+#define GET_OP_CLASSES
+#include "ir/KilnOps.cpp.inc"

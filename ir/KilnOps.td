@@ -1,0 +1,588 @@
+//===- KilnOps.td - the kiln dialect -----------------------*- tablegen -*-===//
+//
+// The kiln dialect: tensor-level operations for transformer models. Every op
+// verifies its operands and infers its result type (InferTypeOpInterface);
+// symbolic dimensions (batch, sequence) are dynamic (`?`) in the IR, and the
+// few attributes that must name them (reshape targets, slice bounds) spell them
+// as dimension expressions such as "B", "T" or "B*T".
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_OPS
+#define KILN_OPS
+
+include "mlir/IR/OpBase.td"
+include "mlir/IR/SymbolInterfaces.td"
+include "mlir/IR/BuiltinAttributeInterfaces.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+
+def Kiln_Dialect : Dialect {
+  let name = "kiln";
+  let cppNamespace = "::kiln";
+  let summary = "Tensor operations for transformer models.";
+  let description = [{
+    The `kiln` dialect is what the kiln frontend produces from a `.kiln` model
+    file and what kiln's passes transform. Operations work on ranked builtin
+    tensors. Dimensions that are only known at run time (batch `B`, sequence
+    `T`) are dynamic (`?`); functions record their names in the
+    `kiln.dims` argument attribute, and reshape/slice attributes spell them as
+    dimension expressions (`"B"`, `"B*T"`, `"4*T"`).
+
+    Model parameters are module-level `kiln.parameter` symbols and are read
+    inside functions with `kiln.param`. Module attributes record the model name
+    (`kiln.model`), its bound hyperparameters (`kiln.hparams`) and its symbolic
+    dimensions (`kiln.dims`).
+
+    High-level operations (`kiln.attention`, `kiln.layernorm`, `kiln.rope`,
+    `kiln.cross_entropy`) stay whole so that fusion, sparse attention and
+    autodiff see them as units.
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// Types and attribute constraints
+//===----------------------------------------------------------------------===//
+
+def Kiln_FloatElement : AnyTypeOf<[F16, BF16, F32, F64]>;
+def Kiln_IntElement : AnyTypeOf<[I32, I64]>;
+def Kiln_Tensor : RankedTensorOf<[F16, BF16, F32, F64, I1, I32, I64]>;
+def Kiln_FloatTensor : RankedTensorOf<[F16, BF16, F32, F64]>;
+def Kiln_IntTensor : RankedTensorOf<[I32, I64]>;
+def Kiln_MaskTensor : RankedTensorOf<[I1, I32, I64, F16, BF16, F32, F64]>;
+def Kiln_ScalarF32 : 0DTensorOf<[F32]>;
+
+// A dimension: a static size, or an expression over symbolic dimensions.
+def Kiln_DimExprAttr : AnyAttrOf<[I64Attr, StrAttr]>;
+
+//===----------------------------------------------------------------------===//
+// Base classes
+//===----------------------------------------------------------------------===//
+
+class Kiln_Op<string mnemonic, list<Trait> traits = []>
+    : Op<Kiln_Dialect, mnemonic, traits>;
+
+// Ops whose result type follows from operands and attributes. The inferred
+// type may be less static than the declared one (a `?` where the frontend
+// knows a size); `isCompatibleReturnTypes` accepts that.
+class Kiln_InferOp<string mnemonic, list<Trait> traits = []>
+    : Kiln_Op<mnemonic, !listconcat(traits,
+          [Pure, InferTypeOpAdaptorWithIsCompatible])>;
+
+// Ops whose result has exactly the type of their (first) input; ODS derives
+// the inference from the type constraint.
+class Kiln_SameTypeOp<string mnemonic, list<Trait> traits = []>
+    : Kiln_Op<mnemonic, !listconcat(traits, [Pure, InferTypeOpInterface])>;
+
+class Kiln_BinaryOp<string mnemonic, string what, list<Trait> traits = []>
+    : Kiln_InferOp<mnemonic, traits> {
+  let summary = "elementwise " # what # " with broadcasting";
+  let description = [{
+    Elementwise }] # what # [{ of two tensors with NumPy broadcasting: shapes
+    are aligned at the trailing dimension, and each pair of sizes must be equal
+    or one of them 1. Both operands have the same element type.
+
+    Example:
+    ```mlir
+    %r = kiln.}] # mnemonic # [{ %a, %b : tensor<?x?x768xf32>, tensor<768xf32> -> tensor<?x?x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_Tensor:$lhs, Kiln_Tensor:$rhs);
+  let results = (outs Kiln_Tensor:$result);
+  let assemblyFormat = [{
+    $lhs `,` $rhs attr-dict `:` type($lhs) `,` type($rhs) `->` type($result)
+  }];
+}
+
+class Kiln_UnaryFloatOp<string mnemonic, string what, string formula>
+    : Kiln_SameTypeOp<mnemonic, [SameOperandsAndResultType]> {
+  let summary = what;
+  let description = [{
+    Applies }] # what # [{ elementwise: `}] # formula # [{`.
+
+    Example:
+    ```mlir
+    %y = kiln.}] # mnemonic # [{ %x : tensor<?x?x3072xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$input);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($result)";
+}
+
+class Kiln_ReduceOp<string mnemonic, string what>
+    : Kiln_InferOp<mnemonic> {
+  let summary = what # " over axes";
+  let description = [{
+    Reduces `input` with }] # what # [{ over the listed `axes` (negative
+    values count from the end; each axis at most once). With `keepdim` the
+    reduced dimensions stay as size 1.
+
+    Example:
+    ```mlir
+    %s = kiln.}] # mnemonic # [{ %x {axes = array<i64: -1>, keepdim = true} : tensor<?x?x768xf32> -> tensor<?x?x1xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$input, DenseI64ArrayAttr:$axes,
+                   DefaultValuedAttr<BoolAttr, "false">:$keepdim);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+}
+
+//===----------------------------------------------------------------------===//
+// Parameters and constants
+//===----------------------------------------------------------------------===//
+
+def Kiln_ParameterOp : Kiln_Op<"parameter", [Symbol, HasParent<"::mlir::ModuleOp">]> {
+  let summary = "declares a model parameter";
+  let description = [{
+    Declares a named, statically shaped model parameter and how to initialize
+    it. Names are paths that mirror the model's block structure
+    (`h.3.attn.c_attn.weight`), so checkpoints map by name.
+
+    Initializers (`init`, with `init_args`):
+    - `zeros`, `ones`: no arguments;
+    - `normal`: one argument, the standard deviation (> 0), mean 0;
+    - `uniform`: two arguments, the bounds `low < high`;
+    - `constant`: one argument, the value.
+
+    Example:
+    ```mlir
+    kiln.parameter @wte : tensor<50257x768xf32> {init = "normal", init_args = array<f64: 0.02>}
+    ```
+  }];
+  let arguments = (ins SymbolNameAttr:$sym_name,
+                   TypeAttrOf<Kiln_Tensor>:$type,
+                   StrAttr:$init,
+                   DefaultValuedAttr<DenseF64ArrayAttr, "{}">:$init_args);
+  let assemblyFormat = "$sym_name `:` $type attr-dict";
+  let hasVerifier = 1;
+}
+
+def Kiln_ParamOp : Kiln_Op<"param",
+    [Pure, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "reads a model parameter";
+  let description = [{
+    Produces the value of the `kiln.parameter` named by `name`. The result
+    type must equal the parameter's declared type.
+
+    Example:
+    ```mlir
+    %w = kiln.param @wte : tensor<50257x768xf32>
+    ```
+  }];
+  let arguments = (ins FlatSymbolRefAttr:$name);
+  let results = (outs Kiln_Tensor:$result);
+  let assemblyFormat = "$name attr-dict `:` type($result)";
+}
+
+def Kiln_ConstantOp : Kiln_Op<"constant", [ConstantLike, Pure,
+    AllTypesMatch<["value", "result"]>]> {
+  let summary = "a constant tensor";
+  let description = [{
+    A tensor constant. Scalars used in arithmetic are rank-0 constants that
+    broadcast.
+
+    Example:
+    ```mlir
+    %half = kiln.constant dense<5.000000e-01> : tensor<f32>
+    ```
+  }];
+  let arguments = (ins ElementsAttr:$value);
+  let results = (outs Kiln_Tensor:$result);
+  let assemblyFormat = "attr-dict $value";
+  let hasFolder = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Lookup and linear algebra
+//===----------------------------------------------------------------------===//
+
+def Kiln_EmbeddingOp : Kiln_InferOp<"embedding"> {
+  let summary = "embedding lookup (gather rows)";
+  let description = [{
+    Gathers rows of a `[V, D]` table at integer indices of any shape; the
+    result has the indices' shape followed by `D`. Indices outside `[0, V)`
+    are a run-time error.
+
+    Example:
+    ```mlir
+    %x = kiln.embedding %wte, %tokens : tensor<50257x768xf32>, tensor<?x?xi32> -> tensor<?x?x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$table, Kiln_IntTensor:$indices);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = [{
+    $table `,` $indices attr-dict `:` type($table) `,` type($indices) `->` type($result)
+  }];
+}
+
+def Kiln_MatmulOp : Kiln_InferOp<"matmul"> {
+  let summary = "batched matrix multiplication";
+  let description = [{
+    `lhs[..., M, K] x rhs[..., K, N] -> [..., M, N]`, with the leading (batch)
+    dimensions broadcast NumPy-style; a rank-2 operand is shared by every batch.
+    `transpose_a` / `transpose_b` swap the last two dimensions of an operand
+    before multiplying (a `[out, in]` linear weight uses `transpose_b`).
+
+    Example:
+    ```mlir
+    %y = kiln.matmul %x, %w {transpose_b = true} : tensor<?x?x768xf32>, tensor<2304x768xf32> -> tensor<?x?x2304xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$lhs, Kiln_FloatTensor:$rhs,
+                   DefaultValuedAttr<BoolAttr, "false">:$transpose_a,
+                   DefaultValuedAttr<BoolAttr, "false">:$transpose_b);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = [{
+    $lhs `,` $rhs attr-dict `:` type($lhs) `,` type($rhs) `->` type($result)
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// Elementwise
+//===----------------------------------------------------------------------===//
+
+def Kiln_AddOp : Kiln_BinaryOp<"add", "addition", [Commutative]>;
+def Kiln_SubOp : Kiln_BinaryOp<"sub", "subtraction">;
+def Kiln_MulOp : Kiln_BinaryOp<"mul", "multiplication", [Commutative]>;
+def Kiln_DivOp : Kiln_BinaryOp<"div", "division">;
+def Kiln_MaxOp : Kiln_BinaryOp<"max", "maximum", [Commutative]>;
+def Kiln_MinOp : Kiln_BinaryOp<"min", "minimum", [Commutative]>;
+def Kiln_PowOp : Kiln_BinaryOp<"pow", "power (lhs raised to rhs)">;
+
+def Kiln_NegOp : Kiln_UnaryFloatOp<"neg", "negation", "y = -x">;
+def Kiln_ExpOp : Kiln_UnaryFloatOp<"exp", "the exponential", "y = exp(x)">;
+def Kiln_LogOp : Kiln_UnaryFloatOp<"log", "the natural logarithm", "y = log(x)">;
+def Kiln_SqrtOp : Kiln_UnaryFloatOp<"sqrt", "the square root", "y = sqrt(x)">;
+def Kiln_RsqrtOp : Kiln_UnaryFloatOp<"rsqrt", "the reciprocal square root",
+                                     "y = 1 / sqrt(x)">;
+def Kiln_TanhOp : Kiln_UnaryFloatOp<"tanh", "the hyperbolic tangent", "y = tanh(x)">;
+def Kiln_SigmoidOp : Kiln_UnaryFloatOp<"sigmoid", "the logistic sigmoid",
+                                       "y = 1 / (1 + exp(-x))">;
+def Kiln_ReluOp : Kiln_UnaryFloatOp<"relu", "the rectifier", "y = max(x, 0)">;
+def Kiln_SiluOp : Kiln_UnaryFloatOp<"silu", "SiLU (swish)", "y = x * sigmoid(x)">;
+
+def Kiln_GeluOp : Kiln_SameTypeOp<"gelu", [SameOperandsAndResultType]> {
+  let summary = "GELU activation, exact (erf) or tanh-approximated";
+  let description = [{
+    `approximate = "none"`: `y = x/2 * (1 + erf(x / sqrt(2)))` (BERT).
+    `approximate = "tanh"`: `y = x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))`
+    (GPT-2's `gelu_new`).
+
+    Example:
+    ```mlir
+    %y = kiln.gelu %x {approximate = "tanh"} : tensor<?x?x3072xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$input,
+                   DefaultValuedAttr<StrAttr, "\"none\"">:$approximate);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+def Kiln_CastOp : Kiln_Op<"cast", [Pure]> {
+  let summary = "element type conversion";
+  let description = [{
+    Converts every element to the result's element type; the shape is kept.
+    Float to integer truncates toward zero; to `i1`, non-zero becomes true.
+
+    Example:
+    ```mlir
+    %m = kiln.cast %mask : tensor<?x?xi32> -> tensor<?x?xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_Tensor:$input);
+  let results = (outs Kiln_Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Shape manipulation
+//===----------------------------------------------------------------------===//
+
+def Kiln_ReshapeOp : Kiln_InferOp<"reshape"> {
+  let summary = "changes the shape, keeping the elements in row-major order";
+  let description = [{
+    `shape` gives one entry per result dimension: a positive integer, or a
+    dimension expression over the model's symbolic dimensions — a product of
+    names and positive integers such as `"B"`, `"B*T"` or `"2*T"`. Symbolic
+    entries are dynamic (`?`) in the result type. When every size is static the
+    element counts must agree.
+
+    Example:
+    ```mlir
+    %h = kiln.reshape %x {shape = ["B", "T", 12, 64]} : tensor<?x?x768xf32> -> tensor<?x?x12x64xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_Tensor:$input, ArrayAttr:$shape);
+  let results = (outs Kiln_Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+}
+
+def Kiln_TransposeOp : Kiln_InferOp<"transpose"> {
+  let summary = "permutes dimensions";
+  let description = [{
+    Result dimension `i` is input dimension `perm[i]`; `perm` is a permutation
+    of `0 .. rank-1`.
+
+    Example:
+    ```mlir
+    %t = kiln.transpose %x {perm = array<i64: 0, 2, 1, 3>} : tensor<?x?x12x64xf32> -> tensor<?x12x?x64xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_Tensor:$input, DenseI64ArrayAttr:$perm);
+  let results = (outs Kiln_Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+}
+
+def Kiln_SliceOp : Kiln_InferOp<"slice"> {
+  let summary = "a contiguous range along one axis";
+  let description = [{
+    Takes indices `[start, end)` along `axis` (negative axes count from the
+    end). `end` is an integer or a dimension expression (`"T"`) bound at run
+    time; a symbolic end makes that result dimension dynamic.
+
+    Example:
+    ```mlir
+    %p = kiln.slice %wpe {axis = 0 : i64, start = 0 : i64, end = "T"} : tensor<1024x768xf32> -> tensor<?x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_Tensor:$input, I64Attr:$axis, I64Attr:$start,
+                   Kiln_DimExprAttr:$end);
+  let results = (outs Kiln_Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+}
+
+def Kiln_ConcatOp : Kiln_InferOp<"concat"> {
+  let summary = "joins tensors along an axis";
+  let description = [{
+    All inputs have the same rank and element type and agree on every
+    dimension except `axis`.
+
+    Example:
+    ```mlir
+    %c = kiln.concat %a, %b {axis = -1 : i64} : (tensor<?x32xf32>, tensor<?x32xf32>) -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<Kiln_Tensor>:$inputs, I64Attr:$axis);
+  let results = (outs Kiln_Tensor:$result);
+  let assemblyFormat = "$inputs attr-dict `:` functional-type($inputs, results)";
+}
+
+def Kiln_SplitOp : Kiln_Op<"split", [Pure]> {
+  let summary = "splits a tensor into equal parts along an axis";
+  let description = [{
+    Produces as many results as the op has, of equal size along `axis`; that
+    dimension must be divisible by the number of results.
+
+    Example:
+    ```mlir
+    %q, %k, %v = kiln.split %qkv {axis = -1 : i64} : tensor<?x?x2304xf32> -> tensor<?x?x768xf32>, tensor<?x?x768xf32>, tensor<?x?x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_Tensor:$input, I64Attr:$axis);
+  let results = (outs Variadic<Kiln_Tensor>:$results);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($results)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Reductions and normalization
+//===----------------------------------------------------------------------===//
+
+def Kiln_ReduceSumOp : Kiln_ReduceOp<"reduce_sum", "the sum">;
+def Kiln_ReduceMeanOp : Kiln_ReduceOp<"reduce_mean", "the mean">;
+def Kiln_ReduceMaxOp : Kiln_ReduceOp<"reduce_max", "the maximum">;
+
+def Kiln_LayerNormOp : Kiln_InferOp<"layernorm"> {
+  let summary = "layer normalization over the last dimension";
+  let description = [{
+    `y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias`, with the mean and
+    the biased variance taken over the last dimension `C`; `weight` and `bias`
+    are `[C]`.
+
+    Example:
+    ```mlir
+    %y = kiln.layernorm %x, %g, %b {eps = 1.0e-05 : f64} : tensor<?x?x768xf32>, tensor<768xf32>, tensor<768xf32> -> tensor<?x?x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$input, Kiln_FloatTensor:$weight,
+                   Kiln_FloatTensor:$bias, F64Attr:$eps);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weight `,` $bias attr-dict `:` type($input) `,` type($weight) `,` type($bias) `->` type($result)
+  }];
+}
+
+def Kiln_RMSNormOp : Kiln_InferOp<"rmsnorm"> {
+  let summary = "root-mean-square normalization over the last dimension";
+  let description = [{
+    `y = x / sqrt(mean(x^2) + eps) * weight` over the last dimension `C`;
+    `weight` is `[C]` (Llama's RMSNorm, T5's layer norm).
+
+    Example:
+    ```mlir
+    %y = kiln.rmsnorm %x, %w {eps = 1.0e-05 : f64} : tensor<?x?x64xf32>, tensor<64xf32> -> tensor<?x?x64xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$input, Kiln_FloatTensor:$weight,
+                   F64Attr:$eps);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weight attr-dict `:` type($input) `,` type($weight) `->` type($result)
+  }];
+}
+
+def Kiln_SoftmaxOp : Kiln_SameTypeOp<"softmax", [SameOperandsAndResultType]> {
+  let summary = "softmax along an axis";
+  let description = [{
+    `y = exp(x - max(x)) / sum(exp(x - max(x)))` along `axis` (negative counts
+    from the end).
+
+    Example:
+    ```mlir
+    %p = kiln.softmax %s {axis = -1 : i64} : tensor<?x12x?x?xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$input, I64Attr:$axis);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+def Kiln_DropoutOp : Kiln_SameTypeOp<"dropout", [SameOperandsAndResultType]> {
+  let summary = "seeded dropout; the identity at inference";
+  let description = [{
+    In training, zeroes each element with probability `rate` and scales the
+    survivors by `1 / (1 - rate)`. The mask is a deterministic function of the
+    run's seed, the step and this op's `seed` (unique per op), so training is
+    reproducible. At inference it is the identity.
+
+    Example:
+    ```mlir
+    %y = kiln.dropout %x {rate = 1.000000e-01 : f64, seed = 3 : i64} : tensor<?x?x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$input, F64Attr:$rate, I64Attr:$seed);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Transformer building blocks
+//===----------------------------------------------------------------------===//
+
+def Kiln_RopeOp : Kiln_InferOp<"rope"> {
+  let summary = "rotary position embedding";
+  let description = [{
+    Rotates `input[B, T, H*head_dim]` per head by position-dependent angles
+    `pos * theta^(-2i/head_dim)`, `i < head_dim/2`. Positions are
+    `0 .. T-1`, or the optional integer `positions` (`[T]` or `[B, T]`) for
+    decoding with a cache.
+
+    `style = "interleaved"` rotates pairs `(x[2i], x[2i+1])` (llama2.c, Meta's
+    Llama); `style = "half"` rotates `(x[i], x[i + head_dim/2])` (Hugging Face
+    Llama, GPT-NeoX).
+
+    Example:
+    ```mlir
+    %q2 = kiln.rope %q {head_dim = 8 : i64, theta = 1.000000e+04 : f64, style = "interleaved"} : tensor<?x?x64xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$input,
+                   Optional<Kiln_IntTensor>:$positions,
+                   I64Attr:$head_dim, F64Attr:$theta,
+                   DefaultValuedAttr<StrAttr, "\"interleaved\"">:$style);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input (`positions` $positions^ `:` type($positions))? attr-dict `:` type($input)
+  }];
+  let hasVerifier = 1;
+}
+
+def Kiln_AttentionOp : Kiln_InferOp<"attention", [AttrSizedOperandSegments]> {
+  let summary = "multi-head scaled dot-product attention";
+  let description = [{
+    `q[B, Tq, H*D]`, `k[B, Tk, Hkv*D]`, `v[B, Tk, Hkv*Dv]` with `H =
+    num_heads`, `Hkv = num_kv_heads` (grouped-query attention when `Hkv < H`:
+    query head `h` reads key/value head `h / (H / Hkv)`). Per head:
+    `softmax(q k^T * scale + bias + mask) v`; the result is `[B, Tq, H*Dv]`.
+
+    - `causal`: query `i` sees keys `j <= i + (Tk - Tq)` (aligned at the end,
+      so decoding with a cache works).
+    - `mask` (optional): `[B, Tk]` key padding mask; zero means "do not
+      attend".
+    - `bias` (optional): an additive bias broadcastable to `[B, H, Tq, Tk]`
+      (rank 3 `[H, Tq, Tk]` or rank 4): T5's relative position bias, ALiBi.
+
+    It stays one op so that fused and sparse attention kernels see it whole.
+
+    Example:
+    ```mlir
+    %o = kiln.attention %q, %k, %v {num_heads = 12 : i64, num_kv_heads = 12 : i64, scale = 1.250000e-01 : f64, causal = true}
+        : (tensor<?x?x768xf32>, tensor<?x?x768xf32>, tensor<?x?x768xf32>) -> tensor<?x?x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$query, Kiln_FloatTensor:$key,
+                   Kiln_FloatTensor:$value,
+                   Optional<Kiln_MaskTensor>:$mask,
+                   Optional<Kiln_FloatTensor>:$bias,
+                   I64Attr:$num_heads, I64Attr:$num_kv_heads, F64Attr:$scale,
+                   DefaultValuedAttr<BoolAttr, "false">:$causal);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = [{
+    $query `,` $key `,` $value (`mask` $mask^)? (`bias` $bias^)? attr-dict
+    `:` functional-type(operands, results)
+  }];
+}
+
+def Kiln_RelativePositionBucketOp : Kiln_InferOp<"relative_position_bucket"> {
+  let summary = "T5 relative-position buckets";
+  let description = [{
+    For a query sequence (dimension -2 of `query`, length `Tq`) and a key
+    sequence (dimension -2 of `key`, `Tk`), returns the `[Tq, Tk]` bucket index
+    of each relative position `j - i`, as in T5: half the buckets (all when not
+    `bidirectional`) are exact for small distances, the rest logarithmic up to
+    `max_distance`. The operands only supply lengths.
+
+    Example:
+    ```mlir
+    %b = kiln.relative_position_bucket %x, %x {bidirectional = true, num_buckets = 32 : i64, max_distance = 128 : i64}
+        : tensor<?x?x512xf32>, tensor<?x?x512xf32> -> tensor<?x?xi32>
+    ```
+  }];
+  let arguments = (ins Kiln_Tensor:$query, Kiln_Tensor:$key,
+                   BoolAttr:$bidirectional, I64Attr:$num_buckets,
+                   I64Attr:$max_distance);
+  let results = (outs RankedTensorOf<[I32]>:$result);
+  let assemblyFormat = [{
+    $query `,` $key attr-dict `:` type($query) `,` type($key) `->` type($result)
+  }];
+}
+
+def Kiln_CrossEntropyOp : Kiln_InferOp<"cross_entropy"> {
+  let summary = "mean softmax cross-entropy over a class dimension";
+  let description = [{
+    `logits[..., V]` and integer `targets[...]`: the mean over positions whose
+    target is not `ignore_index` of `logsumexp(logits) - logits[target]`. The
+    result is a rank-0 `f32`. Targets outside `[0, V)` other than
+    `ignore_index` are a run-time error.
+
+    Example:
+    ```mlir
+    %l = kiln.cross_entropy %logits, %targets {ignore_index = -100 : i64} : tensor<?x?x50257xf32>, tensor<?x?xi32> -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$logits, Kiln_IntTensor:$targets,
+                   DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
+  let results = (outs Kiln_ScalarF32:$result);
+  let assemblyFormat = [{
+    $logits `,` $targets attr-dict `:` type($logits) `,` type($targets) `->` type($result)
+  }];
+}
+
+#endif // KILN_OPS

@@ -1,0 +1,28 @@
+//===- Passes.h - kiln passes and pipelines ---------------------*- C++ -*-===//
+#ifndef KILN_PASSES_PASSES_H
+#define KILN_PASSES_PASSES_H
+
+#include "ir/KilnDialect.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Pass/Pass.h"
+#include "mlir/Pass/PassManager.h"
+
+namespace kiln {
+
+#define GEN_PASS_DECL
+#include "passes/Passes.h.inc"
+
+#define GEN_PASS_REGISTRATION
+#include "passes/Passes.h.inc"
+
+/// The passes every frontend module goes through before later stages:
+/// verification happens around each pass; today it refines shapes.
+void buildFrontendPipeline(mlir::OpPassManager &pm);
+
+/// Registers kiln's passes and named pipelines with MLIR's registry, so that
+/// `kiln-opt --kiln-infer-shapes` and `--pass-pipeline=...` find them.
+void registerAllKilnPasses();
+
+} // namespace kiln
+
+#endif

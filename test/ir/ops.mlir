@@ -1,0 +1,107 @@
+// Round trip of every kiln op through the parser and printer, twice.
+// RUN: kiln-opt %s | kiln-opt | FileCheck %s
+
+// CHECK-LABEL: module
+// CHECK: kiln.parameter @wte : tensor<64x16xf32> {init = "normal", init_args = array<f64: 2.000000e-02>}
+// CHECK: kiln.parameter @g : tensor<16xf32> {init = "ones"}
+// CHECK: kiln.parameter @u : tensor<16xf32> {init = "uniform", init_args = array<f64: -1.000000e+00, 1.000000e+00>}
+// CHECK: kiln.parameter @c : tensor<16xi32> {init = "constant", init_args = array<f64: 3.000000e+00>}
+kiln.parameter @wte : tensor<64x16xf32> {init = "normal", init_args = array<f64: 0.02>}
+kiln.parameter @g : tensor<16xf32> {init = "ones"}
+kiln.parameter @z : tensor<16xf32> {init = "zeros"}
+kiln.parameter @u : tensor<16xf32> {init = "uniform", init_args = array<f64: -1.0, 1.0>}
+kiln.parameter @c : tensor<16xi32> {init = "constant", init_args = array<f64: 3.0>}
+
+// CHECK-LABEL: func.func @all_ops
+func.func @all_ops(%tok: tensor<?x?xi32>, %mask: tensor<?x?xi32>, %pos: tensor<?xi32>) -> tensor<f32> {
+  // CHECK: %[[W:.*]] = kiln.param @wte : tensor<64x16xf32>
+  %w = kiln.param @wte : tensor<64x16xf32>
+  %g = kiln.param @g : tensor<16xf32>
+  %z = kiln.param @z : tensor<16xf32>
+  // CHECK: kiln.constant dense<5.000000e-01> : tensor<f32>
+  %half = kiln.constant dense<0.5> : tensor<f32>
+  // CHECK: %[[X:.*]] = kiln.embedding %[[W]], %{{.*}} : tensor<64x16xf32>, tensor<?x?xi32> -> tensor<?x?x16xf32>
+  %x = kiln.embedding %w, %tok : tensor<64x16xf32>, tensor<?x?xi32> -> tensor<?x?x16xf32>
+  // CHECK: kiln.matmul %[[X]], %[[W]] {transpose_b = true}
+  %l = kiln.matmul %x, %w {transpose_b = true} : tensor<?x?x16xf32>, tensor<64x16xf32> -> tensor<?x?x64xf32>
+  %m2 = kiln.matmul %w, %w {transpose_a = true} : tensor<64x16xf32>, tensor<64x16xf32> -> tensor<16x16xf32>
+  // CHECK: kiln.add
+  %a = kiln.add %x, %g : tensor<?x?x16xf32>, tensor<16xf32> -> tensor<?x?x16xf32>
+  // CHECK: kiln.sub
+  %s = kiln.sub %a, %z : tensor<?x?x16xf32>, tensor<16xf32> -> tensor<?x?x16xf32>
+  // CHECK: kiln.mul
+  %mu = kiln.mul %s, %half : tensor<?x?x16xf32>, tensor<f32> -> tensor<?x?x16xf32>
+  // CHECK: kiln.div
+  %dv = kiln.div %mu, %half : tensor<?x?x16xf32>, tensor<f32> -> tensor<?x?x16xf32>
+  // CHECK: kiln.max
+  %mx = kiln.max %dv, %half : tensor<?x?x16xf32>, tensor<f32> -> tensor<?x?x16xf32>
+  // CHECK: kiln.min
+  %mn = kiln.min %mx, %half : tensor<?x?x16xf32>, tensor<f32> -> tensor<?x?x16xf32>
+  // CHECK: kiln.pow
+  %pw = kiln.pow %mn, %half : tensor<?x?x16xf32>, tensor<f32> -> tensor<?x?x16xf32>
+  // CHECK: kiln.neg
+  %u0 = kiln.neg %pw : tensor<?x?x16xf32>
+  // CHECK: kiln.exp
+  %u1 = kiln.exp %u0 : tensor<?x?x16xf32>
+  // CHECK: kiln.log
+  %u2 = kiln.log %u1 : tensor<?x?x16xf32>
+  // CHECK: kiln.sqrt
+  %u3 = kiln.sqrt %u2 : tensor<?x?x16xf32>
+  // CHECK: kiln.rsqrt
+  %u4 = kiln.rsqrt %u3 : tensor<?x?x16xf32>
+  // CHECK: kiln.tanh
+  %u5 = kiln.tanh %u4 : tensor<?x?x16xf32>
+  // CHECK: kiln.sigmoid
+  %u6 = kiln.sigmoid %u5 : tensor<?x?x16xf32>
+  // CHECK: kiln.relu
+  %u7 = kiln.relu %u6 : tensor<?x?x16xf32>
+  // CHECK: kiln.silu
+  %u8 = kiln.silu %u7 : tensor<?x?x16xf32>
+  // CHECK: kiln.gelu %{{.*}} {approximate = "tanh"}
+  %u9 = kiln.gelu %u8 {approximate = "tanh"} : tensor<?x?x16xf32>
+  // CHECK: kiln.gelu %{{.*}} : tensor
+  %u10 = kiln.gelu %u9 : tensor<?x?x16xf32>
+  // CHECK: kiln.cast %{{.*}} : tensor<?x?xi32> -> tensor<?x?xf32>
+  %mf = kiln.cast %mask : tensor<?x?xi32> -> tensor<?x?xf32>
+  // CHECK: kiln.reshape %{{.*}} {shape = ["B", "T", 2, 8]}
+  %r = kiln.reshape %u10 {shape = ["B", "T", 2, 8]} : tensor<?x?x16xf32> -> tensor<?x?x2x8xf32>
+  // CHECK: kiln.reshape %{{.*}} {shape = ["B*T", 16]}
+  %flat = kiln.reshape %u10 {shape = ["B*T", 16]} : tensor<?x?x16xf32> -> tensor<?x16xf32>
+  // CHECK: kiln.transpose %{{.*}} {perm = array<i64: 0, 2, 1, 3>}
+  %t = kiln.transpose %r {perm = array<i64: 0, 2, 1, 3>} : tensor<?x?x2x8xf32> -> tensor<?x2x?x8xf32>
+  // CHECK: kiln.slice %{{.*}} {axis = 0 : i64, end = "T", start = 0 : i64}
+  %sl = kiln.slice %w {axis = 0 : i64, start = 0 : i64, end = "T"} : tensor<64x16xf32> -> tensor<?x16xf32>
+  %sl2 = kiln.slice %w {axis = -1 : i64, start = 4 : i64, end = 12 : i64} : tensor<64x16xf32> -> tensor<64x8xf32>
+  // CHECK: kiln.concat
+  %cc = kiln.concat %sl2, %sl2 {axis = 1 : i64} : (tensor<64x8xf32>, tensor<64x8xf32>) -> tensor<64x16xf32>
+  // CHECK: %{{.*}}:2 = kiln.split
+  %p:2 = kiln.split %u10 {axis = -1 : i64} : tensor<?x?x16xf32> -> tensor<?x?x8xf32>, tensor<?x?x8xf32>
+  // CHECK: kiln.reduce_sum
+  %rs = kiln.reduce_sum %u10 {axes = array<i64: -1>, keepdim = true} : tensor<?x?x16xf32> -> tensor<?x?x1xf32>
+  // CHECK: kiln.reduce_mean
+  %rm = kiln.reduce_mean %u10 {axes = array<i64: 0, 1>} : tensor<?x?x16xf32> -> tensor<16xf32>
+  // CHECK: kiln.reduce_max
+  %rx = kiln.reduce_max %u10 {axes = array<i64: 2>} : tensor<?x?x16xf32> -> tensor<?x?xf32>
+  // CHECK: kiln.layernorm
+  %ln = kiln.layernorm %u10, %g, %z {eps = 1.0e-5 : f64} : tensor<?x?x16xf32>, tensor<16xf32>, tensor<16xf32> -> tensor<?x?x16xf32>
+  // CHECK: kiln.rmsnorm
+  %rn = kiln.rmsnorm %ln, %g {eps = 1.0e-6 : f64} : tensor<?x?x16xf32>, tensor<16xf32> -> tensor<?x?x16xf32>
+  // CHECK: kiln.softmax %{{.*}} {axis = -1 : i64}
+  %sm = kiln.softmax %rn {axis = -1 : i64} : tensor<?x?x16xf32>
+  // CHECK: kiln.dropout
+  %dr = kiln.dropout %sm {rate = 0.1 : f64, seed = 7 : i64} : tensor<?x?x16xf32>
+  // CHECK: kiln.rope %{{.*}} {head_dim = 8 : i64, theta = 1.000000e+04 : f64}
+  %q = kiln.rope %dr {head_dim = 8 : i64, theta = 10000.0 : f64} : tensor<?x?x16xf32>
+  // CHECK: kiln.rope %{{.*}} positions %{{.*}} : tensor<?xi32> {head_dim = 8 : i64, style = "half"
+  %k = kiln.rope %dr positions %pos : tensor<?xi32> {head_dim = 8 : i64, theta = 10000.0 : f64, style = "half"} : tensor<?x?x16xf32>
+  // CHECK: kiln.relative_position_bucket
+  %bk = kiln.relative_position_bucket %q, %k {bidirectional = true, num_buckets = 32 : i64, max_distance = 128 : i64} : tensor<?x?x16xf32>, tensor<?x?x16xf32> -> tensor<?x?xi32>
+  %bias = kiln.constant dense<0.0> : tensor<2x1x1xf32>
+  // CHECK: kiln.attention %{{.*}}, %{{.*}}, %{{.*}} {causal = true
+  %o = kiln.attention %q, %k, %dr {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.35 : f64, causal = true} : (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>) -> tensor<?x?x16xf32>
+  // CHECK: kiln.attention %{{.*}}, %{{.*}}, %{{.*}} mask %{{.*}} bias %{{.*}} {
+  %o2 = kiln.attention %q, %p#0, %p#1 mask %mask bias %bias {num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.35 : f64} : (tensor<?x?x16xf32>, tensor<?x?x8xf32>, tensor<?x?x8xf32>, tensor<?x?xi32>, tensor<2x1x1xf32>) -> tensor<?x?x16xf32>
+  // CHECK: kiln.cross_entropy %{{.*}}, %{{.*}} {ignore_index = 0 : i64}
+  %ce = kiln.cross_entropy %l, %tok {ignore_index = 0 : i64} : tensor<?x?x64xf32>, tensor<?x?xi32> -> tensor<f32>
+  return %ce : tensor<f32>
+}

@@ -1,0 +1,219 @@
+//===- kiln.cpp - the kiln command-line tool ------------------------------===//
+//
+//   kiln compile MODEL.kiln [--emit=ast|mlir|params] [-D name=value]...
+//                           [-o FILE] [--locations]
+//   kiln --help | --version
+//
+// Exit status: 0 on success, 1 when the model has errors, 2 for bad usage.
+//
+//===----------------------------------------------------------------------===//
+#include "frontend/Driver.h"
+#include "ir/KilnDialect.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/MLIRContext.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Config/llvm-config.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/WithColor.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <string>
+#include <vector>
+
+#ifndef KILN_VERSION
+#define KILN_VERSION "0.0.0"
+#endif
+
+namespace {
+
+constexpr const char *kUsage =
+    R"(kiln - a compiler and runtime for transformer models
+
+usage:
+  kiln compile MODEL.kiln [options]   check a model and print its IR
+  kiln --help                         show this help
+  kiln --version                      show the version
+
+compile options:
+  --emit=STAGE       what to print: mlir (default), ast, or params
+                     (a table of the model's parameters and their total)
+  -D NAME=VALUE      override a hyperparameter (repeatable), e.g. -D n_layer=2
+  -o FILE            write the output to FILE instead of standard output
+  --locations        print source locations in the IR (mlir)
+
+exit status: 0 success, 1 errors in the model, 2 bad command line
+)";
+
+int usageError(const llvm::Twine &msg) {
+  llvm::WithColor::error(llvm::errs(), "kiln") << msg << "\n";
+  llvm::errs() << "run 'kiln --help' for usage\n";
+  return 2;
+}
+
+/// Writes `text` to `path` through a temporary file and a rename, so an
+/// existing file is never left half-written.
+int writeOutput(llvm::StringRef path, llvm::StringRef text) {
+  if (path.empty() || path == "-") {
+    llvm::outs() << text;
+    llvm::outs().flush();
+    return 0;
+  }
+  llvm::SmallString<256> tmp;
+  int fd;
+  llvm::SmallString<256> dir(path);
+  llvm::sys::path::remove_filename(dir);
+  llvm::SmallString<256> model(dir.empty() ? "." : dir.str());
+  llvm::sys::path::append(model, ".kiln-%%%%%%.tmp");
+  if (std::error_code ec = llvm::sys::fs::createUniqueFile(model, fd, tmp)) {
+    llvm::WithColor::error(llvm::errs(), "kiln")
+        << "cannot write '" << path << "': " << ec.message() << "\n";
+    return 1;
+  }
+  {
+    llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
+    os << text;
+    os.flush();
+    if (os.has_error()) {
+      llvm::WithColor::error(llvm::errs(), "kiln")
+          << "cannot write '" << path << "': " << os.error().message() << "\n";
+      os.clear_error();
+      llvm::sys::fs::remove(tmp);
+      return 1;
+    }
+  }
+  if (std::error_code ec = llvm::sys::fs::rename(tmp, path)) {
+    llvm::sys::fs::remove(tmp);
+    llvm::WithColor::error(llvm::errs(), "kiln")
+        << "cannot write '" << path << "': " << ec.message() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+int compileCommand(const std::vector<std::string> &args) {
+  std::string input, output, emit = "mlir";
+  bool locations = false;
+  kiln::CompileOptions options;
+  auto addDefine = [&](llvm::StringRef def) {
+    auto [name, value] = def.split('=');
+    if (!def.contains('=') || name.empty() || value.empty())
+      return usageError("-D expects NAME=VALUE, got '" + def + "'");
+    options.defines.emplace_back(name.trim().str(), value.trim().str());
+    return 0;
+  };
+  for (size_t i = 0; i < args.size(); ++i) {
+    llvm::StringRef a = args[i];
+    auto next = [&](llvm::StringRef flag) -> std::optional<std::string> {
+      if (i + 1 >= args.size()) {
+        usageError(flag + " needs a value");
+        return std::nullopt;
+      }
+      return args[++i];
+    };
+    if (a.consume_front("--emit=")) {
+      emit = a.str();
+    } else if (a == "--emit") {
+      auto v = next("--emit");
+      if (!v)
+        return 2;
+      emit = *v;
+    } else if (a == "-o") {
+      auto v = next("-o");
+      if (!v)
+        return 2;
+      output = *v;
+    } else if (a.consume_front("-o")) {
+      output = a.str();
+    } else if (a == "-D" || a == "--define") {
+      auto v = next(a);
+      if (!v)
+        return 2;
+      if (int rc = addDefine(*v))
+        return rc;
+    } else if (a.consume_front("--define=")) {
+      if (int rc = addDefine(a))
+        return rc;
+    } else if (a.consume_front("-D")) {
+      if (int rc = addDefine(a))
+        return rc;
+    } else if (a == "--locations") {
+      locations = true;
+    } else if (a == "--help" || a == "-h") {
+      llvm::outs() << kUsage;
+      return 0;
+    } else if (a.starts_with("-") && a != "-") {
+      return usageError("unknown option '" + a + "' for 'kiln compile'");
+    } else if (input.empty()) {
+      input = a.str();
+    } else {
+      return usageError("more than one model file: '" + input + "' and '" + a +
+                        "'");
+    }
+  }
+  if (input.empty())
+    return usageError("'kiln compile' needs a model file, e.g. "
+                      "'kiln compile examples/gpt2.kiln'");
+  if (emit != "mlir" && emit != "ast" && emit != "params")
+    return usageError("unknown --emit stage '" + emit +
+                      "'; use ast, mlir or params");
+
+  llvm::SourceMgr sm;
+  unsigned id = kiln::loadSourceFile(input, sm);
+  if (!id)
+    return 1;
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  if (emit == "ast") {
+    std::optional<kiln::ast::Model> model = kiln::parseBuffer(sm, id);
+    if (!model)
+      return 1;
+    kiln::ast::print(*model, os);
+    return writeOutput(output, text);
+  }
+  mlir::MLIRContext ctx;
+  ctx.getOrLoadDialect<kiln::KilnDialect>();
+  ctx.getOrLoadDialect<mlir::func::FuncDialect>();
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      kiln::compileBuffer(ctx, sm, id, options);
+  if (!module)
+    return 1;
+  if (emit == "params") {
+    kiln::printParameterSummary(*module, os);
+  } else {
+    mlir::OpPrintingFlags flags;
+    if (locations)
+      flags.enableDebugInfo(/*enable=*/true, /*prettyForm=*/false)
+          .useLocalScope();
+    module->print(os, flags);
+  }
+  return writeOutput(output, text);
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    llvm::errs() << kUsage;
+    return 2;
+  }
+  llvm::StringRef cmd = args[0];
+  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+    llvm::outs() << kUsage;
+    return 0;
+  }
+  if (cmd == "--version") {
+    llvm::outs() << "kiln " << KILN_VERSION << " (MLIR " << LLVM_VERSION_STRING
+                 << ")\n";
+    return 0;
+  }
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (cmd == "compile")
+    return compileCommand(rest);
+  return usageError("unknown command '" + cmd + "'; the commands are: compile");
+}
