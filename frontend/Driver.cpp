@@ -96,10 +96,9 @@ void kiln::printParameterSummary(mlir::ModuleOp module, llvm::raw_ostream &os) {
     if (!p.getInitArgs().empty()) {
       init += "(";
       for (size_t i = 0; i < p.getInitArgs().size(); ++i) {
-        std::string v;
-        llvm::raw_string_ostream vs(v);
-        vs << p.getInitArgs()[i];
-        init += (i ? ", " : "") + v;
+        char v[32];
+        snprintf(v, sizeof(v), "%g", p.getInitArgs()[i]);
+        init += (i ? ", " : "") + std::string(v);
       }
       init += ")";
     }

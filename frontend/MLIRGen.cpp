@@ -298,11 +298,6 @@ bool Gen::addParam(const std::string &name, mlir::Type elt, const Shape &shape,
                    ParamScope &scope, const std::string &rel) {
   int64_t count = 1;
   for (size_t i = 0; i < shape.size(); ++i) {
-    if (!shape[i].isStatic())
-      return error(l, "parameter '" + name + "' has symbolic dimension " +
-                          shape[i].str() +
-                          "; parameter shapes must be static "
-                          "(use hyperparameters)");
     if (shape[i].factor <= 0)
       return error(l, "dimension " + llvm::Twine(i) + " of parameter '" + name +
                           "' must be positive, got " +

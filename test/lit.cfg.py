@@ -16,3 +16,4 @@ config.substitutions.append(("%kiln", os.path.join(config.kiln_tools_dir, "kiln"
 config.substitutions.append(("%examples", os.path.join(config.kiln_src_root, "examples")))
 config.substitutions.append(("%docs", os.path.join(config.kiln_src_root, "docs")))
 config.substitutions.append(("%builddocs", os.path.join(config.kiln_obj_root, "docs")))
+config.substitutions.append(("%python", config.python_executable))
