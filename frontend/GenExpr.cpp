@@ -727,12 +727,13 @@ std::optional<Val> Gen::evalIndex(const ast::Expr &e) {
     return std::nullopt;
   if (base->kind == Val::Block && base->layer < 0) {
     const BlockInfo &blk = *base->block;
-    std::optional<Val> i =
-        e.items.size() == 1 ? eval(*e.items[0]) : std::nullopt;
+    if (e.items.size() != 1) {
+      error(e.loc, "a block is indexed by one layer number");
+      return std::nullopt;
+    }
+    std::optional<Val> i = eval(*e.items[0]);
     if (!i)
-      return failed ? std::nullopt
-                    : (error(e.loc, "a block is indexed by one layer number"),
-                       std::nullopt);
+      return std::nullopt;
     if (i->kind != Val::Int || !i->dim.isStatic() || i->dim.factor < 0 ||
         i->dim.factor >= blk.count) {
       error(e.items[0]->loc, "layer index into '" + blk.decl->name +

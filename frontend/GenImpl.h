@@ -258,8 +258,7 @@ private:
   // Declarations.
   bool declareHParams(const ast::Model &m);
   bool declareParams(const ast::Model &m);
-  bool declareParam(const ast::ParamDecl &p, ParamScope &scope,
-                    const Frame &frame);
+  bool declareParam(const ast::ParamDecl &p, ParamScope &scope);
   bool addParam(const std::string &name, mlir::Type elt, const Shape &shape,
                 llvm::StringRef init, llvm::ArrayRef<double> args,
                 llvm::SMLoc l, ParamScope &scope, const std::string &rel);

@@ -328,8 +328,7 @@ bool Gen::addParam(const std::string &name, mlir::Type elt, const Shape &shape,
   return true;
 }
 
-bool Gen::declareParam(const ast::ParamDecl &p, ParamScope &scope,
-                       const Frame &frame) {
+bool Gen::declareParam(const ast::ParamDecl &p, ParamScope &scope) {
   const ast::Expr &call = *p.init;
   const ast::Expr &callee = *call.base;
   if (callee.kind != ast::ExprKind::Name)
@@ -515,7 +514,6 @@ bool Gen::declareParam(const ast::ParamDecl &p, ParamScope &scope,
   }
   scope.entries[p.path].module = module.get();
   modules.push_back(std::move(module));
-  (void)frame;
   return true;
 }
 
@@ -532,10 +530,9 @@ bool Gen::declareParams(const ast::Model &m) {
   for (const ast::BlockDecl &blk : m.blocks)
     items.push_back({blk.loc.getPointer(), nullptr, &blk});
   llvm::sort(items, [](const Item &a, const Item &c) { return a.pos < c.pos; });
-  Frame top;
   for (const Item &it : items) {
     if (it.param) {
-      if (!declareParam(*it.param, modelScope, top))
+      if (!declareParam(*it.param, modelScope))
         return false;
       continue;
     }
@@ -558,7 +555,7 @@ bool Gen::declareParams(const ast::Model &m) {
     for (int64_t i = 0; i < info->count; ++i) {
       info->layers[i].prefix = blk.name + "." + std::to_string(i) + ".";
       for (const ast::ParamDecl &p : blk.params)
-        if (!declareParam(p, info->layers[i], top))
+        if (!declareParam(p, info->layers[i]))
           return false;
     }
     blocks[blk.name] = std::move(info);
