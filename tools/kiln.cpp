@@ -1,17 +1,24 @@
 //===- kiln.cpp - the kiln command-line tool ------------------------------===//
 //
-//   kiln compile MODEL.kiln [--emit=ast|mlir|params] [-D name=value]...
-//                           [-o FILE] [--locations]
-//   kiln --help | --version
+//   kiln compile MODEL.kiln [--emit=ast|mlir|params|kart|plan] [-D
+//   name=value]...
+//                           [-o FILE] [--seed=N] [--locations]
+//   kiln run MODEL.kart [--function=F] --input=NAME=@FILE.npy ...
+//   [--output=@FILE.npy] kiln inspect MODEL.kart [--dims=B=1,T=128] kiln --help
+//   | --version
 //
 // Exit status: 0 on success, 1 when the model has errors, 2 for bad usage.
 //
 //===----------------------------------------------------------------------===//
+#include "codegen/KartWriter.h"
 #include "frontend/Driver.h"
 #include "ir/KilnDialect.h"
+#include "runtime/Model.h"
+#include "tools/Commands.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/AsmState.h"
+#include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Config/llvm-config.h"
@@ -28,24 +35,37 @@
 #define KILN_VERSION "0.0.0"
 #endif
 
-namespace {
+namespace kiln::tools {
 
-constexpr const char *kUsage =
+const char *const kUsage =
     R"(kiln - a compiler and runtime for transformer models
 
 usage:
-  kiln compile MODEL.kiln [options]   check a model and print its IR
+  kiln compile MODEL.kiln [options]   check a model; print its IR or write an artifact
+  kiln run MODEL.kart [options]       run a function of a compiled model
+  kiln inspect MODEL.kart [--dims=B=1,T=128] [--plan]
+                                      functions, signatures, parameters, memory
+                                      plan (arena at the given sizes), kernels
   kiln --help                         show this help
   kiln --version                      show the version
 
 compile options:
-  --emit=STAGE       what to print: mlir (default), ast, or params
-                     (a table of the model's parameters and their total)
+  --emit=STAGE       what to produce: mlir (default), ast, params (a table of
+                     the parameters), kart (the artifact; the default when -o
+                     ends in .kart) or plan (the artifact's summary)
   -D NAME=VALUE      override a hyperparameter (repeatable), e.g. -D n_layer=2
   -o FILE            write the output to FILE instead of standard output
+  --seed=N           seed for the parameter initializers (default 0)
+  --weights=FILE     trained weights (.safetensors, names as in the model)
   --locations        print source locations in the IR (mlir)
 
-exit status: 0 success, 1 errors in the model, 2 bad command line
+run options:
+  --function=NAME    the function to run (default: forward)
+  --input=NAME=@F    bind input NAME to the .npy file F (repeatable)
+  --output=@F        write the next result to the .npy file F (repeatable);
+                     results without a file are summarized on stdout
+
+exit status: 0 success, 1 errors in the model or data, 2 bad command line
 )";
 
 int usageError(const llvm::Twine &msg) {
@@ -53,6 +73,14 @@ int usageError(const llvm::Twine &msg) {
   llvm::errs() << "run 'kiln --help' for usage\n";
   return 2;
 }
+
+} // namespace kiln::tools
+
+using kiln::tools::kUsage;
+
+using kiln::tools::usageError;
+
+namespace {
 
 /// Writes `text` to `path` through a temporary file and a rename, so an
 /// existing file is never left half-written.
@@ -94,9 +122,13 @@ int writeOutput(llvm::StringRef path, llvm::StringRef text) {
   return 0;
 }
 
-int compileCommand(const std::vector<std::string> &args) {
-  std::string input, output, emit = "mlir";
+} // namespace
+
+int kiln::tools::compileCommand(const std::vector<std::string> &args) {
+  std::string input, output, emit;
   bool locations = false;
+  uint64_t seed = 0;
+  std::string weightsPath;
   kiln::CompileOptions options;
   auto addDefine = [&](llvm::StringRef def) {
     auto [name, value] = def.split('=');
@@ -142,6 +174,12 @@ int compileCommand(const std::vector<std::string> &args) {
         return rc;
     } else if (a == "--locations") {
       locations = true;
+    } else if (a.consume_front("--weights=")) {
+      weightsPath = a.str();
+    } else if (a.consume_front("--seed=")) {
+      if (a.getAsInteger(10, seed))
+        return usageError("--seed expects a non-negative integer, got '" + a +
+                          "'");
     } else if (a == "--help" || a == "-h") {
       llvm::outs() << kUsage;
       return 0;
@@ -157,9 +195,17 @@ int compileCommand(const std::vector<std::string> &args) {
   if (input.empty())
     return usageError("'kiln compile' needs a model file, e.g. "
                       "'kiln compile examples/gpt2.kiln'");
-  if (emit != "mlir" && emit != "ast" && emit != "params")
+  if (emit.empty())
+    emit = llvm::StringRef(output).ends_with(".kart") ? "kart" : "mlir";
+  if (emit != "mlir" && emit != "ast" && emit != "params" && emit != "kart" &&
+      emit != "plan")
     return usageError("unknown --emit stage '" + emit +
-                      "'; use ast, mlir or params");
+                      "'; use ast, mlir, params, kart or plan");
+  if (!weightsPath.empty() && emit != "kart" && emit != "plan")
+    return usageError("--weights applies to artifacts (--emit=kart or plan)");
+  if (emit == "kart" && (output.empty() || output == "-"))
+    return usageError("--emit=kart writes a binary artifact; give a file "
+                      "with -o");
 
   llvm::SourceMgr sm;
   unsigned id = kiln::loadSourceFile(input, sm);
@@ -181,7 +227,39 @@ int compileCommand(const std::vector<std::string> &args) {
       kiln::compileBuffer(ctx, sm, id, options);
   if (!module)
     return 1;
-  if (emit == "params") {
+  if (emit == "kart" || emit == "plan") {
+    std::vector<uint8_t> bytes;
+    kiln::ArtifactOptions artifact;
+    artifact.seed = seed;
+    kiln::runtime::NamedTensors weights;
+    if (!weightsPath.empty()) {
+      if (kiln::runtime::Status st =
+              kiln::runtime::readSafetensors(weightsPath, weights);
+          !st) {
+        llvm::WithColor::error(llvm::errs(), "kiln") << st.message() << "\n";
+        return 1;
+      }
+      artifact.weights = &weights;
+    }
+    {
+      mlir::SourceMgrDiagnosticHandler handler(sm, &ctx);
+      if (mlir::failed(kiln::writeArtifact(*module, artifact, bytes)))
+        return 1;
+    }
+    if (emit == "kart")
+      return writeOutput(
+          output, llvm::StringRef(reinterpret_cast<const char *>(bytes.data()),
+                                  bytes.size()));
+    std::unique_ptr<kiln::runtime::Model> model;
+    if (kiln::runtime::Status st =
+            kiln::runtime::Model::fromBytes(std::move(bytes), model);
+        !st) {
+      llvm::WithColor::error(llvm::errs(), "kiln")
+          << "the generated artifact does not load: " << st.message() << "\n";
+      return 1;
+    }
+    os << kiln::tools::describeModel(*model, {}, /*withPlan=*/true);
+  } else if (emit == "params") {
     kiln::printParameterSummary(*module, os);
   } else {
     mlir::OpPrintingFlags flags;
@@ -192,8 +270,6 @@ int compileCommand(const std::vector<std::string> &args) {
   }
   return writeOutput(output, text);
 }
-
-} // namespace
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
@@ -214,6 +290,11 @@ int main(int argc, char **argv) {
   }
   std::vector<std::string> rest(args.begin() + 1, args.end());
   if (cmd == "compile")
-    return compileCommand(rest);
-  return usageError("unknown command '" + cmd + "'; the commands are: compile");
+    return kiln::tools::compileCommand(rest);
+  if (cmd == "run")
+    return kiln::tools::runCommand(rest);
+  if (cmd == "inspect")
+    return kiln::tools::inspectCommand(rest);
+  return usageError("unknown command '" + cmd +
+                    "'; the commands are: compile, run, inspect");
 }

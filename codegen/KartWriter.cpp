@@ -1,0 +1,663 @@
+//===- KartWriter.cpp - kiln IR to a .kart artifact -----------------------===//
+//
+// The CPU lowering is a direct walk: kiln ops map one-to-one onto runtime
+// kernels (fusion passes will change the IR before this point, not this
+// walk). Shapes stay symbolic: inputs carry their dimension names, reshape and
+// slice attributes carry dimension expressions, and the runtime infers every
+// intermediate shape when a call binds B and T — so one artifact serves every
+// batch size and length without recompilation.
+//
+//===----------------------------------------------------------------------===//
+#include "codegen/KartWriter.h"
+#include "ir/KilnOps.h"
+#include "runtime/kart_generated.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <cmath>
+#include <cstring>
+
+using namespace mlir;
+using namespace kiln;
+namespace fb = flatbuffers;
+
+namespace {
+
+constexpr uint32_t kFormatVersion = 1; // runtime/Model.h: kFormatVersion
+constexpr size_t kAlign = 64;
+
+uint64_t splitmix(uint64_t &state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+/// A double in (0, 1) from 53 random bits.
+double unit(uint64_t &state) {
+  return (static_cast<double>(splitmix(state) >> 11) + 0.5) * 0x1.0p-53;
+}
+
+std::optional<kart::DType> dtypeOf(Type t) {
+  if (t.isF32())
+    return kart::DType::F32;
+  if (t.isF16())
+    return kart::DType::F16;
+  if (t.isBF16())
+    return kart::DType::BF16;
+  if (t.isF64())
+    return kart::DType::F64;
+  if (t.isInteger(32))
+    return kart::DType::I32;
+  if (t.isInteger(64))
+    return kart::DType::I64;
+  if (t.isInteger(1))
+    return kart::DType::Bool;
+  return std::nullopt;
+}
+
+class Writer {
+public:
+  Writer(ModuleOp module, const ArtifactOptions &options)
+      : module(module), options(options) {}
+  LogicalResult run(std::vector<uint8_t> &out);
+
+private:
+  LogicalResult symbolsFromModule();
+  FailureOr<fb::Offset<kart::Dim>> dimExpr(Attribute a, Location loc);
+  fb::Offset<kart::Dim> staticDim(int64_t v);
+  LogicalResult writeFunction(func::FuncOp fn,
+                              std::vector<fb::Offset<kart::Function>> &out);
+
+  ModuleOp module;
+  const ArtifactOptions &options;
+  fb::FlatBufferBuilder fbb{1 << 20};
+  llvm::StringMap<uint32_t> symbolIndex;
+  std::vector<std::string> symbolNames;
+  llvm::StringMap<int> paramIndex;
+};
+
+LogicalResult Writer::symbolsFromModule() {
+  auto dims = module->getAttrOfType<ArrayAttr>("kiln.dims");
+  if (!dims)
+    return success();
+  for (Attribute a : dims) {
+    auto s = llvm::dyn_cast<StringAttr>(a);
+    if (!s)
+      return module.emitError("kiln.dims must list dimension names");
+    symbolIndex[s.getValue()] = symbolNames.size();
+    symbolNames.push_back(s.str());
+  }
+  return success();
+}
+
+fb::Offset<kart::Dim> Writer::staticDim(int64_t v) {
+  return kart::CreateDim(fbb, v);
+}
+
+FailureOr<fb::Offset<kart::Dim>> Writer::dimExpr(Attribute a, Location loc) {
+  if (auto i = llvm::dyn_cast<IntegerAttr>(a))
+    return staticDim(i.getInt());
+  auto s = llvm::dyn_cast<StringAttr>(a);
+  if (!s)
+    return emitError(loc, "a dimension must be an integer or an expression");
+  int64_t factor = 1;
+  std::vector<uint32_t> syms;
+  llvm::SmallVector<StringRef> parts;
+  s.getValue().split(parts, '*');
+  for (StringRef p : parts) {
+    p = p.trim();
+    int64_t v;
+    if (!p.getAsInteger(10, v)) {
+      factor *= v;
+      continue;
+    }
+    auto it = symbolIndex.find(p);
+    if (it == symbolIndex.end())
+      return emitError(loc, "dimension expression '")
+             << s.getValue() << "' names '" << p
+             << "', which is not a symbolic dimension of the model";
+    syms.push_back(it->second);
+  }
+  return kart::CreateDimDirect(fbb, factor, &syms);
+}
+
+LogicalResult
+Writer::writeFunction(func::FuncOp fn,
+                      std::vector<fb::Offset<kart::Function>> &out) {
+  llvm::DenseMap<Value, int> ids;
+  // Value tables are written at the end, once liveness has assigned slots.
+  struct ValueRecord {
+    kart::ValueKind kind;
+    kart::DType dtype;
+    std::vector<fb::Offset<kart::Dim>> dims;
+    int index;
+  };
+  std::vector<ValueRecord> values;
+  std::vector<fb::Offset<kart::Kernel>> kernels;
+  std::vector<fb::Offset<kart::Constant>> constants;
+  std::vector<int> inputs;
+  std::vector<fb::Offset<fb::String>> inputNames;
+  std::vector<int> slotOf; // per value id, -1 unless intermediate
+
+  auto typeOf = [&](Value v) {
+    return llvm::cast<RankedTensorType>(v.getType());
+  };
+  auto staticShape = [&](RankedTensorType t) {
+    std::vector<fb::Offset<kart::Dim>> dims;
+    for (int64_t d : t.getShape())
+      dims.push_back(staticDim(ShapedType::isDynamic(d) ? 0 : d));
+    return dims;
+  };
+  auto addValue =
+      [&](Value v, kart::ValueKind kind, int index,
+          std::vector<fb::Offset<kart::Dim>> dims) -> FailureOr<int> {
+    auto dt = dtypeOf(typeOf(v).getElementType());
+    if (!dt)
+      return emitError(v.getLoc(), "unsupported element type");
+    int id = values.size();
+    ids[v] = id;
+    slotOf.push_back(-1);
+    values.push_back({kind, *dt, std::move(dims), index});
+    return id;
+  };
+
+  Block &body = fn.getBody().front();
+  for (auto [i, arg] : llvm::enumerate(body.getArguments())) {
+    auto dimsAttr = fn.getArgAttrOfType<ArrayAttr>(i, "kiln.dims");
+    std::vector<fb::Offset<kart::Dim>> dims;
+    if (dimsAttr) {
+      for (Attribute a : dimsAttr) {
+        auto d = dimExpr(a, arg.getLoc());
+        if (failed(d))
+          return failure();
+        dims.push_back(*d);
+      }
+    } else {
+      for (int64_t d : typeOf(arg).getShape()) {
+        if (ShapedType::isDynamic(d))
+          return emitError(arg.getLoc(), "argument ")
+                 << i << " has a dynamic size but no kiln.dims names";
+        dims.push_back(staticDim(d));
+      }
+    }
+    auto name = fn.getArgAttrOfType<StringAttr>(i, "kiln.name");
+    std::string argName = name ? name.str() : "arg" + std::to_string(i);
+    if (failed(addValue(arg, kart::ValueKind::Input, i, dims)))
+      return failure();
+    inputs.push_back(ids[arg]);
+    inputNames.push_back(fbb.CreateString(argName));
+  }
+
+  // Liveness: the last kernel index that reads each value.
+  llvm::DenseMap<Value, int> lastUse;
+  int kernelIndex = 0;
+  for (Operation &op : body) {
+    if (llvm::isa<ParamOp, ConstantOp>(op))
+      continue;
+    for (Value v : op.getOperands())
+      lastUse[v] = llvm::isa<func::ReturnOp>(op) ? INT32_MAX : kernelIndex;
+    ++kernelIndex;
+  }
+
+  std::vector<int> freeSlots;
+  int numSlots = 0;
+  std::vector<int> outputs;
+  kernelIndex = 0;
+  for (Operation &op : body) {
+    Location loc = op.getLoc();
+    if (auto ret = llvm::dyn_cast<func::ReturnOp>(op)) {
+      for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
+        int id = ids.at(v);
+        outputs.push_back(id);
+        // A computed result carries the names of its dimensions, which the
+        // runtime checks and reports (f32[B, T, 50257]).
+        auto dimsAttr = fn.getResultAttrOfType<ArrayAttr>(i, "kiln.dims");
+        if (!dimsAttr || values[id].kind != kart::ValueKind::Intermediate)
+          continue;
+        std::vector<fb::Offset<kart::Dim>> dims;
+        for (Attribute a : dimsAttr) {
+          auto d = dimExpr(a, loc);
+          if (failed(d))
+            return failure();
+          dims.push_back(*d);
+        }
+        values[id].dims = std::move(dims);
+      }
+      continue;
+    }
+    if (auto p = llvm::dyn_cast<ParamOp>(op)) {
+      auto it = paramIndex.find(p.getName());
+      if (it == paramIndex.end())
+        return p.emitError("unknown parameter");
+      if (failed(addValue(p.getResult(), kart::ValueKind::Parameter, it->second,
+                          staticShape(typeOf(p.getResult())))))
+        return failure();
+      continue;
+    }
+    if (auto c = llvm::dyn_cast<ConstantOp>(op)) {
+      auto attr = llvm::dyn_cast<DenseElementsAttr>(c.getValue());
+      auto type = typeOf(c.getResult());
+      auto dt = dtypeOf(type.getElementType());
+      if (!attr || !dt)
+        return c.emitError("only dense constants are supported");
+      std::vector<uint8_t> bytes;
+      for (int64_t i = 0; i < type.getNumElements(); ++i) {
+        auto push = [&](const void *p, size_t n) {
+          const uint8_t *b = static_cast<const uint8_t *>(p);
+          bytes.insert(bytes.end(), b, b + n);
+        };
+        if (*dt == kart::DType::F32) {
+          float v = attr.getValues<APFloat>()[attr.isSplat() ? 0 : i]
+                        .convertToFloat();
+          push(&v, 4);
+        } else if (*dt == kart::DType::F64) {
+          double v = attr.getValues<APFloat>()[attr.isSplat() ? 0 : i]
+                         .convertToDouble();
+          push(&v, 8);
+        } else if (*dt == kart::DType::I32) {
+          int32_t v =
+              attr.getValues<APInt>()[attr.isSplat() ? 0 : i].getSExtValue();
+          push(&v, 4);
+        } else if (*dt == kart::DType::I64) {
+          int64_t v =
+              attr.getValues<APInt>()[attr.isSplat() ? 0 : i].getSExtValue();
+          push(&v, 8);
+        } else {
+          return c.emitError("the CPU runtime has no constants of this type");
+        }
+      }
+      std::vector<int64_t> shape(type.getShape());
+      int index = constants.size();
+      constants.push_back(kart::CreateConstantDirect(fbb, *dt, &shape, &bytes));
+      if (failed(addValue(c.getResult(), kart::ValueKind::Constant, index,
+                          staticShape(type))))
+        return failure();
+      continue;
+    }
+
+    // A kernel.
+    std::vector<int> in, outIds;
+    std::vector<int64_t> ints;
+    std::vector<double> floats;
+    std::vector<fb::Offset<kart::Dim>> dims;
+    std::string text;
+    bool hasText = false;
+    kart::Op code;
+    auto operand = [&](Value v) { return v ? ids.at(v) : -1; };
+    for (Value v : op.getOperands())
+      in.push_back(operand(v));
+    LogicalResult mapped =
+        llvm::TypeSwitch<Operation *, LogicalResult>(&op)
+            .Case([&](EmbeddingOp) {
+              code = kart::Op::Embedding;
+              return success();
+            })
+            .Case([&](MatmulOp m) {
+              code = kart::Op::Matmul;
+              ints = {m.getTransposeA(), m.getTransposeB()};
+              return success();
+            })
+            .Case([&](AddOp) {
+              code = kart::Op::Add;
+              return success();
+            })
+            .Case([&](SubOp) {
+              code = kart::Op::Sub;
+              return success();
+            })
+            .Case([&](MulOp) {
+              code = kart::Op::Mul;
+              return success();
+            })
+            .Case([&](DivOp) {
+              code = kart::Op::Div;
+              return success();
+            })
+            .Case([&](MaxOp) {
+              code = kart::Op::Max;
+              return success();
+            })
+            .Case([&](MinOp) {
+              code = kart::Op::Min;
+              return success();
+            })
+            .Case([&](PowOp) {
+              code = kart::Op::Pow;
+              return success();
+            })
+            .Case([&](NegOp) {
+              code = kart::Op::Neg;
+              return success();
+            })
+            .Case([&](ExpOp) {
+              code = kart::Op::Exp;
+              return success();
+            })
+            .Case([&](LogOp) {
+              code = kart::Op::Log;
+              return success();
+            })
+            .Case([&](SqrtOp) {
+              code = kart::Op::Sqrt;
+              return success();
+            })
+            .Case([&](RsqrtOp) {
+              code = kart::Op::Rsqrt;
+              return success();
+            })
+            .Case([&](TanhOp) {
+              code = kart::Op::Tanh;
+              return success();
+            })
+            .Case([&](SigmoidOp) {
+              code = kart::Op::Sigmoid;
+              return success();
+            })
+            .Case([&](ReluOp) {
+              code = kart::Op::Relu;
+              return success();
+            })
+            .Case([&](SiluOp) {
+              code = kart::Op::Silu;
+              return success();
+            })
+            .Case([&](GeluOp g) {
+              code = kart::Op::Gelu;
+              text = g.getApproximate().str();
+              hasText = true;
+              return success();
+            })
+            .Case([&](CastOp) {
+              code = kart::Op::Cast;
+              return success();
+            })
+            .Case([&](ReshapeOp r) -> LogicalResult {
+              code = kart::Op::Reshape;
+              for (Attribute a : r.getShape()) {
+                auto d = dimExpr(a, loc);
+                if (failed(d))
+                  return failure();
+                dims.push_back(*d);
+              }
+              return success();
+            })
+            .Case([&](TransposeOp t) {
+              code = kart::Op::Transpose;
+              ints.assign(t.getPerm().begin(), t.getPerm().end());
+              return success();
+            })
+            .Case([&](SliceOp s) -> LogicalResult {
+              code = kart::Op::Slice;
+              ints = {static_cast<int64_t>(s.getAxis()),
+                      static_cast<int64_t>(s.getStart())};
+              auto d = dimExpr(s.getEnd(), loc);
+              if (failed(d))
+                return failure();
+              dims.push_back(*d);
+              return success();
+            })
+            .Case([&](ConcatOp c) {
+              code = kart::Op::Concat;
+              ints = {static_cast<int64_t>(c.getAxis())};
+              return success();
+            })
+            .Case([&](SplitOp s) {
+              code = kart::Op::Split;
+              ints = {static_cast<int64_t>(s.getAxis())};
+              return success();
+            })
+            .Case<ReduceSumOp, ReduceMeanOp, ReduceMaxOp>([&](auto r) {
+              code = llvm::isa<ReduceSumOp>(op)    ? kart::Op::ReduceSum
+                     : llvm::isa<ReduceMeanOp>(op) ? kart::Op::ReduceMean
+                                                   : kart::Op::ReduceMax;
+              ints = {r.getKeepdim()};
+              ints.insert(ints.end(), r.getAxes().begin(), r.getAxes().end());
+              return success();
+            })
+            .Case([&](LayerNormOp l) {
+              code = kart::Op::LayerNorm;
+              floats = {l.getEps().convertToDouble()};
+              return success();
+            })
+            .Case([&](RMSNormOp l) {
+              code = kart::Op::RMSNorm;
+              floats = {l.getEps().convertToDouble()};
+              return success();
+            })
+            .Case([&](SoftmaxOp s) {
+              code = kart::Op::Softmax;
+              ints = {static_cast<int64_t>(s.getAxis())};
+              return success();
+            })
+            .Case([&](DropoutOp d) {
+              code = kart::Op::Dropout;
+              ints = {static_cast<int64_t>(d.getSeed())};
+              floats = {d.getRate().convertToDouble()};
+              return success();
+            })
+            .Case([&](RopeOp r) {
+              code = kart::Op::Rope;
+              in = {operand(r.getInput()), operand(r.getPositions())};
+              ints = {static_cast<int64_t>(r.getHeadDim())};
+              floats = {r.getTheta().convertToDouble()};
+              text = r.getStyle().str();
+              hasText = true;
+              return success();
+            })
+            .Case([&](AttentionOp a) {
+              code = kart::Op::Attention;
+              in = {operand(a.getQuery()), operand(a.getKey()),
+                    operand(a.getValue()), operand(a.getMask()),
+                    operand(a.getBias())};
+              ints = {static_cast<int64_t>(a.getNumHeads()),
+                      static_cast<int64_t>(a.getNumKvHeads()), a.getCausal()};
+              floats = {a.getScale().convertToDouble()};
+              return success();
+            })
+            .Case([&](RelativePositionBucketOp r) {
+              code = kart::Op::RelativePositionBucket;
+              ints = {r.getBidirectional(),
+                      static_cast<int64_t>(r.getNumBuckets()),
+                      static_cast<int64_t>(r.getMaxDistance())};
+              return success();
+            })
+            .Case([&](CrossEntropyOp c) {
+              code = kart::Op::CrossEntropy;
+              ints = {static_cast<int64_t>(c.getIgnoreIndex())};
+              return success();
+            })
+            .Default([&](Operation *o) {
+              return o->emitError("the CPU backend cannot lower '")
+                     << o->getName() << "'";
+            });
+    if (failed(mapped))
+      return failure();
+
+    // Outputs take free slots; an input's slot is released only after the
+    // kernel's outputs are placed, so no kernel writes over what it reads.
+    for (Value r : op.getResults()) {
+      auto id = addValue(r, kart::ValueKind::Intermediate, -1,
+                         staticShape(typeOf(r)));
+      if (failed(id))
+        return failure();
+      int slot;
+      if (!freeSlots.empty()) {
+        slot = freeSlots.back();
+        freeSlots.pop_back();
+      } else {
+        slot = numSlots++;
+      }
+      slotOf[*id] = slot;
+      outIds.push_back(*id);
+    }
+    for (Value r : op.getResults())
+      if (!lastUse.count(r)) // never read: free right away
+        freeSlots.push_back(slotOf[ids.at(r)]);
+    llvm::SmallDenseSet<Value, 4> released;
+    for (Value v : op.getOperands())
+      if (v && lastUse.lookup(v) == kernelIndex && released.insert(v).second &&
+          slotOf[ids.at(v)] >= 0)
+        freeSlots.push_back(slotOf[ids.at(v)]);
+
+    std::string where;
+    llvm::raw_string_ostream ls(where);
+    loc.print(ls);
+    kernels.push_back(kart::CreateKernelDirect(
+        fbb, code, &in, &outIds, &ints, &floats, &dims,
+        hasText ? text.c_str() : nullptr, where.c_str()));
+    ++kernelIndex;
+  }
+
+  std::vector<fb::Offset<kart::Value>> table;
+  for (size_t id = 0; id < values.size(); ++id)
+    table.push_back(kart::CreateValueDirect(fbb, values[id].kind,
+                                            values[id].dtype, &values[id].dims,
+                                            values[id].index, slotOf[id]));
+  out.push_back(kart::CreateFunctionDirect(
+      fbb, fn.getName().str().c_str(), &inputs, &inputNames, &outputs, &table,
+      &kernels, &constants, numSlots));
+  return success();
+}
+
+LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
+  if (failed(symbolsFromModule()))
+    return failure();
+
+  // Parameters: lay out and initialize the weights section.
+  struct Param {
+    ParameterOp op;
+    size_t offset, size;
+  };
+  std::vector<Param> params;
+  size_t total = 0;
+  for (ParameterOp p : module.getOps<ParameterOp>()) {
+    auto type = llvm::cast<RankedTensorType>(p.getType());
+    if (!type.getElementType().isF32())
+      return p.emitError("the CPU backend stores f32 parameters only");
+    size_t size = type.getNumElements() * sizeof(float);
+    paramIndex[p.getSymName()] = params.size();
+    params.push_back({p, total, size});
+    total += (size + kAlign - 1) / kAlign * kAlign;
+  }
+
+  std::vector<fb::Offset<kart::Function>> functions;
+  for (func::FuncOp fn : module.getOps<func::FuncOp>())
+    if (failed(writeFunction(fn, functions)))
+      return failure();
+
+  std::vector<fb::Offset<kart::Parameter>> paramTable;
+  for (Param &p : params) {
+    auto type = llvm::cast<RankedTensorType>(p.op.getType());
+    std::vector<int64_t> shape(type.getShape());
+    paramTable.push_back(kart::CreateParameterDirect(
+        fbb, p.op.getSymName().str().c_str(), kart::DType::F32, &shape,
+        p.offset, p.size));
+  }
+  std::vector<fb::Offset<kart::HParam>> hparams;
+  if (auto hp = module->getAttrOfType<DictionaryAttr>("kiln.hparams"))
+    for (NamedAttribute a : hp) {
+      double v = 0;
+      bool isInt = false;
+      if (auto i = llvm::dyn_cast<IntegerAttr>(a.getValue())) {
+        v = i.getType().isInteger(1) ? i.getValue().getZExtValue() : i.getInt();
+        isInt = true;
+      } else if (auto f = llvm::dyn_cast<FloatAttr>(a.getValue())) {
+        v = f.getValueAsDouble();
+      } else if (auto b = llvm::dyn_cast<BoolAttr>(a.getValue())) {
+        v = b.getValue();
+        isInt = true;
+      }
+      hparams.push_back(
+          kart::CreateHParamDirect(fbb, a.getName().str().c_str(), v, isInt));
+    }
+  std::vector<fb::Offset<fb::String>> symbols;
+  for (const std::string &s : symbolNames)
+    symbols.push_back(fbb.CreateString(s));
+
+  fbb.ForceVectorAlignment(total, 1, kAlign);
+  uint8_t *weights = nullptr;
+  auto weightsVec = fbb.CreateUninitializedVector(total, 1, &weights);
+  std::memset(weights, 0, total);
+  if (options.weights) {
+    llvm::StringMap<const runtime::Tensor *> byName;
+    for (const auto &[name, t] : *options.weights)
+      byName[name] = &t;
+    for (Param &p : params) {
+      auto it = byName.find(p.op.getSymName());
+      if (it == byName.end())
+        return p.op.emitError("the weights have no tensor '")
+               << p.op.getSymName() << "' for this parameter";
+      const runtime::Tensor &t = *it->second;
+      auto type = llvm::cast<RankedTensorType>(p.op.getType());
+      if (t.dtype() != runtime::DType::F32 ||
+          t.shape() != std::vector<int64_t>(type.getShape()))
+        return p.op.emitError("weight '")
+               << p.op.getSymName() << "' is " << t.describe()
+               << " in the weights, but the model declares " << type;
+      std::memcpy(weights + p.offset, t.data(), p.size);
+      byName.erase(it);
+    }
+    if (!byName.empty()) {
+      std::string names;
+      for (const auto &e : byName)
+        names += (names.empty() ? "" : ", ") + e.first().str();
+      return module.emitError("the weights hold tensors the model does not "
+                              "declare: ")
+             << names;
+    }
+  } else {
+    for (Param &p : params)
+      initializeParameter(p.op.getSymName(), p.op.getInit(), p.op.getInitArgs(),
+                          options.seed,
+                          reinterpret_cast<float *>(weights + p.offset),
+                          p.size / sizeof(float));
+  }
+
+  auto name = module->getAttrOfType<StringAttr>("kiln.model");
+  auto program = kart::CreateProgram(
+      fbb, kFormatVersion, fbb.CreateString(name ? name.str() : "model"),
+      fbb.CreateVector(symbols), fbb.CreateVector(hparams),
+      fbb.CreateVector(paramTable), fbb.CreateVector(functions), weightsVec);
+  kart::FinishProgramBuffer(fbb, program);
+  bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+  return success();
+}
+
+} // namespace
+
+void kiln::initializeParameter(llvm::StringRef name, llvm::StringRef init,
+                               llvm::ArrayRef<double> args, uint64_t seed,
+                               float *data, size_t count) {
+  // Each parameter draws from its own stream, so adding a parameter never
+  // changes the values of the others.
+  uint64_t state = 0xcbf29ce484222325ull ^ seed;
+  for (char c : name) // FNV-1a: a fixed, portable hash of the name
+    state = (state ^ static_cast<uint8_t>(c)) * 0x100000001b3ull;
+  if (init == "zeros" || init == "ones" || init == "constant") {
+    float v = init == "zeros" ? 0.0f : init == "ones" ? 1.0f : args[0];
+    std::fill(data, data + count, v);
+  } else if (init == "uniform") {
+    for (size_t i = 0; i < count; ++i)
+      data[i] = static_cast<float>(args[0] + (args[1] - args[0]) * unit(state));
+  } else { // normal: Box-Muller
+    for (size_t i = 0; i < count; i += 2) {
+      double r = std::sqrt(-2.0 * std::log(unit(state)));
+      double t = 2.0 * M_PI * unit(state);
+      data[i] = static_cast<float>(args[0] * r * std::cos(t));
+      if (i + 1 < count)
+        data[i + 1] = static_cast<float>(args[0] * r * std::sin(t));
+    }
+  }
+}
+
+LogicalResult kiln::writeArtifact(ModuleOp module,
+                                  const ArtifactOptions &options,
+                                  std::vector<uint8_t> &out) {
+  Writer w(module, options);
+  return w.run(out);
+}

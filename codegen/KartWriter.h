@@ -1,0 +1,38 @@
+//===- KartWriter.h - kiln IR to a .kart artifact ---------------*- C++ -*-===//
+#ifndef KILN_CODEGEN_KARTWRITER_H
+#define KILN_CODEGEN_KARTWRITER_H
+
+#include "runtime/Safetensors.h"
+
+#include "mlir/IR/BuiltinOps.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace kiln {
+
+struct ArtifactOptions {
+  /// Seeds the initializers declared in the model (normal, uniform).
+  uint64_t seed = 0;
+  /// Trained weights by parameter name. When set, every parameter must be
+  /// present with its exact shape and no other tensor may be.
+  const runtime::NamedTensors *weights = nullptr;
+};
+
+/// Lowers a verified kiln module to the CPU execution plan and serializes it
+/// with the initialized weights: every kiln op becomes a kernel record,
+/// intermediates get arena slots by liveness, parameters are laid out
+/// 64-byte aligned. Errors are reported at op locations.
+mlir::LogicalResult writeArtifact(mlir::ModuleOp module,
+                                  const ArtifactOptions &options,
+                                  std::vector<uint8_t> &out);
+
+/// The deterministic initial value of every element of a parameter: the same
+/// name, initializer and seed always give the same bytes, on any machine.
+void initializeParameter(llvm::StringRef name, llvm::StringRef init,
+                         llvm::ArrayRef<double> args, uint64_t seed,
+                         float *data, size_t count);
+
+} // namespace kiln
+
+#endif

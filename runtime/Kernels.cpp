@@ -1,0 +1,990 @@
+//===- Kernels.cpp - CPU kernels and their run-time shape rules -----------===//
+//
+// Kernels are written for clarity first: each is the naive reference that
+// the fused, vectorized kernels of later work are checked against. Loops over
+// independent rows use OpenMP, which oneDNN also uses, so the two share one
+// thread pool.
+//
+//===----------------------------------------------------------------------===//
+#include "runtime/Kernels.h"
+
+#include <dnnl.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <numeric>
+
+using namespace kiln;
+using namespace kiln::runtime;
+using kart::Op;
+
+namespace {
+
+using Shape = std::vector<int64_t>;
+
+std::string str(const Shape &s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i)
+    r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+Status fail(const kart::Kernel &k, const std::string &msg) {
+  std::string where = k.location() ? k.location()->str() : std::string();
+  return Status::error((where.empty() ? "" : where + ": ") +
+                       kart::EnumNameOp(k.op()) + ": " + msg);
+}
+
+int64_t numelOf(const Shape &s) {
+  return std::accumulate(s.begin(), s.end(), int64_t(1),
+                         std::multiplies<int64_t>());
+}
+
+int64_t normAxis(int64_t axis, int64_t rank) {
+  return axis < 0 ? axis + rank : axis;
+}
+
+int64_t ival(const kart::Kernel &k, size_t i) { return k.ints()->Get(i); }
+double fval(const kart::Kernel &k, size_t i) { return k.floats()->Get(i); }
+
+bool broadcast(const Shape &a, const Shape &b, Shape &out) {
+  size_t r = std::max(a.size(), b.size());
+  out.assign(r, 1);
+  for (size_t i = 0; i < r; ++i) {
+    int64_t da = i < a.size() ? a[a.size() - 1 - i] : 1;
+    int64_t db = i < b.size() ? b[b.size() - 1 - i] : 1;
+    if (da != db && da != 1 && db != 1)
+      return false;
+    out[r - 1 - i] = da == 1 ? db : da;
+  }
+  return true;
+}
+
+/// Row-major strides of `shape` aligned to an output of rank `rank`, with 0
+/// for broadcast dimensions.
+std::vector<int64_t> broadcastStrides(const Shape &shape, const Shape &out) {
+  std::vector<int64_t> st(out.size(), 0);
+  int64_t s = 1;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    size_t oi = out.size() - 1 - i;
+    size_t si = shape.size() - 1 - i;
+    st[oi] = shape[si] == 1 ? 0 : s;
+    s *= shape[si];
+  }
+  return st;
+}
+
+const Shape kNone;
+
+} // namespace
+
+int64_t View::numel() const { return shape ? numelOf(*shape) : 0; }
+
+int64_t kiln::runtime::evalDim(const kart::Dim *d,
+                               const std::vector<int64_t> &symbols) {
+  int64_t v = d->factor();
+  if (d->symbols())
+    for (uint32_t s : *d->symbols())
+      v *= symbols[s];
+  return v;
+}
+
+//===----------------------------------------------------------------------===//
+// Signatures
+//===----------------------------------------------------------------------===//
+
+const OpSignature &kiln::runtime::signatureOf(Op op) {
+  static const std::map<Op, OpSignature> table = {
+      {Op::Embedding, {2, 2, 1, 0, 0, 0, 0, false}},
+      {Op::Matmul, {2, 2, 1, 2, 0, 0, 0, false}},
+      {Op::Add, {2, 2, 1, 0, 0, 0, 0, false}},
+      {Op::Sub, {2, 2, 1, 0, 0, 0, 0, false}},
+      {Op::Mul, {2, 2, 1, 0, 0, 0, 0, false}},
+      {Op::Div, {2, 2, 1, 0, 0, 0, 0, false}},
+      {Op::Max, {2, 2, 1, 0, 0, 0, 0, false}},
+      {Op::Min, {2, 2, 1, 0, 0, 0, 0, false}},
+      {Op::Pow, {2, 2, 1, 0, 0, 0, 0, false}},
+      {Op::Neg, {1, 1, 1, 0, 0, 0, 0, false}},
+      {Op::Exp, {1, 1, 1, 0, 0, 0, 0, false}},
+      {Op::Log, {1, 1, 1, 0, 0, 0, 0, false}},
+      {Op::Sqrt, {1, 1, 1, 0, 0, 0, 0, false}},
+      {Op::Rsqrt, {1, 1, 1, 0, 0, 0, 0, false}},
+      {Op::Tanh, {1, 1, 1, 0, 0, 0, 0, false}},
+      {Op::Sigmoid, {1, 1, 1, 0, 0, 0, 0, false}},
+      {Op::Relu, {1, 1, 1, 0, 0, 0, 0, false}},
+      {Op::Silu, {1, 1, 1, 0, 0, 0, 0, false}},
+      {Op::Gelu, {1, 1, 1, 0, 0, 0, 0, true}},
+      {Op::Cast, {1, 1, 1, 0, 0, 0, 0, false}},
+      {Op::Reshape, {1, 1, 1, 0, 0, 0, -1, false}},
+      {Op::Transpose, {1, 1, 1, -1, 1, 0, 0, false}},
+      {Op::Slice, {1, 1, 1, 2, 0, 0, 1, false}},
+      {Op::Concat, {1, -1, 1, 1, 0, 0, 0, false}},
+      {Op::Split, {1, 1, -1, 1, 0, 0, 0, false}},
+      {Op::ReduceSum, {1, 1, 1, -1, 2, 0, 0, false}},
+      {Op::ReduceMean, {1, 1, 1, -1, 2, 0, 0, false}},
+      {Op::ReduceMax, {1, 1, 1, -1, 2, 0, 0, false}},
+      {Op::LayerNorm, {3, 3, 1, 0, 0, 1, 0, false}},
+      {Op::RMSNorm, {2, 2, 1, 0, 0, 1, 0, false}},
+      {Op::Softmax, {1, 1, 1, 1, 0, 0, 0, false}},
+      {Op::Dropout, {1, 1, 1, 1, 0, 1, 0, false}},
+      {Op::Rope, {2, 2, 1, 1, 0, 1, 0, true}},
+      {Op::Attention, {5, 5, 1, 3, 0, 1, 0, false}},
+      {Op::RelativePositionBucket, {2, 2, 1, 3, 0, 0, 0, false}},
+      {Op::CrossEntropy, {2, 2, 1, 1, 0, 0, 0, false}},
+  };
+  return table.at(op);
+}
+
+//===----------------------------------------------------------------------===//
+// Shape rules
+//===----------------------------------------------------------------------===//
+
+Status kiln::runtime::inferShapes(const kart::Kernel &k,
+                                  const std::vector<const Shape *> &in,
+                                  const std::vector<int64_t> &symbols,
+                                  std::vector<Shape> &out) {
+  auto shape = [&](size_t i) -> const Shape & {
+    return in[i] ? *in[i] : kNone;
+  };
+  out.clear();
+  switch (k.op()) {
+  case Op::Embedding: {
+    if (shape(0).size() != 2)
+      return fail(k, "table must be [V, D], got " + str(shape(0)));
+    Shape s = shape(1);
+    s.push_back(shape(0)[1]);
+    out.push_back(s);
+    return Status::ok();
+  }
+  case Op::Matmul: {
+    const Shape &a = shape(0), &b = shape(1);
+    if (a.size() < 2 || b.size() < 2)
+      return fail(k,
+                  "operands need rank >= 2, got " + str(a) + " and " + str(b));
+    bool ta = ival(k, 0), tb = ival(k, 1);
+    int64_t m = ta ? a[a.size() - 1] : a[a.size() - 2];
+    int64_t ka = ta ? a[a.size() - 2] : a[a.size() - 1];
+    int64_t kb = tb ? b[b.size() - 1] : b[b.size() - 2];
+    int64_t n = tb ? b[b.size() - 2] : b[b.size() - 1];
+    if (ka != kb)
+      return fail(k, "contraction sizes differ: " + str(a) + " x " + str(b));
+    Shape batch;
+    if (!broadcast(Shape(a.begin(), a.end() - 2), Shape(b.begin(), b.end() - 2),
+                   batch))
+      return fail(k, "batch dimensions do not broadcast: " + str(a) + " x " +
+                         str(b));
+    batch.push_back(m);
+    batch.push_back(n);
+    out.push_back(batch);
+    return Status::ok();
+  }
+  case Op::Add:
+  case Op::Sub:
+  case Op::Mul:
+  case Op::Div:
+  case Op::Max:
+  case Op::Min:
+  case Op::Pow: {
+    Shape s;
+    if (!broadcast(shape(0), shape(1), s))
+      return fail(k, "shapes " + str(shape(0)) + " and " + str(shape(1)) +
+                         " do not broadcast");
+    out.push_back(s);
+    return Status::ok();
+  }
+  case Op::LayerNorm:
+  case Op::RMSNorm:
+    for (size_t i = 1; i < in.size(); ++i)
+      if (shape(i).size() != 1 || shape(i)[0] != shape(0).back())
+        return fail(k, "weight " + str(shape(i)) + " does not match input " +
+                           str(shape(0)));
+    out.push_back(shape(0));
+    return Status::ok();
+  case Op::Rope: {
+    const Shape &x = shape(0);
+    if (x[2] % ival(k, 0))
+      return fail(k, "width " + std::to_string(x[2]) +
+                         " is not a multiple of head_dim");
+    if (in[1]) {
+      const Shape &p = shape(1);
+      bool ok = (p.size() == 1 && p[0] == x[1]) ||
+                (p.size() == 2 && p[0] == x[0] && p[1] == x[1]);
+      if (!ok)
+        return fail(k, "positions " + str(p) + " do not match " + str(x));
+    }
+    out.push_back(x);
+    return Status::ok();
+  }
+  case Op::Neg:
+  case Op::Exp:
+  case Op::Log:
+  case Op::Sqrt:
+  case Op::Rsqrt:
+  case Op::Tanh:
+  case Op::Sigmoid:
+  case Op::Relu:
+  case Op::Silu:
+  case Op::Gelu:
+  case Op::Cast:
+  case Op::Softmax:
+  case Op::Dropout:
+    out.push_back(shape(0));
+    return Status::ok();
+  case Op::Reshape: {
+    Shape s;
+    for (const kart::Dim *d : *k.dims())
+      s.push_back(evalDim(d, symbols));
+    if (numelOf(s) != numelOf(shape(0)))
+      return fail(k, "cannot reshape " + str(shape(0)) + " to " + str(s));
+    out.push_back(s);
+    return Status::ok();
+  }
+  case Op::Transpose: {
+    Shape s;
+    for (int64_t p : *k.ints())
+      s.push_back(shape(0)[p]);
+    out.push_back(s);
+    return Status::ok();
+  }
+  case Op::Slice: {
+    Shape s = shape(0);
+    int64_t axis = normAxis(ival(k, 0), s.size()), start = ival(k, 1);
+    int64_t end = evalDim(k.dims()->Get(0), symbols);
+    if (end > s[axis] || start >= end)
+      return fail(k, "slice [" + std::to_string(start) + ", " +
+                         std::to_string(end) + ") is outside dimension " +
+                         std::to_string(axis) + " of " + str(s) +
+                         " (is a run-time length larger than the model "
+                         "allows?)");
+    s[axis] = end - start;
+    out.push_back(s);
+    return Status::ok();
+  }
+  case Op::Concat: {
+    Shape s = shape(0);
+    int64_t axis = normAxis(ival(k, 0), s.size());
+    for (size_t i = 1; i < in.size(); ++i) {
+      const Shape &t = shape(i);
+      for (size_t d = 0; d < s.size(); ++d)
+        if (d != static_cast<size_t>(axis) && t[d] != s[d])
+          return fail(k, "inputs " + str(shape(0)) + " and " + str(t) +
+                             " differ outside the axis");
+      s[axis] += t[axis];
+    }
+    out.push_back(s);
+    return Status::ok();
+  }
+  case Op::Split: {
+    Shape s = shape(0);
+    int64_t axis = normAxis(ival(k, 0), s.size());
+    int64_t parts = k.outputs()->size();
+    if (s[axis] % parts)
+      return fail(k, "dimension " + std::to_string(s[axis]) +
+                         " does not split into " + std::to_string(parts));
+    s[axis] /= parts;
+    out.assign(parts, s);
+    return Status::ok();
+  }
+  case Op::ReduceSum:
+  case Op::ReduceMean:
+  case Op::ReduceMax: {
+    const Shape &x = shape(0);
+    bool keep = ival(k, 0);
+    std::vector<bool> red(x.size(), false);
+    for (size_t i = 1; i < k.ints()->size(); ++i)
+      red[normAxis(ival(k, i), x.size())] = true;
+    Shape s;
+    for (size_t d = 0; d < x.size(); ++d)
+      if (!red[d])
+        s.push_back(x[d]);
+      else if (keep)
+        s.push_back(1);
+    out.push_back(s);
+    return Status::ok();
+  }
+  case Op::Attention: {
+    const Shape &q = shape(0), &kk = shape(1), &v = shape(2);
+    int64_t h = ival(k, 0), kvh = ival(k, 1);
+    if (q[2] % h || kk[2] != kvh * (q[2] / h) || v[2] % kvh || kk[0] != q[0] ||
+        v[0] != q[0] || kk[1] != v[1])
+      return fail(k, "q " + str(q) + ", k " + str(kk) + " and v " + str(v) +
+                         " do not fit " + std::to_string(h) + " heads and " +
+                         std::to_string(kvh) + " key/value heads");
+    if (in[3] &&
+        (shape(3).size() != 2 || shape(3)[0] != q[0] || shape(3)[1] != kk[1]))
+      return fail(k, "mask " + str(shape(3)) + " is not [B, Tk]");
+    if (in[4]) {
+      Shape full = {q[0], h, q[1], kk[1]}, b;
+      if (!broadcast(full, shape(4), b) || b != full)
+        return fail(k, "bias " + str(shape(4)) + " does not broadcast to " +
+                           str(full));
+    }
+    out.push_back({q[0], q[1], v[2] / kvh * h});
+    return Status::ok();
+  }
+  case Op::RelativePositionBucket:
+    out.push_back(
+        {shape(0)[shape(0).size() - 2], shape(1)[shape(1).size() - 2]});
+    return Status::ok();
+  case Op::CrossEntropy:
+    if (Shape(shape(0).begin(), shape(0).end() - 1) != shape(1))
+      return fail(k, "targets " + str(shape(1)) + " do not match logits " +
+                         str(shape(0)));
+    out.push_back({});
+    return Status::ok();
+  }
+  return fail(k, "unknown op");
+}
+
+//===----------------------------------------------------------------------===//
+// Kernels
+//===----------------------------------------------------------------------===//
+
+struct MatmulCache::Impl {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+  std::map<std::vector<int64_t>, dnnl::matmul> prims;
+};
+
+MatmulCache::MatmulCache() : impl_(std::make_unique<Impl>()) {}
+MatmulCache::~MatmulCache() = default;
+
+namespace {
+
+/// Row-major strides of a physical shape.
+dnnl::memory::dims stridesOf(const dnnl::memory::dims &phys) {
+  dnnl::memory::dims st(phys.size(), 1);
+  for (int i = static_cast<int>(phys.size()) - 2; i >= 0; --i)
+    st[i] = st[i + 1] * phys[i + 1];
+  return st;
+}
+
+/// A logical [..., R, C] operand stored row-major, possibly as [..., C, R].
+dnnl::memory::desc operandDesc(const Shape &stored, size_t rank,
+                               bool transposed) {
+  dnnl::memory::dims phys(rank - stored.size(), 1);
+  phys.insert(phys.end(), stored.begin(), stored.end());
+  dnnl::memory::dims st = stridesOf(phys);
+  dnnl::memory::dims logical = phys;
+  if (transposed) {
+    std::swap(logical[rank - 1], logical[rank - 2]);
+    std::swap(st[rank - 1], st[rank - 2]);
+  }
+  return dnnl::memory::desc(logical, dnnl::memory::data_type::f32, st);
+}
+
+Status matmul(KernelContext &c) {
+  const Shape &a = *c.in[0].shape, &b = *c.in[1].shape, &o = *c.out[0].shape;
+  bool ta = ival(c.kernel, 0), tb = ival(c.kernel, 1);
+  if (c.out[0].numel() == 0)
+    return Status::ok();
+  size_t rank = o.size();
+  std::vector<int64_t> key = {ta, tb, static_cast<int64_t>(a.size())};
+  key.insert(key.end(), a.begin(), a.end());
+  key.push_back(static_cast<int64_t>(b.size()));
+  key.insert(key.end(), b.begin(), b.end());
+  auto &impl = c.matmuls.impl();
+  auto src = operandDesc(a, rank, ta);
+  auto wei = operandDesc(b, rank, tb);
+  dnnl::memory::dims od(o.begin(), o.end());
+  auto dst =
+      dnnl::memory::desc(od, dnnl::memory::data_type::f32, stridesOf(od));
+  try {
+    auto it = impl.prims.find(key);
+    if (it == impl.prims.end()) {
+      auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst),
+                                             impl.engine);
+      it = impl.prims.emplace(key, dnnl::matmul(pd)).first;
+    }
+    dnnl::memory ms(src, impl.engine, c.in[0].data);
+    dnnl::memory mw(wei, impl.engine, c.in[1].data);
+    dnnl::memory md(dst, impl.engine, c.out[0].data);
+    it->second.execute(
+        impl.stream,
+        {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}});
+    impl.stream.wait();
+  } catch (const dnnl::error &e) {
+    return fail(c.kernel, std::string("oneDNN matmul failed: ") + e.what());
+  }
+  return Status::ok();
+}
+
+template <typename T, typename F>
+void binaryLoop(const View &a, const View &b, const View &o, F f) {
+  const Shape &os = *o.shape;
+  std::vector<int64_t> sa = broadcastStrides(*a.shape, os),
+                       sb = broadcastStrides(*b.shape, os);
+  int64_t n = o.numel(), r = os.size();
+  const T *pa = a.as<T>(), *pb = b.as<T>();
+  T *po = o.as<T>();
+  int64_t inner = r ? os[r - 1] : 1;
+  int64_t rows = inner ? n / inner : 0;
+#pragma omp parallel for if (n > 32768)
+  for (int64_t row = 0; row < rows; ++row) {
+    int64_t ia = 0, ib = 0, rem = row;
+    for (int64_t d = r - 2; d >= 0; --d) {
+      int64_t idx = rem % os[d];
+      rem /= os[d];
+      ia += idx * sa[d];
+      ib += idx * sb[d];
+    }
+    int64_t ca = r ? sa[r - 1] : 0, cb = r ? sb[r - 1] : 0;
+    T *out = po + row * inner;
+    for (int64_t j = 0; j < inner; ++j)
+      out[j] = f(pa[ia + j * ca], pb[ib + j * cb]);
+  }
+}
+
+template <typename T> Status binaryTyped(KernelContext &c) {
+  const View &a = c.in[0], &b = c.in[1], &o = c.out[0];
+  switch (c.kernel.op()) {
+  case Op::Add:
+    binaryLoop<T>(a, b, o, [](T x, T y) { return x + y; });
+    break;
+  case Op::Sub:
+    binaryLoop<T>(a, b, o, [](T x, T y) { return x - y; });
+    break;
+  case Op::Mul:
+    binaryLoop<T>(a, b, o, [](T x, T y) { return x * y; });
+    break;
+  case Op::Div:
+    binaryLoop<T>(a, b, o, [](T x, T y) { return x / y; });
+    break;
+  case Op::Max:
+    binaryLoop<T>(a, b, o, [](T x, T y) { return std::max(x, y); });
+    break;
+  case Op::Min:
+    binaryLoop<T>(a, b, o, [](T x, T y) { return std::min(x, y); });
+    break;
+  default:
+    binaryLoop<T>(a, b, o, [](T x, T y) {
+      return static_cast<T>(
+          std::pow(static_cast<double>(x), static_cast<double>(y)));
+    });
+    break;
+  }
+  return Status::ok();
+}
+
+Status binary(KernelContext &c) {
+  if (c.kernel.op() == Op::Div && c.in[0].dtype != DType::F32) {
+    // Integer division by zero would be undefined behaviour.
+    const View &b = c.in[1];
+    for (int64_t i = 0; i < b.numel(); ++i)
+      if ((b.dtype == DType::I32 ? b.as<int32_t>()[i] : b.as<int64_t>()[i]) ==
+          0)
+        return fail(c.kernel, "integer division by zero");
+  }
+  switch (c.in[0].dtype) {
+  case DType::F32:
+    return binaryTyped<float>(c);
+  case DType::I32:
+    return binaryTyped<int32_t>(c);
+  case DType::I64:
+    return binaryTyped<int64_t>(c);
+  default:
+    return fail(c.kernel, std::string("unsupported element type ") +
+                              dtypeName(c.in[0].dtype));
+  }
+}
+
+float gelu(float x, bool approx) {
+  if (approx) {
+    const float k = 0.7978845608028654f; // sqrt(2/pi)
+    return 0.5f * x * (1.0f + std::tanh(k * (x + 0.044715f * x * x * x)));
+  }
+  return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865476f));
+}
+
+Status unary(KernelContext &c) {
+  const float *x = c.in[0].as<float>();
+  float *y = c.out[0].as<float>();
+  int64_t n = c.out[0].numel();
+  Op op = c.kernel.op();
+  bool approx = op == Op::Gelu && c.kernel.text()->str() == "tanh";
+#pragma omp parallel for if (n > 32768)
+  for (int64_t i = 0; i < n; ++i) {
+    float v = x[i];
+    switch (op) {
+    case Op::Neg:
+      v = -v;
+      break;
+    case Op::Exp:
+      v = std::exp(v);
+      break;
+    case Op::Log:
+      v = std::log(v);
+      break;
+    case Op::Sqrt:
+      v = std::sqrt(v);
+      break;
+    case Op::Rsqrt:
+      v = 1.0f / std::sqrt(v);
+      break;
+    case Op::Tanh:
+      v = std::tanh(v);
+      break;
+    case Op::Sigmoid:
+      v = 1.0f / (1.0f + std::exp(-v));
+      break;
+    case Op::Relu:
+      v = v > 0 ? v : 0.0f;
+      break;
+    case Op::Silu:
+      v = v / (1.0f + std::exp(-v));
+      break;
+    case Op::Gelu:
+      v = gelu(v, approx);
+      break;
+    default:
+      break;
+    }
+    y[i] = v;
+  }
+  return Status::ok();
+}
+
+template <typename T> T readAs(const View &v, int64_t i) {
+  switch (v.dtype) {
+  case DType::F32:
+    return static_cast<T>(v.as<float>()[i]);
+  case DType::F64:
+    return static_cast<T>(v.as<double>()[i]);
+  case DType::I32:
+    return static_cast<T>(v.as<int32_t>()[i]);
+  case DType::I64:
+    return static_cast<T>(v.as<int64_t>()[i]);
+  case DType::Bool:
+    return static_cast<T>(v.as<uint8_t>()[i] != 0);
+  default:
+    return T();
+  }
+}
+
+Status cast(KernelContext &c) {
+  const View &x = c.in[0], &y = c.out[0];
+  int64_t n = y.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    switch (y.dtype) {
+    case DType::F32:
+      y.as<float>()[i] = readAs<float>(x, i);
+      break;
+    case DType::F64:
+      y.as<double>()[i] = readAs<double>(x, i);
+      break;
+    case DType::I32:
+      y.as<int32_t>()[i] = readAs<int32_t>(x, i);
+      break;
+    case DType::I64:
+      y.as<int64_t>()[i] = readAs<int64_t>(x, i);
+      break;
+    case DType::Bool:
+      y.as<uint8_t>()[i] = readAs<double>(x, i) != 0;
+      break;
+    default:
+      return fail(c.kernel, "unsupported element type");
+    }
+  }
+  return Status::ok();
+}
+
+int64_t index(const View &ids, int64_t i) {
+  return ids.dtype == DType::I32 ? ids.as<int32_t>()[i] : ids.as<int64_t>()[i];
+}
+
+Status embedding(KernelContext &c) {
+  const View &table = c.in[0], &ids = c.in[1];
+  int64_t v = (*table.shape)[0], d = (*table.shape)[1], n = ids.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t id = index(ids, i);
+    if (id < 0 || id >= v)
+      return fail(c.kernel, "index " + std::to_string(id) + " at position " +
+                                std::to_string(i) + " is outside [0, " +
+                                std::to_string(v) + ")");
+    std::memcpy(c.out[0].as<float>() + i * d, table.as<float>() + id * d,
+                d * sizeof(float));
+  }
+  return Status::ok();
+}
+
+Status transpose(KernelContext &c) {
+  const Shape &xs = *c.in[0].shape, &ys = *c.out[0].shape;
+  size_t r = xs.size(), esz = dtypeSize(c.in[0].dtype);
+  std::vector<int64_t> xst(r, 1);
+  for (int i = static_cast<int>(r) - 2; i >= 0; --i)
+    xst[i] = xst[i + 1] * xs[i + 1];
+  std::vector<int64_t> src(r);
+  for (size_t d = 0; d < r; ++d)
+    src[d] = xst[ival(c.kernel, d)];
+  int64_t n = c.out[0].numel();
+  const char *x = static_cast<const char *>(c.in[0].data);
+  char *y = static_cast<char *>(c.out[0].data);
+#pragma omp parallel for if (n > 32768)
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t rem = i, off = 0;
+    for (int64_t d = r - 1; d >= 0; --d) {
+      off += (rem % ys[d]) * src[d];
+      rem /= ys[d];
+    }
+    std::memcpy(y + i * esz, x + off * esz, esz);
+  }
+  return Status::ok();
+}
+
+/// Copies blocks between an outer/axis/inner decomposition (slice, concat,
+/// split).
+void copyAxis(const View &from, int64_t fromStart, const View &to,
+              int64_t toStart, int64_t count, int64_t axis) {
+  const Shape &fs = *from.shape, &ts = *to.shape;
+  size_t esz = dtypeSize(from.dtype);
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < axis; ++d)
+    outer *= fs[d];
+  for (size_t d = axis + 1; d < fs.size(); ++d)
+    inner *= fs[d];
+  const char *src = static_cast<const char *>(from.data);
+  char *dst = static_cast<char *>(to.data);
+  for (int64_t o = 0; o < outer; ++o)
+    std::memcpy(dst + ((o * ts[axis] + toStart) * inner) * esz,
+                src + ((o * fs[axis] + fromStart) * inner) * esz,
+                count * inner * esz);
+}
+
+Status reduce(KernelContext &c) {
+  const Shape &xs = *c.in[0].shape;
+  std::vector<bool> red(xs.size(), false);
+  for (size_t i = 1; i < c.kernel.ints()->size(); ++i)
+    red[normAxis(ival(c.kernel, i), xs.size())] = true;
+  Op op = c.kernel.op();
+  int64_t on = c.out[0].numel();
+  float *y = c.out[0].as<float>();
+  const float *x = c.in[0].as<float>();
+  int64_t count = 1;
+  for (size_t d = 0; d < xs.size(); ++d)
+    if (red[d])
+      count *= xs[d];
+  for (int64_t i = 0; i < on; ++i)
+    y[i] = op == Op::ReduceMax ? -INFINITY : 0.0f;
+  // Output strides over the input's dimensions (0 on reduced ones).
+  std::vector<int64_t> ost(xs.size(), 0);
+  int64_t s = 1;
+  for (int64_t d = xs.size() - 1; d >= 0; --d)
+    if (!red[d]) {
+      ost[d] = s;
+      s *= xs[d];
+    }
+  int64_t n = c.in[0].numel();
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t rem = i, o = 0;
+    for (int64_t d = xs.size() - 1; d >= 0; --d) {
+      o += (rem % xs[d]) * ost[d];
+      rem /= xs[d];
+    }
+    y[o] = op == Op::ReduceMax ? std::max(y[o], x[i]) : y[o] + x[i];
+  }
+  if (op == Op::ReduceMean)
+    for (int64_t i = 0; i < on; ++i)
+      y[i] /= static_cast<float>(count);
+  return Status::ok();
+}
+
+Status norm(KernelContext &c) {
+  bool layer = c.kernel.op() == Op::LayerNorm;
+  const Shape &xs = *c.in[0].shape;
+  int64_t C = xs.back(), rows = c.in[0].numel() / std::max<int64_t>(C, 1);
+  float eps = static_cast<float>(fval(c.kernel, 0));
+  const float *x = c.in[0].as<float>(), *w = c.in[1].as<float>();
+  const float *b = layer ? c.in[2].as<float>() : nullptr;
+  float *y = c.out[0].as<float>();
+#pragma omp parallel for
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *xr = x + r * C;
+    float *yr = y + r * C;
+    double mean = 0, var = 0;
+    if (layer) {
+      for (int64_t i = 0; i < C; ++i)
+        mean += xr[i];
+      mean /= C;
+    }
+    for (int64_t i = 0; i < C; ++i)
+      var += (xr[i] - mean) * (xr[i] - mean);
+    var /= C;
+    float inv = static_cast<float>(1.0 / std::sqrt(var + eps));
+    for (int64_t i = 0; i < C; ++i)
+      yr[i] = (xr[i] - static_cast<float>(mean)) * inv * w[i] +
+              (layer ? b[i] : 0.0f);
+  }
+  return Status::ok();
+}
+
+Status softmax(KernelContext &c) {
+  const Shape &xs = *c.in[0].shape;
+  int64_t axis = normAxis(ival(c.kernel, 0), xs.size());
+  int64_t outer = 1, inner = 1, n = xs[axis];
+  for (int64_t d = 0; d < axis; ++d)
+    outer *= xs[d];
+  for (size_t d = axis + 1; d < xs.size(); ++d)
+    inner *= xs[d];
+  const float *x = c.in[0].as<float>();
+  float *y = c.out[0].as<float>();
+#pragma omp parallel for collapse(2)
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t i = 0; i < inner; ++i) {
+      const float *xr = x + o * n * inner + i;
+      float *yr = y + o * n * inner + i;
+      float m = -INFINITY;
+      for (int64_t j = 0; j < n; ++j)
+        m = std::max(m, xr[j * inner]);
+      float sum = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        yr[j * inner] = std::exp(xr[j * inner] - m);
+        sum += yr[j * inner];
+      }
+      for (int64_t j = 0; j < n; ++j)
+        yr[j * inner] /= sum;
+    }
+  return Status::ok();
+}
+
+Status rope(KernelContext &c) {
+  const Shape &xs = *c.in[0].shape; // [B, T, C]
+  int64_t B = xs[0], T = xs[1], C = xs[2], hd = ival(c.kernel, 0);
+  double theta = fval(c.kernel, 0);
+  bool half = c.kernel.text()->str() == "half";
+  const View &pos = c.in[1];
+  const float *x = c.in[0].as<float>();
+  float *y = c.out[0].as<float>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      int64_t p = t;
+      if (pos.data)
+        p = pos.shape->size() == 1 ? index(pos, t) : index(pos, b * T + t);
+      const float *xr = x + (b * T + t) * C;
+      float *yr = y + (b * T + t) * C;
+      for (int64_t h = 0; h < C / hd; ++h)
+        for (int64_t i = 0; i < hd / 2; ++i) {
+          double freq = std::pow(theta, -2.0 * i / hd);
+          double ang = p * freq;
+          float cs = static_cast<float>(std::cos(ang)),
+                sn = static_cast<float>(std::sin(ang));
+          int64_t i0 = h * hd + (half ? i : 2 * i);
+          int64_t i1 = h * hd + (half ? i + hd / 2 : 2 * i + 1);
+          float a = xr[i0], bb = xr[i1];
+          yr[i0] = a * cs - bb * sn;
+          yr[i1] = a * sn + bb * cs;
+        }
+    }
+  return Status::ok();
+}
+
+Status attention(KernelContext &c) {
+  const Shape &qs = *c.in[0].shape, &ks = *c.in[1].shape, &vs = *c.in[2].shape;
+  int64_t B = qs[0], Tq = qs[1], Tk = ks[1];
+  int64_t H = ival(c.kernel, 0), Hkv = ival(c.kernel, 1);
+  bool causal = ival(c.kernel, 2);
+  int64_t D = qs[2] / H, Dv = vs[2] / Hkv, group = H / Hkv;
+  float scale = static_cast<float>(fval(c.kernel, 0));
+  const View &mask = c.in[3], &bias = c.in[4];
+  Shape full = {B, H, Tq, Tk};
+  std::vector<int64_t> bst;
+  if (bias.data)
+    bst = broadcastStrides(*bias.shape, full);
+  const float *q = c.in[0].as<float>(), *k = c.in[1].as<float>(),
+              *v = c.in[2].as<float>();
+  float *o = c.out[0].as<float>();
+  int64_t offset = Tk - Tq; // causal alignment at the end
+#pragma omp parallel
+  {
+    std::vector<float> s(Tk);
+#pragma omp for collapse(3)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t i = 0; i < Tq; ++i) {
+          int64_t hk = h / group;
+          const float *qi = q + (b * Tq + i) * H * D + h * D;
+          float m = -INFINITY;
+          for (int64_t j = 0; j < Tk; ++j) {
+            bool visible = !causal || j <= i + offset;
+            if (visible && mask.data)
+              visible = readAs<double>(mask, b * Tk + j) != 0;
+            if (!visible) {
+              s[j] = -INFINITY;
+              continue;
+            }
+            const float *kj = k + (b * Tk + j) * Hkv * D + hk * D;
+            float dot = 0;
+            for (int64_t d = 0; d < D; ++d)
+              dot += qi[d] * kj[d];
+            dot *= scale;
+            if (bias.data)
+              dot += bias.as<float>()[b * bst[0] + h * bst[1] + i * bst[2] +
+                                      j * bst[3]];
+            s[j] = dot;
+            m = std::max(m, dot);
+          }
+          float *oi = o + (b * Tq + i) * H * Dv + h * Dv;
+          std::fill(oi, oi + Dv, 0.0f);
+          if (m == -INFINITY)
+            continue; // every key masked: the output row is zero
+          float sum = 0;
+          for (int64_t j = 0; j < Tk; ++j) {
+            s[j] = s[j] == -INFINITY ? 0.0f : std::exp(s[j] - m);
+            sum += s[j];
+          }
+          for (int64_t j = 0; j < Tk; ++j) {
+            if (s[j] == 0.0f)
+              continue;
+            float p = s[j] / sum;
+            const float *vj = v + (b * Tk + j) * Hkv * Dv + hk * Dv;
+            for (int64_t d = 0; d < Dv; ++d)
+              oi[d] += p * vj[d];
+          }
+        }
+  }
+  return Status::ok();
+}
+
+Status relativePositionBucket(KernelContext &c) {
+  const Shape &os = *c.out[0].shape;
+  int64_t Tq = os[0], Tk = os[1];
+  bool bidir = ival(c.kernel, 0);
+  int64_t nb = ival(c.kernel, 1), maxDist = ival(c.kernel, 2);
+  int32_t *y = c.out[0].as<int32_t>();
+  for (int64_t i = 0; i < Tq; ++i)
+    for (int64_t j = 0; j < Tk; ++j) {
+      int64_t rel = j - i, bucket = 0, n = nb;
+      if (bidir) {
+        n /= 2;
+        if (rel > 0)
+          bucket += n;
+        rel = std::abs(rel);
+      } else {
+        rel = -std::min<int64_t>(rel, 0);
+      }
+      int64_t exact = n / 2;
+      if (rel < exact) {
+        bucket += rel;
+      } else {
+        // In float32, as T5's reference computes it, so buckets agree at
+        // the boundaries.
+        float ratio =
+            std::log(static_cast<float>(rel) / static_cast<float>(exact)) /
+            static_cast<float>(std::log(static_cast<double>(maxDist) / exact));
+        int64_t large =
+            exact + static_cast<int64_t>(ratio * static_cast<float>(n - exact));
+        bucket += std::min(large, n - 1);
+      }
+      y[i * Tk + j] = static_cast<int32_t>(bucket);
+    }
+  return Status::ok();
+}
+
+Status crossEntropy(KernelContext &c) {
+  const Shape &ls = *c.in[0].shape;
+  int64_t V = ls.back(), rows = c.in[0].numel() / std::max<int64_t>(V, 1);
+  int64_t ignore = ival(c.kernel, 0);
+  const float *l = c.in[0].as<float>();
+  double total = 0;
+  int64_t counted = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t t = index(c.in[1], r);
+    if (t == ignore)
+      continue;
+    if (t < 0 || t >= V)
+      return fail(c.kernel, "target " + std::to_string(t) + " at position " +
+                                std::to_string(r) + " is outside [0, " +
+                                std::to_string(V) + ")");
+    const float *lr = l + r * V;
+    float m = *std::max_element(lr, lr + V);
+    double sum = 0;
+    for (int64_t j = 0; j < V; ++j)
+      sum += std::exp(static_cast<double>(lr[j] - m));
+    total += std::log(sum) + m - lr[t];
+    ++counted;
+  }
+  // Every target ignored: the mean over nothing is NaN, as in PyTorch.
+  c.out[0].as<float>()[0] = counted ? static_cast<float>(total / counted) : NAN;
+  return Status::ok();
+}
+
+} // namespace
+
+Status kiln::runtime::execute(KernelContext &c) {
+  const kart::Kernel &k = c.kernel;
+  switch (k.op()) {
+  case Op::Embedding:
+    return embedding(c);
+  case Op::Matmul:
+    return matmul(c);
+  case Op::Add:
+  case Op::Sub:
+  case Op::Mul:
+  case Op::Div:
+  case Op::Max:
+  case Op::Min:
+  case Op::Pow:
+    return binary(c);
+  case Op::Neg:
+  case Op::Exp:
+  case Op::Log:
+  case Op::Sqrt:
+  case Op::Rsqrt:
+  case Op::Tanh:
+  case Op::Sigmoid:
+  case Op::Relu:
+  case Op::Silu:
+  case Op::Gelu:
+    return unary(c);
+  case Op::Cast:
+    return cast(c);
+  case Op::Reshape:
+  case Op::Dropout: // inference: the identity
+    if (c.out[0].data != c.in[0].data)
+      std::memcpy(c.out[0].data, c.in[0].data,
+                  c.in[0].numel() * dtypeSize(c.in[0].dtype));
+    return Status::ok();
+  case Op::Transpose:
+    return transpose(c);
+  case Op::Slice: {
+    int64_t axis = normAxis(ival(k, 0), c.in[0].shape->size());
+    copyAxis(c.in[0], ival(k, 1), c.out[0], 0, (*c.out[0].shape)[axis], axis);
+    return Status::ok();
+  }
+  case Op::Concat: {
+    int64_t axis = normAxis(ival(k, 0), c.out[0].shape->size()), at = 0;
+    for (const View &in : c.in) {
+      copyAxis(in, 0, c.out[0], at, (*in.shape)[axis], axis);
+      at += (*in.shape)[axis];
+    }
+    return Status::ok();
+  }
+  case Op::Split: {
+    int64_t axis = normAxis(ival(k, 0), c.in[0].shape->size()), at = 0;
+    for (const View &out : c.out) {
+      copyAxis(c.in[0], at, out, 0, (*out.shape)[axis], axis);
+      at += (*out.shape)[axis];
+    }
+    return Status::ok();
+  }
+  case Op::ReduceSum:
+  case Op::ReduceMean:
+  case Op::ReduceMax:
+    return reduce(c);
+  case Op::LayerNorm:
+  case Op::RMSNorm:
+    return norm(c);
+  case Op::Softmax:
+    return softmax(c);
+  case Op::Rope:
+    return rope(c);
+  case Op::Attention:
+    return attention(c);
+  case Op::RelativePositionBucket:
+    return relativePositionBucket(c);
+  case Op::CrossEntropy:
+    return crossEntropy(c);
+  }
+  return fail(k, "unknown op");
+}

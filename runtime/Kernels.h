@@ -1,0 +1,104 @@
+//===- Kernels.h - CPU kernels and their run-time shape rules ---*- C++ -*-===//
+//
+// Each kart::Op has a signature (operand counts, which generic attribute
+// fields it uses), a shape rule evaluated when a call binds its symbolic
+// dimensions, and a CPU implementation. Attribute conventions:
+//
+//   Embedding        in [table, ids]
+//   Matmul           in [a, b]            ints [transpose_a, transpose_b]
+//   Add..Pow         in [a, b]            (NumPy broadcasting)
+//   Neg..Silu        in [x]
+//   Gelu             in [x]               text "none" | "tanh"
+//   Cast             in [x]               (output dtype from its value)
+//   Reshape          in [x]               dims = target shape
+//   Transpose        in [x]               ints = perm
+//   Slice            in [x]               ints [axis, start], dims [end]
+//   Concat           in [x...]            ints [axis]
+//   Split            in [x] out [y...]    ints [axis]
+//   Reduce*          in [x]               ints [keepdim, axes...]
+//   LayerNorm        in [x, w, b]         floats [eps]
+//   RMSNorm          in [x, w]            floats [eps]
+//   Softmax          in [x]               ints [axis]
+//   Dropout          in [x]               ints [seed], floats [rate]
+//   Rope             in [x, pos|-1]       ints [head_dim], floats [theta],
+//                                         text "interleaved" | "half"
+//   Attention        in [q, k, v, mask|-1, bias|-1]
+//                                         ints [heads, kv_heads, causal],
+//                                         floats [scale]
+//   RelativePositionBucket in [q, k]      ints [bidirectional, buckets, max]
+//   CrossEntropy     in [logits, targets] ints [ignore_index]
+//
+//===----------------------------------------------------------------------===//
+#ifndef KILN_RUNTIME_KERNELS_H
+#define KILN_RUNTIME_KERNELS_H
+
+#include "runtime/Tensor.h"
+#include "runtime/kart_generated.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kiln::runtime {
+
+/// What load-time verification checks for each op.
+struct OpSignature {
+  int minInputs, maxInputs; // -1: any number >= minInputs
+  int outputs;              // -1: any number >= 1
+  int ints;                 // exact count; -1: at least `minInts`
+  int minInts;
+  int floats;
+  int dims;
+  bool text;
+};
+const OpSignature &signatureOf(kart::Op op);
+
+/// A tensor the executor hands to a kernel: contiguous, row-major.
+struct View {
+  void *data = nullptr;
+  DType dtype = DType::F32;
+  const std::vector<int64_t> *shape = nullptr;
+  int64_t numel() const;
+  template <typename T> T *as() const { return static_cast<T *>(data); }
+};
+
+class MatmulCache;
+
+struct KernelContext {
+  const kart::Kernel &kernel;
+  std::vector<View> in; // absent optional operands have data == nullptr
+  std::vector<View> out;
+  const std::vector<int64_t> &symbols; // bound symbolic dimension sizes
+  MatmulCache &matmuls;
+};
+
+/// Computes output shapes from input shapes (and bound symbols); `outDtypes`
+/// are the declared output element types. Reports mismatches with the
+/// kernel's source location.
+Status inferShapes(const kart::Kernel &k,
+                   const std::vector<const std::vector<int64_t> *> &inShapes,
+                   const std::vector<int64_t> &symbols,
+                   std::vector<std::vector<int64_t>> &outShapes);
+
+/// Runs one kernel. Run-time data errors (an id out of range) are reported,
+/// not undefined behaviour.
+Status execute(KernelContext &ctx);
+
+/// oneDNN matmul primitives, created once per shape and reused.
+class MatmulCache {
+public:
+  MatmulCache();
+  ~MatmulCache();
+  struct Impl;
+  Impl &impl() { return *impl_; }
+
+private:
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Evaluates a kart::Dim with the bound symbols.
+int64_t evalDim(const kart::Dim *d, const std::vector<int64_t> &symbols);
+
+} // namespace kiln::runtime
+
+#endif

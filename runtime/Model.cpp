@@ -1,0 +1,821 @@
+//===- Model.cpp - verify, bind and run a .kart artifact ------------------===//
+#include "runtime/Model.h"
+#include "runtime/Kernels.h"
+
+#include <flatbuffers/flatbuffers.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <set>
+
+using namespace kiln;
+using namespace kiln::runtime;
+using kart::Op;
+
+namespace {
+
+using Shape = std::vector<int64_t>;
+
+constexpr size_t kAlign = 64;
+size_t alignUp(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+DType fromKart(kart::DType t) { return static_cast<DType>(t); }
+
+bool computable(kart::DType t) {
+  return t == kart::DType::F32 || t == kart::DType::I32 ||
+         t == kart::DType::I64 || t == kart::DType::Bool ||
+         t == kart::DType::F64;
+}
+
+std::string dimText(const kart::Dim *d, const kart::Program &p) {
+  std::string s;
+  if (d->factor() == 0)
+    return "?";
+  if (d->factor() != 1 || !d->symbols() || d->symbols()->size() == 0)
+    s = std::to_string(d->factor());
+  if (d->symbols())
+    for (uint32_t i : *d->symbols())
+      s += (s.empty() ? "" : "*") + p.symbols()->Get(i)->str();
+  return s;
+}
+
+} // namespace
+
+namespace kiln::runtime {
+
+/// A function's verified tables plus the per-call workspace.
+class FunctionState {
+public:
+  FunctionState(const kart::Program &p, const kart::Function &f,
+                const std::vector<const uint8_t *> &params)
+      : prog(p), fn(f), paramData(params) {}
+
+  Status verify();
+  Status bindInputs(const std::map<std::string, Tensor> &inputs);
+  Status bindDims(const std::map<std::string, int64_t> &dims);
+  Status planShapes();
+  Status run(const std::map<std::string, Tensor> &inputs,
+             std::vector<Tensor> &outputs);
+  MemoryReport memory() const;
+
+  const kart::Program &prog;
+  const kart::Function &fn;
+  const std::vector<const uint8_t *> &paramData;
+
+private:
+  Status valueError(int id, const std::string &msg) const;
+  Status checkKernel(size_t index, std::vector<bool> &written);
+
+  std::vector<std::vector<uint8_t>> constants;
+  std::vector<int64_t> symbols;
+  std::vector<bool> bound;
+  std::vector<Shape> shapes;
+  std::vector<size_t> slotBytes;
+  std::vector<uint8_t> arenaStorage;
+  MatmulCache matmuls;
+};
+
+} // namespace kiln::runtime
+
+Status FunctionState::valueError(int id, const std::string &msg) const {
+  return Status::error("function '" + fn.name()->str() + "', value " +
+                       std::to_string(id) + ": " + msg);
+}
+
+Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
+  const kart::Kernel *k = fn.kernels()->Get(ki);
+  std::string where =
+      "function '" + fn.name()->str() + "', kernel " + std::to_string(ki);
+  auto bad = [&](const std::string &msg) {
+    return Status::error(where + ": " + msg);
+  };
+  if (!k || !k->inputs() || !k->outputs())
+    return bad("missing operand lists");
+  if (k->op() < Op::MIN || k->op() > Op::MAX)
+    return bad("unknown op code " + std::to_string(static_cast<int>(k->op())));
+  where += " (" + std::string(kart::EnumNameOp(k->op())) + ")";
+  const OpSignature &sig = signatureOf(k->op());
+  int nin = k->inputs()->size(), nout = k->outputs()->size();
+  if (nin < sig.minInputs || (sig.maxInputs >= 0 && nin > sig.maxInputs))
+    return bad("has " + std::to_string(nin) + " inputs");
+  if ((sig.outputs >= 0 && nout != sig.outputs) || nout < 1)
+    return bad("has " + std::to_string(nout) + " outputs");
+  int nints = k->ints() ? k->ints()->size() : 0;
+  int nfloats = k->floats() ? k->floats()->size() : 0;
+  int ndims = k->dims() ? k->dims()->size() : 0;
+  if ((sig.ints >= 0 && nints != sig.ints) || nints < sig.minInts)
+    return bad("has " + std::to_string(nints) + " integer attributes");
+  if (nfloats != sig.floats)
+    return bad("has " + std::to_string(nfloats) + " float attributes");
+  if ((sig.dims >= 0 && ndims != sig.dims) || (sig.dims < 0 && ndims < 1))
+    return bad("has " + std::to_string(ndims) + " dimension attributes");
+  if (sig.text && !k->text())
+    return bad("is missing its text attribute");
+  for (int i = 0; i < ndims; ++i) {
+    const kart::Dim *d = k->dims()->Get(i);
+    if (!d || d->factor() <= 0)
+      return bad("dimension attribute " + std::to_string(i) + " is invalid");
+    if (d->symbols())
+      for (uint32_t s : *d->symbols())
+        if (s >= symbols.size())
+          return bad("dimension attribute names symbol " + std::to_string(s));
+  }
+  int nvalues = fn.values()->size();
+  auto value = [&](int id) { return fn.values()->Get(id); };
+  std::vector<const kart::Value *> in, out;
+  for (int i = 0; i < nin; ++i) {
+    int id = k->inputs()->Get(i);
+    bool optional =
+        (k->op() == Op::Rope && i == 1) || (k->op() == Op::Attention && i >= 3);
+    if (id == -1 && optional) {
+      in.push_back(nullptr);
+      continue;
+    }
+    if (id < 0 || id >= nvalues)
+      return bad("input " + std::to_string(i) + " names value " +
+                 std::to_string(id) + " of " + std::to_string(nvalues));
+    if (!written[id])
+      return bad("reads value " + std::to_string(id) +
+                 " before any kernel writes it");
+    in.push_back(value(id));
+  }
+  for (int i = 0; i < nout; ++i) {
+    int id = k->outputs()->Get(i);
+    if (id < 0 || id >= nvalues)
+      return bad("output " + std::to_string(i) + " names value " +
+                 std::to_string(id) + " of " + std::to_string(nvalues));
+    if (value(id)->kind() != kart::ValueKind::Intermediate)
+      return bad("writes value " + std::to_string(id) +
+                 ", which is not an intermediate");
+    if (written[id])
+      return bad("writes value " + std::to_string(id) + " a second time");
+    written[id] = true;
+    out.push_back(value(id));
+  }
+  // Ranks and element types are static: check what kernels rely on.
+  auto rank = [](const kart::Value *v) {
+    return static_cast<int64_t>(v->shape()->size());
+  };
+  auto isF32 = [](const kart::Value *v) {
+    return v->dtype() == kart::DType::F32;
+  };
+  auto isInt = [](const kart::Value *v) {
+    return v->dtype() == kart::DType::I32 || v->dtype() == kart::DType::I64;
+  };
+  auto axisOk = [](int64_t axis, int64_t r) { return axis >= -r && axis < r; };
+  const kart::Kernel &kk = *k;
+  auto ival = [&](int i) { return kk.ints()->Get(i); };
+  switch (k->op()) {
+  case Op::Embedding:
+    if (rank(in[0]) != 2 || !isF32(in[0]) || !isInt(in[1]) || !isF32(out[0]))
+      return bad("needs an f32 [V, D] table, integer ids and an f32 result");
+    break;
+  case Op::Matmul:
+    if (rank(in[0]) < 2 || rank(in[1]) < 2 || !isF32(in[0]) || !isF32(in[1]) ||
+        !isF32(out[0]))
+      return bad("needs f32 operands of rank >= 2");
+    break;
+  case Op::Add:
+  case Op::Sub:
+  case Op::Mul:
+  case Op::Div:
+  case Op::Max:
+  case Op::Min:
+  case Op::Pow:
+    if (in[0]->dtype() != in[1]->dtype() || out[0]->dtype() != in[0]->dtype() ||
+        !(isF32(in[0]) || isInt(in[0])))
+      return bad("needs operands and result of one type (f32, i32 or i64)");
+    break;
+  case Op::Cast:
+    break;
+  case Op::Reshape:
+  case Op::Dropout:
+    if (out[0]->dtype() != in[0]->dtype())
+      return bad("changes the element type");
+    break;
+  case Op::Transpose: {
+    std::set<int64_t> seen;
+    for (int i = 0; i < nints; ++i)
+      if (ival(i) < 0 || ival(i) >= rank(in[0]) || !seen.insert(ival(i)).second)
+        return bad("perm is not a permutation of the input's dimensions");
+    if (nints != rank(in[0]) || out[0]->dtype() != in[0]->dtype())
+      return bad("perm does not match the input");
+    break;
+  }
+  case Op::Slice:
+    if (!axisOk(ival(0), rank(in[0])) || ival(1) < 0 ||
+        out[0]->dtype() != in[0]->dtype())
+      return bad("axis or start is out of range");
+    break;
+  case Op::Concat:
+  case Op::Split:
+    for (const kart::Value *v : k->op() == Op::Concat ? in : out)
+      if (rank(v) != rank(k->op() == Op::Concat ? out[0] : in[0]) ||
+          v->dtype() != (k->op() == Op::Concat ? out[0] : in[0])->dtype())
+        return bad("operands differ in rank or element type");
+    if (!axisOk(ival(0), rank(in[0])))
+      return bad("axis is out of range");
+    break;
+  case Op::ReduceSum:
+  case Op::ReduceMean:
+  case Op::ReduceMax:
+    for (int i = 1; i < nints; ++i)
+      if (!axisOk(ival(i), rank(in[0])))
+        return bad("axis is out of range");
+    if (!isF32(in[0]) || !isF32(out[0]))
+      return bad("needs f32 operands");
+    break;
+  case Op::Softmax:
+    if (!axisOk(ival(0), rank(in[0])))
+      return bad("axis is out of range");
+    [[fallthrough]];
+  case Op::Neg:
+  case Op::Exp:
+  case Op::Log:
+  case Op::Sqrt:
+  case Op::Rsqrt:
+  case Op::Tanh:
+  case Op::Sigmoid:
+  case Op::Relu:
+  case Op::Silu:
+  case Op::Gelu:
+    if (!isF32(in[0]) || !isF32(out[0]))
+      return bad("needs f32 operands");
+    break;
+  case Op::LayerNorm:
+  case Op::RMSNorm:
+    for (size_t i = 1; i < in.size(); ++i)
+      if (rank(in[i]) != 1 || !isF32(in[i]))
+        return bad("weight and bias must be f32 vectors");
+    if (rank(in[0]) < 1 || !isF32(in[0]) || !isF32(out[0]))
+      return bad("needs an f32 input of rank >= 1");
+    break;
+  case Op::Rope:
+    if (rank(in[0]) != 3 || !isF32(in[0]) || !isF32(out[0]) || ival(0) <= 0 ||
+        ival(0) % 2 ||
+        (in[1] && (!isInt(in[1]) || rank(in[1]) < 1 || rank(in[1]) > 2)))
+      return bad("needs f32 [B, T, C], an even head_dim and [T] or [B, T] "
+                 "integer positions");
+    break;
+  case Op::Attention:
+    for (int i = 0; i < 3; ++i)
+      if (rank(in[i]) != 3 || !isF32(in[i]))
+        return bad("q, k and v must be f32 [B, T, C]");
+    if (ival(0) <= 0 || ival(1) <= 0 || ival(0) % ival(1) || !isF32(out[0]))
+      return bad("head counts are invalid");
+    if (in[3] && (rank(in[3]) != 2 || in[3]->dtype() == kart::DType::F16 ||
+                  in[3]->dtype() == kart::DType::BF16))
+      return bad("mask must be a [B, Tk] tensor");
+    if (in[4] && ((rank(in[4]) != 3 && rank(in[4]) != 4) || !isF32(in[4])))
+      return bad("bias must be an f32 tensor of rank 3 or 4");
+    break;
+  case Op::RelativePositionBucket:
+    if (rank(in[0]) < 2 || rank(in[1]) < 2 || ival(1) < 4 || ival(2) < 2 ||
+        out[0]->dtype() != kart::DType::I32)
+      return bad("needs rank >= 2 operands, valid bucket counts and an i32 "
+                 "result");
+    break;
+  case Op::CrossEntropy:
+    if (rank(in[0]) < 1 || !isF32(in[0]) || !isInt(in[1]) ||
+        rank(in[1]) != rank(in[0]) - 1 || !isF32(out[0]) || rank(out[0]) != 0)
+      return bad("needs f32 logits, integer targets and a scalar f32 result");
+    break;
+  }
+  return Status::ok();
+}
+
+Status FunctionState::verify() {
+  std::string name = fn.name() ? fn.name()->str() : "";
+  if (name.empty() || !fn.values() || !fn.kernels() || !fn.inputs() ||
+      !fn.outputs() || !fn.input_names() ||
+      fn.input_names()->size() != fn.inputs()->size())
+    return Status::error("function '" + name + "' is missing tables");
+  size_t nsym = prog.symbols() ? prog.symbols()->size() : 0;
+  symbols.assign(nsym, 0);
+  if (fn.num_slots() < 0)
+    return Status::error("function '" + name + "' has a negative slot count");
+  int nvalues = fn.values()->size();
+  size_t nconst = fn.constants() ? fn.constants()->size() : 0;
+  for (size_t c = 0; c < nconst; ++c) {
+    const kart::Constant *k = fn.constants()->Get(c);
+    if (!k->shape() || !k->data() || !computable(k->dtype()))
+      return Status::error("function '" + name + "', constant " +
+                           std::to_string(c) + " is malformed");
+    int64_t n = 1;
+    for (int64_t d : *k->shape())
+      if (d < 0 || d > (int64_t(1) << 40) || (n *= d) > (int64_t(1) << 40))
+        return Status::error("function '" + name + "', constant " +
+                             std::to_string(c) + " has an invalid shape");
+    if (static_cast<size_t>(n) * dtypeSize(fromKart(k->dtype())) !=
+        k->data()->size())
+      return Status::error("function '" + name + "', constant " +
+                           std::to_string(c) + " holds " +
+                           std::to_string(k->data()->size()) +
+                           " bytes, not what its shape needs");
+    constants.emplace_back(k->data()->begin(), k->data()->end());
+  }
+  std::vector<bool> written(nvalues, false);
+  for (int id = 0; id < nvalues; ++id) {
+    const kart::Value *v = fn.values()->Get(id);
+    if (!v || !v->shape())
+      return valueError(id, "is malformed");
+    if (!computable(v->dtype()))
+      return valueError(id, std::string("has element type ") +
+                                dtypeName(fromKart(v->dtype())) +
+                                ", which the CPU runtime does not compute in");
+    for (const kart::Dim *d : *v->shape()) {
+      if (!d || d->factor() < 0 ||
+          (d->factor() == 0 && (v->kind() != kart::ValueKind::Intermediate ||
+                                (d->symbols() && d->symbols()->size()))))
+        return valueError(id, "has an invalid dimension");
+      if (d->symbols())
+        for (uint32_t s : *d->symbols())
+          if (s >= nsym)
+            return valueError(id, "names symbolic dimension " +
+                                      std::to_string(s) + " of " +
+                                      std::to_string(nsym));
+    }
+    int idx = v->index();
+    switch (v->kind()) {
+    case kart::ValueKind::Input:
+      if (idx < 0 || idx >= static_cast<int>(fn.inputs()->size()) ||
+          fn.inputs()->Get(idx) != id)
+        return valueError(id, "is an input with a wrong index");
+      written[id] = true;
+      break;
+    case kart::ValueKind::Parameter: {
+      if (idx < 0 || !prog.parameters() ||
+          idx >= static_cast<int>(prog.parameters()->size()))
+        return valueError(id, "names parameter " + std::to_string(idx) +
+                                  ", which does not exist");
+      const kart::Parameter *p = prog.parameters()->Get(idx);
+      bool same =
+          p->dtype() == v->dtype() && p->shape()->size() == v->shape()->size();
+      for (size_t d = 0; same && d < p->shape()->size(); ++d)
+        same = v->shape()->Get(d)->symbols() == nullptr
+                   ? p->shape()->Get(d) == v->shape()->Get(d)->factor()
+                   : v->shape()->Get(d)->symbols()->size() == 0 &&
+                         p->shape()->Get(d) == v->shape()->Get(d)->factor();
+      if (!same)
+        return valueError(id, "does not match the type of parameter '" +
+                                  p->name()->str() + "'");
+      written[id] = true;
+      break;
+    }
+    case kart::ValueKind::Constant: {
+      if (idx < 0 || static_cast<size_t>(idx) >= nconst)
+        return valueError(id, "names a constant that does not exist");
+      const kart::Constant *k = fn.constants()->Get(idx);
+      bool same =
+          k->dtype() == v->dtype() && k->shape()->size() == v->shape()->size();
+      for (size_t d = 0; same && d < k->shape()->size(); ++d)
+        same = k->shape()->Get(d) == v->shape()->Get(d)->factor() &&
+               (!v->shape()->Get(d)->symbols() ||
+                v->shape()->Get(d)->symbols()->size() == 0);
+      if (!same)
+        return valueError(id, "does not match its constant's type");
+      written[id] = true;
+      break;
+    }
+    case kart::ValueKind::Intermediate:
+      if (v->slot() < 0 || v->slot() >= fn.num_slots())
+        return valueError(id, "uses arena slot " + std::to_string(v->slot()) +
+                                  " of " + std::to_string(fn.num_slots()));
+      break;
+    default:
+      return valueError(id, "has an unknown kind");
+    }
+  }
+  for (size_t i = 0; i < fn.inputs()->size(); ++i) {
+    int id = fn.inputs()->Get(i);
+    if (id < 0 || id >= nvalues ||
+        fn.values()->Get(id)->kind() != kart::ValueKind::Input)
+      return Status::error("function '" + name + "', input " +
+                           std::to_string(i) + " is not an input value");
+  }
+  for (size_t k = 0; k < fn.kernels()->size(); ++k)
+    if (Status s = checkKernel(k, written); !s)
+      return s;
+  for (size_t i = 0; i < fn.outputs()->size(); ++i) {
+    int id = fn.outputs()->Get(i);
+    if (id < 0 || id >= nvalues || !written[id])
+      return Status::error("function '" + name + "', output " +
+                           std::to_string(i) + " is never computed");
+  }
+  shapes.resize(nvalues);
+  slotBytes.resize(fn.num_slots());
+  return Status::ok();
+}
+
+Status FunctionState::bindInputs(const std::map<std::string, Tensor> &inputs) {
+  std::fill(bound.begin(), bound.end(), false);
+  bound.assign(symbols.size(), false);
+  std::string names;
+  for (size_t i = 0; i < fn.inputs()->size(); ++i)
+    names += (i ? ", " : "") + fn.input_names()->Get(i)->str();
+  for (const auto &[name, t] : inputs) {
+    bool known = false;
+    for (size_t i = 0; i < fn.input_names()->size(); ++i)
+      known |= fn.input_names()->Get(i)->str() == name;
+    if (!known)
+      return Status::error("'" + fn.name()->str() + "' has no input '" + name +
+                           "'; its inputs are: " + names);
+  }
+  // First pass binds single-symbol dimensions; the second checks the rest.
+  for (int pass = 0; pass < 2; ++pass)
+    for (size_t i = 0; i < fn.inputs()->size(); ++i) {
+      std::string name = fn.input_names()->Get(i)->str();
+      auto it = inputs.find(name);
+      if (it == inputs.end())
+        return Status::error("missing input '" + name + "' for '" +
+                             fn.name()->str() + "' (its inputs are: " + names +
+                             ")");
+      const Tensor &t = it->second;
+      const kart::Value *v = fn.values()->Get(fn.inputs()->Get(i));
+      std::string want = dtypeName(fromKart(v->dtype()));
+      std::vector<std::string> dims;
+      for (const kart::Dim *d : *v->shape())
+        dims.push_back(dimText(d, prog));
+      std::string wantShape = want + "[";
+      for (size_t d = 0; d < dims.size(); ++d)
+        wantShape += (d ? ", " : "") + dims[d];
+      wantShape += "]";
+      if (t.dtype() != fromKart(v->dtype()) ||
+          t.rank() != static_cast<int64_t>(v->shape()->size()))
+        return Status::error("input '" + name + "' is " + t.describe() +
+                             ", expected " + wantShape);
+      for (size_t d = 0; d < v->shape()->size(); ++d) {
+        const kart::Dim *dim = v->shape()->Get(d);
+        int64_t actual = t.shape()[d];
+        bool single =
+            dim->symbols() && dim->symbols()->size() == 1 && dim->factor() == 1;
+        if (pass == 0 && single && !bound[dim->symbols()->Get(0)]) {
+          if (actual < 1)
+            return Status::error("input '" + name + "' has size " +
+                                 std::to_string(actual) + " in dimension " +
+                                 std::to_string(d) + " (" + dims[d] +
+                                 "); sizes must be positive");
+          symbols[dim->symbols()->Get(0)] = actual;
+          bound[dim->symbols()->Get(0)] = true;
+          continue;
+        }
+        if (pass == 0)
+          continue;
+        if (evalDim(dim, symbols) != actual)
+          return Status::error("input '" + name + "' is " + t.describe() +
+                               ", expected " + wantShape + " with " + dims[d] +
+                               " = " + std::to_string(evalDim(dim, symbols)) +
+                               " (from the inputs)");
+      }
+    }
+  for (size_t i = 0; i < fn.inputs()->size(); ++i)
+    shapes[fn.inputs()->Get(i)] =
+        inputs.at(fn.input_names()->Get(i)->str()).shape();
+  return Status::ok();
+}
+
+Status FunctionState::bindDims(const std::map<std::string, int64_t> &dims) {
+  bound.assign(symbols.size(), false);
+  for (size_t s = 0; s < symbols.size(); ++s) {
+    auto it = dims.find(prog.symbols()->Get(s)->str());
+    if (it != dims.end() && it->second > 0) {
+      symbols[s] = it->second;
+      bound[s] = true;
+    }
+  }
+  for (size_t i = 0; i < fn.inputs()->size(); ++i) {
+    int id = fn.inputs()->Get(i);
+    Shape s;
+    for (const kart::Dim *d : *fn.values()->Get(id)->shape()) {
+      if (d->symbols())
+        for (uint32_t sym : *d->symbols())
+          if (!bound[sym])
+            return Status::error("give a positive size for dimension '" +
+                                 prog.symbols()->Get(sym)->str() + "'");
+      s.push_back(evalDim(d, symbols));
+    }
+    shapes[id] = s;
+  }
+  return Status::ok();
+}
+
+Status FunctionState::planShapes() {
+  int nvalues = fn.values()->size();
+  for (int id = 0; id < nvalues; ++id) {
+    const kart::Value *v = fn.values()->Get(id);
+    if (v->kind() == kart::ValueKind::Parameter) {
+      const auto *p = prog.parameters()->Get(v->index());
+      shapes[id].assign(p->shape()->begin(), p->shape()->end());
+    } else if (v->kind() == kart::ValueKind::Constant) {
+      const auto *c = fn.constants()->Get(v->index());
+      shapes[id].assign(c->shape()->begin(), c->shape()->end());
+    }
+  }
+  std::fill(slotBytes.begin(), slotBytes.end(), 0);
+  std::vector<const Shape *> in;
+  std::vector<Shape> out;
+  for (const kart::Kernel *k : *fn.kernels()) {
+    in.clear();
+    for (int id : *k->inputs())
+      in.push_back(id < 0 ? nullptr : &shapes[id]);
+    if (Status s = inferShapes(*k, in, symbols, out); !s)
+      return s;
+    for (size_t i = 0; i < out.size(); ++i) {
+      int id = k->outputs()->Get(i);
+      const kart::Value *v = fn.values()->Get(id);
+      bool same = out[i].size() == v->shape()->size();
+      for (size_t d = 0; same && d < out[i].size(); ++d)
+        same = v->shape()->Get(d)->factor() == 0 ||
+               out[i][d] == evalDim(v->shape()->Get(d), symbols);
+      if (!same)
+        return Status::error(
+            (k->location() ? k->location()->str() + ": " : std::string()) +
+            kart::EnumNameOp(k->op()) + " computes " +
+            shapeString(fromKart(v->dtype()), out[i]) +
+            ", but the plan expects another shape for value " +
+            std::to_string(id));
+      shapes[id] = out[i];
+      size_t bytes = dtypeSize(fromKart(v->dtype()));
+      for (int64_t d : out[i])
+        bytes *= static_cast<size_t>(d);
+      slotBytes[v->slot()] = std::max(slotBytes[v->slot()], alignUp(bytes));
+    }
+  }
+  return Status::ok();
+}
+
+MemoryReport FunctionState::memory() const {
+  MemoryReport r;
+  for (size_t b : slotBytes)
+    r.arenaBytes += b;
+  for (size_t id = 0; id < shapes.size(); ++id) {
+    const kart::Value *v = fn.values()->Get(id);
+    if (v->kind() != kart::ValueKind::Intermediate)
+      continue;
+    size_t bytes = dtypeSize(fromKart(v->dtype()));
+    for (int64_t d : shapes[id])
+      bytes *= static_cast<size_t>(d);
+    r.intermediateBytes += alignUp(bytes);
+  }
+  return r;
+}
+
+Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
+                          std::vector<Tensor> &outputs) {
+  if (Status s = bindInputs(inputs); !s)
+    return s;
+  if (Status s = planShapes(); !s)
+    return s;
+  std::vector<size_t> slotOffset(slotBytes.size());
+  size_t total = 0;
+  for (size_t i = 0; i < slotBytes.size(); ++i) {
+    slotOffset[i] = total;
+    total += slotBytes[i];
+  }
+  if (arenaStorage.size() < total + kAlign)
+    arenaStorage.assign(total + kAlign, 0);
+  uint8_t *arena = reinterpret_cast<uint8_t *>(
+      alignUp(reinterpret_cast<uintptr_t>(arenaStorage.data())));
+
+  int nvalues = fn.values()->size();
+  std::vector<void *> ptr(nvalues, nullptr);
+  for (int id = 0; id < nvalues; ++id) {
+    const kart::Value *v = fn.values()->Get(id);
+    switch (v->kind()) {
+    case kart::ValueKind::Input:
+      ptr[id] = const_cast<void *>(
+          inputs.at(fn.input_names()->Get(v->index())->str()).data());
+      break;
+    case kart::ValueKind::Parameter:
+      ptr[id] = const_cast<uint8_t *>(paramData[v->index()]);
+      break;
+    case kart::ValueKind::Constant:
+      ptr[id] = constants[v->index()].data();
+      break;
+    default:
+      ptr[id] = arena + slotOffset[v->slot()];
+    }
+  }
+  for (const kart::Kernel *k : *fn.kernels()) {
+    KernelContext ctx{*k, {}, {}, symbols, matmuls};
+    for (int id : *k->inputs())
+      ctx.in.push_back(id < 0 ? View{}
+                              : View{ptr[id],
+                                     fromKart(fn.values()->Get(id)->dtype()),
+                                     &shapes[id]});
+    for (int id : *k->outputs())
+      ctx.out.push_back(
+          View{ptr[id], fromKart(fn.values()->Get(id)->dtype()), &shapes[id]});
+    if (Status s = execute(ctx); !s)
+      return s;
+  }
+  outputs.clear();
+  for (int id : *fn.outputs()) {
+    Tensor t(fromKart(fn.values()->Get(id)->dtype()), shapes[id]);
+    std::memcpy(t.data(), ptr[id], t.bytes());
+    outputs.push_back(std::move(t));
+  }
+  return Status::ok();
+}
+
+//===----------------------------------------------------------------------===//
+// Model
+//===----------------------------------------------------------------------===//
+
+Model::~Model() = default;
+
+Status Model::load(const std::string &path, std::unique_ptr<Model> &out) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f)
+    return Status::error(path + ": cannot open the file");
+  std::streamoff size = f.tellg();
+  if (size < 0)
+    return Status::error(path + ": cannot read the file");
+  std::vector<uint8_t> bytes(static_cast<size_t>(size));
+  f.seekg(0);
+  if (!f.read(reinterpret_cast<char *>(bytes.data()), size))
+    return Status::error(path + ": cannot read the file");
+  Status s = fromBytes(std::move(bytes), out);
+  if (!s)
+    return Status::error(path + ": " + s.message());
+  return s;
+}
+
+Status Model::fromBytes(std::vector<uint8_t> bytes,
+                        std::unique_ptr<Model> &out) {
+  std::unique_ptr<Model> m(new Model());
+  // Keep the buffer 64-byte aligned so weights and the FlatBuffers tables
+  // are aligned as the writer laid them out.
+  m->bytes_.resize(bytes.size() + kAlign);
+  size_t shift = alignUp(reinterpret_cast<uintptr_t>(m->bytes_.data())) -
+                 reinterpret_cast<uintptr_t>(m->bytes_.data());
+  std::memcpy(m->bytes_.data() + shift, bytes.data(), bytes.size());
+  m->bytes_.resize(shift + bytes.size());
+  m->base_ = shift;
+  if (Status s = m->init(); !s)
+    return s;
+  out = std::move(m);
+  return Status::ok();
+}
+
+Status Model::init() {
+  const uint8_t *data = bytes_.data() + base_;
+  size_t size = bytes_.size() - base_;
+  if (size < 8)
+    return Status::error("the file is " + std::to_string(size) +
+                         " bytes, too short to be a .kart artifact");
+  if (!kart::ProgramBufferHasIdentifier(data))
+    return Status::error("not a .kart artifact (bytes 4-7 should be 'KART')");
+  if (size >= FLATBUFFERS_MAX_BUFFER_SIZE)
+    return Status::error("the file is " + std::to_string(size) +
+                         " bytes; .kart artifacts are limited to 2 GiB");
+  flatbuffers::Verifier::Options opts;
+  opts.max_tables = 100000000;
+  flatbuffers::Verifier verifier(data, size, opts);
+  if (!kart::VerifyProgramBuffer(verifier))
+    return Status::error("the artifact is corrupted: its FlatBuffers tables "
+                         "do not verify (truncated or damaged file)");
+  const kart::Program *p = kart::GetProgram(data);
+  if (p->version() != kFormatVersion)
+    return Status::error(
+        "artifact format version " + std::to_string(p->version()) +
+        (p->version() > kFormatVersion ? " is newer than" : " is not") +
+        " the version this runtime reads (" + std::to_string(kFormatVersion) +
+        "); recompile the model with this "
+        "kiln");
+  if (!p->functions() || !p->parameters() || !p->weights() || !p->model())
+    return Status::error("the artifact is missing its functions, parameters "
+                         "or weights");
+  model_ = p->model()->str();
+  if (p->hparams())
+    for (const kart::HParam *h : *p->hparams())
+      if (h && h->name())
+        hparams_.emplace_back(h->name()->str(), h->value());
+  const uint8_t *weights = p->weights()->data();
+  size_t wsize = p->weights()->size();
+  for (size_t i = 0; i < p->parameters()->size(); ++i) {
+    const kart::Parameter *pr = p->parameters()->Get(i);
+    std::string name = pr->name() ? pr->name()->str() : "";
+    auto bad = [&](const std::string &msg) {
+      return Status::error("parameter " + std::to_string(i) + " ('" + name +
+                           "'): " + msg);
+    };
+    if (name.empty() || !pr->shape())
+      return bad("is missing its name or shape");
+    if (!computable(pr->dtype()))
+      return bad("has an element type the CPU runtime does not compute in");
+    uint64_t n = 1;
+    for (int64_t d : *pr->shape()) {
+      if (d <= 0 || d > (int64_t(1) << 40))
+        return bad("has an invalid dimension " + std::to_string(d));
+      n *= static_cast<uint64_t>(d);
+      if (n > (uint64_t(1) << 40))
+        return bad("is too large");
+    }
+    uint64_t want = n * dtypeSize(fromKart(pr->dtype()));
+    if (pr->size() != want)
+      return bad("declares " + std::to_string(pr->size()) +
+                 " bytes but its shape needs " + std::to_string(want));
+    if (pr->offset() % 4 || pr->offset() > wsize ||
+        pr->size() > wsize - pr->offset())
+      return bad("bytes [" + std::to_string(pr->offset()) + ", " +
+                 std::to_string(pr->offset() + pr->size()) +
+                 ") are outside the " + std::to_string(wsize) +
+                 "-byte weights section");
+    params_.push_back({name, fromKart(pr->dtype()),
+                       Shape(pr->shape()->begin(), pr->shape()->end())});
+    paramData_.push_back(weights + pr->offset());
+  }
+  for (const kart::Function *f : *p->functions()) {
+    if (!f)
+      return Status::error("the artifact has an empty function entry");
+    auto st = std::make_unique<FunctionState>(*p, *f, paramData_);
+    if (Status s = st->verify(); !s)
+      return s;
+    FunctionInfo info;
+    info.name = f->name()->str();
+    info.kernels = f->kernels()->size();
+    info.values = f->values()->size();
+    info.slots = f->num_slots();
+    auto arg = [&](int id, std::string name) {
+      ArgInfo a;
+      a.name = std::move(name);
+      const kart::Value *v = f->values()->Get(id);
+      a.dtype = fromKart(v->dtype());
+      for (const kart::Dim *d : *v->shape())
+        a.dims.push_back(dimText(d, *p));
+      return a;
+    };
+    for (const kart::Kernel *k : *f->kernels()) {
+      std::string line = kart::EnumNameOp(k->op());
+      auto name = [&](int id) {
+        if (id < 0)
+          return std::string("_");
+        const kart::Value *v = f->values()->Get(id);
+        std::string n = "%" + std::to_string(id);
+        if (v->kind() == kart::ValueKind::Parameter)
+          n += "<" + p->parameters()->Get(v->index())->name()->str() + ">";
+        else if (v->kind() == kart::ValueKind::Intermediate)
+          n += "[slot " + std::to_string(v->slot()) + "]";
+        return n;
+      };
+      for (size_t i = 0; i < k->inputs()->size(); ++i)
+        line += (i ? ", " : " ") + name(k->inputs()->Get(i));
+      line += " ->";
+      for (size_t i = 0; i < k->outputs()->size(); ++i)
+        line += (i ? ", " : " ") + name(k->outputs()->Get(i));
+      if (k->location())
+        line += "  " + k->location()->str();
+      info.plan.push_back(line);
+    }
+    for (size_t i = 0; i < f->inputs()->size(); ++i)
+      info.inputs.push_back(
+          arg(f->inputs()->Get(i), f->input_names()->Get(i)->str()));
+    for (size_t i = 0; i < f->outputs()->size(); ++i)
+      info.outputs.push_back(
+          arg(f->outputs()->Get(i), "result" + std::to_string(i)));
+    infos_.push_back(std::move(info));
+    states_.push_back(std::move(st));
+  }
+  return Status::ok();
+}
+
+Status Model::run(const std::string &function,
+                  const std::map<std::string, Tensor> &inputs,
+                  std::vector<Tensor> &outputs) {
+  for (size_t i = 0; i < infos_.size(); ++i)
+    if (infos_[i].name == function)
+      return states_[i]->run(inputs, outputs);
+  std::string names;
+  for (const FunctionInfo &f : infos_)
+    names += (names.empty() ? "" : ", ") + f.name;
+  return Status::error("the model has no function '" + function +
+                       "'; it has: " + names);
+}
+
+Status Model::memoryReport(const std::string &function,
+                           const std::map<std::string, int64_t> &dims,
+                           MemoryReport &report) {
+  for (size_t i = 0; i < infos_.size(); ++i)
+    if (infos_[i].name == function) {
+      if (Status s = states_[i]->bindDims(dims); !s)
+        return s;
+      if (Status s = states_[i]->planShapes(); !s)
+        return s;
+      report = states_[i]->memory();
+      return Status::ok();
+    }
+  return Status::error("the model has no function '" + function + "'");
+}
+
+Status Model::parameter(const std::string &name, Tensor &out) const {
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].name == name) {
+      out = Tensor(params_[i].dtype, params_[i].shape);
+      std::memcpy(out.data(), paramData_[i], out.bytes());
+      return Status::ok();
+    }
+  return Status::error("the model has no parameter '" + name + "'");
+}

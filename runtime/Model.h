@@ -1,0 +1,104 @@
+//===- Model.h - load and run a .kart artifact ------------------*- C++ -*-===//
+//
+//   std::unique_ptr<Model> m;
+//   if (Status s = Model::load("gpt2.kart", m); !s) { report(s.message()); }
+//   std::vector<Tensor> out;
+//   Status s = m->run("forward", {{"tokens", tokens}}, out);
+//
+// Loading verifies the artifact completely (FlatBuffers verifier, then
+// semantic checks of version, value and kernel tables, parameter byte ranges)
+// before anything executes.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KILN_RUNTIME_MODEL_H
+#define KILN_RUNTIME_MODEL_H
+
+#include "runtime/Tensor.h"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace kiln::runtime {
+
+/// The artifact format this runtime reads and writes.
+constexpr uint32_t kFormatVersion = 1;
+
+struct ArgInfo {
+  std::string name;
+  DType dtype;
+  std::vector<std::string> dims; // "B", "T", "768"
+};
+
+struct FunctionInfo {
+  std::string name;
+  std::vector<ArgInfo> inputs;
+  std::vector<ArgInfo> outputs;
+  size_t kernels = 0;
+  size_t values = 0;
+  size_t slots = 0;
+  /// One line per kernel: "Matmul %4, %7 -> %8[slot 2]  (gpt2.kiln:20:5)".
+  std::vector<std::string> plan;
+};
+
+struct ParameterInfo {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+};
+
+/// Memory needed by one call, for given symbolic-dimension sizes.
+struct MemoryReport {
+  size_t arenaBytes = 0;        // the planned arena (slots reused by liveness)
+  size_t intermediateBytes = 0; // every intermediate in its own buffer
+};
+
+class FunctionState;
+
+class Model {
+public:
+  ~Model();
+  static Status load(const std::string &path, std::unique_ptr<Model> &out);
+  static Status fromBytes(std::vector<uint8_t> bytes,
+                          std::unique_ptr<Model> &out);
+
+  const std::string &modelName() const { return model_; }
+  const std::vector<FunctionInfo> &functions() const { return infos_; }
+  const std::vector<ParameterInfo> &parameters() const { return params_; }
+  const std::vector<std::pair<std::string, double>> &hyperparameters() const {
+    return hparams_;
+  }
+
+  /// Runs `function` on named inputs; outputs are fresh tensors.
+  Status run(const std::string &function,
+             const std::map<std::string, Tensor> &inputs,
+             std::vector<Tensor> &outputs);
+
+  /// Arena size versus the sum of all intermediates for `function` with the
+  /// symbolic dimensions bound to `dims` (e.g. {"B": 1, "T": 128}).
+  Status memoryReport(const std::string &function,
+                      const std::map<std::string, int64_t> &dims,
+                      MemoryReport &report);
+
+  /// Copies a parameter's values out (for tests and checkpoints).
+  Status parameter(const std::string &name, Tensor &out) const;
+
+private:
+  Model() = default;
+  Status init();
+
+  std::vector<uint8_t> bytes_;
+  size_t base_ = 0; // offset of the artifact in bytes_ (for alignment)
+  std::string model_;
+  std::vector<FunctionInfo> infos_;
+  std::vector<ParameterInfo> params_;
+  std::vector<std::pair<std::string, double>> hparams_;
+  std::vector<const uint8_t *> paramData_;
+  std::vector<std::unique_ptr<FunctionState>> states_;
+};
+
+} // namespace kiln::runtime
+
+#endif

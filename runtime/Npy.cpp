@@ -1,0 +1,156 @@
+//===- Npy.cpp - NumPy .npy files -----------------------------------------===//
+#include "runtime/Npy.h"
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <regex>
+
+using namespace kiln::runtime;
+
+namespace {
+
+bool dtypeFromDescr(const std::string &d, DType &t) {
+  if (d == "<f4")
+    t = DType::F32;
+  else if (d == "<f8")
+    t = DType::F64;
+  else if (d == "<i4")
+    t = DType::I32;
+  else if (d == "<i8")
+    t = DType::I64;
+  else if (d == "|b1")
+    t = DType::Bool;
+  else
+    return false;
+  return true;
+}
+
+const char *descrOf(DType t) {
+  switch (t) {
+  case DType::F32:
+    return "<f4";
+  case DType::F64:
+    return "<f8";
+  case DType::I32:
+    return "<i4";
+  case DType::I64:
+    return "<i8";
+  case DType::Bool:
+    return "|b1";
+  default:
+    return nullptr;
+  }
+}
+
+} // namespace
+
+Status kiln::runtime::readNpy(const std::string &path, Tensor &out) {
+  auto bad = [&](const std::string &msg) {
+    return Status::error(path + ": " + msg);
+  };
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f)
+    return bad("cannot open the file");
+  std::streamoff size = f.tellg();
+  f.seekg(0);
+  char magic[8];
+  if (size < 10 || !f.read(magic, 8) || std::memcmp(magic, "\x93NUMPY", 6) != 0)
+    return bad("not a .npy file (it must start with \\x93NUMPY)");
+  int major = static_cast<unsigned char>(magic[6]);
+  if (major < 1 || major > 3)
+    return bad("unsupported .npy format version " + std::to_string(major));
+  uint32_t headerLen = 0;
+  unsigned char lenBytes[4] = {0, 0, 0, 0};
+  int lenSize = major == 1 ? 2 : 4;
+  if (!f.read(reinterpret_cast<char *>(lenBytes), lenSize))
+    return bad("truncated header");
+  for (int i = lenSize - 1; i >= 0; --i)
+    headerLen = (headerLen << 8) | lenBytes[i];
+  std::streamoff dataStart =
+      8 + lenSize + static_cast<std::streamoff>(headerLen);
+  if (headerLen > 65536 || dataStart > size)
+    return bad("header length " + std::to_string(headerLen) +
+               " is larger than the file allows");
+  std::string header(headerLen, '\0');
+  if (!f.read(header.data(), headerLen))
+    return bad("truncated header");
+  std::smatch m;
+  if (!std::regex_search(header, m, std::regex("'descr':\\s*'([^']*)'")))
+    return bad("header has no 'descr'");
+  DType dtype;
+  if (!dtypeFromDescr(m[1], dtype))
+    return bad("unsupported dtype '" + m[1].str() +
+               "'; use little-endian float32, float64, int32, int64 or bool");
+  if (!std::regex_search(header, m,
+                         std::regex("'fortran_order':\\s*(True|False)")))
+    return bad("header has no 'fortran_order'");
+  if (m[1] == "True")
+    return bad("Fortran-ordered arrays are not supported; save a C-ordered "
+               "array (numpy.ascontiguousarray)");
+  if (!std::regex_search(header, m, std::regex("'shape':\\s*\\(([^)]*)\\)")))
+    return bad("header has no 'shape'");
+  std::vector<int64_t> shape;
+  std::string dims = m[1];
+  std::regex num("\\s*(\\d+)\\s*(,|$)");
+  uint64_t count = 1;
+  for (auto it = std::sregex_iterator(dims.begin(), dims.end(), num);
+       it != std::sregex_iterator(); ++it) {
+    std::string d = (*it)[1];
+    if (d.size() > 12)
+      return bad("dimension " + d + " is too large");
+    shape.push_back(std::stoll(d));
+    count *= static_cast<uint64_t>(shape.back());
+    if (count > (uint64_t(1) << 40))
+      return bad("the array is too large");
+  }
+  uint64_t want = count * dtypeSize(dtype);
+  uint64_t have = static_cast<uint64_t>(size - dataStart);
+  if (have != want)
+    return bad("holds " + std::to_string(have) + " data bytes, but " +
+               shapeString(dtype, shape) + " needs " + std::to_string(want));
+  Tensor t(dtype, shape);
+  if (!f.read(static_cast<char *>(t.data()),
+              static_cast<std::streamsize>(want)))
+    return bad("truncated data");
+  out = std::move(t);
+  return Status::ok();
+}
+
+Status kiln::runtime::writeNpy(const std::string &path, const Tensor &t) {
+  const char *descr = descrOf(t.dtype());
+  if (!descr)
+    return Status::error(path + ": cannot write element type " +
+                         std::string(dtypeName(t.dtype())) + " as .npy");
+  std::string shape = "(";
+  for (int64_t d : t.shape())
+    shape += std::to_string(d) + ",";
+  if (t.rank() > 1)
+    shape.pop_back();
+  shape += ")";
+  std::string header = "{'descr': '" + std::string(descr) +
+                       "', 'fortran_order': False, 'shape': " + shape + ", }";
+  size_t total = 10 + header.size() + 1;
+  header.append((64 - total % 64) % 64, ' ');
+  header += '\n';
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f)
+      return Status::error(path + ": cannot write the file");
+    uint16_t len = static_cast<uint16_t>(header.size());
+    f.write("\x93NUMPY\x01\x00", 8);
+    char lb[2] = {static_cast<char>(len & 0xff), static_cast<char>(len >> 8)};
+    f.write(lb, 2);
+    f.write(header.data(), header.size());
+    f.write(static_cast<const char *>(t.data()),
+            static_cast<std::streamsize>(t.bytes()));
+    if (!f.flush())
+      return Status::error(path + ": cannot write the file");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return Status::error(path + ": cannot write the file");
+  }
+  return Status::ok();
+}

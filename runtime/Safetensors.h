@@ -1,0 +1,29 @@
+//===- Safetensors.h - the safetensors weight format ------------*- C++ -*-===//
+#ifndef KILN_RUNTIME_SAFETENSORS_H
+#define KILN_RUNTIME_SAFETENSORS_H
+
+#include "runtime/Tensor.h"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace kiln::runtime {
+
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+/// The largest JSON header accepted (the format recommends 100 MB).
+constexpr uint64_t kMaxSafetensorsHeader = 100ull << 20;
+
+/// Reads a .safetensors file, validating everything before trusting it: the
+/// header size and JSON, each entry's dtype and shape against its byte range,
+/// offsets inside the data section, no overlaps and no gaps. Supported dtypes:
+/// F32, F64, I32, I64, BOOL. Errors name the file, the tensor and the field.
+Status readSafetensors(const std::string &path, NamedTensors &out);
+
+/// Writes tensors in the given order, through a temporary file and a rename.
+Status writeSafetensors(const std::string &path, const NamedTensors &tensors);
+
+} // namespace kiln::runtime
+
+#endif

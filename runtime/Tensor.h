@@ -1,0 +1,76 @@
+//===- Tensor.h - host tensors and errors for the kiln runtime --*- C++ -*-===//
+//
+// The runtime's public value types. No MLIR/LLVM here: deployment links only
+// the runtime library.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KILN_RUNTIME_TENSOR_H
+#define KILN_RUNTIME_TENSOR_H
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kiln::runtime {
+
+/// The outcome of a runtime call: success, or a message that names what is
+/// wrong (the tensor, the field, the byte offset).
+class Status {
+public:
+  static Status ok() { return Status(); }
+  static Status error(std::string message) {
+    Status s;
+    s.message_ = std::move(message);
+    s.failed_ = true;
+    return s;
+  }
+  bool isOk() const { return !failed_; }
+  explicit operator bool() const { return !failed_; }
+  const std::string &message() const { return message_; }
+
+private:
+  std::string message_;
+  bool failed_ = false;
+};
+
+enum class DType : int8_t { F32 = 0, F16, BF16, F64, I32, I64, Bool };
+
+size_t dtypeSize(DType t);
+const char *dtypeName(DType t);
+
+/// A dense, row-major host tensor that owns its bytes.
+class Tensor {
+public:
+  Tensor() = default;
+  Tensor(DType dtype, std::vector<int64_t> shape);
+
+  DType dtype() const { return dtype_; }
+  const std::vector<int64_t> &shape() const { return shape_; }
+  int64_t rank() const { return static_cast<int64_t>(shape_.size()); }
+  int64_t numel() const;
+  size_t bytes() const {
+    return static_cast<size_t>(numel()) * dtypeSize(dtype_);
+  }
+  void *data() { return data_.data(); }
+  const void *data() const { return data_.data(); }
+  template <typename T> T *as() { return reinterpret_cast<T *>(data_.data()); }
+  template <typename T> const T *as() const {
+    return reinterpret_cast<const T *>(data_.data());
+  }
+
+  /// "f32[2, 8, 768]".
+  std::string describe() const;
+
+private:
+  DType dtype_ = DType::F32;
+  std::vector<int64_t> shape_;
+  std::vector<uint8_t> data_;
+};
+
+std::string shapeString(DType dtype, const std::vector<int64_t> &shape);
+
+} // namespace kiln::runtime
+
+#endif

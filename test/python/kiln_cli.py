@@ -1,0 +1,70 @@
+"""Helpers for driving the kiln CLI from pytest: safetensors and .npy files
+in, results out. Written against the file formats, not against kiln's code."""
+import json
+import os
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("KILN_BUILD_DIR", ROOT / "build"))
+KILN = str(BUILD / "bin" / "kiln")
+EXAMPLES = ROOT / "examples"
+
+_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32",
+           np.dtype(np.int64): "I64", np.dtype(np.float64): "F64"}
+
+
+def write_safetensors(path, tensors):
+    """Writes {name: ndarray} in the safetensors layout."""
+    header, blobs, offset = {}, [], 0
+    for name, a in tensors.items():
+        a = np.ascontiguousarray(a)
+        header[name] = {"dtype": _DTYPES[a.dtype], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + a.nbytes]}
+        blobs.append(a.tobytes())
+        offset += a.nbytes
+    text = json.dumps(header).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+
+
+def kiln(*args, check=True):
+    r = subprocess.run([KILN, *map(str, args)], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"kiln {' '.join(map(str, args))} failed "
+                             f"({r.returncode}):\n{r.stderr}")
+    return r
+
+
+def compile_model(tmp, model, defines=None, weights=None, seed=None):
+    out = Path(tmp) / f"{Path(model).stem}.kart"
+    args = ["compile", model, "-o", out]
+    for k, v in (defines or {}).items():
+        args += ["-D", f"{k}={v}"]
+    if weights is not None:
+        wpath = Path(tmp) / "weights.safetensors"
+        write_safetensors(wpath, weights)
+        args.append(f"--weights={wpath}")
+    if seed is not None:
+        args.append(f"--seed={seed}")
+    kiln(*args)
+    return out
+
+
+def run(tmp, artifact, inputs, function="forward", outputs=1):
+    args = ["run", artifact, f"--function={function}"]
+    for name, a in inputs.items():
+        p = Path(tmp) / f"in_{name}.npy"
+        np.save(p, a)
+        args.append(f"--input={name}=@{p}")
+    outs = [Path(tmp) / f"out{i}.npy" for i in range(outputs)]
+    args += [f"--output=@{p}" for p in outs]
+    kiln(*args)
+    return [np.load(p) for p in outs]

@@ -1,0 +1,206 @@
+"""Bad input to the runtime — corrupted or truncated artifacts, artifacts from
+a newer format, wrong weights, wrong inputs, malformed .npy files — gets a
+clear error and exit status 1, never a crash."""
+import struct
+
+import numpy as np
+import pytest
+
+from kiln_cli import EXAMPLES, KILN, compile_model, kiln, write_safetensors
+import subprocess
+
+TINY = dict(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    d = tmp_path_factory.mktemp("art")
+    return compile_model(d, EXAMPLES / "gpt2.kiln", TINY)
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory):
+    p = tmp_path_factory.mktemp("npy") / "tokens.npy"
+    np.save(p, np.array([[1, 2, 3]], np.int32))
+    return p
+
+
+def run_kiln(*args):
+    r = subprocess.run([KILN, *map(str, args)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode >= 0, f"kiln crashed with signal {-r.returncode}"
+    return r
+
+
+def expect_error(r, *fragments):
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "error:" in r.stderr
+    for f in fragments:
+        assert f in r.stderr, r.stderr
+
+
+def root_version_offset(data):
+    """Byte offset of Program.version (field 0 of the root table)."""
+    root = struct.unpack_from("<I", data, 0)[0]
+    vtable = root - struct.unpack_from("<i", data, root)[0]
+    field = struct.unpack_from("<H", data, vtable + 4)[0]
+    assert field, "version is stored"
+    return root + field
+
+
+def test_newer_format_version(tmp_path, artifact, tokens):
+    data = bytearray(artifact.read_bytes())
+    off = root_version_offset(data)
+    assert struct.unpack_from("<I", data, off)[0] == 1
+    struct.pack_into("<I", data, off, 2)
+    bad = tmp_path / "newer.kart"
+    bad.write_bytes(bytes(data))
+    expect_error(run_kiln("run", bad, f"--input=tokens=@{tokens}"),
+                 "artifact format version 2 is newer than the version this "
+                 "runtime reads (1)")
+
+
+def test_not_an_artifact(tmp_path, tokens):
+    for name, data, msg in [
+            ("empty.kart", b"", "too short to be a .kart artifact"),
+            ("text.kart", b"model m() {}\n", "not a .kart artifact"),
+            ("npy.kart", open(tokens, "rb").read(), "not a .kart artifact")]:
+        p = tmp_path / name
+        p.write_bytes(data)
+        expect_error(run_kiln("inspect", p), msg)
+    expect_error(run_kiln("inspect", tmp_path / "missing.kart"),
+                 "cannot open the file")
+
+
+def test_truncated_artifacts(tmp_path, artifact, tokens):
+    data = artifact.read_bytes()
+    cuts = sorted(set(list(range(1, 200, 7)) +
+                      [len(data) * k // 40 for k in range(1, 40)] +
+                      [len(data) - 1]))
+    for cut in cuts:
+        p = tmp_path / "cut.kart"
+        p.write_bytes(data[:cut])
+        r = run_kiln("run", p, f"--input=tokens=@{tokens}")
+        expect_error(r)
+
+
+def test_random_bit_flips_never_crash(tmp_path, artifact, tokens):
+    data = artifact.read_bytes()
+    rng = np.random.default_rng(1234)
+    outcomes = {0: 0, 1: 0}
+    for trial in range(250):
+        b = bytearray(data)
+        for _ in range(rng.integers(1, 4)):
+            i = int(rng.integers(0, len(b)))
+            b[i] ^= 1 << int(rng.integers(0, 8))
+        p = tmp_path / "flip.kart"
+        p.write_bytes(bytes(b))
+        r = run_kiln("run", p, f"--input=tokens=@{tokens}")
+        assert r.returncode in (0, 1), (trial, r.returncode, r.stderr[-500:])
+        if r.returncode == 1:
+            assert "error:" in r.stderr
+        outcomes[r.returncode] += 1
+    # Most flips land in weights (still a valid artifact); some must be caught.
+    assert outcomes[1] > 0
+
+
+def test_wrong_inputs(tmp_path, artifact):
+    def npy(name, a):
+        p = tmp_path / name
+        np.save(p, a)
+        return p
+    ok = npy("ok.npy", np.array([[1, 2]], np.int32))
+    expect_error(run_kiln("run", artifact), "missing input 'tokens'")
+    expect_error(run_kiln("run", artifact, f"--input=tokens=@{ok}",
+                          f"--input=extra=@{ok}"),
+                 "has no input 'extra'; its inputs are: tokens")
+    expect_error(run_kiln("run", artifact, "--input=tokens=@" +
+                          str(npy("f.npy", np.zeros((1, 2), np.float32)))),
+                 "input 'tokens' is f32[1, 2], expected i32[B, T]")
+    expect_error(run_kiln("run", artifact, "--input=tokens=@" +
+                          str(npy("r.npy", np.zeros((2,), np.int32)))),
+                 "input 'tokens' is i32[2], expected i32[B, T]")
+    expect_error(run_kiln("run", artifact, "--input=tokens=@" +
+                          str(npy("big.npy", np.array([[1, 99]], np.int32)))),
+                 "index 99 at position 1 is outside [0, 50)")
+    expect_error(run_kiln("run", artifact, "--input=tokens=@" +
+                          str(npy("long.npy", np.ones((1, 17), np.int32)))),
+                 "is a run-time length larger than the model allows?")
+    expect_error(run_kiln("run", artifact, "--function=backward",
+                          f"--input=tokens=@{ok}"),
+                 "the model has no function 'backward'; it has: forward, loss")
+    tgt = npy("tgt.npy", np.array([[1, 2, 3]], np.int32))
+    expect_error(run_kiln("run", artifact, "--function=loss",
+                          f"--input=tokens=@{ok}", f"--input=targets=@{tgt}"),
+                 "input 'targets' is i32[1, 3], expected i32[B, T] with T = 2")
+
+
+def test_malformed_npy(tmp_path, artifact):
+    cases = {
+        "magic.npy": (b"NOTNUMPY" + b"\0" * 20, "not a .npy file"),
+        "version.npy": (b"\x93NUMPY\x09\x00" + b"\0" * 20,
+                        "unsupported .npy format version 9"),
+        "hdrlen.npy": (b"\x93NUMPY\x01\x00\xff\xff" + b"{}", "header length"),
+    }
+    for name, (data, msg) in cases.items():
+        p = tmp_path / name
+        p.write_bytes(data)
+        expect_error(run_kiln("run", artifact, f"--input=tokens=@{p}"), msg)
+    f16 = tmp_path / "f16.npy"
+    np.save(f16, np.zeros((1, 2), np.float16))
+    expect_error(run_kiln("run", artifact, f"--input=tokens=@{f16}"),
+                 "unsupported dtype '<f2'")
+    fort = tmp_path / "fortran.npy"
+    np.save(fort, np.asfortranarray(np.zeros((2, 3), np.int32)))
+    expect_error(run_kiln("run", artifact, f"--input=tokens=@{fort}"),
+                 "Fortran-ordered")
+    short = tmp_path / "short.npy"
+    np.save(short, np.zeros((4, 4), np.int32))
+    short.write_bytes(short.read_bytes()[:-5])
+    expect_error(run_kiln("run", artifact, f"--input=tokens=@{short}"),
+                 "holds 59 data bytes, but i32[4, 4] needs 64")
+
+
+def test_bad_weights(tmp_path):
+    table = {"wte.weight": (50, 16), "wpe.weight": (16, 16)}
+    model = EXAMPLES / "gpt2.kiln"
+    defs = sum([["-D", f"{k}={v}"] for k, v in TINY.items()], [])
+    good = tmp_path / "partial.safetensors"
+    write_safetensors(good, {k: np.zeros(s, np.float32)
+                             for k, s in table.items()})
+    expect_error(run_kiln("compile", model, *defs, "-o", tmp_path / "a.kart",
+                          f"--weights={good}"),
+                 "the weights have no tensor 'h.0.ln_1.weight'")
+    wrong = tmp_path / "wrong.safetensors"
+    write_safetensors(wrong, {"wte.weight": np.zeros((49, 16), np.float32)})
+    expect_error(run_kiln("compile", model, *defs, "-o", tmp_path / "a.kart",
+                          f"--weights={wrong}"),
+                 "weight 'wte.weight' is f32[49, 16] in the weights, but the "
+                 "model declares 'tensor<50x16xf32>'")
+    bad = tmp_path / "bad.safetensors"
+    raw = good.read_bytes()
+    for name, data, msg in [
+            ("short", raw[:5], "too short"),
+            ("hugeheader", struct.pack("<Q", 1 << 40) + raw[8:],
+             "exceeds the limit"),
+            ("pastend", struct.pack("<Q", 1 << 20) + raw[8:],
+             "is larger than the file"),
+            ("truncated", raw[:-4], "run past the"),
+            ("json", struct.pack("<Q", 4) + b"{,}}", "malformed JSON header")]:
+        bad.write_bytes(data)
+        expect_error(run_kiln("compile", model, *defs, "-o",
+                              tmp_path / "a.kart", f"--weights={bad}"), msg)
+    hdr = b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},' \
+          b'"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}'
+    bad.write_bytes(struct.pack("<Q", len(hdr)) + hdr + b"\0" * 12)
+    expect_error(run_kiln("compile", model, *defs, "-o", tmp_path / "a.kart",
+                          f"--weights={bad}"), "overlaps")
+    hdr = b'{"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}'
+    bad.write_bytes(struct.pack("<Q", len(hdr)) + hdr + b"\0" * 4)
+    expect_error(run_kiln("compile", model, *defs, "-o", tmp_path / "a.kart",
+                          f"--weights={bad}"), "unsupported dtype 'F16'")
+    hdr = b'{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}'
+    bad.write_bytes(struct.pack("<Q", len(hdr)) + hdr + b"\0" * 8)
+    expect_error(run_kiln("compile", model, *defs, "-o", tmp_path / "a.kart",
+                          f"--weights={bad}"),
+                 "covers 8 bytes, but f32[3] needs 12")

@@ -1,0 +1,32 @@
+//===- Commands.h - subcommands of the kiln CLI -----------------*- C++ -*-===//
+#ifndef KILN_TOOLS_COMMANDS_H
+#define KILN_TOOLS_COMMANDS_H
+
+#include "runtime/Model.h"
+#include "llvm/ADT/Twine.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace kiln::tools {
+
+extern const char *const kUsage;
+
+/// Prints `kiln: error: msg` and a pointer to --help; returns exit status 2.
+int usageError(const llvm::Twine &msg);
+
+/// The text of `kiln inspect`: functions, signatures, parameters and the
+/// memory plan; with `dims`, the arena size next to the sum of intermediates;
+/// with `withPlan`, every kernel.
+std::string describeModel(runtime::Model &model,
+                          const std::map<std::string, int64_t> &dims,
+                          bool withPlan);
+
+int compileCommand(const std::vector<std::string> &args);
+int runCommand(const std::vector<std::string> &args);
+int inspectCommand(const std::vector<std::string> &args);
+
+} // namespace kiln::tools
+
+#endif

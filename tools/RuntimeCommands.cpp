@@ -1,0 +1,229 @@
+//===- RuntimeCommands.cpp - kiln run / inspect ---------------------------===//
+//
+// These commands use only the runtime library, as a deployed program would.
+//
+//===----------------------------------------------------------------------===//
+#include "tools/Commands.h"
+
+#include "runtime/Model.h"
+#include "runtime/Npy.h"
+
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+
+using namespace kiln::runtime;
+
+namespace kiln::tools {
+
+namespace {
+
+int fail(const std::string &msg) {
+  std::cerr << "kiln: error: " << msg << "\n";
+  return 1;
+}
+
+std::string signature(const ArgInfo &a) {
+  std::string s = a.name + ": " + dtypeName(a.dtype) + "[";
+  for (size_t i = 0; i < a.dims.size(); ++i)
+    s += (i ? ", " : "") + a.dims[i];
+  return s + "]";
+}
+
+/// Prints a tensor compactly: its type, then up to 8 leading values.
+void printTensor(const std::string &name, const Tensor &t) {
+  std::cout << name << ": " << t.describe() << " =";
+  int64_t n = std::min<int64_t>(t.numel(), 8);
+  for (int64_t i = 0; i < n; ++i) {
+    switch (t.dtype()) {
+    case DType::F32:
+      std::cout << " " << t.as<float>()[i];
+      break;
+    case DType::F64:
+      std::cout << " " << t.as<double>()[i];
+      break;
+    case DType::I32:
+      std::cout << " " << t.as<int32_t>()[i];
+      break;
+    case DType::I64:
+      std::cout << " " << t.as<int64_t>()[i];
+      break;
+    default:
+      std::cout << " " << int(t.as<uint8_t>()[i]);
+      break;
+    }
+  }
+  if (t.numel() > n)
+    std::cout << " ...";
+  std::cout << "\n";
+}
+
+bool parseDims(const std::string &text, std::map<std::string, int64_t> &dims,
+               std::string &error) {
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      error = "--dims expects NAME=SIZE[,NAME=SIZE...], got '" + text + "'";
+      return false;
+    }
+    std::string v = item.substr(eq + 1);
+    char *end = nullptr;
+    long long n = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end || n <= 0 || n > (1ll << 32)) {
+      error = "--dims: '" + v + "' is not a positive size";
+      return false;
+    }
+    dims[item.substr(0, eq)] = n;
+  }
+  return true;
+}
+
+} // namespace
+
+int runCommand(const std::vector<std::string> &args) {
+  std::string path, function = "forward";
+  std::map<std::string, Tensor> inputs;
+  std::vector<std::string> outputs;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string &a = args[i];
+    if (a.rfind("--function=", 0) == 0) {
+      function = a.substr(11);
+    } else if (a.rfind("--input=", 0) == 0) {
+      std::string spec = a.substr(8);
+      size_t eq = spec.find("=@");
+      if (eq == std::string::npos || eq == 0)
+        return usageError("--input expects NAME=@FILE.npy, got '" + spec + "'");
+      std::string name = spec.substr(0, eq);
+      if (inputs.count(name))
+        return usageError("input '" + name + "' is given twice");
+      Tensor t;
+      if (Status s = readNpy(spec.substr(eq + 2), t); !s)
+        return fail("input '" + name + "': " + s.message());
+      inputs.emplace(name, std::move(t));
+    } else if (a.rfind("--output=", 0) == 0) {
+      std::string spec = a.substr(9);
+      if (spec.size() < 2 || spec[0] != '@')
+        return usageError("--output expects @FILE.npy, got '" + spec + "'");
+      outputs.push_back(spec.substr(1));
+    } else if (a == "--help" || a == "-h") {
+      std::cout << kUsage;
+      return 0;
+    } else if (!a.empty() && a[0] == '-') {
+      return usageError("unknown option '" + a + "' for 'kiln run'");
+    } else if (path.empty()) {
+      path = a;
+    } else {
+      return usageError("more than one artifact: '" + path + "' and '" + a +
+                        "'");
+    }
+  }
+  if (path.empty())
+    return usageError("'kiln run' needs an artifact, e.g. 'kiln run "
+                      "model.kart --input=tokens=@tokens.npy'");
+  std::unique_ptr<Model> model;
+  if (Status s = Model::load(path, model); !s)
+    return fail(s.message());
+  std::vector<Tensor> results;
+  if (Status s = model->run(function, inputs, results); !s)
+    return fail(s.message());
+  if (outputs.size() > results.size())
+    return usageError(std::to_string(outputs.size()) + " --output files for " +
+                      std::to_string(results.size()) + " result(s) of '" +
+                      function + "'");
+  for (size_t i = 0; i < results.size(); ++i) {
+    if (i < outputs.size()) {
+      if (Status s = writeNpy(outputs[i], results[i]); !s)
+        return fail(s.message());
+    } else {
+      printTensor("result" + std::to_string(i), results[i]);
+    }
+  }
+  return 0;
+}
+
+int inspectCommand(const std::vector<std::string> &args) {
+  std::string path, dimsText;
+  bool withPlan = false;
+  for (const std::string &a : args) {
+    if (a.rfind("--dims=", 0) == 0)
+      dimsText = a.substr(7);
+    else if (a == "--plan")
+      withPlan = true;
+    else if (a == "--help" || a == "-h") {
+      std::cout << kUsage;
+      return 0;
+    } else if (!a.empty() && a[0] == '-')
+      return usageError("unknown option '" + a + "' for 'kiln inspect'");
+    else if (path.empty())
+      path = a;
+    else
+      return usageError("more than one artifact: '" + path + "' and '" + a +
+                        "'");
+  }
+  if (path.empty())
+    return usageError("'kiln inspect' needs an artifact");
+  std::map<std::string, int64_t> dims;
+  std::string error;
+  if (!dimsText.empty() && !parseDims(dimsText, dims, error))
+    return usageError(error);
+  std::unique_ptr<Model> model;
+  if (Status s = Model::load(path, model); !s)
+    return fail(s.message());
+  std::cout << describeModel(*model, dims, withPlan);
+  return 0;
+}
+
+std::string describeModel(Model &model,
+                          const std::map<std::string, int64_t> &dims,
+                          bool withPlan) {
+  std::ostringstream os;
+  os << "model " << model.modelName() << "\n";
+  os << "hyperparameters:";
+  for (const auto &[name, value] : model.hyperparameters())
+    os << " " << name << "=" << value;
+  os << "\n";
+  int64_t total = 0;
+  for (const ParameterInfo &p : model.parameters()) {
+    int64_t n = 1;
+    for (int64_t d : p.shape)
+      n *= d;
+    total += n;
+  }
+  os << "parameters: " << model.parameters().size() << " tensors, " << total
+     << " values\n";
+  std::string dimsText;
+  for (const auto &[name, size] : dims)
+    dimsText +=
+        (dimsText.empty() ? "" : ",") + name + "=" + std::to_string(size);
+  for (const FunctionInfo &f : model.functions()) {
+    os << "fn " << f.name << "(";
+    for (size_t i = 0; i < f.inputs.size(); ++i)
+      os << (i ? ", " : "") << signature(f.inputs[i]);
+    os << ") -> (";
+    for (size_t i = 0; i < f.outputs.size(); ++i) {
+      ArgInfo o = f.outputs[i];
+      o.name = "";
+      os << (i ? ", " : "") << signature(o).substr(2);
+    }
+    os << ")\n  " << f.kernels << " kernels, " << f.values << " values, "
+       << f.slots << " arena slots\n";
+    if (!dims.empty()) {
+      MemoryReport r;
+      if (Status s = model.memoryReport(f.name, dims, r); !s) {
+        os << "  memory: " << s.message() << "\n";
+      } else {
+        os << "  memory at " << dimsText << ": arena " << r.arenaBytes
+           << " bytes; all intermediates without reuse " << r.intermediateBytes
+           << " bytes\n";
+      }
+    }
+    if (withPlan)
+      for (const std::string &line : f.plan)
+        os << "    " << line << "\n";
+  }
+  return os.str();
+}
+
+} // namespace kiln::tools
