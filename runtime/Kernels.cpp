@@ -149,6 +149,18 @@ Status kiln::runtime::inferShapes(const kart::Kernel &k,
     return in[i] ? *in[i] : kNone;
   };
   out.clear();
+  if (isBinary(k.op())) {
+    Shape s;
+    if (!broadcast(shape(0), shape(1), s))
+      return fail(k, "shapes " + str(shape(0)) + " and " + str(shape(1)) +
+                         " do not broadcast");
+    out.push_back(s);
+    return Status::ok();
+  }
+  if (isUnary(k.op())) {
+    out.push_back(shape(0));
+    return Status::ok();
+  }
   switch (k.op()) {
   case Op::Embedding: {
     if (shape(0).size() != 2)
@@ -180,20 +192,6 @@ Status kiln::runtime::inferShapes(const kart::Kernel &k,
     out.push_back(batch);
     return Status::ok();
   }
-  case Op::Add:
-  case Op::Sub:
-  case Op::Mul:
-  case Op::Div:
-  case Op::Max:
-  case Op::Min:
-  case Op::Pow: {
-    Shape s;
-    if (!broadcast(shape(0), shape(1), s))
-      return fail(k, "shapes " + str(shape(0)) + " and " + str(shape(1)) +
-                         " do not broadcast");
-    out.push_back(s);
-    return Status::ok();
-  }
   case Op::LayerNorm:
   case Op::RMSNorm:
     for (size_t i = 1; i < in.size(); ++i)
@@ -217,16 +215,6 @@ Status kiln::runtime::inferShapes(const kart::Kernel &k,
     out.push_back(x);
     return Status::ok();
   }
-  case Op::Neg:
-  case Op::Exp:
-  case Op::Log:
-  case Op::Sqrt:
-  case Op::Rsqrt:
-  case Op::Tanh:
-  case Op::Sigmoid:
-  case Op::Relu:
-  case Op::Silu:
-  case Op::Gelu:
   case Op::Cast:
   case Op::Softmax:
   case Op::Dropout:
@@ -334,6 +322,8 @@ Status kiln::runtime::inferShapes(const kart::Kernel &k,
                          str(shape(0)));
     out.push_back({});
     return Status::ok();
+  default:
+    break;
   }
   return fail(k, "unknown op");
 }
@@ -913,30 +903,15 @@ Status crossEntropy(KernelContext &c) {
 
 Status kiln::runtime::execute(KernelContext &c) {
   const kart::Kernel &k = c.kernel;
+  if (isBinary(k.op()))
+    return binary(c);
+  if (isUnary(k.op()))
+    return unary(c);
   switch (k.op()) {
   case Op::Embedding:
     return embedding(c);
   case Op::Matmul:
     return matmul(c);
-  case Op::Add:
-  case Op::Sub:
-  case Op::Mul:
-  case Op::Div:
-  case Op::Max:
-  case Op::Min:
-  case Op::Pow:
-    return binary(c);
-  case Op::Neg:
-  case Op::Exp:
-  case Op::Log:
-  case Op::Sqrt:
-  case Op::Rsqrt:
-  case Op::Tanh:
-  case Op::Sigmoid:
-  case Op::Relu:
-  case Op::Silu:
-  case Op::Gelu:
-    return unary(c);
   case Op::Cast:
     return cast(c);
   case Op::Reshape:
@@ -985,6 +960,8 @@ Status kiln::runtime::execute(KernelContext &c) {
     return relativePositionBucket(c);
   case Op::CrossEntropy:
     return crossEntropy(c);
+  default:
+    break;
   }
   return fail(k, "unknown op");
 }

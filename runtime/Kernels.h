@@ -41,6 +41,15 @@
 
 namespace kiln::runtime {
 
+/// Elementwise ops with NumPy broadcasting (Add .. Pow).
+inline bool isBinary(kart::Op op) {
+  return op >= kart::Op::Add && op <= kart::Op::Pow;
+}
+/// Elementwise f32 activations and math functions (Neg .. Gelu).
+inline bool isUnary(kart::Op op) {
+  return op >= kart::Op::Neg && op <= kart::Op::Gelu;
+}
+
 /// What load-time verification checks for each op.
 struct OpSignature {
   int minInputs, maxInputs; // -1: any number >= minInputs

@@ -167,6 +167,12 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
   auto axisOk = [](int64_t axis, int64_t r) { return axis >= -r && axis < r; };
   const kart::Kernel &kk = *k;
   auto ival = [&](int i) { return kk.ints()->Get(i); };
+  if (isBinary(k->op()) &&
+      (in[0]->dtype() != in[1]->dtype() || out[0]->dtype() != in[0]->dtype() ||
+       !(isF32(in[0]) || isInt(in[0]))))
+    return bad("needs operands and result of one type (f32, i32 or i64)");
+  if (isUnary(k->op()) && (!isF32(in[0]) || !isF32(out[0])))
+    return bad("needs f32 operands");
   switch (k->op()) {
   case Op::Embedding:
     if (rank(in[0]) != 2 || !isF32(in[0]) || !isInt(in[1]) || !isF32(out[0]))
@@ -176,17 +182,6 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
     if (rank(in[0]) < 2 || rank(in[1]) < 2 || !isF32(in[0]) || !isF32(in[1]) ||
         !isF32(out[0]))
       return bad("needs f32 operands of rank >= 2");
-    break;
-  case Op::Add:
-  case Op::Sub:
-  case Op::Mul:
-  case Op::Div:
-  case Op::Max:
-  case Op::Min:
-  case Op::Pow:
-    if (in[0]->dtype() != in[1]->dtype() || out[0]->dtype() != in[0]->dtype() ||
-        !(isF32(in[0]) || isInt(in[0])))
-      return bad("needs operands and result of one type (f32, i32 or i64)");
     break;
   case Op::Cast:
     break;
@@ -228,21 +223,8 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
       return bad("needs f32 operands");
     break;
   case Op::Softmax:
-    if (!axisOk(ival(0), rank(in[0])))
-      return bad("axis is out of range");
-    [[fallthrough]];
-  case Op::Neg:
-  case Op::Exp:
-  case Op::Log:
-  case Op::Sqrt:
-  case Op::Rsqrt:
-  case Op::Tanh:
-  case Op::Sigmoid:
-  case Op::Relu:
-  case Op::Silu:
-  case Op::Gelu:
-    if (!isF32(in[0]) || !isF32(out[0]))
-      return bad("needs f32 operands");
+    if (!axisOk(ival(0), rank(in[0])) || !isF32(in[0]) || !isF32(out[0]))
+      return bad("needs f32 operands and an axis in range");
     break;
   case Op::LayerNorm:
   case Op::RMSNorm:
@@ -281,6 +263,8 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
     if (rank(in[0]) < 1 || !isF32(in[0]) || !isInt(in[1]) ||
         rank(in[1]) != rank(in[0]) - 1 || !isF32(out[0]) || rank(out[0]) != 0)
       return bad("needs f32 logits, integer targets and a scalar f32 result");
+    break;
+  default:
     break;
   }
   return Status::ok();

@@ -1,5 +1,6 @@
 //===- Npy.cpp - NumPy .npy files -----------------------------------------===//
 #include "runtime/Npy.h"
+#include "runtime/File.h"
 
 #include <cstdio>
 #include <cstring>
@@ -133,24 +134,18 @@ Status kiln::runtime::writeNpy(const std::string &path, const Tensor &t) {
   size_t total = 10 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');
   header += '\n';
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f)
-      return Status::error(path + ": cannot write the file");
-    uint16_t len = static_cast<uint16_t>(header.size());
-    f.write("\x93NUMPY\x01\x00", 8);
-    char lb[2] = {static_cast<char>(len & 0xff), static_cast<char>(len >> 8)};
-    f.write(lb, 2);
-    f.write(header.data(), header.size());
-    f.write(static_cast<const char *>(t.data()),
-            static_cast<std::streamsize>(t.bytes()));
-    if (!f.flush())
-      return Status::error(path + ": cannot write the file");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return Status::error(path + ": cannot write the file");
-  }
-  return Status::ok();
+  uint16_t len = static_cast<uint16_t>(header.size());
+  char prefix[10] = {'\x93',
+                     'N',
+                     'U',
+                     'M',
+                     'P',
+                     'Y',
+                     1,
+                     0,
+                     static_cast<char>(len & 0xff),
+                     static_cast<char>(len >> 8)};
+  return writeFileAtomically(
+      path,
+      {{prefix, 10}, {header.data(), header.size()}, {t.data(), t.bytes()}});
 }

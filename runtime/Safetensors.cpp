@@ -1,5 +1,6 @@
 //===- Safetensors.cpp - the safetensors weight format --------------------===//
 #include "runtime/Safetensors.h"
+#include "runtime/File.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -393,26 +394,13 @@ Status kiln::runtime::writeSafetensors(const std::string &path,
   }
   header += "}";
   header.append((8 - header.size() % 8) % 8, ' ');
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f)
-      return Status::error(path + ": cannot write the file");
-    uint64_t n = header.size();
-    char len[8];
-    for (int i = 0; i < 8; ++i)
-      len[i] = static_cast<char>((n >> (8 * i)) & 0xff);
-    f.write(len, 8);
-    f.write(header.data(), header.size());
-    for (const auto &[name, t] : tensors)
-      f.write(static_cast<const char *>(t.data()),
-              static_cast<std::streamsize>(t.bytes()));
-    if (!f.flush())
-      return Status::error(path + ": cannot write the file");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return Status::error(path + ": cannot write the file");
-  }
-  return Status::ok();
+  uint64_t n = header.size();
+  char len[8];
+  for (int i = 0; i < 8; ++i)
+    len[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+  std::vector<std::pair<const void *, size_t>> chunks = {
+      {len, 8}, {header.data(), header.size()}};
+  for (const auto &[name, t] : tensors)
+    chunks.emplace_back(t.data(), t.bytes());
+  return writeFileAtomically(path, chunks);
 }
