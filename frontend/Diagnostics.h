@@ -5,6 +5,7 @@
 #include "llvm/ADT/Twine.h"
 #include "llvm/Support/SMLoc.h"
 #include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/raw_ostream.h"
 
 namespace kiln {
 
@@ -14,9 +15,19 @@ class Diagnostics {
 public:
   explicit Diagnostics(llvm::SourceMgr &sm) : sm(sm) {}
 
+  /// An invalid `loc` means the error has no place in the source (a -D
+  /// override, a checkpoint header): it prints as `kiln: error: ...`.
   void error(llvm::SMLoc loc, const llvm::Twine &msg) {
     ++numErrors;
-    sm.PrintMessage(loc, llvm::SourceMgr::DK_Error, msg);
+    if (loc.isValid()) {
+      sm.PrintMessage(loc, llvm::SourceMgr::DK_Error, msg);
+      return;
+    }
+    llvm::SMDiagnostic d("kiln", llvm::SourceMgr::DK_Error, msg.str());
+    if (auto handler = sm.getDiagHandler())
+      handler(d, sm.getDiagContext());
+    else
+      d.print(nullptr, llvm::errs());
   }
   void note(llvm::SMLoc loc, const llvm::Twine &msg) {
     sm.PrintMessage(loc, llvm::SourceMgr::DK_Note, msg);

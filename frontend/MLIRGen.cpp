@@ -239,8 +239,12 @@ static std::optional<Val> parseDefine(llvm::StringRef text) {
 }
 
 bool Gen::declareHParams(const ast::Model &m) {
-  std::map<std::string, std::string> overrides;
-  for (const auto &[name, value] : options.defines) {
+  std::map<std::string, const Define *> overrides;
+  auto originOf = [](const Define &d) {
+    return d.origin.empty() ? "-D " + d.name + "=" + d.value : d.origin;
+  };
+  for (const Define &d : options.defines) {
+    const std::string &name = d.name;
     bool known = llvm::any_of(
         m.hparams, [&](const ast::HParam &h) { return h.name == name; });
     if (!known) {
@@ -248,11 +252,15 @@ bool Gen::declareHParams(const ast::Model &m) {
       for (const ast::HParam &h : m.hparams)
         names += (names.empty() ? "" : ", ") + h.name;
       return error(SMLoc(),
-                   "-D " + name + "=" + value + ": model '" + m.name +
+                   originOf(d) + ": model '" + m.name +
                        "' has no hyperparameter '" + name +
                        "'; it has: " + (names.empty() ? "none" : names));
     }
-    overrides[name] = value;
+    auto [it, inserted] = overrides.emplace(name, &d);
+    if (!inserted && it->second->value != d.value)
+      return error(SMLoc(),
+                   originOf(d) + " conflicts with " + originOf(*it->second));
+    it->second = &d;
   }
   for (const ast::HParam &h : m.hparams) {
     std::optional<Val> v = eval(*h.value);
@@ -268,10 +276,11 @@ bool Gen::declareHParams(const ast::Model &m) {
                               "' cannot depend on a symbolic dimension");
     auto ov = overrides.find(h.name);
     if (ov != overrides.end()) {
-      std::string where = "-D " + h.name + "=" + ov->second + ": ";
-      std::optional<Val> o = parseDefine(ov->second);
+      const std::string &text = ov->second->value;
+      std::string where = originOf(*ov->second) + ": ";
+      std::optional<Val> o = parseDefine(text);
       if (!o)
-        return error(SMLoc(), where + "'" + ov->second +
+        return error(SMLoc(), where + "'" + text +
                                   "' is not an integer, a number or "
                                   "true/false");
       if (v->kind == Val::Int && o->kind != Val::Int)

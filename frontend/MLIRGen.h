@@ -15,9 +15,15 @@
 
 namespace kiln {
 
+struct Define {
+  std::string name, value;
+  /// Where the override comes from, for messages; empty means `-D`.
+  std::string origin;
+};
+
 struct CompileOptions {
-  /// Hyperparameter overrides, `-D name=value`, in command-line order.
-  std::vector<std::pair<std::string, std::string>> defines;
+  /// Hyperparameter overrides, in command-line order.
+  std::vector<Define> defines;
 };
 
 /// Checks the model and builds a kiln-dialect module. Reports errors (with

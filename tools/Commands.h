@@ -26,6 +26,7 @@ std::string describeModel(runtime::Model &model,
 int compileCommand(const std::vector<std::string> &args);
 int runCommand(const std::vector<std::string> &args);
 int inspectCommand(const std::vector<std::string> &args);
+int generateCommand(const std::vector<std::string> &args);
 
 } // namespace kiln::tools
 

@@ -8,7 +8,11 @@
 #include "runtime/Model.h"
 #include "runtime/Npy.h"
 
+#include <algorithm>
+#include <climits>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <sstream>
 
@@ -224,6 +228,179 @@ std::string describeModel(Model &model,
         os << "    " << line << "\n";
   }
   return os.str();
+}
+
+} // namespace kiln::tools
+
+namespace kiln::tools {
+
+namespace {
+
+bool parseInt(const std::string &s, int64_t &v) {
+  if (s.empty() || s.size() > 18)
+    return false;
+  char *end = nullptr;
+  v = std::strtoll(s.c_str(), &end, 10);
+  return *end == '\0';
+}
+
+bool parseDouble(const std::string &s, double &v) {
+  if (s.empty())
+    return false;
+  char *end = nullptr;
+  v = std::strtod(s.c_str(), &end);
+  return *end == '\0' && std::isfinite(v);
+}
+
+/// splitmix64: a small, portable generator, so sampling with a seed gives
+/// the same tokens on every machine.
+struct Rng {
+  uint64_t state;
+  double uniform() {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return static_cast<double>(z >> 11) * 0x1.0p-53;
+  }
+};
+
+int64_t pickToken(const float *logits, int64_t vocab, double temperature,
+                  double topP, Rng &rng) {
+  if (temperature == 0)
+    return std::max_element(logits, logits + vocab) - logits;
+  double m = *std::max_element(logits, logits + vocab);
+  std::vector<std::pair<double, int64_t>> p(vocab);
+  double sum = 0;
+  for (int64_t i = 0; i < vocab; ++i) {
+    p[i] = {std::exp((logits[i] - m) / temperature), i};
+    sum += p[i].first;
+  }
+  std::sort(p.begin(), p.end(), [](const auto &a, const auto &b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  });
+  // Nucleus: the smallest prefix whose probability reaches top_p.
+  double kept = 0;
+  size_t n = 0;
+  while (n < p.size() && kept < topP * sum)
+    kept += p[n++].first;
+  double r = rng.uniform() * kept;
+  for (size_t i = 0; i < n; ++i) {
+    r -= p[i].first;
+    if (r < 0)
+      return p[i].second;
+  }
+  return p[n - 1].second;
+}
+
+} // namespace
+
+int generateCommand(const std::vector<std::string> &args) {
+  std::string path;
+  int64_t maxTokens = -1, seed = 0;
+  double temperature = 1.0, topP = 1.0;
+  std::vector<int32_t> prompt;
+  bool havePrompt = false;
+  for (const std::string &a : args) {
+    auto value = [&](const char *flag) -> const char * {
+      size_t n = std::strlen(flag);
+      return a.compare(0, n, flag) == 0 ? a.c_str() + n : nullptr;
+    };
+    if (const char *v = value("--max-tokens=")) {
+      if (!parseInt(v, maxTokens) || maxTokens < 1 || maxTokens > 1000000)
+        return usageError("--max-tokens expects a positive integer, got '" +
+                          std::string(v) + "'");
+    } else if (const char *v = value("--prompt-ids=")) {
+      havePrompt = true;
+      std::stringstream ss(v);
+      std::string item;
+      while (std::getline(ss, item, ',')) {
+        int64_t id;
+        if (!parseInt(item, id) || id < 0 || id > INT32_MAX)
+          return usageError("--prompt-ids expects token ids like 1,2,3, got '" +
+                            std::string(v) + "'");
+        prompt.push_back(static_cast<int32_t>(id));
+      }
+      if (prompt.empty())
+        return usageError("--prompt-ids is empty");
+    } else if (const char *v = value("--temperature=")) {
+      if (!parseDouble(v, temperature) || temperature < 0)
+        return usageError("--temperature expects a number >= 0, got '" +
+                          std::string(v) + "'");
+    } else if (const char *v = value("--top-p=")) {
+      if (!parseDouble(v, topP) || topP <= 0 || topP > 1)
+        return usageError("--top-p expects a number in (0, 1], got '" +
+                          std::string(v) + "'");
+    } else if (const char *v = value("--seed=")) {
+      if (!parseInt(v, seed))
+        return usageError("--seed expects an integer, got '" + std::string(v) +
+                          "'");
+    } else if (a == "--help" || a == "-h") {
+      std::cout << kUsage;
+      return 0;
+    } else if (!a.empty() && a[0] == '-') {
+      return usageError("unknown option '" + a + "' for 'kiln generate'");
+    } else if (path.empty()) {
+      path = a;
+    } else {
+      return usageError("more than one artifact: '" + path + "' and '" + a +
+                        "'");
+    }
+  }
+  if (path.empty())
+    return usageError("'kiln generate' needs an artifact");
+  if (maxTokens < 0)
+    return usageError("'kiln generate' needs --max-tokens=N");
+  if (!havePrompt)
+    prompt = {1}; // BOS
+  std::unique_ptr<Model> model;
+  if (Status s = Model::load(path, model); !s)
+    return fail(s.message());
+  const FunctionInfo *forward = nullptr;
+  for (const FunctionInfo &f : model->functions())
+    if (f.name == "forward")
+      forward = &f;
+  if (!forward || forward->inputs.size() != 1 ||
+      forward->inputs[0].dims.size() != 2 || forward->outputs.size() != 1 ||
+      forward->outputs[0].dims.size() != 3 ||
+      (forward->inputs[0].dtype != DType::I32 &&
+       forward->inputs[0].dtype != DType::I64))
+    return fail("generate needs a decoder model whose 'forward' takes token "
+                "ids [B, T] and returns logits [B, T, vocab]");
+  // Models with learned positions have a context window; keep the most
+  // recent tokens that fit.
+  int64_t window = INT64_MAX;
+  for (const auto &[name, v] : model->hyperparameters())
+    if (name == "n_positions" || name == "max_position_embeddings")
+      window = static_cast<int64_t>(v);
+  std::vector<int32_t> seq = prompt;
+  Rng rng{static_cast<uint64_t>(seed)};
+  std::string line;
+  for (int64_t step = 0; step < maxTokens; ++step) {
+    int64_t start =
+        std::max<int64_t>(0, static_cast<int64_t>(seq.size()) - window);
+    int64_t len = static_cast<int64_t>(seq.size()) - start;
+    Tensor tokens(forward->inputs[0].dtype, {1, len});
+    for (int64_t i = 0; i < len; ++i) {
+      if (tokens.dtype() == DType::I32)
+        tokens.as<int32_t>()[i] = seq[start + i];
+      else
+        tokens.as<int64_t>()[i] = seq[start + i];
+    }
+    std::vector<Tensor> out;
+    if (Status s =
+            model->run("forward", {{forward->inputs[0].name, tokens}}, out);
+        !s)
+      return fail(s.message());
+    const Tensor &logits = out[0];
+    int64_t vocab = logits.shape()[2];
+    int64_t next = pickToken(logits.as<float>() + (len - 1) * vocab, vocab,
+                             temperature, topP, rng);
+    seq.push_back(static_cast<int32_t>(next));
+    line += (step ? " " : "") + std::to_string(next);
+  }
+  std::cout << line << "\n";
+  return 0;
 }
 
 } // namespace kiln::tools

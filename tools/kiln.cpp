@@ -13,6 +13,7 @@
 #include "codegen/KartWriter.h"
 #include "frontend/Driver.h"
 #include "ir/KilnDialect.h"
+#include "runtime/Llama2c.h"
 #include "runtime/Model.h"
 #include "tools/Commands.h"
 
@@ -46,6 +47,8 @@ usage:
   kiln inspect MODEL.kart [--dims=B=1,T=128] [--plan]
                                       functions, signatures, parameters, memory
                                       plan (arena at the given sizes), kernels
+  kiln generate MODEL.kart --max-tokens=N [options]
+                                      continue a token sequence (decoder models)
   kiln --help                         show this help
   kiln --version                      show the version
 
@@ -56,7 +59,9 @@ compile options:
   -D NAME=VALUE      override a hyperparameter (repeatable), e.g. -D n_layer=2
   -o FILE            write the output to FILE instead of standard output
   --seed=N           seed for the parameter initializers (default 0)
-  --weights=FILE     trained weights (.safetensors, names as in the model)
+  --weights=FILE     trained weights: .safetensors (names as in the model) or
+                     a llama2.c .bin checkpoint, whose header sets the
+                     hyperparameters (use with examples/llama.kiln)
   --locations        print source locations in the IR (mlir)
 
 run options:
@@ -64,6 +69,15 @@ run options:
   --input=NAME=@F    bind input NAME to the .npy file F (repeatable)
   --output=@F        write the next result to the .npy file F (repeatable);
                      results without a file are summarized on stdout
+
+generate options:
+  --max-tokens=N     how many tokens to generate (required)
+  --prompt-ids=1,2,3 the prompt's token ids (default: BOS = 1); not repeated
+  --temperature=T    0 is greedy argmax; default 1
+  --top-p=P          nucleus sampling: keep the most likely tokens up to
+                     probability P (default 1)
+  --seed=S           seed for sampling (default 0)
+  The generated ids print space-separated on one line.
 
 exit status: 0 success, 1 errors in the model or data, 2 bad command line
 )";
@@ -134,7 +148,7 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
     auto [name, value] = def.split('=');
     if (!def.contains('=') || name.empty() || value.empty())
       return usageError("-D expects NAME=VALUE, got '" + def + "'");
-    options.defines.emplace_back(name.trim().str(), value.trim().str());
+    options.defines.push_back({name.trim().str(), value.trim().str(), ""});
     return 0;
   };
   for (size_t i = 0; i < args.size(); ++i) {
@@ -207,6 +221,27 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
     return usageError("--emit=kart writes a binary artifact; give a file "
                       "with -o");
 
+  // A llama2.c checkpoint's header binds the model's hyperparameters.
+  bool llama2c = llvm::StringRef(weightsPath).ends_with(".bin");
+  if (!weightsPath.empty() && !llama2c &&
+      !llvm::StringRef(weightsPath).ends_with(".safetensors"))
+    return usageError("--weights takes a .safetensors file or a llama2.c "
+                      ".bin checkpoint, got '" +
+                      weightsPath + "'");
+  if (llama2c) {
+    kiln::runtime::Llama2cConfig config;
+    if (kiln::runtime::Status st =
+            kiln::runtime::readLlama2cConfig(weightsPath, config);
+        !st) {
+      llvm::WithColor::error(llvm::errs(), "kiln") << st.message() << "\n";
+      return 1;
+    }
+    for (const auto &[name, value] : config.hyperparameters())
+      options.defines.push_back({name, std::to_string(value),
+                                 "the header of " + weightsPath + " (" + name +
+                                     "=" + std::to_string(value) + ")"});
+  }
+
   llvm::SourceMgr sm;
   unsigned id = kiln::loadSourceFile(input, sm);
   if (!id)
@@ -233,8 +268,10 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
     artifact.seed = seed;
     kiln::runtime::NamedTensors weights;
     if (!weightsPath.empty()) {
+      kiln::runtime::Llama2cConfig config;
       if (kiln::runtime::Status st =
-              kiln::runtime::readSafetensors(weightsPath, weights);
+              llama2c ? kiln::runtime::readLlama2c(weightsPath, config, weights)
+                      : kiln::runtime::readSafetensors(weightsPath, weights);
           !st) {
         llvm::WithColor::error(llvm::errs(), "kiln") << st.message() << "\n";
         return 1;
@@ -295,6 +332,8 @@ int main(int argc, char **argv) {
     return kiln::tools::runCommand(rest);
   if (cmd == "inspect")
     return kiln::tools::inspectCommand(rest);
+  if (cmd == "generate")
+    return kiln::tools::generateCommand(rest);
   return usageError("unknown command '" + cmd +
-                    "'; the commands are: compile, run, inspect");
+                    "'; the commands are: compile, run, inspect, generate");
 }

@@ -59,7 +59,7 @@ TEST_F(MLIRGen, ParametersFollowBlockStructure) {
 
 TEST_F(MLIRGen, DefinesOverrideHyperparameters) {
   CompileOptions opts;
-  opts.defines = {{"L", "5"}, {"V", "32"}};
+  opts.defines = {{"L", "5", ""}, {"V", "32", ""}};
   Compiled c = compile(ctx, kTiny, opts);
   ASSERT_TRUE(c.module) << c.errors;
   int count = 0;
@@ -77,14 +77,14 @@ TEST_F(MLIRGen, DefinesOverrideHyperparameters) {
 
 TEST_F(MLIRGen, BadDefinesAreReported) {
   CompileOptions unknown;
-  unknown.defines = {{"layers", "3"}};
+  unknown.defines = {{"layers", "3", ""}};
   Compiled a = compile(ctx, kTiny, unknown);
   EXPECT_FALSE(a.module);
   EXPECT_NE(a.errors.find("has no hyperparameter 'layers'; it has: V, C, L"),
             std::string::npos)
       << a.errors;
   CompileOptions wrongKind;
-  wrongKind.defines = {{"L", "2.5"}};
+  wrongKind.defines = {{"L", "2.5", ""}};
   Compiled b = compile(ctx, kTiny, wrongKind);
   EXPECT_FALSE(b.module);
   EXPECT_NE(b.errors.find("is an integer (default 2); give an integer"),
