@@ -635,7 +635,8 @@ Status Model::fromBytes(std::vector<uint8_t> bytes,
   m->bytes_.resize(bytes.size() + kAlign);
   size_t shift = alignUp(reinterpret_cast<uintptr_t>(m->bytes_.data())) -
                  reinterpret_cast<uintptr_t>(m->bytes_.data());
-  std::memcpy(m->bytes_.data() + shift, bytes.data(), bytes.size());
+  if (!bytes.empty())
+    std::memcpy(m->bytes_.data() + shift, bytes.data(), bytes.size());
   m->bytes_.resize(shift + bytes.size());
   m->base_ = shift;
   if (Status s = m->init(); !s)

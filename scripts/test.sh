@@ -7,3 +7,6 @@ scripts/install-deps.sh
 scripts/build.sh
 BUILD_DIR=${KILN_BUILD_DIR:-build}
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)"
+# The runtime alone, as deployed: sanitized build, find_package(kiln),
+# examples/deploy, corrupted artifacts.
+scripts/runtime-checks.sh

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Checks of the runtime on its own, as it is deployed:
+#  1. it configures and builds without MLIR/LLVM (-DKILN_BUILD_COMPILER=OFF),
+#     here with AddressSanitizer and UndefinedBehaviorSanitizer;
+#  2. it installs as a CMake package, and examples/deploy builds against it
+#     with find_package(kiln) and links no MLIR/LLVM code;
+#  3. the sanitized deploy program runs artifacts made by the main build,
+#     bit-identically to `kiln run`, and rejects corrupted artifacts and
+#     inputs with clean errors (scripts/runtime_checks.py).
+# Needs the main build (build/bin/kiln) first; scripts/test.sh runs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MAIN=${KILN_BUILD_DIR:-build}
+ASAN=${KILN_ASAN_BUILD_DIR:-build-asan}
+SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+
+cmake -G Ninja -S . -B "$ASAN" -DKILN_BUILD_COMPILER=OFF -DKILN_BUILD_TESTS=OFF \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS="$SAN" \
+  -DCMAKE_INSTALL_PREFIX="$PWD/$ASAN/prefix" >/dev/null
+cmake --build "$ASAN"
+cmake --install "$ASAN" >/dev/null
+cmake -G Ninja -S examples/deploy -B "$ASAN/deploy" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS="$SAN" -DCMAKE_PREFIX_PATH="$PWD/$ASAN/prefix" >/dev/null
+cmake --build "$ASAN/deploy"
+
+DEPLOY="$ASAN/deploy/kiln-deploy"
+if nm -C "$DEPLOY" | grep -qE ' (mlir|llvm)::'; then
+  echo "runtime-checks: kiln-deploy contains MLIR/LLVM code" >&2
+  exit 1
+fi
+if ldd "$DEPLOY" | grep -qiE 'libLLVM|libMLIR'; then
+  echo "runtime-checks: kiln-deploy links an MLIR/LLVM library" >&2
+  exit 1
+fi
+echo "runtime-checks: the deployed runtime has no MLIR/LLVM dependency"
+/usr/bin/python3 scripts/runtime_checks.py "$MAIN/bin/kiln" "$DEPLOY"

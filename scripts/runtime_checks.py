@@ -1,0 +1,98 @@
+"""Runs the sanitized, runtime-only deploy program over good and corrupted
+artifacts and inputs (see runtime-checks.sh). Any sanitizer report, crash or
+unexpected exit status fails the check."""
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+kiln, deploy = sys.argv[1], sys.argv[2]
+root = Path(__file__).resolve().parents[1]
+env = dict(os.environ, ASAN_OPTIONS="exitcode=99:detect_leaks=1",
+           UBSAN_OPTIONS="halt_on_error=1:exitcode=98:print_stacktrace=1")
+failures = []
+
+
+def run(*args):
+    return subprocess.run(list(map(str, args)), capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+with tempfile.TemporaryDirectory() as d:
+    d = Path(d)
+    models = [
+        ("gpt2", ["-D", "n_layer=2", "-D", "n_embd=32", "-D", "n_head=4",
+                  "-D", "vocab_size=64", "-D", "n_positions=16"],
+         {"tokens": np.array([[1, 5, 9, 3], [2, 2, 7, 60]], np.int32)}),
+        ("t5", ["-D", "d_model=32", "-D", "d_kv=8", "-D", "d_ff=48",
+                "-D", "num_layers=1", "-D", "num_decoder_layers=1",
+                "-D", "num_heads=4", "-D", "vocab_size=40"],
+         {"input_ids": np.array([[1, 5, 9, 3, 7]], np.int32),
+          "attention_mask": np.array([[1, 1, 1, 0, 0]], np.int32),
+          "decoder_input_ids": np.array([[0, 4, 2]], np.int32)}),
+    ]
+    for name, defines, inputs in models:
+        art = d / f"{name}.kart"
+        r = run(kiln, "compile", root / "examples" / f"{name}.kiln", *defines,
+                "-o", art, "--seed=3")
+        assert r.returncode == 0, r.stderr
+        args = []
+        for k, v in inputs.items():
+            np.save(d / f"{k}.npy", v)
+            args.append(f"{k}=@{d / (k + '.npy')}")
+        r1 = run(kiln, "run", art, *[f"--input={a}" for a in args],
+                 f"--output=@{d / 'want.npy'}")
+        r2 = run(deploy, art, "forward", *[a.replace("=@", "=") for a in args],
+                 "-o", d / "got.npy")
+        if r1.returncode or r2.returncode:
+            failures.append(f"{name}: run failed:\n{r1.stderr}\n{r2.stderr}")
+            continue
+        if (d / "want.npy").read_bytes() != (d / "got.npy").read_bytes():
+            failures.append(f"{name}: kiln-deploy differs from kiln run")
+        print(f"runtime-checks: {name} runs under ASan/UBSan, identical to "
+              f"kiln run")
+
+        data = art.read_bytes()
+        rng = np.random.default_rng(7)
+        cases = [data[:n] for n in sorted(set(
+            [0, 1, 7, 8, 64, 200] + [len(data) * k // 16 for k in range(1, 16)]))]
+        for _ in range(120):
+            b = bytearray(data)
+            for _ in range(int(rng.integers(1, 4))):
+                i = int(rng.integers(0, len(b)))
+                b[i] ^= 1 << int(rng.integers(0, 8))
+            cases.append(bytes(b))
+        for i, c in enumerate(cases):
+            bad = d / "bad.kart"
+            bad.write_bytes(c)
+            r = run(deploy, bad, "forward",
+                    *[a.replace("=@", "=") for a in args])
+            if r.returncode not in (0, 1) or (r.returncode == 1 and
+                                              "error:" not in r.stderr):
+                failures.append(f"{name}: corrupted artifact {i}: exit "
+                                f"{r.returncode}\n{r.stderr[-3000:]}")
+        print(f"runtime-checks: {name}: {len(cases)} corrupted artifacts "
+              f"handled cleanly")
+
+    # Bad inputs through the sanitized runtime.
+    art = d / "gpt2.kart"
+    (d / "bad.npy").write_bytes(b"\x93NUMPY\x01\x00\x10\x00{'descr': '<i4'}")
+    for args in [["tokens=" + str(d / "bad.npy")],
+                 ["tokens=" + str(d / "missing.npy")], [],
+                 ["tokens=" + str(d / "want.npy")]]:
+        r = run(deploy, art, "forward", *args)
+        if r.returncode != 1 or "error:" not in r.stderr:
+            failures.append(f"bad input {args}: exit {r.returncode}\n"
+                            f"{r.stderr[-2000:]}")
+    np.save(d / "oob.npy", np.array([[1, 99]], np.int32))
+    r = run(deploy, art, "forward", "tokens=" + str(d / "oob.npy"))
+    if r.returncode != 1 or "outside [0, 64)" not in r.stderr:
+        failures.append(f"out-of-range id: exit {r.returncode}\n{r.stderr}")
+
+for f in failures:
+    print("FAIL:", f)
+print(f"runtime-checks: {'FAILED' if failures else 'passed'}")
+sys.exit(1 if failures else 0)
