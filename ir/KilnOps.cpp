@@ -10,6 +10,7 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
+#include "mlir/IR/PatternMatch.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/SmallSet.h"
 
@@ -210,6 +211,45 @@ LogicalResult MatmulOp::inferReturnTypes(MLIRContext *,
   batch.push_back(n);
   results.push_back(RankedTensorType::get(batch, a.getElementType()));
   return success();
+}
+
+namespace {
+/// matmul(transpose(a), b) -> matmul(a, b) with transpose_a flipped (and the
+/// same for b), when the transpose only swaps the last two dimensions.
+struct FoldTransposeIntoMatmul : OpRewritePattern<MatmulOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(MatmulOp op,
+                                PatternRewriter &rewriter) const override {
+    auto swapsLastTwo = [](Value v) -> TransposeOp {
+      auto t = v.getDefiningOp<TransposeOp>();
+      if (!t)
+        return nullptr;
+      ArrayRef<int64_t> perm = t.getPerm();
+      int64_t r = perm.size();
+      for (int64_t i = 0; i < r - 2; ++i)
+        if (perm[i] != i)
+          return nullptr;
+      return r >= 2 && perm[r - 2] == r - 1 && perm[r - 1] == r - 2 ? t
+                                                                    : nullptr;
+    };
+    TransposeOp ta = swapsLastTwo(op.getLhs()), tb = swapsLastTwo(op.getRhs());
+    if (!ta && !tb)
+      return failure();
+    Value lhs = ta ? ta.getInput() : op.getLhs();
+    Value rhs = tb ? tb.getInput() : op.getRhs();
+    bool flagA = op.getTransposeA() != static_cast<bool>(ta);
+    bool flagB = op.getTransposeB() != static_cast<bool>(tb);
+    rewriter.replaceOpWithNewOp<MatmulOp>(op, op.getType(), lhs, rhs,
+                                          rewriter.getBoolAttr(flagA),
+                                          rewriter.getBoolAttr(flagB));
+    return success();
+  }
+};
+} // namespace
+
+void MatmulOp::getCanonicalizationPatterns(RewritePatternSet &results,
+                                           MLIRContext *context) {
+  results.add<FoldTransposeIntoMatmul>(context);
 }
 
 //===----------------------------------------------------------------------===//

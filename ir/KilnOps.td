@@ -237,6 +237,9 @@ def Kiln_MatmulOp : Kiln_InferOp<"matmul"> {
   let assemblyFormat = [{
     $lhs `,` $rhs attr-dict `:` type($lhs) `,` type($rhs) `->` type($result)
   }];
+  // A kiln.transpose of an operand's last two dimensions folds into the
+  // transpose flags, so `x @ transpose(wte)` never copies the table.
+  let hasCanonicalizer = 1;
 }
 
 //===----------------------------------------------------------------------===//

@@ -16,7 +16,8 @@ namespace kiln {
 #include "passes/Passes.h.inc"
 
 /// The passes every frontend module goes through before later stages:
-/// verification happens around each pass; today it refines shapes.
+/// shape refinement, canonicalization (folds such as transpose-into-matmul)
+/// and CSE. Verification runs around each pass.
 void buildFrontendPipeline(mlir::OpPassManager &pm);
 
 /// Registers kiln's passes and named pipelines with MLIR's registry, so that

@@ -3,6 +3,7 @@
 #include "runtime/Kernels.h"
 
 #include <flatbuffers/flatbuffers.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -607,6 +608,12 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
 //===----------------------------------------------------------------------===//
 // Model
 //===----------------------------------------------------------------------===//
+
+void kiln::runtime::setNumThreads(int n) {
+  omp_set_num_threads(n > 0 ? n : omp_get_num_procs());
+}
+
+int kiln::runtime::numThreads() { return omp_get_max_threads(); }
 
 Model::~Model() = default;
 

@@ -57,6 +57,11 @@ struct MemoryReport {
 
 class FunctionState;
 
+/// Threads for kiln's kernels and oneDNN (one OpenMP pool). The default is
+/// every core; `n <= 0` restores it.
+void setNumThreads(int n);
+int numThreads();
+
 class Model {
 public:
   ~Model();

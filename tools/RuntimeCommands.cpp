@@ -9,6 +9,7 @@
 #include "runtime/Npy.h"
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cmath>
 #include <cstdio>
@@ -86,13 +87,38 @@ bool parseDims(const std::string &text, std::map<std::string, int64_t> &dims,
 
 } // namespace
 
+/// --threads=N, shared by run and generate.
+bool threadsOption(const std::string &a, int &rc) {
+  if (a.rfind("--threads=", 0) != 0)
+    return false;
+  char *end = nullptr;
+  long n = std::strtol(a.c_str() + 10, &end, 10);
+  if (a.size() == 10 || *end || n < 1 || n > 4096)
+    rc = usageError("--threads expects a positive integer, got '" +
+                    a.substr(10) + "'");
+  else
+    setNumThreads(static_cast<int>(n));
+  return true;
+}
+
 int runCommand(const std::vector<std::string> &args) {
   std::string path, function = "forward";
   std::map<std::string, Tensor> inputs;
   std::vector<std::string> outputs;
+  int64_t repeat = 0;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string &a = args[i];
-    if (a.rfind("--function=", 0) == 0) {
+    int rc = 0;
+    if (threadsOption(a, rc)) {
+      if (rc)
+        return rc;
+    } else if (a.rfind("--repeat=", 0) == 0) {
+      char *end = nullptr;
+      repeat = std::strtoll(a.c_str() + 9, &end, 10);
+      if (a.size() == 9 || *end || repeat < 1 || repeat > 1000000)
+        return usageError("--repeat expects a positive integer, got '" +
+                          a.substr(9) + "'");
+    } else if (a.rfind("--function=", 0) == 0) {
       function = a.substr(11);
     } else if (a.rfind("--input=", 0) == 0) {
       std::string spec = a.substr(8);
@@ -132,6 +158,22 @@ int runCommand(const std::vector<std::string> &args) {
   std::vector<Tensor> results;
   if (Status s = model->run(function, inputs, results); !s)
     return fail(s.message());
+  if (repeat > 0) {
+    // Timing after one warm-up run (primitives created, arena allocated).
+    std::vector<double> ms;
+    for (int64_t r = 0; r < repeat; ++r) {
+      auto t0 = std::chrono::steady_clock::now();
+      if (Status s = model->run(function, inputs, results); !s)
+        return fail(s.message());
+      ms.push_back(std::chrono::duration<double, std::milli>(
+                       std::chrono::steady_clock::now() - t0)
+                       .count());
+    }
+    std::sort(ms.begin(), ms.end());
+    std::cerr << "kiln: " << function << ": median " << ms[ms.size() / 2]
+              << " ms, min " << ms.front() << " ms over " << repeat << " runs, "
+              << numThreads() << " threads\n";
+  }
   if (outputs.size() > results.size())
     return usageError(std::to_string(outputs.size()) + " --output files for " +
                       std::to_string(results.size()) + " result(s) of '" +
@@ -306,7 +348,11 @@ int generateCommand(const std::vector<std::string> &args) {
       size_t n = std::strlen(flag);
       return a.compare(0, n, flag) == 0 ? a.c_str() + n : nullptr;
     };
-    if (const char *v = value("--max-tokens=")) {
+    int rc = 0;
+    if (threadsOption(a, rc)) {
+      if (rc)
+        return rc;
+    } else if (const char *v = value("--max-tokens=")) {
       if (!parseInt(v, maxTokens) || maxTokens < 1 || maxTokens > 1000000)
         return usageError("--max-tokens expects a positive integer, got '" +
                           std::string(v) + "'");

@@ -69,6 +69,9 @@ run options:
   --input=NAME=@F    bind input NAME to the .npy file F (repeatable)
   --output=@F        write the next result to the .npy file F (repeatable);
                      results without a file are summarized on stdout
+  --threads=N        threads for the kernels (default: all cores; also for
+                     generate)
+  --repeat=N         run N more times and report the median time
 
 generate options:
   --max-tokens=N     how many tokens to generate (required)
