@@ -287,7 +287,7 @@ Writer::writeFunction(func::FuncOp fn,
     std::vector<fb::Offset<kart::Dim>> dims;
     std::string text;
     bool hasText = false;
-    kart::Op code;
+    kart::Op code = kart::Op::Embedding;
     auto operand = [&](Value v) { return v ? ids.at(v) : -1; };
     for (Value v : op.getOperands())
       in.push_back(operand(v));
@@ -504,6 +504,14 @@ Writer::writeFunction(func::FuncOp fn,
           slotOf[ids.at(v)] >= 0)
         freeSlots.push_back(slotOf[ids.at(v)]);
 
+    if (options.annotate) {
+      llvm::SmallVector<int64_t> slots;
+      for (int id : outIds)
+        slots.push_back(slotOf[id]);
+      op.setAttr("kiln.kernel",
+                 StringAttr::get(op.getContext(), kart::EnumNameOp(code)));
+      op.setAttr("kiln.slots", DenseI64ArrayAttr::get(op.getContext(), slots));
+    }
     std::string where;
     llvm::raw_string_ostream ls(where);
     loc.print(ls);

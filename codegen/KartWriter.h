@@ -17,6 +17,10 @@ struct ArtifactOptions {
   /// Trained weights by parameter name. When set, every parameter must be
   /// present with its exact shape and no other tensor may be.
   const runtime::NamedTensors *weights = nullptr;
+  /// Record the plan on the IR (`kiln compile --emit=lowered`): each op that
+  /// becomes a kernel gets `kiln.kernel` (the runtime op) and `kiln.slots`
+  /// (the arena slot of each result).
+  bool annotate = false;
 };
 
 /// Lowers a verified kiln module to the CPU execution plan and serializes it

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test: the lit suite
-# (dialect, passes, frontend, CLI, docs) and the GoogleTest units.
+# (dialect, passes, frontend, codegen, CLI, docs), the GoogleTest units, the
+# pytest suite (numerics against PyTorch/NumPy, runtime errors), then the
+# sanitized runtime-only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh

@@ -53,9 +53,11 @@ usage:
   kiln --version                      show the version
 
 compile options:
-  --emit=STAGE       what to produce: mlir (default), ast, params (a table of
-                     the parameters), kart (the artifact; the default when -o
-                     ends in .kart) or plan (the artifact's summary)
+  --emit=STAGE       what to produce: mlir (default), ast, lowered (the IR
+                     with each op's runtime kernel and arena slots), params
+                     (a table of the parameters), kart (the artifact; the
+                     default when -o ends in .kart) or plan (the artifact's
+                     functions, memory plan and kernel list)
   -D NAME=VALUE      override a hyperparameter (repeatable), e.g. -D n_layer=2
   -o FILE            write the output to FILE instead of standard output
   --seed=N           seed for the parameter initializers (default 0)
@@ -215,11 +217,13 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   if (emit.empty())
     emit = llvm::StringRef(output).ends_with(".kart") ? "kart" : "mlir";
   if (emit != "mlir" && emit != "ast" && emit != "params" && emit != "kart" &&
-      emit != "plan")
+      emit != "plan" && emit != "lowered")
     return usageError("unknown --emit stage '" + emit +
-                      "'; use ast, mlir, params, kart or plan");
-  if (!weightsPath.empty() && emit != "kart" && emit != "plan")
-    return usageError("--weights applies to artifacts (--emit=kart or plan)");
+                      "'; use ast, mlir, lowered, params, kart or plan");
+  if (!weightsPath.empty() && emit != "kart" && emit != "plan" &&
+      emit != "lowered")
+    return usageError("--weights applies to artifacts (--emit=kart, plan or "
+                      "lowered)");
   if (emit == "kart" && (output.empty() || output == "-"))
     return usageError("--emit=kart writes a binary artifact; give a file "
                       "with -o");
@@ -265,10 +269,11 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
       kiln::compileBuffer(ctx, sm, id, options);
   if (!module)
     return 1;
-  if (emit == "kart" || emit == "plan") {
+  if (emit == "kart" || emit == "plan" || emit == "lowered") {
     std::vector<uint8_t> bytes;
     kiln::ArtifactOptions artifact;
     artifact.seed = seed;
+    artifact.annotate = emit == "lowered";
     kiln::runtime::NamedTensors weights;
     if (!weightsPath.empty()) {
       kiln::runtime::Llama2cConfig config;
@@ -285,6 +290,10 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
       mlir::SourceMgrDiagnosticHandler handler(sm, &ctx);
       if (mlir::failed(kiln::writeArtifact(*module, artifact, bytes)))
         return 1;
+    }
+    if (emit == "lowered") {
+      module->print(os);
+      return writeOutput(output, text);
     }
     if (emit == "kart")
       return writeOutput(
