@@ -1,6 +1,7 @@
 //===- Model.cpp - verify, bind and run a .kart artifact ------------------===//
 #include "runtime/Model.h"
 #include "runtime/Kernels.h"
+#include "runtime/Safetensors.h"
 
 #include <flatbuffers/flatbuffers.h>
 #include <omp.h>
@@ -810,4 +811,15 @@ Status Model::parameter(const std::string &name, Tensor &out) const {
       return Status::ok();
     }
   return Status::error("the model has no parameter '" + name + "'");
+}
+
+Status Model::saveWeights(const std::string &path) const {
+  NamedTensors tensors;
+  for (const ParameterInfo &p : params_) {
+    Tensor t;
+    if (Status s = parameter(p.name, t); !s)
+      return s;
+    tensors.emplace_back(p.name, std::move(t));
+  }
+  return writeSafetensors(path, tensors);
 }

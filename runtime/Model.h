@@ -90,6 +90,9 @@ public:
   /// Copies a parameter's values out (for tests and checkpoints).
   Status parameter(const std::string &name, Tensor &out) const;
 
+  /// Writes every parameter, by name, as a .safetensors file.
+  Status saveWeights(const std::string &path) const;
+
 private:
   Model() = default;
   Status init();

@@ -64,6 +64,8 @@ compile options:
   --weights=FILE     trained weights: .safetensors (names as in the model) or
                      a llama2.c .bin checkpoint, whose header sets the
                      hyperparameters (use with examples/llama.kiln)
+  --save-weights=F   also write the artifact's weights (initialized or
+                     imported) to the .safetensors file F
   --locations        print source locations in the IR (mlir)
 
 run options:
@@ -147,7 +149,7 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   std::string input, output, emit;
   bool locations = false;
   uint64_t seed = 0;
-  std::string weightsPath;
+  std::string weightsPath, saveWeightsPath;
   kiln::CompileOptions options;
   auto addDefine = [&](llvm::StringRef def) {
     auto [name, value] = def.split('=');
@@ -193,6 +195,8 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
         return rc;
     } else if (a == "--locations") {
       locations = true;
+    } else if (a.consume_front("--save-weights=")) {
+      saveWeightsPath = a.str();
     } else if (a.consume_front("--weights=")) {
       weightsPath = a.str();
     } else if (a.consume_front("--seed=")) {
@@ -220,10 +224,10 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
       emit != "plan" && emit != "lowered")
     return usageError("unknown --emit stage '" + emit +
                       "'; use ast, mlir, lowered, params, kart or plan");
-  if (!weightsPath.empty() && emit != "kart" && emit != "plan" &&
-      emit != "lowered")
-    return usageError("--weights applies to artifacts (--emit=kart, plan or "
-                      "lowered)");
+  if ((!weightsPath.empty() || !saveWeightsPath.empty()) && emit != "kart" &&
+      emit != "plan" && emit != "lowered")
+    return usageError("--weights and --save-weights apply to artifacts "
+                      "(--emit=kart, plan or lowered)");
   if (emit == "kart" && (output.empty() || output == "-"))
     return usageError("--emit=kart writes a binary artifact; give a file "
                       "with -o");
@@ -290,6 +294,16 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
       mlir::SourceMgrDiagnosticHandler handler(sm, &ctx);
       if (mlir::failed(kiln::writeArtifact(*module, artifact, bytes)))
         return 1;
+    }
+    if (!saveWeightsPath.empty()) {
+      std::unique_ptr<kiln::runtime::Model> model;
+      kiln::runtime::Status st = kiln::runtime::Model::fromBytes(bytes, model);
+      if (st)
+        st = model->saveWeights(saveWeightsPath);
+      if (!st) {
+        llvm::WithColor::error(llvm::errs(), "kiln") << st.message() << "\n";
+        return 1;
+      }
     }
     if (emit == "lowered") {
       module->print(os);

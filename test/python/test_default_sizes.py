@@ -34,6 +34,7 @@ def test_gpt2_124m(tmp_path):
     (logits,) = run(tmp_path, art, {"tokens": tokens})
     cfg = dict(n_embd=768, n_head=12, n_layer=12)
     err = np.max(np.abs(logits - ref.gpt2(w, cfg, tokens).numpy()))
+    print(f"max abs error {err:.2e}")
     assert err <= TOL, err
 
 
@@ -48,6 +49,7 @@ def test_bert_base(tmp_path):
                                     "attention_mask": mask})
     cfg = dict(hidden_size=768, num_attention_heads=12, num_hidden_layers=12)
     err = np.max(np.abs(logits - ref.bert(w, cfg, ids, types, mask).numpy()))
+    print(f"max abs error {err:.2e}")
     assert err <= TOL, err
 
 
@@ -64,4 +66,5 @@ def test_t5_small(tmp_path):
                layer_norm_epsilon=1e-6, relative_attention_num_buckets=32,
                relative_attention_max_distance=128)
     err = np.max(np.abs(logits - ref.t5(w, cfg, ids, mask, dec).numpy()))
+    print(f"max abs error {err:.2e}")
     assert err <= TOL, err
