@@ -587,10 +587,20 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
   for (const std::string &s : symbolNames)
     symbols.push_back(fbb.CreateString(s));
 
-  fbb.ForceVectorAlignment(total, 1, kAlign);
+  // External weights are staged in a local buffer and handed back; embedded
+  // ones are written in place into the artifact's weights section.
+  std::vector<uint8_t> staging;
   uint8_t *weights = nullptr;
-  auto weightsVec = fbb.CreateUninitializedVector(total, 1, &weights);
-  std::memset(weights, 0, total);
+  fb::Offset<fb::Vector<uint8_t>> weightsVec;
+  if (options.externalWeights) {
+    staging.assign(total, 0);
+    weights = staging.data();
+    weightsVec = fbb.CreateVector(std::vector<uint8_t>());
+  } else {
+    fbb.ForceVectorAlignment(total, 1, kAlign);
+    weightsVec = fbb.CreateUninitializedVector(total, 1, &weights);
+    std::memset(weights, 0, total);
+  }
   if (options.weights) {
     llvm::StringMap<const runtime::Tensor *> byName;
     for (const auto &[name, t] : *options.weights)
@@ -626,11 +636,25 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
                           p.size / sizeof(float));
   }
 
+  fb::Offset<fb::String> weightsFile;
+  if (options.externalWeights) {
+    options.externalWeights->clear();
+    for (Param &p : params) {
+      auto type = llvm::cast<RankedTensorType>(p.op.getType());
+      runtime::Tensor t(runtime::DType::F32,
+                        std::vector<int64_t>(type.getShape()));
+      std::memcpy(t.data(), weights + p.offset, p.size);
+      options.externalWeights->emplace_back(p.op.getSymName().str(),
+                                            std::move(t));
+    }
+    weightsFile = fbb.CreateString(options.externalWeightsFile);
+  }
   auto name = module->getAttrOfType<StringAttr>("kiln.model");
   auto program = kart::CreateProgram(
       fbb, kFormatVersion, fbb.CreateString(name ? name.str() : "model"),
       fbb.CreateVector(symbols), fbb.CreateVector(hparams),
-      fbb.CreateVector(paramTable), fbb.CreateVector(functions), weightsVec);
+      fbb.CreateVector(paramTable), fbb.CreateVector(functions), weightsVec,
+      weightsFile);
   kart::FinishProgramBuffer(fbb, program);
   bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   return success();

@@ -7,6 +7,7 @@
 #include "mlir/IR/BuiltinOps.h"
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace kiln {
@@ -21,6 +22,11 @@ struct ArtifactOptions {
   /// becomes a kernel gets `kiln.kernel` (the runtime op) and `kiln.slots`
   /// (the arena slot of each result).
   bool annotate = false;
+  /// Keep the weights out of the artifact: they are returned here (by
+  /// parameter name, for the caller to write as .safetensors) and the
+  /// artifact refers to `externalWeightsFile` instead.
+  runtime::NamedTensors *externalWeights = nullptr;
+  std::string externalWeightsFile;
 };
 
 /// Lowers a verified kiln module to the CPU execution plan and serializes it

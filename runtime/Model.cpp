@@ -629,14 +629,16 @@ Status Model::load(const std::string &path, std::unique_ptr<Model> &out) {
   f.seekg(0);
   if (!f.read(reinterpret_cast<char *>(bytes.data()), size))
     return Status::error(path + ": cannot read the file");
-  Status s = fromBytes(std::move(bytes), out);
+  size_t slash = path.find_last_of('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+  Status s = fromBytes(std::move(bytes), out, dir.empty() ? "/" : dir);
   if (!s)
     return Status::error(path + ": " + s.message());
   return s;
 }
 
-Status Model::fromBytes(std::vector<uint8_t> bytes,
-                        std::unique_ptr<Model> &out) {
+Status Model::fromBytes(std::vector<uint8_t> bytes, std::unique_ptr<Model> &out,
+                        const std::string &dir) {
   std::unique_ptr<Model> m(new Model());
   // Keep the buffer 64-byte aligned so weights and the FlatBuffers tables
   // are aligned as the writer laid them out.
@@ -647,13 +649,13 @@ Status Model::fromBytes(std::vector<uint8_t> bytes,
     std::memcpy(m->bytes_.data() + shift, bytes.data(), bytes.size());
   m->bytes_.resize(shift + bytes.size());
   m->base_ = shift;
-  if (Status s = m->init(); !s)
+  if (Status s = m->init(dir); !s)
     return s;
   out = std::move(m);
   return Status::ok();
 }
 
-Status Model::init() {
+Status Model::init(const std::string &dir) {
   const uint8_t *data = bytes_.data() + base_;
   size_t size = bytes_.size() - base_;
   if (size < 8)
@@ -688,6 +690,21 @@ Status Model::init() {
         hparams_.emplace_back(h->name()->str(), h->value());
   const uint8_t *weights = p->weights()->data();
   size_t wsize = p->weights()->size();
+  // External weights: read and validate the file, then match by name.
+  std::map<std::string, Tensor *> external;
+  std::string wfile;
+  if (p->weights_file() && p->weights_file()->size()) {
+    wfile = p->weights_file()->str();
+    if (wfile[0] != '/')
+      wfile = dir + "/" + wfile;
+    NamedTensors tensors;
+    if (Status s = readSafetensors(wfile, tensors); !s)
+      return Status::error("external weights: " + s.message());
+    for (auto &[name, t] : tensors)
+      externalWeights_.push_back(std::move(t));
+    for (size_t i = 0; i < tensors.size(); ++i)
+      external[tensors[i].first] = &externalWeights_[i];
+  }
   for (size_t i = 0; i < p->parameters()->size(); ++i) {
     const kart::Parameter *pr = p->parameters()->Get(i);
     std::string name = pr->name() ? pr->name()->str() : "";
@@ -711,16 +728,33 @@ Status Model::init() {
     if (pr->size() != want)
       return bad("declares " + std::to_string(pr->size()) +
                  " bytes but its shape needs " + std::to_string(want));
-    if (pr->offset() % 4 || pr->offset() > wsize ||
-        pr->size() > wsize - pr->offset())
-      return bad("bytes [" + std::to_string(pr->offset()) + ", " +
-                 std::to_string(pr->offset() + pr->size()) +
-                 ") are outside the " + std::to_string(wsize) +
-                 "-byte weights section");
-    params_.push_back({name, fromKart(pr->dtype()),
-                       Shape(pr->shape()->begin(), pr->shape()->end())});
-    paramData_.push_back(weights + pr->offset());
+    Shape shape(pr->shape()->begin(), pr->shape()->end());
+    if (!wfile.empty()) {
+      auto it = external.find(name);
+      if (it == external.end())
+        return bad("is missing from the external weights " + wfile);
+      if (it->second->dtype() != fromKart(pr->dtype()) ||
+          it->second->shape() != shape)
+        return bad("is " + it->second->describe() + " in " + wfile +
+                   ", but the artifact expects " +
+                   shapeString(fromKart(pr->dtype()), shape));
+      paramData_.push_back(static_cast<const uint8_t *>(it->second->data()));
+      external.erase(it);
+    } else {
+      if (pr->offset() % 4 || pr->offset() > wsize ||
+          pr->size() > wsize - pr->offset())
+        return bad("bytes [" + std::to_string(pr->offset()) + ", " +
+                   std::to_string(pr->offset() + pr->size()) +
+                   ") are outside the " + std::to_string(wsize) +
+                   "-byte weights section");
+      paramData_.push_back(weights + pr->offset());
+    }
+    params_.push_back({name, fromKart(pr->dtype()), shape});
   }
+  if (!external.empty())
+    return Status::error("external weights " + wfile +
+                         " hold tensors the artifact does not use, e.g. '" +
+                         external.begin()->first + "'");
   for (const kart::Function *f : *p->functions()) {
     if (!f)
       return Status::error("the artifact has an empty function entry");

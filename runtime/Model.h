@@ -66,8 +66,10 @@ class Model {
 public:
   ~Model();
   static Status load(const std::string &path, std::unique_ptr<Model> &out);
+  /// `dir` resolves a relative external weights file (see kart.fbs).
   static Status fromBytes(std::vector<uint8_t> bytes,
-                          std::unique_ptr<Model> &out);
+                          std::unique_ptr<Model> &out,
+                          const std::string &dir = ".");
 
   const std::string &modelName() const { return model_; }
   const std::vector<FunctionInfo> &functions() const { return infos_; }
@@ -95,7 +97,7 @@ public:
 
 private:
   Model() = default;
-  Status init();
+  Status init(const std::string &dir);
 
   std::vector<uint8_t> bytes_;
   size_t base_ = 0; // offset of the artifact in bytes_ (for alignment)
@@ -104,6 +106,7 @@ private:
   std::vector<ParameterInfo> params_;
   std::vector<std::pair<std::string, double>> hparams_;
   std::vector<const uint8_t *> paramData_;
+  std::vector<Tensor> externalWeights_;
   std::vector<std::unique_ptr<FunctionState>> states_;
 };
 

@@ -66,6 +66,8 @@ compile options:
                      hyperparameters (use with examples/llama.kiln)
   --save-weights=F   also write the artifact's weights (initialized or
                      imported) to the .safetensors file F
+  --external-weights=F  keep the weights out of the artifact: write them to
+                     the .safetensors file F, which the artifact refers to
   --locations        print source locations in the IR (mlir)
 
 run options:
@@ -149,7 +151,7 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   std::string input, output, emit;
   bool locations = false;
   uint64_t seed = 0;
-  std::string weightsPath, saveWeightsPath;
+  std::string weightsPath, saveWeightsPath, externalPath;
   kiln::CompileOptions options;
   auto addDefine = [&](llvm::StringRef def) {
     auto [name, value] = def.split('=');
@@ -195,6 +197,8 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
         return rc;
     } else if (a == "--locations") {
       locations = true;
+    } else if (a.consume_front("--external-weights=")) {
+      externalPath = a.str();
     } else if (a.consume_front("--save-weights=")) {
       saveWeightsPath = a.str();
     } else if (a.consume_front("--weights=")) {
@@ -224,10 +228,14 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
       emit != "plan" && emit != "lowered")
     return usageError("unknown --emit stage '" + emit +
                       "'; use ast, mlir, lowered, params, kart or plan");
-  if ((!weightsPath.empty() || !saveWeightsPath.empty()) && emit != "kart" &&
-      emit != "plan" && emit != "lowered")
-    return usageError("--weights and --save-weights apply to artifacts "
-                      "(--emit=kart, plan or lowered)");
+  if ((!weightsPath.empty() || !saveWeightsPath.empty() ||
+       !externalPath.empty()) &&
+      emit != "kart" && emit != "plan" && emit != "lowered")
+    return usageError("--weights, --save-weights and --external-weights "
+                      "apply to artifacts (--emit=kart, plan or lowered)");
+  if (!externalPath.empty() && emit != "kart")
+    return usageError("--external-weights needs an artifact written with -o "
+                      "FILE.kart");
   if (emit == "kart" && (output.empty() || output == "-"))
     return usageError("--emit=kart writes a binary artifact; give a file "
                       "with -o");
@@ -290,14 +298,39 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
       }
       artifact.weights = &weights;
     }
+    kiln::runtime::NamedTensors external;
+    if (!externalPath.empty()) {
+      // Same directory as the artifact: refer by file name, so the pair can
+      // move together; otherwise by absolute path.
+      llvm::SmallString<256> absExternal(externalPath), absOut(output);
+      llvm::sys::fs::make_absolute(absExternal);
+      llvm::sys::fs::make_absolute(absOut);
+      artifact.externalWeightsFile =
+          llvm::sys::path::parent_path(absExternal) ==
+                  llvm::sys::path::parent_path(absOut)
+              ? llvm::sys::path::filename(absExternal).str()
+              : absExternal.str().str();
+      artifact.externalWeights = &external;
+    }
     {
       mlir::SourceMgrDiagnosticHandler handler(sm, &ctx);
       if (mlir::failed(kiln::writeArtifact(*module, artifact, bytes)))
         return 1;
     }
+    if (!externalPath.empty())
+      if (kiln::runtime::Status st =
+              kiln::runtime::writeSafetensors(externalPath, external);
+          !st) {
+        llvm::WithColor::error(llvm::errs(), "kiln") << st.message() << "\n";
+        return 1;
+      }
     if (!saveWeightsPath.empty()) {
       std::unique_ptr<kiln::runtime::Model> model;
-      kiln::runtime::Status st = kiln::runtime::Model::fromBytes(bytes, model);
+      llvm::SmallString<256> dir(output.empty() ? "." : output);
+      llvm::sys::fs::make_absolute(dir);
+      llvm::sys::path::remove_filename(dir);
+      kiln::runtime::Status st =
+          kiln::runtime::Model::fromBytes(bytes, model, dir.str().str());
       if (st)
         st = model->saveWeights(saveWeightsPath);
       if (!st) {
@@ -315,7 +348,7 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
                                   bytes.size()));
     std::unique_ptr<kiln::runtime::Model> model;
     if (kiln::runtime::Status st =
-            kiln::runtime::Model::fromBytes(std::move(bytes), model);
+            kiln::runtime::Model::fromBytes(std::move(bytes), model, ".");
         !st) {
       llvm::WithColor::error(llvm::errs(), "kiln")
           << "the generated artifact does not load: " << st.message() << "\n";

@@ -204,3 +204,38 @@ def test_bad_weights(tmp_path):
     expect_error(run_kiln("compile", model, *defs, "-o", tmp_path / "a.kart",
                           f"--weights={bad}"),
                  "covers 8 bytes, but f32[3] needs 12")
+
+
+def test_external_weights(tmp_path, tokens):
+    defs = sum([["-D", f"{k}={v}"] for k, v in TINY.items()], [])
+    model = EXAMPLES / "gpt2.kiln"
+    kiln("compile", model, *defs, "--seed=4", "-o", tmp_path / "embedded.kart")
+    kiln("compile", model, *defs, "--seed=4", "-o", tmp_path / "ext.kart",
+         f"--external-weights={tmp_path / 'ext.safetensors'}")
+    weights = (tmp_path / "ext.safetensors").stat().st_size
+    assert (tmp_path / "embedded.kart").stat().st_size - \
+        (tmp_path / "ext.kart").stat().st_size >= weights * 0.9
+    outs = []
+    for name in ["embedded", "ext"]:
+        kiln("run", tmp_path / f"{name}.kart", f"--input=tokens=@{tokens}",
+             f"--output=@{tmp_path / (name + '.npy')}")
+        outs.append((tmp_path / f"{name}.npy").read_bytes())
+    assert outs[0] == outs[1]
+    # The reference is relative: the pair moves together.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for f in ["ext.kart", "ext.safetensors"]:
+        (tmp_path / f).rename(moved / f)
+    kiln("run", moved / "ext.kart", f"--input=tokens=@{tokens}")
+    # Wrong or missing external weights are load errors.
+    w = moved / "ext.safetensors"
+    data = w.read_bytes()
+    write_safetensors(w, {"wte.weight": np.zeros((50, 16), np.float32)})
+    expect_error(run_kiln("run", moved / "ext.kart", f"--input=tokens=@{tokens}"),
+                 "('wpe.weight'): is missing from the external weights")
+    write_safetensors(w, {"wte.weight": np.zeros((50, 15), np.float32)})
+    expect_error(run_kiln("run", moved / "ext.kart", f"--input=tokens=@{tokens}"),
+                 "is f32[50, 15] in")
+    w.unlink()
+    expect_error(run_kiln("run", moved / "ext.kart", f"--input=tokens=@{tokens}"),
+                 "external weights:", "cannot open the file")
