@@ -1,19 +1,35 @@
 #!/usr/bin/env bash
 # The main demo: build kiln, compile the four example models (GPT-2, BERT, T5,
-# Llama) at their published default sizes, and show a parameter summary and an
-# excerpt of the IR of each.
+# Llama) at their published default sizes and show a parameter summary and an
+# excerpt of the IR of each; then compile a real trained checkpoint
+# (stories260K) into an artifact, inspect it and generate from it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh >/dev/null
 KILN=${KILN_BUILD_DIR:-build}/bin/kiln
+mkdir -p build/demo
 for model in gpt2 bert t5 llama; do
   echo
   echo "==== examples/$model.kiln ===================================================="
-  "$KILN" compile "examples/$model.kiln" --emit=params | { head -n 8; echo "  ..."; tail -n 1; }
-  echo "---- IR of forward (first 12 ops, see 'kiln compile examples/$model.kiln') ----"
-  "$KILN" compile "examples/$model.kiln" | awk '/func.func @forward/{p=1} p{print; n++} n>13{exit}'
+  # Full outputs go to files first: cutting a pipe short would stop the demo.
+  "$KILN" compile "examples/$model.kiln" --emit=params -o "build/demo/$model.params.txt"
+  "$KILN" compile "examples/$model.kiln" -o "build/demo/$model.mlir"
+  head -n 8 "build/demo/$model.params.txt"
+  echo "  ..."
+  tail -n 1 "build/demo/$model.params.txt"
+  echo "---- IR of forward (first ops; all of it in build/demo/$model.mlir) ----"
+  awk '/func.func @forward/{p=1} p{print; n++} n>13{exit}' "build/demo/$model.mlir"
 done
 echo
 echo "==== a 2-layer GPT-2 with -D overrides ========================================="
 "$KILN" compile examples/gpt2.kiln -D n_layer=2 -D n_embd=128 -D n_head=4 --emit=params | tail -n 1
+
+echo
+echo "==== stories260K: a trained Llama, compiled and run on the CPU ================"
+"$KILN" compile examples/llama.kiln --weights=examples/data/stories260K.bin -o build/demo/stories260K.kart
+"$KILN" inspect build/demo/stories260K.kart --dims=B=1,T=64
+echo "---- kiln generate --max-tokens=48 --temperature=0 (token ids; the tokenizer is not included) ----"
+"$KILN" generate build/demo/stories260K.kart --max-tokens=48 --temperature=0
+echo "---- sampled: --temperature=0.8 --top-p=0.9 --seed=1 ----"
+"$KILN" generate build/demo/stories260K.kart --max-tokens=48 --temperature=0.8 --top-p=0.9 --seed=1

@@ -12,3 +12,6 @@ ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)"
 # The runtime alone, as deployed: sanitized build, find_package(kiln),
 # examples/deploy, corrupted artifacts.
 scripts/runtime-checks.sh
+# The README's demo command must keep working too.
+scripts/demo.sh > "${KILN_BUILD_DIR:-build}/demo.log"
+echo "test.sh: demo ran (output in ${KILN_BUILD_DIR:-build}/demo.log)"
