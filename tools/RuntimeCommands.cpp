@@ -87,6 +87,22 @@ bool parseDims(const std::string &text, std::map<std::string, int64_t> &dims,
 
 } // namespace
 
+/// What every runtime command accepts besides its own options: --help, the
+/// artifact path, and nothing else. Returns an exit status, or -1 to go on.
+int otherArgument(const std::string &a, const char *command,
+                  std::string &path) {
+  if (a == "--help" || a == "-h") {
+    std::cout << kUsage;
+    return 0;
+  }
+  if (!a.empty() && a[0] == '-')
+    return usageError("unknown option '" + a + "' for 'kiln " + command + "'");
+  if (!path.empty())
+    return usageError("more than one artifact: '" + path + "' and '" + a + "'");
+  path = a;
+  return -1;
+}
+
 /// --threads=N, shared by run and generate.
 bool threadsOption(const std::string &a, int &rc) {
   if (a.rfind("--threads=", 0) != 0)
@@ -137,16 +153,8 @@ int runCommand(const std::vector<std::string> &args) {
       if (spec.size() < 2 || spec[0] != '@')
         return usageError("--output expects @FILE.npy, got '" + spec + "'");
       outputs.push_back(spec.substr(1));
-    } else if (a == "--help" || a == "-h") {
-      std::cout << kUsage;
-      return 0;
-    } else if (!a.empty() && a[0] == '-') {
-      return usageError("unknown option '" + a + "' for 'kiln run'");
-    } else if (path.empty()) {
-      path = a;
-    } else {
-      return usageError("more than one artifact: '" + path + "' and '" + a +
-                        "'");
+    } else if (int rc = otherArgument(a, "run", path); rc >= 0) {
+      return rc;
     }
   }
   if (path.empty())
@@ -197,16 +205,8 @@ int inspectCommand(const std::vector<std::string> &args) {
       dimsText = a.substr(7);
     else if (a == "--plan")
       withPlan = true;
-    else if (a == "--help" || a == "-h") {
-      std::cout << kUsage;
-      return 0;
-    } else if (!a.empty() && a[0] == '-')
-      return usageError("unknown option '" + a + "' for 'kiln inspect'");
-    else if (path.empty())
-      path = a;
-    else
-      return usageError("more than one artifact: '" + path + "' and '" + a +
-                        "'");
+    else if (int rc = otherArgument(a, "inspect", path); rc >= 0)
+      return rc;
   }
   if (path.empty())
     return usageError("'kiln inspect' needs an artifact");
@@ -381,16 +381,8 @@ int generateCommand(const std::vector<std::string> &args) {
       if (!parseInt(v, seed))
         return usageError("--seed expects an integer, got '" + std::string(v) +
                           "'");
-    } else if (a == "--help" || a == "-h") {
-      std::cout << kUsage;
-      return 0;
-    } else if (!a.empty() && a[0] == '-') {
-      return usageError("unknown option '" + a + "' for 'kiln generate'");
-    } else if (path.empty()) {
-      path = a;
-    } else {
-      return usageError("more than one artifact: '" + path + "' and '" + a +
-                        "'");
+    } else if (int rc = otherArgument(a, "generate", path); rc >= 0) {
+      return rc;
     }
   }
   if (path.empty())
