@@ -100,6 +100,9 @@ struct BadCase {
   const char *message;
 };
 
+// Names the case by its expected message in test listings.
+void PrintTo(const BadCase &c, std::ostream *os) { *os << c.message; }
+
 class ParserErrors : public ::testing::TestWithParam<BadCase> {};
 
 TEST_P(ParserErrors, ReportsLocatedError) {
