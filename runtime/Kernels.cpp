@@ -8,8 +8,6 @@
 //===----------------------------------------------------------------------===//
 #include "runtime/Kernels.h"
 
-#include <dnnl.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -332,71 +330,41 @@ Status kiln::runtime::inferShapes(const kart::Kernel &k,
 // Kernels
 //===----------------------------------------------------------------------===//
 
-struct MatmulCache::Impl {
-  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
-  dnnl::stream stream{engine};
-  std::map<std::vector<int64_t>, dnnl::matmul> prims;
-};
-
-MatmulCache::MatmulCache() : impl_(std::make_unique<Impl>()) {}
-MatmulCache::~MatmulCache() = default;
-
 namespace {
 
-/// Row-major strides of a physical shape.
-dnnl::memory::dims stridesOf(const dnnl::memory::dims &phys) {
-  dnnl::memory::dims st(phys.size(), 1);
-  for (int i = static_cast<int>(phys.size()) - 2; i >= 0; --i)
-    st[i] = st[i + 1] * phys[i + 1];
-  return st;
-}
-
-/// A logical [..., R, C] operand stored row-major, possibly as [..., C, R].
-dnnl::memory::desc operandDesc(const Shape &stored, size_t rank,
-                               bool transposed) {
-  dnnl::memory::dims phys(rank - stored.size(), 1);
-  phys.insert(phys.end(), stored.begin(), stored.end());
-  dnnl::memory::dims st = stridesOf(phys);
-  dnnl::memory::dims logical = phys;
-  if (transposed) {
-    std::swap(logical[rank - 1], logical[rank - 2]);
-    std::swap(st[rank - 1], st[rank - 2]);
-  }
-  return dnnl::memory::desc(logical, dnnl::memory::data_type::f32, st);
-}
-
-Status matmul(KernelContext &c) {
+/// The naive batched matmul that the oneDNN primitive is checked against.
+Status matmulReference(KernelContext &c) {
   const Shape &a = *c.in[0].shape, &b = *c.in[1].shape, &o = *c.out[0].shape;
   bool ta = ival(c.kernel, 0), tb = ival(c.kernel, 1);
-  if (c.out[0].numel() == 0)
-    return Status::ok();
-  size_t rank = o.size();
-  std::vector<int64_t> key = {ta, tb, static_cast<int64_t>(a.size())};
-  key.insert(key.end(), a.begin(), a.end());
-  key.push_back(static_cast<int64_t>(b.size()));
-  key.insert(key.end(), b.begin(), b.end());
-  auto &impl = c.matmuls.impl();
-  auto src = operandDesc(a, rank, ta);
-  auto wei = operandDesc(b, rank, tb);
-  dnnl::memory::dims od(o.begin(), o.end());
-  auto dst =
-      dnnl::memory::desc(od, dnnl::memory::data_type::f32, stridesOf(od));
-  try {
-    auto it = impl.prims.find(key);
-    if (it == impl.prims.end()) {
-      auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst),
-                                             impl.engine);
-      it = impl.prims.emplace(key, dnnl::matmul(pd)).first;
+  size_t r = o.size();
+  int64_t M = o[r - 2], N = o[r - 1];
+  int64_t K = ta ? a[a.size() - 2] : a.back();
+  Shape batch(o.begin(), o.end() - 2);
+  std::vector<int64_t> sa = broadcastStrides(Shape(a.begin(), a.end() - 2),
+                                             batch),
+                       sb = broadcastStrides(Shape(b.begin(), b.end() - 2),
+                                             batch);
+  int64_t batches = c.out[0].numel() / std::max<int64_t>(M * N, 1);
+  const float *pa = c.in[0].as<float>(), *pb = c.in[1].as<float>();
+  float *po = c.out[0].as<float>();
+#pragma omp parallel for
+  for (int64_t bi = 0; bi < batches; ++bi) {
+    int64_t rem = bi, oa = 0, ob = 0;
+    for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
+      int64_t idx = rem % batch[d];
+      rem /= batch[d];
+      oa += idx * sa[d];
+      ob += idx * sb[d];
     }
-    dnnl::memory ms(src, impl.engine, c.in[0].data);
-    dnnl::memory mw(wei, impl.engine, c.in[1].data);
-    dnnl::memory md(dst, impl.engine, c.out[0].data);
-    it->second.execute(
-        impl.stream,
-        {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}});
-    impl.stream.wait();
-  } catch (const dnnl::error &e) {
-    return fail(c.kernel, std::string("oneDNN matmul failed: ") + e.what());
+    const float *A = pa + oa * M * K, *Bm = pb + ob * K * N;
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        double acc = 0;
+        for (int64_t k = 0; k < K; ++k)
+          acc += static_cast<double>(ta ? A[k * M + i] : A[i * K + k]) *
+                 (tb ? Bm[j * K + k] : Bm[k * N + j]);
+        po[(bi * M + i) * N + j] = static_cast<float>(acc);
+      }
   }
   return Status::ok();
 }
@@ -903,6 +871,9 @@ Status crossEntropy(KernelContext &c) {
 
 Status kiln::runtime::execute(KernelContext &c) {
   const kart::Kernel &k = c.kernel;
+  Status fast;
+  if (executeOneDNN(c, fast))
+    return fast;
   if (isBinary(k.op()))
     return binary(c);
   if (isUnary(k.op()))
@@ -911,7 +882,7 @@ Status kiln::runtime::execute(KernelContext &c) {
   case Op::Embedding:
     return embedding(c);
   case Op::Matmul:
-    return matmul(c);
+    return matmulReference(c);
   case Op::Cast:
     return cast(c);
   case Op::Reshape:

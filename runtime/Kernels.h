@@ -71,14 +71,14 @@ struct View {
   template <typename T> T *as() const { return static_cast<T *>(data); }
 };
 
-class MatmulCache;
+class PrimitiveCache;
 
 struct KernelContext {
   const kart::Kernel &kernel;
   std::vector<View> in; // absent optional operands have data == nullptr
   std::vector<View> out;
   const std::vector<int64_t> &symbols; // bound symbolic dimension sizes
-  MatmulCache &matmuls;
+  PrimitiveCache &primitives;
 };
 
 /// Computes output shapes from input shapes (and bound symbols); `outDtypes`
@@ -93,17 +93,26 @@ Status inferShapes(const kart::Kernel &k,
 /// not undefined behaviour.
 Status execute(KernelContext &ctx);
 
-/// oneDNN matmul primitives, created once per shape and reused.
-class MatmulCache {
+/// oneDNN primitives, created once per shape and reused.
+class PrimitiveCache {
 public:
-  MatmulCache();
-  ~MatmulCache();
+  PrimitiveCache();
+  ~PrimitiveCache();
   struct Impl;
   Impl &impl() { return *impl_; }
 
 private:
   std::unique_ptr<Impl> impl_;
 };
+
+/// Runs the kernel as a oneDNN primitive when oneDNN has one for it (eltwise,
+/// binary, softmax, layer normalization, reduction, transpose as reorder).
+/// Returns false when the op or its operands need the reference kernel.
+bool executeOneDNN(KernelContext &ctx, Status &status);
+
+/// True when KILN_REFERENCE_KERNELS is set: every op then runs its naive
+/// reference kernel, which the tests compare with the fast path.
+bool useReferenceKernels();
 
 /// Evaluates a kart::Dim with the bound symbols.
 int64_t evalDim(const kart::Dim *d, const std::vector<int64_t> &symbols);

@@ -76,7 +76,7 @@ private:
   std::vector<Shape> shapes;
   std::vector<size_t> slotBytes;
   std::vector<uint8_t> arenaStorage;
-  MatmulCache matmuls;
+  PrimitiveCache primitives;
 };
 
 } // namespace kiln::runtime
@@ -585,7 +585,7 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
     }
   }
   for (const kart::Kernel *k : *fn.kernels()) {
-    KernelContext ctx{*k, {}, {}, symbols, matmuls};
+    KernelContext ctx{*k, {}, {}, symbols, primitives};
     for (int id : *k->inputs())
       ctx.in.push_back(id < 0 ? View{}
                               : View{ptr[id],

@@ -35,8 +35,9 @@ def write_safetensors(path, tensors):
             f.write(b)
 
 
-def kiln(*args, check=True):
-    r = subprocess.run([KILN, *map(str, args)], capture_output=True, text=True)
+def kiln(*args, check=True, env=None):
+    r = subprocess.run([KILN, *map(str, args)], capture_output=True, text=True,
+                       env=env)
     if check and r.returncode != 0:
         raise AssertionError(f"kiln {' '.join(map(str, args))} failed "
                              f"({r.returncode}):\n{r.stderr}")
@@ -58,7 +59,10 @@ def compile_model(tmp, model, defines=None, weights=None, seed=None):
     return out
 
 
-def run(tmp, artifact, inputs, function="forward", outputs=1):
+def run(tmp, artifact, inputs, function="forward", outputs=1,
+        reference_kernels=False):
+    """Runs a function; `reference_kernels` selects the naive kernels that
+    the oneDNN path is checked against."""
     args = ["run", artifact, f"--function={function}"]
     for name, a in inputs.items():
         p = Path(tmp) / f"in_{name}.npy"
@@ -66,5 +70,7 @@ def run(tmp, artifact, inputs, function="forward", outputs=1):
         args.append(f"--input={name}=@{p}")
     outs = [Path(tmp) / f"out{i}.npy" for i in range(outputs)]
     args += [f"--output=@{p}" for p in outs]
-    kiln(*args)
+    env = dict(os.environ,
+               KILN_REFERENCE_KERNELS="1" if reference_kernels else "0")
+    kiln(*args, env=env)
     return [np.load(p) for p in outs]

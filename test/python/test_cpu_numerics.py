@@ -42,6 +42,7 @@ def random_weights(table, seed):
 
 
 def check(got, want):
+    """Compares with the reference model and returns the error."""
     err = float(np.max(np.abs(got - want.numpy())))
     assert err <= TOL, f"max abs error {err:.3g} > {TOL}"
     return err
@@ -150,3 +151,20 @@ def test_save_weights_round_trip(tmp_path):
     run_kiln("compile", EXAMPLES / "gpt2.kiln", *defs, f"--weights={w}",
              "-o", b)
     assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.parametrize("model,cfg,inputs", [
+    ("gpt2.kiln", GPT2, {"tokens": np.arange(12, dtype=np.int32).reshape(2, 6)}),
+    ("llama.kiln", LLAMA, {"tokens": np.arange(10, dtype=np.int32)[None]}),
+    ("bert.kiln", BERT, {"input_ids": np.arange(8, dtype=np.int32)[None],
+                         "token_type_ids": np.zeros((1, 8), np.int32),
+                         "attention_mask": np.ones((1, 8), np.int32)}),
+    ("t5.kiln", T5, {"input_ids": np.arange(7, dtype=np.int32)[None],
+                     "attention_mask": np.ones((1, 7), np.int32),
+                     "decoder_input_ids": np.arange(4, dtype=np.int32)[None]}),
+])
+def test_onednn_matches_reference_kernels(tmp_path, model, cfg, inputs):
+    art = compile_model(tmp_path, EXAMPLES / model, cfg, seed=1)
+    (fast,) = run(tmp_path, art, inputs)
+    (naive,) = run(tmp_path, art, inputs, reference_kernels=True)
+    assert np.max(np.abs(fast - naive)) <= 1e-5

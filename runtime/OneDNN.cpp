@@ -1,0 +1,384 @@
+//===- OneDNN.cpp - kernels that run as oneDNN primitives -----------------===//
+//
+// Where oneDNN has a primitive for an op — eltwise activations, binary ops,
+// softmax, layer normalization, reductions, and transposes as reorders — the
+// runtime uses it, created once per shape and cached. Each has a naive
+// reference in Kernels.cpp; KILN_REFERENCE_KERNELS=1 selects the references,
+// and the tests compare the two paths on every example model.
+//
+//===----------------------------------------------------------------------===//
+#include "runtime/Kernels.h"
+
+#include <dnnl.hpp>
+
+#include <cstdlib>
+#include <iomanip>
+#include <map>
+#include <sstream>
+
+using namespace kiln;
+using namespace kiln::runtime;
+using kart::Op;
+using Shape = std::vector<int64_t>;
+using dt = dnnl::memory::data_type;
+
+struct PrimitiveCache::Impl {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+  std::map<std::string, dnnl::primitive> prims;
+};
+
+PrimitiveCache::PrimitiveCache() : impl_(std::make_unique<Impl>()) {}
+PrimitiveCache::~PrimitiveCache() = default;
+
+bool kiln::runtime::useReferenceKernels() {
+  static const bool reference = [] {
+    const char *v = std::getenv("KILN_REFERENCE_KERNELS");
+    return v && *v && std::string(v) != "0";
+  }();
+  return reference;
+}
+
+namespace {
+
+dnnl::memory::dims stridesOf(const dnnl::memory::dims &d) {
+  dnnl::memory::dims st(d.size(), 1);
+  for (int i = static_cast<int>(d.size()) - 2; i >= 0; --i)
+    st[i] = st[i + 1] * d[i + 1];
+  return st;
+}
+
+/// A dense row-major descriptor; rank 0 becomes [1] (oneDNN has no scalars).
+dnnl::memory::desc plain(const Shape &s, dt type = dt::f32) {
+  dnnl::memory::dims d(s.begin(), s.end());
+  if (d.empty())
+    d.push_back(1);
+  return dnnl::memory::desc(d, type, stridesOf(d));
+}
+
+/// `s` left-padded with 1s to `rank` dimensions.
+Shape padTo(const Shape &s, size_t rank) {
+  Shape r(rank - s.size(), 1);
+  r.insert(r.end(), s.begin(), s.end());
+  return r;
+}
+
+/// Identifies a primitive: the op, every attribute (axes, perms, flags,
+/// epsilons, variants) and the operand shapes.
+std::string keyOf(const KernelContext &c, const std::string &extra = "") {
+  std::ostringstream k;
+  k << std::setprecision(17) << static_cast<int>(c.kernel.op()) << "|" << extra
+    << "|i";
+  if (c.kernel.ints())
+    for (int64_t v : *c.kernel.ints())
+      k << v << ",";
+  k << "|f";
+  if (c.kernel.floats())
+    for (double v : *c.kernel.floats())
+      k << v << ",";
+  if (c.kernel.text())
+    k << "|t" << c.kernel.text()->str();
+  for (const View &v : c.in)
+    if (v.data) {
+      k << "|";
+      for (int64_t d : *v.shape)
+        k << d << ",";
+    }
+  return k.str();
+}
+
+template <typename Build>
+dnnl::primitive &cached(KernelContext &c, const std::string &key, Build build) {
+  auto &prims = c.primitives.impl().prims;
+  auto it = prims.find(key);
+  if (it == prims.end())
+    it = prims.emplace(key, build()).first;
+  return it->second;
+}
+
+dnnl::memory mem(KernelContext &c, const dnnl::memory::desc &d, void *p) {
+  return dnnl::memory(d, c.primitives.impl().engine, p);
+}
+
+void run(KernelContext &c, dnnl::primitive &p,
+         const std::unordered_map<int, dnnl::memory> &args) {
+  p.execute(c.primitives.impl().stream, args);
+  c.primitives.impl().stream.wait();
+}
+
+/// A logical [..., R, C] operand stored row-major, possibly as [..., C, R]:
+/// a transpose is a choice of strides, never a copy.
+dnnl::memory::desc operandDesc(const Shape &stored, size_t rank,
+                               bool transposed) {
+  dnnl::memory::dims phys(rank - stored.size(), 1);
+  phys.insert(phys.end(), stored.begin(), stored.end());
+  dnnl::memory::dims st = stridesOf(phys);
+  dnnl::memory::dims logical = phys;
+  if (transposed) {
+    std::swap(logical[rank - 1], logical[rank - 2]);
+    std::swap(st[rank - 1], st[rank - 2]);
+  }
+  return dnnl::memory::desc(logical, dt::f32, st);
+}
+
+bool matmul(KernelContext &c) {
+  const Shape &a = *c.in[0].shape, &b = *c.in[1].shape, &o = *c.out[0].shape;
+  bool ta = c.kernel.ints()->Get(0), tb = c.kernel.ints()->Get(1);
+  size_t rank = o.size();
+  auto src = operandDesc(a, rank, ta), wei = operandDesc(b, rank, tb);
+  dnnl::memory::dims od(o.begin(), o.end());
+  dnnl::memory::desc dst(od, dt::f32, stridesOf(od));
+  auto &p = cached(c, keyOf(c, std::to_string(ta) + std::to_string(tb)), [&] {
+    return dnnl::matmul(dnnl::matmul::primitive_desc(
+        dnnl::matmul::desc(src, wei, dst), c.primitives.impl().engine));
+  });
+  run(c, p,
+      {{DNNL_ARG_SRC, mem(c, src, c.in[0].data)},
+       {DNNL_ARG_WEIGHTS, mem(c, wei, c.in[1].data)},
+       {DNNL_ARG_DST, mem(c, dst, c.out[0].data)}});
+  return true;
+}
+
+bool eltwise(KernelContext &c) {
+  using A = dnnl::algorithm;
+  A alg;
+  float alpha = 0, beta = 0;
+  switch (c.kernel.op()) {
+  case Op::Neg:
+    alg = A::eltwise_linear;
+    alpha = -1;
+    break;
+  case Op::Exp:
+    alg = A::eltwise_exp;
+    break;
+  case Op::Log:
+    alg = A::eltwise_log;
+    break;
+  case Op::Sqrt:
+    alg = A::eltwise_sqrt;
+    break;
+  case Op::Rsqrt:
+    alg = A::eltwise_pow;
+    alpha = 1;
+    beta = -0.5f;
+    break;
+  case Op::Tanh:
+    alg = A::eltwise_tanh;
+    break;
+  case Op::Sigmoid:
+    alg = A::eltwise_logistic;
+    break;
+  case Op::Relu:
+    alg = A::eltwise_relu;
+    break;
+  case Op::Silu:
+    alg = A::eltwise_swish;
+    alpha = 1;
+    break;
+  case Op::Gelu:
+    alg = c.kernel.text()->str() == "tanh" ? A::eltwise_gelu_tanh
+                                           : A::eltwise_gelu_erf;
+    break;
+  default:
+    return false;
+  }
+  auto md = plain({c.in[0].numel()});
+  auto &p = cached(c, keyOf(c), [&] {
+    return dnnl::eltwise_forward(dnnl::eltwise_forward::primitive_desc(
+        dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_inference, alg, md,
+                                    alpha, beta),
+        c.primitives.impl().engine));
+  });
+  run(c, p,
+      {{DNNL_ARG_SRC, mem(c, md, c.in[0].data)},
+       {DNNL_ARG_DST, mem(c, md, c.out[0].data)}});
+  return true;
+}
+
+bool binary(KernelContext &c) {
+  using A = dnnl::algorithm;
+  if (c.in[0].dtype != DType::F32)
+    return false;
+  A alg;
+  bool commutative = true;
+  switch (c.kernel.op()) {
+  case Op::Add:
+    alg = A::binary_add;
+    break;
+  case Op::Mul:
+    alg = A::binary_mul;
+    break;
+  case Op::Max:
+    alg = A::binary_max;
+    break;
+  case Op::Min:
+    alg = A::binary_min;
+    break;
+  case Op::Sub:
+    alg = A::binary_sub;
+    commutative = false;
+    break;
+  case Op::Div:
+    alg = A::binary_div;
+    commutative = false;
+    break;
+  default:
+    return false;
+  }
+  const Shape &out = *c.out[0].shape;
+  size_t rank = std::max<size_t>(out.size(), 1);
+  Shape a = padTo(*c.in[0].shape, rank), b = padTo(*c.in[1].shape, rank),
+        o = padTo(out, rank);
+  int first = 0;
+  // oneDNN broadcasts only its second source; swap when that is legal.
+  if (a != o) {
+    if (!commutative || b != o)
+      return false;
+    std::swap(a, b);
+    first = 1;
+  }
+  auto ma = plain(a), mb = plain(b), mo = plain(o);
+  auto &p = cached(c, keyOf(c, std::to_string(first)), [&] {
+    return dnnl::binary(dnnl::binary::primitive_desc(
+        dnnl::binary::desc(alg, ma, mb, mo), c.primitives.impl().engine));
+  });
+  run(c, p,
+      {{DNNL_ARG_SRC_0, mem(c, ma, c.in[first].data)},
+       {DNNL_ARG_SRC_1, mem(c, mb, c.in[1 - first].data)},
+       {DNNL_ARG_DST, mem(c, mo, c.out[0].data)}});
+  return true;
+}
+
+bool softmax(KernelContext &c) {
+  const Shape &s = *c.in[0].shape;
+  int64_t axis = c.kernel.ints()->Get(0);
+  axis = axis < 0 ? axis + static_cast<int64_t>(s.size()) : axis;
+  auto md = plain(s);
+  auto &p = cached(c, keyOf(c), [&] {
+    return dnnl::softmax_forward(dnnl::softmax_forward::primitive_desc(
+        dnnl::softmax_forward::desc(dnnl::prop_kind::forward_inference, md,
+                                    static_cast<int>(axis)),
+        c.primitives.impl().engine));
+  });
+  run(c, p,
+      {{DNNL_ARG_SRC, mem(c, md, c.in[0].data)},
+       {DNNL_ARG_DST, mem(c, md, c.out[0].data)}});
+  return true;
+}
+
+bool layerNorm(KernelContext &c) {
+  const Shape &s = *c.in[0].shape;
+  int64_t C = s.back();
+  // oneDNN normalizes over the last dimension of a [rows, C] view.
+  auto md = plain({c.in[0].numel() / std::max<int64_t>(C, 1), C});
+  auto wd = plain({C});
+  float eps = static_cast<float>(c.kernel.floats()->Get(0));
+  auto &p = cached(c, keyOf(c), [&] {
+    return dnnl::layer_normalization_forward(
+        dnnl::layer_normalization_forward::primitive_desc(
+            dnnl::layer_normalization_forward::desc(
+                dnnl::prop_kind::forward_inference, md, eps,
+                dnnl::normalization_flags::use_scale |
+                    dnnl::normalization_flags::use_shift),
+            c.primitives.impl().engine));
+  });
+  run(c, p,
+      {{DNNL_ARG_SRC, mem(c, md, c.in[0].data)},
+       {DNNL_ARG_SCALE, mem(c, wd, c.in[1].data)},
+       {DNNL_ARG_SHIFT, mem(c, wd, c.in[2].data)},
+       {DNNL_ARG_DST, mem(c, md, c.out[0].data)}});
+  return true;
+}
+
+bool reduction(KernelContext &c) {
+  using A = dnnl::algorithm;
+  const Shape &s = *c.in[0].shape;
+  if (s.empty())
+    return false;
+  A alg = c.kernel.op() == Op::ReduceSum    ? A::reduction_sum
+          : c.kernel.op() == Op::ReduceMean ? A::reduction_mean
+                                            : A::reduction_max;
+  Shape kept = s;
+  for (size_t i = 1; i < c.kernel.ints()->size(); ++i) {
+    int64_t a = c.kernel.ints()->Get(i);
+    kept[a < 0 ? a + static_cast<int64_t>(s.size()) : a] = 1;
+  }
+  if (kept == s)
+    return false; // nothing to reduce: oneDNN wants a real reduction
+  // The result is contiguous either way; describe it with kept dimensions.
+  auto ms = plain(s), md = plain(kept);
+  auto &p = cached(c, keyOf(c), [&] {
+    return dnnl::reduction(dnnl::reduction::primitive_desc(
+        dnnl::reduction::desc(alg, ms, md, 0.f, 0.f),
+        c.primitives.impl().engine));
+  });
+  run(c, p,
+      {{DNNL_ARG_SRC, mem(c, ms, c.in[0].data)},
+       {DNNL_ARG_DST, mem(c, md, c.out[0].data)}});
+  return true;
+}
+
+bool transpose(KernelContext &c) {
+  dt type;
+  switch (c.in[0].dtype) {
+  case DType::F32:
+    type = dt::f32;
+    break;
+  case DType::I32:
+    type = dt::s32;
+    break;
+  default:
+    return false;
+  }
+  const Shape &in = *c.in[0].shape, &out = *c.out[0].shape;
+  if (in.empty())
+    return false;
+  dnnl::memory::dims inStrides = stridesOf({in.begin(), in.end()});
+  dnnl::memory::dims od(out.begin(), out.end()), st(out.size());
+  for (size_t i = 0; i < out.size(); ++i)
+    st[i] = inStrides[c.kernel.ints()->Get(i)];
+  // The source seen through the permutation: output dims, permuted strides.
+  dnnl::memory::desc src(od, type, st), dst(od, type, stridesOf(od));
+  auto &p = cached(c, keyOf(c), [&] {
+    return dnnl::reorder(dnnl::reorder::primitive_desc(
+        c.primitives.impl().engine, src, c.primitives.impl().engine, dst));
+  });
+  run(c, p,
+      {{DNNL_ARG_FROM, mem(c, src, c.in[0].data)},
+       {DNNL_ARG_TO, mem(c, dst, c.out[0].data)}});
+  return true;
+}
+
+} // namespace
+
+bool kiln::runtime::executeOneDNN(KernelContext &c, Status &status) {
+  if (useReferenceKernels() || c.out[0].numel() == 0)
+    return false;
+  try {
+    Op op = c.kernel.op();
+    if (isUnary(op))
+      return eltwise(c);
+    if (isBinary(op))
+      return binary(c);
+    switch (op) {
+    case Op::Matmul:
+      return matmul(c);
+    case Op::Softmax:
+      return softmax(c);
+    case Op::LayerNorm:
+      return layerNorm(c);
+    case Op::ReduceSum:
+    case Op::ReduceMean:
+    case Op::ReduceMax:
+      return reduction(c);
+    case Op::Transpose:
+      return transpose(c);
+    default:
+      return false;
+    }
+  } catch (const dnnl::error &e) {
+    status = Status::error(std::string(kart::EnumNameOp(c.kernel.op())) +
+                           ": oneDNN failed: " + e.what());
+    return true;
+  }
+}
