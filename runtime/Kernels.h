@@ -81,8 +81,8 @@ struct KernelContext {
   PrimitiveCache &primitives;
 };
 
-/// Computes output shapes from input shapes (and bound symbols); `outDtypes`
-/// are the declared output element types. Reports mismatches with the
+/// Computes output shapes from input shapes and the bound symbols, checking
+/// the run-time sizes the kernel relies on. Reports mismatches with the
 /// kernel's source location.
 Status inferShapes(const kart::Kernel &k,
                    const std::vector<const std::vector<int64_t> *> &inShapes,
@@ -93,7 +93,8 @@ Status inferShapes(const kart::Kernel &k,
 /// not undefined behaviour.
 Status execute(KernelContext &ctx);
 
-/// oneDNN primitives, created once per shape and reused.
+/// oneDNN primitives, created once per op, attributes and shapes and reused
+/// by every later call.
 class PrimitiveCache {
 public:
   PrimitiveCache();
@@ -105,8 +106,9 @@ private:
   std::unique_ptr<Impl> impl_;
 };
 
-/// Runs the kernel as a oneDNN primitive when oneDNN has one for it (eltwise,
-/// binary, softmax, layer normalization, reduction, transpose as reorder).
+/// Runs the kernel as a oneDNN primitive when oneDNN has one for it (matmul,
+/// eltwise, binary, softmax, layer normalization, reduction, transpose as
+/// reorder).
 /// Returns false when the op or its operands need the reference kernel.
 bool executeOneDNN(KernelContext &ctx, Status &status);
 
