@@ -471,6 +471,11 @@ Writer::writeFunction(func::FuncOp fn,
               ints = {static_cast<int64_t>(c.getIgnoreIndex())};
               return success();
             })
+            .Case([&](CrossEntropyGradOp c) {
+              code = kart::Op::CrossEntropyGrad;
+              ints = {static_cast<int64_t>(c.getIgnoreIndex())};
+              return success();
+            })
             .Default([&](Operation *o) {
               return o->emitError("the CPU backend cannot lower '")
                      << o->getName() << "'";

@@ -106,6 +106,7 @@ KILN_COMPATIBLE_RETURN_TYPES(AttentionOp)
 KILN_COMPATIBLE_RETURN_TYPES(RelativePositionBucketOp)
 KILN_COMPATIBLE_RETURN_TYPES(CrossEntropyOp)
 KILN_COMPATIBLE_RETURN_TYPES(RopeOp)
+KILN_COMPATIBLE_RETURN_TYPES(CrossEntropyGradOp)
 #undef KILN_COMPATIBLE_RETURN_TYPES
 
 //===----------------------------------------------------------------------===//
@@ -728,12 +729,14 @@ LogicalResult RelativePositionBucketOp::inferReturnTypes(
   return success();
 }
 
-LogicalResult CrossEntropyOp::inferReturnTypes(MLIRContext *ctx,
+/// Logits [..., V] and integer targets [...], shared by the loss and its
+/// gradient.
+static LogicalResult checkCrossEntropyOperands(StringRef opName,
                                                std::optional<Location> loc,
-                                               Adaptor adaptor,
-                                               SmallVectorImpl<Type> &results) {
-  Failure fail(loc, getOperationName());
-  auto logits = ranked(adaptor.getLogits()), t = ranked(adaptor.getTargets());
+                                               Value logitsValue,
+                                               Value targets) {
+  Failure fail(loc, opName);
+  auto logits = ranked(logitsValue), t = ranked(targets);
   if (logits.getRank() < 1)
     return fail("logits must have a class dimension");
   ArrayRef<int64_t> outer = logits.getShape().drop_back();
@@ -744,9 +747,32 @@ LogicalResult CrossEntropyOp::inferReturnTypes(MLIRContext *ctx,
     return fail("targets ", str(t.getShape()),
                 " must match the logits shape without the class dimension, ",
                 str(outer));
+  return success();
+}
+
+LogicalResult CrossEntropyOp::inferReturnTypes(MLIRContext *ctx,
+                                               std::optional<Location> loc,
+                                               Adaptor adaptor,
+                                               SmallVectorImpl<Type> &results) {
+  if (failed(checkCrossEntropyOperands(
+          getOperationName(), loc, adaptor.getLogits(), adaptor.getTargets())))
+    return failure();
   results.push_back(RankedTensorType::get({}, Float32Type::get(ctx)));
   return success();
 }
+
+LogicalResult
+CrossEntropyGradOp::inferReturnTypes(MLIRContext *, std::optional<Location> loc,
+                                     Adaptor adaptor,
+                                     SmallVectorImpl<Type> &results) {
+  if (failed(checkCrossEntropyOperands(
+          getOperationName(), loc, adaptor.getLogits(), adaptor.getTargets())))
+    return failure();
+  results.push_back(adaptor.getLogits().getType());
+  return success();
+}
+
+#include "ir/KilnInterfaces.cpp.inc"
 
 #define GET_OP_CLASSES
 #include "ir/KilnOps.cpp.inc"

@@ -16,6 +16,7 @@ include "mlir/IR/SymbolInterfaces.td"
 include "mlir/IR/BuiltinAttributeInterfaces.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
+include "ir/KilnInterfaces.td"
 
 def Kiln_Dialect : Dialect {
   let name = "kiln";
@@ -94,8 +95,10 @@ class Kiln_BinaryOp<string mnemonic, string what, list<Trait> traits = []>
   }];
 }
 
-class Kiln_UnaryFloatOp<string mnemonic, string what, string formula>
-    : Kiln_SameTypeOp<mnemonic, [SameOperandsAndResultType]> {
+class Kiln_UnaryFloatOp<string mnemonic, string what, string formula,
+                        list<Trait> traits = []>
+    : Kiln_SameTypeOp<mnemonic, !listconcat(traits,
+                                            [SameOperandsAndResultType])> {
   let summary = what;
   let description = [{
     Applies }] # what # [{ elementwise: `}] # formula # [{`.
@@ -217,7 +220,7 @@ def Kiln_EmbeddingOp : Kiln_InferOp<"embedding"> {
   }];
 }
 
-def Kiln_MatmulOp : Kiln_InferOp<"matmul"> {
+def Kiln_MatmulOp : Kiln_InferOp<"matmul", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
   let summary = "batched matrix multiplication";
   let description = [{
     `lhs[..., M, K] x rhs[..., K, N] -> [..., M, N]`, with the leading (batch)
@@ -246,23 +249,26 @@ def Kiln_MatmulOp : Kiln_InferOp<"matmul"> {
 // Elementwise
 //===----------------------------------------------------------------------===//
 
-def Kiln_AddOp : Kiln_BinaryOp<"add", "addition", [Commutative]>;
-def Kiln_SubOp : Kiln_BinaryOp<"sub", "subtraction">;
-def Kiln_MulOp : Kiln_BinaryOp<"mul", "multiplication", [Commutative]>;
-def Kiln_DivOp : Kiln_BinaryOp<"div", "division">;
+def Kiln_AddOp : Kiln_BinaryOp<"add", "addition", [Commutative, DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
+def Kiln_SubOp : Kiln_BinaryOp<"sub", "subtraction", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
+def Kiln_MulOp : Kiln_BinaryOp<"mul", "multiplication", [Commutative, DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
+def Kiln_DivOp : Kiln_BinaryOp<"div", "division", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
 def Kiln_MaxOp : Kiln_BinaryOp<"max", "maximum", [Commutative]>;
 def Kiln_MinOp : Kiln_BinaryOp<"min", "minimum", [Commutative]>;
 def Kiln_PowOp : Kiln_BinaryOp<"pow", "power (lhs raised to rhs)">;
 
-def Kiln_NegOp : Kiln_UnaryFloatOp<"neg", "negation", "y = -x">;
-def Kiln_ExpOp : Kiln_UnaryFloatOp<"exp", "the exponential", "y = exp(x)">;
+def Kiln_NegOp : Kiln_UnaryFloatOp<"neg", "negation", "y = -x",
+                                   [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
+def Kiln_ExpOp : Kiln_UnaryFloatOp<"exp", "the exponential", "y = exp(x)",
+                                   [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
 def Kiln_LogOp : Kiln_UnaryFloatOp<"log", "the natural logarithm", "y = log(x)">;
 def Kiln_SqrtOp : Kiln_UnaryFloatOp<"sqrt", "the square root", "y = sqrt(x)">;
 def Kiln_RsqrtOp : Kiln_UnaryFloatOp<"rsqrt", "the reciprocal square root",
                                      "y = 1 / sqrt(x)">;
-def Kiln_TanhOp : Kiln_UnaryFloatOp<"tanh", "the hyperbolic tangent", "y = tanh(x)">;
+def Kiln_TanhOp : Kiln_UnaryFloatOp<"tanh", "the hyperbolic tangent",
+                                    "y = tanh(x)", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
 def Kiln_SigmoidOp : Kiln_UnaryFloatOp<"sigmoid", "the logistic sigmoid",
-                                       "y = 1 / (1 + exp(-x))">;
+                                       "y = 1 / (1 + exp(-x))", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
 def Kiln_ReluOp : Kiln_UnaryFloatOp<"relu", "the rectifier", "y = max(x, 0)">;
 def Kiln_SiluOp : Kiln_UnaryFloatOp<"silu", "SiLU (swish)", "y = x * sigmoid(x)">;
 
@@ -325,7 +331,7 @@ def Kiln_ReshapeOp : Kiln_InferOp<"reshape"> {
   let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
 }
 
-def Kiln_TransposeOp : Kiln_InferOp<"transpose"> {
+def Kiln_TransposeOp : Kiln_InferOp<"transpose", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
   let summary = "permutes dimensions";
   let description = [{
     Result dimension `i` is input dimension `perm[i]`; `perm` is a permutation
@@ -567,7 +573,7 @@ def Kiln_RelativePositionBucketOp : Kiln_InferOp<"relative_position_bucket"> {
   }];
 }
 
-def Kiln_CrossEntropyOp : Kiln_InferOp<"cross_entropy"> {
+def Kiln_CrossEntropyOp : Kiln_InferOp<"cross_entropy", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
   let summary = "mean softmax cross-entropy over a class dimension";
   let description = [{
     `logits[..., V]` and integer `targets[...]`: the mean over positions whose
@@ -585,6 +591,34 @@ def Kiln_CrossEntropyOp : Kiln_InferOp<"cross_entropy"> {
   let results = (outs Kiln_ScalarF32:$result);
   let assemblyFormat = [{
     $logits `,` $targets attr-dict `:` type($logits) `,` type($targets) `->` type($result)
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// Gradients (produced by kiln-autodiff)
+//===----------------------------------------------------------------------===//
+
+def Kiln_CrossEntropyGradOp : Kiln_InferOp<"cross_entropy_grad"> {
+  let summary = "gradient of cross_entropy with respect to the logits";
+  let description = [{
+    For `l = kiln.cross_entropy %logits, %targets`, returns `dL/dlogits` given
+    the rank-0 upstream gradient `dL/dl`: at each position whose target is
+    not `ignore_index`, `(softmax(logits) - onehot(target)) * upstream / n`,
+    where `n` counts those positions; zero elsewhere. The probabilities are
+    recomputed row by row, never stored.
+
+    Example:
+    ```mlir
+    %d = kiln.cross_entropy_grad %logits, %targets, %g {ignore_index = -100 : i64}
+        : tensor<?x50xf32>, tensor<?xi32>, tensor<f32> -> tensor<?x50xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$logits, Kiln_IntTensor:$targets,
+                   Kiln_ScalarF32:$upstream,
+                   DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = [{
+    $logits `,` $targets `,` $upstream attr-dict `:` type($logits) `,` type($targets) `,` type($upstream) `->` type($result)
   }];
 }
 

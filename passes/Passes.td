@@ -21,4 +21,27 @@ def InferShapes : Pass<"kiln-infer-shapes", "mlir::func::FuncOp"> {
   let dependentDialects = ["::kiln::KilnDialect"];
 }
 
+def Autodiff : Pass<"kiln-autodiff", "mlir::ModuleOp"> {
+  let summary = "Derive the gradients of a scalar loss by reverse-mode autodiff";
+  let description = [{
+    For the function named by `function` (default `loss`), whose first result
+    is a rank-0 f32 loss, adds `<function>_grad`: the same arguments, and as
+    results the loss followed by the gradient of every model parameter, in
+    the module's parameter order (zeros for parameters the loss does not
+    use). The pass walks the function backwards and asks each op for its
+    vector-Jacobian product through DifferentiableOpInterface, summing the
+    gradients of values used more than once. An op without a rule is an
+    error that names it and its location.
+
+    Example: `kiln-opt --kiln-autodiff=function=loss` turns
+    `func @loss(%x, %y) -> tensor<f32>` into that function plus
+    `func @loss_grad(%x, %y) -> (tensor<f32>, tensor<8x4xf32>, ...)`.
+  }];
+  let options = [
+    Option<"function", "function", "std::string", /*default=*/"\"loss\"",
+           "The function to differentiate">
+  ];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
 #endif // KILN_PASSES

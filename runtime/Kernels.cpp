@@ -131,6 +131,7 @@ const OpSignature &kiln::runtime::signatureOf(Op op) {
       {Op::Attention, {5, 5, 1, 3, 0, 1, 0, false}},
       {Op::RelativePositionBucket, {2, 2, 1, 3, 0, 0, 0, false}},
       {Op::CrossEntropy, {2, 2, 1, 1, 0, 0, 0, false}},
+      {Op::CrossEntropyGrad, {3, 3, 1, 1, 0, 0, 0, false}},
   };
   return table.at(op);
 }
@@ -315,10 +316,11 @@ Status kiln::runtime::inferShapes(const kart::Kernel &k,
         {shape(0)[shape(0).size() - 2], shape(1)[shape(1).size() - 2]});
     return Status::ok();
   case Op::CrossEntropy:
+  case Op::CrossEntropyGrad:
     if (Shape(shape(0).begin(), shape(0).end() - 1) != shape(1))
       return fail(k, "targets " + str(shape(1)) + " do not match logits " +
                          str(shape(0)));
-    out.push_back({});
+    out.push_back(k.op() == Op::CrossEntropy ? Shape() : shape(0));
     return Status::ok();
   default:
     break;
@@ -839,13 +841,11 @@ Status relativePositionBucket(KernelContext &c) {
   return Status::ok();
 }
 
-Status crossEntropy(KernelContext &c) {
-  const Shape &ls = *c.in[0].shape;
-  int64_t V = ls.back(), rows = c.in[0].numel() / std::max<int64_t>(V, 1);
-  int64_t ignore = ival(c.kernel, 0);
-  const float *l = c.in[0].as<float>();
-  double total = 0;
-  int64_t counted = 0;
+/// Checks every target against the class count; returns how many are not
+/// ignored.
+Status countTargets(const KernelContext &c, int64_t rows, int64_t V,
+                    int64_t ignore, int64_t &counted) {
+  counted = 0;
   for (int64_t r = 0; r < rows; ++r) {
     int64_t t = index(c.in[1], r);
     if (t == ignore)
@@ -854,16 +854,66 @@ Status crossEntropy(KernelContext &c) {
       return fail(c.kernel, "target " + std::to_string(t) + " at position " +
                                 std::to_string(r) + " is outside [0, " +
                                 std::to_string(V) + ")");
+    ++counted;
+  }
+  return Status::ok();
+}
+
+Status crossEntropy(KernelContext &c) {
+  const Shape &ls = *c.in[0].shape;
+  int64_t V = ls.back(), rows = c.in[0].numel() / std::max<int64_t>(V, 1);
+  int64_t ignore = ival(c.kernel, 0), counted;
+  if (Status s = countTargets(c, rows, V, ignore, counted); !s)
+    return s;
+  const float *l = c.in[0].as<float>();
+  double total = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t t = index(c.in[1], r);
+    if (t == ignore)
+      continue;
     const float *lr = l + r * V;
     float m = *std::max_element(lr, lr + V);
     double sum = 0;
     for (int64_t j = 0; j < V; ++j)
       sum += std::exp(static_cast<double>(lr[j] - m));
     total += std::log(sum) + m - lr[t];
-    ++counted;
   }
   // Every target ignored: the mean over nothing is NaN, as in PyTorch.
   c.out[0].as<float>()[0] = counted ? static_cast<float>(total / counted) : NAN;
+  return Status::ok();
+}
+
+/// dL/dlogits = (softmax(logits) - onehot(target)) * upstream / counted,
+/// recomputing each row's probabilities.
+Status crossEntropyGrad(KernelContext &c) {
+  const Shape &ls = *c.in[0].shape;
+  int64_t V = ls.back(), rows = c.in[0].numel() / std::max<int64_t>(V, 1);
+  int64_t ignore = ival(c.kernel, 0), counted;
+  if (Status s = countTargets(c, rows, V, ignore, counted); !s)
+    return s;
+  float scale = c.in[2].as<float>()[0] /
+                static_cast<float>(std::max<int64_t>(counted, 1));
+  const float *l = c.in[0].as<float>();
+  float *d = c.out[0].as<float>();
+#pragma omp parallel for
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t t = index(c.in[1], r);
+    const float *lr = l + r * V;
+    float *dr = d + r * V;
+    if (t == ignore) {
+      std::fill(dr, dr + V, 0.0f);
+      continue;
+    }
+    float m = *std::max_element(lr, lr + V);
+    double sum = 0;
+    for (int64_t j = 0; j < V; ++j)
+      sum += std::exp(static_cast<double>(lr[j] - m));
+    for (int64_t j = 0; j < V; ++j)
+      dr[j] =
+          static_cast<float>(std::exp(static_cast<double>(lr[j] - m)) / sum) *
+          scale;
+    dr[t] -= scale;
+  }
   return Status::ok();
 }
 
@@ -931,6 +981,8 @@ Status kiln::runtime::execute(KernelContext &c) {
     return relativePositionBucket(c);
   case Op::CrossEntropy:
     return crossEntropy(c);
+  case Op::CrossEntropyGrad:
+    return crossEntropyGrad(c);
   default:
     break;
   }

@@ -27,6 +27,7 @@
 //                                         floats [scale]
 //   RelativePositionBucket in [q, k]      ints [bidirectional, buckets, max]
 //   CrossEntropy     in [logits, targets] ints [ignore_index]
+//   CrossEntropyGrad in [logits, targets, upstream] ints [ignore_index]
 //
 //===----------------------------------------------------------------------===//
 #ifndef KILN_RUNTIME_KERNELS_H

@@ -266,6 +266,13 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
         rank(in[1]) != rank(in[0]) - 1 || !isF32(out[0]) || rank(out[0]) != 0)
       return bad("needs f32 logits, integer targets and a scalar f32 result");
     break;
+  case Op::CrossEntropyGrad:
+    if (rank(in[0]) < 1 || !isF32(in[0]) || !isInt(in[1]) ||
+        rank(in[1]) != rank(in[0]) - 1 || !isF32(in[2]) || rank(in[2]) != 0 ||
+        !isF32(out[0]) || rank(out[0]) != rank(in[0]))
+      return bad("needs f32 logits, integer targets, a scalar f32 upstream "
+                 "gradient and an f32 result shaped like the logits");
+    break;
   default:
     break;
   }

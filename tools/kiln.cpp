@@ -13,6 +13,7 @@
 #include "codegen/KartWriter.h"
 #include "frontend/Driver.h"
 #include "ir/KilnDialect.h"
+#include "passes/Passes.h"
 #include "runtime/Llama2c.h"
 #include "runtime/Model.h"
 #include "tools/Commands.h"
@@ -21,6 +22,8 @@
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Transforms/Passes.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Config/llvm-config.h"
 #include "llvm/Support/FileSystem.h"
@@ -69,6 +72,8 @@ compile options:
   --external-weights=F  keep the weights out of the artifact: write them to
                      the .safetensors file F, which the artifact refers to
   --locations        print source locations in the IR (mlir)
+  --grad=FN          also derive FN_grad: the loss FN returns and the gradient
+                     of every parameter (reverse-mode autodiff)
 
 run options:
   --function=NAME    the function to run (default: forward)
@@ -151,7 +156,7 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   std::string input, output, emit;
   bool locations = false;
   uint64_t seed = 0;
-  std::string weightsPath, saveWeightsPath, externalPath;
+  std::string weightsPath, saveWeightsPath, externalPath, gradOf;
   kiln::CompileOptions options;
   auto addDefine = [&](llvm::StringRef def) {
     auto [name, value] = def.split('=');
@@ -197,6 +202,10 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
         return rc;
     } else if (a == "--locations") {
       locations = true;
+    } else if (a.consume_front("--grad=")) {
+      gradOf = a.str();
+      if (gradOf.empty())
+        return usageError("--grad expects a function name, e.g. --grad=loss");
     } else if (a.consume_front("--external-weights=")) {
       externalPath = a.str();
     } else if (a.consume_front("--save-weights=")) {
@@ -281,6 +290,19 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
       kiln::compileBuffer(ctx, sm, id, options);
   if (!module)
     return 1;
+  if (!gradOf.empty()) {
+    // Reverse-mode autodiff adds <fn>_grad; canonicalization and CSE tidy
+    // the backward ops it builds.
+    mlir::SourceMgrDiagnosticHandler handler(sm, &ctx);
+    mlir::PassManager pm(&ctx);
+    kiln::AutodiffOptions autodiff;
+    autodiff.function = gradOf;
+    pm.addPass(kiln::createAutodiff(autodiff));
+    pm.addPass(mlir::createCanonicalizerPass());
+    pm.addPass(mlir::createCSEPass());
+    if (mlir::failed(pm.run(*module)))
+      return 1;
+  }
   if (emit == "kart" || emit == "plan" || emit == "lowered") {
     std::vector<uint8_t> bytes;
     kiln::ArtifactOptions artifact;

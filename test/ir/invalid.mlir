@@ -678,3 +678,21 @@ func.func @f79(%a: tensor<4x8xf32>) {
   %r = kiln.embedding %a, %a : tensor<4x8xf32>, tensor<4x8xf32> -> tensor<4x8x8xf32>
   return
 }
+
+// -----
+
+func.func @ce_grad(%a: tensor<4x8xf32>, %i: tensor<5xi32>, %g: tensor<f32>) {
+  // expected-error @+2 {{targets [5] must match the logits shape without the class dimension, [4]}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %r = kiln.cross_entropy_grad %a, %i, %g : tensor<4x8xf32>, tensor<5xi32>, tensor<f32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @ce_grad_scalar(%s: tensor<f32>, %i: tensor<i32>, %g: tensor<f32>) {
+  // expected-error @+2 {{logits must have a class dimension}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %r = kiln.cross_entropy_grad %s, %i, %g : tensor<f32>, tensor<i32>, tensor<f32> -> tensor<f32>
+  return
+}

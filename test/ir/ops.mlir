@@ -103,5 +103,7 @@ func.func @all_ops(%tok: tensor<?x?xi32>, %mask: tensor<?x?xi32>, %pos: tensor<?
   %o2 = kiln.attention %q, %p#0, %p#1 mask %mask bias %bias {num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.35 : f64} : (tensor<?x?x16xf32>, tensor<?x?x8xf32>, tensor<?x?x8xf32>, tensor<?x?xi32>, tensor<2x1x1xf32>) -> tensor<?x?x16xf32>
   // CHECK: kiln.cross_entropy %{{.*}}, %{{.*}} {ignore_index = 0 : i64}
   %ce = kiln.cross_entropy %l, %tok {ignore_index = 0 : i64} : tensor<?x?x64xf32>, tensor<?x?xi32> -> tensor<f32>
+  // CHECK: kiln.cross_entropy_grad %{{.*}}, %{{.*}}, %{{.*}} {ignore_index = 0 : i64}
+  %dl = kiln.cross_entropy_grad %l, %tok, %ce {ignore_index = 0 : i64} : tensor<?x?x64xf32>, tensor<?x?xi32>, tensor<f32> -> tensor<?x?x64xf32>
   return %ce : tensor<f32>
 }

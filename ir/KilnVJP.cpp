@@ -1,0 +1,200 @@
+//===- KilnVJP.cpp - vector-Jacobian products of kiln ops -----------------===//
+//
+// The rules of reverse-mode autodiff, one per op, side by side. Each builds
+// the gradient of every operand from the gradient of the result with ordinary
+// kiln ops, so the backward pass is IR like the forward pass and goes through
+// the same verifiers, lowering and kernels. Broadcasting operands get their
+// gradient summed back to their own shape.
+//
+//===----------------------------------------------------------------------===//
+#include "ir/KilnOps.h"
+#include "ir/ShapeUtils.h"
+
+#include "mlir/IR/Builders.h"
+
+using namespace mlir;
+using namespace kiln;
+
+namespace {
+
+RankedTensorType typeOf(Value v) {
+  return llvm::cast<RankedTensorType>(v.getType());
+}
+
+Value scalar(OpBuilder &b, Location loc, Type elt, double v) {
+  auto type = RankedTensorType::get({}, elt);
+  return b.create<ConstantOp>(
+      loc, type,
+      llvm::cast<ElementsAttr>(DenseElementsAttr::get(
+          type, b.getFloatAttr(llvm::cast<FloatType>(elt), v))));
+}
+
+/// The gradient `g` of a broadcast result, summed back to the shape of the
+/// operand `like`: over the leading dimensions `like` lacks, and over those
+/// where `like` has size 1 and `g` does not.
+Value sumToShape(OpBuilder &b, Location loc, Value g, Value like) {
+  auto gt = typeOf(g), lt = typeOf(like);
+  int64_t lead = gt.getRank() - lt.getRank();
+  if (lead > 0) {
+    SmallVector<int64_t> axes;
+    for (int64_t i = 0; i < lead; ++i)
+      axes.push_back(i);
+    SmallVector<int64_t> shape(gt.getShape().drop_front(lead));
+    g = b.create<ReduceSumOp>(
+        loc, RankedTensorType::get(shape, gt.getElementType()), g,
+        b.getDenseI64ArrayAttr(axes), b.getBoolAttr(false));
+    gt = typeOf(g);
+  }
+  SmallVector<int64_t> ones;
+  for (int64_t i = 0; i < lt.getRank(); ++i)
+    if (lt.getDimSize(i) == 1 && gt.getDimSize(i) != 1)
+      ones.push_back(i);
+  if (!ones.empty()) {
+    SmallVector<int64_t> shape(gt.getShape());
+    for (int64_t i : ones)
+      shape[i] = 1;
+    g = b.create<ReduceSumOp>(
+        loc, RankedTensorType::get(shape, gt.getElementType()), g,
+        b.getDenseI64ArrayAttr(ones), b.getBoolAttr(true));
+  }
+  return g;
+}
+
+template <typename Op>
+Value binary(OpBuilder &b, Location loc, Value x, Value y) {
+  SmallVector<Type> t;
+  (void)Op::inferReturnTypes(b.getContext(), loc, ValueRange{x, y}, nullptr,
+                             nullptr, {}, t);
+  return b.create<Op>(loc, t.front(), x, y);
+}
+
+Value matmul(OpBuilder &b, Location loc, Value x, Value y, bool ta, bool tb) {
+  SmallVector<Type> t;
+  MatmulOp::Properties props;
+  props.transpose_a = b.getBoolAttr(ta);
+  props.transpose_b = b.getBoolAttr(tb);
+  (void)MatmulOp::inferReturnTypes(b.getContext(), loc, ValueRange{x, y},
+                                   nullptr, OpaqueProperties(&props), {}, t);
+  return b.create<MatmulOp>(loc, t.front(), x, y, b.getBoolAttr(ta),
+                            b.getBoolAttr(tb));
+}
+
+} // namespace
+
+// d(a + b) = (g, g);  d(a - b) = (g, -g)
+LogicalResult AddOp::buildVJP(OpBuilder &b, ValueRange grads,
+                              SmallVectorImpl<Value> &out) {
+  Value g = grads[0];
+  out.push_back(sumToShape(b, getLoc(), g, getLhs()));
+  out.push_back(sumToShape(b, getLoc(), g, getRhs()));
+  return success();
+}
+
+LogicalResult SubOp::buildVJP(OpBuilder &b, ValueRange grads,
+                              SmallVectorImpl<Value> &out) {
+  Value g = grads[0];
+  out.push_back(sumToShape(b, getLoc(), g, getLhs()));
+  Value neg = b.create<NegOp>(getLoc(), g.getType(), g);
+  out.push_back(sumToShape(b, getLoc(), neg, getRhs()));
+  return success();
+}
+
+// d(a * b) = (g * b, g * a)
+LogicalResult MulOp::buildVJP(OpBuilder &b, ValueRange grads,
+                              SmallVectorImpl<Value> &out) {
+  Value g = grads[0];
+  Location loc = getLoc();
+  out.push_back(
+      sumToShape(b, loc, binary<MulOp>(b, loc, g, getRhs()), getLhs()));
+  out.push_back(
+      sumToShape(b, loc, binary<MulOp>(b, loc, g, getLhs()), getRhs()));
+  return success();
+}
+
+// d(a / b) = (g / b, -g * a / b^2)
+LogicalResult DivOp::buildVJP(OpBuilder &b, ValueRange grads,
+                              SmallVectorImpl<Value> &out) {
+  Value g = grads[0];
+  Location loc = getLoc();
+  Value ga = binary<DivOp>(b, loc, g, getRhs());
+  out.push_back(sumToShape(b, loc, ga, getLhs()));
+  Value q = binary<DivOp>(b, loc, getResult(), getRhs()); // a / b^2
+  Value gb = binary<MulOp>(b, loc, g, q);
+  gb = b.create<NegOp>(loc, gb.getType(), gb);
+  out.push_back(sumToShape(b, loc, gb, getRhs()));
+  return success();
+}
+
+// d(-x) = -g
+LogicalResult NegOp::buildVJP(OpBuilder &b, ValueRange grads,
+                              SmallVectorImpl<Value> &out) {
+  out.push_back(b.create<NegOp>(getLoc(), grads[0].getType(), grads[0]));
+  return success();
+}
+
+// d(exp x) = g * exp x
+LogicalResult ExpOp::buildVJP(OpBuilder &b, ValueRange grads,
+                              SmallVectorImpl<Value> &out) {
+  out.push_back(binary<MulOp>(b, getLoc(), grads[0], getResult()));
+  return success();
+}
+
+// d(tanh x) = g * (1 - y^2)
+LogicalResult TanhOp::buildVJP(OpBuilder &b, ValueRange grads,
+                               SmallVectorImpl<Value> &out) {
+  Location loc = getLoc();
+  Value y = getResult();
+  Value one = scalar(b, loc, typeOf(y).getElementType(), 1.0);
+  Value d = binary<SubOp>(b, loc, one, binary<MulOp>(b, loc, y, y));
+  out.push_back(binary<MulOp>(b, loc, grads[0], d));
+  return success();
+}
+
+// d(sigmoid x) = g * y * (1 - y)
+LogicalResult SigmoidOp::buildVJP(OpBuilder &b, ValueRange grads,
+                                  SmallVectorImpl<Value> &out) {
+  Location loc = getLoc();
+  Value y = getResult();
+  Value one = scalar(b, loc, typeOf(y).getElementType(), 1.0);
+  Value d = binary<MulOp>(b, loc, y, binary<SubOp>(b, loc, one, y));
+  out.push_back(binary<MulOp>(b, loc, grads[0], d));
+  return success();
+}
+
+// y = op(A) op(B): the gradients are matmuls with the flags chosen so that
+// each lands in its operand's stored layout; broadcast batches are summed.
+LogicalResult MatmulOp::buildVJP(OpBuilder &b, ValueRange grads,
+                                 SmallVectorImpl<Value> &out) {
+  Location loc = getLoc();
+  Value g = grads[0], A = getLhs(), B = getRhs();
+  bool ta = getTransposeA(), tb = getTransposeB();
+  Value dA =
+      ta ? matmul(b, loc, B, g, tb, true) : matmul(b, loc, g, B, false, !tb);
+  Value dB =
+      tb ? matmul(b, loc, g, A, true, ta) : matmul(b, loc, A, g, !ta, false);
+  out.push_back(sumToShape(b, loc, dA, A));
+  out.push_back(sumToShape(b, loc, dB, B));
+  return success();
+}
+
+// The inverse permutation.
+LogicalResult TransposeOp::buildVJP(OpBuilder &b, ValueRange grads,
+                                    SmallVectorImpl<Value> &out) {
+  ArrayRef<int64_t> perm = getPerm();
+  SmallVector<int64_t> inv(perm.size());
+  for (size_t i = 0; i < perm.size(); ++i)
+    inv[perm[i]] = i;
+  out.push_back(b.create<TransposeOp>(getLoc(), getInput().getType(), grads[0],
+                                      b.getDenseI64ArrayAttr(inv)));
+  return success();
+}
+
+// Only the logits get a gradient; the targets are data.
+LogicalResult CrossEntropyOp::buildVJP(OpBuilder &b, ValueRange grads,
+                                       SmallVectorImpl<Value> &out) {
+  out.push_back(b.create<CrossEntropyGradOp>(getLoc(), getLogits().getType(),
+                                             getLogits(), getTargets(),
+                                             grads[0], getIgnoreIndexAttr()));
+  out.push_back(Value());
+  return success();
+}

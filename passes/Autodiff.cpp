@@ -1,0 +1,142 @@
+//===- Autodiff.cpp - reverse-mode automatic differentiation --------------===//
+#include "ir/KilnOps.h"
+#include "passes/Passes.h"
+
+#include "mlir/IR/IRMapping.h"
+#include "llvm/Support/Debug.h"
+
+#define DEBUG_TYPE "kiln-autodiff"
+
+namespace kiln {
+#define GEN_PASS_DEF_AUTODIFF
+#include "passes/Passes.h.inc"
+} // namespace kiln
+
+using namespace mlir;
+using namespace kiln;
+
+namespace {
+
+struct AutodiffPass : kiln::impl::AutodiffBase<AutodiffPass> {
+  using AutodiffBase::AutodiffBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    auto fn = module.lookupSymbol<func::FuncOp>(function);
+    if (!fn || fn.isExternal()) {
+      module.emitError("kiln-autodiff: the module has no function '")
+          << function << "' to differentiate";
+      return signalPassFailure();
+    }
+    auto resultTypes = fn.getFunctionType().getResults();
+    auto lossType = resultTypes.empty()
+                        ? RankedTensorType()
+                        : llvm::dyn_cast<RankedTensorType>(resultTypes[0]);
+    if (!lossType || lossType.getRank() != 0 ||
+        !lossType.getElementType().isF32()) {
+      fn.emitError("kiln-autodiff: '")
+          << function << "' must return a scalar f32 loss first";
+      return signalPassFailure();
+    }
+    std::string gradName = function + "_grad";
+    if (module.lookupSymbol(gradName)) {
+      fn.emitError("kiln-autodiff: '") << gradName << "' already exists";
+      return signalPassFailure();
+    }
+
+    // The gradient function starts as a copy of the forward function.
+    OpBuilder b(module.getContext());
+    b.setInsertionPointAfter(fn);
+    auto grad = llvm::cast<func::FuncOp>(b.clone(*fn));
+    grad.setName(gradName);
+    Block &body = grad.getBody().front();
+    auto ret = llvm::cast<func::ReturnOp>(body.getTerminator());
+    Value loss = ret.getOperand(0);
+
+    llvm::DenseMap<Value, Value> grads;
+    llvm::StringMap<Value> paramGrads;
+    b.setInsertionPoint(ret);
+    auto accumulate = [&](llvm::DenseMap<Value, Value> &map, Value key, Value g,
+                          Location loc) {
+      auto [it, inserted] = map.try_emplace(key, g);
+      if (!inserted)
+        it->second = b.create<AddOp>(loc, it->second.getType(), it->second, g);
+    };
+    auto oneType = RankedTensorType::get({}, b.getF32Type());
+    grads[loss] = b.create<ConstantOp>(
+        loss.getLoc(), oneType,
+        llvm::cast<ElementsAttr>(DenseElementsAttr::get(oneType, 1.0f)));
+
+    SmallVector<Operation *> forward;
+    for (Operation &op : body.without_terminator())
+      forward.push_back(&op);
+    for (Operation *op : llvm::reverse(forward)) {
+      SmallVector<Value> resultGrads;
+      bool reached = false;
+      for (Value r : op->getResults()) {
+        Value g = grads.lookup(r);
+        reached |= static_cast<bool>(g);
+        resultGrads.push_back(g);
+      }
+      // Constants are not differentiated with respect to anything.
+      if (!reached || op->hasTrait<OpTrait::ConstantLike>())
+        continue;
+      if (auto p = llvm::dyn_cast<ParamOp>(op)) {
+        auto [it, inserted] =
+            paramGrads.try_emplace(p.getName(), resultGrads[0]);
+        if (!inserted)
+          it->second = b.create<AddOp>(p.getLoc(), it->second.getType(),
+                                       it->second, resultGrads[0]);
+        continue;
+      }
+      auto diff = llvm::dyn_cast<DifferentiableOpInterface>(op);
+      if (!diff) {
+        op->emitError("kiln-autodiff: no gradient rule for '")
+            << op->getName() << "' yet; the loss depends on it";
+        return signalPassFailure();
+      }
+      SmallVector<Value> operandGrads;
+      if (failed(diff.buildVJP(b, resultGrads, operandGrads)))
+        return signalPassFailure();
+      for (auto [operand, g] : llvm::zip(op->getOperands(), operandGrads))
+        if (g)
+          accumulate(grads, operand, g, op->getLoc());
+    }
+
+    // Results: the loss, then one gradient per parameter.
+    SmallVector<Value> results{loss};
+    SmallVector<Type> types{loss.getType()};
+    SmallVector<Attribute> names{b.getStringAttr("loss")};
+    for (ParameterOp p : module.getOps<ParameterOp>()) {
+      auto type = llvm::cast<RankedTensorType>(p.getType());
+      Value g = paramGrads.lookup(p.getSymName());
+      if (!g)
+        g = b.create<ConstantOp>(
+            p.getLoc(), type,
+            llvm::cast<ElementsAttr>(DenseElementsAttr::get(
+                type, b.getFloatAttr(type.getElementType(), 0.0))));
+      results.push_back(g);
+      types.push_back(type);
+      names.push_back(b.getStringAttr(p.getSymName()));
+    }
+    b.create<func::ReturnOp>(ret.getLoc(), results);
+    ret.erase();
+    grad.setType(
+        FunctionType::get(module.getContext(), grad.getArgumentTypes(), types));
+    // Parameter gradients have static shapes; the loss is a scalar.
+    SmallVector<DictionaryAttr> resultAttrs;
+    for (Type t : types) {
+      SmallVector<Attribute> dims;
+      for (int64_t d : llvm::cast<RankedTensorType>(t).getShape())
+        dims.push_back(b.getI64IntegerAttr(d));
+      resultAttrs.push_back(b.getDictionaryAttr(
+          b.getNamedAttr("kiln.dims", b.getArrayAttr(dims))));
+    }
+    grad.setAllResultAttrs(resultAttrs);
+    grad->setAttr("kiln.gradients", b.getArrayAttr(names));
+    LLVM_DEBUG(llvm::dbgs() << "built " << gradName << " with "
+                            << results.size() - 1 << " parameter gradients\n");
+  }
+};
+
+} // namespace
