@@ -255,22 +255,25 @@ def Kiln_MulOp : Kiln_BinaryOp<"mul", "multiplication", [Commutative, DeclareOpI
 def Kiln_DivOp : Kiln_BinaryOp<"div", "division", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
 def Kiln_MaxOp : Kiln_BinaryOp<"max", "maximum", [Commutative]>;
 def Kiln_MinOp : Kiln_BinaryOp<"min", "minimum", [Commutative]>;
-def Kiln_PowOp : Kiln_BinaryOp<"pow", "power (lhs raised to rhs)">;
+def Kiln_PowOp : Kiln_BinaryOp<"pow", "power (lhs raised to rhs)", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
 
 def Kiln_NegOp : Kiln_UnaryFloatOp<"neg", "negation", "y = -x",
                                    [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
 def Kiln_ExpOp : Kiln_UnaryFloatOp<"exp", "the exponential", "y = exp(x)",
                                    [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
-def Kiln_LogOp : Kiln_UnaryFloatOp<"log", "the natural logarithm", "y = log(x)">;
-def Kiln_SqrtOp : Kiln_UnaryFloatOp<"sqrt", "the square root", "y = sqrt(x)">;
+def Kiln_LogOp : Kiln_UnaryFloatOp<"log", "the natural logarithm",
+                                   "y = log(x)", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
+def Kiln_SqrtOp : Kiln_UnaryFloatOp<"sqrt", "the square root", "y = sqrt(x)",
+                                    [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
 def Kiln_RsqrtOp : Kiln_UnaryFloatOp<"rsqrt", "the reciprocal square root",
-                                     "y = 1 / sqrt(x)">;
+                                     "y = 1 / sqrt(x)", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
 def Kiln_TanhOp : Kiln_UnaryFloatOp<"tanh", "the hyperbolic tangent",
                                     "y = tanh(x)", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
 def Kiln_SigmoidOp : Kiln_UnaryFloatOp<"sigmoid", "the logistic sigmoid",
                                        "y = 1 / (1 + exp(-x))", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
 def Kiln_ReluOp : Kiln_UnaryFloatOp<"relu", "the rectifier", "y = max(x, 0)">;
-def Kiln_SiluOp : Kiln_UnaryFloatOp<"silu", "SiLU (swish)", "y = x * sigmoid(x)">;
+def Kiln_SiluOp : Kiln_UnaryFloatOp<"silu", "SiLU (swish)", "y = x * sigmoid(x)",
+                                    [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
 
 def Kiln_GeluOp : Kiln_SameTypeOp<"gelu", [SameOperandsAndResultType]> {
   let summary = "GELU activation, exact (erf) or tanh-approximated";
@@ -445,7 +448,7 @@ def Kiln_RMSNormOp : Kiln_InferOp<"rmsnorm"> {
   }];
 }
 
-def Kiln_SoftmaxOp : Kiln_SameTypeOp<"softmax", [SameOperandsAndResultType]> {
+def Kiln_SoftmaxOp : Kiln_SameTypeOp<"softmax", [SameOperandsAndResultType, DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
   let summary = "softmax along an axis";
   let description = [{
     `y = exp(x - max(x)) / sum(exp(x - max(x)))` along `axis` (negative counts

@@ -198,3 +198,80 @@ LogicalResult CrossEntropyOp::buildVJP(OpBuilder &b, ValueRange grads,
   out.push_back(Value());
   return success();
 }
+
+// d(log x) = g / x
+LogicalResult LogOp::buildVJP(OpBuilder &b, ValueRange grads,
+                              SmallVectorImpl<Value> &out) {
+  out.push_back(binary<DivOp>(b, getLoc(), grads[0], getInput()));
+  return success();
+}
+
+// d(sqrt x) = g / (2 y)
+LogicalResult SqrtOp::buildVJP(OpBuilder &b, ValueRange grads,
+                               SmallVectorImpl<Value> &out) {
+  Location loc = getLoc();
+  Value y = getResult();
+  Value two = scalar(b, loc, typeOf(y).getElementType(), 2.0);
+  out.push_back(binary<DivOp>(b, loc, grads[0], binary<MulOp>(b, loc, two, y)));
+  return success();
+}
+
+// d(x^-1/2) = -g y^3 / 2
+LogicalResult RsqrtOp::buildVJP(OpBuilder &b, ValueRange grads,
+                                SmallVectorImpl<Value> &out) {
+  Location loc = getLoc();
+  Value y = getResult();
+  Value half = scalar(b, loc, typeOf(y).getElementType(), -0.5);
+  Value y3 = binary<MulOp>(b, loc, y, binary<MulOp>(b, loc, y, y));
+  out.push_back(
+      binary<MulOp>(b, loc, grads[0], binary<MulOp>(b, loc, half, y3)));
+  return success();
+}
+
+// d(x sigmoid x) = g * (s + x s (1 - s)), s = sigmoid x
+LogicalResult SiluOp::buildVJP(OpBuilder &b, ValueRange grads,
+                               SmallVectorImpl<Value> &out) {
+  Location loc = getLoc();
+  Value x = getInput();
+  Value s = b.create<SigmoidOp>(loc, x.getType(), x);
+  Value one = scalar(b, loc, typeOf(x).getElementType(), 1.0);
+  Value xs1 = binary<MulOp>(b, loc, binary<MulOp>(b, loc, x, s),
+                            binary<SubOp>(b, loc, one, s));
+  out.push_back(binary<MulOp>(b, loc, grads[0], binary<AddOp>(b, loc, s, xs1)));
+  return success();
+}
+
+// d(a^b) = (g b a^(b-1), g y log a)
+LogicalResult PowOp::buildVJP(OpBuilder &b, ValueRange grads,
+                              SmallVectorImpl<Value> &out) {
+  Location loc = getLoc();
+  Value g = grads[0], a = getLhs(), e = getRhs(), y = getResult();
+  Value one = scalar(b, loc, typeOf(a).getElementType(), 1.0);
+  Value da =
+      binary<MulOp>(b, loc, binary<MulOp>(b, loc, g, e),
+                    binary<PowOp>(b, loc, a, binary<SubOp>(b, loc, e, one)));
+  out.push_back(sumToShape(b, loc, da, a));
+  Value logA = b.create<LogOp>(loc, a.getType(), a);
+  Value de = binary<MulOp>(b, loc, binary<MulOp>(b, loc, g, y), logA);
+  out.push_back(sumToShape(b, loc, de, e));
+  return success();
+}
+
+// d(softmax x) = y * (g - sum(g * y, axis))
+LogicalResult SoftmaxOp::buildVJP(OpBuilder &b, ValueRange grads,
+                                  SmallVectorImpl<Value> &out) {
+  Location loc = getLoc();
+  Value y = getResult();
+  Value gy = binary<MulOp>(b, loc, grads[0], y);
+  auto t = typeOf(gy);
+  int64_t axis = static_cast<int64_t>(getAxis());
+  if (axis < 0)
+    axis += t.getRank();
+  SmallVector<int64_t> shape(t.getShape());
+  shape[axis] = 1;
+  Value sum = b.create<ReduceSumOp>(
+      loc, RankedTensorType::get(shape, t.getElementType()), gy,
+      b.getDenseI64ArrayAttr({axis}), b.getBoolAttr(true));
+  out.push_back(binary<MulOp>(b, loc, y, binary<SubOp>(b, loc, grads[0], sum)));
+  return success();
+}
