@@ -275,7 +275,8 @@ def Kiln_ReluOp : Kiln_UnaryFloatOp<"relu", "the rectifier", "y = max(x, 0)">;
 def Kiln_SiluOp : Kiln_UnaryFloatOp<"silu", "SiLU (swish)", "y = x * sigmoid(x)",
                                     [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
 
-def Kiln_GeluOp : Kiln_SameTypeOp<"gelu", [SameOperandsAndResultType]> {
+def Kiln_GeluOp : Kiln_SameTypeOp<"gelu", [SameOperandsAndResultType,
+                                          DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
   let summary = "GELU activation, exact (erf) or tanh-approximated";
   let description = [{
     `approximate = "none"`: `y = x/2 * (1 + erf(x / sqrt(2)))` (BERT).
@@ -409,7 +410,7 @@ def Kiln_ReduceSumOp : Kiln_ReduceOp<"reduce_sum", "the sum">;
 def Kiln_ReduceMeanOp : Kiln_ReduceOp<"reduce_mean", "the mean">;
 def Kiln_ReduceMaxOp : Kiln_ReduceOp<"reduce_max", "the maximum">;
 
-def Kiln_LayerNormOp : Kiln_InferOp<"layernorm"> {
+def Kiln_LayerNormOp : Kiln_InferOp<"layernorm", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
   let summary = "layer normalization over the last dimension";
   let description = [{
     `y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias`, with the mean and
@@ -429,7 +430,7 @@ def Kiln_LayerNormOp : Kiln_InferOp<"layernorm"> {
   }];
 }
 
-def Kiln_RMSNormOp : Kiln_InferOp<"rmsnorm"> {
+def Kiln_RMSNormOp : Kiln_InferOp<"rmsnorm", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
   let summary = "root-mean-square normalization over the last dimension";
   let description = [{
     `y = x / sqrt(mean(x^2) + eps) * weight` over the last dimension `C`;

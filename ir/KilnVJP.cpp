@@ -275,3 +275,94 @@ LogicalResult SoftmaxOp::buildVJP(OpBuilder &b, ValueRange grads,
   out.push_back(binary<MulOp>(b, loc, y, binary<SubOp>(b, loc, grads[0], sum)));
   return success();
 }
+
+namespace {
+/// mean over the last dimension, kept as size 1.
+Value meanLast(OpBuilder &b, Location loc, Value x) {
+  auto t = typeOf(x);
+  SmallVector<int64_t> shape(t.getShape());
+  shape.back() = 1;
+  return b.create<ReduceMeanOp>(
+      loc, RankedTensorType::get(shape, t.getElementType()), x,
+      b.getDenseI64ArrayAttr({t.getRank() - 1}), b.getBoolAttr(true));
+}
+} // namespace
+
+// With xh = (x - mean x) / s, s = sqrt(var x + eps) and gw = g * w:
+//   dx = (gw - mean(gw) - xh * mean(gw * xh)) / s,
+//   dw = sum(g * xh), db = sum(g) over every dimension but the last.
+LogicalResult LayerNormOp::buildVJP(OpBuilder &b, ValueRange grads,
+                                    SmallVectorImpl<Value> &out) {
+  Location loc = getLoc();
+  Value g = grads[0], x = getInput(), w = getWeight();
+  Type elt = typeOf(x).getElementType();
+  Value centered = binary<SubOp>(b, loc, x, meanLast(b, loc, x));
+  Value var = meanLast(b, loc, binary<MulOp>(b, loc, centered, centered));
+  Value eps = scalar(b, loc, elt, getEps().convertToDouble());
+  Value inv =
+      b.create<RsqrtOp>(loc, var.getType(), binary<AddOp>(b, loc, var, eps));
+  Value xh = binary<MulOp>(b, loc, centered, inv);
+  Value gw = binary<MulOp>(b, loc, g, w);
+  Value inner = binary<SubOp>(
+      b, loc, binary<SubOp>(b, loc, gw, meanLast(b, loc, gw)),
+      binary<MulOp>(b, loc, xh,
+                    meanLast(b, loc, binary<MulOp>(b, loc, gw, xh))));
+  out.push_back(binary<MulOp>(b, loc, inner, inv));
+  out.push_back(sumToShape(b, loc, binary<MulOp>(b, loc, g, xh), w));
+  out.push_back(sumToShape(b, loc, g, getBias()));
+  return success();
+}
+
+// With r = 1 / sqrt(mean(x^2) + eps) and gw = g * w:
+//   dx = r * gw - x * r^3 * mean(gw * x),  dw = sum(g * x * r).
+LogicalResult RMSNormOp::buildVJP(OpBuilder &b, ValueRange grads,
+                                  SmallVectorImpl<Value> &out) {
+  Location loc = getLoc();
+  Value g = grads[0], x = getInput(), w = getWeight();
+  Type elt = typeOf(x).getElementType();
+  Value ms = meanLast(b, loc, binary<MulOp>(b, loc, x, x));
+  Value eps = scalar(b, loc, elt, getEps().convertToDouble());
+  Value r =
+      b.create<RsqrtOp>(loc, ms.getType(), binary<AddOp>(b, loc, ms, eps));
+  Value gw = binary<MulOp>(b, loc, g, w);
+  Value r3 = binary<MulOp>(b, loc, r, binary<MulOp>(b, loc, r, r));
+  Value corr = binary<MulOp>(b, loc, binary<MulOp>(b, loc, x, r3),
+                             meanLast(b, loc, binary<MulOp>(b, loc, gw, x)));
+  out.push_back(binary<SubOp>(b, loc, binary<MulOp>(b, loc, gw, r), corr));
+  out.push_back(sumToShape(
+      b, loc, binary<MulOp>(b, loc, g, binary<MulOp>(b, loc, x, r)), w));
+  return success();
+}
+
+// The tanh form, y = x/2 (1 + t) with t = tanh(k (x + c x^3)):
+//   dy/dx = (1 + t)/2 + x/2 (1 - t^2) k (1 + 3 c x^2).
+// The exact (erf) form needs erf, which the dialect does not have yet.
+LogicalResult GeluOp::buildVJP(OpBuilder &b, ValueRange grads,
+                               SmallVectorImpl<Value> &out) {
+  if (getApproximate() != "tanh")
+    return emitOpError("kiln-autodiff: no gradient rule for the exact (erf) "
+                       "GELU yet; gelu_tanh has one");
+  Location loc = getLoc();
+  Value x = getInput();
+  Type elt = typeOf(x).getElementType();
+  const double k = 0.7978845608028654, c = 0.044715;
+  Value x2 = binary<MulOp>(b, loc, x, x);
+  Value inner =
+      binary<MulOp>(b, loc, scalar(b, loc, elt, k),
+                    binary<AddOp>(b, loc, x,
+                                  binary<MulOp>(b, loc, scalar(b, loc, elt, c),
+                                                binary<MulOp>(b, loc, x2, x))));
+  Value t = b.create<TanhOp>(loc, inner.getType(), inner);
+  Value one = scalar(b, loc, elt, 1.0), half = scalar(b, loc, elt, 0.5);
+  Value left = binary<MulOp>(b, loc, half, binary<AddOp>(b, loc, one, t));
+  Value sech2 = binary<SubOp>(b, loc, one, binary<MulOp>(b, loc, t, t));
+  Value dinner = binary<MulOp>(
+      b, loc, scalar(b, loc, elt, k),
+      binary<AddOp>(b, loc, one,
+                    binary<MulOp>(b, loc, scalar(b, loc, elt, 3 * c), x2)));
+  Value right = binary<MulOp>(b, loc, binary<MulOp>(b, loc, half, x),
+                              binary<MulOp>(b, loc, sech2, dinner));
+  out.push_back(
+      binary<MulOp>(b, loc, grads[0], binary<AddOp>(b, loc, left, right)));
+  return success();
+}

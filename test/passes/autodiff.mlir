@@ -63,3 +63,14 @@ func.func @loss(%t: tensor<2xi32>) -> tensor<f32> {
 func.func @loss(%x: tensor<2xf32>) -> tensor<2xf32> {
   return %x : tensor<2xf32>
 }
+
+// -----
+
+kiln.parameter @p : tensor<2x3xf32> {init = "normal", init_args = array<f64: 1.0>}
+func.func @loss(%t: tensor<2xi32>) -> tensor<f32> {
+  %p = kiln.param @p : tensor<2x3xf32>
+  // expected-error @+1 {{kiln-autodiff: no gradient rule for the exact (erf) GELU yet; gelu_tanh has one}}
+  %s = kiln.gelu %p : tensor<2x3xf32>
+  %l = kiln.cross_entropy %s, %t : tensor<2x3xf32>, tensor<2xi32> -> tensor<f32>
+  return %l : tensor<f32>
+}

@@ -44,6 +44,16 @@ RULES = {
     "pow_scalar": ("p ** 3 + q", lambda p, q, r: p ** 3 + q, (4, 6)),
     "softmax": ("softmax(p * q, axis = 0) * 3.0",
                 lambda p, q, r: torch.softmax(p * q, dim=0) * 3.0, (4, 6)),
+    "layernorm": ("layernorm(p * 3.0, q, q * 0.5, eps = 1e-5)",
+                  lambda p, q, r: torch.nn.functional.layer_norm(
+                      p * 3.0, (6,), q, q * 0.5, 1e-5), (6,)),
+    "rmsnorm": ("rmsnorm(p * 3.0, q, eps = 1e-6) * 2.0",
+                lambda p, q, r: (p * 3.0) * torch.rsqrt(
+                    (p * 3.0).pow(2).mean(-1, keepdim=True) + 1e-6) * q * 2.0,
+                (6,)),
+    "gelu_tanh": ("gelu_tanh(p * 2.0) * q",
+                  lambda p, q, r: torch.nn.functional.gelu(
+                      p * 2.0, approximate="tanh") * q, (4, 6)),
 }
 
 
