@@ -10,6 +10,8 @@
 //===----------------------------------------------------------------------===//
 #include "codegen/KartWriter.h"
 #include "ir/KilnOps.h"
+#include "runtime/Model.h"
+#include "runtime/Random.h"
 #include "runtime/kart_generated.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -27,20 +29,7 @@ namespace fb = flatbuffers;
 
 namespace {
 
-constexpr uint32_t kFormatVersion = 1; // runtime/Model.h: kFormatVersion
 constexpr size_t kAlign = 64;
-
-uint64_t splitmix(uint64_t &state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-/// A double in (0, 1) from 53 random bits.
-double unit(uint64_t &state) {
-  return (static_cast<double>(splitmix(state) >> 11) + 0.5) * 0x1.0p-53;
-}
 
 std::optional<kart::DType> dtypeOf(Type t) {
   if (t.isF32())
@@ -656,10 +645,10 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
   }
   auto name = module->getAttrOfType<StringAttr>("kiln.model");
   auto program = kart::CreateProgram(
-      fbb, kFormatVersion, fbb.CreateString(name ? name.str() : "model"),
-      fbb.CreateVector(symbols), fbb.CreateVector(hparams),
-      fbb.CreateVector(paramTable), fbb.CreateVector(functions), weightsVec,
-      weightsFile);
+      fbb, runtime::kFormatVersion,
+      fbb.CreateString(name ? name.str() : "model"), fbb.CreateVector(symbols),
+      fbb.CreateVector(hparams), fbb.CreateVector(paramTable),
+      fbb.CreateVector(functions), weightsVec, weightsFile);
   kart::FinishProgramBuffer(fbb, program);
   bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   return success();
@@ -672,19 +661,21 @@ void kiln::initializeParameter(llvm::StringRef name, llvm::StringRef init,
                                float *data, size_t count) {
   // Each parameter draws from its own stream, so adding a parameter never
   // changes the values of the others.
-  uint64_t state = 0xcbf29ce484222325ull ^ seed;
+  uint64_t hash = 0xcbf29ce484222325ull ^ seed;
   for (char c : name) // FNV-1a: a fixed, portable hash of the name
-    state = (state ^ static_cast<uint8_t>(c)) * 0x100000001b3ull;
+    hash = (hash ^ static_cast<uint8_t>(c)) * 0x100000001b3ull;
+  runtime::SplitMix64 rng{hash};
   if (init == "zeros" || init == "ones" || init == "constant") {
     float v = init == "zeros" ? 0.0f : init == "ones" ? 1.0f : args[0];
     std::fill(data, data + count, v);
   } else if (init == "uniform") {
     for (size_t i = 0; i < count; ++i)
-      data[i] = static_cast<float>(args[0] + (args[1] - args[0]) * unit(state));
+      data[i] =
+          static_cast<float>(args[0] + (args[1] - args[0]) * rng.uniform());
   } else { // normal: Box-Muller
     for (size_t i = 0; i < count; i += 2) {
-      double r = std::sqrt(-2.0 * std::log(unit(state)));
-      double t = 2.0 * M_PI * unit(state);
+      double r = std::sqrt(-2.0 * std::log(rng.uniform()));
+      double t = 2.0 * M_PI * rng.uniform();
       data[i] = static_cast<float>(args[0] * r * std::cos(t));
       if (i + 1 < count)
         data[i + 1] = static_cast<float>(args[0] * r * std::sin(t));

@@ -7,6 +7,7 @@
 
 #include "runtime/Model.h"
 #include "runtime/Npy.h"
+#include "runtime/Random.h"
 
 #include <algorithm>
 #include <chrono>
@@ -294,21 +295,8 @@ bool parseDouble(const std::string &s, double &v) {
   return *end == '\0' && std::isfinite(v);
 }
 
-/// splitmix64: a small, portable generator, so sampling with a seed gives
-/// the same tokens on every machine.
-struct Rng {
-  uint64_t state;
-  double uniform() {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return static_cast<double>(z >> 11) * 0x1.0p-53;
-  }
-};
-
 int64_t pickToken(const float *logits, int64_t vocab, double temperature,
-                  double topP, Rng &rng) {
+                  double topP, SplitMix64 &rng) {
   if (temperature == 0)
     return std::max_element(logits, logits + vocab) - logits;
   double m = *std::max_element(logits, logits + vocab);
@@ -412,7 +400,7 @@ int generateCommand(const std::vector<std::string> &args) {
     if (name == "n_positions" || name == "max_position_embeddings")
       window = static_cast<int64_t>(v);
   std::vector<int32_t> seq = prompt;
-  Rng rng{static_cast<uint64_t>(seed)};
+  SplitMix64 rng{static_cast<uint64_t>(seed)};
   std::string line;
   for (int64_t step = 0; step < maxTokens; ++step) {
     int64_t start =
