@@ -662,6 +662,53 @@ Status Model::fromBytes(std::vector<uint8_t> bytes, std::unique_ptr<Model> &out,
   return Status::ok();
 }
 
+// The FlatBuffers verifier checks the alignment of scalars and of vector
+// lengths but not of 8-byte vector elements, which a damaged file can leave
+// misaligned; reading them would be undefined behaviour.
+static Status checkWideVectorAlignment(const kart::Program *p,
+                                       const uint8_t *base) {
+  auto check = [&](const auto *vec, const std::string &what) -> Status {
+    if (!vec || vec->size() == 0)
+      return Status::ok();
+    size_t at = reinterpret_cast<const uint8_t *>(vec->data()) - base;
+    if (at % 8)
+      return Status::error("the artifact is corrupted: " + what +
+                           " is misaligned at byte offset " +
+                           std::to_string(at));
+    return Status::ok();
+  };
+  if (p->functions())
+    for (const kart::Function *fn : *p->functions()) {
+      if (!fn)
+        continue;
+      std::string name = fn->name() ? fn->name()->str() : "?";
+      if (fn->kernels())
+        for (size_t i = 0; i < fn->kernels()->size(); ++i) {
+          const kart::Kernel *k = fn->kernels()->Get(i);
+          std::string where =
+              "function '" + name + "' kernel " + std::to_string(i);
+          if (Status s = check(k->ints(), where + " ints"); !s)
+            return s;
+          if (Status s = check(k->floats(), where + " floats"); !s)
+            return s;
+        }
+      if (fn->constants())
+        for (size_t i = 0; i < fn->constants()->size(); ++i)
+          if (Status s = check(fn->constants()->Get(i)->shape(),
+                               "function '" + name + "' constant " +
+                                   std::to_string(i) + " shape");
+              !s)
+            return s;
+    }
+  if (p->parameters())
+    for (size_t i = 0; i < p->parameters()->size(); ++i)
+      if (Status s = check(p->parameters()->Get(i)->shape(),
+                           "parameter " + std::to_string(i) + " shape");
+          !s)
+        return s;
+  return Status::ok();
+}
+
 Status Model::init(const std::string &dir) {
   const uint8_t *data = bytes_.data() + base_;
   size_t size = bytes_.size() - base_;
@@ -687,6 +734,8 @@ Status Model::init(const std::string &dir) {
         " the version this runtime reads (" + std::to_string(kFormatVersion) +
         "); recompile the model with this "
         "kiln");
+  if (Status s = checkWideVectorAlignment(p, data); !s)
+    return s;
   if (!p->functions() || !p->parameters() || !p->weights() || !p->model())
     return Status::error("the artifact is missing its functions, parameters "
                          "or weights");

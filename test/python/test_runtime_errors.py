@@ -60,6 +60,40 @@ def test_newer_format_version(tmp_path, artifact, tokens):
                  "runtime reads (1)")
 
 
+def table_field(data, table, index):
+    """Byte offset of field `index` of the table at `table` (0 if absent)."""
+    vtable = table - struct.unpack_from("<i", data, table)[0]
+    vsize = struct.unpack_from("<H", data, vtable)[0]
+    if 4 + 2 * index >= vsize:
+        return 0
+    field = struct.unpack_from("<H", data, vtable + 4 + 2 * index)[0]
+    return table + field if field else 0
+
+
+def deref(data, at):
+    return at + struct.unpack_from("<I", data, at)[0]
+
+
+def test_misaligned_wide_vector(tmp_path, artifact, tokens):
+    # The FlatBuffers verifier checks vector lengths for 4-byte alignment only;
+    # a damaged offset can leave a [long] vector's elements misaligned, which
+    # the runtime must reject instead of reading (undefined behaviour).
+    data = bytearray(artifact.read_bytes())
+    root = struct.unpack_from("<I", data, 0)[0]
+    params = deref(data, table_field(data, root, 4))  # Program.parameters
+    first = deref(data, params + 4)
+    shape_field = table_field(data, first, 2)  # Parameter.shape
+    vec = deref(data, shape_field)
+    assert (vec + 4) % 8 == 0, "the writer aligns [long] elements"
+    struct.pack_into("<I", data, shape_field,
+                     struct.unpack_from("<I", data, shape_field)[0] + 4)
+    bad = tmp_path / "misaligned.kart"
+    bad.write_bytes(bytes(data))
+    expect_error(run_kiln("run", bad, f"--input=tokens=@{tokens}"),
+                 "the artifact is corrupted: parameter 0 shape is misaligned "
+                 f"at byte offset {vec + 8}")
+
+
 def test_not_an_artifact(tmp_path, tokens):
     for name, data, msg in [
             ("empty.kart", b"", "too short to be a .kart artifact"),
