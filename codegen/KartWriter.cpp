@@ -432,7 +432,7 @@ Writer::writeFunction(func::FuncOp fn,
             .Case([&](RopeOp r) {
               code = kart::Op::Rope;
               in = {operand(r.getInput()), operand(r.getPositions())};
-              ints = {static_cast<int64_t>(r.getHeadDim())};
+              ints = {static_cast<int64_t>(r.getHeadDim()), r.getInverse()};
               floats = {r.getTheta().convertToDouble()};
               text = r.getStyle().str();
               hasText = true;
@@ -463,6 +463,55 @@ Writer::writeFunction(func::FuncOp fn,
             .Case([&](CrossEntropyGradOp c) {
               code = kart::Op::CrossEntropyGrad;
               ints = {static_cast<int64_t>(c.getIgnoreIndex())};
+              return success();
+            })
+            .Case([&](EmbeddingGradOp e) {
+              code = kart::Op::EmbeddingGrad;
+              ints = {static_cast<int64_t>(e.getNumEmbeddings())};
+              return success();
+            })
+            .Case([&](ActivationGradOp a) {
+              code = kart::Op::ActivationGrad;
+              text = a.getKind().str();
+              hasText = true;
+              return success();
+            })
+            .Case([&](SliceGradOp s) {
+              code = kart::Op::SliceGrad;
+              ints = {static_cast<int64_t>(s.getAxis()),
+                      static_cast<int64_t>(s.getStart())};
+              return success();
+            })
+            .Case([&](ReshapeLikeOp) {
+              code = kart::Op::ReshapeLike;
+              return success();
+            })
+            .Case([&](ZerosLikeOp) {
+              code = kart::Op::ZerosLike;
+              return success();
+            })
+            .Case([&](ReduceGradOp r) {
+              code = kart::Op::ReduceGrad;
+              ints = {r.getKeepdim()};
+              ints.insert(ints.end(), r.getAxes().begin(), r.getAxes().end());
+              text = r.getKind().str();
+              hasText = true;
+              return success();
+            })
+            .Case([&](ConcatGradOp c) {
+              code = kart::Op::ConcatGrad;
+              ints = {static_cast<int64_t>(c.getAxis())};
+              return success();
+            })
+            .Case([&](AttentionGradOp a) {
+              code = kart::Op::AttentionGrad;
+              in = {operand(a.getGrad()), operand(a.getQuery()),
+                    operand(a.getKey()),  operand(a.getValue()),
+                    operand(a.getOut()),  operand(a.getLse()),
+                    operand(a.getMask()), operand(a.getBias())};
+              ints = {static_cast<int64_t>(a.getNumHeads()),
+                      static_cast<int64_t>(a.getNumKvHeads()), a.getCausal()};
+              floats = {a.getScale().convertToDouble()};
               return success();
             })
             .Default([&](Operation *o) {

@@ -568,10 +568,10 @@ std::vector<BuiltinDef> makeBuiltins() {
         Shape out = {bsz, tq, *optDv};
         auto &b = c.gen.builder();
         auto op = b.create<AttentionOp>(
-            c.gen.loc(c.call.loc), c.gen.mlirType(q.elt, out), q.value, k.value,
-            v.value, mask, bias, b.getI64IntegerAttr(h),
+            c.gen.loc(c.call.loc), c.gen.mlirType(q.elt, out), mlir::Type(),
+            q.value, k.value, v.value, mask, bias, b.getI64IntegerAttr(h),
             b.getI64IntegerAttr(hkv), b.getF64FloatAttr(scale),
-            b.getBoolAttr(c.boolean("causal", false)));
+            b.getBoolAttr(c.boolean("causal", false)), mlir::UnitAttr());
         return Val::ofTensor(c.gen.make(op, q.elt, out));
       });
 

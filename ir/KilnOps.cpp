@@ -107,6 +107,7 @@ KILN_COMPATIBLE_RETURN_TYPES(RelativePositionBucketOp)
 KILN_COMPATIBLE_RETURN_TYPES(CrossEntropyOp)
 KILN_COMPATIBLE_RETURN_TYPES(RopeOp)
 KILN_COMPATIBLE_RETURN_TYPES(CrossEntropyGradOp)
+KILN_COMPATIBLE_RETURN_TYPES(EmbeddingGradOp)
 #undef KILN_COMPATIBLE_RETURN_TYPES
 
 //===----------------------------------------------------------------------===//
@@ -701,6 +702,9 @@ LogicalResult AttentionOp::inferReturnTypes(MLIRContext *,
   int64_t outWidth = ShapedType::isDynamic(dv) ? ShapedType::kDynamic : h * dv;
   results.push_back(
       RankedTensorType::get({b, tq, outWidth}, q.getElementType()));
+  if (adaptor.getSaveLse())
+    results.push_back(
+        RankedTensorType::get({b, h, tq}, Float32Type::get(q.getContext())));
   return success();
 }
 
@@ -769,6 +773,163 @@ CrossEntropyGradOp::inferReturnTypes(MLIRContext *, std::optional<Location> loc,
           getOperationName(), loc, adaptor.getLogits(), adaptor.getTargets())))
     return failure();
   results.push_back(adaptor.getLogits().getType());
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Gradient ops
+//===----------------------------------------------------------------------===//
+
+LogicalResult
+EmbeddingGradOp::inferReturnTypes(MLIRContext *, std::optional<Location> loc,
+                                  Adaptor adaptor,
+                                  SmallVectorImpl<Type> &results) {
+  Failure fail(loc, getOperationName());
+  auto g = ranked(adaptor.getGrad()), ids = ranked(adaptor.getIndices());
+  int64_t rows = static_cast<int64_t>(adaptor.getNumEmbeddings());
+  if (rows <= 0)
+    return fail("num_embeddings must be positive, got ", rows);
+  bool ok = g.getRank() == ids.getRank() + 1;
+  for (int64_t d = 0; ok && d < ids.getRank(); ++d)
+    ok = compatibleDims(g.getDimSize(d), ids.getDimSize(d));
+  if (!ok)
+    return fail("gradient ", str(g.getShape()), " must be the indices' shape ",
+                str(ids.getShape()), " followed by the embedding width");
+  results.push_back(RankedTensorType::get({rows, g.getDimSize(g.getRank() - 1)},
+                                          g.getElementType()));
+  return success();
+}
+
+LogicalResult ActivationGradOp::verify() {
+  StringRef k = getKind();
+  if (k != "relu" && k != "gelu" && k != "gelu_tanh" && k != "silu")
+    return emitOpError("kind must be \"relu\", \"gelu\", \"gelu_tanh\" or "
+                       "\"silu\", got \"")
+           << k << "\"";
+  return success();
+}
+
+LogicalResult SliceGradOp::verify() {
+  auto g = ranked(getGrad()), like = ranked(getLike());
+  if (g.getRank() != like.getRank() ||
+      g.getElementType() != like.getElementType())
+    return emitOpError("gradient ")
+           << g << " and input " << like << " differ in rank or element type";
+  auto axis = normalizeAxis(static_cast<int64_t>(getAxis()), like.getRank());
+  if (!axis)
+    return emitOpError("axis ")
+           << static_cast<int64_t>(getAxis()) << " is out of range for rank "
+           << like.getRank();
+  int64_t start = static_cast<int64_t>(getStart());
+  if (start < 0)
+    return emitOpError("start must not be negative, got ") << start;
+  for (int64_t d = 0; d < like.getRank(); ++d)
+    if (d != *axis && !compatibleDims(g.getDimSize(d), like.getDimSize(d)))
+      return emitOpError("gradient ")
+             << g << " does not match input " << like << " outside the axis";
+  int64_t n = g.getDimSize(*axis), total = like.getDimSize(*axis);
+  if (!ShapedType::isDynamic(n) && !ShapedType::isDynamic(total) &&
+      start + n > total)
+    return emitOpError("[")
+           << start << ", " << start + n << ") is outside dimension " << *axis
+           << " of " << like;
+  return success();
+}
+
+LogicalResult ReshapeLikeOp::verify() {
+  auto in = ranked(getInput()), like = ranked(getLike());
+  if (in.getElementType() != like.getElementType())
+    return emitOpError("element types differ: ") << in << " vs " << like;
+  if (in.hasStaticShape() && like.hasStaticShape() &&
+      in.getNumElements() != like.getNumElements())
+    return emitOpError("cannot reshape ") << in << " like " << like;
+  return success();
+}
+
+LogicalResult ReduceGradOp::verify() {
+  StringRef k = getKind();
+  if (k != "sum" && k != "mean" && k != "max")
+    return emitOpError("kind must be \"sum\", \"mean\" or \"max\", got \"")
+           << k << "\"";
+  SmallVector<Type> reduced;
+  if (failed(inferReduce(getOperationName(), getLoc(), getInput(), getAxes(),
+                         getKeepdim(), reduced)))
+    return failure();
+  if (!compatibleTypes(reduced, TypeRange{getGrad().getType()}))
+    return emitOpError("gradient ")
+           << getGrad().getType() << " does not match the reduction's result "
+           << reduced.front();
+  return success();
+}
+
+LogicalResult ConcatGradOp::verify() {
+  if (getLike().empty() || getLike().size() != getNumResults())
+    return emitOpError("needs one result per concatenated input");
+  auto g = ranked(getGrad());
+  auto axis = normalizeAxis(static_cast<int64_t>(getAxis()), g.getRank());
+  if (!axis)
+    return emitOpError("axis ") << static_cast<int64_t>(getAxis())
+                                << " is out of range for rank " << g.getRank();
+  for (auto [i, like, r] :
+       llvm::enumerate(getLike().getTypes(), getResultTypes())) {
+    auto lt = llvm::cast<RankedTensorType>(like);
+    if (!compatibleTypes(TypeRange{like}, TypeRange{r}))
+      return emitOpError("result ")
+             << i << " has type " << r << ", expected " << like;
+    if (lt.getRank() != g.getRank() ||
+        lt.getElementType() != g.getElementType())
+      return emitOpError("input ")
+             << i << " " << like << " differs from the gradient " << g
+             << " in rank or element type";
+    for (int64_t d = 0; d < g.getRank(); ++d)
+      if (d != *axis && !compatibleDims(lt.getDimSize(d), g.getDimSize(d)))
+        return emitOpError("input ")
+               << i << " " << like << " does not match the gradient " << g
+               << " outside the axis";
+  }
+  return success();
+}
+
+LogicalResult AttentionGradOp::verify() {
+  // The forward op's rules, then the gradients' types.
+  SmallVector<Type> fwd;
+  AttentionOp::Properties props;
+  props.num_heads = getNumHeadsAttr();
+  props.num_kv_heads = getNumKvHeadsAttr();
+  props.scale = getScaleAttr();
+  props.causal = getCausalAttr();
+  props.save_lse = UnitAttr::get(getContext());
+  SmallVector<Value> operands{getQuery(), getKey(), getValue()};
+  if (getMask())
+    operands.push_back(getMask());
+  if (getBias())
+    operands.push_back(getBias());
+  props.operandSegmentSizes = {1, 1, 1, getMask() ? 1 : 0, getBias() ? 1 : 0};
+  if (failed(AttentionOp::inferReturnTypes(getContext(), getLoc(), operands,
+                                           nullptr, OpaqueProperties(&props),
+                                           {}, fwd)))
+    return failure();
+  auto check = [&](StringRef what, Type got, Type want) -> LogicalResult {
+    if (compatibleTypes(TypeRange{got}, TypeRange{want}))
+      return success();
+    return emitOpError() << what << " has type " << got << ", expected "
+                         << want;
+  };
+  if (failed(check("the upstream gradient", getGrad().getType(), fwd[0])) ||
+      failed(check("the forward output", getOut().getType(), fwd[0])) ||
+      failed(check("lse", getLse().getType(), fwd[1])) ||
+      failed(check("the query gradient", getQueryGrad().getType(),
+                   getQuery().getType())) ||
+      failed(check("the key gradient", getKeyGrad().getType(),
+                   getKey().getType())) ||
+      failed(check("the value gradient", getValueGrad().getType(),
+                   getValue().getType())))
+    return failure();
+  if (static_cast<bool>(getBias()) != static_cast<bool>(getBiasGrad()))
+    return emitOpError("has a bias gradient exactly when it has a bias");
+  if (getBias() && failed(check("the bias gradient", getBiasGrad().getType(),
+                                getBias().getType())))
+    return failure();
   return success();
 }
 

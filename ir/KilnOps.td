@@ -114,7 +114,7 @@ class Kiln_UnaryFloatOp<string mnemonic, string what, string formula,
 }
 
 class Kiln_ReduceOp<string mnemonic, string what>
-    : Kiln_InferOp<mnemonic> {
+    : Kiln_InferOp<mnemonic, [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
   let summary = what # " over axes";
   let description = [{
     Reduces `input` with }] # what # [{ over the listed `axes` (negative
@@ -201,7 +201,7 @@ def Kiln_ConstantOp : Kiln_Op<"constant", [ConstantLike, Pure,
 // Lookup and linear algebra
 //===----------------------------------------------------------------------===//
 
-def Kiln_EmbeddingOp : Kiln_InferOp<"embedding"> {
+def Kiln_EmbeddingOp : Kiln_InferOp<"embedding", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
   let summary = "embedding lookup (gather rows)";
   let description = [{
     Gathers rows of a `[V, D]` table at integer indices of any shape; the
@@ -271,7 +271,8 @@ def Kiln_TanhOp : Kiln_UnaryFloatOp<"tanh", "the hyperbolic tangent",
                                     "y = tanh(x)", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
 def Kiln_SigmoidOp : Kiln_UnaryFloatOp<"sigmoid", "the logistic sigmoid",
                                        "y = 1 / (1 + exp(-x))", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
-def Kiln_ReluOp : Kiln_UnaryFloatOp<"relu", "the rectifier", "y = max(x, 0)">;
+def Kiln_ReluOp : Kiln_UnaryFloatOp<"relu", "the rectifier", "y = max(x, 0)",
+                                  [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
 def Kiln_SiluOp : Kiln_UnaryFloatOp<"silu", "SiLU (swish)", "y = x * sigmoid(x)",
                                     [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]>;
 
@@ -295,7 +296,7 @@ def Kiln_GeluOp : Kiln_SameTypeOp<"gelu", [SameOperandsAndResultType,
   let hasVerifier = 1;
 }
 
-def Kiln_CastOp : Kiln_Op<"cast", [Pure]> {
+def Kiln_CastOp : Kiln_Op<"cast", [Pure, DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
   let summary = "element type conversion";
   let description = [{
     Converts every element to the result's element type; the shape is kept.
@@ -316,7 +317,7 @@ def Kiln_CastOp : Kiln_Op<"cast", [Pure]> {
 // Shape manipulation
 //===----------------------------------------------------------------------===//
 
-def Kiln_ReshapeOp : Kiln_InferOp<"reshape"> {
+def Kiln_ReshapeOp : Kiln_InferOp<"reshape", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
   let summary = "changes the shape, keeping the elements in row-major order";
   let description = [{
     `shape` gives one entry per result dimension: a positive integer, or a
@@ -351,7 +352,7 @@ def Kiln_TransposeOp : Kiln_InferOp<"transpose", [DeclareOpInterfaceMethods<Kiln
   let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
 }
 
-def Kiln_SliceOp : Kiln_InferOp<"slice"> {
+def Kiln_SliceOp : Kiln_InferOp<"slice", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
   let summary = "a contiguous range along one axis";
   let description = [{
     Takes indices `[start, end)` along `axis` (negative axes count from the
@@ -369,7 +370,7 @@ def Kiln_SliceOp : Kiln_InferOp<"slice"> {
   let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
 }
 
-def Kiln_ConcatOp : Kiln_InferOp<"concat"> {
+def Kiln_ConcatOp : Kiln_InferOp<"concat", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
   let summary = "joins tensors along an axis";
   let description = [{
     All inputs have the same rank and element type and agree on every
@@ -385,7 +386,7 @@ def Kiln_ConcatOp : Kiln_InferOp<"concat"> {
   let assemblyFormat = "$inputs attr-dict `:` functional-type($inputs, results)";
 }
 
-def Kiln_SplitOp : Kiln_Op<"split", [Pure]> {
+def Kiln_SplitOp : Kiln_Op<"split", [Pure, DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
   let summary = "splits a tensor into equal parts along an axis";
   let description = [{
     Produces as many results as the op has, of equal size along `axis`; that
@@ -466,7 +467,7 @@ def Kiln_SoftmaxOp : Kiln_SameTypeOp<"softmax", [SameOperandsAndResultType, Decl
   let hasVerifier = 1;
 }
 
-def Kiln_DropoutOp : Kiln_SameTypeOp<"dropout", [SameOperandsAndResultType]> {
+def Kiln_DropoutOp : Kiln_SameTypeOp<"dropout", [SameOperandsAndResultType, DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
   let summary = "seeded dropout; the identity at inference";
   let description = [{
     In training, zeroes each element with probability `rate` and scales the
@@ -489,7 +490,7 @@ def Kiln_DropoutOp : Kiln_SameTypeOp<"dropout", [SameOperandsAndResultType]> {
 // Transformer building blocks
 //===----------------------------------------------------------------------===//
 
-def Kiln_RopeOp : Kiln_InferOp<"rope"> {
+def Kiln_RopeOp : Kiln_InferOp<"rope", [DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
   let summary = "rotary position embedding";
   let description = [{
     Rotates `input[B, T, H*head_dim]` per head by position-dependent angles
@@ -499,7 +500,8 @@ def Kiln_RopeOp : Kiln_InferOp<"rope"> {
 
     `style = "interleaved"` rotates pairs `(x[2i], x[2i+1])` (llama2.c, Meta's
     Llama); `style = "half"` rotates `(x[i], x[i + head_dim/2])` (Hugging Face
-    Llama, GPT-NeoX).
+    Llama, GPT-NeoX). `inverse` rotates by the negated angles; it is the
+    rotation's transpose, so it carries gradients back through a rope.
 
     Example:
     ```mlir
@@ -509,7 +511,8 @@ def Kiln_RopeOp : Kiln_InferOp<"rope"> {
   let arguments = (ins Kiln_FloatTensor:$input,
                    Optional<Kiln_IntTensor>:$positions,
                    I64Attr:$head_dim, F64Attr:$theta,
-                   DefaultValuedAttr<StrAttr, "\"interleaved\"">:$style);
+                   DefaultValuedAttr<StrAttr, "\"interleaved\"">:$style,
+                   DefaultValuedAttr<BoolAttr, "false">:$inverse);
   let results = (outs Kiln_FloatTensor:$result);
   let assemblyFormat = [{
     $input (`positions` $positions^ `:` type($positions))? attr-dict `:` type($input)
@@ -517,7 +520,7 @@ def Kiln_RopeOp : Kiln_InferOp<"rope"> {
   let hasVerifier = 1;
 }
 
-def Kiln_AttentionOp : Kiln_InferOp<"attention", [AttrSizedOperandSegments]> {
+def Kiln_AttentionOp : Kiln_InferOp<"attention", [AttrSizedOperandSegments, DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
   let summary = "multi-head scaled dot-product attention";
   let description = [{
     `q[B, Tq, H*D]`, `k[B, Tk, Hkv*D]`, `v[B, Tk, Hkv*Dv]` with `H =
@@ -532,6 +535,10 @@ def Kiln_AttentionOp : Kiln_InferOp<"attention", [AttrSizedOperandSegments]> {
     - `bias` (optional): an additive bias broadcastable to `[B, H, Tq, Tk]`
       (rank 3 `[H, Tq, Tk]` or rank 4): T5's relative position bias, ALiBi.
 
+    With `save_lse` the op also returns `lse[B, H, Tq]`, the log-sum-exp of
+    each row of scaled scores (what `kiln-autodiff` saves for
+    `kiln.attention_grad`; `-inf` for a row that sees no key).
+
     It stays one op so that fused and sparse attention kernels see it whole.
 
     Example:
@@ -545,8 +552,10 @@ def Kiln_AttentionOp : Kiln_InferOp<"attention", [AttrSizedOperandSegments]> {
                    Optional<Kiln_MaskTensor>:$mask,
                    Optional<Kiln_FloatTensor>:$bias,
                    I64Attr:$num_heads, I64Attr:$num_kv_heads, F64Attr:$scale,
-                   DefaultValuedAttr<BoolAttr, "false">:$causal);
-  let results = (outs Kiln_FloatTensor:$result);
+                   DefaultValuedAttr<BoolAttr, "false">:$causal,
+                   UnitAttr:$save_lse);
+  let results = (outs Kiln_FloatTensor:$result,
+                 Optional<RankedTensorOf<[F32]>>:$lse);
   let assemblyFormat = [{
     $query `,` $key `,` $value (`mask` $mask^)? (`bias` $bias^)? attr-dict
     `:` functional-type(operands, results)
@@ -624,6 +633,180 @@ def Kiln_CrossEntropyGradOp : Kiln_InferOp<"cross_entropy_grad"> {
   let assemblyFormat = [{
     $logits `,` $targets `,` $upstream attr-dict `:` type($logits) `,` type($targets) `,` type($upstream) `->` type($result)
   }];
+}
+
+def Kiln_EmbeddingGradOp : Kiln_InferOp<"embedding_grad"> {
+  let summary = "gradient of embedding with respect to the table (scatter-add)";
+  let description = [{
+    For `y = kiln.embedding %table, %ids` with a `[num_embeddings, D]` table,
+    adds each row of the upstream gradient `grad[..., D]` into row `ids[...]`
+    of a zero `[num_embeddings, D]` result. Repeated ids accumulate.
+
+    Example:
+    ```mlir
+    %d = kiln.embedding_grad %g, %tokens {num_embeddings = 50257 : i64} : tensor<?x?x768xf32>, tensor<?x?xi32> -> tensor<50257x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$grad, Kiln_IntTensor:$indices,
+                   I64Attr:$num_embeddings);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $indices attr-dict `:` type($grad) `,` type($indices) `->` type($result)
+  }];
+}
+
+def Kiln_ActivationGradOp : Kiln_Op<"activation_grad",
+    [Pure, AllTypesMatch<["grad", "input", "result"]>]> {
+  let summary = "gradient of an elementwise activation";
+  let description = [{
+    `grad * f'(input)` for `kind` = `"relu"` (`f' = 1` where `x > 0`, else 0,
+    as PyTorch), `"gelu"` (erf form), `"gelu_tanh"` or `"silu"`: one fused
+    pass instead of the chain of elementwise ops the derivative expands to.
+
+    Example:
+    ```mlir
+    %dx = kiln.activation_grad %g, %x {kind = "gelu_tanh"} : tensor<?x?x3072xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$grad, Kiln_FloatTensor:$input,
+                   StrAttr:$kind);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$grad `,` $input attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+def Kiln_SliceGradOp : Kiln_Op<"slice_grad",
+    [Pure, AllTypesMatch<["like", "result"]>]> {
+  let summary = "gradient of slice: the upstream gradient placed in zeros";
+  let description = [{
+    A zero tensor shaped like `like` (the sliced input; only its shape is
+    read) with `grad` written at `[start, start + size)` along `axis`.
+
+    Example:
+    ```mlir
+    %d = kiln.slice_grad %g, %wpe {axis = 0 : i64, start = 0 : i64} : tensor<?x768xf32>, tensor<1024x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_Tensor:$grad, Kiln_Tensor:$like, I64Attr:$axis,
+                   I64Attr:$start);
+  let results = (outs Kiln_Tensor:$result);
+  let assemblyFormat = "$grad `,` $like attr-dict `:` type($grad) `,` type($like)";
+  let hasVerifier = 1;
+}
+
+def Kiln_ReshapeLikeOp : Kiln_Op<"reshape_like",
+    [Pure, AllTypesMatch<["like", "result"]>]> {
+  let summary = "reshape to the run-time shape of another tensor";
+  let description = [{
+    Reshapes `input` (row-major) to the shape of `like`, whose data is not
+    read; the element counts must agree at run time. It carries gradients back
+    through `kiln.reshape` when the input's dimensions are only known at run
+    time.
+
+    Example:
+    ```mlir
+    %d = kiln.reshape_like %g, %x : tensor<?x768xf32>, tensor<?x?x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_Tensor:$input, Kiln_Tensor:$like);
+  let results = (outs Kiln_Tensor:$result);
+  let assemblyFormat = "$input `,` $like attr-dict `:` type($input) `,` type($like)";
+  let hasVerifier = 1;
+}
+
+def Kiln_ZerosLikeOp : Kiln_Op<"zeros_like",
+    [Pure, AllTypesMatch<["like", "result"]>]> {
+  let summary = "zeros shaped like another tensor";
+  let description = [{
+    The gradient of a result that does not reach the loss, where the other
+    results of the same op do. Only the shape of `like` is read.
+
+    Example:
+    ```mlir
+    %z = kiln.zeros_like %v : tensor<?x?x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_Tensor:$like);
+  let results = (outs Kiln_Tensor:$result);
+  let assemblyFormat = "$like attr-dict `:` type($like)";
+}
+
+def Kiln_ReduceGradOp : Kiln_Op<"reduce_grad",
+    [Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "gradient of a reduction, broadcast back to the input";
+  let description = [{
+    For `y = kiln.reduce_<kind> %input {axes, keepdim}` and the upstream
+    gradient `grad` (shaped like `y`), returns `dL/dinput`: `grad` broadcast
+    over the reduced axes for `"sum"`, divided by the number of reduced
+    elements for `"mean"`, and for `"max"` shared equally by the elements
+    equal to the maximum (as `torch.amax`).
+
+    Example:
+    ```mlir
+    %d = kiln.reduce_grad %g, %x {kind = "mean", axes = array<i64: -1>, keepdim = true} : tensor<?x?x1xf32>, tensor<?x?x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$grad, Kiln_FloatTensor:$input,
+                   StrAttr:$kind, DenseI64ArrayAttr:$axes,
+                   DefaultValuedAttr<BoolAttr, "false">:$keepdim);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$grad `,` $input attr-dict `:` type($grad) `,` type($input)";
+  let hasVerifier = 1;
+}
+
+def Kiln_ConcatGradOp : Kiln_Op<"concat_grad", [Pure]> {
+  let summary = "gradient of concat: the upstream gradient cut at the inputs";
+  let description = [{
+    For `y = kiln.concat %a, %b, ... {axis}`, splits `grad` (shaped like `y`)
+    along `axis` into pieces shaped like the concatenated inputs (`like`),
+    whose sizes may be known only at run time; their data is not read.
+
+    Example:
+    ```mlir
+    %da, %db = kiln.concat_grad %g, %a, %b {axis = -1 : i64} : (tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>) -> (tensor<?x32xf32>, tensor<?x32xf32>)
+    ```
+  }];
+  let arguments = (ins Kiln_Tensor:$grad, Variadic<Kiln_Tensor>:$like,
+                   I64Attr:$axis);
+  let results = (outs Variadic<Kiln_Tensor>:$results);
+  let assemblyFormat = "$grad `,` $like attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Kiln_AttentionGradOp : Kiln_Op<"attention_grad",
+    [Pure, AttrSizedOperandSegments]> {
+  let summary = "fused backward of attention";
+  let description = [{
+    For `o, lse = kiln.attention %q, %k, %v [mask] [bias] {save_lse}` and the
+    upstream gradient `grad` (shaped like `o`), returns the gradients of `q`,
+    `k`, `v` and, when there is a bias, of the bias (summed to its shape).
+    The attention probabilities are recomputed row by row from `q`, `k` and
+    the saved `lse`; no `Tq x Tk` matrix is stored. Attributes are those of
+    the forward op.
+
+    Example:
+    ```mlir
+    %dq, %dk, %dv = kiln.attention_grad %g, %q, %k, %v, %o, %lse {num_heads = 12 : i64, num_kv_heads = 12 : i64, scale = 1.250000e-01 : f64, causal = true}
+        : (tensor<?x?x768xf32>, tensor<?x?x768xf32>, tensor<?x?x768xf32>, tensor<?x?x768xf32>, tensor<?x?x768xf32>, tensor<?x12x?xf32>)
+        -> (tensor<?x?x768xf32>, tensor<?x?x768xf32>, tensor<?x?x768xf32>)
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$grad, Kiln_FloatTensor:$query,
+                   Kiln_FloatTensor:$key, Kiln_FloatTensor:$value,
+                   Kiln_FloatTensor:$out, RankedTensorOf<[F32]>:$lse,
+                   Optional<Kiln_MaskTensor>:$mask,
+                   Optional<Kiln_FloatTensor>:$bias,
+                   I64Attr:$num_heads, I64Attr:$num_kv_heads, F64Attr:$scale,
+                   DefaultValuedAttr<BoolAttr, "false">:$causal);
+  let results = (outs Kiln_FloatTensor:$query_grad,
+                 Kiln_FloatTensor:$key_grad, Kiln_FloatTensor:$value_grad,
+                 Optional<Kiln_FloatTensor>:$bias_grad);
+  let assemblyFormat = [{
+    $grad `,` $query `,` $key `,` $value `,` $out `,` $lse
+    (`mask` $mask^)? (`bias` $bias^)? attr-dict
+    `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
 }
 
 #endif // KILN_OPS

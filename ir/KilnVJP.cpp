@@ -228,16 +228,18 @@ LogicalResult RsqrtOp::buildVJP(OpBuilder &b, ValueRange grads,
   return success();
 }
 
-// d(x sigmoid x) = g * (s + x s (1 - s)), s = sigmoid x
+// silu, relu and both GELUs: one fused kiln.activation_grad.
 LogicalResult SiluOp::buildVJP(OpBuilder &b, ValueRange grads,
                                SmallVectorImpl<Value> &out) {
-  Location loc = getLoc();
-  Value x = getInput();
-  Value s = b.create<SigmoidOp>(loc, x.getType(), x);
-  Value one = scalar(b, loc, typeOf(x).getElementType(), 1.0);
-  Value xs1 = binary<MulOp>(b, loc, binary<MulOp>(b, loc, x, s),
-                            binary<SubOp>(b, loc, one, s));
-  out.push_back(binary<MulOp>(b, loc, grads[0], binary<AddOp>(b, loc, s, xs1)));
+  out.push_back(b.create<ActivationGradOp>(getLoc(), getType(), grads[0],
+                                           getInput(), "silu"));
+  return success();
+}
+
+LogicalResult ReluOp::buildVJP(OpBuilder &b, ValueRange grads,
+                               SmallVectorImpl<Value> &out) {
+  out.push_back(b.create<ActivationGradOp>(getLoc(), getType(), grads[0],
+                                           getInput(), "relu"));
   return success();
 }
 
@@ -334,35 +336,149 @@ LogicalResult RMSNormOp::buildVJP(OpBuilder &b, ValueRange grads,
   return success();
 }
 
-// The tanh form, y = x/2 (1 + t) with t = tanh(k (x + c x^3)):
-//   dy/dx = (1 + t)/2 + x/2 (1 - t^2) k (1 + 3 c x^2).
-// The exact (erf) form needs erf, which the dialect does not have yet.
 LogicalResult GeluOp::buildVJP(OpBuilder &b, ValueRange grads,
                                SmallVectorImpl<Value> &out) {
-  if (getApproximate() != "tanh")
-    return emitOpError("kiln-autodiff: no gradient rule for the exact (erf) "
-                       "GELU yet; gelu_tanh has one");
-  Location loc = getLoc();
-  Value x = getInput();
-  Type elt = typeOf(x).getElementType();
-  const double k = 0.7978845608028654, c = 0.044715;
-  Value x2 = binary<MulOp>(b, loc, x, x);
-  Value inner =
-      binary<MulOp>(b, loc, scalar(b, loc, elt, k),
-                    binary<AddOp>(b, loc, x,
-                                  binary<MulOp>(b, loc, scalar(b, loc, elt, c),
-                                                binary<MulOp>(b, loc, x2, x))));
-  Value t = b.create<TanhOp>(loc, inner.getType(), inner);
-  Value one = scalar(b, loc, elt, 1.0), half = scalar(b, loc, elt, 0.5);
-  Value left = binary<MulOp>(b, loc, half, binary<AddOp>(b, loc, one, t));
-  Value sech2 = binary<SubOp>(b, loc, one, binary<MulOp>(b, loc, t, t));
-  Value dinner = binary<MulOp>(
-      b, loc, scalar(b, loc, elt, k),
-      binary<AddOp>(b, loc, one,
-                    binary<MulOp>(b, loc, scalar(b, loc, elt, 3 * c), x2)));
-  Value right = binary<MulOp>(b, loc, binary<MulOp>(b, loc, half, x),
-                              binary<MulOp>(b, loc, sech2, dinner));
+  out.push_back(b.create<ActivationGradOp>(
+      getLoc(), getType(), grads[0], getInput(),
+      getApproximate() == "tanh" ? "gelu_tanh" : "gelu"));
+  return success();
+}
+
+// Gathered rows scatter their gradients back into the table.
+LogicalResult EmbeddingOp::buildVJP(OpBuilder &b, ValueRange grads,
+                                    SmallVectorImpl<Value> &out) {
+  auto table = typeOf(getTable());
   out.push_back(
-      binary<MulOp>(b, loc, grads[0], binary<AddOp>(b, loc, left, right)));
+      b.create<EmbeddingGradOp>(getLoc(), table, grads[0], getIndices(),
+                                b.getI64IntegerAttr(table.getDimSize(0))));
+  out.push_back(Value());
+  return success();
+}
+
+// Shape changes run backwards: the input's shape is read at run time, since
+// its dimensions may be symbolic.
+LogicalResult ReshapeOp::buildVJP(OpBuilder &b, ValueRange grads,
+                                  SmallVectorImpl<Value> &out) {
+  out.push_back(b.create<ReshapeLikeOp>(getLoc(), getInput().getType(),
+                                        grads[0], getInput()));
+  return success();
+}
+
+LogicalResult SliceOp::buildVJP(OpBuilder &b, ValueRange grads,
+                                SmallVectorImpl<Value> &out) {
+  out.push_back(b.create<SliceGradOp>(getLoc(), getInput().getType(), grads[0],
+                                      getInput(), getAxisAttr(),
+                                      getStartAttr()));
+  return success();
+}
+
+LogicalResult ConcatOp::buildVJP(OpBuilder &b, ValueRange grads,
+                                 SmallVectorImpl<Value> &out) {
+  auto pieces = b.create<ConcatGradOp>(getLoc(), getInputs().getTypes(),
+                                       grads[0], getInputs(), getAxisAttr());
+  for (Value v : pieces.getResults())
+    out.push_back(v);
+  return success();
+}
+
+// Results that do not reach the loss contribute zeros.
+LogicalResult SplitOp::buildVJP(OpBuilder &b, ValueRange grads,
+                                SmallVectorImpl<Value> &out) {
+  SmallVector<Value> parts;
+  for (auto [r, g] : llvm::zip(getResults(), grads))
+    parts.push_back(
+        g ? g : b.create<ZerosLikeOp>(getLoc(), r.getType(), r).getResult());
+  out.push_back(
+      b.create<ConcatOp>(getLoc(), getInput().getType(), parts, getAxisAttr()));
+  return success();
+}
+
+// Casting between float types casts the gradient back; integer inputs get
+// none.
+LogicalResult CastOp::buildVJP(OpBuilder &b, ValueRange grads,
+                               SmallVectorImpl<Value> &out) {
+  auto in = typeOf(getInput());
+  if (!llvm::isa<FloatType>(in.getElementType()) ||
+      !llvm::isa<FloatType>(typeOf(getResult()).getElementType())) {
+    out.push_back(Value());
+    return success();
+  }
+  out.push_back(b.create<CastOp>(getLoc(), in, grads[0]));
+  return success();
+}
+
+namespace {
+LogicalResult reduceVJP(Operation *op, OpBuilder &b, Value g, Value x,
+                        StringRef kind, DenseI64ArrayAttr axes, BoolAttr keep,
+                        SmallVectorImpl<Value> &out) {
+  out.push_back(b.create<ReduceGradOp>(op->getLoc(), x.getType(), g, x,
+                                       b.getStringAttr(kind), axes, keep));
+  return success();
+}
+} // namespace
+
+LogicalResult ReduceSumOp::buildVJP(OpBuilder &b, ValueRange grads,
+                                    SmallVectorImpl<Value> &out) {
+  return reduceVJP(*this, b, grads[0], getInput(), "sum", getAxesAttr(),
+                   getKeepdimAttr(), out);
+}
+
+LogicalResult ReduceMeanOp::buildVJP(OpBuilder &b, ValueRange grads,
+                                     SmallVectorImpl<Value> &out) {
+  return reduceVJP(*this, b, grads[0], getInput(), "mean", getAxesAttr(),
+                   getKeepdimAttr(), out);
+}
+
+LogicalResult ReduceMaxOp::buildVJP(OpBuilder &b, ValueRange grads,
+                                    SmallVectorImpl<Value> &out) {
+  return reduceVJP(*this, b, grads[0], getInput(), "max", getAxesAttr(),
+                   getKeepdimAttr(), out);
+}
+
+// The mask is a function of the seed, the step and the element index, so the
+// same dropout applied to the gradient multiplies by the same mask.
+LogicalResult DropoutOp::buildVJP(OpBuilder &b, ValueRange grads,
+                                  SmallVectorImpl<Value> &out) {
+  out.push_back(b.create<DropoutOp>(getLoc(), grads[0].getType(), grads[0],
+                                    getRateAttr(), getSeedAttr()));
+  return success();
+}
+
+// A rotation's transpose is the rotation by the negated angles.
+LogicalResult RopeOp::buildVJP(OpBuilder &b, ValueRange grads,
+                               SmallVectorImpl<Value> &out) {
+  out.push_back(b.create<RopeOp>(getLoc(), getInput().getType(), grads[0],
+                                 getPositions(), getHeadDimAttr(),
+                                 getThetaAttr(), getStyleAttr(),
+                                 b.getBoolAttr(!getInverse())));
+  if (getPositions())
+    out.push_back(Value());
+  return success();
+}
+
+// The fused backward reads the log-sum-exp that kiln-autodiff asks the
+// forward op to save (`save_lse`).
+LogicalResult AttentionOp::buildVJP(OpBuilder &b, ValueRange grads,
+                                    SmallVectorImpl<Value> &out) {
+  if (!getLse())
+    return emitOpError("kiln-autodiff: attention must save its log-sum-exp "
+                       "(save_lse) to be differentiated");
+  Value g = grads[0];
+  if (!g) // only lse reached the loss, which kiln never does itself
+    return emitOpError("kiln-autodiff: no gradient rule for the saved "
+                       "log-sum-exp");
+  Value bias = getBias();
+  auto op = b.create<AttentionGradOp>(
+      getLoc(), getQuery().getType(), getKey().getType(), getValue().getType(),
+      bias ? bias.getType() : Type(), g, getQuery(), getKey(), getValue(),
+      getResult(), getLse(), getMask(), bias, getNumHeadsAttr(),
+      getNumKvHeadsAttr(), getScaleAttr(), getCausalAttr());
+  out.push_back(op.getQueryGrad());
+  out.push_back(op.getKeyGrad());
+  out.push_back(op.getValueGrad());
+  if (getMask())
+    out.push_back(Value());
+  if (bias)
+    out.push_back(op.getBiasGrad());
   return success();
 }

@@ -50,6 +50,28 @@ struct AutodiffPass : kiln::impl::AutodiffBase<AutodiffPass> {
     auto grad = llvm::cast<func::FuncOp>(b.clone(*fn));
     grad.setName(gradName);
     Block &body = grad.getBody().front();
+
+    // Attention saves the log-sum-exp of its scores for the fused backward.
+    SmallVector<AttentionOp> attentions;
+    grad.walk([&](AttentionOp a) {
+      if (!a.getSaveLse())
+        attentions.push_back(a);
+    });
+    for (AttentionOp a : attentions) {
+      b.setInsertionPoint(a);
+      auto q = llvm::cast<RankedTensorType>(a.getQuery().getType());
+      auto lseType = RankedTensorType::get(
+          {q.getDimSize(0), static_cast<int64_t>(a.getNumHeads()),
+           q.getDimSize(1)},
+          b.getF32Type());
+      auto saving = b.create<AttentionOp>(
+          a.getLoc(), a.getResult().getType(), lseType, a.getQuery(),
+          a.getKey(), a.getValue(), a.getMask(), a.getBias(),
+          a.getNumHeadsAttr(), a.getNumKvHeadsAttr(), a.getScaleAttr(),
+          a.getCausalAttr(), b.getUnitAttr());
+      a.getResult().replaceAllUsesWith(saving.getResult());
+      a.erase();
+    }
     auto ret = llvm::cast<func::ReturnOp>(body.getTerminator());
     Value loss = ret.getOperand(0);
 

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/Kernels.h"
+#include "runtime/Random.h"
 
 #include <algorithm>
 #include <cmath>
@@ -127,11 +128,19 @@ const OpSignature &kiln::runtime::signatureOf(Op op) {
       {Op::RMSNorm, {2, 2, 1, 0, 0, 1, 0, false}},
       {Op::Softmax, {1, 1, 1, 1, 0, 0, 0, false}},
       {Op::Dropout, {1, 1, 1, 1, 0, 1, 0, false}},
-      {Op::Rope, {2, 2, 1, 1, 0, 1, 0, true}},
-      {Op::Attention, {5, 5, 1, 3, 0, 1, 0, false}},
+      {Op::Rope, {2, 2, 1, -1, 1, 1, 0, true}},
+      {Op::Attention, {5, 5, -1, 3, 0, 1, 0, false}},
       {Op::RelativePositionBucket, {2, 2, 1, 3, 0, 0, 0, false}},
       {Op::CrossEntropy, {2, 2, 1, 1, 0, 0, 0, false}},
       {Op::CrossEntropyGrad, {3, 3, 1, 1, 0, 0, 0, false}},
+      {Op::EmbeddingGrad, {2, 2, 1, 1, 0, 0, 0, false}},
+      {Op::ActivationGrad, {2, 2, 1, 0, 0, 0, 0, true}},
+      {Op::SliceGrad, {2, 2, 1, 2, 0, 0, 0, false}},
+      {Op::ReshapeLike, {2, 2, 1, 0, 0, 0, 0, false}},
+      {Op::ZerosLike, {1, 1, 1, 0, 0, 0, 0, false}},
+      {Op::ReduceGrad, {2, 2, 1, -1, 2, 0, 0, true}},
+      {Op::ConcatGrad, {2, -1, -1, 1, 0, 0, 0, false}},
+      {Op::AttentionGrad, {8, 8, -1, 3, 0, 1, 0, false}},
   };
   return table.at(op);
 }
@@ -309,6 +318,104 @@ Status kiln::runtime::inferShapes(const kart::Kernel &k,
                            str(full));
     }
     out.push_back({q[0], q[1], v[2] / kvh * h});
+    if (k.outputs()->size() > 1)
+      out.push_back({q[0], h, q[1]});
+    return Status::ok();
+  }
+  case Op::EmbeddingGrad: {
+    const Shape &g = shape(0), &ids = shape(1);
+    if (g.size() != ids.size() + 1 ||
+        !std::equal(ids.begin(), ids.end(), g.begin()))
+      return fail(k,
+                  "gradient " + str(g) + " does not match indices " + str(ids));
+    out.push_back({ival(k, 0), g.back()});
+    return Status::ok();
+  }
+  case Op::ActivationGrad:
+    if (shape(0) != shape(1))
+      return fail(k, "gradient " + str(shape(0)) + " and input " +
+                         str(shape(1)) + " differ");
+    out.push_back(shape(1));
+    return Status::ok();
+  case Op::ZerosLike:
+    out.push_back(shape(0));
+    return Status::ok();
+  case Op::ReshapeLike:
+    if (numelOf(shape(0)) != numelOf(shape(1)))
+      return fail(k,
+                  "cannot reshape " + str(shape(0)) + " like " + str(shape(1)));
+    out.push_back(shape(1));
+    return Status::ok();
+  case Op::SliceGrad: {
+    const Shape &g = shape(0), &like = shape(1);
+    int64_t axis = normAxis(ival(k, 0), like.size()), start = ival(k, 1);
+    bool ok = g.size() == like.size() && start + g[axis] <= like[axis];
+    for (size_t d = 0; ok && d < g.size(); ++d)
+      ok = d == static_cast<size_t>(axis) || g[d] == like[d];
+    if (!ok)
+      return fail(k, "gradient " + str(g) + " does not fit " + str(like) +
+                         " at " + std::to_string(start));
+    out.push_back(like);
+    return Status::ok();
+  }
+  case Op::ReduceGrad: {
+    const Shape &g = shape(0), &x = shape(1);
+    bool keep = ival(k, 0);
+    std::vector<bool> red(x.size(), false);
+    for (size_t i = 1; i < k.ints()->size(); ++i)
+      red[normAxis(ival(k, i), x.size())] = true;
+    Shape r;
+    for (size_t d = 0; d < x.size(); ++d)
+      if (!red[d])
+        r.push_back(x[d]);
+      else if (keep)
+        r.push_back(1);
+    if (r != g)
+      return fail(k,
+                  "gradient " + str(g) + " is not the reduction of " + str(x));
+    out.push_back(x);
+    return Status::ok();
+  }
+  case Op::ConcatGrad: {
+    const Shape &g = shape(0);
+    int64_t axis = normAxis(ival(k, 0), g.size()), total = 0;
+    for (size_t i = 1; i < in.size(); ++i) {
+      const Shape &t = shape(i);
+      for (size_t d = 0; d < g.size(); ++d)
+        if (d != static_cast<size_t>(axis) && t[d] != g[d])
+          return fail(k, "input " + str(t) + " does not match the gradient " +
+                             str(g));
+      total += t[axis];
+      out.push_back(t);
+    }
+    if (total != g[axis])
+      return fail(k, "inputs do not add up to the gradient " + str(g));
+    return Status::ok();
+  }
+  case Op::AttentionGrad: {
+    const Shape &q = shape(1), &kk = shape(2), &v = shape(3);
+    int64_t h = ival(k, 0), kvh = ival(k, 1);
+    if (q[2] % h || kk[2] != kvh * (q[2] / h) || v[2] % kvh || kk[0] != q[0] ||
+        v[0] != q[0] || kk[1] != v[1])
+      return fail(k, "q " + str(q) + ", k " + str(kk) + " and v " + str(v) +
+                         " do not fit " + std::to_string(h) + " heads and " +
+                         std::to_string(kvh) + " key/value heads");
+    Shape o = {q[0], q[1], v[2] / kvh * h}, l = {q[0], h, q[1]};
+    if (shape(0) != o || shape(4) != o || shape(5) != l)
+      return fail(k, "gradient " + str(shape(0)) + ", output " + str(shape(4)) +
+                         " or lse " + str(shape(5)) + " do not match q " +
+                         str(q));
+    if (in[6] &&
+        (shape(6).size() != 2 || shape(6)[0] != q[0] || shape(6)[1] != kk[1]))
+      return fail(k, "mask " + str(shape(6)) + " is not [B, Tk]");
+    out = {q, kk, v};
+    if (in[7]) {
+      Shape full = {q[0], h, q[1], kk[1]}, b;
+      if (!broadcast(full, shape(7), b) || b != full)
+        return fail(k, "bias " + str(shape(7)) + " does not broadcast to " +
+                           str(full));
+      out.push_back(shape(7));
+    }
     return Status::ok();
   }
   case Op::RelativePositionBucket:
@@ -713,6 +820,7 @@ Status rope(KernelContext &c) {
   int64_t B = xs[0], T = xs[1], C = xs[2], hd = ival(c.kernel, 0);
   double theta = fval(c.kernel, 0);
   bool half = c.kernel.text()->str() == "half";
+  bool inverse = c.kernel.ints()->size() > 1 && ival(c.kernel, 1);
   const View &pos = c.in[1];
   const float *x = c.in[0].as<float>();
   float *y = c.out[0].as<float>();
@@ -728,7 +836,8 @@ Status rope(KernelContext &c) {
           double freq = std::pow(theta, -2.0 * i / hd);
           double ang = p * freq;
           float cs = static_cast<float>(std::cos(ang)),
-                sn = static_cast<float>(std::sin(ang));
+                sn = static_cast<float>(inverse ? -std::sin(ang)
+                                                : std::sin(ang));
           int64_t i0 = h * hd + (half ? i : 2 * i);
           int64_t i1 = h * hd + (half ? i + hd / 2 : 2 * i + 1);
           float a = xr[i0], bb = xr[i1];
@@ -754,6 +863,7 @@ Status attention(KernelContext &c) {
   const float *q = c.in[0].as<float>(), *k = c.in[1].as<float>(),
               *v = c.in[2].as<float>();
   float *o = c.out[0].as<float>();
+  float *lse = c.out.size() > 1 ? c.out[1].as<float>() : nullptr;
   int64_t offset = Tk - Tq; // causal alignment at the end
 #pragma omp parallel
   {
@@ -786,13 +896,18 @@ Status attention(KernelContext &c) {
           }
           float *oi = o + (b * Tq + i) * H * Dv + h * Dv;
           std::fill(oi, oi + Dv, 0.0f);
-          if (m == -INFINITY)
-            continue; // every key masked: the output row is zero
+          if (m == -INFINITY) { // every key masked: the output row is zero
+            if (lse)
+              lse[(b * H + h) * Tq + i] = -INFINITY;
+            continue;
+          }
           float sum = 0;
           for (int64_t j = 0; j < Tk; ++j) {
             s[j] = s[j] == -INFINITY ? 0.0f : std::exp(s[j] - m);
             sum += s[j];
           }
+          if (lse)
+            lse[(b * H + h) * Tq + i] = m + std::log(sum);
           for (int64_t j = 0; j < Tk; ++j) {
             if (s[j] == 0.0f)
               continue;
@@ -917,6 +1032,220 @@ Status crossEntropyGrad(KernelContext &c) {
   return Status::ok();
 }
 
+//===----------------------------------------------------------------------===//
+// Training: dropout masks and gradient kernels
+//===----------------------------------------------------------------------===//
+
+/// Dropout in training: element `i` survives unless a counter-based random
+/// draw from (run seed, op seed, i) falls below the rate, so the backward
+/// pass regenerates exactly the forward mask.
+Status dropoutTraining(KernelContext &c) {
+  double rate = fval(c.kernel, 0);
+  int64_t n = c.in[0].numel();
+  const float *x = c.in[0].as<float>();
+  float *y = c.out[0].as<float>();
+  uint64_t base =
+      SplitMix64{c.seed ^ (static_cast<uint64_t>(ival(c.kernel, 0)) *
+                           0xd1b54a32d192ed03ull)}
+          .next();
+  float keep = static_cast<float>(1.0 / (1.0 - rate));
+#pragma omp parallel for if (n > 32768)
+  for (int64_t i = 0; i < n; ++i) {
+    SplitMix64 r{base + static_cast<uint64_t>(i) * 0x9e3779b97f4a7c15ull};
+    y[i] = r.uniform() < rate ? 0.0f : x[i] * keep;
+  }
+  return Status::ok();
+}
+
+Status embeddingGrad(KernelContext &c) {
+  const View &g = c.in[0], &ids = c.in[1];
+  int64_t v = (*c.out[0].shape)[0], d = (*c.out[0].shape)[1], n = ids.numel();
+  float *out = c.out[0].as<float>();
+  std::fill(out, out + v * d, 0.0f);
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t id = index(ids, i);
+    if (id < 0 || id >= v)
+      return fail(c.kernel, "index " + std::to_string(id) + " at position " +
+                                std::to_string(i) + " is outside [0, " +
+                                std::to_string(v) + ")");
+    const float *gr = g.as<float>() + i * d;
+    float *row = out + id * d;
+    for (int64_t j = 0; j < d; ++j)
+      row[j] += gr[j];
+  }
+  return Status::ok();
+}
+
+Status activationGrad(KernelContext &c) {
+  const std::string kind = c.kernel.text()->str();
+  const float *g = c.in[0].as<float>(), *x = c.in[1].as<float>();
+  float *y = c.out[0].as<float>();
+  int64_t n = c.out[0].numel();
+  int k = kind == "relu" ? 0 : kind == "gelu" ? 1 : kind == "gelu_tanh" ? 2 : 3;
+#pragma omp parallel for if (n > 32768)
+  for (int64_t i = 0; i < n; ++i) {
+    double v = x[i], d;
+    switch (k) {
+    case 0:
+      d = v > 0 ? 1.0 : 0.0;
+      break;
+    case 1:
+      d = 0.5 * (1.0 + std::erf(v * 0.7071067811865476)) +
+          v * std::exp(-0.5 * v * v) * 0.3989422804014327;
+      break;
+    case 2: {
+      const double kk = 0.7978845608028654, cc = 0.044715;
+      double t = std::tanh(kk * (v + cc * v * v * v));
+      d = 0.5 * (1.0 + t) +
+          0.5 * v * (1.0 - t * t) * kk * (1.0 + 3.0 * cc * v * v);
+      break;
+    }
+    default: {
+      double sg = 1.0 / (1.0 + std::exp(-v));
+      d = sg * (1.0 + v * (1.0 - sg));
+      break;
+    }
+    }
+    y[i] = static_cast<float>(g[i] * d);
+  }
+  return Status::ok();
+}
+
+Status reduceGrad(KernelContext &c) {
+  const Shape &xs = *c.in[1].shape;
+  std::vector<bool> red(xs.size(), false);
+  for (size_t i = 1; i < c.kernel.ints()->size(); ++i)
+    red[normAxis(ival(c.kernel, i), xs.size())] = true;
+  const std::string kind = c.kernel.text()->str();
+  const float *g = c.in[0].as<float>(), *x = c.in[1].as<float>();
+  float *y = c.out[0].as<float>();
+  int64_t count = 1;
+  std::vector<int64_t> ost(xs.size(), 0);
+  int64_t s = 1;
+  for (int64_t d = xs.size() - 1; d >= 0; --d) {
+    if (red[d]) {
+      count *= xs[d];
+    } else {
+      ost[d] = s;
+      s *= xs[d];
+    }
+  }
+  int64_t n = c.in[1].numel(), on = s;
+  auto outIndex = [&](int64_t i) {
+    int64_t rem = i, o = 0;
+    for (int64_t d = xs.size() - 1; d >= 0; --d) {
+      o += (rem % xs[d]) * ost[d];
+      rem /= xs[d];
+    }
+    return o;
+  };
+  if (kind == "max") {
+    std::vector<float> mx(on, -INFINITY);
+    std::vector<int64_t> ties(on, 0);
+    for (int64_t i = 0; i < n; ++i)
+      mx[outIndex(i)] = std::max(mx[outIndex(i)], x[i]);
+    for (int64_t i = 0; i < n; ++i)
+      ties[outIndex(i)] += x[i] == mx[outIndex(i)];
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t o = outIndex(i);
+      y[i] = x[i] == mx[o] ? g[o] / static_cast<float>(ties[o]) : 0.0f;
+    }
+    return Status::ok();
+  }
+  float scale = kind == "mean" ? 1.0f / static_cast<float>(count) : 1.0f;
+#pragma omp parallel for if (n > 32768)
+  for (int64_t i = 0; i < n; ++i)
+    y[i] = g[outIndex(i)] * scale;
+  return Status::ok();
+}
+
+/// The fused attention backward. Per query row it recomputes the scores and,
+/// from the saved log-sum-exp, the probabilities p; with D = dO . O,
+/// dS = p (dO . v - D), dQ = scale dS K, dK = scale dS^T Q, dV = p^T dO.
+/// Threads own (batch, key/value head) pairs, so dK and dV need no locks.
+Status attentionGrad(KernelContext &c) {
+  const View &gO = c.in[0], &qv = c.in[1], &kv = c.in[2], &vv = c.in[3],
+             &ov = c.in[4], &lv = c.in[5], &mask = c.in[6], &bias = c.in[7];
+  const Shape &qs = *qv.shape, &ks = *kv.shape, &vs = *vv.shape;
+  int64_t B = qs[0], Tq = qs[1], Tk = ks[1];
+  int64_t H = ival(c.kernel, 0), Hkv = ival(c.kernel, 1);
+  bool causal = ival(c.kernel, 2);
+  int64_t D = qs[2] / H, Dv = vs[2] / Hkv, group = H / Hkv;
+  float scale = static_cast<float>(fval(c.kernel, 0));
+  Shape full = {B, H, Tq, Tk};
+  std::vector<int64_t> bst;
+  if (bias.data)
+    bst = broadcastStrides(*bias.shape, full);
+  const float *g = gO.as<float>(), *q = qv.as<float>(), *k = kv.as<float>(),
+              *v = vv.as<float>(), *o = ov.as<float>(), *lse = lv.as<float>();
+  float *dq = c.out[0].as<float>(), *dk = c.out[1].as<float>(),
+        *dv = c.out[2].as<float>();
+  std::fill(dq, dq + c.out[0].numel(), 0.0f);
+  std::fill(dk, dk + c.out[1].numel(), 0.0f);
+  std::fill(dv, dv + c.out[2].numel(), 0.0f);
+  // With a bias, dS is its gradient before the broadcast sum: kept whole.
+  std::vector<float> dsAll(bias.data ? B * H * Tq * Tk : 0, 0.0f);
+  int64_t offset = Tk - Tq;
+#pragma omp parallel for collapse(2)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t hk = 0; hk < Hkv; ++hk)
+      for (int64_t h = hk * group; h < (hk + 1) * group; ++h)
+        for (int64_t i = 0; i < Tq; ++i) {
+          float l = lse[(b * H + h) * Tq + i];
+          if (l == -INFINITY)
+            continue;
+          const float *qi = q + (b * Tq + i) * H * D + h * D;
+          const float *gi = g + (b * Tq + i) * H * Dv + h * Dv;
+          const float *oi = o + (b * Tq + i) * H * Dv + h * Dv;
+          float *dqi = dq + (b * Tq + i) * H * D + h * D;
+          float di = 0;
+          for (int64_t d = 0; d < Dv; ++d)
+            di += gi[d] * oi[d];
+          for (int64_t j = 0; j < Tk; ++j) {
+            bool visible = !causal || j <= i + offset;
+            if (visible && mask.data)
+              visible = readAs<double>(mask, b * Tk + j) != 0;
+            if (!visible)
+              continue;
+            const float *kj = k + (b * Tk + j) * Hkv * D + hk * D;
+            const float *vj = v + (b * Tk + j) * Hkv * Dv + hk * Dv;
+            float sc = 0;
+            for (int64_t d = 0; d < D; ++d)
+              sc += qi[d] * kj[d];
+            sc *= scale;
+            if (bias.data)
+              sc += bias.as<float>()[b * bst[0] + h * bst[1] + i * bst[2] +
+                                     j * bst[3]];
+            float p = std::exp(sc - l);
+            float dp = 0;
+            for (int64_t d = 0; d < Dv; ++d)
+              dp += gi[d] * vj[d];
+            float ds = p * (dp - di);
+            if (bias.data)
+              dsAll[((b * H + h) * Tq + i) * Tk + j] = ds;
+            float *dkj = dk + (b * Tk + j) * Hkv * D + hk * D;
+            float *dvj = dv + (b * Tk + j) * Hkv * Dv + hk * Dv;
+            for (int64_t d = 0; d < D; ++d) {
+              dqi[d] += scale * ds * kj[d];
+              dkj[d] += scale * ds * qi[d];
+            }
+            for (int64_t d = 0; d < Dv; ++d)
+              dvj[d] += p * gi[d];
+          }
+        }
+  if (bias.data) {
+    float *db = c.out[3].as<float>();
+    std::fill(db, db + c.out[3].numel(), 0.0f);
+    int64_t n = B * H * Tq * Tk;
+    for (int64_t e = 0; e < n; ++e) {
+      int64_t j = e % Tk, i = (e / Tk) % Tq, h = (e / (Tk * Tq)) % H,
+              b = e / (Tk * Tq * H);
+      db[b * bst[0] + h * bst[1] + i * bst[2] + j * bst[3]] += dsAll[e];
+    }
+  }
+  return Status::ok();
+}
+
 } // namespace
 
 Status kiln::runtime::execute(KernelContext &c) {
@@ -935,8 +1264,12 @@ Status kiln::runtime::execute(KernelContext &c) {
     return matmulReference(c);
   case Op::Cast:
     return cast(c);
+  case Op::Dropout:
+    if (c.training && fval(k, 0) > 0)
+      return dropoutTraining(c);
+    [[fallthrough]]; // inference: the identity
   case Op::Reshape:
-  case Op::Dropout: // inference: the identity
+  case Op::ReshapeLike:
     if (c.out[0].data != c.in[0].data)
       std::memcpy(c.out[0].data, c.in[0].data,
                   c.in[0].numel() * dtypeSize(c.in[0].dtype));
@@ -983,6 +1316,31 @@ Status kiln::runtime::execute(KernelContext &c) {
     return crossEntropy(c);
   case Op::CrossEntropyGrad:
     return crossEntropyGrad(c);
+  case Op::EmbeddingGrad:
+    return embeddingGrad(c);
+  case Op::ActivationGrad:
+    return activationGrad(c);
+  case Op::ReduceGrad:
+    return reduceGrad(c);
+  case Op::AttentionGrad:
+    return attentionGrad(c);
+  case Op::ZerosLike:
+    std::memset(c.out[0].data, 0, c.out[0].numel() * dtypeSize(c.out[0].dtype));
+    return Status::ok();
+  case Op::SliceGrad: {
+    int64_t axis = normAxis(ival(k, 0), c.out[0].shape->size());
+    std::memset(c.out[0].data, 0, c.out[0].numel() * dtypeSize(c.out[0].dtype));
+    copyAxis(c.in[0], 0, c.out[0], ival(k, 1), (*c.in[0].shape)[axis], axis);
+    return Status::ok();
+  }
+  case Op::ConcatGrad: {
+    int64_t axis = normAxis(ival(k, 0), c.in[0].shape->size()), at = 0;
+    for (const View &out : c.out) {
+      copyAxis(c.in[0], at, out, 0, (*out.shape)[axis], axis);
+      at += (*out.shape)[axis];
+    }
+    return Status::ok();
+  }
   default:
     break;
   }

@@ -28,6 +28,21 @@
 //   RelativePositionBucket in [q, k]      ints [bidirectional, buckets, max]
 //   CrossEntropy     in [logits, targets] ints [ignore_index]
 //   CrossEntropyGrad in [logits, targets, upstream] ints [ignore_index]
+//   EmbeddingGrad    in [grad, ids]       ints [num_embeddings]
+//   ActivationGrad   in [grad, x]         text "relu" | "gelu" | "gelu_tanh"
+//                                         | "silu"
+//   SliceGrad        in [grad, like]      ints [axis, start]
+//   ReshapeLike      in [x, like]
+//   ZerosLike        in [like]
+//   ReduceGrad       in [grad, x]         ints [keepdim, axes...],
+//                                         text "sum" | "mean" | "max"
+//   ConcatGrad       in [grad, like...] out [piece...]   ints [axis]
+//   AttentionGrad    in [grad, q, k, v, out, lse, mask|-1, bias|-1]
+//                    out [dq, dk, dv, dbias?]   ints/floats as Attention
+//
+// Attention may have a second output, lse [B, H, Tq]; Rope a second int,
+// `inverse`. "like" operands only supply shapes. In training (see
+// KernelContext) Dropout draws its mask; otherwise it is the identity.
 //
 //===----------------------------------------------------------------------===//
 #ifndef KILN_RUNTIME_KERNELS_H
@@ -80,6 +95,8 @@ struct KernelContext {
   std::vector<View> out;
   const std::vector<int64_t> &symbols; // bound symbolic dimension sizes
   PrimitiveCache &primitives;
+  bool training = false; // dropout draws its mask
+  uint64_t seed = 0;     // the run's dropout seed (set per training step)
 };
 
 /// Computes output shapes from input shapes and the bound symbols, checking

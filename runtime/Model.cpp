@@ -59,7 +59,7 @@ public:
   Status bindDims(const std::map<std::string, int64_t> &dims);
   Status planShapes();
   Status run(const std::map<std::string, Tensor> &inputs,
-             std::vector<Tensor> &outputs);
+             std::vector<Tensor> &outputs, const RunOptions &options);
   MemoryReport memory() const;
 
   const kart::Program &prog;
@@ -129,8 +129,9 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
   std::vector<const kart::Value *> in, out;
   for (int i = 0; i < nin; ++i) {
     int id = k->inputs()->Get(i);
-    bool optional =
-        (k->op() == Op::Rope && i == 1) || (k->op() == Op::Attention && i >= 3);
+    bool optional = (k->op() == Op::Rope && i == 1) ||
+                    (k->op() == Op::Attention && i >= 3) ||
+                    (k->op() == Op::AttentionGrad && i >= 6);
     if (id == -1 && optional) {
       in.push_back(nullptr);
       continue;
@@ -237,6 +238,8 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
       return bad("needs an f32 input of rank >= 1");
     break;
   case Op::Rope:
+    if (nints > 2)
+      return bad("has " + std::to_string(nints) + " integer attributes");
     if (rank(in[0]) != 3 || !isF32(in[0]) || !isF32(out[0]) || ival(0) <= 0 ||
         ival(0) % 2 ||
         (in[1] && (!isInt(in[1]) || rank(in[1]) < 1 || rank(in[1]) > 2)))
@@ -254,6 +257,73 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
       return bad("mask must be a [B, Tk] tensor");
     if (in[4] && ((rank(in[4]) != 3 && rank(in[4]) != 4) || !isF32(in[4])))
       return bad("bias must be an f32 tensor of rank 3 or 4");
+    if (nout > 2 || (nout == 2 && (rank(out[1]) != 3 || !isF32(out[1]))))
+      return bad("has outputs other than the result and an f32 lse");
+    break;
+  case Op::EmbeddingGrad:
+    if (rank(in[0]) != rank(in[1]) + 1 || !isF32(in[0]) || !isInt(in[1]) ||
+        rank(out[0]) != 2 || !isF32(out[0]) || ival(0) <= 0)
+      return bad("needs an f32 gradient, integer ids and an f32 [V, D] "
+                 "result");
+    break;
+  case Op::ActivationGrad: {
+    std::string kind = k->text()->str();
+    if (kind != "relu" && kind != "gelu" && kind != "gelu_tanh" &&
+        kind != "silu")
+      return bad("has an unknown activation '" + kind + "'");
+    if (!isF32(in[0]) || !isF32(in[1]) || !isF32(out[0]))
+      return bad("needs f32 operands");
+    break;
+  }
+  case Op::ZerosLike:
+  case Op::ReshapeLike:
+    if (out[0]->dtype() != in.back()->dtype() ||
+        in[0]->dtype() != out[0]->dtype())
+      return bad("changes the element type");
+    break;
+  case Op::SliceGrad:
+    if (!axisOk(ival(0), rank(in[1])) || ival(1) < 0 ||
+        rank(in[0]) != rank(in[1]) || in[0]->dtype() != in[1]->dtype() ||
+        out[0]->dtype() != in[1]->dtype())
+      return bad("axis, start or operand types are invalid");
+    break;
+  case Op::ReduceGrad: {
+    std::string kind = k->text()->str();
+    if (kind != "sum" && kind != "mean" && kind != "max")
+      return bad("has an unknown reduction '" + kind + "'");
+    for (int i = 1; i < nints; ++i)
+      if (!axisOk(ival(i), rank(in[1])))
+        return bad("axis is out of range");
+    if (!isF32(in[0]) || !isF32(in[1]) || !isF32(out[0]))
+      return bad("needs f32 operands");
+    break;
+  }
+  case Op::ConcatGrad:
+    if (nout != nin - 1 || !axisOk(ival(0), rank(in[0])))
+      return bad("needs one output per input piece and an axis in range");
+    for (int i = 1; i < nin; ++i)
+      if (rank(in[i]) != rank(in[0]) || in[i]->dtype() != in[0]->dtype() ||
+          out[i - 1]->dtype() != in[0]->dtype())
+        return bad("operands differ in rank or element type");
+    break;
+  case Op::AttentionGrad:
+    for (int i = 0; i < 5; ++i)
+      if (rank(in[i]) != 3 || !isF32(in[i]))
+        return bad("gradient, q, k, v and output must be f32 [B, T, C]");
+    if (rank(in[5]) != 3 || !isF32(in[5]))
+      return bad("lse must be f32 [B, H, Tq]");
+    if (ival(0) <= 0 || ival(1) <= 0 || ival(0) % ival(1))
+      return bad("head counts are invalid");
+    if (in[6] && (rank(in[6]) != 2 || in[6]->dtype() == kart::DType::F16 ||
+                  in[6]->dtype() == kart::DType::BF16))
+      return bad("mask must be a [B, Tk] tensor");
+    if (in[7] && ((rank(in[7]) != 3 && rank(in[7]) != 4) || !isF32(in[7])))
+      return bad("bias must be an f32 tensor of rank 3 or 4");
+    if (nout != (in[7] ? 4 : 3))
+      return bad("needs a gradient for q, k, v and, with a bias, the bias");
+    for (const kart::Value *v : out)
+      if (!isF32(v))
+        return bad("gradients must be f32");
     break;
   case Op::RelativePositionBucket:
     if (rank(in[0]) < 2 || rank(in[1]) < 2 || ival(1) < 4 || ival(2) < 2 ||
@@ -556,7 +626,8 @@ MemoryReport FunctionState::memory() const {
 }
 
 Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
-                          std::vector<Tensor> &outputs) {
+                          std::vector<Tensor> &outputs,
+                          const RunOptions &options) {
   if (Status s = bindInputs(inputs); !s)
     return s;
   if (Status s = planShapes(); !s)
@@ -593,6 +664,8 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
   }
   for (const kart::Kernel *k : *fn.kernels()) {
     KernelContext ctx{*k, {}, {}, symbols, primitives};
+    ctx.training = options.training;
+    ctx.seed = options.seed;
     for (int id : *k->inputs())
       ctx.in.push_back(id < 0 ? View{}
                               : View{ptr[id],
@@ -865,12 +938,17 @@ Status Model::init(const std::string &dir) {
   return Status::ok();
 }
 
+float *Model::parameterData(size_t i) {
+  // The bytes live in bytes_ or externalWeights_, both owned by the model.
+  return reinterpret_cast<float *>(const_cast<uint8_t *>(paramData_.at(i)));
+}
+
 Status Model::run(const std::string &function,
                   const std::map<std::string, Tensor> &inputs,
-                  std::vector<Tensor> &outputs) {
+                  std::vector<Tensor> &outputs, const RunOptions &options) {
   for (size_t i = 0; i < infos_.size(); ++i)
     if (infos_[i].name == function)
-      return states_[i]->run(inputs, outputs);
+      return states_[i]->run(inputs, outputs, options);
   std::string names;
   for (const FunctionInfo &f : infos_)
     names += (names.empty() ? "" : ", ") + f.name;

@@ -57,6 +57,14 @@ struct MemoryReport {
 
 class FunctionState;
 
+/// How a call runs. Training mode draws dropout masks from `seed` (the
+/// trainer derives one per step and micro-batch); inference leaves dropout
+/// the identity.
+struct RunOptions {
+  bool training = false;
+  uint64_t seed = 0;
+};
+
 /// Threads for kiln's kernels and oneDNN (one OpenMP pool). The default is
 /// every core; `n <= 0` restores it.
 void setNumThreads(int n);
@@ -81,7 +89,7 @@ public:
   /// Runs `function` on named inputs; outputs are fresh tensors.
   Status run(const std::string &function,
              const std::map<std::string, Tensor> &inputs,
-             std::vector<Tensor> &outputs);
+             std::vector<Tensor> &outputs, const RunOptions &options = {});
 
   /// Arena size versus the sum of all intermediates for `function` with the
   /// symbolic dimensions bound to `dims` (e.g. {"B": 1, "T": 128}).
@@ -91,6 +99,10 @@ public:
 
   /// Copies a parameter's values out (for tests and checkpoints).
   Status parameter(const std::string &name, Tensor &out) const;
+
+  /// The live storage of parameter `i` (in `parameters()` order), which the
+  /// model owns: an optimizer updates it in place between calls.
+  float *parameterData(size_t i);
 
   /// Writes every parameter, by name, as a .safetensors file.
   Status saveWeights(const std::string &path) const;

@@ -696,3 +696,133 @@ func.func @ce_grad_scalar(%s: tensor<f32>, %i: tensor<i32>, %g: tensor<f32>) {
   %r = kiln.cross_entropy_grad %s, %i, %g : tensor<f32>, tensor<i32>, tensor<f32> -> tensor<f32>
   return
 }
+
+// -----
+
+func.func @f(%g: tensor<4x8xf32>, %x: tensor<4x8xf32>) {
+  // expected-error @+1 {{kind must be "relu", "gelu", "gelu_tanh" or "silu", got "elu"}}
+  %0 = kiln.activation_grad %g, %x {kind = "elu"} : tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%g: tensor<4x8xf32>, %ids: tensor<5xi32>) {
+  // expected-error @+2 {{gradient [4, 8] must be the indices' shape [5] followed by the embedding width}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0 = kiln.embedding_grad %g, %ids {num_embeddings = 10 : i64} : tensor<4x8xf32>, tensor<5xi32> -> tensor<10x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%g: tensor<4x8xf32>, %ids: tensor<4xi32>) {
+  // expected-error @+2 {{num_embeddings must be positive, got 0}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0 = kiln.embedding_grad %g, %ids {num_embeddings = 0 : i64} : tensor<4x8xf32>, tensor<4xi32> -> tensor<0x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%g: tensor<3x8xf32>, %x: tensor<4x8xf32>) {
+  // expected-error @+1 {{[2, 5) is outside dimension 0 of 'tensor<4x8xf32>'}}
+  %0 = kiln.slice_grad %g, %x {axis = 0 : i64, start = 2 : i64} : tensor<3x8xf32>, tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%g: tensor<3x8xf32>, %x: tensor<4x8xf32>) {
+  // expected-error @+1 {{axis 2 is out of range for rank 2}}
+  %0 = kiln.slice_grad %g, %x {axis = 2 : i64, start = 0 : i64} : tensor<3x8xf32>, tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%g: tensor<3x7xf32>, %x: tensor<4x8xf32>) {
+  // expected-error @+1 {{gradient 'tensor<3x7xf32>' does not match input 'tensor<4x8xf32>' outside the axis}}
+  %0 = kiln.slice_grad %g, %x {axis = 0 : i64, start = 0 : i64} : tensor<3x7xf32>, tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%g: tensor<3x8xf32>, %x: tensor<4x8xf32>) {
+  // expected-error @+1 {{cannot reshape 'tensor<3x8xf32>' like 'tensor<4x8xf32>'}}
+  %0 = kiln.reshape_like %g, %x : tensor<3x8xf32>, tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%g: tensor<4xf32>, %x: tensor<4x8xf32>) {
+  // expected-error @+1 {{kind must be "sum", "mean" or "max", got "min"}}
+  %0 = kiln.reduce_grad %g, %x {kind = "min", axes = array<i64: 1>} : tensor<4xf32>, tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%g: tensor<8xf32>, %x: tensor<4x8xf32>) {
+  // expected-error @+1 {{gradient 'tensor<8xf32>' does not match the reduction's result 'tensor<4xf32>'}}
+  %0 = kiln.reduce_grad %g, %x {kind = "sum", axes = array<i64: 1>} : tensor<8xf32>, tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%g: tensor<4x8xf32>, %a: tensor<4x3xf32>) {
+  // expected-error @+1 {{needs one result per concatenated input}}
+  %0, %1 = kiln.concat_grad %g, %a {axis = 1 : i64} : (tensor<4x8xf32>, tensor<4x3xf32>) -> (tensor<4x3xf32>, tensor<4x5xf32>)
+  return
+}
+
+// -----
+
+func.func @f(%g: tensor<4x8xf32>, %a: tensor<5x3xf32>) {
+  // expected-error @+1 {{input 0 'tensor<5x3xf32>' does not match the gradient 'tensor<4x8xf32>' outside the axis}}
+  %0 = kiln.concat_grad %g, %a {axis = 1 : i64} : (tensor<4x8xf32>, tensor<5x3xf32>) -> (tensor<5x3xf32>)
+  return
+}
+
+// -----
+
+func.func @f(%g: tensor<4x8xf32>, %a: tensor<4x3xf32>) {
+  // expected-error @+1 {{result 0 has type 'tensor<4x4xf32>', expected 'tensor<4x3xf32>'}}
+  %0 = kiln.concat_grad %g, %a {axis = 1 : i64} : (tensor<4x8xf32>, tensor<4x3xf32>) -> (tensor<4x4xf32>)
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<1x4x8xf32>, %lse: tensor<1x2x4xf32>) {
+  // expected-error @+1 {{lse has type 'tensor<1x2x4xf32>', expected 'tensor<1x4x4xf32>'}}
+  %0:3 = kiln.attention_grad %q, %q, %q, %q, %q, %lse {num_heads = 4 : i64, num_kv_heads = 4 : i64, scale = 0.5 : f64} : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x2x4xf32>) -> (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>)
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<1x4x8xf32>, %k: tensor<1x4x6xf32>, %lse: tensor<1x2x4xf32>) {
+  // expected-error @+1 {{key width 6 must be num_kv_heads * head_dim = 2 * 4 = 8}}
+  %0:3 = kiln.attention_grad %q, %q, %k, %k, %q, %lse {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64} : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x6xf32>, tensor<1x4x6xf32>, tensor<1x4x8xf32>, tensor<1x2x4xf32>) -> (tensor<1x4x8xf32>, tensor<1x4x6xf32>, tensor<1x4x6xf32>)
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<1x4x8xf32>, %lse: tensor<1x2x4xf32>) {
+  // expected-error @+1 {{the key gradient has type 'tensor<1x4x4xf32>', expected 'tensor<1x4x8xf32>'}}
+  %0:3 = kiln.attention_grad %q, %q, %q, %q, %q, %lse {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64} : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x2x4xf32>) -> (tensor<1x4x8xf32>, tensor<1x4x4xf32>, tensor<1x4x8xf32>)
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<1x4x8xf32>, %lse: tensor<1x2x4xf32>, %b: tensor<2x4x4xf32>) {
+  // expected-error @+1 {{has a bias gradient exactly when it has a bias}}
+  %0:3 = kiln.attention_grad %q, %q, %q, %q, %q, %lse bias %b {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64} : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x2x4xf32>, tensor<2x4x4xf32>) -> (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>)
+  return
+}

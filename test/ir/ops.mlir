@@ -105,5 +105,29 @@ func.func @all_ops(%tok: tensor<?x?xi32>, %mask: tensor<?x?xi32>, %pos: tensor<?
   %ce = kiln.cross_entropy %l, %tok {ignore_index = 0 : i64} : tensor<?x?x64xf32>, tensor<?x?xi32> -> tensor<f32>
   // CHECK: kiln.cross_entropy_grad %{{.*}}, %{{.*}}, %{{.*}} {ignore_index = 0 : i64}
   %dl = kiln.cross_entropy_grad %l, %tok, %ce {ignore_index = 0 : i64} : tensor<?x?x64xf32>, tensor<?x?xi32>, tensor<f32> -> tensor<?x?x64xf32>
+  // CHECK: kiln.rope %{{.*}} {head_dim = 8 : i64, inverse = true, theta = 1.000000e+04 : f64}
+  %qi = kiln.rope %q {head_dim = 8 : i64, theta = 10000.0 : f64, inverse = true} : tensor<?x?x16xf32>
+  // CHECK: %{{.*}}, %[[LSE:.*]] = kiln.attention {{.*}} save_lse
+  %o3, %lse = kiln.attention %q, %k, %dr {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.35 : f64, causal = true, save_lse} : (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>) -> (tensor<?x?x16xf32>, tensor<?x2x?xf32>)
+  // CHECK: kiln.attention_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[LSE]] {
+  %dq, %dk, %dvv = kiln.attention_grad %o3, %q, %k, %dr, %o3, %lse {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.35 : f64, causal = true} : (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x2x?xf32>) -> (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>)
+  // CHECK: kiln.attention_grad {{.*}} mask %{{.*}} bias %{{.*}} {
+  %dq2, %dk2, %dv2, %db = kiln.attention_grad %o3, %q, %k, %dr, %o3, %lse mask %mask bias %bias {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.35 : f64} : (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x2x?xf32>, tensor<?x?xi32>, tensor<2x1x1xf32>) -> (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<2x1x1xf32>)
+  // CHECK: kiln.embedding_grad %{{.*}}, %{{.*}} {num_embeddings = 64 : i64}
+  %de = kiln.embedding_grad %dq, %tok {num_embeddings = 64 : i64} : tensor<?x?x16xf32>, tensor<?x?xi32> -> tensor<64x16xf32>
+  // CHECK: kiln.activation_grad %{{.*}}, %{{.*}} {kind = "gelu"} : tensor<?x?x16xf32>
+  %da = kiln.activation_grad %dq, %q {kind = "gelu"} : tensor<?x?x16xf32>
+  // CHECK: kiln.slice_grad %{{.*}}, %{{.*}} {axis = 1 : i64, start = 2 : i64} : tensor<?x?x16xf32>, tensor<?x?x16xf32>
+  %ds = kiln.slice_grad %da, %q {axis = 1 : i64, start = 2 : i64} : tensor<?x?x16xf32>, tensor<?x?x16xf32>
+  // CHECK: kiln.reshape_like %{{.*}}, %{{.*}} : tensor<?x?x16xf32>, tensor<?x?x2x8xf32>
+  %h4 = kiln.reshape %q {shape = ["B", "T", 2, 8]} : tensor<?x?x16xf32> -> tensor<?x?x2x8xf32>
+  %dh = kiln.reshape_like %ds, %h4 : tensor<?x?x16xf32>, tensor<?x?x2x8xf32>
+  // CHECK: kiln.zeros_like %{{.*}} : tensor<?x?x2x8xf32>
+  %zl = kiln.zeros_like %dh : tensor<?x?x2x8xf32>
+  // CHECK: kiln.reduce_grad %{{.*}}, %{{.*}} {axes = array<i64: -1>, keepdim = true, kind = "max"}
+  %mxq = kiln.reduce_max %q {axes = array<i64: -1>, keepdim = true} : tensor<?x?x16xf32> -> tensor<?x?x1xf32>
+  %dmx = kiln.reduce_grad %mxq, %q {kind = "max", axes = array<i64: -1>, keepdim = true} : tensor<?x?x1xf32>, tensor<?x?x16xf32>
+  // CHECK: kiln.concat_grad %{{.*}}, %{{.*}}, %{{.*}} {axis = -1 : i64}
+  %c1, %c2 = kiln.concat_grad %q, %p#0, %p#1 {axis = -1 : i64} : (tensor<?x?x16xf32>, tensor<?x?x8xf32>, tensor<?x?x8xf32>) -> (tensor<?x?x8xf32>, tensor<?x?x8xf32>)
   return %ce : tensor<f32>
 }

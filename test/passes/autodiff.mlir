@@ -51,8 +51,8 @@ func.func @loss(%t: tensor<2xi32>) -> tensor<f32> {
 kiln.parameter @p : tensor<2x3xf32> {init = "normal", init_args = array<f64: 1.0>}
 func.func @loss(%t: tensor<2xi32>) -> tensor<f32> {
   %p = kiln.param @p : tensor<2x3xf32>
-  // expected-error @+1 {{kiln-autodiff: no gradient rule for 'kiln.relu' yet; the loss depends on it}}
-  %s = kiln.relu %p : tensor<2x3xf32>
+  // expected-error @+1 {{kiln-autodiff: no gradient rule for 'kiln.max' yet; the loss depends on it}}
+  %s = kiln.max %p, %p : tensor<2x3xf32>, tensor<2x3xf32> -> tensor<2x3xf32>
   %l = kiln.cross_entropy %s, %t : tensor<2x3xf32>, tensor<2xi32> -> tensor<f32>
   return %l : tensor<f32>
 }
@@ -66,11 +66,38 @@ func.func @loss(%x: tensor<2xf32>) -> tensor<2xf32> {
 
 // -----
 
-kiln.parameter @p : tensor<2x3xf32> {init = "normal", init_args = array<f64: 1.0>}
-func.func @loss(%t: tensor<2xi32>) -> tensor<f32> {
-  %p = kiln.param @p : tensor<2x3xf32>
-  // expected-error @+1 {{kiln-autodiff: no gradient rule for the exact (erf) GELU yet; gelu_tanh has one}}
-  %s = kiln.gelu %p : tensor<2x3xf32>
-  %l = kiln.cross_entropy %s, %t : tensor<2x3xf32>, tensor<2xi32> -> tensor<f32>
+// GPT-2's embedding, positional slice, dropout and attention: attention is
+// rewritten to save its log-sum-exp, which the fused backward reads; dropout's
+// backward is the same dropout (same seed, same mask); the slice's gradient
+// is placed back into zeros shaped like the table; the embedding's gradient is
+// a scatter-add into the table.
+// CHECK-LABEL: func.func @loss_grad
+// CHECK: %[[WTE:.*]] = kiln.param @wte
+// CHECK: %[[X:.*]] = kiln.embedding %[[WTE]], %arg0
+// CHECK: %[[WPE:.*]] = kiln.param @wpe
+// CHECK: %[[P:.*]] = kiln.slice %[[WPE]]
+// CHECK: %[[H:.*]] = kiln.add %[[X]], %[[P]]
+// CHECK: %[[D:.*]] = kiln.dropout %[[H]] {rate = 1.000000e-01 : f64, seed = 7 : i64}
+// CHECK: %[[O:.*]], %[[LSE:.*]] = kiln.attention %[[D]], %[[D]], %[[D]] {causal = true, num_heads = 2 : i64, num_kv_heads = 2 : i64, save_lse, scale = 5.000000e-01 : f64}
+// CHECK-SAME: -> (tensor<?x?x8xf32>, tensor<?x2x?xf32>)
+// CHECK: %[[G:.*]] = kiln.cross_entropy_grad %[[O]]
+// CHECK: %[[DQ:.*]], %[[DK:.*]], %[[DV:.*]] = kiln.attention_grad %[[G]], %[[D]], %[[D]], %[[D]], %[[O]], %[[LSE]]
+// CHECK: %[[S1:.*]] = kiln.add %[[DQ]], %[[DK]]
+// CHECK: %[[S2:.*]] = kiln.add %[[S1]], %[[DV]]
+// CHECK: %[[DD:.*]] = kiln.dropout %[[S2]] {rate = 1.000000e-01 : f64, seed = 7 : i64}
+// CHECK: %[[DP:.*]] = kiln.reduce_sum %[[DD]] {axes = array<i64: 0>}
+// CHECK: kiln.slice_grad %[[DP]], %[[WPE]] {axis = 0 : i64, start = 0 : i64} : tensor<?x8xf32>, tensor<16x8xf32>
+// CHECK: kiln.embedding_grad %[[DD]], %arg0 {num_embeddings = 10 : i64} : tensor<?x?x8xf32>, tensor<?x?xi32> -> tensor<10x8xf32>
+kiln.parameter @wte : tensor<10x8xf32> {init = "normal", init_args = array<f64: 0.02>}
+kiln.parameter @wpe : tensor<16x8xf32> {init = "normal", init_args = array<f64: 0.02>}
+func.func @loss(%ids: tensor<?x?xi32>, %t: tensor<?x?xi32>) -> tensor<f32> {
+  %wte = kiln.param @wte : tensor<10x8xf32>
+  %x = kiln.embedding %wte, %ids : tensor<10x8xf32>, tensor<?x?xi32> -> tensor<?x?x8xf32>
+  %wpe = kiln.param @wpe : tensor<16x8xf32>
+  %p = kiln.slice %wpe {axis = 0 : i64, start = 0 : i64, end = "T"} : tensor<16x8xf32> -> tensor<?x8xf32>
+  %h = kiln.add %x, %p : tensor<?x?x8xf32>, tensor<?x8xf32> -> tensor<?x?x8xf32>
+  %d = kiln.dropout %h {rate = 0.1 : f64, seed = 7 : i64} : tensor<?x?x8xf32>
+  %o = kiln.attention %d, %d, %d {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64, causal = true} : (tensor<?x?x8xf32>, tensor<?x?x8xf32>, tensor<?x?x8xf32>) -> tensor<?x?x8xf32>
+  %l = kiln.cross_entropy %o, %t : tensor<?x?x8xf32>, tensor<?x?xi32> -> tensor<f32>
   return %l : tensor<f32>
 }
