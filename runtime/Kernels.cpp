@@ -149,6 +149,23 @@ const OpSignature &kiln::runtime::signatureOf(Op op) {
 // Shape rules
 //===----------------------------------------------------------------------===//
 
+namespace {
+/// The shape of a reduction of `x` (ints [keepdim, axes...]).
+Shape reducedShape(const kart::Kernel &k, const Shape &x) {
+  bool keep = ival(k, 0);
+  std::vector<bool> red(x.size(), false);
+  for (size_t i = 1; i < k.ints()->size(); ++i)
+    red[normAxis(ival(k, i), x.size())] = true;
+  Shape s;
+  for (size_t d = 0; d < x.size(); ++d)
+    if (!red[d])
+      s.push_back(x[d]);
+    else if (keep)
+      s.push_back(1);
+  return s;
+}
+} // namespace
+
 Status kiln::runtime::inferShapes(const kart::Kernel &k,
                                   const std::vector<const Shape *> &in,
                                   const std::vector<int64_t> &symbols,
@@ -286,18 +303,7 @@ Status kiln::runtime::inferShapes(const kart::Kernel &k,
   case Op::ReduceSum:
   case Op::ReduceMean:
   case Op::ReduceMax: {
-    const Shape &x = shape(0);
-    bool keep = ival(k, 0);
-    std::vector<bool> red(x.size(), false);
-    for (size_t i = 1; i < k.ints()->size(); ++i)
-      red[normAxis(ival(k, i), x.size())] = true;
-    Shape s;
-    for (size_t d = 0; d < x.size(); ++d)
-      if (!red[d])
-        s.push_back(x[d]);
-      else if (keep)
-        s.push_back(1);
-    out.push_back(s);
+    out.push_back(reducedShape(k, shape(0)));
     return Status::ok();
   }
   case Op::Attention: {
@@ -360,17 +366,7 @@ Status kiln::runtime::inferShapes(const kart::Kernel &k,
   }
   case Op::ReduceGrad: {
     const Shape &g = shape(0), &x = shape(1);
-    bool keep = ival(k, 0);
-    std::vector<bool> red(x.size(), false);
-    for (size_t i = 1; i < k.ints()->size(); ++i)
-      red[normAxis(ival(k, i), x.size())] = true;
-    Shape r;
-    for (size_t d = 0; d < x.size(); ++d)
-      if (!red[d])
-        r.push_back(x[d]);
-      else if (keep)
-        r.push_back(1);
-    if (r != g)
+    if (reducedShape(k, x) != g)
       return fail(k,
                   "gradient " + str(g) + " is not the reduction of " + str(x));
     out.push_back(x);
