@@ -697,7 +697,9 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
       fbb, runtime::kFormatVersion,
       fbb.CreateString(name ? name.str() : "model"), fbb.CreateVector(symbols),
       fbb.CreateVector(hparams), fbb.CreateVector(paramTable),
-      fbb.CreateVector(functions), weightsVec, weightsFile);
+      fbb.CreateVector(functions), weightsVec, weightsFile,
+      options.tokenizer.empty() ? 0 : fbb.CreateString(options.tokenizer),
+      options.vocab.empty() ? 0 : fbb.CreateVectorOfStrings(options.vocab));
   kart::FinishProgramBuffer(fbb, program);
   bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   return success();

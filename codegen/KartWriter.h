@@ -27,6 +27,10 @@ struct ArtifactOptions {
   /// artifact refers to `externalWeightsFile` instead.
   runtime::NamedTensors *externalWeights = nullptr;
   std::string externalWeightsFile;
+  /// A tokenizer to record ("char" or "byte") with the piece of each id, so
+  /// `kiln generate` can read and print text.
+  std::string tokenizer;
+  std::vector<std::string> vocab;
 };
 
 /// Lowers a verified kiln module to the CPU execution plan and serializes it

@@ -1,10 +1,14 @@
 //===- File.cpp - durable file writes -------------------------------------===//
 #include "runtime/File.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
+#include <fstream>
+#include <sstream>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,5 +53,122 @@ Status kiln::runtime::writeFileAtomically(
     std::remove(tmp.c_str());
     return Status::error(msg);
   }
+  return Status::ok();
+}
+
+namespace {
+Status syncDirectory(const std::string &dir) {
+  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0 || fsync(fd) != 0) {
+    std::string msg =
+        dir + ": cannot flush the directory: " + std::strerror(errno);
+    if (fd >= 0)
+      close(fd);
+    return Status::error(msg);
+  }
+  close(fd);
+  return Status::ok();
+}
+
+void removeTree(const std::string &path) {
+  if (DIR *d = opendir(path.c_str())) {
+    while (dirent *e = readdir(d)) {
+      std::string name = e->d_name;
+      if (name == "." || name == "..")
+        continue;
+      std::string child = path + "/" + name;
+      struct stat st;
+      if (lstat(child.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+        removeTree(child);
+      else
+        unlink(child.c_str());
+    }
+    closedir(d);
+  }
+  rmdir(path.c_str());
+}
+} // namespace
+
+Status kiln::runtime::beginCheckpoint(const std::string &parent,
+                                      std::string &tmpDir) {
+  if (mkdir(parent.c_str(), 0755) != 0 && errno != EEXIST)
+    return Status::error(parent + ": cannot create the checkpoint directory: " +
+                         std::strerror(errno));
+  std::string tmpl = parent + "/.incomplete-XXXXXX";
+  if (!mkdtemp(tmpl.data()))
+    return Status::error(parent + ": cannot create a temporary directory: " +
+                         std::strerror(errno));
+  tmpDir = tmpl;
+  return Status::ok();
+}
+
+Status kiln::runtime::commitCheckpoint(const std::string &parent,
+                                       const std::string &tmpDir,
+                                       const std::string &name, int keep) {
+  if (Status s = syncDirectory(tmpDir); !s)
+    return s;
+  std::string final = parent + "/" + name;
+  struct stat st;
+  if (stat(final.c_str(), &st) == 0) {
+    // Rewriting a step that exists (a rerun): move the old one aside first.
+    std::string old = final + ".old";
+    removeTree(old);
+    if (std::rename(final.c_str(), old.c_str()) != 0)
+      return Status::error(
+          final + ": cannot replace the checkpoint: " + std::strerror(errno));
+  }
+  if (std::rename(tmpDir.c_str(), final.c_str()) != 0)
+    return Status::error(
+        final + ": cannot commit the checkpoint: " + std::strerror(errno));
+  if (Status s = syncDirectory(parent); !s)
+    return s;
+  std::string pointer = name + "\n";
+  if (Status s = writeFileAtomically(parent + "/latest",
+                                     {{pointer.data(), pointer.size()}});
+      !s)
+    return s;
+  if (Status s = syncDirectory(parent); !s)
+    return s;
+  // Prune: checkpoints are named so that they sort by step.
+  std::vector<std::string> names;
+  if (DIR *d = opendir(parent.c_str())) {
+    while (dirent *e = readdir(d)) {
+      std::string n = e->d_name;
+      if (n.rfind("step-", 0) == 0 && n.find('.') == std::string::npos)
+        names.push_back(n);
+      else if (n.rfind(".incomplete-", 0) == 0 ||
+               n.size() > 4 && n.compare(n.size() - 4, 4, ".old") == 0)
+        removeTree(parent + "/" + n); // left by an interrupted writer
+    }
+    closedir(d);
+  }
+  std::sort(names.begin(), names.end());
+  for (size_t i = 0; keep > 0 && i + keep < names.size(); ++i)
+    if (names[i] != name)
+      removeTree(parent + "/" + names[i]);
+  return Status::ok();
+}
+
+Status kiln::runtime::readFile(const std::string &path, std::string &out) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f)
+    return Status::error(path + ": cannot open the file");
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  out = ss.str();
+  return Status::ok();
+}
+
+Status kiln::runtime::latestCheckpoint(const std::string &parent,
+                                       std::string &dir) {
+  std::string name;
+  if (Status s = readFile(parent + "/latest", name); !s)
+    return Status::error(parent + ": no checkpoint to resume from (" +
+                         s.message() + ")");
+  while (!name.empty() && (name.back() == '\n' || name.back() == '\r'))
+    name.pop_back();
+  if (name.empty() || name.find('/') != std::string::npos)
+    return Status::error(parent + "/latest: does not name a checkpoint");
+  dir = parent + "/" + name;
   return Status::ok();
 }

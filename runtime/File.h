@@ -17,6 +17,22 @@ Status
 writeFileAtomically(const std::string &path,
                     const std::vector<std::pair<const void *, size_t>> &chunks);
 
+/// Checkpoint directories. A checkpoint is written into a fresh temporary
+/// directory inside `parent` (`beginCheckpoint`), whose files the caller
+/// writes with writeFileAtomically; `commitCheckpoint` fsyncs it, renames it
+/// to `parent/name`, fsyncs `parent`, points `parent/latest` at it (itself
+/// an atomic write) and removes all but the newest `keep` checkpoints. A
+/// process killed at any point leaves `latest` naming a complete checkpoint
+/// (or absent), never a partial one.
+Status beginCheckpoint(const std::string &parent, std::string &tmpDir);
+Status commitCheckpoint(const std::string &parent, const std::string &tmpDir,
+                        const std::string &name, int keep);
+/// The directory `parent/latest` names; an error if there is none.
+Status latestCheckpoint(const std::string &parent, std::string &dir);
+
+/// The whole file as bytes.
+Status readFile(const std::string &path, std::string &out);
+
 } // namespace kiln::runtime
 
 #endif

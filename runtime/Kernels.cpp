@@ -715,12 +715,77 @@ void copyAxis(const View &from, int64_t fromStart, const View &to,
                 count * inner * esz);
 }
 
+/// Reduction over one contiguous block of axes, as [outer, R, inner] ->
+/// [outer, inner]: rows are summed in a fixed order (deterministic), with
+/// the inner dimension contiguous and vectorizable.
+void reduceBlock(Op op, const float *x, float *y, int64_t outer, int64_t R,
+                 int64_t inner) {
+  bool isMax = op == Op::ReduceMax;
+  float init = isMax ? -INFINITY : 0.0f;
+  if (inner == 1) {
+#pragma omp parallel for if (outer * R > 32768)
+    for (int64_t o = 0; o < outer; ++o) {
+      const float *xr = x + o * R;
+      float acc = init;
+      if (isMax)
+        for (int64_t r = 0; r < R; ++r)
+          acc = std::max(acc, xr[r]);
+      else
+        for (int64_t r = 0; r < R; ++r)
+          acc += xr[r];
+      y[o] = acc;
+    }
+  } else {
+    const int64_t chunk = 256;
+    int64_t chunks = (inner + chunk - 1) / chunk;
+#pragma omp parallel for collapse(2) if (outer * R * inner > 32768)
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t ci = 0; ci < chunks; ++ci) {
+        int64_t i0 = ci * chunk, i1 = std::min(inner, i0 + chunk);
+        float *yr = y + o * inner;
+        for (int64_t i = i0; i < i1; ++i)
+          yr[i] = init;
+        for (int64_t r = 0; r < R; ++r) {
+          const float *xr = x + (o * R + r) * inner;
+          if (isMax)
+            for (int64_t i = i0; i < i1; ++i)
+              yr[i] = std::max(yr[i], xr[i]);
+          else
+            for (int64_t i = i0; i < i1; ++i)
+              yr[i] += xr[i];
+        }
+      }
+  }
+  if (op == Op::ReduceMean)
+    for (int64_t i = 0; i < outer * inner; ++i)
+      y[i] /= static_cast<float>(R);
+}
+
 Status reduce(KernelContext &c) {
   const Shape &xs = *c.in[0].shape;
   std::vector<bool> red(xs.size(), false);
   for (size_t i = 1; i < c.kernel.ints()->size(); ++i)
     red[normAxis(ival(c.kernel, i), xs.size())] = true;
   Op op = c.kernel.op();
+  // One contiguous block of reduced axes (the common case: a bias gradient
+  // over [B, T], a norm over the last axis) takes the blocked kernel.
+  int64_t first = -1, last = -1;
+  for (size_t d = 0; d < xs.size(); ++d)
+    if (red[d]) {
+      if (first < 0)
+        first = static_cast<int64_t>(d);
+      last = static_cast<int64_t>(d);
+    }
+  bool contiguous = first >= 0;
+  for (int64_t d = first; contiguous && d <= last; ++d)
+    contiguous = red[d];
+  if (contiguous) {
+    int64_t outer = 1, R = 1, inner = 1;
+    for (int64_t d = 0; d < static_cast<int64_t>(xs.size()); ++d)
+      (d < first ? outer : d <= last ? R : inner) *= xs[d];
+    reduceBlock(op, c.in[0].as<float>(), c.out[0].as<float>(), outer, R, inner);
+    return Status::ok();
+  }
   int64_t on = c.out[0].numel();
   float *y = c.out[0].as<float>();
   const float *x = c.in[0].as<float>();

@@ -1,5 +1,6 @@
 //===- Model.cpp - verify, bind and run a .kart artifact ------------------===//
 #include "runtime/Model.h"
+#include "runtime/File.h"
 #include "runtime/Kernels.h"
 #include "runtime/Safetensors.h"
 
@@ -7,6 +8,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -662,6 +665,11 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
       ptr[id] = arena + slotOffset[v->slot()];
     }
   }
+  static const bool profile = [] {
+    const char *e = std::getenv("KILN_PROFILE");
+    return e && *e && std::string(e) != "0";
+  }();
+  std::map<std::string, double> opTime;
   for (const kart::Kernel *k : *fn.kernels()) {
     KernelContext ctx{*k, {}, {}, symbols, primitives};
     ctx.training = options.training;
@@ -674,8 +682,30 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
     for (int id : *k->outputs())
       ctx.out.push_back(
           View{ptr[id], fromKart(fn.values()->Get(id)->dtype()), &shapes[id]});
+    auto t0 = profile ? std::chrono::steady_clock::now()
+                      : std::chrono::steady_clock::time_point();
     if (Status s = execute(ctx); !s)
       return s;
+    if (profile)
+      opTime[kart::EnumNameOp(k->op())] +=
+          std::chrono::duration<double, std::milli>(
+              std::chrono::steady_clock::now() - t0)
+              .count();
+  }
+  if (profile) {
+    // KILN_PROFILE=1: milliseconds per op kind for this call, slowest first.
+    std::vector<std::pair<double, std::string>> rows;
+    double total = 0;
+    for (const auto &[op, ms] : opTime) {
+      rows.push_back({ms, op});
+      total += ms;
+    }
+    std::sort(rows.rbegin(), rows.rend());
+    std::fprintf(stderr, "kiln profile: %s: %.2f ms in kernels\n",
+                 fn.name()->c_str(), total);
+    for (const auto &[ms, op] : rows)
+      std::fprintf(stderr, "  %-24s %9.2f ms  %5.1f%%\n", op.c_str(), ms,
+                   100.0 * ms / std::max(total, 1e-9));
   }
   outputs.clear();
   for (int id : *fn.outputs()) {
@@ -813,6 +843,17 @@ Status Model::init(const std::string &dir) {
     return Status::error("the artifact is missing its functions, parameters "
                          "or weights");
   model_ = p->model()->str();
+  if (p->tokenizer() || p->vocab()) {
+    std::string kind = p->tokenizer() ? p->tokenizer()->str() : "";
+    if ((kind != "char" && kind != "byte") || !p->vocab() ||
+        p->vocab()->size() == 0)
+      return Status::error("the artifact's tokenizer is invalid: expected "
+                           "\"char\" or \"byte\" with a vocabulary");
+    std::vector<std::string> pieces;
+    for (const flatbuffers::String *piece : *p->vocab())
+      pieces.push_back(piece->str());
+    tokenizer_ = Tokenizer::fromPieces(kind, std::move(pieces));
+  }
   if (p->hparams())
     for (const kart::HParam *h : *p->hparams())
       if (h && h->name())
@@ -936,6 +977,14 @@ Status Model::init(const std::string &dir) {
     states_.push_back(std::move(st));
   }
   return Status::ok();
+}
+
+Status Model::saveArtifact(const std::string &path) const {
+  if (!externalWeights_.empty())
+    return Status::error(path + ": the artifact keeps its weights in a "
+                                "separate file; save them with saveWeights");
+  return writeFileAtomically(path,
+                             {{bytes_.data() + base_, bytes_.size() - base_}});
 }
 
 float *Model::parameterData(size_t i) {

@@ -14,6 +14,7 @@
 #define KILN_RUNTIME_MODEL_H
 
 #include "runtime/Tensor.h"
+#include "runtime/Text.h"
 
 #include <map>
 #include <memory>
@@ -97,6 +98,13 @@ public:
                       const std::map<std::string, int64_t> &dims,
                       MemoryReport &report);
 
+  /// The tokenizer recorded by `kiln train`, if any (size() == 0 if not).
+  const Tokenizer &tokenizer() const { return tokenizer_; }
+
+  /// Writes the artifact as it is now, parameters included (after training,
+  /// the trained values), atomically.
+  Status saveArtifact(const std::string &path) const;
+
   /// Copies a parameter's values out (for tests and checkpoints).
   Status parameter(const std::string &name, Tensor &out) const;
 
@@ -119,6 +127,7 @@ private:
   std::vector<std::pair<std::string, double>> hparams_;
   std::vector<const uint8_t *> paramData_;
   std::vector<Tensor> externalWeights_;
+  Tokenizer tokenizer_;
   std::vector<std::unique_ptr<FunctionState>> states_;
 };
 

@@ -195,6 +195,41 @@ bool eltwise(KernelContext &c) {
   return true;
 }
 
+/// Gradients of activations: oneDNN's eltwise backward primitives.
+bool activationGrad(KernelContext &c) {
+  using A = dnnl::algorithm;
+  const std::string kind = c.kernel.text()->str();
+  A alg;
+  float alpha = 0;
+  if (kind == "relu") {
+    alg = A::eltwise_relu;
+  } else if (kind == "gelu") {
+    alg = A::eltwise_gelu_erf;
+  } else if (kind == "gelu_tanh") {
+    alg = A::eltwise_gelu_tanh;
+  } else if (kind == "silu") {
+    alg = A::eltwise_swish;
+    alpha = 1;
+  } else {
+    return false;
+  }
+  auto md = plain({c.out[0].numel()});
+  auto &p = cached(c, keyOf(c), [&] {
+    auto &engine = c.primitives.impl().engine;
+    auto hint = dnnl::eltwise_forward::primitive_desc(
+        dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_training, alg, md,
+                                    alpha, 0.f),
+        engine);
+    return dnnl::eltwise_backward(dnnl::eltwise_backward::primitive_desc(
+        dnnl::eltwise_backward::desc(alg, md, md, alpha, 0.f), engine, hint));
+  });
+  run(c, p,
+      {{DNNL_ARG_DIFF_DST, mem(c, md, c.in[0].data)},
+       {DNNL_ARG_SRC, mem(c, md, c.in[1].data)},
+       {DNNL_ARG_DIFF_SRC, mem(c, md, c.out[0].data)}});
+  return true;
+}
+
 bool binary(KernelContext &c) {
   using A = dnnl::algorithm;
   if (c.in[0].dtype != DType::F32)
@@ -305,6 +340,23 @@ bool reduction(KernelContext &c) {
   }
   if (kept == s)
     return false; // nothing to reduce: oneDNN wants a real reduction
+  // One contiguous block of reduced axes: kiln's blocked kernel is faster
+  // than oneDNN 2.6's reduction there (4-10x on bias gradients), and
+  // deterministic.
+  {
+    int64_t first = -1, last = -1;
+    for (size_t d = 0; d < s.size(); ++d)
+      if (kept[d] != s[d] || (kept[d] == 1 && s[d] == 1)) {
+        if (first < 0)
+          first = static_cast<int64_t>(d);
+        last = static_cast<int64_t>(d);
+      }
+    bool contiguous = true;
+    for (int64_t d = first; d <= last; ++d)
+      contiguous &= kept[d] == 1;
+    if (contiguous)
+      return false;
+  }
   // The result is contiguous either way; describe it with kept dimensions.
   auto ms = plain(s), md = plain(kept);
   auto &p = cached(c, keyOf(c), [&] {
@@ -373,6 +425,8 @@ bool kiln::runtime::executeOneDNN(KernelContext &c, Status &status) {
       return reduction(c);
     case Op::Transpose:
       return transpose(c);
+    case Op::ActivationGrad:
+      return activationGrad(c);
     default:
       return false;
     }

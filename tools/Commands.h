@@ -2,6 +2,8 @@
 #ifndef KILN_TOOLS_COMMANDS_H
 #define KILN_TOOLS_COMMANDS_H
 
+#include "codegen/KartWriter.h"
+#include "frontend/MLIRGen.h"
 #include "runtime/Model.h"
 #include "llvm/ADT/Twine.h"
 
@@ -27,6 +29,16 @@ int compileCommand(const std::vector<std::string> &args);
 int runCommand(const std::vector<std::string> &args);
 int inspectCommand(const std::vector<std::string> &args);
 int generateCommand(const std::vector<std::string> &args);
+int trainCommand(const std::vector<std::string> &args);
+
+/// Compiles a .kiln file (with hyperparameter overrides, and `gradOf`'s
+/// gradient function when it is not empty) into artifact bytes. Diagnostics
+/// go to stderr; returns the exit status (0 on success).
+int compileToArtifact(const std::string &input,
+                      const std::vector<Define> &defines,
+                      const std::string &gradOf,
+                      const ArtifactOptions &artifact,
+                      std::vector<uint8_t> &bytes);
 
 } // namespace kiln::tools
 

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 using namespace kiln::runtime;
@@ -331,6 +332,7 @@ int generateCommand(const std::vector<std::string> &args) {
   double temperature = 1.0, topP = 1.0;
   std::vector<int32_t> prompt;
   bool havePrompt = false;
+  std::optional<std::string> promptText;
   for (const std::string &a : args) {
     auto value = [&](const char *flag) -> const char * {
       size_t n = std::strlen(flag);
@@ -357,6 +359,8 @@ int generateCommand(const std::vector<std::string> &args) {
       }
       if (prompt.empty())
         return usageError("--prompt-ids is empty");
+    } else if (const char *v = value("--prompt=")) {
+      promptText = v;
     } else if (const char *v = value("--temperature=")) {
       if (!parseDouble(v, temperature) || temperature < 0)
         return usageError("--temperature expects a number >= 0, got '" +
@@ -377,11 +381,35 @@ int generateCommand(const std::vector<std::string> &args) {
     return usageError("'kiln generate' needs an artifact");
   if (maxTokens < 0)
     return usageError("'kiln generate' needs --max-tokens=N");
-  if (!havePrompt)
-    prompt = {1}; // BOS
+  if (promptText && havePrompt)
+    return usageError("give --prompt or --prompt-ids, not both");
   std::unique_ptr<Model> model;
   if (Status s = Model::load(path, model); !s)
     return fail(s.message());
+  // Artifacts made by `kiln train` carry their tokenizer: they take a text
+  // prompt and print text.
+  const Tokenizer &tok = model->tokenizer();
+  if (promptText) {
+    if (!tok.size())
+      return fail(path + ": the artifact has no tokenizer (only models "
+                         "trained by kiln train have one); give token ids "
+                         "with --prompt-ids");
+    if (promptText->empty())
+      return usageError("--prompt is empty");
+    if (Status s = tok.encode(*promptText, prompt); !s)
+      return fail("--prompt: " + s.message());
+    havePrompt = true;
+  }
+  if (!havePrompt) {
+    if (tok.size()) { // start from a newline when the vocabulary has one
+      prompt = {0};
+      for (size_t i = 0; i < tok.size(); ++i)
+        if (tok.pieces()[i] == "\n")
+          prompt = {static_cast<int32_t>(i)};
+    } else {
+      prompt = {1}; // BOS
+    }
+  }
   const FunctionInfo *forward = nullptr;
   for (const FunctionInfo &f : model->functions())
     if (f.name == "forward")
@@ -401,6 +429,8 @@ int generateCommand(const std::vector<std::string> &args) {
       window = static_cast<int64_t>(v);
   std::vector<int32_t> seq = prompt;
   SplitMix64 rng{static_cast<uint64_t>(seed)};
+  if (promptText)
+    std::cout << *promptText;
   std::string line;
   for (int64_t step = 0; step < maxTokens; ++step) {
     int64_t start =
@@ -423,7 +453,15 @@ int generateCommand(const std::vector<std::string> &args) {
     int64_t next = pickToken(logits.as<float>() + (len - 1) * vocab, vocab,
                              temperature, topP, rng);
     seq.push_back(static_cast<int32_t>(next));
+    if (tok.size()) {
+      std::cout << tok.decode(static_cast<int32_t>(next)) << std::flush;
+      continue;
+    }
     line += (step ? " " : "") + std::to_string(next);
+  }
+  if (tok.size()) {
+    std::cout << "\n";
+    return 0;
   }
   std::cout << line << "\n";
   return 0;

@@ -52,6 +52,8 @@ usage:
                                       plan (arena at the given sizes), kernels
   kiln generate MODEL.kart --max-tokens=N [options]
                                       continue a token sequence (decoder models)
+  kiln train MODEL.kiln|MODEL.kart --data=TEXT --steps=N [options]
+                                      train a language model on a text file
   kiln --help                         show this help
   kiln --version                      show the version
 
@@ -91,7 +93,34 @@ generate options:
   --top-p=P          nucleus sampling: keep the most likely tokens up to
                      probability P (default 1)
   --seed=S           seed for sampling (default 0)
+  --prompt=TEXT      a text prompt, for models trained by kiln train (they
+                     carry their tokenizer); they print text, not ids
   The generated ids print space-separated on one line.
+
+train options (see docs/training.md):
+  --data=FILE        the text to learn (required); the last --eval-fraction
+                     (default 0.1) is held out for evaluation
+  --tokenizer=KIND   char (default: the file's distinct characters) or byte;
+                     vocab_size is bound to its size unless given with -D
+  --steps=N          optimizer updates (required)
+  --batch=B --seq=T  batch size and sequence length (default 8 and 64)
+  --accumulate=K     micro-batches per update (gradient accumulation; 1)
+  --optimizer=NAME   adamw (default) or sgd (with --momentum, default 0.9)
+  --lr=LR            peak learning rate (1e-3); --warmup=N steps of linear
+                     warmup (default min(100, steps/10)), then cosine decay
+                     to lr * --min-lr-ratio (0.1)
+  --weight-decay=W   on matrices and embeddings (0); --beta1, --beta2, --eps
+  --clip=C           clip gradients to global norm C (1.0; 0 turns it off)
+  --eval-every=K     evaluate every K steps (and at the end); --eval-batches
+  --checkpoint-dir=D checkpoints (model, optimizer, trainer state) in D,
+                     written atomically; --checkpoint-every=K; --resume
+                     continues exactly from D's latest checkpoint;
+                     --keep-checkpoints=N (2); --stop-after=N stops early
+  --metrics=F.jsonl  one JSON object per step (loss, lr, tokens/s, ...)
+  --plot=F.png       the loss curve as an image
+  -o FILE            the trained artifact (default MODEL-trained.kart, in
+                     the checkpoint directory when there is one)
+  --seed=S, --threads=N, -D NAME=VALUE, --loss=FN (default loss)
 
 exit status: 0 success, 1 errors in the model or data, 2 bad command line
 )";
@@ -148,6 +177,19 @@ int writeOutput(llvm::StringRef path, llvm::StringRef text) {
     return 1;
   }
   return 0;
+}
+
+/// Reverse-mode autodiff adds <fn>_grad; canonicalization and CSE tidy the
+/// backward ops it builds.
+mlir::LogicalResult differentiate(mlir::ModuleOp module,
+                                  const std::string &fn) {
+  mlir::PassManager pm(module.getContext());
+  kiln::AutodiffOptions autodiff;
+  autodiff.function = fn;
+  pm.addPass(kiln::createAutodiff(autodiff));
+  pm.addPass(mlir::createCanonicalizerPass());
+  pm.addPass(mlir::createCSEPass());
+  return pm.run(module);
 }
 
 } // namespace
@@ -291,16 +333,8 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   if (!module)
     return 1;
   if (!gradOf.empty()) {
-    // Reverse-mode autodiff adds <fn>_grad; canonicalization and CSE tidy
-    // the backward ops it builds.
     mlir::SourceMgrDiagnosticHandler handler(sm, &ctx);
-    mlir::PassManager pm(&ctx);
-    kiln::AutodiffOptions autodiff;
-    autodiff.function = gradOf;
-    pm.addPass(kiln::createAutodiff(autodiff));
-    pm.addPass(mlir::createCanonicalizerPass());
-    pm.addPass(mlir::createCSEPass());
-    if (mlir::failed(pm.run(*module)))
+    if (mlir::failed(differentiate(*module, gradOf)))
       return 1;
   }
   if (emit == "kart" || emit == "plan" || emit == "lowered") {
@@ -389,6 +423,30 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   return writeOutput(output, text);
 }
 
+int kiln::tools::compileToArtifact(const std::string &input,
+                                   const std::vector<kiln::Define> &defines,
+                                   const std::string &gradOf,
+                                   const kiln::ArtifactOptions &artifact,
+                                   std::vector<uint8_t> &bytes) {
+  llvm::SourceMgr sm;
+  unsigned id = kiln::loadSourceFile(input, sm);
+  if (!id)
+    return 1;
+  mlir::MLIRContext ctx;
+  ctx.getOrLoadDialect<kiln::KilnDialect>();
+  ctx.getOrLoadDialect<mlir::func::FuncDialect>();
+  kiln::CompileOptions options;
+  options.defines = defines;
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      kiln::compileBuffer(ctx, sm, id, options);
+  if (!module)
+    return 1;
+  mlir::SourceMgrDiagnosticHandler handler(sm, &ctx);
+  if (!gradOf.empty() && mlir::failed(differentiate(*module, gradOf)))
+    return 1;
+  return mlir::failed(kiln::writeArtifact(*module, artifact, bytes)) ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -415,6 +473,9 @@ int main(int argc, char **argv) {
     return kiln::tools::inspectCommand(rest);
   if (cmd == "generate")
     return kiln::tools::generateCommand(rest);
-  return usageError("unknown command '" + cmd +
-                    "'; the commands are: compile, run, inspect, generate");
+  if (cmd == "train")
+    return kiln::tools::trainCommand(rest);
+  return usageError(
+      "unknown command '" + cmd +
+      "'; the commands are: compile, run, inspect, generate, train");
 }

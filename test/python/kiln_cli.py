@@ -35,6 +35,25 @@ def write_safetensors(path, tensors):
             f.write(b)
 
 
+_NP = {v: k for k, v in _DTYPES.items()}
+
+
+def read_safetensors(path):
+    """Reads a safetensors file into {name: ndarray}."""
+    data = Path(path).read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = info["data_offsets"]
+        out[name] = np.frombuffer(data[8 + n + a:8 + n + b],
+                                  dtype=_NP[info["dtype"]]).reshape(
+                                      info["shape"])
+    return out
+
+
 def kiln(*args, check=True, env=None):
     r = subprocess.run([KILN, *map(str, args)], capture_output=True, text=True,
                        env=env)

@@ -1,0 +1,103 @@
+//===- Trainer.h - training steps on a compiled gradient function -*- C++
+//-*-===//
+//
+// A training step runs the artifact's compiled gradient function (`loss_grad`,
+// made by `kiln compile --grad=loss`: the forward pass, the backward pass and
+// the loss) on each micro-batch with dropout active, averages the gradients,
+// clips them by their global norm and updates the model's parameters in place
+// with AdamW or SGD with momentum at the scheduled learning rate.
+//
+//   std::unique_ptr<Trainer> t;
+//   Trainer::create(*model, config, t);
+//   StepStats st;
+//   t->step({{{"tokens", x}, {"targets", y}}}, st);
+//
+// Everything is deterministic for a given seed and thread count.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KILN_RUNTIME_TRAINER_H
+#define KILN_RUNTIME_TRAINER_H
+
+#include "runtime/Model.h"
+#include "runtime/Safetensors.h"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kiln::runtime {
+
+struct TrainConfig {
+  /// The loss function; the artifact must also hold `<loss>_grad`.
+  std::string loss = "loss";
+  /// "adamw" (decoupled weight decay, as torch.optim.AdamW) or "sgd" (with
+  /// momentum and coupled weight decay, as torch.optim.SGD).
+  std::string optimizer = "adamw";
+  double lr = 1e-3;
+  /// Linear warmup over `warmupSteps` updates, then a cosine decay to
+  /// `lr * minLrRatio` at `totalSteps`; constant afterwards.
+  int64_t warmupSteps = 0;
+  int64_t totalSteps = 1;
+  double minLrRatio = 0.1;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double momentum = 0.9;
+  /// Applied to parameters of rank >= 2 only (matrices and embeddings, not
+  /// biases or norm weights).
+  double weightDecay = 0.0;
+  /// Global-norm gradient clipping; <= 0 turns it off.
+  double clipNorm = 1.0;
+  /// Seeds dropout: step s, micro-batch m draws from (seed, s, m).
+  uint64_t seed = 0;
+};
+
+struct StepStats {
+  double loss = 0;     // mean over the micro-batches
+  double lr = 0;       // the rate this update used
+  double gradNorm = 0; // global norm before clipping
+};
+
+class Trainer {
+public:
+  static Status create(Model &model, const TrainConfig &config,
+                       std::unique_ptr<Trainer> &out);
+
+  /// The learning rate of update `step` (0-based).
+  double learningRate(int64_t step) const;
+
+  /// One update from the given micro-batches (gradient accumulation when
+  /// there are several); each maps the loss function's input names to
+  /// tensors.
+  Status step(const std::vector<std::map<std::string, Tensor>> &microBatches,
+              StepStats &stats);
+
+  /// The loss on a batch in inference mode (dropout off).
+  Status evaluate(const std::map<std::string, Tensor> &batch, double &loss);
+
+  /// Updates done so far (restored by loadOptimizer).
+  int64_t stepCount() const { return step_; }
+
+  /// Optimizer state as tensors named "<kind>/<parameter>" (exp_avg,
+  /// exp_avg_sq for AdamW; momentum for SGD) plus "step".
+  Status saveOptimizer(const std::string &path) const;
+  Status loadOptimizer(const std::string &path);
+
+  /// Copies weights from a .safetensors file into the model; every
+  /// parameter must be present with its exact shape.
+  Status loadWeights(const std::string &path);
+
+private:
+  Trainer(Model &model, const TrainConfig &config)
+      : model_(model), config_(config) {}
+
+  Model &model_;
+  TrainConfig config_;
+  int64_t step_ = 0;
+  std::vector<size_t> sizes_;             // elements per parameter
+  std::vector<std::vector<float>> m_, v_; // AdamW moments / SGD momentum
+  std::vector<std::vector<float>> grads_; // accumulated gradients
+};
+
+} // namespace kiln::runtime
+
+#endif

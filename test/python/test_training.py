@@ -1,0 +1,383 @@
+"""kiln train: optimizer steps against torch.optim, the learning-rate
+schedule, gradient accumulation and clipping, determinism, checkpoints and
+exact resumption, and clear errors for bad input."""
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import reference_models as ref
+from kiln_cli import EXAMPLES, KILN, kiln, read_safetensors
+
+# Every window of this text is the same: with --eval-fraction=0 and
+# --seq=16 a 17-character file has one window, so each batch is known.
+TEXT = "hello kiln world!"
+TINY = dict(n_positions=16, n_embd=16, n_layer=2, n_head=2, resid_pdrop=0,
+            embd_pdrop=0)
+
+
+def defines(cfg):
+    out = []
+    for k, v in cfg.items():
+        out += ["-D", f"{k}={v}"]
+    return out
+
+
+def vocab(text):
+    return sorted(set(text))
+
+
+def train(tmp_path, *flags, data=TEXT, cfg=TINY, check=True, name="run"):
+    d = tmp_path / name
+    d.mkdir(exist_ok=True)
+    (d / "data.txt").write_text(data)
+    r = subprocess.run([KILN, "train", EXAMPLES / "gpt2.kiln",
+                        f"--data={d / 'data.txt'}", *defines(cfg),
+                        f"--checkpoint-dir={d / 'ck'}",
+                        f"--metrics={d / 'm.jsonl'}", *map(str, flags)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode >= 0, f"kiln crashed with signal {-r.returncode}"
+    if check:
+        assert r.returncode == 0, r.stderr
+    return d, r
+
+
+def final_weights(d):
+    latest = (d / "ck" / "latest").read_text().strip()
+    return read_safetensors(d / "ck" / latest / "model.safetensors")
+
+
+def metrics(d):
+    return [json.loads(line) for line in (d / "m.jsonl").read_text().splitlines()]
+
+
+def initial_weights(tmp_path, seed):
+    w0 = tmp_path / "w0.safetensors"
+    kiln("compile", EXAMPLES / "gpt2.kiln", *defines(TINY), "-D",
+         f"vocab_size={len(vocab(TEXT))}", f"--seed={seed}",
+         f"--save-weights={w0}", "-o", tmp_path / "init.kart")
+    return {k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
+            for k, v in read_safetensors(w0).items()}
+
+
+def torch_loss(w, batch):
+    ids = [vocab(TEXT).index(c) for c in TEXT]
+    tokens = torch.tensor([ids[:16]] * batch)
+    targets = torch.tensor([ids[1:17]] * batch)
+    logits = ref.gpt2(w, dict(TINY, vocab_size=len(vocab(TEXT))), tokens)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                           targets.reshape(-1))
+
+
+def groups(w, decay):
+    return [{"params": [p for p in w.values() if p.dim() >= 2],
+             "weight_decay": decay},
+            {"params": [p for p in w.values() if p.dim() < 2],
+             "weight_decay": 0.0}]
+
+
+def test_adamw_matches_torch(tmp_path):
+    """10 AdamW steps (decoupled weight decay on matrices) against
+    torch.optim.AdamW from the same initial weights and batches."""
+    d, _ = train(tmp_path, "--steps=10", "--batch=2", "--seq=16",
+                 "--eval-fraction=0", "--lr=1e-2", "--warmup=0",
+                 "--min-lr-ratio=1", "--clip=0", "--weight-decay=0.1",
+                 "--seed=4")
+    w = initial_weights(tmp_path, 4)
+    opt = torch.optim.AdamW(groups(w, 0.1), lr=1e-2)
+    losses = []
+    for _ in range(10):
+        opt.zero_grad()
+        loss = torch_loss(w, 2)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    got = final_weights(d)
+    worst = max(float(np.max(np.abs(got[k] - w[k].detach().numpy())))
+                for k in w)
+    assert worst <= 2e-4, worst
+    m = metrics(d)
+    assert [r["step"] for r in m] == list(range(1, 11))
+    np.testing.assert_allclose([r["loss"] for r in m], losses, rtol=1e-4)
+    assert all(r["lr"] == pytest.approx(1e-2) for r in m)
+
+
+def test_sgd_momentum_clipping_and_accumulation(tmp_path):
+    """SGD with momentum and coupled weight decay, global-norm clipping at
+    0.5, against torch.optim.SGD + clip_grad_norm_; two micro-batches of one
+    row give the same update as one batch of two (gradients are averaged)."""
+    flags = ["--steps=6", "--seq=16", "--eval-fraction=0", "--lr=0.1",
+             "--warmup=0", "--min-lr-ratio=1", "--clip=0.5",
+             "--optimizer=sgd", "--momentum=0.9", "--weight-decay=0.01",
+             "--seed=2"]
+    d, _ = train(tmp_path, *flags, "--batch=2")
+    w = initial_weights(tmp_path, 2)
+    opt = torch.optim.SGD(groups(w, 0.01), lr=0.1, momentum=0.9)
+    norms = []
+    for _ in range(6):
+        opt.zero_grad()
+        torch_loss(w, 2).backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(list(w.values()),
+                                                          0.5)))
+        opt.step()
+    got = final_weights(d)
+    worst = max(float(np.max(np.abs(got[k] - w[k].detach().numpy())))
+                for k in w)
+    assert worst <= 1e-4, worst
+    np.testing.assert_allclose([r["grad_norm"] for r in metrics(d)], norms,
+                               rtol=1e-3)
+    assert norms[0] > 0.5  # clipping was active
+    d2, _ = train(tmp_path, *flags, "--batch=1", "--accumulate=2",
+                  name="accumulated")
+    got2 = final_weights(d2)
+    assert max(float(np.max(np.abs(got2[k] - got[k]))) for k in got) <= 1e-5
+
+
+def test_learning_rate_schedule(tmp_path):
+    """Linear warmup, then cosine decay to lr * min_lr_ratio."""
+    d, _ = train(tmp_path, "--steps=10", "--batch=1", "--seq=16",
+                 "--eval-fraction=0", "--lr=1e-2", "--warmup=3",
+                 "--min-lr-ratio=0.1")
+    want = []
+    for s in range(10):
+        if s < 3:
+            want.append(1e-2 * (s + 1) / 3)
+        else:
+            p = (s - 3) / 7
+            want.append(1e-3 + 0.5 * (1 + math.cos(math.pi * p)) * 9e-3)
+    np.testing.assert_allclose([r["lr"] for r in metrics(d)], want,
+                               rtol=1e-5)
+
+
+SHAKESPEARE = (EXAMPLES / "data" / "tinyshakespeare.txt")
+
+
+def text_sample():
+    return SHAKESPEARE.read_text()[:20000]
+
+
+def test_determinism_and_exact_resume(tmp_path):
+    """Same seed and threads give byte-identical weights; a run stopped at
+    step 6 and resumed from its checkpoint ends byte-identical to the run
+    that never stopped (dropout on, so its RNG state is part of the test)."""
+    cfg = dict(TINY, resid_pdrop=0.1, embd_pdrop=0.1)
+    flags = ["--steps=12", "--batch=4", "--seq=16", "--seed=7",
+             "--threads=2", "--eval-every=4"]
+    a, _ = train(tmp_path, *flags, data=text_sample(), cfg=cfg, name="a")
+    b, _ = train(tmp_path, *flags, data=text_sample(), cfg=cfg, name="b")
+    wa = (a / "ck" / "step-00000012" / "model.safetensors").read_bytes()
+    assert wa == (b / "ck" / "step-00000012" / "model.safetensors").read_bytes()
+    c, r = train(tmp_path, *flags, "--stop-after=6", data=text_sample(),
+                 cfg=cfg, name="c")
+    assert "stopped after step 6" in r.stderr
+    assert (c / "ck" / "latest").read_text().strip() == "step-00000006"
+    c, r = train(tmp_path, *flags, "--resume", data=text_sample(), cfg=cfg,
+                 name="c")
+    assert "resumed from" in r.stderr and "at step 6" in r.stderr
+    assert wa == (c / "ck" / "step-00000012" / "model.safetensors").read_bytes()
+    assert (a / "ck" / "step-00000012" / "optimizer.safetensors").read_bytes() \
+        == (c / "ck" / "step-00000012" / "optimizer.safetensors").read_bytes()
+    assert [r["step"] for r in metrics(c)] == list(range(1, 13))
+    state = json.loads((c / "ck" / "step-00000012" /
+                        "trainer_state.json").read_text())
+    assert state["step"] == 12 and state["seed"] == 7
+    # Only the newest two checkpoints are kept.
+    assert sorted(p.name for p in (c / "ck").iterdir()) == \
+        ["gpt2-trained.kart", "latest", "step-00000006", "step-00000012"]
+
+
+def test_killed_during_checkpoints_never_leaves_a_bad_one(tmp_path):
+    """SIGKILL at several moments of a run that checkpoints every step: the
+    checkpoint `latest` names always loads, and training resumes from it."""
+    d = tmp_path / "kill"
+    d.mkdir()
+    (d / "data.txt").write_text(text_sample())
+    args = [KILN, "train", EXAMPLES / "gpt2.kiln", f"--data={d / 'data.txt'}",
+            *defines(dict(TINY, n_embd=64, n_layer=2)), "--steps=400",
+            "--batch=4", "--seq=16", f"--checkpoint-dir={d / 'ck'}",
+            "--checkpoint-every=1"]
+    for delay in (0.6, 0.9, 1.3, 1.7):
+        p = subprocess.Popen(args + (["--resume"] if (d / "ck").exists()
+                                     else []),
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        if not (d / "ck" / "latest").exists():
+            continue
+        latest = d / "ck" / (d / "ck" / "latest").read_text().strip()
+        state = json.loads((latest / "trainer_state.json").read_text())
+        weights = read_safetensors(latest / "model.safetensors")
+        opt = read_safetensors(latest / "optimizer.safetensors")
+        assert int(opt["step"]) == state["step"]
+        assert set(weights) and all(np.isfinite(v).all()
+                                    for v in weights.values())
+    latest = d / "ck" / (d / "ck" / "latest").read_text().strip()
+    step = json.loads((latest / "trainer_state.json").read_text())["step"]
+    r = subprocess.run(args + ["--resume", f"--stop-after={step + 1}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"at step {step}" in r.stderr
+    assert not [p for p in (d / "ck").iterdir()
+                if p.name.startswith(".incomplete")]
+
+
+def test_trained_model_generates_text(tmp_path):
+    d, r = train(tmp_path, "--steps=20", "--batch=4", "--seq=16",
+                 "--lr=3e-3", data=text_sample(), name="gen")
+    art = d / "ck" / "gpt2-trained.kart"
+    assert f"wrote {art}" in r.stderr
+    out = kiln("generate", art, "--max-tokens=20", "--prompt=ROMEO:",
+               "--temperature=0.8", "--seed=3").stdout
+    assert out.startswith("ROMEO:") and len(out) == len("ROMEO:") + 20 + 1
+    assert set(out[:-1]) <= set(text_sample())
+    r = kiln("generate", art, "--max-tokens=5", "--prompt=ROMEO@", check=False)
+    assert r.returncode == 1
+    assert "the character '@' at byte offset 5 is not in the tokenizer's " \
+           "vocabulary" in r.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["-D", "vocab_size=5"], "tokens, more than -D vocab_size=5"),
+    (["--data=/nonexistent.txt"], "/nonexistent.txt: cannot open the file"),
+    (["--tokenizer=word"], "--tokenizer expects char or byte, got 'word'"),
+    (["--steps=0"], "--steps expects an integer >= 1, got '0'"),
+    (["--lr=fast"], "--lr expects a number, got 'fast'"),
+    (["--optimizer=adam"], "--optimizer expects adamw or sgd, got 'adam'"),
+    (["--seq=100000"], "too few for windows of 100000 tokens"),
+    (["--lr=-1"], "lr must be positive"),
+    (["--bogus"], "unknown option '--bogus' for 'kiln train'"),
+])
+def test_bad_arguments(tmp_path, flags, message):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "data.txt").write_text(text_sample())
+    r = subprocess.run([KILN, "train", EXAMPLES / "gpt2.kiln",
+                        f"--data={d / 'data.txt'}", "--steps=2",
+                        *defines(TINY), *flags],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode in (1, 2), r.stderr
+    assert message in r.stderr, r.stderr
+
+
+def test_bad_inputs(tmp_path):
+    # A model whose loss is not loss(tokens, targets).
+    r = subprocess.run([KILN, "train", EXAMPLES / "bert.kiln",
+                        f"--data={SHAKESPEARE}", "--steps=1", "-D",
+                        "num_hidden_layers=1", "-D", "hidden_size=16", "-D",
+                        "num_attention_heads=2", "-D", "intermediate_size=32"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "'kiln train' trains language models" in r.stderr
+    # Invalid UTF-8 with the char tokenizer.
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(b"caf\xe9 " * 100)
+    r = subprocess.run([KILN, "train", EXAMPLES / "gpt2.kiln",
+                        f"--data={bad}", "--steps=1", *defines(TINY)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "not valid UTF-8 at byte offset 3; use --tokenizer=byte" in r.stderr
+    # Resuming with other settings, and from a damaged checkpoint.
+    d, _ = train(tmp_path, "--steps=4", "--batch=2", "--seq=16",
+                 data=text_sample(), name="res")
+    _, r = train(tmp_path, "--steps=8", "--batch=3", "--seq=16", "--resume",
+                 data=text_sample(), name="res", check=False)
+    assert r.returncode == 1
+    assert "the checkpoint was made with batch=2, this run has batch=3" \
+        in r.stderr
+    latest = d / "ck" / (d / "ck" / "latest").read_text().strip()
+    opt = latest / "optimizer.safetensors"
+    opt.write_bytes(opt.read_bytes()[:100])
+    _, r = train(tmp_path, "--steps=8", "--batch=2", "--seq=16", "--resume",
+                 data=text_sample(), name="res", check=False)
+    assert r.returncode == 1 and "optimizer.safetensors" in r.stderr
+    (latest / "trainer_state.json").write_text("{}")
+    _, r = train(tmp_path, "--steps=8", "--batch=2", "--seq=16", "--resume",
+                 data=text_sample(), name="res", check=False)
+    assert r.returncode == 1
+    assert "missing or invalid 'step' or 'data_rng'" in r.stderr
+
+
+class SplitMix64:
+    """kiln's batch sampler generator (runtime/Random.h), for replaying the
+    exact batches of a kiln run in PyTorch."""
+    M = (1 << 64) - 1
+
+    def __init__(self, state):
+        self.state = state & self.M
+
+    def next(self):
+        self.state = (self.state + 0x9e3779b97f4a7c15) & self.M
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xbf58476d1ce4e5b9) & self.M
+        z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & self.M
+        return z ^ (z >> 31)
+
+
+def test_loss_matches_a_pytorch_training_run(tmp_path):
+    """The same char-level GPT, initial weights, batches and AdamW schedule
+    trained in PyTorch (float64, torch.optim.AdamW, LambdaLR,
+    clip_grad_norm_) reaches a final evaluation loss within 5% of kiln's."""
+    text = SHAKESPEARE.read_text()[:60000]
+    cfg = dict(n_positions=32, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0,
+               embd_pdrop=0)
+    steps, B, T, lr, warmup, seed = 150, 8, 32, 3e-3, 15, 5
+    d, _ = train(tmp_path, f"--steps={steps}", f"--batch={B}", f"--seq={T}",
+                 f"--lr={lr}", f"--warmup={warmup}", f"--seed={seed}",
+                 "--eval-batches=4", data=text, cfg=cfg, name="ref")
+    kiln_eval = metrics(d)[-1]["eval_loss"]
+
+    chars = sorted(set(text))
+    V = len(chars)
+    ids = np.array([chars.index(c) for c in text])
+    held = max(int(len(ids) * 0.1), T + 1)
+    split = len(ids) - held
+    w0 = tmp_path / "w0.safetensors"
+    kiln("compile", EXAMPLES / "gpt2.kiln", *defines(cfg), "-D",
+         f"vocab_size={V}", f"--seed={seed}", f"--save-weights={w0}", "-o",
+         tmp_path / "init.kart")
+    w = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
+         for k, v in read_safetensors(w0).items()}
+    full = dict(cfg, vocab_size=V)
+    opt = torch.optim.AdamW(groups(w, 0.0), lr=lr)
+
+    def schedule(s):
+        if s < warmup:
+            return (s + 1) / warmup
+        p = (s - warmup) / (steps - warmup)
+        return 0.1 + 0.5 * (1 + math.cos(math.pi * p)) * 0.9
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    rng = SplitMix64(seed ^ 0x6b696c6e64617461)
+    for _ in range(steps):
+        starts = [rng.next() % (split - T) for _ in range(B)]
+        x = np.stack([ids[s:s + T] for s in starts])
+        y = np.stack([ids[s + 1:s + T + 1] for s in starts])
+        opt.zero_grad()
+        F.cross_entropy(ref.gpt2(w, full, x).reshape(-1, V),
+                        torch.as_tensor(y).reshape(-1)).backward()
+        torch.nn.utils.clip_grad_norm_(list(w.values()), 1.0)
+        opt.step()
+        sched.step()
+    windows = (held - 1) // T
+    losses = []
+    with torch.no_grad():
+        for k in range(4):
+            starts = [split + ((k * B + b) % windows) * T for b in range(B)]
+            x = np.stack([ids[s:s + T] for s in starts])
+            y = np.stack([ids[s + 1:s + T + 1] for s in starts])
+            losses.append(float(F.cross_entropy(
+                ref.gpt2(w, full, x).reshape(-1, V),
+                torch.as_tensor(y).reshape(-1))))
+    torch_eval = sum(losses) / len(losses)
+    print(f"final eval loss: kiln {kiln_eval:.4f}, PyTorch {torch_eval:.4f}")
+    assert kiln_eval < 3.0  # it learned something
+    assert abs(kiln_eval - torch_eval) <= 0.05 * torch_eval

@@ -1,0 +1,602 @@
+//===- TrainCommand.cpp - kiln train --------------------------------------===//
+//
+// Trains a language model on a text file: compiles the model with its
+// gradient function (or loads an artifact that has one), tokenizes the text
+// by characters or bytes, runs training steps (runtime/Trainer.h), evaluates
+// on a held-out tail, writes metrics, checkpoints and a loss plot, and
+// finally the trained artifact.
+//
+//===----------------------------------------------------------------------===//
+#include "tools/Commands.h"
+#include "tools/Plot.h"
+
+#include "runtime/File.h"
+#include "runtime/Text.h"
+#include "runtime/Trainer.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/WithColor.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <chrono>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <optional>
+#include <unistd.h>
+
+using namespace kiln;
+using namespace kiln::runtime;
+using kiln::tools::usageError;
+
+namespace {
+
+int fail(const std::string &msg) {
+  llvm::WithColor::error(llvm::errs(), "kiln") << msg << "\n";
+  return 1;
+}
+
+struct Options {
+  std::string input, data, tokenizer = "char", checkpointDir, metrics, plot,
+                           output, loss = "loss";
+  int64_t steps = 0, batch = 8, seq = 64, accumulate = 1, evalEvery = 0,
+          evalBatches = 8, checkpointEvery = 0, logEvery = 0, threads = 0,
+          keep = 2, stopAfter = 0;
+  double evalFraction = 0.1;
+  bool resume = false;
+  uint64_t seed = 0;
+  TrainConfig train;
+  std::vector<Define> defines;
+};
+
+/// The raw text of `"key": value` in a flat JSON object we wrote.
+std::optional<std::string> jsonField(const std::string &json,
+                                     const std::string &key) {
+  size_t at = json.find("\"" + key + "\":");
+  if (at == std::string::npos)
+    return std::nullopt;
+  at += key.size() + 3;
+  while (at < json.size() && json[at] == ' ')
+    ++at;
+  size_t end = at;
+  if (at < json.size() && json[at] == '"') {
+    end = json.find('"', at + 1);
+    if (end == std::string::npos)
+      return std::nullopt;
+    return json.substr(at + 1, end - at - 1);
+  }
+  while (end < json.size() && json[end] != ',' && json[end] != '}' &&
+         json[end] != '\n')
+    ++end;
+  return json.substr(at, end - at);
+}
+
+std::string stateJson(const Options &o, int64_t step, uint64_t dataRng) {
+  char buf[1024];
+  std::snprintf(buf, sizeof buf,
+                "{\n  \"format\": 1,\n  \"step\": %" PRId64
+                ",\n  \"seed\": %" PRIu64 ",\n  \"data_rng\": \"%" PRIu64
+                "\",\n  \"batch\": %" PRId64 ",\n  \"seq\": %" PRId64
+                ",\n  \"accumulate\": %" PRId64
+                ",\n  \"tokenizer\": \"%s\",\n  \"optimizer\": \"%s\",\n"
+                "  \"dropout_seed\": %" PRIu64 "\n}\n",
+                step, o.seed, dataRng, o.batch, o.seq, o.accumulate,
+                o.tokenizer.c_str(), o.train.optimizer.c_str(), o.train.seed);
+  return buf;
+}
+
+std::string duration(double seconds) {
+  char buf[32];
+  int64_t s = static_cast<int64_t>(seconds + 0.5);
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%" PRId64 "h%02" PRId64 "m", s / 3600,
+                  s / 60 % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%" PRId64 "m%02" PRId64 "s", s / 60,
+                  s % 60);
+  return buf;
+}
+
+int parse(const std::vector<std::string> &args, Options &o) {
+  auto number = [](llvm::StringRef flag, llvm::StringRef v, int64_t min,
+                   int64_t &out) {
+    if (v.getAsInteger(10, out) || out < min) {
+      usageError(flag + " expects an integer >= " + std::to_string(min) +
+                 ", got '" + v + "'");
+      return false;
+    }
+    return true;
+  };
+  auto real = [](llvm::StringRef flag, llvm::StringRef v, double &out) {
+    if (v.getAsDouble(out) || !std::isfinite(out)) {
+      usageError(flag + " expects a number, got '" + v + "'");
+      return false;
+    }
+    return true;
+  };
+  bool haveWarmup = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    llvm::StringRef a = args[i];
+    auto [flag, value] = a.split('=');
+    bool hasValue = a.contains('=');
+    auto need = [&]() {
+      if (!hasValue)
+        usageError(flag + " needs a value, e.g. " + flag + "=...");
+      return hasValue;
+    };
+    int64_t n;
+    if (flag == "--data") {
+      if (!need())
+        return 2;
+      o.data = value.str();
+    } else if (flag == "--tokenizer") {
+      if (!need())
+        return 2;
+      if (value != "char" && value != "byte")
+        return usageError("--tokenizer expects char or byte, got '" + value +
+                          "'");
+      o.tokenizer = value.str();
+    } else if (flag == "--steps" || flag == "--batch" || flag == "--seq" ||
+               flag == "--accumulate" || flag == "--eval-every" ||
+               flag == "--eval-batches" || flag == "--checkpoint-every" ||
+               flag == "--log-every" || flag == "--threads" ||
+               flag == "--warmup" || flag == "--keep-checkpoints" ||
+               flag == "--stop-after") {
+      bool zeroOk = flag == "--eval-every" || flag == "--checkpoint-every" ||
+                    flag == "--log-every" || flag == "--threads" ||
+                    flag == "--warmup";
+      if (!need() || !number(flag, value, zeroOk ? 0 : 1, n))
+        return 2;
+      if (flag == "--steps")
+        o.steps = n;
+      else if (flag == "--batch")
+        o.batch = n;
+      else if (flag == "--seq")
+        o.seq = n;
+      else if (flag == "--accumulate")
+        o.accumulate = n;
+      else if (flag == "--eval-every")
+        o.evalEvery = n;
+      else if (flag == "--eval-batches")
+        o.evalBatches = n;
+      else if (flag == "--checkpoint-every")
+        o.checkpointEvery = n;
+      else if (flag == "--log-every")
+        o.logEvery = n;
+      else if (flag == "--threads")
+        o.threads = n;
+      else if (flag == "--keep-checkpoints")
+        o.keep = n;
+      else if (flag == "--stop-after")
+        o.stopAfter = n;
+      else {
+        o.train.warmupSteps = n;
+        haveWarmup = true;
+      }
+    } else if (flag == "--lr" || flag == "--min-lr-ratio" ||
+               flag == "--weight-decay" || flag == "--beta1" ||
+               flag == "--beta2" || flag == "--eps" || flag == "--momentum" ||
+               flag == "--clip" || flag == "--eval-fraction") {
+      double d;
+      if (!need() || !real(flag, value, d))
+        return 2;
+      (flag == "--lr"             ? o.train.lr
+       : flag == "--min-lr-ratio" ? o.train.minLrRatio
+       : flag == "--weight-decay" ? o.train.weightDecay
+       : flag == "--beta1"        ? o.train.beta1
+       : flag == "--beta2"        ? o.train.beta2
+       : flag == "--eps"          ? o.train.eps
+       : flag == "--momentum"     ? o.train.momentum
+       : flag == "--clip"         ? o.train.clipNorm
+                                  : o.evalFraction) = d;
+    } else if (flag == "--optimizer") {
+      if (!need())
+        return 2;
+      if (value != "adamw" && value != "sgd")
+        return usageError("--optimizer expects adamw or sgd, got '" + value +
+                          "'");
+      o.train.optimizer = value.str();
+    } else if (flag == "--seed") {
+      if (!need() || value.getAsInteger(10, o.seed))
+        return usageError("--seed expects a non-negative integer, got '" +
+                          value + "'");
+    } else if (flag == "--checkpoint-dir") {
+      if (!need())
+        return 2;
+      o.checkpointDir = value.str();
+    } else if (flag == "--metrics") {
+      if (!need())
+        return 2;
+      o.metrics = value.str();
+    } else if (flag == "--plot") {
+      if (!need())
+        return 2;
+      o.plot = value.str();
+    } else if (flag == "--loss") {
+      if (!need())
+        return 2;
+      o.loss = value.str();
+    } else if (flag == "-o" || flag == "--output") {
+      if (flag == "-o" && !hasValue) {
+        if (i + 1 >= args.size())
+          return usageError("-o needs a file name");
+        o.output = args[++i];
+      } else {
+        if (!need())
+          return 2;
+        o.output = value.str();
+      }
+    } else if (a == "--resume") {
+      o.resume = true;
+    } else if (a == "-D" || a.starts_with("-D")) {
+      std::string def = a == "-D" ? (i + 1 < args.size() ? args[++i] : "")
+                                  : a.drop_front(2).str();
+      auto [name, v] = llvm::StringRef(def).split('=');
+      if (name.empty() || v.empty())
+        return usageError("-D expects NAME=VALUE, got '" + def + "'");
+      o.defines.push_back({name.trim().str(), v.trim().str(), ""});
+    } else if (a.starts_with("-")) {
+      return usageError("unknown option '" + a + "' for 'kiln train'");
+    } else if (o.input.empty()) {
+      o.input = a.str();
+    } else {
+      return usageError("more than one model: '" + o.input + "' and '" + a +
+                        "'");
+    }
+  }
+  if (o.input.empty())
+    return usageError("'kiln train' needs a model, e.g. kiln train "
+                      "examples/gpt2.kiln --data=text.txt --steps=100");
+  if (o.data.empty())
+    return usageError("'kiln train' needs --data=FILE (a text file)");
+  if (o.steps == 0)
+    return usageError("'kiln train' needs --steps=N");
+  if (o.resume && o.checkpointDir.empty())
+    return usageError("--resume needs --checkpoint-dir=DIR");
+  if (!(o.evalFraction >= 0 && o.evalFraction < 0.9))
+    return usageError("--eval-fraction must be in [0, 0.9)");
+  o.train.totalSteps = o.steps;
+  o.train.loss = o.loss;
+  o.train.seed = o.seed;
+  if (!haveWarmup)
+    o.train.warmupSteps = std::min<int64_t>(100, o.steps / 10);
+  if (o.logEvery == 0)
+    o.logEvery = std::max<int64_t>(1, o.steps / 20);
+  if (o.output.empty()) {
+    llvm::SmallString<128> stem(llvm::sys::path::stem(o.input));
+    o.output = o.checkpointDir.empty()
+                   ? (stem + "-trained.kart").str()
+                   : o.checkpointDir + "/" + (stem + "-trained.kart").str();
+  }
+  return 0;
+}
+
+/// Loads or compiles the model; binds vocab_size to the tokenizer.
+int loadModel(Options &o, const std::string &text, Tokenizer &tok,
+              std::unique_ptr<Model> &model) {
+  bool kart = llvm::StringRef(o.input).ends_with(".kart");
+  if (kart) {
+    if (!o.defines.empty())
+      return usageError("-D applies to .kiln models; an artifact's "
+                        "hyperparameters are fixed");
+    if (Status s = Model::load(o.input, model); !s)
+      return fail(o.input + ": " + s.message());
+    if (model->tokenizer().size()) {
+      tok = model->tokenizer();
+      if (tok.kind() != o.tokenizer)
+        return fail(o.input + ": the artifact was trained with the " +
+                    tok.kind() + " tokenizer, not --tokenizer=" + o.tokenizer);
+    } else if (Status s = Tokenizer::fromText(o.tokenizer, text, tok); !s) {
+      return fail(o.data + ": " + s.message());
+    }
+    for (const auto &[name, value] : model->hyperparameters())
+      if (name == "vocab_size" && value < static_cast<double>(tok.size()))
+        return fail("the " + o.tokenizer + " tokenizer of " + o.data + " has " +
+                    std::to_string(tok.size()) +
+                    " tokens but the model's vocab_size is " +
+                    std::to_string(static_cast<int64_t>(value)));
+    return 0;
+  }
+  if (Status s = Tokenizer::fromText(o.tokenizer, text, tok); !s)
+    return fail(o.data + ": " + s.message());
+  bool given = false;
+  for (const Define &d : o.defines)
+    if (d.name == "vocab_size") {
+      given = true;
+      int64_t v;
+      if (!llvm::StringRef(d.value).getAsInteger(10, v) &&
+          v < static_cast<int64_t>(tok.size()))
+        return fail("the " + o.tokenizer + " tokenizer of " + o.data + " has " +
+                    std::to_string(tok.size()) +
+                    " tokens, more than -D vocab_size=" + d.value);
+    }
+  if (!given)
+    o.defines.push_back({"vocab_size", std::to_string(tok.size()),
+                         "the " + o.tokenizer + " tokenizer of " + o.data +
+                             " (vocab_size=" + std::to_string(tok.size()) +
+                             ")"});
+  ArtifactOptions artifact;
+  artifact.seed = o.seed;
+  artifact.tokenizer = tok.kind();
+  artifact.vocab = tok.pieces();
+  std::vector<uint8_t> bytes;
+  if (int rc =
+          tools::compileToArtifact(o.input, o.defines, o.loss, artifact, bytes))
+    return rc;
+  llvm::SmallString<256> dir(o.input);
+  llvm::sys::path::remove_filename(dir);
+  if (Status s = Model::fromBytes(std::move(bytes), model,
+                                  dir.empty() ? "." : dir.str().str());
+      !s)
+    return fail("the compiled model does not load: " + s.message());
+  return 0;
+}
+
+} // namespace
+
+int kiln::tools::trainCommand(const std::vector<std::string> &args) {
+  Options o;
+  if (int rc = parse(args, o))
+    return rc;
+  setNumThreads(static_cast<int>(o.threads));
+  std::string text;
+  if (Status s = readFile(o.data, text); !s)
+    return fail(s.message());
+  Tokenizer tok;
+  std::unique_ptr<Model> model;
+  if (int rc = loadModel(o, text, tok, model))
+    return rc;
+
+  // The loss must be loss(tokens, targets) over [B, T] token ids.
+  const FunctionInfo *lossFn = nullptr;
+  for (const FunctionInfo &f : model->functions())
+    if (f.name == o.loss)
+      lossFn = &f;
+  if (!lossFn)
+    return fail("the model has no function '" + o.loss + "'");
+  if (lossFn->inputs.size() != 2 || lossFn->inputs[0].dtype != DType::I32 ||
+      lossFn->inputs[1].dtype != DType::I32 ||
+      lossFn->inputs[0].dims.size() != 2 || lossFn->inputs[1].dims.size() != 2)
+    return fail("'kiln train' trains language models: '" + o.loss +
+                "' must take token ids and next-token targets, both "
+                "i32[B, T]");
+  const std::string tokensName = lossFn->inputs[0].name,
+                    targetsName = lossFn->inputs[1].name;
+
+  std::vector<int32_t> ids;
+  if (Status s = tok.encode(text, ids); !s)
+    return fail(o.data + ": " + s.message());
+  TextData data;
+  if (Status s = TextData::create(std::move(ids), o.evalFraction, o.seq, data);
+      !s)
+    return fail(o.data + ": " + s.message());
+
+  std::unique_ptr<Trainer> trainer;
+  if (Status s = Trainer::create(*model, o.train, trainer); !s)
+    return fail(o.input + ": " + s.message());
+
+  SplitMix64 dataRng{o.seed ^ 0x6b696c6e64617461ull}; // "klndata"
+  int64_t start = 0;
+  if (o.resume) {
+    std::string dir;
+    if (Status s = latestCheckpoint(o.checkpointDir, dir); !s) {
+      llvm::errs() << "kiln train: no checkpoint in " << o.checkpointDir
+                   << "; starting from step 0\n";
+    } else {
+      std::string json;
+      if (Status s = readFile(dir + "/trainer_state.json", json); !s)
+        return fail(s.message());
+      auto field = [&](const char *key) { return jsonField(json, key); };
+      auto stepText = field("step"), rngText = field("data_rng");
+      int64_t step;
+      uint64_t rng;
+      if (!stepText || !rngText ||
+          llvm::StringRef(*stepText).getAsInteger(10, step) ||
+          llvm::StringRef(*rngText).getAsInteger(10, rng) || step < 0)
+        return fail(dir + "/trainer_state.json: missing or invalid 'step' or "
+                          "'data_rng'");
+      for (auto [key, want] : {std::pair<const char *, std::string>{
+                                   "seed", std::to_string(o.seed)},
+                               {"batch", std::to_string(o.batch)},
+                               {"seq", std::to_string(o.seq)},
+                               {"accumulate", std::to_string(o.accumulate)},
+                               {"tokenizer", o.tokenizer},
+                               {"optimizer", o.train.optimizer}})
+        if (field(key) != want)
+          return fail(dir +
+                      "/trainer_state.json: the checkpoint was made "
+                      "with " +
+                      key + "=" + field(key).value_or("?") + ", this run has " +
+                      key + "=" + want + "; resume with the same settings");
+      if (Status s = trainer->loadWeights(dir + "/model.safetensors"); !s)
+        return fail(s.message());
+      if (Status s = trainer->loadOptimizer(dir + "/optimizer.safetensors"); !s)
+        return fail(s.message());
+      if (trainer->stepCount() != step)
+        return fail(dir + ": the optimizer state is at step " +
+                    std::to_string(trainer->stepCount()) +
+                    " but trainer_state.json says " + std::to_string(step));
+      start = step;
+      dataRng.state = rng;
+      llvm::errs() << "kiln train: resumed from " << dir << " at step " << start
+                   << "\n";
+    }
+  }
+
+  // Output folders are created as needed (metrics inside the checkpoint
+  // directory, say).
+  for (const std::string &path : {o.metrics, o.plot, o.output}) {
+    llvm::SmallString<256> dir(path);
+    llvm::sys::path::remove_filename(dir);
+    if (!path.empty() && !dir.empty())
+      if (std::error_code ec = llvm::sys::fs::create_directories(dir))
+        return fail(dir.str().str() +
+                    ": cannot create the directory: " + ec.message());
+  }
+  std::ofstream metrics;
+  if (!o.metrics.empty()) {
+    metrics.open(o.metrics, start > 0 ? std::ios::app : std::ios::trunc);
+    if (!metrics)
+      return fail(o.metrics + ": cannot write the metrics file");
+  }
+  bool tty = isatty(2);
+  size_t params = 0;
+  for (const ParameterInfo &p : model->parameters()) {
+    size_t n = 1;
+    for (int64_t d : p.shape)
+      n *= static_cast<size_t>(d);
+    params += n;
+  }
+  llvm::errs() << "kiln train: " << model->modelName() << ", " << params
+               << " parameters, " << o.tokenizer << " tokenizer (" << tok.size()
+               << " tokens); " << data.trainTokens() << " training and "
+               << data.evalTokens() << " held-out tokens; " << o.steps
+               << " steps of " << o.batch << "x" << o.seq
+               << (o.accumulate > 1
+                       ? " x " + std::to_string(o.accumulate) + " micro-batches"
+                       : std::string())
+               << ", " << o.train.optimizer << " lr "
+               << llvm::format("%g", o.train.lr) << "\n";
+
+  auto evaluate = [&](double &loss) -> Status {
+    double sum = 0;
+    for (int64_t k = 0; k < o.evalBatches; ++k) {
+      std::map<std::string, Tensor> batch;
+      data.evalBatch(k, o.batch, o.seq, batch[tokensName], batch[targetsName]);
+      double l = 0;
+      if (Status s = trainer->evaluate(batch, l); !s)
+        return s;
+      sum += l;
+    }
+    loss = sum / static_cast<double>(o.evalBatches);
+    return Status::ok();
+  };
+  auto checkpoint = [&](int64_t step) -> Status {
+    std::string tmp;
+    if (Status s = beginCheckpoint(o.checkpointDir, tmp); !s)
+      return s;
+    if (Status s = model->saveWeights(tmp + "/model.safetensors"); !s)
+      return s;
+    if (Status s = trainer->saveOptimizer(tmp + "/optimizer.safetensors"); !s)
+      return s;
+    std::string state = stateJson(o, step, dataRng.state);
+    if (Status s = writeFileAtomically(tmp + "/trainer_state.json",
+                                       {{state.data(), state.size()}});
+        !s)
+      return s;
+    char name[32];
+    std::snprintf(name, sizeof name, "step-%08" PRId64, step);
+    return commitCheckpoint(o.checkpointDir, tmp, name,
+                            static_cast<int>(o.keep));
+  };
+
+  Series trainCurve, evalCurve;
+  auto begin = std::chrono::steady_clock::now();
+  double lastLoss = NAN, lastEval = NAN;
+  for (int64_t step = start + 1; step <= o.steps; ++step) {
+    std::vector<std::map<std::string, Tensor>> micro(o.accumulate);
+    for (auto &m : micro)
+      data.trainBatch(dataRng, o.batch, o.seq, m[tokensName], m[targetsName]);
+    auto t0 = std::chrono::steady_clock::now();
+    StepStats st;
+    if (Status s = trainer->step(micro, st); !s)
+      return fail(s.message());
+    double ms = std::chrono::duration<double, std::milli>(
+                    std::chrono::steady_clock::now() - t0)
+                    .count();
+    double tokPerS =
+        static_cast<double>(o.batch * o.seq * o.accumulate) / (ms / 1000.0);
+    lastLoss = st.loss;
+    trainCurve.push_back({static_cast<double>(step), st.loss});
+    std::optional<double> evalLoss;
+    if (data.evalTokens() > 0 &&
+        ((o.evalEvery > 0 && step % o.evalEvery == 0) || step == o.steps)) {
+      double l = 0;
+      if (Status s = evaluate(l); !s)
+        return fail(s.message());
+      evalLoss = l;
+      lastEval = l;
+      evalCurve.push_back({static_cast<double>(step), l});
+    }
+    if (metrics.is_open()) {
+      char line[512];
+      int n = std::snprintf(
+          line, sizeof line,
+          "{\"step\": %" PRId64 ", \"loss\": %.6f, \"lr\": %.6g, "
+          "\"grad_norm\": %.6g, \"tokens_per_s\": %.1f, \"step_ms\": %.2f",
+          step, st.loss, st.lr, st.gradNorm, tokPerS, ms);
+      metrics.write(line, n);
+      if (evalLoss) {
+        n = std::snprintf(line, sizeof line, ", \"eval_loss\": %.6f",
+                          *evalLoss);
+        metrics.write(line, n);
+      }
+      metrics << "}\n";
+      metrics.flush();
+    }
+    double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin)
+            .count();
+    double eta = elapsed / static_cast<double>(step - start) *
+                 static_cast<double>(o.steps - step);
+    char msg[256];
+    std::snprintf(
+        msg, sizeof msg, "loss %.4f%s lr %.2e %.0f tok/s ETA %s", st.loss,
+        evalLoss ? (" eval " + std::to_string(*evalLoss).substr(0, 6)).c_str()
+                 : "",
+        st.lr, tokPerS, duration(eta).c_str());
+    if (tty) {
+      int width = 24;
+      int filled = static_cast<int>(width * step / o.steps);
+      std::string bar(filled, '=');
+      if (filled < width)
+        bar += '>' + std::string(width - filled - 1, ' ');
+      llvm::errs() << "\rstep " << step << "/" << o.steps << " [" << bar << "] "
+                   << msg << "\x1b[K";
+      if (step == o.steps || evalLoss)
+        llvm::errs() << "\n";
+      llvm::errs().flush();
+    } else if (step % o.logEvery == 0 || evalLoss || step == o.steps) {
+      llvm::errs() << "step " << step << "/" << o.steps << " " << msg << "\n";
+    }
+    bool stop = step == o.stopAfter;
+    if (!o.checkpointDir.empty() &&
+        ((o.checkpointEvery > 0 && step % o.checkpointEvery == 0) ||
+         step == o.steps || stop))
+      if (Status s = checkpoint(step); !s)
+        return fail(s.message());
+    if (stop) {
+      if (tty)
+        llvm::errs() << "\n";
+      llvm::errs() << "kiln train: stopped after step " << step
+                   << (o.checkpointDir.empty() ? std::string()
+                                               : "; continue with --resume")
+                   << "\n";
+      return 0;
+    }
+  }
+
+  if (Status s = model->saveArtifact(o.output); !s)
+    return fail(s.message());
+  if (!o.plot.empty()) {
+    std::string err;
+    if (!writeLossPlot(o.plot, trainCurve, evalCurve, err))
+      return fail(o.plot + ": " + err);
+  }
+  double total =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - begin)
+          .count();
+  llvm::errs() << "kiln train: done in " << duration(total) << "; final loss "
+               << llvm::format("%.4f", lastLoss);
+  if (!std::isnan(lastEval))
+    llvm::errs() << ", eval loss " << llvm::format("%.4f", lastEval);
+  llvm::errs() << "; wrote " << o.output;
+  if (!o.plot.empty())
+    llvm::errs() << " and " << o.plot;
+  llvm::errs() << "\n";
+  return 0;
+}
