@@ -3,6 +3,7 @@
 #include "passes/Passes.h"
 
 #include "mlir/IR/IRMapping.h"
+#include "llvm/ADT/MapVector.h"
 #include "llvm/Support/Debug.h"
 
 #define DEBUG_TYPE "kiln-autodiff"
@@ -16,6 +17,74 @@ using namespace mlir;
 using namespace kiln;
 
 namespace {
+
+/// The block instance an op was inlined from ("h.3"): the name the frontend
+/// gives the call site of a block's function, or empty.
+StringRef blockInstance(Location loc) {
+  if (auto fused = llvm::dyn_cast<FusedLoc>(loc))
+    return fused.getLocations().empty()
+               ? StringRef()
+               : blockInstance(fused.getLocations().front());
+  if (auto call = llvm::dyn_cast<CallSiteLoc>(loc)) {
+    if (auto name = llvm::dyn_cast<NameLoc>(call.getCaller()))
+      return name.getName().strref();
+    StringRef inner = blockInstance(call.getCallee());
+    return inner.empty() ? blockInstance(call.getCaller()) : inner;
+  }
+  return StringRef();
+}
+
+/// Activation recomputation (see the pass description). `forward` lists the
+/// forward ops of the gradient function; everything after them is backward.
+void recomputeBlocks(Block &body, ArrayRef<Operation *> forward) {
+  llvm::DenseSet<Operation *> isForward(forward.begin(), forward.end());
+  llvm::MapVector<StringRef, SmallVector<Operation *>> blocks;
+  for (Operation *op : forward) {
+    StringRef name = blockInstance(op->getLoc());
+    if (!name.empty() && !llvm::isa<ParamOp, ConstantOp>(op))
+      blocks[name].push_back(op);
+  }
+  llvm::DenseMap<Operation *, unsigned> position;
+  auto renumber = [&] {
+    unsigned i = 0;
+    for (Operation &op : body)
+      position[&op] = i++;
+  };
+  for (auto &[name, ops] : blocks) {
+    renumber();
+    llvm::DenseSet<Operation *> members(ops.begin(), ops.end());
+    // Values internal to the block: every forward use is inside it.
+    llvm::DenseSet<Value> internal;
+    for (Operation *op : ops)
+      for (Value r : op->getResults())
+        if (llvm::all_of(r.getUsers(), [&](Operation *u) {
+              return !isForward.count(u) || members.count(u);
+            }))
+          internal.insert(r);
+    // The first backward op (not a recomputed clone) that reads one.
+    Operation *first = nullptr;
+    for (Value v : internal)
+      for (Operation *u : v.getUsers())
+        if (!isForward.count(u) && !u->hasAttr("kiln.recomputed") &&
+            (!first || position[u] < position[first]))
+          first = u;
+    if (!first)
+      continue;
+    OpBuilder b(first);
+    IRMapping map;
+    for (Operation *op : ops) {
+      Operation *clone = b.clone(*op, map);
+      clone->setAttr("kiln.recomputed", b.getUnitAttr());
+    }
+    unsigned at = position[first];
+    for (Value v : internal)
+      v.replaceUsesWithIf(map.lookup(v), [&](OpOperand &use) {
+        Operation *u = use.getOwner();
+        return !isForward.count(u) && position.count(u) && position[u] >= at &&
+               !u->hasAttr("kiln.recomputed");
+      });
+  }
+}
 
 struct AutodiffPass : kiln::impl::AutodiffBase<AutodiffPass> {
   using AutodiffBase::AutodiffBase;
@@ -143,6 +212,8 @@ struct AutodiffPass : kiln::impl::AutodiffBase<AutodiffPass> {
     }
     b.create<func::ReturnOp>(ret.getLoc(), results);
     ret.erase();
+    if (recompute)
+      recomputeBlocks(body, forward);
     grad.setType(
         FunctionType::get(module.getContext(), grad.getArgumentTypes(), types));
     // Parameter gradients have static shapes; the loss is a scalar.

@@ -33,13 +33,24 @@ def Autodiff : Pass<"kiln-autodiff", "mlir::ModuleOp"> {
     gradients of values used more than once. An op without a rule is an
     error that names it and its location.
 
+    With `recompute`, activations inside each block instance (the ops
+    inlined from one `block` of the model, e.g. `h.3`) are not kept for the
+    backward pass: the block's forward ops are cloned (marked
+    `kiln.recomputed`) just before its backward ops, which read the clones.
+    Only the values that cross block boundaries stay alive, so the memory
+    plan's peak shrinks from every layer's activations to one layer's plus
+    the boundaries, for one extra forward pass.
+
     Example: `kiln-opt --kiln-autodiff=function=loss` turns
     `func @loss(%x, %y) -> tensor<f32>` into that function plus
     `func @loss_grad(%x, %y) -> (tensor<f32>, tensor<8x4xf32>, ...)`.
   }];
   let options = [
     Option<"function", "function", "std::string", /*default=*/"\"loss\"",
-           "The function to differentiate">
+           "The function to differentiate">,
+    Option<"recompute", "recompute", "bool", /*default=*/"false",
+           "Recompute each block's activations in the backward pass instead "
+           "of keeping them">
   ];
   let dependentDialects = ["::kiln::KilnDialect"];
 }

@@ -63,7 +63,7 @@ public:
   Status planShapes();
   Status run(const std::map<std::string, Tensor> &inputs,
              std::vector<Tensor> &outputs, const RunOptions &options);
-  MemoryReport memory() const;
+  MemoryReport memory();
 
   const kart::Program &prog;
   const kart::Function &fn;
@@ -78,6 +78,13 @@ private:
   std::vector<bool> bound;
   std::vector<Shape> shapes;
   std::vector<size_t> slotBytes;
+  // Lifetimes of intermediates (first and last kernel touching them) and,
+  // per binding of the symbols, their byte offsets in the arena.
+  std::vector<int> defAt, lastUse;
+  std::vector<size_t> offsets;
+  std::vector<int64_t> plannedFor; // the symbols the offsets were planned for
+  size_t arenaBytes = 0;
+  void planOffsets();
   std::vector<uint8_t> arenaStorage;
   PrimitiveCache primitives;
 };
@@ -472,7 +479,68 @@ Status FunctionState::verify() {
   }
   shapes.resize(nvalues);
   slotBytes.resize(fn.num_slots());
+  // Lifetimes: an intermediate lives from the kernel that writes it to the
+  // last kernel that reads it (function outputs to the end).
+  int nk = static_cast<int>(fn.kernels()->size());
+  defAt.assign(nvalues, -1);
+  lastUse.assign(nvalues, -1);
+  for (int k = 0; k < nk; ++k) {
+    const kart::Kernel *kk = fn.kernels()->Get(k);
+    for (int id : *kk->outputs()) {
+      defAt[id] = k;
+      lastUse[id] = std::max(lastUse[id], k);
+    }
+    for (int id : *kk->inputs())
+      if (id >= 0)
+        lastUse[id] = k;
+  }
+  for (int id : *fn.outputs())
+    lastUse[id] = nk;
   return Status::ok();
+}
+
+/// Places every intermediate in the arena for the current sizes: largest
+/// first, each at the lowest offset free for its whole lifetime (greedy
+/// best-fit by offset, as TFLite's arena planner). Values whose lifetimes
+/// overlap never share bytes, so a kernel never writes over what it reads.
+void FunctionState::planOffsets() {
+  if (!offsets.empty() && plannedFor == symbols)
+    return;
+  int nvalues = fn.values()->size();
+  std::vector<size_t> bytes(nvalues, 0);
+  std::vector<int> order;
+  for (int id = 0; id < nvalues; ++id) {
+    if (fn.values()->Get(id)->kind() != kart::ValueKind::Intermediate)
+      continue;
+    size_t b = dtypeSize(fromKart(fn.values()->Get(id)->dtype()));
+    for (int64_t d : shapes[id])
+      b *= static_cast<size_t>(d);
+    bytes[id] = alignUp(std::max<size_t>(b, 1));
+    order.push_back(id);
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return bytes[a] > bytes[b]; });
+  offsets.assign(nvalues, 0);
+  arenaBytes = 0;
+  std::vector<int> placed;
+  std::vector<std::pair<size_t, size_t>> busy; // [offset, end) in the way
+  for (int id : order) {
+    busy.clear();
+    for (int other : placed)
+      if (defAt[other] <= lastUse[id] && defAt[id] <= lastUse[other])
+        busy.push_back({offsets[other], offsets[other] + bytes[other]});
+    std::sort(busy.begin(), busy.end());
+    size_t at = 0;
+    for (const auto &[lo, hi] : busy) {
+      if (lo >= at + bytes[id])
+        break;
+      at = std::max(at, hi);
+    }
+    offsets[id] = at;
+    arenaBytes = std::max(arenaBytes, at + bytes[id]);
+    placed.push_back(id);
+  }
+  plannedFor = symbols;
 }
 
 Status FunctionState::bindInputs(const std::map<std::string, Tensor> &inputs) {
@@ -612,10 +680,10 @@ Status FunctionState::planShapes() {
   return Status::ok();
 }
 
-MemoryReport FunctionState::memory() const {
+MemoryReport FunctionState::memory() {
   MemoryReport r;
-  for (size_t b : slotBytes)
-    r.arenaBytes += b;
+  planOffsets();
+  r.arenaBytes = arenaBytes;
   for (size_t id = 0; id < shapes.size(); ++id) {
     const kart::Value *v = fn.values()->Get(id);
     if (v->kind() != kart::ValueKind::Intermediate)
@@ -635,12 +703,8 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
     return s;
   if (Status s = planShapes(); !s)
     return s;
-  std::vector<size_t> slotOffset(slotBytes.size());
-  size_t total = 0;
-  for (size_t i = 0; i < slotBytes.size(); ++i) {
-    slotOffset[i] = total;
-    total += slotBytes[i];
-  }
+  planOffsets();
+  size_t total = arenaBytes;
   if (arenaStorage.size() < total + kAlign)
     arenaStorage.assign(total + kAlign, 0);
   uint8_t *arena = reinterpret_cast<uint8_t *>(
@@ -662,7 +726,7 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
       ptr[id] = constants[v->index()].data();
       break;
     default:
-      ptr[id] = arena + slotOffset[v->slot()];
+      ptr[id] = arena + offsets[id];
     }
   }
   static const bool profile = [] {

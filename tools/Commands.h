@@ -32,11 +32,12 @@ int generateCommand(const std::vector<std::string> &args);
 int trainCommand(const std::vector<std::string> &args);
 
 /// Compiles a .kiln file (with hyperparameter overrides, and `gradOf`'s
-/// gradient function when it is not empty) into artifact bytes. Diagnostics
+/// gradient function when it is not empty, recomputing block activations
+/// with `recompute`) into artifact bytes. Diagnostics
 /// go to stderr; returns the exit status (0 on success).
 int compileToArtifact(const std::string &input,
                       const std::vector<Define> &defines,
-                      const std::string &gradOf,
+                      const std::string &gradOf, bool recompute,
                       const ArtifactOptions &artifact,
                       std::vector<uint8_t> &bytes);
 

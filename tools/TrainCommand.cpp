@@ -47,7 +47,7 @@ struct Options {
           evalBatches = 8, checkpointEvery = 0, logEvery = 0, threads = 0,
           keep = 2, stopAfter = 0;
   double evalFraction = 0.1;
-  bool resume = false;
+  bool resume = false, recompute = false;
   uint64_t seed = 0;
   TrainConfig train;
   std::vector<Define> defines;
@@ -232,6 +232,8 @@ int parse(const std::vector<std::string> &args, Options &o) {
       }
     } else if (a == "--resume") {
       o.resume = true;
+    } else if (a == "--recompute") {
+      o.recompute = true;
     } else if (a == "-D" || a.starts_with("-D")) {
       std::string def = a == "-D" ? (i + 1 < args.size() ? args[++i] : "")
                                   : a.drop_front(2).str();
@@ -280,9 +282,9 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
               std::unique_ptr<Model> &model) {
   bool kart = llvm::StringRef(o.input).ends_with(".kart");
   if (kart) {
-    if (!o.defines.empty())
-      return usageError("-D applies to .kiln models; an artifact's "
-                        "hyperparameters are fixed");
+    if (!o.defines.empty() || o.recompute)
+      return usageError("-D and --recompute apply to .kiln models; an "
+                        "artifact is already compiled");
     if (Status s = Model::load(o.input, model); !s)
       return fail(o.input + ": " + s.message());
     if (model->tokenizer().size()) {
@@ -324,8 +326,8 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
   artifact.tokenizer = tok.kind();
   artifact.vocab = tok.pieces();
   std::vector<uint8_t> bytes;
-  if (int rc =
-          tools::compileToArtifact(o.input, o.defines, o.loss, artifact, bytes))
+  if (int rc = tools::compileToArtifact(o.input, o.defines, o.loss, o.recompute,
+                                        artifact, bytes))
     return rc;
   llvm::SmallString<256> dir(o.input);
   llvm::sys::path::remove_filename(dir);

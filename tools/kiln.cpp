@@ -76,6 +76,8 @@ compile options:
   --locations        print source locations in the IR (mlir)
   --grad=FN          also derive FN_grad: the loss FN returns and the gradient
                      of every parameter (reverse-mode autodiff)
+  --recompute        with --grad: recompute each block's activations in the
+                     backward pass instead of keeping them (less memory)
 
 run options:
   --function=NAME    the function to run (default: forward)
@@ -120,6 +122,7 @@ train options (see docs/training.md):
   --plot=F.png       the loss curve as an image
   -o FILE            the trained artifact (default MODEL-trained.kart, in
                      the checkpoint directory when there is one)
+  --recompute        recompute activations per block in the backward pass
   --seed=S, --threads=N, -D NAME=VALUE, --loss=FN (default loss)
 
 exit status: 0 success, 1 errors in the model or data, 2 bad command line
@@ -181,11 +184,12 @@ int writeOutput(llvm::StringRef path, llvm::StringRef text) {
 
 /// Reverse-mode autodiff adds <fn>_grad; canonicalization and CSE tidy the
 /// backward ops it builds.
-mlir::LogicalResult differentiate(mlir::ModuleOp module,
-                                  const std::string &fn) {
+mlir::LogicalResult differentiate(mlir::ModuleOp module, const std::string &fn,
+                                  bool recompute) {
   mlir::PassManager pm(module.getContext());
   kiln::AutodiffOptions autodiff;
   autodiff.function = fn;
+  autodiff.recompute = recompute;
   pm.addPass(kiln::createAutodiff(autodiff));
   pm.addPass(mlir::createCanonicalizerPass());
   pm.addPass(mlir::createCSEPass());
@@ -196,7 +200,7 @@ mlir::LogicalResult differentiate(mlir::ModuleOp module,
 
 int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   std::string input, output, emit;
-  bool locations = false;
+  bool locations = false, recompute = false;
   uint64_t seed = 0;
   std::string weightsPath, saveWeightsPath, externalPath, gradOf;
   kiln::CompileOptions options;
@@ -261,6 +265,8 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
     } else if (a == "--help" || a == "-h") {
       llvm::outs() << kUsage;
       return 0;
+    } else if (a == "--recompute") {
+      recompute = true;
     } else if (a.starts_with("-") && a != "-") {
       return usageError("unknown option '" + a + "' for 'kiln compile'");
     } else if (input.empty()) {
@@ -318,6 +324,9 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
     return 1;
   std::string text;
   llvm::raw_string_ostream os(text);
+  if (recompute && gradOf.empty())
+    return usageError("--recompute applies to the gradient function; add "
+                      "--grad=FN");
   if (emit == "ast") {
     std::optional<kiln::ast::Model> model = kiln::parseBuffer(sm, id);
     if (!model)
@@ -334,7 +343,7 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
     return 1;
   if (!gradOf.empty()) {
     mlir::SourceMgrDiagnosticHandler handler(sm, &ctx);
-    if (mlir::failed(differentiate(*module, gradOf)))
+    if (mlir::failed(differentiate(*module, gradOf, recompute)))
       return 1;
   }
   if (emit == "kart" || emit == "plan" || emit == "lowered") {
@@ -425,7 +434,7 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
 
 int kiln::tools::compileToArtifact(const std::string &input,
                                    const std::vector<kiln::Define> &defines,
-                                   const std::string &gradOf,
+                                   const std::string &gradOf, bool recompute,
                                    const kiln::ArtifactOptions &artifact,
                                    std::vector<uint8_t> &bytes) {
   llvm::SourceMgr sm;
@@ -442,7 +451,8 @@ int kiln::tools::compileToArtifact(const std::string &input,
   if (!module)
     return 1;
   mlir::SourceMgrDiagnosticHandler handler(sm, &ctx);
-  if (!gradOf.empty() && mlir::failed(differentiate(*module, gradOf)))
+  if (!gradOf.empty() &&
+      mlir::failed(differentiate(*module, gradOf, recompute)))
     return 1;
   return mlir::failed(kiln::writeArtifact(*module, artifact, bytes)) ? 1 : 0;
 }

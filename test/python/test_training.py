@@ -4,6 +4,7 @@ exact resumption, and clear errors for bad input."""
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import time
@@ -381,3 +382,45 @@ def test_loss_matches_a_pytorch_training_run(tmp_path):
     print(f"final eval loss: kiln {kiln_eval:.4f}, PyTorch {torch_eval:.4f}")
     assert kiln_eval < 3.0  # it learned something
     assert abs(kiln_eval - torch_eval) <= 0.05 * torch_eval
+
+
+def arena(art, dims):
+    out = kiln("inspect", art, f"--dims={dims}").stdout
+    block = out[out.index("fn loss_grad"):]
+    return int(re.search(r"arena (\d+) bytes", block).group(1))
+
+
+def test_recompute_gives_the_same_gradients_in_less_memory(tmp_path):
+    """--recompute recomputes each block's activations in the backward pass:
+    the gradients and a training run are bit-identical, the plan smaller."""
+    cfg = dict(TINY, n_layer=3, vocab_size=len(vocab(TEXT)))
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, cfg["vocab_size"], (4, 16)).astype(np.int32)
+    np.save(tmp_path / "x.npy", tokens)
+    outs = {}
+    for name, extra in (("keep", []), ("recompute", ["--recompute"])):
+        art = tmp_path / f"{name}.kart"
+        kiln("compile", EXAMPLES / "gpt2.kiln", *defines(cfg), "--grad=loss",
+             *extra, "--seed=1", "-o", art)
+        files = [tmp_path / f"{name}{i}.npy" for i in range(1 + 28 + 12)]
+        kiln("run", art, "--function=loss_grad",
+             f"--input=tokens=@{tmp_path / 'x.npy'}",
+             f"--input=targets=@{tmp_path / 'x.npy'}",
+             *[f"--output=@{f}" for f in files[:1 + 4 + 12 * 3]])
+        outs[name] = [np.load(f) for f in files[:1 + 4 + 12 * 3]]
+        outs[name + "_arena"] = arena(art, "B=16,T=16")
+    for a, b in zip(outs["keep"], outs["recompute"]):
+        assert np.array_equal(a, b)
+    assert outs["recompute_arena"] < 0.75 * outs["keep_arena"], \
+        (outs["recompute_arena"], outs["keep_arena"])
+    ir = kiln("compile", EXAMPLES / "gpt2.kiln", *defines(cfg), "--grad=loss",
+              "--recompute").stdout
+    assert ir.count("kiln.recomputed") > 3 * 10
+    # Training with dropout: the same weights either way.
+    drop = dict(TINY, n_layer=3, resid_pdrop=0.1, embd_pdrop=0.1)
+    flags = ["--steps=4", "--batch=2", "--seq=16", "--seed=3"]
+    a, _ = train(tmp_path, *flags, data=text_sample(), cfg=drop, name="ka")
+    b, _ = train(tmp_path, *flags, "--recompute", data=text_sample(), cfg=drop,
+                 name="kb")
+    assert (a / "ck" / "step-00000004" / "model.safetensors").read_bytes() == \
+        (b / "ck" / "step-00000004" / "model.safetensors").read_bytes()
