@@ -91,17 +91,23 @@ def main():
         defines += ["-D", f"{k}={v}"]
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        # The plan of loss_grad at this size (arena vs. no reuse).
-        art = d / "g.kart"
-        subprocess.run([KILN, "compile", ROOT / "examples" / "gpt2.kiln",
-                        *defines, "--grad=loss", "-o", art], check=True)
-        inspect = subprocess.run(
-            [KILN, "inspect", art, f"--dims=B={args.batch},T={args.seq}"],
-            capture_output=True, text=True, check=True).stdout
-        m = re.search(r"fn loss_grad.*?arena (\d+) bytes; all intermediates "
-                      r"without reuse (\d+) bytes", inspect, re.S)
-        arena, total = int(m.group(1)), int(m.group(2))
-        art.unlink()
+        # The plan of loss_grad at this size (arena vs. no reuse), keeping
+        # activations and recomputing them per block.
+        arenas = {}
+        for mode, extra in (("keep", []), ("recompute", ["--recompute"])):
+            art = d / "g.kart"
+            subprocess.run([KILN, "compile", ROOT / "examples" / "gpt2.kiln",
+                            *defines, "--grad=loss", *extra,
+                            f"--external-weights={d / 'g.safetensors'}",
+                            "-o", art], check=True)
+            inspect = subprocess.run(
+                [KILN, "inspect", art, f"--dims=B={args.batch},T={args.seq}"],
+                capture_output=True, text=True, check=True).stdout
+            m = re.search(r"fn loss_grad.*?arena (\d+) bytes; all "
+                          r"intermediates without reuse (\d+) bytes", inspect,
+                          re.S)
+            arenas[mode] = (int(m.group(1)), int(m.group(2)))
+        arena, total = arenas["keep"]
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         subprocess.run(
             [KILN, "train", ROOT / "examples" / "gpt2.kiln",
@@ -131,6 +137,8 @@ def main():
     print(f"  speedup  {torch_ms / kiln_ms:9.2f}x  (PyTorch time / kiln time)")
     print(f"  loss_grad arena {arena / 2**20:8.1f} MiB  vs  "
           f"{total / 2**20:.1f} MiB for all intermediates without reuse")
+    print(f"  loss_grad arena with --recompute "
+          f"{arenas['recompute'][0] / 2**20:8.1f} MiB")
     print(f"  peak RSS kiln train {kiln_rss / 2**20:8.1f} MiB, PyTorch "
           f"{t['rss'] / 2**20:.1f} MiB")
 

@@ -771,11 +771,17 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
       std::fprintf(stderr, "  %-24s %9.2f ms  %5.1f%%\n", op.c_str(), ms,
                    100.0 * ms / std::max(total, 1e-9));
   }
-  outputs.clear();
-  for (int id : *fn.outputs()) {
-    Tensor t(fromKart(fn.values()->Get(id)->dtype()), shapes[id]);
-    std::memcpy(t.data(), ptr[id], t.bytes());
-    outputs.push_back(std::move(t));
+  // Outputs that already have the right type and shape (a caller running
+  // the same function again, like the trainer) are refilled in place.
+  size_t nout = fn.outputs()->size();
+  outputs.resize(nout);
+  for (size_t i = 0; i < nout; ++i) {
+    int id = fn.outputs()->Get(i);
+    DType dt = fromKart(fn.values()->Get(id)->dtype());
+    if (outputs[i].dtype() != dt || outputs[i].shape() != shapes[id] ||
+        !outputs[i].allocated())
+      outputs[i] = Tensor(dt, shapes[id]);
+    std::memcpy(outputs[i].data(), ptr[id], outputs[i].bytes());
   }
   return Status::ok();
 }

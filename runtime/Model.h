@@ -87,7 +87,9 @@ public:
     return hparams_;
   }
 
-  /// Runs `function` on named inputs; outputs are fresh tensors.
+  /// Runs `function` on named inputs. `outputs` is resized to the results;
+  /// an entry that already has a result's type and shape is overwritten in
+  /// place (no allocation when a function runs repeatedly).
   Status run(const std::string &function,
              const std::map<std::string, Tensor> &inputs,
              std::vector<Tensor> &outputs, const RunOptions &options = {});

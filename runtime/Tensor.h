@@ -53,6 +53,8 @@ public:
   size_t bytes() const {
     return static_cast<size_t>(numel()) * dtypeSize(dtype_);
   }
+  /// Whether storage for every element exists (false for a default Tensor).
+  bool allocated() const { return data_.size() == bytes(); }
   void *data() { return data_.data(); }
   const void *data() const { return data_.data(); }
   template <typename T> T *as() { return reinterpret_cast<T *>(data_.data()); }

@@ -3,6 +3,7 @@
 
 #include "runtime/Random.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -71,7 +72,6 @@ Status Trainer::create(Model &model, const TrainConfig &config,
     t->m_.emplace_back(n, 0.0f);
     if (config.optimizer == "adamw")
       t->v_.emplace_back(n, 0.0f);
-    t->grads_.emplace_back(n, 0.0f);
   }
   out = std::move(t);
   return Status::ok();
@@ -99,14 +99,21 @@ Trainer::step(const std::vector<std::map<std::string, Tensor>> &microBatches,
   const auto &params = model_.parameters();
   size_t np = params.size();
   double lossSum = 0;
-  float inv = 1.0f / static_cast<float>(microBatches.size());
-  for (size_t mb = 0; mb < microBatches.size(); ++mb) {
+  size_t nmb = microBatches.size();
+  float inv = 1.0f / static_cast<float>(nmb);
+  if (nmb > 1 && grads_.size() != np)
+    for (size_t i = 0; i < np; ++i)
+      grads_.emplace_back(sizes_[i], 0.0f);
+  // With one micro-batch the gradients are used where loss_grad left them;
+  // with several, their mean is accumulated in grads_.
+  std::vector<const float *> grad(np);
+  for (size_t mb = 0; mb < nmb; ++mb) {
     RunOptions run;
     run.training = true;
     SplitMix64 mix{config_.seed ^ (static_cast<uint64_t>(step_) << 20) ^
                    static_cast<uint64_t>(mb)};
     run.seed = mix.next();
-    std::vector<Tensor> out;
+    std::vector<Tensor> &out = out_;
     if (Status s =
             model_.run(config_.loss + "_grad", microBatches[mb], out, run);
         !s)
@@ -120,22 +127,38 @@ Trainer::step(const std::vector<std::map<std::string, Tensor>> &microBatches,
     lossSum += loss;
     for (size_t i = 0; i < np; ++i) {
       const float *g = out[i + 1].as<float>();
-      float *acc = grads_[i].data();
-      size_t n = sizes_[i];
-      if (mb == 0) {
-        for (size_t j = 0; j < n; ++j)
-          acc[j] = g[j] * inv;
-      } else {
-        for (size_t j = 0; j < n; ++j)
-          acc[j] += g[j] * inv;
+      if (nmb == 1) {
+        grad[i] = g;
+        continue;
       }
+      float *acc = grads_[i].data();
+      grad[i] = acc;
+      int64_t n = static_cast<int64_t>(sizes_[i]);
+#pragma omp parallel for if (n > 65536)
+      for (int64_t j = 0; j < n; ++j)
+        acc[j] = mb == 0 ? g[j] * inv : acc[j] + g[j] * inv;
     }
   }
-  // The global norm, summed in a fixed order so runs are reproducible.
-  double sq = 0;
+  // The global norm: fixed chunks summed in parallel, then in order, so the
+  // result does not depend on the thread count.
+  const int64_t chunk = 1 << 16;
+  std::vector<std::pair<size_t, int64_t>> chunks; // (parameter, start)
   for (size_t i = 0; i < np; ++i)
-    for (float g : grads_[i])
-      sq += static_cast<double>(g) * g;
+    for (int64_t s = 0; s < static_cast<int64_t>(sizes_[i]); s += chunk)
+      chunks.push_back({i, s});
+  std::vector<double> partial(chunks.size());
+#pragma omp parallel for schedule(dynamic, 4)
+  for (int64_t c = 0; c < static_cast<int64_t>(chunks.size()); ++c) {
+    auto [i, s] = chunks[c];
+    int64_t e = std::min<int64_t>(s + chunk, sizes_[i]);
+    double acc = 0;
+    for (int64_t j = s; j < e; ++j)
+      acc += static_cast<double>(grad[i][j]) * grad[i][j];
+    partial[c] = acc;
+  }
+  double sq = 0;
+  for (double p : partial)
+    sq += p;
   double norm = std::sqrt(sq);
   float clip = 1.0f;
   if (config_.clipNorm > 0 && norm > config_.clipNorm)
@@ -157,7 +180,7 @@ Trainer::step(const std::vector<std::map<std::string, Tensor>> &microBatches,
     for (size_t i = 0; i < np; ++i) {
       float *p = model_.parameterData(i);
       float *m = m_[i].data(), *v = v_[i].data();
-      const float *g = grads_[i].data();
+      const float *g = grad[i];
       float decay = params[i].shape.size() >= 2
                         ? 1.0f - flr * static_cast<float>(config_.weightDecay)
                         : 1.0f;
@@ -179,7 +202,7 @@ Trainer::step(const std::vector<std::map<std::string, Tensor>> &microBatches,
     for (size_t i = 0; i < np; ++i) {
       float *p = model_.parameterData(i);
       float *buf = m_[i].data();
-      const float *g = grads_[i].data();
+      const float *g = grad[i];
       float wd = params[i].shape.size() >= 2
                      ? static_cast<float>(config_.weightDecay)
                      : 0.0f;

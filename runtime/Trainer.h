@@ -95,7 +95,8 @@ private:
   int64_t step_ = 0;
   std::vector<size_t> sizes_;             // elements per parameter
   std::vector<std::vector<float>> m_, v_; // AdamW moments / SGD momentum
-  std::vector<std::vector<float>> grads_; // accumulated gradients
+  std::vector<std::vector<float>> grads_; // accumulated micro-batch grads
+  std::vector<Tensor> out_;               // loss_grad's results, reused
 };
 
 } // namespace kiln::runtime
