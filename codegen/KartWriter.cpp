@@ -465,6 +465,22 @@ Writer::writeFunction(func::FuncOp fn,
               ints = {static_cast<int64_t>(c.getIgnoreIndex())};
               return success();
             })
+            .Case([&](GlobalNormOp) {
+              code = kart::Op::GlobalNorm;
+              return success();
+            })
+            .Case([&](OptimizerUpdateOp u) {
+              code = kart::Op::OptimizerUpdate;
+              text = u.getKind().str();
+              hasText = true;
+              floats = {u.getBeta1().convertToDouble(),
+                        u.getBeta2().convertToDouble(),
+                        u.getEps().convertToDouble(),
+                        u.getWeightDecay().convertToDouble(),
+                        u.getMomentum().convertToDouble(),
+                        u.getMaxNorm().convertToDouble()};
+              return success();
+            })
             .Case([&](EmbeddingGradOp e) {
               code = kart::Op::EmbeddingGrad;
               ints = {static_cast<int64_t>(e.getNumEmbeddings())};

@@ -933,6 +933,35 @@ LogicalResult AttentionGradOp::verify() {
   return success();
 }
 
+LogicalResult GlobalNormOp::verify() {
+  if (getInputs().empty())
+    return emitOpError("needs at least one operand");
+  return success();
+}
+
+LogicalResult OptimizerUpdateOp::verify() {
+  if (!getParam().getDefiningOp<ParamOp>())
+    return emitOpError("updates a parameter: its first operand must come "
+                       "from kiln.param");
+  if (getParam().getType() != getGrad().getType())
+    return emitOpError("gradient ")
+           << getGrad().getType() << " does not match the parameter "
+           << getParam().getType();
+  StringRef k = getKind();
+  if (k != "adamw" && k != "sgd")
+    return emitOpError("kind must be \"adamw\" or \"sgd\", got \"")
+           << k << "\"";
+  double b1 = getBeta1().convertToDouble(), b2 = getBeta2().convertToDouble(),
+         mu = getMomentum().convertToDouble();
+  if (!(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1) || !(mu >= 0 && mu < 1) ||
+      !(getEps().convertToDouble() > 0) ||
+      !(getWeightDecay().convertToDouble() >= 0) ||
+      !(getMaxNorm().convertToDouble() >= 0))
+    return emitOpError("betas and momentum must be in [0, 1), eps positive, "
+                       "weight_decay and max_norm non-negative");
+  return success();
+}
+
 #include "ir/KilnInterfaces.cpp.inc"
 
 #define GET_OP_CLASSES

@@ -809,4 +809,62 @@ def Kiln_AttentionGradOp : Kiln_Op<"attention_grad",
   let hasVerifier = 1;
 }
 
+//===----------------------------------------------------------------------===//
+// Training (produced by kiln-train-step)
+//===----------------------------------------------------------------------===//
+
+def Kiln_GlobalNormOp : Kiln_Op<"global_norm", [Pure]> {
+  let summary = "the L2 norm of all elements of all operands";
+  let description = [{
+    `sqrt(sum over every operand and element of x^2)`, a rank-0 f32: the
+    global gradient norm that clipping uses. Summed in a fixed order, so the
+    result does not depend on the thread count.
+
+    Example:
+    ```mlir
+    %n = kiln.global_norm %g0, %g1 : tensor<64x16xf32>, tensor<16xf32> -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins Variadic<Kiln_FloatTensor>:$inputs);
+  let results = (outs Kiln_ScalarF32:$result);
+  let assemblyFormat = "$inputs attr-dict `:` type($inputs) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def Kiln_OptimizerUpdateOp : Kiln_Op<"optimizer_update",
+    [MemoryEffects<[MemWrite]>]> {
+  let summary = "updates a parameter in place from its gradient";
+  let description = [{
+    One optimizer step for the parameter read by `param` (a `kiln.param`):
+    the gradient is first scaled by `min(1, max_norm / (grad_norm + 1e-6))`
+    when `max_norm > 0` (global-norm clipping), then
+
+    - `kind = "adamw"` (as `torch.optim.AdamW`): `p *= 1 - lr wd`;
+      `m = b1 m + (1 - b1) g`; `v = b2 v + (1 - b2) g^2`;
+      `p -= lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps)`;
+    - `kind = "sgd"` (as `torch.optim.SGD`): `g += wd p`;
+      `buf = momentum buf + g` (`buf = g` at step 1); `p -= lr buf`.
+
+    `lr` and `step` (1-based, as f32) are run-time inputs so a schedule needs
+    no recompilation. The optimizer state (m, v or buf) is owned by the
+    runtime, per parameter, and saved with checkpoints. The op writes the
+    parameter: it has no results and is never removed or reordered.
+
+    Example:
+    ```mlir
+    kiln.optimizer_update %w, %gw, %norm, %lr, %step {kind = "adamw", beta1 = 9.000000e-01 : f64, beta2 = 9.990000e-01 : f64, eps = 1.000000e-08 : f64, weight_decay = 1.000000e-02 : f64, momentum = 0.000000e+00 : f64, max_norm = 1.000000e+00 : f64}
+        : tensor<64x16xf32>, tensor<64x16xf32>, tensor<f32>, tensor<f32>, tensor<f32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$param, Kiln_FloatTensor:$grad,
+                   Kiln_ScalarF32:$grad_norm, Kiln_ScalarF32:$lr,
+                   Kiln_ScalarF32:$step, StrAttr:$kind, F64Attr:$beta1,
+                   F64Attr:$beta2, F64Attr:$eps, F64Attr:$weight_decay,
+                   F64Attr:$momentum, F64Attr:$max_norm);
+  let assemblyFormat = [{
+    $param `,` $grad `,` $grad_norm `,` $lr `,` $step attr-dict `:` type($param) `,` type($grad) `,` type($grad_norm) `,` type($lr) `,` type($step)
+  }];
+  let hasVerifier = 1;
+}
+
 #endif // KILN_OPS

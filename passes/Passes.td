@@ -55,4 +55,37 @@ def Autodiff : Pass<"kiln-autodiff", "mlir::ModuleOp"> {
   let dependentDialects = ["::kiln::KilnDialect"];
 }
 
+def TrainStep : Pass<"kiln-train-step", "mlir::ModuleOp"> {
+  let summary = "Build a compiled training step from a gradient function";
+  let description = [{
+    From `<function>_grad` (made by `kiln-autodiff`), adds `train_step`: the
+    same inputs plus `lr` and `step` (rank-0 f32, so a learning-rate
+    schedule needs no recompilation), the forward and backward passes, the
+    global gradient norm (`kiln.global_norm`) and one in-place
+    `kiln.optimizer_update` per parameter (AdamW or SGD with momentum, with
+    global-norm clipping at `max-norm`; weight decay only on parameters of
+    rank >= 2). It returns the loss and the gradient norm before clipping.
+
+    Example: `kiln-opt --kiln-autodiff --kiln-train-step="optimizer=adamw
+    weight-decay=0.1"` on a module with `@loss` adds `@loss_grad` and
+    `@train_step(%tokens, %targets, %lr, %step) -> (loss, norm)`.
+  }];
+  let options = [
+    Option<"function", "function", "std::string", /*default=*/"\"loss\"",
+           "The loss function (its gradient function must exist)">,
+    Option<"optimizer", "optimizer", "std::string", /*default=*/"\"adamw\"",
+           "adamw or sgd">,
+    Option<"beta1", "beta1", "double", /*default=*/"0.9", "AdamW beta1">,
+    Option<"beta2", "beta2", "double", /*default=*/"0.999", "AdamW beta2">,
+    Option<"eps", "eps", "double", /*default=*/"1e-8", "AdamW epsilon">,
+    Option<"weightDecay", "weight-decay", "double", /*default=*/"0.0",
+           "Weight decay for parameters of rank >= 2">,
+    Option<"momentum", "momentum", "double", /*default=*/"0.9",
+           "SGD momentum">,
+    Option<"maxNorm", "max-norm", "double", /*default=*/"1.0",
+           "Global-norm clipping threshold; 0 turns clipping off">
+  ];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
 #endif // KILN_PASSES

@@ -141,6 +141,8 @@ const OpSignature &kiln::runtime::signatureOf(Op op) {
       {Op::ReduceGrad, {2, 2, 1, -1, 2, 0, 0, true}},
       {Op::ConcatGrad, {2, -1, -1, 1, 0, 0, 0, false}},
       {Op::AttentionGrad, {8, 8, -1, 3, 0, 1, 0, false}},
+      {Op::GlobalNorm, {1, -1, 1, 0, 0, 0, 0, false}},
+      {Op::OptimizerUpdate, {5, 5, 0, 0, 0, 6, 0, true}},
   };
   return table.at(op);
 }
@@ -388,6 +390,14 @@ Status kiln::runtime::inferShapes(const kart::Kernel &k,
       return fail(k, "inputs do not add up to the gradient " + str(g));
     return Status::ok();
   }
+  case Op::GlobalNorm:
+    out.push_back({});
+    return Status::ok();
+  case Op::OptimizerUpdate:
+    if (shape(0) != shape(1))
+      return fail(k, "gradient " + str(shape(1)) +
+                         " does not match the parameter " + str(shape(0)));
+    return Status::ok();
   case Op::AttentionGrad: {
     const Shape &q = shape(1), &kk = shape(2), &v = shape(3);
     int64_t h = ival(k, 0), kvh = ival(k, 1);
@@ -1307,6 +1317,48 @@ Status attentionGrad(KernelContext &c) {
   return Status::ok();
 }
 
+Status globalNorm(KernelContext &c) {
+  std::vector<std::pair<const float *, int64_t>> ts;
+  for (const View &v : c.in)
+    ts.push_back({v.as<float>(), v.numel()});
+  c.out[0].as<float>()[0] = static_cast<float>(std::sqrt(sumOfSquares(ts)));
+  return Status::ok();
+}
+
+Status optimizerUpdate(KernelContext &c) {
+  if (!c.optimizer || c.paramIndex < 0)
+    return fail(c.kernel, "has no optimizer state to update");
+  UpdateRule r;
+  r.adamw = c.kernel.text()->str() == "adamw";
+  r.lr = c.in[3].as<float>()[0];
+  float step = c.in[4].as<float>()[0];
+  if (!(step >= 1) || !(r.lr >= 0))
+    return fail(c.kernel, "needs lr >= 0 and step >= 1, got lr " +
+                              std::to_string(r.lr) + " and step " +
+                              std::to_string(step));
+  r.step = static_cast<int64_t>(std::lround(step));
+  r.beta1 = static_cast<float>(fval(c.kernel, 0));
+  r.beta2 = static_cast<float>(fval(c.kernel, 1));
+  r.eps = static_cast<float>(fval(c.kernel, 2));
+  r.weightDecay = static_cast<float>(fval(c.kernel, 3));
+  r.momentum = static_cast<float>(fval(c.kernel, 4));
+  r.clip = clipScale(c.in[2].as<float>()[0], fval(c.kernel, 5));
+  int64_t n = c.in[0].numel();
+  OptimizerState &st = *c.optimizer;
+  size_t i = static_cast<size_t>(c.paramIndex);
+  if (st.m.size() <= i)
+    st.m.resize(i + 1);
+  if (st.v.size() <= i)
+    st.v.resize(i + 1);
+  if (st.m[i].size() != static_cast<size_t>(n))
+    st.m[i].assign(n, 0.0f);
+  if (r.adamw && st.v[i].size() != static_cast<size_t>(n))
+    st.v[i].assign(n, 0.0f);
+  applyUpdate(r, c.in[0].as<float>(), st.m[i].data(),
+              r.adamw ? st.v[i].data() : nullptr, c.in[1].as<float>(), n);
+  return Status::ok();
+}
+
 } // namespace
 
 Status kiln::runtime::execute(KernelContext &c) {
@@ -1379,6 +1431,10 @@ Status kiln::runtime::execute(KernelContext &c) {
     return crossEntropyGrad(c);
   case Op::EmbeddingGrad:
     return embeddingGrad(c);
+  case Op::GlobalNorm:
+    return globalNorm(c);
+  case Op::OptimizerUpdate:
+    return optimizerUpdate(c);
   case Op::ActivationGrad:
     return activationGrad(c);
   case Op::ReduceGrad:

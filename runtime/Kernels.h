@@ -37,6 +37,10 @@
 //   ReduceGrad       in [grad, x]         ints [keepdim, axes...],
 //                                         text "sum" | "mean" | "max"
 //   ConcatGrad       in [grad, like...] out [piece...]   ints [axis]
+//   GlobalNorm       in [x...]            (out: rank-0 f32)
+//   OptimizerUpdate  in [param, grad, grad_norm, lr, step] out []
+//                    text "adamw" | "sgd", floats [beta1, beta2, eps,
+//                    weight_decay, momentum, max_norm]; writes the parameter
 //   AttentionGrad    in [grad, q, k, v, out, lse, mask|-1, bias|-1]
 //                    out [dq, dk, dv, dbias?]   ints/floats as Attention
 //
@@ -48,6 +52,7 @@
 #ifndef KILN_RUNTIME_KERNELS_H
 #define KILN_RUNTIME_KERNELS_H
 
+#include "runtime/Optimizer.h"
 #include "runtime/Tensor.h"
 #include "runtime/kart_generated.h"
 
@@ -69,7 +74,7 @@ inline bool isUnary(kart::Op op) {
 /// What load-time verification checks for each op.
 struct OpSignature {
   int minInputs, maxInputs; // -1: any number >= minInputs
-  int outputs;              // -1: any number >= 1
+  int outputs;              // -1: any number >= 1; 0: none
   int ints;                 // exact count; -1: at least `minInts`
   int minInts;
   int floats;
@@ -97,6 +102,8 @@ struct KernelContext {
   PrimitiveCache &primitives;
   bool training = false; // dropout draws its mask
   uint64_t seed = 0;     // the run's dropout seed (set per training step)
+  OptimizerState *optimizer = nullptr; // for OptimizerUpdate
+  int64_t paramIndex = -1;             // the parameter OptimizerUpdate writes
 };
 
 /// Computes output shapes from input shapes and the bound symbols, checking

@@ -54,8 +54,9 @@ namespace kiln::runtime {
 class FunctionState {
 public:
   FunctionState(const kart::Program &p, const kart::Function &f,
-                const std::vector<const uint8_t *> &params)
-      : prog(p), fn(f), paramData(params) {}
+                const std::vector<const uint8_t *> &params,
+                OptimizerState &optimizer)
+      : prog(p), fn(f), paramData(params), optimizer(optimizer) {}
 
   Status verify();
   Status bindInputs(const std::map<std::string, Tensor> &inputs);
@@ -68,6 +69,7 @@ public:
   const kart::Program &prog;
   const kart::Function &fn;
   const std::vector<const uint8_t *> &paramData;
+  OptimizerState &optimizer;
 
 private:
   Status valueError(int id, const std::string &msg) const;
@@ -112,7 +114,8 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
   int nin = k->inputs()->size(), nout = k->outputs()->size();
   if (nin < sig.minInputs || (sig.maxInputs >= 0 && nin > sig.maxInputs))
     return bad("has " + std::to_string(nin) + " inputs");
-  if ((sig.outputs >= 0 && nout != sig.outputs) || nout < 1)
+  if ((sig.outputs >= 0 && nout != sig.outputs) ||
+      (nout < 1 && sig.outputs != 0))
     return bad("has " + std::to_string(nout) + " outputs");
   int nints = k->ints() ? k->ints()->size() : 0;
   int nfloats = k->floats() ? k->floats()->size() : 0;
@@ -270,6 +273,26 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
     if (nout > 2 || (nout == 2 && (rank(out[1]) != 3 || !isF32(out[1]))))
       return bad("has outputs other than the result and an f32 lse");
     break;
+  case Op::GlobalNorm:
+    for (const kart::Value *v : in)
+      if (!isF32(v))
+        return bad("needs f32 operands");
+    if (!isF32(out[0]) || rank(out[0]) != 0)
+      return bad("needs a scalar f32 result");
+    break;
+  case Op::OptimizerUpdate: {
+    std::string kind = k->text()->str();
+    if (kind != "adamw" && kind != "sgd")
+      return bad("has an unknown optimizer '" + kind + "'");
+    if (in[0]->kind() != kart::ValueKind::Parameter)
+      return bad("must update a parameter");
+    if (!isF32(in[0]) || !isF32(in[1]) || rank(in[0]) != rank(in[1]))
+      return bad("needs an f32 parameter and a gradient of its shape");
+    for (int i = 2; i < 5; ++i)
+      if (!isF32(in[i]) || rank(in[i]) != 0)
+        return bad("grad_norm, lr and step must be scalar f32 values");
+    break;
+  }
   case Op::EmbeddingGrad:
     if (rank(in[0]) != rank(in[1]) + 1 || !isF32(in[0]) || !isInt(in[1]) ||
         rank(out[0]) != 2 || !isF32(out[0]) || ival(0) <= 0)
@@ -738,6 +761,10 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
     KernelContext ctx{*k, {}, {}, symbols, primitives};
     ctx.training = options.training;
     ctx.seed = options.seed;
+    if (k->op() == kart::Op::OptimizerUpdate) {
+      ctx.optimizer = &optimizer;
+      ctx.paramIndex = fn.values()->Get(k->inputs()->Get(0))->index();
+    }
     for (int id : *k->inputs())
       ctx.in.push_back(id < 0 ? View{}
                               : View{ptr[id],
@@ -998,7 +1025,7 @@ Status Model::init(const std::string &dir) {
   for (const kart::Function *f : *p->functions()) {
     if (!f)
       return Status::error("the artifact has an empty function entry");
-    auto st = std::make_unique<FunctionState>(*p, *f, paramData_);
+    auto st = std::make_unique<FunctionState>(*p, *f, paramData_, optimizer_);
     if (Status s = st->verify(); !s)
       return s;
     FunctionInfo info;

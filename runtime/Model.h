@@ -13,6 +13,7 @@
 #ifndef KILN_RUNTIME_MODEL_H
 #define KILN_RUNTIME_MODEL_H
 
+#include "runtime/Optimizer.h"
 #include "runtime/Tensor.h"
 #include "runtime/Text.h"
 
@@ -110,6 +111,10 @@ public:
   /// Copies a parameter's values out (for tests and checkpoints).
   Status parameter(const std::string &name, Tensor &out) const;
 
+  /// Optimizer moments per parameter, which compiled `train_step` functions
+  /// (kiln.optimizer_update) and the Trainer update and checkpoints save.
+  OptimizerState &optimizerState() { return optimizer_; }
+
   /// The live storage of parameter `i` (in `parameters()` order), which the
   /// model owns: an optimizer updates it in place between calls.
   float *parameterData(size_t i);
@@ -130,6 +135,7 @@ private:
   std::vector<const uint8_t *> paramData_;
   std::vector<Tensor> externalWeights_;
   Tokenizer tokenizer_;
+  OptimizerState optimizer_;
   std::vector<std::unique_ptr<FunctionState>> states_;
 };
 

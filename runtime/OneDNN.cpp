@@ -404,7 +404,7 @@ bool transpose(KernelContext &c) {
 } // namespace
 
 bool kiln::runtime::executeOneDNN(KernelContext &c, Status &status) {
-  if (useReferenceKernels() || c.out[0].numel() == 0)
+  if (useReferenceKernels() || c.out.empty() || c.out[0].numel() == 0)
     return false;
   try {
     Op op = c.kernel.op();

@@ -61,6 +61,19 @@ Status Trainer::create(Model &model, const TrainConfig &config,
                          "each of the " +
                          std::to_string(params.size()) + " parameters");
   std::unique_ptr<Trainer> t(new Trainer(model, config));
+  if (config.compiledStep) {
+    const FunctionInfo *step = findFunction(model, "train_step");
+    const FunctionInfo *loss = findFunction(model, config.loss);
+    if (!step || step->inputs.size() != loss->inputs.size() + 2 ||
+        step->outputs.size() != 2)
+      return Status::error("the artifact has no compiled train_step for '" +
+                           config.loss + "' (kiln-train-step)");
+    for (const ArgInfo &a : loss->inputs)
+      if (a.name == "lr" || a.name == "step")
+        return Status::error("'" + config.loss + "' has an input named '" +
+                             a.name + "', which train_step uses itself");
+    t->haveTrainStep_ = true;
+  }
   for (const ParameterInfo &p : params) {
     if (p.dtype != DType::F32)
       return Status::error("parameter '" + p.name +
@@ -69,9 +82,14 @@ Status Trainer::create(Model &model, const TrainConfig &config,
     for (int64_t d : p.shape)
       n *= static_cast<size_t>(d);
     t->sizes_.push_back(n);
-    t->m_.emplace_back(n, 0.0f);
+  }
+  OptimizerState &st = model.optimizerState();
+  st.m.assign(params.size(), {});
+  st.v.assign(params.size(), {});
+  for (size_t i = 0; i < params.size(); ++i) {
+    st.m[i].assign(t->sizes_[i], 0.0f);
     if (config.optimizer == "adamw")
-      t->v_.emplace_back(n, 0.0f);
+      st.v[i].assign(t->sizes_[i], 0.0f);
   }
   out = std::move(t);
   return Status::ok();
@@ -98,6 +116,33 @@ Trainer::step(const std::vector<std::map<std::string, Tensor>> &microBatches,
     return Status::error("a training step needs at least one micro-batch");
   const auto &params = model_.parameters();
   size_t np = params.size();
+  if (haveTrainStep_ && microBatches.size() == 1) {
+    // The compiled step: forward, backward and the in-place update in one
+    // call of train_step.
+    double lr = learningRate(step_);
+    std::map<std::string, Tensor> in = microBatches[0];
+    Tensor lrT(DType::F32, {}), stepT(DType::F32, {});
+    lrT.as<float>()[0] = static_cast<float>(lr);
+    stepT.as<float>()[0] = static_cast<float>(step_ + 1);
+    in["lr"] = std::move(lrT);
+    in["step"] = std::move(stepT);
+    RunOptions run;
+    run.training = true;
+    SplitMix64 mix{config_.seed ^ (static_cast<uint64_t>(step_) << 20)};
+    run.seed = mix.next();
+    if (Status s = model_.run("train_step", in, out_, run); !s)
+      return s;
+    double loss = out_[0].as<float>()[0];
+    if (!std::isfinite(loss))
+      return Status::error("the loss is " + std::to_string(loss) + " at step " +
+                           std::to_string(step_ + 1) +
+                           "; lower the learning rate or check the data");
+    ++step_;
+    stats.loss = loss;
+    stats.lr = lr;
+    stats.gradNorm = out_[1].as<float>()[0];
+    return Status::ok();
+  }
   double lossSum = 0;
   size_t nmb = microBatches.size();
   float inv = 1.0f / static_cast<float>(nmb);
@@ -139,86 +184,43 @@ Trainer::step(const std::vector<std::map<std::string, Tensor>> &microBatches,
         acc[j] = mb == 0 ? g[j] * inv : acc[j] + g[j] * inv;
     }
   }
-  // The global norm: fixed chunks summed in parallel, then in order, so the
-  // result does not depend on the thread count.
-  const int64_t chunk = 1 << 16;
-  std::vector<std::pair<size_t, int64_t>> chunks; // (parameter, start)
+  // The global norm (fixed chunks: the same for any thread count), rounded
+  // to f32 as kiln.global_norm returns it, so this path and a compiled
+  // train_step agree bit for bit.
+  std::vector<std::pair<const float *, int64_t>> ts;
   for (size_t i = 0; i < np; ++i)
-    for (int64_t s = 0; s < static_cast<int64_t>(sizes_[i]); s += chunk)
-      chunks.push_back({i, s});
-  std::vector<double> partial(chunks.size());
-#pragma omp parallel for schedule(dynamic, 4)
-  for (int64_t c = 0; c < static_cast<int64_t>(chunks.size()); ++c) {
-    auto [i, s] = chunks[c];
-    int64_t e = std::min<int64_t>(s + chunk, sizes_[i]);
-    double acc = 0;
-    for (int64_t j = s; j < e; ++j)
-      acc += static_cast<double>(grad[i][j]) * grad[i][j];
-    partial[c] = acc;
-  }
-  double sq = 0;
-  for (double p : partial)
-    sq += p;
-  double norm = std::sqrt(sq);
-  float clip = 1.0f;
-  if (config_.clipNorm > 0 && norm > config_.clipNorm)
-    clip = static_cast<float>(config_.clipNorm / (norm + 1e-6));
-
+    ts.push_back({grad[i], static_cast<int64_t>(sizes_[i])});
+  float norm = static_cast<float>(std::sqrt(sumOfSquares(ts)));
   double lr = learningRate(step_);
   ++step_;
-  const float flr = static_cast<float>(lr);
-  if (config_.optimizer == "adamw") {
-    const float b1 = static_cast<float>(config_.beta1),
-                b2 = static_cast<float>(config_.beta2),
-                eps = static_cast<float>(config_.eps);
-    // As torch.optim.AdamW: p *= 1 - lr wd; p -= lr/bc1 m / (sqrt(v)/sqrt(bc2)
-    // + eps).
-    double bc1 = 1.0 - std::pow(config_.beta1, static_cast<double>(step_));
-    double bc2 = 1.0 - std::pow(config_.beta2, static_cast<double>(step_));
-    const float stepSize = static_cast<float>(lr / bc1);
-    const float bc2Sqrt = static_cast<float>(std::sqrt(bc2));
-    for (size_t i = 0; i < np; ++i) {
-      float *p = model_.parameterData(i);
-      float *m = m_[i].data(), *v = v_[i].data();
-      const float *g = grad[i];
-      float decay = params[i].shape.size() >= 2
-                        ? 1.0f - flr * static_cast<float>(config_.weightDecay)
-                        : 1.0f;
-      int64_t n = static_cast<int64_t>(sizes_[i]);
-#pragma omp parallel for if (n > 65536)
-      for (int64_t j = 0; j < n; ++j) {
-        float gj = g[j] * clip;
-        p[j] *= decay;
-        m[j] = b1 * m[j] + (1.0f - b1) * gj;
-        v[j] = b2 * v[j] + (1.0f - b2) * gj * gj;
-        p[j] -= stepSize * m[j] / (std::sqrt(v[j]) / bc2Sqrt + eps);
-      }
-    }
-  } else {
-    // As torch.optim.SGD: g += wd p; buf = mu buf + g (buf = g at first);
-    // p -= lr buf.
-    const float mu = static_cast<float>(config_.momentum);
-    bool first = step_ == 1;
-    for (size_t i = 0; i < np; ++i) {
-      float *p = model_.parameterData(i);
-      float *buf = m_[i].data();
-      const float *g = grad[i];
-      float wd = params[i].shape.size() >= 2
-                     ? static_cast<float>(config_.weightDecay)
-                     : 0.0f;
-      int64_t n = static_cast<int64_t>(sizes_[i]);
-#pragma omp parallel for if (n > 65536)
-      for (int64_t j = 0; j < n; ++j) {
-        float gj = g[j] * clip + wd * p[j];
-        buf[j] = first || mu == 0.0f ? gj : mu * buf[j] + gj;
-        p[j] -= flr * buf[j];
-      }
-    }
+  UpdateRule rule = ruleFor(lr);
+  rule.clip = clipScale(norm, config_.clipNorm);
+  OptimizerState &st = model_.optimizerState();
+  for (size_t i = 0; i < np; ++i) {
+    UpdateRule r = rule;
+    if (params[i].shape.size() < 2)
+      r.weightDecay = 0;
+    applyUpdate(r, model_.parameterData(i), st.m[i].data(),
+                rule.adamw ? st.v[i].data() : nullptr, grad[i],
+                static_cast<int64_t>(sizes_[i]));
   }
   stats.loss = lossSum / static_cast<double>(microBatches.size());
   stats.lr = lr;
   stats.gradNorm = norm;
   return Status::ok();
+}
+
+UpdateRule Trainer::ruleFor(double lr) const {
+  UpdateRule r;
+  r.adamw = config_.optimizer == "adamw";
+  r.lr = static_cast<float>(lr);
+  r.step = step_;
+  r.beta1 = static_cast<float>(config_.beta1);
+  r.beta2 = static_cast<float>(config_.beta2);
+  r.eps = static_cast<float>(config_.eps);
+  r.weightDecay = static_cast<float>(config_.weightDecay);
+  r.momentum = static_cast<float>(config_.momentum);
+  return r;
 }
 
 Status Trainer::evaluate(const std::map<std::string, Tensor> &batch,
@@ -231,17 +233,18 @@ Status Trainer::evaluate(const std::map<std::string, Tensor> &batch,
 }
 
 Status Trainer::saveOptimizer(const std::string &path) const {
+  const OptimizerState &st = model_.optimizerState();
   NamedTensors t;
   const auto &params = model_.parameters();
   bool adam = config_.optimizer == "adamw";
   for (size_t i = 0; i < params.size(); ++i) {
     Tensor m(DType::F32, params[i].shape);
-    std::memcpy(m.data(), m_[i].data(), m.bytes());
+    std::memcpy(m.data(), st.m[i].data(), m.bytes());
     t.emplace_back((adam ? "exp_avg/" : "momentum/") + params[i].name,
                    std::move(m));
     if (adam) {
       Tensor v(DType::F32, params[i].shape);
-      std::memcpy(v.data(), v_[i].data(), v.bytes());
+      std::memcpy(v.data(), st.v[i].data(), v.bytes());
       t.emplace_back("exp_avg_sq/" + params[i].name, std::move(v));
     }
   }
@@ -271,7 +274,8 @@ Status Trainer::loadOptimizer(const std::string &path) {
     return Status::ok();
   };
   // Into copies first: a bad file leaves the current state untouched.
-  std::vector<std::vector<float>> m = m_, v = v_;
+  OptimizerState &st = model_.optimizerState();
+  std::vector<std::vector<float>> m = st.m, v = st.v;
   const auto &params = model_.parameters();
   bool adam = config_.optimizer == "adamw";
   for (size_t i = 0; i < params.size(); ++i) {
@@ -292,8 +296,8 @@ Status Trainer::loadOptimizer(const std::string &path) {
   if (!byName.empty())
     return Status::error(path + ": unexpected tensor '" +
                          byName.begin()->first + "' in the optimizer state");
-  m_ = std::move(m);
-  v_ = std::move(v);
+  st.m = std::move(m);
+  st.v = std::move(v);
   step_ = step;
   return Status::ok();
 }

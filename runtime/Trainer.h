@@ -49,6 +49,12 @@ struct TrainConfig {
   double clipNorm = 1.0;
   /// Seeds dropout: step s, micro-batch m draws from (seed, s, m).
   uint64_t seed = 0;
+  /// Run the artifact's compiled `train_step` (kiln-train-step: forward,
+  /// backward, global norm and kiln.optimizer_update ops, compiled with
+  /// these same settings) for single-micro-batch steps, instead of
+  /// `<loss>_grad` followed by the update on the host. Both give
+  /// bit-identical results.
+  bool compiledStep = false;
 };
 
 struct StepStats {
@@ -89,12 +95,13 @@ public:
 private:
   Trainer(Model &model, const TrainConfig &config)
       : model_(model), config_(config) {}
+  UpdateRule ruleFor(double lr) const;
 
   Model &model_;
   TrainConfig config_;
   int64_t step_ = 0;
+  bool haveTrainStep_ = false;
   std::vector<size_t> sizes_;             // elements per parameter
-  std::vector<std::vector<float>> m_, v_; // AdamW moments / SGD momentum
   std::vector<std::vector<float>> grads_; // accumulated micro-batch grads
   std::vector<Tensor> out_;               // loss_grad's results, reused
 };

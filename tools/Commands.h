@@ -4,6 +4,7 @@
 
 #include "codegen/KartWriter.h"
 #include "frontend/MLIRGen.h"
+#include "passes/Passes.h"
 #include "runtime/Model.h"
 #include "llvm/ADT/Twine.h"
 
@@ -33,13 +34,15 @@ int trainCommand(const std::vector<std::string> &args);
 
 /// Compiles a .kiln file (with hyperparameter overrides, and `gradOf`'s
 /// gradient function when it is not empty, recomputing block activations
-/// with `recompute`) into artifact bytes. Diagnostics
+/// with `recompute`, and a compiled `train_step` with `trainStep`) into
+/// artifact bytes. Diagnostics
 /// go to stderr; returns the exit status (0 on success).
 int compileToArtifact(const std::string &input,
                       const std::vector<Define> &defines,
                       const std::string &gradOf, bool recompute,
                       const ArtifactOptions &artifact,
-                      std::vector<uint8_t> &bytes);
+                      std::vector<uint8_t> &bytes,
+                      const TrainStepOptions *trainStep = nullptr);
 
 } // namespace kiln::tools
 

@@ -326,8 +326,20 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
   artifact.tokenizer = tok.kind();
   artifact.vocab = tok.pieces();
   std::vector<uint8_t> bytes;
+  // The training step is compiled too: forward, backward and the optimizer
+  // update in one function (used for steps without accumulation).
+  TrainStepOptions step;
+  step.function = o.loss;
+  step.optimizer = o.train.optimizer;
+  step.beta1 = o.train.beta1;
+  step.beta2 = o.train.beta2;
+  step.eps = o.train.eps;
+  step.weightDecay = o.train.weightDecay;
+  step.momentum = o.train.momentum;
+  step.maxNorm = std::max(0.0, o.train.clipNorm);
+  o.train.compiledStep = true;
   if (int rc = tools::compileToArtifact(o.input, o.defines, o.loss, o.recompute,
-                                        artifact, bytes))
+                                        artifact, bytes, &step))
     return rc;
   llvm::SmallString<256> dir(o.input);
   llvm::sys::path::remove_filename(dir);

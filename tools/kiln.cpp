@@ -436,7 +436,8 @@ int kiln::tools::compileToArtifact(const std::string &input,
                                    const std::vector<kiln::Define> &defines,
                                    const std::string &gradOf, bool recompute,
                                    const kiln::ArtifactOptions &artifact,
-                                   std::vector<uint8_t> &bytes) {
+                                   std::vector<uint8_t> &bytes,
+                                   const kiln::TrainStepOptions *trainStep) {
   llvm::SourceMgr sm;
   unsigned id = kiln::loadSourceFile(input, sm);
   if (!id)
@@ -454,6 +455,13 @@ int kiln::tools::compileToArtifact(const std::string &input,
   if (!gradOf.empty() &&
       mlir::failed(differentiate(*module, gradOf, recompute)))
     return 1;
+  if (trainStep) {
+    mlir::PassManager pm(&ctx);
+    pm.addPass(kiln::createTrainStep(*trainStep));
+    pm.addPass(mlir::createCanonicalizerPass());
+    if (mlir::failed(pm.run(*module)))
+      return 1;
+  }
   return mlir::failed(kiln::writeArtifact(*module, artifact, bytes)) ? 1 : 0;
 }
 

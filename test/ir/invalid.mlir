@@ -826,3 +826,49 @@ func.func @f(%q: tensor<1x4x8xf32>, %lse: tensor<1x2x4xf32>, %b: tensor<2x4x4xf3
   %0:3 = kiln.attention_grad %q, %q, %q, %q, %q, %lse bias %b {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64} : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x2x4xf32>, tensor<2x4x4xf32>) -> (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>)
   return
 }
+
+// -----
+
+func.func @f(%g: tensor<4xf32>, %n: tensor<f32>) {
+  // expected-error @+1 {{updates a parameter: its first operand must come from kiln.param}}
+  kiln.optimizer_update %g, %g, %n, %n, %n {kind = "adamw", beta1 = 0.9 : f64, beta2 = 0.999 : f64, eps = 1.0e-8 : f64, weight_decay = 0.0 : f64, momentum = 0.0 : f64, max_norm = 1.0 : f64} : tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<f32>
+  return
+}
+
+// -----
+
+kiln.parameter @p : tensor<4xf32> {init = "zeros"}
+func.func @f(%g: tensor<5xf32>, %n: tensor<f32>) {
+  %p = kiln.param @p : tensor<4xf32>
+  // expected-error @+1 {{gradient 'tensor<5xf32>' does not match the parameter 'tensor<4xf32>'}}
+  kiln.optimizer_update %p, %g, %n, %n, %n {kind = "adamw", beta1 = 0.9 : f64, beta2 = 0.999 : f64, eps = 1.0e-8 : f64, weight_decay = 0.0 : f64, momentum = 0.0 : f64, max_norm = 1.0 : f64} : tensor<4xf32>, tensor<5xf32>, tensor<f32>, tensor<f32>, tensor<f32>
+  return
+}
+
+// -----
+
+kiln.parameter @p : tensor<4xf32> {init = "zeros"}
+func.func @f(%g: tensor<4xf32>, %n: tensor<f32>) {
+  %p = kiln.param @p : tensor<4xf32>
+  // expected-error @+1 {{kind must be "adamw" or "sgd", got "lion"}}
+  kiln.optimizer_update %p, %g, %n, %n, %n {kind = "lion", beta1 = 0.9 : f64, beta2 = 0.999 : f64, eps = 1.0e-8 : f64, weight_decay = 0.0 : f64, momentum = 0.0 : f64, max_norm = 1.0 : f64} : tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<f32>
+  return
+}
+
+// -----
+
+kiln.parameter @p : tensor<4xf32> {init = "zeros"}
+func.func @f(%g: tensor<4xf32>, %n: tensor<f32>) {
+  %p = kiln.param @p : tensor<4xf32>
+  // expected-error @+1 {{betas and momentum must be in [0, 1), eps positive, weight_decay and max_norm non-negative}}
+  kiln.optimizer_update %p, %g, %n, %n, %n {kind = "adamw", beta1 = 1.0 : f64, beta2 = 0.999 : f64, eps = 1.0e-8 : f64, weight_decay = 0.0 : f64, momentum = 0.0 : f64, max_norm = 1.0 : f64} : tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<f32>
+  return
+}
+
+// -----
+
+func.func @f() {
+  // expected-error @+1 {{needs at least one operand}}
+  %0 = "kiln.global_norm"() : () -> tensor<f32>
+  return
+}

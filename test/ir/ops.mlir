@@ -129,5 +129,9 @@ func.func @all_ops(%tok: tensor<?x?xi32>, %mask: tensor<?x?xi32>, %pos: tensor<?
   %dmx = kiln.reduce_grad %mxq, %q {kind = "max", axes = array<i64: -1>, keepdim = true} : tensor<?x?x1xf32>, tensor<?x?x16xf32>
   // CHECK: kiln.concat_grad %{{.*}}, %{{.*}}, %{{.*}} {axis = -1 : i64}
   %c1, %c2 = kiln.concat_grad %q, %p#0, %p#1 {axis = -1 : i64} : (tensor<?x?x16xf32>, tensor<?x?x8xf32>, tensor<?x?x8xf32>) -> (tensor<?x?x8xf32>, tensor<?x?x8xf32>)
+  // CHECK: %[[N:.*]] = kiln.global_norm %{{.*}}, %{{.*}} : tensor<64x16xf32>, tensor<?x?x16xf32> -> tensor<f32>
+  %gn = kiln.global_norm %de, %dq : tensor<64x16xf32>, tensor<?x?x16xf32> -> tensor<f32>
+  // CHECK: kiln.optimizer_update %{{.*}}, %{{.*}}, %[[N]], %{{.*}}, %{{.*}} {beta1
+  kiln.optimizer_update %w, %de, %gn, %ce, %ce {kind = "adamw", beta1 = 0.9 : f64, beta2 = 0.999 : f64, eps = 1.0e-8 : f64, weight_decay = 0.1 : f64, momentum = 0.0 : f64, max_norm = 1.0 : f64} : tensor<64x16xf32>, tensor<64x16xf32>, tensor<f32>, tensor<f32>, tensor<f32>
   return %ce : tensor<f32>
 }

@@ -424,3 +424,33 @@ def test_recompute_gives_the_same_gradients_in_less_memory(tmp_path):
                  name="kb")
     assert (a / "ck" / "step-00000004" / "model.safetensors").read_bytes() == \
         (b / "ck" / "step-00000004" / "model.safetensors").read_bytes()
+
+
+def test_compiled_train_step_matches_the_host_optimizer(tmp_path):
+    """kiln train on a .kiln compiles train_step (forward, backward, global
+    norm and in-place kiln.optimizer_update ops) and runs it; an artifact
+    with only loss_grad is trained with the host-side update. Same seed,
+    same weights, byte for byte, for AdamW and for SGD (dropout and clipping
+    on)."""
+    cfg = dict(TINY, resid_pdrop=0.1, embd_pdrop=0.1)
+    chars = sorted(set(text_sample()))
+    for opt in ("adamw", "sgd"):
+        flags = ["--steps=5", "--batch=2", "--seq=16", "--seed=9",
+                 f"--optimizer={opt}", "--clip=0.5", "--weight-decay=0.1",
+                 "--lr=1e-2"]
+        a, _ = train(tmp_path, *flags, data=text_sample(), cfg=cfg,
+                     name=f"compiled-{opt}")
+        art = tmp_path / f"host-{opt}.kart"
+        kiln("compile", EXAMPLES / "gpt2.kiln", *defines(cfg), "-D",
+             f"vocab_size={len(chars)}", "--grad=loss", "--seed=9", "-o", art)
+        assert "train_step" not in kiln("inspect", art).stdout
+        d = tmp_path / f"host-{opt}"
+        d.mkdir()
+        (d / "data.txt").write_text(text_sample())
+        kiln("train", art, f"--data={d / 'data.txt'}",
+             f"--checkpoint-dir={d / 'ck'}", *flags)
+        got = (d / "ck" / "step-00000005" / "model.safetensors").read_bytes()
+        want = (a / "ck" / "step-00000005" / "model.safetensors").read_bytes()
+        assert got == want, opt
+    art = a / "ck" / "gpt2-trained.kart"
+    assert "fn train_step(" in kiln("inspect", art).stdout

@@ -1,0 +1,89 @@
+//===- TrainStep.cpp - a compiled training step ---------------------------===//
+#include "ir/KilnOps.h"
+#include "passes/Passes.h"
+
+namespace kiln {
+#define GEN_PASS_DEF_TRAINSTEP
+#include "passes/Passes.h.inc"
+} // namespace kiln
+
+using namespace mlir;
+using namespace kiln;
+
+namespace {
+
+struct TrainStepPass : kiln::impl::TrainStepBase<TrainStepPass> {
+  using TrainStepBase::TrainStepBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    std::string gradName = function + "_grad";
+    auto grad = module.lookupSymbol<func::FuncOp>(gradName);
+    if (!grad || grad.isExternal()) {
+      module.emitError("kiln-train-step: the module has no '")
+          << gradName << "'; run kiln-autodiff first";
+      return signalPassFailure();
+    }
+    if (optimizer != "adamw" && optimizer != "sgd") {
+      module.emitError("kiln-train-step: optimizer must be adamw or sgd, got '")
+          << optimizer << "'";
+      return signalPassFailure();
+    }
+    if (module.lookupSymbol("train_step")) {
+      grad.emitError("kiln-train-step: 'train_step' already exists");
+      return signalPassFailure();
+    }
+    SmallVector<ParameterOp> params(module.getOps<ParameterOp>());
+    OpBuilder b(module.getContext());
+    b.setInsertionPointAfter(grad);
+    auto step = llvm::cast<func::FuncOp>(b.clone(*grad));
+    step.setName("train_step");
+    step->removeAttr("kiln.gradients");
+    Block &body = step.getBody().front();
+    auto scalar = RankedTensorType::get({}, b.getF32Type());
+    Location loc = step.getLoc();
+    Value lr = body.addArgument(scalar, loc);
+    Value count = body.addArgument(scalar, loc);
+    auto ret = llvm::cast<func::ReturnOp>(body.getTerminator());
+    if (ret.getNumOperands() != params.size() + 1) {
+      grad.emitError("kiln-train-step: '")
+          << gradName << "' must return the loss and one gradient per "
+          << "parameter";
+      return signalPassFailure();
+    }
+    b.setInsertionPoint(ret);
+    SmallVector<Value> grads(ret.getOperands().drop_front());
+    Value norm = b.create<GlobalNormOp>(loc, scalar, grads);
+    for (auto [p, g] : llvm::zip(params, grads)) {
+      auto type = llvm::cast<RankedTensorType>(p.getType());
+      Value param = b.create<ParamOp>(p.getLoc(), type, p.getSymName());
+      double wd = type.getRank() >= 2 ? weightDecay : 0.0;
+      b.create<OptimizerUpdateOp>(
+          p.getLoc(), param, g, norm, lr, count, b.getStringAttr(optimizer),
+          b.getF64FloatAttr(beta1), b.getF64FloatAttr(beta2),
+          b.getF64FloatAttr(eps), b.getF64FloatAttr(wd),
+          b.getF64FloatAttr(momentum), b.getF64FloatAttr(maxNorm));
+    }
+    Value loss = ret.getOperand(0);
+    b.create<func::ReturnOp>(ret.getLoc(), ValueRange{loss, norm});
+    ret.erase();
+    SmallVector<Type> inputs(body.getArgumentTypes());
+    step.setType(
+        FunctionType::get(module.getContext(), inputs, {scalar, scalar}));
+    auto dims = [&] {
+      return b.getDictionaryAttr(
+          b.getNamedAttr("kiln.dims", b.getArrayAttr({})));
+    };
+    SmallVector<DictionaryAttr> argAttrs;
+    for (unsigned i = 0; i + 2 < inputs.size(); ++i)
+      argAttrs.push_back(step.getArgAttrDict(i));
+    for (const char *name : {"lr", "step"})
+      argAttrs.push_back(b.getDictionaryAttr(
+          {b.getNamedAttr("kiln.dims", b.getArrayAttr({})),
+           b.getNamedAttr("kiln.name", b.getStringAttr(name))}));
+    step.setAllArgAttrs(argAttrs);
+    step.setAllResultAttrs(ArrayRef<DictionaryAttr>{dims(), dims()});
+  }
+};
+
+} // namespace
