@@ -6,6 +6,7 @@ import math
 import os
 import re
 import signal
+import struct
 import subprocess
 import time
 
@@ -454,3 +455,38 @@ def test_compiled_train_step_matches_the_host_optimizer(tmp_path):
         assert got == want, opt
     art = a / "ck" / "gpt2-trained.kart"
     assert "fn train_step(" in kiln("inspect", art).stdout
+
+
+def test_progress_bar_on_a_terminal_and_lines_otherwise(tmp_path):
+    """On a terminal stderr shows one progress bar redrawn in place; piped,
+    plain lines. --plot writes a valid PNG."""
+    import pty
+    d = tmp_path / "tty"
+    d.mkdir()
+    (d / "data.txt").write_text(text_sample())
+    args = [KILN, "train", EXAMPLES / "gpt2.kiln", f"--data={d / 'data.txt'}",
+            *defines(TINY), "--steps=10", "--batch=2", "--seq=16",
+            "--eval-every=5", f"--plot={d / 'loss.png'}", "-o", d / "m.kart"]
+    master, slave = pty.openpty()
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the terminal closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert p.wait(timeout=120) == 0
+    tty = b"".join(chunks).decode()
+    assert "\rstep 3/10 [" in tty and "] loss " in tty and "ETA" in tty
+    assert "tok/s" in tty
+    piped = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0
+    assert "\r" not in piped.stderr
+    assert "step 5/10 loss" in piped.stderr and " eval " in piped.stderr
+    png = (d / "loss.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    assert struct.unpack(">II", png[16:24]) == (900, 540)
