@@ -51,8 +51,11 @@ kiln::compileBuffer(mlir::MLIRContext &ctx, llvm::SourceMgr &sm, unsigned id,
   if (!model)
     return nullptr;
   llvm::StringRef filename = sm.getMemoryBuffer(id)->getBufferIdentifier();
-  // IR diagnostics (verifier, passes) print against the same source buffers.
-  mlir::SourceMgrDiagnosticHandler handler(sm, &ctx);
+  // IR diagnostics (verifier, passes) print against the same source buffers,
+  // unless the caller collects diagnostics itself (DiagnosticCapture).
+  std::optional<mlir::SourceMgrDiagnosticHandler> handler;
+  if (!sm.getDiagHandler())
+    handler.emplace(sm, &ctx);
   mlir::OwningOpRef<mlir::ModuleOp> module =
       mlirGen(ctx, *model, diags, filename, options);
   if (!module || diags.errors())
@@ -114,4 +117,63 @@ void kiln::printParameterSummary(mlir::ModuleOp module, llvm::raw_ostream &os) {
   }
   os << "total: " << withCommas(total) << " parameters in " << tensors
      << " tensors\n";
+}
+
+namespace {
+/// The innermost file location of `loc` (the op's own line, not the call
+/// sites it was inlined through).
+mlir::FileLineColLoc fileLocation(mlir::Location loc) {
+  if (auto f = llvm::dyn_cast<mlir::FileLineColLoc>(loc))
+    return f;
+  if (auto c = llvm::dyn_cast<mlir::CallSiteLoc>(loc))
+    return fileLocation(c.getCallee());
+  if (auto n = llvm::dyn_cast<mlir::NameLoc>(loc))
+    return fileLocation(n.getChildLoc());
+  if (auto f = llvm::dyn_cast<mlir::FusedLoc>(loc))
+    for (mlir::Location l : f.getLocations())
+      if (auto found = fileLocation(l))
+        return found;
+  return {};
+}
+} // namespace
+
+kiln::DiagnosticCapture::DiagnosticCapture(llvm::SourceMgr &sm,
+                                           mlir::MLIRContext &ctx)
+    : sm(sm) {
+  sm.setDiagHandler(
+      [](const llvm::SMDiagnostic &d, void *self) {
+        if (d.getKind() != llvm::SourceMgr::DK_Error)
+          return;
+        CapturedDiagnostic c;
+        c.message = d.getMessage().str();
+        if (d.getLineNo() > 0) { // errors without a place (-D) have none
+          c.file = d.getFilename().str();
+          c.line = static_cast<unsigned>(d.getLineNo());
+          c.column = static_cast<unsigned>(std::max(d.getColumnNo(), 0) + 1);
+        }
+        static_cast<DiagnosticCapture *>(self)->errors.push_back(c);
+      },
+      this);
+  handler.emplace(&ctx, [this](mlir::Diagnostic &d) {
+    if (d.getSeverity() == mlir::DiagnosticSeverity::Error) {
+      CapturedDiagnostic c;
+      if (mlir::FileLineColLoc f = fileLocation(d.getLocation())) {
+        c.file = f.getFilename().str();
+        c.line = f.getLine();
+        c.column = f.getColumn();
+      }
+      c.message = d.str();
+      errors.push_back(std::move(c));
+    }
+    return mlir::success();
+  });
+}
+
+kiln::DiagnosticCapture::~DiagnosticCapture() { sm.setDiagHandler(nullptr); }
+
+std::string kiln::CapturedDiagnostic::str() const {
+  if (file.empty())
+    return "error: " + message;
+  return file + ":" + std::to_string(line) + ":" + std::to_string(column) +
+         ": error: " + message;
 }

@@ -10,11 +10,13 @@
 #include "frontend/MLIRGen.h"
 
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/OwningOpRef.h"
 #include "llvm/Support/SourceMgr.h"
 
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace kiln {
 
@@ -32,6 +34,30 @@ mlir::OwningOpRef<mlir::ModuleOp> compileBuffer(mlir::MLIRContext &ctx,
                                                 llvm::SourceMgr &sm,
                                                 unsigned id,
                                                 const CompileOptions &options);
+
+/// One error, with its place in the source when it has one.
+struct CapturedDiagnostic {
+  std::string file;
+  unsigned line = 0, column = 0; // 1-based; 0 when there is no place
+  std::string message;
+  /// `file:line:col: error: message`.
+  std::string str() const;
+};
+
+/// Collects errors instead of printing them, for callers that report them
+/// their own way (the Python bindings): frontend errors through the source
+/// manager and IR diagnostics (verifier, passes, lowering) through the
+/// context, each with the file, line and column of the op's own source line.
+class DiagnosticCapture {
+public:
+  DiagnosticCapture(llvm::SourceMgr &sm, mlir::MLIRContext &ctx);
+  ~DiagnosticCapture();
+  std::vector<CapturedDiagnostic> errors;
+
+private:
+  llvm::SourceMgr &sm;
+  std::optional<mlir::ScopedDiagnosticHandler> handler;
+};
 
 /// Writes a table of the module's parameters (name, shape, dtype, count,
 /// initializer) and the total count.

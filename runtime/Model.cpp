@@ -1084,6 +1084,31 @@ Status Model::saveArtifact(const std::string &path) const {
                              {{bytes_.data() + base_, bytes_.size() - base_}});
 }
 
+Status Model::setParameters(
+    const std::vector<std::pair<std::string, Tensor>> &tensors) {
+  std::map<std::string, const Tensor *> byName;
+  for (const auto &[name, t] : tensors)
+    byName[name] = &t;
+  std::vector<const Tensor *> source;
+  for (const ParameterInfo &p : params_) {
+    auto it = byName.find(p.name);
+    if (it == byName.end())
+      return Status::error("missing parameter '" + p.name + "'");
+    if (it->second->dtype() != p.dtype || it->second->shape() != p.shape)
+      return Status::error("parameter '" + p.name + "' is " +
+                           it->second->describe() + ", the model expects " +
+                           shapeString(p.dtype, p.shape));
+    source.push_back(it->second);
+    byName.erase(it);
+  }
+  if (!byName.empty())
+    return Status::error("'" + byName.begin()->first +
+                         "' is not a parameter of the model");
+  for (size_t i = 0; i < params_.size(); ++i)
+    std::memcpy(parameterData(i), source[i]->data(), source[i]->bytes());
+  return Status::ok();
+}
+
 float *Model::parameterData(size_t i) {
   // The bytes live in bytes_ or externalWeights_, both owned by the model.
   return reinterpret_cast<float *>(const_cast<uint8_t *>(paramData_.at(i)));

@@ -119,6 +119,11 @@ public:
   /// model owns: an optimizer updates it in place between calls.
   float *parameterData(size_t i);
 
+  /// Replaces every parameter's values from named tensors: each parameter
+  /// must be present with its exact dtype and shape, and nothing else may
+  /// be. Everything is checked before anything is copied.
+  Status setParameters(const std::vector<std::pair<std::string, Tensor>> &t);
+
   /// Writes every parameter, by name, as a .safetensors file.
   Status saveWeights(const std::string &path) const;
 

@@ -304,29 +304,9 @@ Status Trainer::loadOptimizer(const std::string &path) {
 
 Status Trainer::loadWeights(const std::string &path) {
   NamedTensors t;
-  std::map<std::string, const Tensor *> byName;
-  if (Status s = readByName(path, t, byName); !s)
+  if (Status s = readSafetensors(path, t); !s)
     return s;
-  // Check everything before copying anything.
-  const auto &params = model_.parameters();
-  std::vector<const Tensor *> source;
-  for (size_t i = 0; i < params.size(); ++i) {
-    auto it = byName.find(params[i].name);
-    if (it == byName.end())
-      return Status::error(path + ": missing parameter '" + params[i].name +
-                           "'");
-    if (it->second->dtype() != params[i].dtype ||
-        it->second->shape() != params[i].shape)
-      return Status::error(path + ": parameter '" + params[i].name + "' is " +
-                           it->second->describe() + ", the model expects " +
-                           shapeString(params[i].dtype, params[i].shape));
-    source.push_back(it->second);
-    byName.erase(it);
-  }
-  if (!byName.empty())
-    return Status::error(path + ": '" + byName.begin()->first +
-                         "' is not a parameter of the model");
-  for (size_t i = 0; i < params.size(); ++i)
-    std::memcpy(model_.parameterData(i), source[i]->data(), source[i]->bytes());
+  if (Status s = model_.setParameters(t); !s)
+    return Status::error(path + ": " + s.message());
   return Status::ok();
 }

@@ -8,7 +8,7 @@ PACKAGES=(
   cmake ninja-build ccache g++ lld
   libmlir-19-dev mlir-19-tools llvm-19-dev llvm-19-tools
   libgtest-dev zlib1g-dev libzstd-dev
-  libdnnl-dev libflatbuffers-dev flatbuffers-compiler pybind11-dev
+  libdnnl-dev libflatbuffers-dev flatbuffers-compiler pybind11-dev python3-dev
   python3-numpy python3-torch python3-pytest libopenblas0-pthread
 )
 

@@ -1,0 +1,8 @@
+//===- module.cpp - the _kiln extension module ----------------------------===//
+#include "bindings.h"
+
+PYBIND11_MODULE(_kiln, m) {
+  m.doc() = "kiln's compiler and runtime (use the `kiln` package)";
+  kiln::python::registerCompiler(m);
+  kiln::python::registerRuntime(m);
+}

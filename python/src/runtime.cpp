@@ -1,0 +1,242 @@
+//===- runtime.cpp - Python bindings: the runtime -------------------------===//
+//
+// A loaded artifact as a Python object: its functions called with NumPy
+// arrays, its parameters, weights in and out. Inputs are checked against
+// the function's signature first, so a wrong name, dtype or rank raises
+// ValueError naming the input; outputs are fresh arrays that own their
+// memory. The GIL is released while kernels run.
+//
+//===----------------------------------------------------------------------===//
+#include "bindings.h"
+
+#include "runtime/Model.h"
+#include "runtime/Safetensors.h"
+
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+
+namespace py = pybind11;
+using namespace kiln::runtime;
+
+namespace {
+
+[[noreturn]] void raise(const Status &s) {
+  throw std::runtime_error(s.message());
+}
+
+const char *numpyType(DType t) {
+  switch (t) {
+  case DType::F32:
+    return "float32";
+  case DType::F64:
+    return "float64";
+  case DType::I32:
+    return "int32";
+  case DType::I64:
+    return "int64";
+  case DType::Bool:
+    return "bool";
+  case DType::F16:
+    return "float16";
+  default:
+    return "";
+  }
+}
+
+py::array toNumpy(const Tensor &t) {
+  py::array a(py::dtype(numpyType(t.dtype())),
+              std::vector<py::ssize_t>(t.shape().begin(), t.shape().end()));
+  std::memcpy(a.mutable_data(), t.data(), t.bytes());
+  return a;
+}
+
+/// A C-contiguous copy of `a` as a Tensor of `want` (no value conversion:
+/// the dtype must match).
+Tensor fromNumpy(const std::string &name, py::handle obj, DType want,
+                 size_t rank) {
+  py::array a = py::array::ensure(obj);
+  if (!a)
+    throw py::value_error("input '" + name + "' is not an array");
+  if (!a.dtype().is(py::dtype(numpyType(want))))
+    throw py::value_error("input '" + name + "' has dtype " +
+                          std::string(py::str(a.dtype())) + ", expected " +
+                          numpyType(want));
+  if (static_cast<size_t>(a.ndim()) != rank)
+    throw py::value_error("input '" + name + "' has rank " +
+                          std::to_string(a.ndim()) + ", expected " +
+                          std::to_string(rank));
+  auto c = py::array::ensure(a, py::array::c_style);
+  std::vector<int64_t> shape(c.shape(), c.shape() + c.ndim());
+  Tensor t(want, shape);
+  std::memcpy(t.data(), c.data(), t.bytes());
+  return t;
+}
+
+py::dict describe(const ArgInfo &a) {
+  py::dict d;
+  d["name"] = a.name;
+  d["dtype"] = numpyType(a.dtype);
+  d["dims"] = a.dims;
+  return d;
+}
+
+} // namespace
+
+void kiln::python::registerRuntime(py::module_ &m) {
+  py::class_<Model>(m, "Model")
+      .def_static(
+          "load",
+          [](const std::string &path) {
+            std::unique_ptr<Model> model;
+            if (Status s = Model::load(path, model); !s)
+              raise(s);
+            return model;
+          },
+          py::arg("path"))
+      .def_static(
+          "from_bytes",
+          [](py::bytes data, const std::string &dir) {
+            std::string s = data;
+            std::unique_ptr<Model> model;
+            if (Status st = Model::fromBytes(
+                    std::vector<uint8_t>(s.begin(), s.end()), model, dir);
+                !st)
+              raise(st);
+            return model;
+          },
+          py::arg("data"), py::arg("dir") = ".")
+      .def_property_readonly("name", &Model::modelName)
+      .def("functions",
+           [](const Model &m) {
+             py::list out;
+             for (const FunctionInfo &f : m.functions()) {
+               py::dict d;
+               d["name"] = f.name;
+               py::list in, res;
+               for (const ArgInfo &a : f.inputs)
+                 in.append(describe(a));
+               for (const ArgInfo &a : f.outputs)
+                 res.append(describe(a));
+               d["inputs"] = in;
+               d["outputs"] = res;
+               out.append(d);
+             }
+             return out;
+           })
+      .def("hyperparameters",
+           [](const Model &m) {
+             py::dict d;
+             for (const auto &[k, v] : m.hyperparameters())
+               d[py::str(k)] = v;
+             return d;
+           })
+      .def(
+          "run",
+          [](Model &m, const std::string &name, const py::dict &inputs) {
+            const FunctionInfo *fn = nullptr;
+            for (const FunctionInfo &f : m.functions())
+              if (f.name == name)
+                fn = &f;
+            if (!fn)
+              throw py::value_error("the model has no function '" + name + "'");
+            std::map<std::string, Tensor> in;
+            for (const ArgInfo &a : fn->inputs) {
+              py::str key(a.name);
+              if (!inputs.contains(key))
+                throw py::value_error("missing input '" + a.name + "' of '" +
+                                      name + "'");
+              in[a.name] =
+                  fromNumpy(a.name, inputs[key], a.dtype, a.dims.size());
+            }
+            for (auto item : inputs) {
+              std::string k = py::str(item.first);
+              if (!in.count(k))
+                throw py::value_error("'" + name + "' has no input '" + k +
+                                      "'");
+            }
+            std::vector<Tensor> out;
+            Status s;
+            {
+              py::gil_scoped_release release;
+              s = m.run(name, in, out);
+            }
+            if (!s) {
+              // Sizes that disagree across inputs are the caller's shapes.
+              if (s.message().find("input '") != std::string::npos)
+                throw py::value_error(s.message());
+              raise(s);
+            }
+            py::list res;
+            for (const Tensor &t : out)
+              res.append(toNumpy(t));
+            return res;
+          },
+          py::arg("function"), py::arg("inputs"))
+      .def("parameters",
+           [](const Model &m) {
+             py::dict d;
+             for (const ParameterInfo &p : m.parameters()) {
+               Tensor t;
+               if (Status s = m.parameter(p.name, t); !s)
+                 raise(s);
+               d[py::str(p.name)] = toNumpy(t);
+             }
+             return d;
+           })
+      .def(
+          "set_parameters",
+          [](Model &m, const py::dict &weights) {
+            NamedTensors tensors;
+            for (const ParameterInfo &p : m.parameters()) {
+              py::str key(p.name);
+              if (!weights.contains(key))
+                throw py::value_error("missing parameter '" + p.name + "'");
+              Tensor t =
+                  fromNumpy(p.name, weights[key], p.dtype, p.shape.size());
+              if (t.shape() != p.shape)
+                throw py::value_error("parameter '" + p.name + "' is " +
+                                      t.describe() + ", the model expects " +
+                                      shapeString(p.dtype, p.shape));
+              tensors.emplace_back(p.name, std::move(t));
+            }
+            if (static_cast<size_t>(py::len(weights)) != tensors.size())
+              for (auto item : weights) {
+                std::string k = py::str(item.first);
+                bool known = false;
+                for (const auto &[n, t] : tensors)
+                  known |= n == k;
+                if (!known)
+                  throw py::value_error("'" + k +
+                                        "' is not a parameter of the model");
+              }
+            if (Status s = m.setParameters(tensors); !s)
+              throw py::value_error(s.message());
+          },
+          py::arg("weights"))
+      .def(
+          "load_weights",
+          [](Model &m, const std::string &path) {
+            NamedTensors tensors;
+            if (Status s = readSafetensors(path, tensors); !s)
+              raise(s);
+            if (Status s = m.setParameters(tensors); !s)
+              throw py::value_error(s.message());
+          },
+          py::arg("path"))
+      .def(
+          "save_weights",
+          [](const Model &m, const std::string &path) {
+            if (Status s = m.saveWeights(path); !s)
+              raise(s);
+          },
+          py::arg("path"))
+      .def(
+          "save",
+          [](const Model &m, const std::string &path) {
+            if (Status s = m.saveArtifact(path); !s)
+              raise(s);
+          },
+          py::arg("path"));
+}

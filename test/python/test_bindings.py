@@ -1,0 +1,196 @@
+"""The Python package (`import kiln`): results equal the CLI's bit for bit,
+numerics match PyTorch, and every error path raises the documented
+exception with a useful message."""
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import reference_models as ref
+from kiln_cli import BUILD, EXAMPLES, KILN, kiln as kiln_cli
+from test_cpu_numerics import GPT2, parameter_table, random_weights
+
+sys.path.insert(0, str(BUILD / "python"))
+import kiln  # noqa: E402
+
+TINY = dict(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+
+
+def defines(cfg):
+    return [a for k, v in cfg.items() for a in ("-D", f"{k}={v}")]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return kiln.compile(EXAMPLES / "gpt2.kiln", defines=TINY, seed=3,
+                        grad="loss")
+
+
+def tokens(shape=(2, 5), seed=0):
+    return np.random.default_rng(seed).integers(0, 50, shape).astype(np.int32)
+
+
+def test_results_equal_the_cli_bit_for_bit(tmp_path, model):
+    art = tmp_path / "m.kart"
+    kiln_cli("compile", EXAMPLES / "gpt2.kiln", *defines(TINY), "--seed=3",
+             "--grad=loss", "-o", art)
+    x, y = tokens(), tokens(seed=1)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    kiln_cli("run", art, f"--input=tokens=@{tmp_path / 'x.npy'}",
+             f"--output=@{tmp_path / 'logits.npy'}")
+    assert np.array_equal(model.forward(tokens=x),
+                          np.load(tmp_path / "logits.npy"))
+    outs = [tmp_path / f"g{i}.npy" for i in range(17)]
+    kiln_cli("run", art, "--function=loss_grad",
+             f"--input=tokens=@{tmp_path / 'x.npy'}",
+             f"--input=targets=@{tmp_path / 'y.npy'}",
+             *[f"--output=@{o}" for o in outs])
+    got = model.run("loss_grad", tokens=x, targets=y)
+    assert len(got) == 17
+    for g, o in zip(got, outs):
+        assert np.array_equal(g, np.load(o))
+    # The same artifact loaded through Python.
+    loaded = kiln.load(art)
+    assert np.array_equal(loaded.forward(tokens=x), model.forward(tokens=x))
+    assert loaded.name == "gpt2"
+    assert [f["name"] for f in loaded.functions()] == \
+        ["forward", "loss", "loss_grad"]
+
+
+def test_gpt2_matches_pytorch(tmp_path):
+    w = random_weights(parameter_table("gpt2.kiln", GPT2), 1)
+    m = kiln.compile(EXAMPLES / "gpt2.kiln", defines=GPT2)
+    m.load_weights(w)
+    x = np.random.default_rng(2).integers(0, 97, (2, 11)).astype(np.int32)
+    want = ref.gpt2(w, GPT2, x).numpy()
+    assert np.max(np.abs(m.forward(tokens=x) - want)) <= 1e-4
+
+
+def test_ir_stages(model):
+    assert "func.func @loss_grad" in model.ir("mlir")
+    assert "kiln.kernel" in model.ir("lowered")
+    assert model.ir("params").splitlines()[-1].startswith("total: ")
+    assert "model gpt2" in model.ir("ast")
+    with pytest.raises(ValueError, match="unknown stage 'llvm'"):
+        model.ir("llvm")
+    with pytest.raises(ValueError, match="made by kiln.compile"):
+        m2 = kiln.Model(model._impl)
+        m2.ir("mlir")
+
+
+def test_compile_from_text_and_errors(tmp_path):
+    m = kiln.compile("model m() {\n  param w: f32[3] = ones()\n"
+                     "  fn f(x: f32[3]) -> f32[3] {\n    return x * w\n  }\n}\n")
+    assert np.array_equal(m.f(x=np.arange(3, dtype=np.float32)),
+                          np.arange(3, dtype=np.float32))
+    bad = tmp_path / "bad.kiln"
+    bad.write_text("model m() {\n  fn f(x: f32[2]) -> f32[2] {\n"
+                   "    return x + y\n  }\n}\n")
+    with pytest.raises(kiln.CompileError) as e:
+        kiln.compile(bad)
+    cli = subprocess.run([KILN, "compile", bad], capture_output=True,
+                         text=True)
+    assert (e.value.file, e.value.line, e.value.column) == (str(bad), 3, 16)
+    assert e.value.message == "unknown name 'y'; did you mean 'x'?"
+    assert cli.stderr.splitlines()[0] == str(e.value)
+    # Errors found by the IR verifier carry the op's own line too.
+    with pytest.raises(kiln.CompileError) as e:
+        kiln.compile(EXAMPLES / "gpt2.kiln", defines={"n_head": 5})
+    assert e.value.file.endswith("gpt2.kiln") and e.value.line > 0
+    assert "n_head" in str(e.value) or "divisible" in str(e.value)
+    with pytest.raises(kiln.CompileError) as e:
+        kiln.compile(EXAMPLES / "gpt2.kiln", defines={"n_layers": 2})
+    assert (e.value.file, e.value.line, e.value.column) == ("", 0, 0)
+    assert e.value.message.startswith(
+        "-D n_layers=2: model 'gpt2' has no hyperparameter 'n_layers'")
+    with pytest.raises(kiln.CompileError, match="no function 'nope'"):
+        kiln.compile(EXAMPLES / "gpt2.kiln", defines=TINY, grad="nope")
+    with pytest.raises(FileNotFoundError, match="no such model file"):
+        kiln.compile(tmp_path / "missing.kiln")
+    with pytest.raises(ValueError, match="target 'cuda' is not available"):
+        kiln.compile(EXAMPLES / "gpt2.kiln", target="cuda")
+
+
+def test_run_errors_name_the_input(model):
+    x = tokens()
+    with pytest.raises(ValueError, match="missing input 'tokens'"):
+        model.forward()
+    with pytest.raises(ValueError, match="'forward' has no input 'ids'"):
+        model.forward(tokens=x, ids=x)
+    with pytest.raises(ValueError, match="input 'tokens' has dtype float32, "
+                                         "expected int32"):
+        model.forward(tokens=x.astype(np.float32))
+    with pytest.raises(ValueError, match="input 'tokens' has rank 1, "
+                                         "expected 2"):
+        model.forward(tokens=x[0])
+    with pytest.raises(ValueError, match="input 'targets'"):
+        model.loss(tokens=x, targets=tokens((2, 4)))
+    with pytest.raises(AttributeError, match="no function or attribute"):
+        model.backward
+    with pytest.raises(RuntimeError, match="outside"):
+        model.forward(tokens=x + 100)  # ids beyond the vocabulary
+    # Non-contiguous inputs are fine (copied into the runtime's layout).
+    wide = tokens((2, 10))
+    assert np.array_equal(model.forward(tokens=wide[:, ::2]),
+                          model.forward(tokens=np.ascontiguousarray(
+                              wide[:, ::2])))
+
+
+def test_weights_and_artifacts(tmp_path, model):
+    p = model.parameters()
+    assert set(p) >= {"wte.weight", "h.0.ln_1.bias"}
+    assert p["wte.weight"].shape == (50, 16)
+    p["wte.weight"][0, 0] = 123.0  # a copy: the model is not changed
+    assert model.parameters()["wte.weight"][0, 0] != 123.0
+    model.save_weights(tmp_path / "w.safetensors")
+    other = kiln.compile(EXAMPLES / "gpt2.kiln", defines=TINY, seed=99)
+    x = tokens()
+    assert not np.array_equal(other.forward(tokens=x), model.forward(tokens=x))
+    other.load_weights(tmp_path / "w.safetensors")
+    assert np.array_equal(other.forward(tokens=x), model.forward(tokens=x))
+    other.save(tmp_path / "o.kart")
+    assert np.array_equal(kiln.load(tmp_path / "o.kart").forward(tokens=x),
+                          model.forward(tokens=x))
+    with pytest.raises(ValueError, match="missing parameter 'wpe.weight'"):
+        other.load_weights({"wte.weight": p["wte.weight"]})
+    bad = dict(p)
+    bad["wte.weight"] = p["wte.weight"][:10]
+    with pytest.raises(ValueError, match="parameter 'wte.weight' is "
+                                         r"f32\[10, 16\]"):
+        other.load_weights(bad)
+    with pytest.raises(ValueError, match="'extra' is not a parameter"):
+        other.load_weights(dict(p, extra=np.zeros(3, np.float32)))
+    with pytest.raises(RuntimeError, match="cannot open"):
+        kiln.load(tmp_path / "missing.kart")
+    (tmp_path / "junk.kart").write_bytes(b"not an artifact at all")
+    with pytest.raises(RuntimeError, match="not a .kart artifact"):
+        kiln.load(tmp_path / "junk.kart")
+
+
+def test_the_gil_is_released_while_kiln_computes():
+    m = kiln.compile(EXAMPLES / "gpt2.kiln", defines=dict(
+        vocab_size=500, n_positions=256, n_embd=256, n_layer=4, n_head=4))
+    x = np.zeros((4, 256), np.int32)
+    m.forward(tokens=x)  # warm up
+    ticks = 0
+    done = threading.Event()
+
+    def spin():
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    t0 = time.perf_counter()
+    for _ in range(3):
+        m.forward(tokens=x)
+    elapsed = time.perf_counter() - t0
+    done.set()
+    t.join()
+    # A held GIL would leave the spinning thread almost no time to run.
+    assert ticks > 1000 * elapsed, (ticks, elapsed)
