@@ -1,10 +1,12 @@
 //===- Trainer.cpp - training steps on a compiled gradient function -------===//
 #include "runtime/Trainer.h"
 
+#include "runtime/File.h"
 #include "runtime/Random.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 using namespace kiln::runtime;
@@ -309,4 +311,29 @@ Status Trainer::loadWeights(const std::string &path) {
   if (Status s = model_.setParameters(t); !s)
     return Status::error(path + ": " + s.message());
   return Status::ok();
+}
+
+Status Trainer::saveCheckpoint(const std::string &parent,
+                               const std::string &stateJson, int keep) {
+  std::string tmp;
+  if (Status s = beginCheckpoint(parent, tmp); !s)
+    return s;
+  if (Status s = model_.saveWeights(tmp + "/model.safetensors"); !s)
+    return s;
+  if (Status s = saveOptimizer(tmp + "/optimizer.safetensors"); !s)
+    return s;
+  if (Status s = writeFileAtomically(tmp + "/trainer_state.json",
+                                     {{stateJson.data(), stateJson.size()}});
+      !s)
+    return s;
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08lld",
+                static_cast<long long>(step_));
+  return commitCheckpoint(parent, tmp, name, keep);
+}
+
+Status Trainer::loadCheckpoint(const std::string &dir) {
+  if (Status s = loadWeights(dir + "/model.safetensors"); !s)
+    return s;
+  return loadOptimizer(dir + "/optimizer.safetensors");
 }

@@ -92,6 +92,16 @@ public:
   /// parameter must be present with its exact shape.
   Status loadWeights(const std::string &path);
 
+  /// Writes a checkpoint directory `parent/step-NNNNNNNN` atomically (see
+  /// File.h): model.safetensors, optimizer.safetensors and
+  /// trainer_state.json with the caller's `stateJson`; keeps the newest
+  /// `keep`. `kiln train` and the Python Trainer both use it.
+  Status saveCheckpoint(const std::string &parent, const std::string &stateJson,
+                        int keep);
+  /// Restores the model's weights and the optimizer state from a checkpoint
+  /// directory; checks that the two agree on the step.
+  Status loadCheckpoint(const std::string &dir);
+
 private:
   Trainer(Model &model, const TrainConfig &config)
       : model_(model), config_(config) {}

@@ -5,6 +5,7 @@
 //===----------------------------------------------------------------------===//
 #include "tools/Commands.h"
 
+#include "runtime/Generate.h"
 #include "runtime/Model.h"
 #include "runtime/Npy.h"
 #include "runtime/Random.h"
@@ -296,34 +297,6 @@ bool parseDouble(const std::string &s, double &v) {
   return *end == '\0' && std::isfinite(v);
 }
 
-int64_t pickToken(const float *logits, int64_t vocab, double temperature,
-                  double topP, SplitMix64 &rng) {
-  if (temperature == 0)
-    return std::max_element(logits, logits + vocab) - logits;
-  double m = *std::max_element(logits, logits + vocab);
-  std::vector<std::pair<double, int64_t>> p(vocab);
-  double sum = 0;
-  for (int64_t i = 0; i < vocab; ++i) {
-    p[i] = {std::exp((logits[i] - m) / temperature), i};
-    sum += p[i].first;
-  }
-  std::sort(p.begin(), p.end(), [](const auto &a, const auto &b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  });
-  // Nucleus: the smallest prefix whose probability reaches top_p.
-  double kept = 0;
-  size_t n = 0;
-  while (n < p.size() && kept < topP * sum)
-    kept += p[n++].first;
-  double r = rng.uniform() * kept;
-  for (size_t i = 0; i < n; ++i) {
-    r -= p[i].first;
-    if (r < 0)
-      return p[i].second;
-  }
-  return p[n - 1].second;
-}
-
 } // namespace
 
 int generateCommand(const std::vector<std::string> &args) {
@@ -410,55 +383,24 @@ int generateCommand(const std::vector<std::string> &args) {
       prompt = {1}; // BOS
     }
   }
-  const FunctionInfo *forward = nullptr;
-  for (const FunctionInfo &f : model->functions())
-    if (f.name == "forward")
-      forward = &f;
-  if (!forward || forward->inputs.size() != 1 ||
-      forward->inputs[0].dims.size() != 2 || forward->outputs.size() != 1 ||
-      forward->outputs[0].dims.size() != 3 ||
-      (forward->inputs[0].dtype != DType::I32 &&
-       forward->inputs[0].dtype != DType::I64))
-    return fail("generate needs a decoder model whose 'forward' takes token "
-                "ids [B, T] and returns logits [B, T, vocab]");
-  // Models with learned positions have a context window; keep the most
-  // recent tokens that fit.
-  int64_t window = INT64_MAX;
-  for (const auto &[name, v] : model->hyperparameters())
-    if (name == "n_positions" || name == "max_position_embeddings")
-      window = static_cast<int64_t>(v);
-  std::vector<int32_t> seq = prompt;
-  SplitMix64 rng{static_cast<uint64_t>(seed)};
+  GenerateOptions g;
+  g.maxTokens = maxTokens;
+  g.temperature = temperature;
+  g.topP = topP;
+  g.seed = static_cast<uint64_t>(seed);
   if (promptText)
     std::cout << *promptText;
   std::string line;
-  for (int64_t step = 0; step < maxTokens; ++step) {
-    int64_t start =
-        std::max<int64_t>(0, static_cast<int64_t>(seq.size()) - window);
-    int64_t len = static_cast<int64_t>(seq.size()) - start;
-    Tensor tokens(forward->inputs[0].dtype, {1, len});
-    for (int64_t i = 0; i < len; ++i) {
-      if (tokens.dtype() == DType::I32)
-        tokens.as<int32_t>()[i] = seq[start + i];
-      else
-        tokens.as<int64_t>()[i] = seq[start + i];
-    }
-    std::vector<Tensor> out;
-    if (Status s =
-            model->run("forward", {{forward->inputs[0].name, tokens}}, out);
-        !s)
-      return fail(s.message());
-    const Tensor &logits = out[0];
-    int64_t vocab = logits.shape()[2];
-    int64_t next = pickToken(logits.as<float>() + (len - 1) * vocab, vocab,
-                             temperature, topP, rng);
-    seq.push_back(static_cast<int32_t>(next));
+  std::vector<int32_t> generated;
+  Status s = generate(*model, prompt, g, generated, [&](int32_t next) {
     if (tok.size()) {
-      std::cout << tok.decode(static_cast<int32_t>(next)) << std::flush;
-      continue;
+      std::cout << tok.decode(next) << std::flush;
+      return;
     }
-    line += (step ? " " : "") + std::to_string(next);
-  }
+    line += (line.empty() ? "" : " ") + std::to_string(next);
+  });
+  if (!s)
+    return fail(s.message());
   if (tok.size()) {
     std::cout << "\n";
     return 0;

@@ -426,9 +426,7 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
                       "with " +
                       key + "=" + field(key).value_or("?") + ", this run has " +
                       key + "=" + want + "; resume with the same settings");
-      if (Status s = trainer->loadWeights(dir + "/model.safetensors"); !s)
-        return fail(s.message());
-      if (Status s = trainer->loadOptimizer(dir + "/optimizer.safetensors"); !s)
+      if (Status s = trainer->loadCheckpoint(dir); !s)
         return fail(s.message());
       if (trainer->stepCount() != step)
         return fail(dir + ": the optimizer state is at step " +
@@ -490,22 +488,9 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
     return Status::ok();
   };
   auto checkpoint = [&](int64_t step) -> Status {
-    std::string tmp;
-    if (Status s = beginCheckpoint(o.checkpointDir, tmp); !s)
-      return s;
-    if (Status s = model->saveWeights(tmp + "/model.safetensors"); !s)
-      return s;
-    if (Status s = trainer->saveOptimizer(tmp + "/optimizer.safetensors"); !s)
-      return s;
-    std::string state = stateJson(o, step, dataRng.state);
-    if (Status s = writeFileAtomically(tmp + "/trainer_state.json",
-                                       {{state.data(), state.size()}});
-        !s)
-      return s;
-    char name[32];
-    std::snprintf(name, sizeof name, "step-%08" PRId64, step);
-    return commitCheckpoint(o.checkpointDir, tmp, name,
-                            static_cast<int>(o.keep));
+    return trainer->saveCheckpoint(o.checkpointDir,
+                                   stateJson(o, step, dataRng.state),
+                                   static_cast<int>(o.keep));
   };
 
   Series trainCurve, evalCurve;

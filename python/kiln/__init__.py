@@ -10,7 +10,9 @@ the same compiler and runtime libraries as the ``kiln`` command line.
 """
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -18,7 +20,8 @@ import numpy as np
 
 from . import _kiln
 
-__all__ = ["CompileError", "Model", "compile", "load"]
+__all__ = ["AdamW", "CompileError", "Model", "SGD", "Trainer", "compile",
+           "load"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -108,6 +111,17 @@ class Model:
         """Writes the artifact (.kart), with the current parameter values."""
         self._impl.save(os.fspath(path))
 
+    def generate(self, prompt_ids: Sequence[int], max_tokens: int,
+                 temperature: float = 1.0, top_p: float = 1.0,
+                 seed: int = 0) -> np.ndarray:
+        """Continues ``prompt_ids`` with a decoder model (``forward`` maps
+        token ids [B, T] to logits [B, T, vocab]); returns the new token ids
+        (int32). ``temperature=0`` is greedy; ``top_p`` < 1 samples from the
+        nucleus; the same seed gives the same tokens as ``kiln generate``."""
+        ids = [int(i) for i in prompt_ids]
+        return self._impl.generate(ids, int(max_tokens), float(temperature),
+                                   float(top_p), int(seed))
+
     def ir(self, stage: str = "mlir") -> str:
         """The text of a compilation stage: ``ast``, ``mlir`` (after the
         frontend pipeline, and autodiff when compiled with ``grad``),
@@ -158,3 +172,96 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
 def load(path: PathLike) -> Model:
     """Loads a .kart artifact (verified completely before it can run)."""
     return Model(_kiln.Model.load(os.fspath(path)))
+
+
+@dataclass
+class AdamW:
+    """AdamW as ``torch.optim.AdamW`` (decoupled weight decay, applied to
+    parameters of rank >= 2 only)."""
+    lr: float = 1e-3
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SGD:
+    """SGD with momentum as ``torch.optim.SGD`` (coupled weight decay on
+    parameters of rank >= 2)."""
+    lr: float = 1e-2
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+
+Batch = Mapping[str, np.ndarray]
+
+
+class Trainer:
+    """Trains a model compiled with ``grad="loss"``: the same machinery as
+    ``kiln train`` (runtime/Trainer.h) — dropout on, gradients averaged over
+    micro-batches, global-norm clipping, a warmup + cosine schedule, the
+    optimizer update, checkpoints that resume exactly.
+
+        model = kiln.compile("examples/gpt2.kiln", defines=..., grad="loss")
+        trainer = kiln.Trainer(model, kiln.AdamW(lr=3e-3), total_steps=100)
+        loss = trainer.step({"tokens": x, "targets": y})
+    """
+
+    def __init__(self, model: Model, optimizer: Union[AdamW, SGD, None] = None,
+                 *, loss: str = "loss", clip: float = 1.0, warmup: int = 0,
+                 total_steps: int = 1, min_lr_ratio: float = 0.1,
+                 seed: int = 0):
+        opt = optimizer if optimizer is not None else AdamW()
+        adam = isinstance(opt, AdamW)
+        if not adam and not isinstance(opt, SGD):
+            raise TypeError("optimizer must be kiln.AdamW or kiln.SGD")
+        self.model, self.loss, self.seed = model, loss, int(seed)
+        self._impl = _kiln.Trainer(
+            model._impl, loss, "adamw" if adam else "sgd", float(opt.lr),
+            int(warmup), int(total_steps), float(min_lr_ratio),
+            float(opt.betas[0]) if adam else 0.9,
+            float(opt.betas[1]) if adam else 0.999,
+            float(opt.eps) if adam else 1e-8,
+            0.9 if adam else float(opt.momentum), float(opt.weight_decay),
+            float(clip), int(seed))
+        self.last_lr = 0.0
+        self.last_grad_norm = 0.0
+
+    def step(self, batch: Union[Batch, Sequence[Batch]]) -> float:
+        """One update from a batch (the loss function's inputs) or a list of
+        micro-batches (gradient accumulation); returns the mean loss."""
+        batches = [batch] if isinstance(batch, Mapping) else list(batch)
+        loss, self.last_lr, self.last_grad_norm = self._impl.step(
+            self.model._impl, self.loss, [dict(b) for b in batches])
+        return loss
+
+    def evaluate(self, batch: Batch) -> float:
+        """The loss on a batch with dropout off (no update)."""
+        return self._impl.evaluate(self.model._impl, self.loss, dict(batch))
+
+    @property
+    def step_count(self) -> int:
+        """Updates done so far."""
+        return self._impl.step_count
+
+    def learning_rate(self, step: int) -> float:
+        """The scheduled rate of update ``step`` (0-based)."""
+        return self._impl.learning_rate(int(step))
+
+    def save_checkpoint(self, directory: PathLike, keep: int = 2) -> Path:
+        """Writes ``directory/step-NNNNNNNN`` atomically (model and
+        optimizer safetensors, trainer_state.json) and points
+        ``directory/latest`` at it; returns its path."""
+        state = json.dumps({"format": 1, "step": self.step_count,
+                            "seed": self.seed, "written_by": "python"})
+        self._impl.save_checkpoint(os.fspath(directory), state + "\n",
+                                   int(keep))
+        return Path(_kiln.latest_checkpoint(os.fspath(directory)))
+
+    def load_checkpoint(self, directory: PathLike) -> None:
+        """Restores weights, optimizer state and step from a checkpoint
+        directory, or from the newest one of a directory of checkpoints."""
+        d = Path(directory)
+        if (d / "latest").is_file():
+            d = Path(_kiln.latest_checkpoint(os.fspath(d)))
+        self._impl.load_checkpoint(os.fspath(d))

@@ -2,11 +2,26 @@
 #ifndef KILN_PYTHON_BINDINGS_H
 #define KILN_PYTHON_BINDINGS_H
 
+#include "runtime/Model.h"
+
+#include <map>
 #include <pybind11/pybind11.h>
+#include <string>
 
 namespace kiln::python {
 void registerCompiler(pybind11::module_ &m);
 void registerRuntime(pybind11::module_ &m);
+void registerTraining(pybind11::module_ &m);
+
+/// A C-contiguous copy of a NumPy array as a runtime tensor of `want`;
+/// ValueError (naming the input) on another dtype or rank.
+runtime::Tensor fromNumpy(const std::string &name, pybind11::handle obj,
+                          runtime::DType want, size_t rank);
+/// The inputs of `function`, checked against its signature: ValueError
+/// names a missing, unknown or mistyped input.
+std::map<std::string, runtime::Tensor>
+functionInputs(const runtime::Model &m, const std::string &function,
+               const pybind11::dict &inputs);
 } // namespace kiln::python
 
 #endif

@@ -5,4 +5,5 @@ PYBIND11_MODULE(_kiln, m) {
   m.doc() = "kiln's compiler and runtime (use the `kiln` package)";
   kiln::python::registerCompiler(m);
   kiln::python::registerRuntime(m);
+  kiln::python::registerTraining(m);
 }

@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------===//
 #include "bindings.h"
 
+#include "runtime/Generate.h"
 #include "runtime/Model.h"
 #include "runtime/Safetensors.h"
 
@@ -52,10 +53,12 @@ py::array toNumpy(const Tensor &t) {
   return a;
 }
 
+} // namespace
+
 /// A C-contiguous copy of `a` as a Tensor of `want` (no value conversion:
 /// the dtype must match).
-Tensor fromNumpy(const std::string &name, py::handle obj, DType want,
-                 size_t rank) {
+Tensor kiln::python::fromNumpy(const std::string &name, py::handle obj,
+                               DType want, size_t rank) {
   py::array a = py::array::ensure(obj);
   if (!a)
     throw py::value_error("input '" + name + "' is not an array");
@@ -73,6 +76,32 @@ Tensor fromNumpy(const std::string &name, py::handle obj, DType want,
   std::memcpy(t.data(), c.data(), t.bytes());
   return t;
 }
+
+std::map<std::string, Tensor>
+kiln::python::functionInputs(const Model &m, const std::string &name,
+                             const py::dict &inputs) {
+  const FunctionInfo *fn = nullptr;
+  for (const FunctionInfo &f : m.functions())
+    if (f.name == name)
+      fn = &f;
+  if (!fn)
+    throw py::value_error("the model has no function '" + name + "'");
+  std::map<std::string, Tensor> in;
+  for (const ArgInfo &a : fn->inputs) {
+    py::str key(a.name);
+    if (!inputs.contains(key))
+      throw py::value_error("missing input '" + a.name + "' of '" + name + "'");
+    in[a.name] = fromNumpy(a.name, inputs[key], a.dtype, a.dims.size());
+  }
+  for (auto item : inputs) {
+    std::string k = py::str(item.first);
+    if (!in.count(k))
+      throw py::value_error("'" + name + "' has no input '" + k + "'");
+  }
+  return in;
+}
+
+namespace {
 
 py::dict describe(const ArgInfo &a) {
   py::dict d;
@@ -135,27 +164,7 @@ void kiln::python::registerRuntime(py::module_ &m) {
       .def(
           "run",
           [](Model &m, const std::string &name, const py::dict &inputs) {
-            const FunctionInfo *fn = nullptr;
-            for (const FunctionInfo &f : m.functions())
-              if (f.name == name)
-                fn = &f;
-            if (!fn)
-              throw py::value_error("the model has no function '" + name + "'");
-            std::map<std::string, Tensor> in;
-            for (const ArgInfo &a : fn->inputs) {
-              py::str key(a.name);
-              if (!inputs.contains(key))
-                throw py::value_error("missing input '" + a.name + "' of '" +
-                                      name + "'");
-              in[a.name] =
-                  fromNumpy(a.name, inputs[key], a.dtype, a.dims.size());
-            }
-            for (auto item : inputs) {
-              std::string k = py::str(item.first);
-              if (!in.count(k))
-                throw py::value_error("'" + name + "' has no input '" + k +
-                                      "'");
-            }
+            std::map<std::string, Tensor> in = functionInputs(m, name, inputs);
             std::vector<Tensor> out;
             Status s;
             {
@@ -232,6 +241,29 @@ void kiln::python::registerRuntime(py::module_ &m) {
               raise(s);
           },
           py::arg("path"))
+      .def(
+          "generate",
+          [](Model &m, const std::vector<int32_t> &prompt, int64_t maxTokens,
+             double temperature, double topP, uint64_t seed) {
+            GenerateOptions g;
+            g.maxTokens = maxTokens;
+            g.temperature = temperature;
+            g.topP = topP;
+            g.seed = seed;
+            std::vector<int32_t> out;
+            Status s;
+            {
+              py::gil_scoped_release release;
+              s = generate(m, prompt, g, out);
+            }
+            if (!s)
+              throw py::value_error(s.message());
+            py::array_t<int32_t> a(static_cast<py::ssize_t>(out.size()));
+            std::copy(out.begin(), out.end(), a.mutable_data());
+            return a;
+          },
+          py::arg("prompt_ids"), py::arg("max_tokens"), py::arg("temperature"),
+          py::arg("top_p"), py::arg("seed"))
       .def(
           "save",
           [](const Model &m, const std::string &path) {
