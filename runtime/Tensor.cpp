@@ -65,3 +65,11 @@ int64_t Tensor::numel() const {
 }
 
 std::string Tensor::describe() const { return shapeString(dtype_, shape_); }
+
+Tensor Tensor::view(DType dtype, std::vector<int64_t> shape, void *data) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = std::move(shape);
+  t.view_ = data;
+  return t;
+}

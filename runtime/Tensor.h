@@ -45,6 +45,10 @@ class Tensor {
 public:
   Tensor() = default;
   Tensor(DType dtype, std::vector<int64_t> shape);
+  /// A tensor over memory it does not own (row-major, `data` valid for as
+  /// long as the tensor is used): inputs passed without a copy. Copies of a
+  /// view are views of the same memory.
+  static Tensor view(DType dtype, std::vector<int64_t> shape, void *data);
 
   DType dtype() const { return dtype_; }
   const std::vector<int64_t> &shape() const { return shape_; }
@@ -54,12 +58,12 @@ public:
     return static_cast<size_t>(numel()) * dtypeSize(dtype_);
   }
   /// Whether storage for every element exists (false for a default Tensor).
-  bool allocated() const { return data_.size() == bytes(); }
-  void *data() { return data_.data(); }
-  const void *data() const { return data_.data(); }
-  template <typename T> T *as() { return reinterpret_cast<T *>(data_.data()); }
+  bool allocated() const { return view_ || data_.size() == bytes(); }
+  void *data() { return view_ ? view_ : data_.data(); }
+  const void *data() const { return view_ ? view_ : data_.data(); }
+  template <typename T> T *as() { return reinterpret_cast<T *>(data()); }
   template <typename T> const T *as() const {
-    return reinterpret_cast<const T *>(data_.data());
+    return reinterpret_cast<const T *>(data());
   }
 
   /// "f32[2, 8, 768]".
@@ -69,6 +73,7 @@ private:
   DType dtype_ = DType::F32;
   std::vector<int64_t> shape_;
   std::vector<uint8_t> data_;
+  void *view_ = nullptr; // set for views; data_ is then empty
 };
 
 std::string shapeString(DType dtype, const std::vector<int64_t> &shape);

@@ -58,7 +58,8 @@ py::array toNumpy(const Tensor &t) {
 /// A C-contiguous copy of `a` as a Tensor of `want` (no value conversion:
 /// the dtype must match).
 Tensor kiln::python::fromNumpy(const std::string &name, py::handle obj,
-                               DType want, size_t rank) {
+                               DType want, size_t rank,
+                               std::vector<py::object> *keepAlive) {
   py::array a = py::array::ensure(obj);
   if (!a)
     throw py::value_error("input '" + name + "' is not an array");
@@ -70,8 +71,15 @@ Tensor kiln::python::fromNumpy(const std::string &name, py::handle obj,
     throw py::value_error("input '" + name + "' has rank " +
                           std::to_string(a.ndim()) + ", expected " +
                           std::to_string(rank));
+  std::vector<int64_t> shape(a.shape(), a.shape() + a.ndim());
+  const int aligned = 0x0100; // NPY_ARRAY_ALIGNED
+  if (keepAlive && (a.flags() & py::array::c_style) && (a.flags() & aligned)) {
+    // Already in the runtime's layout: pass the array's memory itself. The
+    // caller keeps the array alive (and unchanged) for the call.
+    keepAlive->push_back(a);
+    return Tensor::view(want, shape, const_cast<void *>(a.data()));
+  }
   auto c = py::array::ensure(a, py::array::c_style);
-  std::vector<int64_t> shape(c.shape(), c.shape() + c.ndim());
   Tensor t(want, shape);
   std::memcpy(t.data(), c.data(), t.bytes());
   return t;
@@ -79,7 +87,8 @@ Tensor kiln::python::fromNumpy(const std::string &name, py::handle obj,
 
 std::map<std::string, Tensor>
 kiln::python::functionInputs(const Model &m, const std::string &name,
-                             const py::dict &inputs) {
+                             const py::dict &inputs,
+                             std::vector<py::object> *keepAlive) {
   const FunctionInfo *fn = nullptr;
   for (const FunctionInfo &f : m.functions())
     if (f.name == name)
@@ -91,7 +100,8 @@ kiln::python::functionInputs(const Model &m, const std::string &name,
     py::str key(a.name);
     if (!inputs.contains(key))
       throw py::value_error("missing input '" + a.name + "' of '" + name + "'");
-    in[a.name] = fromNumpy(a.name, inputs[key], a.dtype, a.dims.size());
+    in[a.name] =
+        fromNumpy(a.name, inputs[key], a.dtype, a.dims.size(), keepAlive);
   }
   for (auto item : inputs) {
     std::string k = py::str(item.first);
