@@ -166,6 +166,26 @@ Shape reducedShape(const kart::Kernel &k, const Shape &x) {
       s.push_back(1);
   return s;
 }
+/// The operand shapes attention and its gradient share: q, k, v and the
+/// optional mask and bias (null when absent).
+Status checkAttention(const kart::Kernel &k, const Shape &q, const Shape &kk,
+                      const Shape &v, const Shape *mask, const Shape *bias) {
+  int64_t h = ival(k, 0), kvh = ival(k, 1);
+  if (q[2] % h || kk[2] != kvh * (q[2] / h) || v[2] % kvh || kk[0] != q[0] ||
+      v[0] != q[0] || kk[1] != v[1])
+    return fail(k, "q " + str(q) + ", k " + str(kk) + " and v " + str(v) +
+                       " do not fit " + std::to_string(h) + " heads and " +
+                       std::to_string(kvh) + " key/value heads");
+  if (mask && (mask->size() != 2 || (*mask)[0] != q[0] || (*mask)[1] != kk[1]))
+    return fail(k, "mask " + str(*mask) + " is not [B, Tk]");
+  if (bias) {
+    Shape full = {q[0], h, q[1], kk[1]}, b;
+    if (!broadcast(full, *bias, b) || b != full)
+      return fail(k,
+                  "bias " + str(*bias) + " does not broadcast to " + str(full));
+  }
+  return Status::ok();
+}
 } // namespace
 
 Status kiln::runtime::inferShapes(const kart::Kernel &k,
@@ -311,20 +331,8 @@ Status kiln::runtime::inferShapes(const kart::Kernel &k,
   case Op::Attention: {
     const Shape &q = shape(0), &kk = shape(1), &v = shape(2);
     int64_t h = ival(k, 0), kvh = ival(k, 1);
-    if (q[2] % h || kk[2] != kvh * (q[2] / h) || v[2] % kvh || kk[0] != q[0] ||
-        v[0] != q[0] || kk[1] != v[1])
-      return fail(k, "q " + str(q) + ", k " + str(kk) + " and v " + str(v) +
-                         " do not fit " + std::to_string(h) + " heads and " +
-                         std::to_string(kvh) + " key/value heads");
-    if (in[3] &&
-        (shape(3).size() != 2 || shape(3)[0] != q[0] || shape(3)[1] != kk[1]))
-      return fail(k, "mask " + str(shape(3)) + " is not [B, Tk]");
-    if (in[4]) {
-      Shape full = {q[0], h, q[1], kk[1]}, b;
-      if (!broadcast(full, shape(4), b) || b != full)
-        return fail(k, "bias " + str(shape(4)) + " does not broadcast to " +
-                           str(full));
-    }
+    if (Status st = checkAttention(k, q, kk, v, in[3], in[4]); !st)
+      return st;
     out.push_back({q[0], q[1], v[2] / kvh * h});
     if (k.outputs()->size() > 1)
       out.push_back({q[0], h, q[1]});
@@ -401,27 +409,16 @@ Status kiln::runtime::inferShapes(const kart::Kernel &k,
   case Op::AttentionGrad: {
     const Shape &q = shape(1), &kk = shape(2), &v = shape(3);
     int64_t h = ival(k, 0), kvh = ival(k, 1);
-    if (q[2] % h || kk[2] != kvh * (q[2] / h) || v[2] % kvh || kk[0] != q[0] ||
-        v[0] != q[0] || kk[1] != v[1])
-      return fail(k, "q " + str(q) + ", k " + str(kk) + " and v " + str(v) +
-                         " do not fit " + std::to_string(h) + " heads and " +
-                         std::to_string(kvh) + " key/value heads");
+    if (Status st = checkAttention(k, q, kk, v, in[6], in[7]); !st)
+      return st;
     Shape o = {q[0], q[1], v[2] / kvh * h}, l = {q[0], h, q[1]};
     if (shape(0) != o || shape(4) != o || shape(5) != l)
       return fail(k, "gradient " + str(shape(0)) + ", output " + str(shape(4)) +
                          " or lse " + str(shape(5)) + " do not match q " +
                          str(q));
-    if (in[6] &&
-        (shape(6).size() != 2 || shape(6)[0] != q[0] || shape(6)[1] != kk[1]))
-      return fail(k, "mask " + str(shape(6)) + " is not [B, Tk]");
     out = {q, kk, v};
-    if (in[7]) {
-      Shape full = {q[0], h, q[1], kk[1]}, b;
-      if (!broadcast(full, shape(7), b) || b != full)
-        return fail(k, "bias " + str(shape(7)) + " does not broadcast to " +
-                           str(full));
+    if (in[7])
       out.push_back(shape(7));
-    }
     return Status::ok();
   }
   case Op::RelativePositionBucket:
@@ -779,17 +776,8 @@ Status reduce(KernelContext &c) {
   Op op = c.kernel.op();
   // One contiguous block of reduced axes (the common case: a bias gradient
   // over [B, T], a norm over the last axis) takes the blocked kernel.
-  int64_t first = -1, last = -1;
-  for (size_t d = 0; d < xs.size(); ++d)
-    if (red[d]) {
-      if (first < 0)
-        first = static_cast<int64_t>(d);
-      last = static_cast<int64_t>(d);
-    }
-  bool contiguous = first >= 0;
-  for (int64_t d = first; contiguous && d <= last; ++d)
-    contiguous = red[d];
-  if (contiguous) {
+  int64_t first, last;
+  if (reducedBlock(c.kernel, xs.size(), first, last)) {
     int64_t outer = 1, R = 1, inner = 1;
     for (int64_t d = 0; d < static_cast<int64_t>(xs.size()); ++d)
       (d < first ? outer : d <= last ? R : inner) *= xs[d];
@@ -1360,6 +1348,26 @@ Status optimizerUpdate(KernelContext &c) {
 }
 
 } // namespace
+
+bool kiln::runtime::reducedBlock(const kart::Kernel &k, size_t rank,
+                                 int64_t &first, int64_t &last) {
+  std::vector<bool> red(rank, false);
+  for (size_t i = 1; i < k.ints()->size(); ++i)
+    red[normAxis(ival(k, i), rank)] = true;
+  first = last = -1;
+  for (size_t d = 0; d < rank; ++d)
+    if (red[d]) {
+      if (first < 0)
+        first = static_cast<int64_t>(d);
+      last = static_cast<int64_t>(d);
+    }
+  if (first < 0)
+    return false;
+  for (int64_t d = first; d <= last; ++d)
+    if (!red[d])
+      return false;
+  return true;
+}
 
 Status kiln::runtime::execute(KernelContext &c) {
   const kart::Kernel &k = c.kernel;

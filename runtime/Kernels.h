@@ -114,6 +114,12 @@ Status inferShapes(const kart::Kernel &k,
                    const std::vector<int64_t> &symbols,
                    std::vector<std::vector<int64_t>> &outShapes);
 
+/// For a reduction (ints [keepdim, axes...]) of a rank-`rank` input: true
+/// when the reduced axes form one contiguous block [first, last], which
+/// kiln's blocked reduction kernel handles (oneDNN takes the others).
+bool reducedBlock(const kart::Kernel &k, size_t rank, int64_t &first,
+                  int64_t &last);
+
 /// Runs one kernel. Run-time data errors (an id out of range) are reported,
 /// not undefined behaviour.
 Status execute(KernelContext &ctx);

@@ -343,20 +343,9 @@ bool reduction(KernelContext &c) {
   // One contiguous block of reduced axes: kiln's blocked kernel is faster
   // than oneDNN 2.6's reduction there (4-10x on bias gradients), and
   // deterministic.
-  {
-    int64_t first = -1, last = -1;
-    for (size_t d = 0; d < s.size(); ++d)
-      if (kept[d] != s[d] || (kept[d] == 1 && s[d] == 1)) {
-        if (first < 0)
-          first = static_cast<int64_t>(d);
-        last = static_cast<int64_t>(d);
-      }
-    bool contiguous = true;
-    for (int64_t d = first; d <= last; ++d)
-      contiguous &= kept[d] == 1;
-    if (contiguous)
-      return false;
-  }
+  int64_t first, last;
+  if (reducedBlock(c.kernel, s.size(), first, last))
+    return false;
   // The result is contiguous either way; describe it with kept dimensions.
   auto ms = plain(s), md = plain(kept);
   auto &p = cached(c, keyOf(c), [&] {
