@@ -18,6 +18,7 @@
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringSwitch.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <cmath>
@@ -47,6 +48,81 @@ std::optional<kart::DType> dtypeOf(Type t) {
   if (t.isInteger(1))
     return kart::DType::Bool;
   return std::nullopt;
+}
+
+/// The body of a kiln.fused_elementwise as the runtime's tile program
+/// (runtime/Kernels.h): registers are the inputs, then the constants
+/// (`floats`), then one per instruction; `ints` is
+/// [count, (op, variant, a, b) per instruction..., result register].
+LogicalResult encodeElementwise(FusedElementwiseOp f,
+                                std::vector<int64_t> &ints,
+                                std::vector<double> &floats) {
+  Block &body = f.getBody().front();
+  llvm::DenseMap<Value, int64_t> reg;
+  for (BlockArgument a : body.getArguments())
+    reg[a] = a.getArgNumber();
+  int64_t next = body.getNumArguments();
+  for (auto c : body.getOps<ConstantOp>()) {
+    auto attr = llvm::dyn_cast<DenseElementsAttr>(c.getValue());
+    if (!attr || !attr.isSplat())
+      return c.emitError("a fused body takes scalar constants only");
+    floats.push_back(attr.getSplatValue<APFloat>().convertToDouble());
+    reg[c.getResult()] = next++;
+  }
+  std::vector<int64_t> code;
+  int64_t count = 0;
+  for (Operation &op : body) {
+    if (llvm::isa<ConstantOp>(op))
+      continue;
+    if (auto y = llvm::dyn_cast<YieldOp>(op)) {
+      ints.push_back(count);
+      ints.insert(ints.end(), code.begin(), code.end());
+      ints.push_back(reg.at(y.getValue()));
+      return success();
+    }
+    int64_t variant = 0;
+    kart::Op k;
+    if (auto g = llvm::dyn_cast<GeluOp>(op)) {
+      k = kart::Op::Gelu;
+      variant = g.getApproximate() == "tanh";
+    } else if (auto a = llvm::dyn_cast<ActivationGradOp>(op)) {
+      k = kart::Op::ActivationGrad;
+      variant = llvm::StringSwitch<int64_t>(a.getKind())
+                    .Case("relu", 0)
+                    .Case("gelu", 1)
+                    .Case("gelu_tanh", 2)
+                    .Default(3);
+    } else {
+      k = llvm::TypeSwitch<Operation *, kart::Op>(&op)
+              .Case([](AddOp) { return kart::Op::Add; })
+              .Case([](SubOp) { return kart::Op::Sub; })
+              .Case([](MulOp) { return kart::Op::Mul; })
+              .Case([](DivOp) { return kart::Op::Div; })
+              .Case([](MaxOp) { return kart::Op::Max; })
+              .Case([](MinOp) { return kart::Op::Min; })
+              .Case([](PowOp) { return kart::Op::Pow; })
+              .Case([](NegOp) { return kart::Op::Neg; })
+              .Case([](ExpOp) { return kart::Op::Exp; })
+              .Case([](LogOp) { return kart::Op::Log; })
+              .Case([](SqrtOp) { return kart::Op::Sqrt; })
+              .Case([](RsqrtOp) { return kart::Op::Rsqrt; })
+              .Case([](TanhOp) { return kart::Op::Tanh; })
+              .Case([](SigmoidOp) { return kart::Op::Sigmoid; })
+              .Case([](ReluOp) { return kart::Op::Relu; })
+              .Case([](SiluOp) { return kart::Op::Silu; })
+              .Default([](Operation *) { return kart::Op::Embedding; });
+      if (k == kart::Op::Embedding)
+        return op.emitError("cannot run '")
+               << op.getName() << "' in a fused elementwise body";
+    }
+    code.push_back(static_cast<int64_t>(k));
+    code.push_back(variant);
+    code.push_back(reg.at(op.getOperand(0)));
+    code.push_back(op.getNumOperands() > 1 ? reg.at(op.getOperand(1)) : -1);
+    reg[op.getResult(0)] = next++;
+    ++count;
+  }
+  return f.emitError("fused body has no kiln.yield");
 }
 
 class Writer {
@@ -529,6 +605,41 @@ Writer::writeFunction(func::FuncOp fn,
                       static_cast<int64_t>(a.getNumKvHeads()), a.getCausal()};
               floats = {a.getScale().convertToDouble()};
               return success();
+            })
+            .Case([&](FusedMatmulOp m) {
+              code = kart::Op::FusedMatmul;
+              in = {operand(m.getLhs()), operand(m.getRhs()),
+                    operand(m.getBias()), operand(m.getResidual())};
+              ints = {m.getTransposeA(), m.getTransposeB(), m.getReduceBatch()};
+              floats = {m.getScale().convertToDouble()};
+              text = m.getActivation().str();
+              hasText = true;
+              return success();
+            })
+            .Case([&](AddNormOp a) {
+              code = kart::Op::AddNorm;
+              in = {operand(a.getInput()), operand(a.getResidual()),
+                    operand(a.getWeight()), operand(a.getBias())};
+              floats = {a.getEps().convertToDouble()};
+              text = a.getKind().str();
+              hasText = true;
+              return success();
+            })
+            .Case([&](NormGradOp n) {
+              code = kart::Op::NormGrad;
+              floats = {n.getEps().convertToDouble()};
+              text = n.getKind().str();
+              hasText = true;
+              return success();
+            })
+            .Case([&](SoftmaxCrossEntropyOp c) {
+              code = kart::Op::SoftmaxCrossEntropy;
+              ints = {static_cast<int64_t>(c.getIgnoreIndex())};
+              return success();
+            })
+            .Case([&](FusedElementwiseOp f) {
+              code = kart::Op::FusedElementwise;
+              return encodeElementwise(f, ints, floats);
             })
             .Default([&](Operation *o) {
               return o->emitError("the CPU backend cannot lower '")

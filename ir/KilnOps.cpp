@@ -108,6 +108,10 @@ KILN_COMPATIBLE_RETURN_TYPES(CrossEntropyOp)
 KILN_COMPATIBLE_RETURN_TYPES(RopeOp)
 KILN_COMPATIBLE_RETURN_TYPES(CrossEntropyGradOp)
 KILN_COMPATIBLE_RETURN_TYPES(EmbeddingGradOp)
+KILN_COMPATIBLE_RETURN_TYPES(FusedMatmulOp)
+KILN_COMPATIBLE_RETURN_TYPES(AddNormOp)
+KILN_COMPATIBLE_RETURN_TYPES(NormGradOp)
+KILN_COMPATIBLE_RETURN_TYPES(SoftmaxCrossEntropyOp)
 #undef KILN_COMPATIBLE_RETURN_TYPES
 
 //===----------------------------------------------------------------------===//
@@ -533,21 +537,29 @@ static LogicalResult checkChannelParam(Failure &fail, StringRef what,
   return success();
 }
 
+/// What every normalization checks: an input of rank >= 1, `[C]` weight
+/// and bias (when present) matching its last dimension, a positive eps.
+static LogicalResult checkNorm(Failure &fail, RankedTensorType in, Value weight,
+                               Value bias, const APFloat &eps) {
+  if (in.getRank() < 1)
+    return fail("input must have rank >= 1");
+  if (failed(checkChannelParam(fail, "weight", in, ranked(weight))) ||
+      (bias && failed(checkChannelParam(fail, "bias", in, ranked(bias)))))
+    return failure();
+  if (!(eps.convertToDouble() > 0))
+    return fail("eps must be positive, got ", eps.convertToDouble());
+  return success();
+}
+
 LogicalResult LayerNormOp::inferReturnTypes(MLIRContext *,
                                             std::optional<Location> loc,
                                             Adaptor adaptor,
                                             SmallVectorImpl<Type> &results) {
   Failure fail(loc, getOperationName());
   auto in = ranked(adaptor.getInput());
-  if (in.getRank() < 1)
-    return fail("input must have rank >= 1");
-  if (failed(
-          checkChannelParam(fail, "weight", in, ranked(adaptor.getWeight()))) ||
-      failed(checkChannelParam(fail, "bias", in, ranked(adaptor.getBias()))))
+  if (failed(checkNorm(fail, in, adaptor.getWeight(), adaptor.getBias(),
+                       adaptor.getEps())))
     return failure();
-  if (!(adaptor.getEps().convertToDouble() > 0))
-    return fail("eps must be positive, got ",
-                adaptor.getEps().convertToDouble());
   results.push_back(in);
   return success();
 }
@@ -558,14 +570,9 @@ LogicalResult RMSNormOp::inferReturnTypes(MLIRContext *,
                                           SmallVectorImpl<Type> &results) {
   Failure fail(loc, getOperationName());
   auto in = ranked(adaptor.getInput());
-  if (in.getRank() < 1)
-    return fail("input must have rank >= 1");
   if (failed(
-          checkChannelParam(fail, "weight", in, ranked(adaptor.getWeight()))))
+          checkNorm(fail, in, adaptor.getWeight(), Value(), adaptor.getEps())))
     return failure();
-  if (!(adaptor.getEps().convertToDouble() > 0))
-    return fail("eps must be positive, got ",
-                adaptor.getEps().convertToDouble());
   results.push_back(in);
   return success();
 }
@@ -959,6 +966,191 @@ LogicalResult OptimizerUpdateOp::verify() {
       !(getMaxNorm().convertToDouble() >= 0))
     return emitOpError("betas and momentum must be in [0, 1), eps positive, "
                        "weight_decay and max_norm non-negative");
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Fused ops
+//===----------------------------------------------------------------------===//
+
+LogicalResult FusedMatmulOp::inferReturnTypes(MLIRContext *,
+                                              std::optional<Location> loc,
+                                              Adaptor adaptor,
+                                              SmallVectorImpl<Type> &results) {
+  Failure fail(loc, getOperationName());
+  auto a = ranked(adaptor.getLhs()), b = ranked(adaptor.getRhs());
+  if (a.getRank() < 2 || b.getRank() < 2)
+    return fail("operands must have rank >= 2, got ", str(a), " and ", str(b));
+  bool ta = adaptor.getTransposeA(), tb = adaptor.getTransposeB();
+  int64_t m =
+      ta ? a.getDimSize(a.getRank() - 1) : a.getDimSize(a.getRank() - 2);
+  int64_t ka =
+      ta ? a.getDimSize(a.getRank() - 2) : a.getDimSize(a.getRank() - 1);
+  int64_t kb =
+      tb ? b.getDimSize(b.getRank() - 1) : b.getDimSize(b.getRank() - 2);
+  int64_t n =
+      tb ? b.getDimSize(b.getRank() - 2) : b.getDimSize(b.getRank() - 1);
+  if (a.getElementType() != b.getElementType())
+    return fail("operand element types differ: ", str(a.getElementType()),
+                " vs ", str(b.getElementType()));
+  if (!compatibleDims(ka, kb))
+    return fail("contraction dimensions differ: lhs has K = ", dimStr(ka),
+                ", rhs has K = ", dimStr(kb));
+  StringRef act = adaptor.getActivation();
+  if (act != "none" && act != "relu" && act != "gelu" && act != "gelu_tanh" &&
+      act != "silu")
+    return fail(
+        "activation must be none, relu, gelu, gelu_tanh or silu, got \"", act,
+        "\"");
+  SmallVector<int64_t> shape;
+  if (adaptor.getReduceBatch()) {
+    bool sameBatch = a.getRank() == b.getRank() && a.getRank() >= 3;
+    for (int64_t d = 0; sameBatch && d < a.getRank() - 2; ++d)
+      sameBatch = compatibleDims(a.getDimSize(d), b.getDimSize(d));
+    if (!sameBatch || !ta || tb)
+      return fail("reduce_batch needs transpose_a, no transpose_b and operands "
+                  "of one rank >= 3 with equal batch dimensions, got ",
+                  str(a), " and ", str(b));
+    if (adaptor.getBias() || adaptor.getResidual() || act != "none")
+      return fail("reduce_batch takes no bias, residual or activation");
+    shape = {m, n};
+  } else {
+    int64_t bad;
+    if (!broadcastShapes(a.getShape().drop_back(2), b.getShape().drop_back(2),
+                         shape, bad))
+      return fail("batch dimensions ", str(a.getShape().drop_back(2)), " and ",
+                  str(b.getShape().drop_back(2)),
+                  " are not broadcast-compatible");
+    shape.push_back(m);
+    shape.push_back(n);
+  }
+  auto result = RankedTensorType::get(shape, a.getElementType());
+  if (Value bias = adaptor.getBias()) {
+    auto bt = ranked(bias);
+    if (bt.getRank() != 1 || !compatibleDims(bt.getDimSize(0), n) ||
+        bt.getElementType() != a.getElementType())
+      return fail("bias must be [", dimStr(n),
+                  "] of the operands' element "
+                  "type, got ",
+                  str(bt));
+  }
+  if (Value r = adaptor.getResidual())
+    if (!compatibleTypes(TypeRange{r.getType()}, TypeRange{result}))
+      return fail("residual ", str(r.getType()), " must have the result type ",
+                  str(result));
+  results.push_back(result);
+  return success();
+}
+
+static LogicalResult checkNormKind(Failure &fail, StringRef kind) {
+  if (kind != "layernorm" && kind != "rmsnorm")
+    return fail("kind must be \"layernorm\" or \"rmsnorm\", got \"", kind,
+                "\"");
+  return success();
+}
+
+LogicalResult AddNormOp::inferReturnTypes(MLIRContext *,
+                                          std::optional<Location> loc,
+                                          Adaptor adaptor,
+                                          SmallVectorImpl<Type> &results) {
+  Failure fail(loc, getOperationName());
+  auto in = ranked(adaptor.getInput());
+  if (failed(checkNormKind(fail, adaptor.getKind())) ||
+      failed(checkNorm(fail, in, adaptor.getWeight(), adaptor.getBias(),
+                       adaptor.getEps())))
+    return failure();
+  if ((adaptor.getKind() == "layernorm") !=
+      static_cast<bool>(adaptor.getBias()))
+    return fail("layernorm takes a bias and rmsnorm none");
+  if (!compatibleTypes(TypeRange{adaptor.getResidual().getType()},
+                       TypeRange{in}))
+    return fail("residual ", str(adaptor.getResidual().getType()),
+                " must have the input type ", str(in));
+  results.push_back(in);
+  results.push_back(in);
+  return success();
+}
+
+LogicalResult NormGradOp::inferReturnTypes(MLIRContext *,
+                                           std::optional<Location> loc,
+                                           Adaptor adaptor,
+                                           SmallVectorImpl<Type> &results) {
+  Failure fail(loc, getOperationName());
+  auto in = ranked(adaptor.getInput());
+  if (failed(checkNormKind(fail, adaptor.getKind())) ||
+      failed(
+          checkNorm(fail, in, adaptor.getWeight(), Value(), adaptor.getEps())))
+    return failure();
+  if (!compatibleTypes(TypeRange{adaptor.getGrad().getType()}, TypeRange{in}))
+    return fail("gradient ", str(adaptor.getGrad().getType()),
+                " must have the input type ", str(in));
+  results.push_back(in);
+  results.push_back(adaptor.getWeight().getType());
+  results.push_back(adaptor.getWeight().getType());
+  return success();
+}
+
+LogicalResult SoftmaxCrossEntropyOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location> loc, Adaptor adaptor,
+    SmallVectorImpl<Type> &results) {
+  if (failed(checkCrossEntropyOperands(
+          getOperationName(), loc, adaptor.getLogits(), adaptor.getTargets())))
+    return failure();
+  results.push_back(RankedTensorType::get({}, Float32Type::get(ctx)));
+  results.push_back(adaptor.getLogits().getType());
+  return success();
+}
+
+void FusedElementwiseOp::build(OpBuilder &builder, OperationState &state,
+                               Type result, ValueRange inputs) {
+  state.addOperands(inputs);
+  state.addTypes(result);
+  Region *body = state.addRegion();
+  Block *block = new Block();
+  body->push_back(block);
+  auto scalar = RankedTensorType::get({}, builder.getF32Type());
+  for (Value v : inputs)
+    block->addArgument(scalar, v.getLoc());
+}
+
+LogicalResult FusedElementwiseOp::verify() {
+  auto result = llvm::cast<RankedTensorType>(getResult().getType());
+  if (!result.getElementType().isF32())
+    return emitOpError("computes f32 elements only, got ") << result;
+  for (auto [i, v] : llvm::enumerate(getInputs())) {
+    auto t = llvm::cast<RankedTensorType>(v.getType());
+    SmallVector<int64_t> joined;
+    int64_t bad;
+    if (!t.getElementType().isF32() ||
+        !broadcastShapes(t.getShape(), result.getShape(), joined, bad) ||
+        !compatibleTypes(
+            TypeRange{RankedTensorType::get(joined, t.getElementType())},
+            TypeRange{result}))
+      return emitOpError("input ")
+             << i << " " << t << " does not broadcast to the result " << result;
+  }
+  Block &body = getBody().front();
+  if (body.getNumArguments() != getInputs().size())
+    return emitOpError("body has ")
+           << body.getNumArguments() << " arguments for " << getInputs().size()
+           << " inputs";
+  auto scalar = RankedTensorType::get({}, Float32Type::get(getContext()));
+  for (BlockArgument a : body.getArguments())
+    if (a.getType() != scalar)
+      return emitOpError("body arguments must be tensor<f32>");
+  for (Operation &op : body) {
+    bool allowed =
+        llvm::isa<AddOp, SubOp, MulOp, DivOp, MaxOp, MinOp, PowOp, NegOp, ExpOp,
+                  LogOp, SqrtOp, RsqrtOp, TanhOp, SigmoidOp, ReluOp, SiluOp,
+                  GeluOp, ActivationGradOp, ConstantOp, YieldOp>(op);
+    if (!allowed)
+      return op.emitOpError("is not an elementwise op a fused body may use");
+    for (Type t : op.getResultTypes())
+      if (t != scalar)
+        return op.emitOpError("must compute tensor<f32> in a fused body");
+  }
+  if (!llvm::isa<YieldOp>(body.back()))
+    return emitOpError("body must end with kiln.yield");
   return success();
 }
 

@@ -867,4 +867,180 @@ def Kiln_OptimizerUpdateOp : Kiln_Op<"optimizer_update",
   let hasVerifier = 1;
 }
 
+//===----------------------------------------------------------------------===//
+// Fused operations (produced by the kiln-fuse-* passes)
+//===----------------------------------------------------------------------===//
+
+def Kiln_FusedMatmulOp : Kiln_Op<"fused_matmul",
+    [Pure, AttrSizedOperandSegments, InferTypeOpAdaptorWithIsCompatible]> {
+  let summary = "matrix multiplication with a fused epilogue";
+  let description = [{
+    `act(scale * (op(lhs) x op(rhs) + bias)) + residual`, computed by one
+    kernel (on CPU, a oneDNN matmul with post-ops) without writing the
+    intermediate products to memory. Shapes are those of `kiln.matmul`;
+    `bias` is `[N]`; `residual` has the result's shape; `activation` is
+    `none`, `relu`, `gelu`, `gelu_tanh` or `silu`.
+
+    With `reduce_batch`, the batch dimensions are summed as well:
+    `sum_b lhs[b]^T x rhs[b]`, a `[M, N]` result, which is one matrix product
+    over the flattened rows (the weight gradient of a linear layer). It
+    requires `transpose_a`, operands of one rank >= 3 with equal batch
+    dimensions, and no bias, activation or residual.
+
+    Example:
+    ```mlir
+    %y = kiln.fused_matmul %x, %w bias %b residual %r {transpose_b = true, activation = "gelu_tanh"}
+        : (tensor<?x?x768xf32>, tensor<3072x768xf32>, tensor<3072xf32>, tensor<?x?x3072xf32>) -> tensor<?x?x3072xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$lhs, Kiln_FloatTensor:$rhs,
+                   Optional<Kiln_FloatTensor>:$bias,
+                   Optional<Kiln_FloatTensor>:$residual,
+                   DefaultValuedAttr<BoolAttr, "false">:$transpose_a,
+                   DefaultValuedAttr<BoolAttr, "false">:$transpose_b,
+                   DefaultValuedAttr<StrAttr, "\"none\"">:$activation,
+                   DefaultValuedAttr<F64Attr, "1.0">:$scale,
+                   DefaultValuedAttr<BoolAttr, "false">:$reduce_batch);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = [{
+    $lhs `,` $rhs (`bias` $bias^)? (`residual` $residual^)? attr-dict
+    `:` functional-type(operands, results)
+  }];
+}
+
+def Kiln_AddNormOp : Kiln_Op<"add_norm",
+    [Pure, InferTypeOpAdaptorWithIsCompatible]> {
+  let summary = "residual addition followed by layer or RMS normalization";
+  let description = [{
+    `sum = input + residual` and `result = norm(sum)` in one pass over the
+    rows, where `norm` is `kiln.layernorm` (`kind = "layernorm"`, with
+    `bias`) or `kiln.rmsnorm` (`kind = "rmsnorm"`, no bias) over the last
+    dimension. Both results are returned: the sum is the residual stream the
+    next layer adds to.
+
+    Example:
+    ```mlir
+    %sum, %y = kiln.add_norm %x, %r, %g bias %b {kind = "layernorm", eps = 1.0e-05 : f64}
+        : (tensor<?x?x768xf32>, tensor<?x?x768xf32>, tensor<768xf32>, tensor<768xf32>) -> (tensor<?x?x768xf32>, tensor<?x?x768xf32>)
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$input, Kiln_FloatTensor:$residual,
+                   Kiln_FloatTensor:$weight, Optional<Kiln_FloatTensor>:$bias,
+                   StrAttr:$kind, F64Attr:$eps);
+  let results = (outs Kiln_FloatTensor:$sum, Kiln_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $residual `,` $weight (`bias` $bias^)? attr-dict
+    `:` functional-type(operands, results)
+  }];
+}
+
+def Kiln_NormGradOp : Kiln_Op<"norm_grad",
+    [Pure, InferTypeOpAdaptorWithIsCompatible]> {
+  let summary = "fused backward of layernorm and rmsnorm";
+  let description = [{
+    For `y = kiln.layernorm %x, %w, %b` (`kind = "layernorm"`) or
+    `y = kiln.rmsnorm %x, %w` (`kind = "rmsnorm"`) and the upstream gradient
+    `grad` (shaped like `x`), returns `dx`, `dweight` and `dbias` (the bias
+    gradient is zeros for rmsnorm). Each row's statistics are recomputed from
+    `x`; one pass over the rows computes `dx` and the per-channel sums, with
+    no intermediate tensor the size of `x`.
+
+    Example:
+    ```mlir
+    %dx, %dw, %db = kiln.norm_grad %g, %x, %w {kind = "layernorm", eps = 1.0e-05 : f64}
+        : tensor<?x?x768xf32>, tensor<?x?x768xf32>, tensor<768xf32> -> tensor<?x?x768xf32>, tensor<768xf32>, tensor<768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$grad, Kiln_FloatTensor:$input,
+                   Kiln_FloatTensor:$weight, StrAttr:$kind, F64Attr:$eps);
+  let results = (outs Kiln_FloatTensor:$input_grad,
+                 Kiln_FloatTensor:$weight_grad, Kiln_FloatTensor:$bias_grad);
+  let assemblyFormat = [{
+    $grad `,` $input `,` $weight attr-dict `:` type($grad) `,` type($input) `,`
+    type($weight) `->` type($input_grad) `,` type($weight_grad) `,` type($bias_grad)
+  }];
+}
+
+def Kiln_SoftmaxCrossEntropyOp : Kiln_Op<"softmax_cross_entropy",
+    [Pure, InferTypeOpAdaptorWithIsCompatible]> {
+  let summary = "cross-entropy loss and its gradient in one pass";
+  let description = [{
+    `kiln.cross_entropy` and `kiln.cross_entropy_grad` of the same logits,
+    targets and `ignore_index` together: the loss and `dL/dlogits` (scaled by
+    the rank-0 `upstream`), from one read of each row of logits. The
+    probabilities over the classes are never stored: each row's
+    log-sum-exp is computed once, and the gradient is written straight from
+    it (as llm.c's fused classifier).
+
+    Example:
+    ```mlir
+    %loss, %dlogits = kiln.softmax_cross_entropy %logits, %targets, %one {ignore_index = -100 : i64}
+        : tensor<?x?x50257xf32>, tensor<?x?xi32>, tensor<f32> -> tensor<f32>, tensor<?x?x50257xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$logits, Kiln_IntTensor:$targets,
+                   Kiln_ScalarF32:$upstream,
+                   DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
+  let results = (outs Kiln_ScalarF32:$loss, Kiln_FloatTensor:$logits_grad);
+  let assemblyFormat = [{
+    $logits `,` $targets `,` $upstream attr-dict `:` type($logits) `,`
+    type($targets) `,` type($upstream) `->` type($loss) `,` type($logits_grad)
+  }];
+}
+
+def Kiln_FusedElementwiseOp : Kiln_Op<"fused_elementwise",
+    [Pure, IsolatedFromAbove, SingleBlock]> {
+  let summary = "a chain of elementwise ops computed in one pass";
+  let description = [{
+    Applies the body, a straight-line program of elementwise kiln ops on
+    rank-0 tensors, to every element of the result. Block argument `i`
+    stands for element of `inputs[i]`, which broadcasts (NumPy rules) to
+    the result's shape; `kiln.yield` gives the element. The runtime walks
+    the result in tiles small enough for the L1 cache and runs the body on
+    each tile, so the chain reads each input once and writes one output, with
+    no intermediate tensors.
+
+    The body may use `add`, `sub`, `mul`, `div`, `max`, `min`, `pow`, the
+    unary float ops (`neg` to `gelu`), `activation_grad` and rank-0 f32
+    `constant`s.
+
+    Example:
+    ```mlir
+    %y = kiln.fused_elementwise %g, %u : tensor<?x?x1376xf32>, tensor<?x?x1376xf32> -> tensor<?x?x1376xf32> {
+    ^bb0(%a: tensor<f32>, %b: tensor<f32>):
+      %s = kiln.silu %a : tensor<f32>
+      %m = kiln.mul %s, %b : tensor<f32>, tensor<f32> -> tensor<f32>
+      kiln.yield %m : tensor<f32>
+    }
+    ```
+  }];
+  let arguments = (ins Variadic<Kiln_FloatTensor>:$inputs);
+  let results = (outs Kiln_FloatTensor:$result);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = [{
+    $inputs attr-dict `:` type($inputs) `->` type($result) $body
+  }];
+  let hasVerifier = 1;
+  let skipDefaultBuilders = 1;
+  let builders = [
+    OpBuilder<(ins "::mlir::Type":$result, "::mlir::ValueRange":$inputs)>
+  ];
+}
+
+def Kiln_YieldOp : Kiln_Op<"yield",
+    [Pure, Terminator, HasParent<"FusedElementwiseOp">]> {
+  let summary = "the element a fused_elementwise body computes";
+  let description = [{
+    Terminates the body of `kiln.fused_elementwise` with its one rank-0
+    value.
+
+    Example:
+    ```mlir
+    kiln.yield %m : tensor<f32>
+    ```
+  }];
+  let arguments = (ins RankedTensorOf<[F32]>:$value);
+  let assemblyFormat = "$value attr-dict `:` type($value)";
+}
+
 #endif // KILN_OPS

@@ -278,61 +278,33 @@ LogicalResult SoftmaxOp::buildVJP(OpBuilder &b, ValueRange grads,
   return success();
 }
 
-namespace {
-/// mean over the last dimension, kept as size 1.
-Value meanLast(OpBuilder &b, Location loc, Value x) {
-  auto t = typeOf(x);
-  SmallVector<int64_t> shape(t.getShape());
-  shape.back() = 1;
-  return b.create<ReduceMeanOp>(
-      loc, RankedTensorType::get(shape, t.getElementType()), x,
-      b.getDenseI64ArrayAttr({t.getRank() - 1}), b.getBoolAttr(true));
+// Normalization backward is one fused kernel (kiln.norm_grad): with
+// xh = (x - mean) * r, r = 1 / sqrt(var + eps) and gw = g * w,
+//   layernorm: dx = r * (gw - mean(gw) - xh * mean(gw * xh)),
+//   rmsnorm:   dx = r * gw - x * r^3 * mean(gw * x),
+// and dw = sum(g * xh), db = sum(g) over every row.
+static void normVJP(OpBuilder &b, Operation *op, Value g, Value x, Value w,
+                    StringRef kind, APFloat eps, SmallVectorImpl<Value> &out) {
+  auto grad = b.create<NormGradOp>(
+      op->getLoc(), TypeRange{x.getType(), w.getType(), w.getType()}, g, x, w,
+      b.getStringAttr(kind), b.getF64FloatAttr(eps.convertToDouble()));
+  out.push_back(grad.getInputGrad());
+  out.push_back(grad.getWeightGrad());
+  if (kind == "layernorm")
+    out.push_back(grad.getBiasGrad());
 }
-} // namespace
 
-// With xh = (x - mean x) / s, s = sqrt(var x + eps) and gw = g * w:
-//   dx = (gw - mean(gw) - xh * mean(gw * xh)) / s,
-//   dw = sum(g * xh), db = sum(g) over every dimension but the last.
 LogicalResult LayerNormOp::buildVJP(OpBuilder &b, ValueRange grads,
                                     SmallVectorImpl<Value> &out) {
-  Location loc = getLoc();
-  Value g = grads[0], x = getInput(), w = getWeight();
-  Type elt = typeOf(x).getElementType();
-  Value centered = binary<SubOp>(b, loc, x, meanLast(b, loc, x));
-  Value var = meanLast(b, loc, binary<MulOp>(b, loc, centered, centered));
-  Value eps = scalar(b, loc, elt, getEps().convertToDouble());
-  Value inv =
-      b.create<RsqrtOp>(loc, var.getType(), binary<AddOp>(b, loc, var, eps));
-  Value xh = binary<MulOp>(b, loc, centered, inv);
-  Value gw = binary<MulOp>(b, loc, g, w);
-  Value inner = binary<SubOp>(
-      b, loc, binary<SubOp>(b, loc, gw, meanLast(b, loc, gw)),
-      binary<MulOp>(b, loc, xh,
-                    meanLast(b, loc, binary<MulOp>(b, loc, gw, xh))));
-  out.push_back(binary<MulOp>(b, loc, inner, inv));
-  out.push_back(sumToShape(b, loc, binary<MulOp>(b, loc, g, xh), w));
-  out.push_back(sumToShape(b, loc, g, getBias()));
+  normVJP(b, *this, grads[0], getInput(), getWeight(), "layernorm", getEps(),
+          out);
   return success();
 }
 
-// With r = 1 / sqrt(mean(x^2) + eps) and gw = g * w:
-//   dx = r * gw - x * r^3 * mean(gw * x),  dw = sum(g * x * r).
 LogicalResult RMSNormOp::buildVJP(OpBuilder &b, ValueRange grads,
                                   SmallVectorImpl<Value> &out) {
-  Location loc = getLoc();
-  Value g = grads[0], x = getInput(), w = getWeight();
-  Type elt = typeOf(x).getElementType();
-  Value ms = meanLast(b, loc, binary<MulOp>(b, loc, x, x));
-  Value eps = scalar(b, loc, elt, getEps().convertToDouble());
-  Value r =
-      b.create<RsqrtOp>(loc, ms.getType(), binary<AddOp>(b, loc, ms, eps));
-  Value gw = binary<MulOp>(b, loc, g, w);
-  Value r3 = binary<MulOp>(b, loc, r, binary<MulOp>(b, loc, r, r));
-  Value corr = binary<MulOp>(b, loc, binary<MulOp>(b, loc, x, r3),
-                             meanLast(b, loc, binary<MulOp>(b, loc, gw, x)));
-  out.push_back(binary<SubOp>(b, loc, binary<MulOp>(b, loc, gw, r), corr));
-  out.push_back(sumToShape(
-      b, loc, binary<MulOp>(b, loc, g, binary<MulOp>(b, loc, x, r)), w));
+  normVJP(b, *this, grads[0], getInput(), getWeight(), "rmsnorm", getEps(),
+          out);
   return success();
 }
 

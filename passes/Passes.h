@@ -4,6 +4,7 @@
 
 #include "ir/KilnDialect.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
 #include "mlir/Pass/Pass.h"
 #include "mlir/Pass/PassManager.h"
 
@@ -19,6 +20,13 @@ namespace kiln {
 /// shape refinement, canonicalization (folds such as transpose-into-matmul)
 /// and CSE. Verification runs around each pass.
 void buildFrontendPipeline(mlir::OpPassManager &pm);
+
+/// The fusion passes, in the order the CPU backend runs them before
+/// lowering (kiln compile --no-fuse skips them).
+void buildFusionPipeline(mlir::OpPassManager &pm);
+
+/// Runs the fusion pipeline on `module`.
+mlir::LogicalResult fuse(mlir::ModuleOp module);
 
 /// Registers kiln's passes and named pipelines with MLIR's registry, so that
 /// `kiln-opt --kiln-infer-shapes` and `--pass-pipeline=...` find them.

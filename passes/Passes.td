@@ -88,4 +88,101 @@ def TrainStep : Pass<"kiln-train-step", "mlir::ModuleOp"> {
   let dependentDialects = ["::kiln::KilnDialect"];
 }
 
+//===----------------------------------------------------------------------===//
+// Fusion (the CPU pipeline runs them before lowering; kiln compile
+// --no-fuse turns them off)
+//===----------------------------------------------------------------------===//
+
+def FuseMatmulEpilogue : Pass<"kiln-fuse-matmul-epilogue", "mlir::func::FuncOp"> {
+  let summary = "Fold bias, scaling, activation and residual add into matmul";
+  let description = [{
+    Rewrites `kiln.matmul` followed by, in this order and each optional, an
+    add of a `[N]` bias, a multiplication by a scalar constant, `relu`/
+    `gelu`/`silu`, and an add of a tensor of the result's shape into one
+    `kiln.fused_matmul`, which the CPU backend runs as a oneDNN matmul with
+    post-ops. A step is absorbed only when the previous value has no other
+    use, so training graphs keep the pre-activation the backward pass reads
+    (there the bias and the residual still fuse).
+
+    Example:
+    ```mlir
+    %y = kiln.matmul %x, %w {transpose_b = true} : ...
+    %z = kiln.add %y, %b : ...
+    %a = kiln.gelu %z {approximate = "tanh"} : ...
+    ```
+    becomes `%a = kiln.fused_matmul %x, %w bias %b {activation = "gelu_tanh",
+    transpose_b = true}`.
+  }];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
+def FuseMatmulReduce : Pass<"kiln-fuse-matmul-reduce", "mlir::func::FuncOp"> {
+  let summary = "Turn a batch of weight-gradient products and their sum into one product";
+  let description = [{
+    The gradient of a linear layer's weight comes out of autodiff as a batched
+    `kiln.matmul {transpose_a}` (`[B, T, N]^T x [B, T, K] -> [B, N, K]`)
+    followed by `kiln.reduce_sum` over the batch. This pass rewrites the pair
+    into `kiln.fused_matmul {reduce_batch}`: one product over the `B*T`
+    flattened rows, with no `[B, N, K]` intermediate and a contraction `B`
+    times longer (much closer to the machine's GEMM peak).
+
+    Example:
+    ```mlir
+    %p = kiln.matmul %g, %x {transpose_a = true} : (tensor<?x?x3072xf32>, tensor<?x?x768xf32>) -> tensor<?x3072x768xf32>
+    %s = kiln.reduce_sum %p {axes = array<i64: 0>} : tensor<?x3072x768xf32> -> tensor<3072x768xf32>
+    ```
+    becomes `%s = kiln.fused_matmul %g, %x {reduce_batch = true,
+    transpose_a = true}`.
+  }];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
+def FuseAddNorm : Pass<"kiln-fuse-add-norm", "mlir::func::FuncOp"> {
+  let summary = "Fuse a residual add with the layernorm or rmsnorm that reads it";
+  let description = [{
+    Rewrites `%s = kiln.add %x, %r` followed by `kiln.layernorm %s` (or
+    `kiln.rmsnorm`) into `kiln.add_norm`, which returns both the sum (the
+    residual stream, for the add's other users) and the normalized rows from
+    one pass over memory. Both add operands must have the result's type (no
+    broadcasting).
+
+    Example: `%s = kiln.add %x, %r` and `%y = kiln.layernorm %s, %g, %b`
+    become `%s, %y = kiln.add_norm %x, %r, %g bias %b {kind = "layernorm"}`.
+  }];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
+def FuseCrossEntropy : Pass<"kiln-fuse-cross-entropy", "mlir::func::FuncOp"> {
+  let summary = "Compute cross-entropy and its gradient in one kernel";
+  let description = [{
+    When a function computes both `kiln.cross_entropy` and
+    `kiln.cross_entropy_grad` of the same logits and targets (every gradient
+    function does), replaces them with one `kiln.softmax_cross_entropy`
+    that reads the logits once for both; the class probabilities are never
+    stored.
+
+    Example: `%l = kiln.cross_entropy %x, %t` and `%d =
+    kiln.cross_entropy_grad %x, %t, %one` become `%l, %d =
+    kiln.softmax_cross_entropy %x, %t, %one`.
+  }];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
+def FuseElementwise : Pass<"kiln-fuse-elementwise", "mlir::func::FuncOp"> {
+  let summary = "Fuse chains of elementwise ops into one pass over memory";
+  let description = [{
+    Groups f32 elementwise ops (binary arithmetic, unary math and
+    activations, `activation_grad`) into `kiln.fused_elementwise`: starting
+    from the last op of a chain, it absorbs every producer that is itself
+    elementwise and used only inside the group; scalar constants move into
+    the body. A group of one op is left alone (oneDNN runs it). The result
+    reads each outside input once and writes once, with no intermediates.
+
+    Example: `%s = kiln.silu %g` and `%y = kiln.mul %s, %u` (Llama's gated
+    MLP) become one `kiln.fused_elementwise %g, %u` whose body is the two
+    ops on scalars.
+  }];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
 #endif // KILN_PASSES

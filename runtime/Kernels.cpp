@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 #include "runtime/Kernels.h"
 #include "runtime/Random.h"
+#include "runtime/Vector.h"
 
 #include <algorithm>
 #include <cmath>
@@ -143,6 +144,11 @@ const OpSignature &kiln::runtime::signatureOf(Op op) {
       {Op::AttentionGrad, {8, 8, -1, 3, 0, 1, 0, false}},
       {Op::GlobalNorm, {1, -1, 1, 0, 0, 0, 0, false}},
       {Op::OptimizerUpdate, {5, 5, 0, 0, 0, 6, 0, true}},
+      {Op::FusedMatmul, {4, 4, 1, 3, 0, 1, 0, true}},
+      {Op::AddNorm, {4, 4, 2, 0, 0, 1, 0, true}},
+      {Op::NormGrad, {3, 3, 3, 0, 0, 1, 0, true}},
+      {Op::SoftmaxCrossEntropy, {3, 3, 2, 1, 0, 0, 0, false}},
+      {Op::FusedElementwise, {1, -1, 1, -1, 2, -1, 0, false}},
   };
   return table.at(op);
 }
@@ -432,6 +438,12 @@ Status kiln::runtime::inferShapes(const kart::Kernel &k,
                          str(shape(0)));
     out.push_back(k.op() == Op::CrossEntropy ? Shape() : shape(0));
     return Status::ok();
+  case Op::FusedMatmul:
+  case Op::AddNorm:
+  case Op::NormGrad:
+  case Op::SoftmaxCrossEntropy:
+  case Op::FusedElementwise:
+    return inferFusedShapes(k, in, out);
   default:
     break;
   }
@@ -828,19 +840,10 @@ Status norm(KernelContext &c) {
   for (int64_t r = 0; r < rows; ++r) {
     const float *xr = x + r * C;
     float *yr = y + r * C;
-    double mean = 0, var = 0;
-    if (layer) {
-      for (int64_t i = 0; i < C; ++i)
-        mean += xr[i];
-      mean /= C;
-    }
+    float mean;
+    float inv = normStats(xr, C, layer, eps, mean);
     for (int64_t i = 0; i < C; ++i)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    var /= C;
-    float inv = static_cast<float>(1.0 / std::sqrt(var + eps));
-    for (int64_t i = 0; i < C; ++i)
-      yr[i] = (xr[i] - static_cast<float>(mean)) * inv * w[i] +
-              (layer ? b[i] : 0.0f);
+      yr[i] = (xr[i] - mean) * inv * w[i] + (layer ? b[i] : 0.0f);
   }
   return Status::ok();
 }
@@ -1012,24 +1015,6 @@ Status relativePositionBucket(KernelContext &c) {
       }
       y[i * Tk + j] = static_cast<int32_t>(bucket);
     }
-  return Status::ok();
-}
-
-/// Checks every target against the class count; returns how many are not
-/// ignored.
-Status countTargets(const KernelContext &c, int64_t rows, int64_t V,
-                    int64_t ignore, int64_t &counted) {
-  counted = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    int64_t t = index(c.in[1], r);
-    if (t == ignore)
-      continue;
-    if (t < 0 || t >= V)
-      return fail(c.kernel, "target " + std::to_string(t) + " at position " +
-                                std::to_string(r) + " is outside [0, " +
-                                std::to_string(V) + ")");
-    ++counted;
-  }
   return Status::ok();
 }
 
@@ -1369,6 +1354,23 @@ bool kiln::runtime::reducedBlock(const kart::Kernel &k, size_t rank,
   return true;
 }
 
+Status kiln::runtime::countTargets(const KernelContext &c, int64_t rows,
+                                   int64_t V, int64_t ignore,
+                                   int64_t &counted) {
+  counted = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t t = index(c.in[1], r);
+    if (t == ignore)
+      continue;
+    if (t < 0 || t >= V)
+      return fail(c.kernel, "target " + std::to_string(t) + " at position " +
+                                std::to_string(r) + " is outside [0, " +
+                                std::to_string(V) + ")");
+    ++counted;
+  }
+  return Status::ok();
+}
+
 Status kiln::runtime::execute(KernelContext &c) {
   const kart::Kernel &k = c.kernel;
   Status fast;
@@ -1466,6 +1468,13 @@ Status kiln::runtime::execute(KernelContext &c) {
     }
     return Status::ok();
   }
+  case Op::FusedMatmul:
+    return fusedMatmulReference(c);
+  case Op::AddNorm:
+  case Op::NormGrad:
+  case Op::SoftmaxCrossEntropy:
+  case Op::FusedElementwise:
+    return executeFused(c);
   default:
     break;
   }

@@ -43,6 +43,21 @@
 //                    weight_decay, momentum, max_norm]; writes the parameter
 //   AttentionGrad    in [grad, q, k, v, out, lse, mask|-1, bias|-1]
 //                    out [dq, dk, dv, dbias?]   ints/floats as Attention
+//   FusedMatmul      in [a, b, bias|-1, residual|-1]
+//                    ints [transpose_a, transpose_b, reduce_batch],
+//                    floats [scale], text activation
+//   AddNorm          in [x, residual, w, b|-1] out [sum, y]
+//                    floats [eps], text "layernorm" | "rmsnorm"
+//   NormGrad         in [grad, x, w] out [dx, dw, db]  floats [eps], text kind
+//   SoftmaxCrossEntropy in [logits, targets, upstream] out [loss, dlogits]
+//                    ints [ignore_index]
+//   FusedElementwise in [x...]  floats = constants, ints = the program
+//                    [count, (op, variant, a, b) x count, result]: registers
+//                    are the inputs, the constants, then one per
+//                    instruction; op is a kart::Op among Add..Gelu and
+//                    ActivationGrad, variant the Gelu form (1 = tanh) or the
+//                    activation_grad kind (relu, gelu, gelu_tanh, silu =
+//                    0..3), b = -1 for unary ops
 //
 // Attention may have a second output, lse [B, H, Tq]; Rope a second int,
 // `inverse`. "like" operands only supply shapes. In training (see
@@ -77,7 +92,7 @@ struct OpSignature {
   int outputs;              // -1: any number >= 1; 0: none
   int ints;                 // exact count; -1: at least `minInts`
   int minInts;
-  int floats;
+  int floats; // exact count; -1: any
   int dims;
   bool text;
 };
@@ -146,6 +161,36 @@ bool executeOneDNN(KernelContext &ctx, Status &status);
 /// True when KILN_REFERENCE_KERNELS is set: every op then runs its naive
 /// reference kernel, which the tests compare with the fast path.
 bool useReferenceKernels();
+
+/// Checks every target of a cross-entropy kernel (in[1]) against the class
+/// count `V`; `counted` is how many are not `ignore`.
+Status countTargets(const KernelContext &c, int64_t rows, int64_t V,
+                    int64_t ignore, int64_t &counted);
+
+/// Output shapes of the fused ops (FusedMatmul .. FusedElementwise).
+Status inferFusedShapes(const kart::Kernel &k,
+                        const std::vector<const std::vector<int64_t> *> &in,
+                        std::vector<std::vector<int64_t>> &out);
+
+/// What load-time verification knows of an operand of a fused kernel.
+struct FusedOperand {
+  bool present = false;
+  bool f32 = false, integer = false;
+  int64_t rank = 0;
+};
+
+/// Checks a fused kernel's operands and attributes when an artifact loads
+/// (the elementwise program's registers and op codes included); returns
+/// why it is invalid, or "" when it is valid.
+std::string checkFusedKernel(const kart::Kernel &k,
+                             const std::vector<FusedOperand> &in,
+                             const std::vector<FusedOperand> &out);
+
+/// Runs AddNorm, NormGrad, SoftmaxCrossEntropy and FusedElementwise.
+Status executeFused(KernelContext &ctx);
+
+/// The naive FusedMatmul that the oneDNN post-op path is checked against.
+Status fusedMatmulReference(KernelContext &ctx);
 
 /// Evaluates a kart::Dim with the bound symbols.
 int64_t evalDim(const kart::Dim *d, const std::vector<int64_t> &symbols);

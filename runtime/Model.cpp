@@ -122,7 +122,7 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
   int ndims = k->dims() ? k->dims()->size() : 0;
   if ((sig.ints >= 0 && nints != sig.ints) || nints < sig.minInts)
     return bad("has " + std::to_string(nints) + " integer attributes");
-  if (nfloats != sig.floats)
+  if (sig.floats >= 0 && nfloats != sig.floats)
     return bad("has " + std::to_string(nfloats) + " float attributes");
   if ((sig.dims >= 0 && ndims != sig.dims) || (sig.dims < 0 && ndims < 1))
     return bad("has " + std::to_string(ndims) + " dimension attributes");
@@ -144,7 +144,9 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
     int id = k->inputs()->Get(i);
     bool optional = (k->op() == Op::Rope && i == 1) ||
                     (k->op() == Op::Attention && i >= 3) ||
-                    (k->op() == Op::AttentionGrad && i >= 6);
+                    (k->op() == Op::AttentionGrad && i >= 6) ||
+                    (k->op() == Op::FusedMatmul && i >= 2) ||
+                    (k->op() == Op::AddNorm && i == 3);
     if (id == -1 && optional) {
       in.push_back(nullptr);
       continue;
@@ -376,6 +378,21 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
       return bad("needs f32 logits, integer targets, a scalar f32 upstream "
                  "gradient and an f32 result shaped like the logits");
     break;
+  case Op::FusedMatmul:
+  case Op::AddNorm:
+  case Op::NormGrad:
+  case Op::SoftmaxCrossEntropy:
+  case Op::FusedElementwise: {
+    std::vector<FusedOperand> ins, outs;
+    for (const kart::Value *v : in)
+      ins.push_back(v ? FusedOperand{true, isF32(v), isInt(v), rank(v)}
+                      : FusedOperand{});
+    for (const kart::Value *v : out)
+      outs.push_back({true, isF32(v), isInt(v), rank(v)});
+    if (std::string why = checkFusedKernel(*k, ins, outs); !why.empty())
+      return bad(why);
+    break;
+  }
   default:
     break;
   }

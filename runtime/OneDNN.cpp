@@ -121,21 +121,72 @@ dnnl::memory::desc operandDesc(const Shape &stored, size_t rank,
   return dnnl::memory::desc(logical, dt::f32, st);
 }
 
+/// Matmul and FusedMatmul as one oneDNN matmul. A rank-2 weight shared by
+/// every batch (a linear layer) flattens the batch into rows, one large
+/// GEMM instead of many; reduce_batch contracts over the flattened rows too.
+/// The epilogue becomes post-ops, applied while the tile is in registers:
+/// bias (the primitive's own argument), scale (eltwise_linear), the
+/// activation (eltwise) and the residual (binary_add).
 bool matmul(KernelContext &c) {
   const Shape &a = *c.in[0].shape, &b = *c.in[1].shape, &o = *c.out[0].shape;
+  bool fused = c.kernel.op() == Op::FusedMatmul;
   bool ta = c.kernel.ints()->Get(0), tb = c.kernel.ints()->Get(1);
-  size_t rank = o.size();
-  auto src = operandDesc(a, rank, ta), wei = operandDesc(b, rank, tb);
-  dnnl::memory::dims od(o.begin(), o.end());
+  bool reduceBatch = fused && c.kernel.ints()->Get(2);
+  const View *bias = fused && c.in[2].data ? &c.in[2] : nullptr;
+  const View *residual = fused && c.in[3].data ? &c.in[3] : nullptr;
+  float scale = fused ? static_cast<float>(c.kernel.floats()->Get(0)) : 1.0f;
+  std::string act = fused ? c.kernel.text()->str() : "none";
+
+  Shape as = a, os = o;
+  if (reduceBatch) {
+    int64_t rows = c.in[0].numel() / a.back();
+    as = {rows, a.back()};
+  } else if (!ta && b.size() == 2 && a.size() > 2) {
+    as = {c.in[0].numel() / a.back(), a.back()};
+    os = {as[0], o.back()};
+  }
+  Shape bs = reduceBatch ? Shape{c.in[1].numel() / b.back(), b.back()} : b;
+  size_t rank = os.size();
+  auto src = operandDesc(as, rank, ta), wei = operandDesc(bs, rank, tb);
+  dnnl::memory::dims od(os.begin(), os.end());
   dnnl::memory::desc dst(od, dt::f32, stridesOf(od));
+  dnnl::memory::dims bd(rank, 1);
+  bd.back() = os.back();
+  dnnl::memory::desc biasDesc(bd, dt::f32, stridesOf(bd));
   auto &p = cached(c, keyOf(c, std::to_string(ta) + std::to_string(tb)), [&] {
-    return dnnl::matmul(dnnl::matmul::primitive_desc(
-        dnnl::matmul::desc(src, wei, dst), c.primitives.impl().engine));
+    using A = dnnl::algorithm;
+    dnnl::post_ops po;
+    if (scale != 1.0f)
+      po.append_eltwise(1.0f, A::eltwise_linear, scale, 0.0f);
+    if (act == "relu")
+      po.append_eltwise(1.0f, A::eltwise_relu, 0.0f, 0.0f);
+    else if (act == "gelu")
+      po.append_eltwise(1.0f, A::eltwise_gelu_erf, 0.0f, 0.0f);
+    else if (act == "gelu_tanh")
+      po.append_eltwise(1.0f, A::eltwise_gelu_tanh, 0.0f, 0.0f);
+    else if (act == "silu")
+      po.append_eltwise(1.0f, A::eltwise_swish, 1.0f, 0.0f);
+    if (residual)
+      po.append_binary(A::binary_add, dst);
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(po);
+    auto desc = bias ? dnnl::matmul::desc(src, wei, biasDesc, dst)
+                     : dnnl::matmul::desc(src, wei, dst);
+    return dnnl::matmul(
+        dnnl::matmul::primitive_desc(desc, attr, c.primitives.impl().engine));
   });
-  run(c, p,
-      {{DNNL_ARG_SRC, mem(c, src, c.in[0].data)},
-       {DNNL_ARG_WEIGHTS, mem(c, wei, c.in[1].data)},
-       {DNNL_ARG_DST, mem(c, dst, c.out[0].data)}});
+  std::unordered_map<int, dnnl::memory> args = {
+      {DNNL_ARG_SRC, mem(c, src, c.in[0].data)},
+      {DNNL_ARG_WEIGHTS, mem(c, wei, c.in[1].data)},
+      {DNNL_ARG_DST, mem(c, dst, c.out[0].data)}};
+  if (bias)
+    args[DNNL_ARG_BIAS] = mem(c, biasDesc, bias->data);
+  if (residual) {
+    int index = (scale != 1.0f) + (act != "none");
+    args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(index) | DNNL_ARG_SRC_1] =
+        mem(c, dst, residual->data);
+  }
+  run(c, p, args);
   return true;
 }
 
@@ -403,6 +454,7 @@ bool kiln::runtime::executeOneDNN(KernelContext &c, Status &status) {
       return binary(c);
     switch (op) {
     case Op::Matmul:
+    case Op::FusedMatmul:
       return matmul(c);
     case Op::Softmax:
       return softmax(c);

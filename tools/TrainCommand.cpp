@@ -47,7 +47,7 @@ struct Options {
           evalBatches = 8, checkpointEvery = 0, logEvery = 0, threads = 0,
           keep = 2, stopAfter = 0;
   double evalFraction = 0.1;
-  bool resume = false, recompute = false;
+  bool resume = false, recompute = false, fuse = true;
   uint64_t seed = 0;
   TrainConfig train;
   std::vector<Define> defines;
@@ -234,6 +234,8 @@ int parse(const std::vector<std::string> &args, Options &o) {
       o.resume = true;
     } else if (a == "--recompute") {
       o.recompute = true;
+    } else if (a == "--no-fuse") {
+      o.fuse = false;
     } else if (a == "-D" || a.starts_with("-D")) {
       std::string def = a == "-D" ? (i + 1 < args.size() ? args[++i] : "")
                                   : a.drop_front(2).str();
@@ -282,9 +284,10 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
               std::unique_ptr<Model> &model) {
   bool kart = llvm::StringRef(o.input).ends_with(".kart");
   if (kart) {
-    if (!o.defines.empty() || o.recompute)
-      return usageError("-D and --recompute apply to .kiln models; an "
-                        "artifact is already compiled");
+    if (!o.defines.empty() || o.recompute || !o.fuse)
+      return usageError(
+          "-D, --recompute and --no-fuse apply to .kiln models; an "
+          "artifact is already compiled");
     if (Status s = Model::load(o.input, model); !s)
       return fail(o.input + ": " + s.message());
     if (model->tokenizer().size()) {
@@ -339,7 +342,7 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
   step.maxNorm = std::max(0.0, o.train.clipNorm);
   o.train.compiledStep = true;
   if (int rc = tools::compileToArtifact(o.input, o.defines, o.loss, o.recompute,
-                                        artifact, bytes, &step))
+                                        o.fuse, artifact, bytes, &step))
     return rc;
   llvm::SmallString<256> dir(o.input);
   llvm::sys::path::remove_filename(dir);

@@ -78,6 +78,9 @@ compile options:
                      of every parameter (reverse-mode autodiff)
   --recompute        with --grad: recompute each block's activations in the
                      backward pass instead of keeping them (less memory)
+  --no-fuse          skip the fusion passes (matmul epilogues, add + norm,
+                     softmax cross-entropy, elementwise chains), for
+                     comparing against the unfused kernels
 
 run options:
   --function=NAME    the function to run (default: forward)
@@ -123,6 +126,7 @@ train options (see docs/training.md):
   -o FILE            the trained artifact (default MODEL-trained.kart, in
                      the checkpoint directory when there is one)
   --recompute        recompute activations per block in the backward pass
+  --no-fuse          compile without the fusion passes
   --seed=S, --threads=N, -D NAME=VALUE, --loss=FN (default loss)
 
 exit status: 0 success, 1 errors in the model or data, 2 bad command line
@@ -200,7 +204,7 @@ mlir::LogicalResult differentiate(mlir::ModuleOp module, const std::string &fn,
 
 int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   std::string input, output, emit;
-  bool locations = false, recompute = false;
+  bool locations = false, recompute = false, fuse = true;
   uint64_t seed = 0;
   std::string weightsPath, saveWeightsPath, externalPath, gradOf;
   kiln::CompileOptions options;
@@ -267,6 +271,8 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
       return 0;
     } else if (a == "--recompute") {
       recompute = true;
+    } else if (a == "--no-fuse") {
+      fuse = false;
     } else if (a.starts_with("-") && a != "-") {
       return usageError("unknown option '" + a + "' for 'kiln compile'");
     } else if (input.empty()) {
@@ -347,6 +353,11 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
       return 1;
   }
   if (emit == "kart" || emit == "plan" || emit == "lowered") {
+    if (fuse) {
+      mlir::SourceMgrDiagnosticHandler handler(sm, &ctx);
+      if (mlir::failed(kiln::fuse(*module)))
+        return 1;
+    }
     std::vector<uint8_t> bytes;
     kiln::ArtifactOptions artifact;
     artifact.seed = seed;
@@ -435,6 +446,7 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
 int kiln::tools::compileToArtifact(const std::string &input,
                                    const std::vector<kiln::Define> &defines,
                                    const std::string &gradOf, bool recompute,
+                                   bool fuse,
                                    const kiln::ArtifactOptions &artifact,
                                    std::vector<uint8_t> &bytes,
                                    const kiln::TrainStepOptions *trainStep) {
@@ -462,6 +474,8 @@ int kiln::tools::compileToArtifact(const std::string &input,
     if (mlir::failed(pm.run(*module)))
       return 1;
   }
+  if (fuse && mlir::failed(kiln::fuse(*module)))
+    return 1;
   return mlir::failed(kiln::writeArtifact(*module, artifact, bytes)) ? 1 : 0;
 }
 

@@ -141,13 +141,14 @@ class Model:
 def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
             defines: Optional[Mapping[str, Any]] = None, seed: int = 0,
             weights: Optional[PathLike] = None, grad: Optional[str] = None,
-            recompute: bool = False) -> Model:
+            recompute: bool = False, fuse: bool = True) -> Model:
     """Compiles a model from a .kiln file or from model text.
 
     ``defines`` overrides hyperparameters (``{"n_layer": 2}``), ``seed``
     seeds the initializers, ``weights`` imports trained weights (.safetensors
     or a llama2.c .bin), ``grad="loss"`` also derives ``loss_grad``
-    (``recompute`` recomputes block activations in it). Raises
+    (``recompute`` recomputes block activations in it). ``fuse=False``
+    skips the fusion passes (to compare with the unfused kernels). Raises
     ``CompileError`` with the file, line and column of the first error.
     """
     if target != "cpu":
@@ -161,7 +162,7 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
         source=source, is_path=is_path,
         defines=[(str(k), str(v)) for k, v in (defines or {}).items()],
         seed=int(seed), weights=os.fspath(weights) if weights else "",
-        grad=grad or "", recompute=bool(recompute))
+        grad=grad or "", recompute=bool(recompute), fuse=bool(fuse))
     ok, data, errors = _kiln.compile(**dict(request, stage="kart"))
     if not ok:
         raise CompileError(errors)

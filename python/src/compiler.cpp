@@ -37,6 +37,7 @@ struct Request {
   std::string weights; // .safetensors or llama2.c .bin
   std::string grad;    // differentiate this loss function
   bool recompute = false;
+  bool fuse = true;
   std::string stage = "kart"; // kart, ast, mlir, lowered, params
 };
 
@@ -116,6 +117,8 @@ py::tuple compile(const Request &r) {
         printParameterSummary(*module, os);
         return true;
       }
+      if (r.fuse && mlir::failed(kiln::fuse(*module)))
+        return false;
       ArtifactOptions artifact;
       artifact.seed = r.seed;
       artifact.annotate = r.stage == "lowered";
@@ -159,14 +162,14 @@ void kiln::python::registerCompiler(py::module_ &m) {
       [](const std::string &source, bool isPath,
          const std::vector<std::pair<std::string, std::string>> &defines,
          uint64_t seed, const std::string &weights, const std::string &grad,
-         bool recompute, const std::string &stage) {
-        Request r{source,  isPath, defines,   seed,
-                  weights, grad,   recompute, stage};
+         bool recompute, bool fuse, const std::string &stage) {
+        Request r{source, isPath,    defines, seed, weights,
+                  grad,   recompute, fuse,    stage};
         return compile(r);
       },
       py::arg("source"), py::arg("is_path"), py::arg("defines"),
       py::arg("seed"), py::arg("weights"), py::arg("grad"),
-      py::arg("recompute"), py::arg("stage"),
+      py::arg("recompute"), py::arg("fuse"), py::arg("stage"),
       "Compiles a model; returns (ok, bytes or text, [(file, line, column, "
       "message)]).");
 }

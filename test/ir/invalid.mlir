@@ -872,3 +872,81 @@ func.func @f() {
   %0 = "kiln.global_norm"() : () -> tensor<f32>
   return
 }
+
+// -----
+
+func.func @f(%a: tensor<2x8x16xf32>, %w: tensor<32x16xf32>) {
+  // expected-error @+2 {{activation must be none, relu, gelu, gelu_tanh or silu, got "swish"}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0 = kiln.fused_matmul %a, %w {transpose_b = true, activation = "swish"} : (tensor<2x8x16xf32>, tensor<32x16xf32>) -> tensor<2x8x32xf32>
+  return
+}
+
+// -----
+
+func.func @f(%a: tensor<2x8x16xf32>, %w: tensor<32x16xf32>, %b: tensor<16xf32>) {
+  // expected-error @+2 {{bias must be [32] of the operands' element type, got 'tensor<16xf32>'}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0 = kiln.fused_matmul %a, %w bias %b {transpose_b = true} : (tensor<2x8x16xf32>, tensor<32x16xf32>, tensor<16xf32>) -> tensor<2x8x32xf32>
+  return
+}
+
+// -----
+
+func.func @f(%a: tensor<2x8x16xf32>, %w: tensor<32x16xf32>, %r: tensor<2x8x16xf32>) {
+  // expected-error @+2 {{residual 'tensor<2x8x16xf32>' must have the result type 'tensor<2x8x32xf32>'}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0 = kiln.fused_matmul %a, %w residual %r {transpose_b = true} : (tensor<2x8x16xf32>, tensor<32x16xf32>, tensor<2x8x16xf32>) -> tensor<2x8x32xf32>
+  return
+}
+
+// -----
+
+func.func @f(%a: tensor<2x8x16xf32>, %b: tensor<2x16x4xf32>) {
+  // expected-error @+2 {{reduce_batch needs transpose_a, no transpose_b and operands of one rank >= 3 with equal batch dimensions}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0 = kiln.fused_matmul %a, %b {reduce_batch = true} : (tensor<2x8x16xf32>, tensor<2x16x4xf32>) -> tensor<16x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<2x8xf32>, %w: tensor<8xf32>) {
+  // expected-error @+2 {{layernorm takes a bias and rmsnorm none}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0:2 = kiln.add_norm %x, %x, %w {kind = "layernorm", eps = 1.0e-5 : f64} : (tensor<2x8xf32>, tensor<2x8xf32>, tensor<8xf32>) -> (tensor<2x8xf32>, tensor<2x8xf32>)
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<2x8xf32>, %w: tensor<8xf32>) {
+  // expected-error @+2 {{kind must be "layernorm" or "rmsnorm", got "batchnorm"}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0:3 = kiln.norm_grad %x, %x, %w {kind = "batchnorm", eps = 1.0e-5 : f64} : tensor<2x8xf32>, tensor<2x8xf32>, tensor<8xf32> -> tensor<2x8xf32>, tensor<8xf32>, tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<2x8xf32>, %y: tensor<3xf32>) {
+  // expected-error @+1 {{input 1 'tensor<3xf32>' does not broadcast to the result 'tensor<2x8xf32>'}}
+  %0 = kiln.fused_elementwise %x, %y : tensor<2x8xf32>, tensor<3xf32> -> tensor<2x8xf32> {
+  ^bb0(%a: tensor<f32>, %b: tensor<f32>):
+    %m = kiln.mul %a, %b : tensor<f32>, tensor<f32> -> tensor<f32>
+    kiln.yield %m : tensor<f32>
+  }
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<2x8xf32>) {
+  %0 = kiln.fused_elementwise %x : tensor<2x8xf32> -> tensor<2x8xf32> {
+  ^bb0(%a: tensor<f32>):
+    // expected-error @+1 {{is not an elementwise op a fused body may use}}
+    %m = kiln.softmax %a {axis = 0 : i64} : tensor<f32>
+    kiln.yield %m : tensor<f32>
+  }
+  return
+}
