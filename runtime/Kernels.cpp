@@ -1432,7 +1432,7 @@ Status kiln::runtime::execute(KernelContext &c) {
   case Op::Rope:
     return rope(c);
   case Op::Attention:
-    return attention(c);
+    return useReferenceKernels() ? attention(c) : flashAttention(c);
   case Op::RelativePositionBucket:
     return relativePositionBucket(c);
   case Op::CrossEntropy:
@@ -1450,7 +1450,8 @@ Status kiln::runtime::execute(KernelContext &c) {
   case Op::ReduceGrad:
     return reduceGrad(c);
   case Op::AttentionGrad:
-    return attentionGrad(c);
+    return useReferenceKernels() || c.in[7].data ? attentionGrad(c)
+                                                 : flashAttentionGrad(c);
   case Op::ZerosLike:
     std::memset(c.out[0].data, 0, c.out[0].numel() * dtypeSize(c.out[0].dtype));
     return Status::ok();

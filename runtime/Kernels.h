@@ -167,6 +167,11 @@ bool useReferenceKernels();
 Status countTargets(const KernelContext &c, int64_t rows, int64_t V,
                     int64_t ignore, int64_t &counted);
 
+/// Blocked (flash) attention and its backward (runtime/Attention.cpp); the
+/// backward takes no bias (the per-row kernel in Kernels.cpp handles it).
+Status flashAttention(KernelContext &ctx);
+Status flashAttentionGrad(KernelContext &ctx);
+
 /// Output shapes of the fused ops (FusedMatmul .. FusedElementwise).
 Status inferFusedShapes(const kart::Kernel &k,
                         const std::vector<const std::vector<int64_t> *> &in,

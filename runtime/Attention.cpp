@@ -1,0 +1,388 @@
+//===- Attention.cpp - blocked (flash) attention, forward and backward ----===//
+//
+// Attention as an iteration over (query block, key block) pairs taken from a
+// block list: dense, causal (blocks above the diagonal never listed) and,
+// later, sliding-window or block-sparse attention differ only in the list.
+//
+// Forward (per batch, head and query block, threads over all three): the
+// scores of one key block at a time, an online softmax (running maximum and
+// sum, the output rescaled as the maximum grows), and the log-sum-exp saved
+// for the backward pass. No Tq x Tk buffer: scratch is a few blocks per
+// thread, so memory grows linearly with the sequence.
+//
+// Backward (per batch and key/value head, so dK and dV need no locks): for
+// each key block, every query block that sees it recomputes its scores and
+// probabilities from the saved log-sum-exp; dV += P^T dO, dS = P (dO V^T -
+// D), dQ += dS K, dK += dS^T Q (D = rowsum(dO * O)).
+//
+// The hot loops are written for the vectorizer (fixed block sizes, unit
+// strides) and compiled twice, for AVX2+FMA and for the baseline, chosen at
+// run time (target_clones). Kernels.cpp keeps the naive per-row kernels as
+// the reference these are tested against (KILN_REFERENCE_KERNELS=1).
+//
+//===----------------------------------------------------------------------===//
+#include "runtime/Kernels.h"
+#include "runtime/Vector.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+using namespace kiln;
+using namespace kiln::runtime;
+using Shape = std::vector<int64_t>;
+
+namespace {
+
+constexpr int64_t kBlockQ = 64, kBlockK = 64;
+
+/// The key blocks each query block visits (CSR: cols[rowStart[qb] ..
+/// rowStart[qb + 1])). Causal attention aligns the last query with the last
+/// key (offset = Tk - Tq) and lists only blocks with a visible key.
+struct BlockList {
+  std::vector<int64_t> rowStart, cols;
+  int64_t qBlocks = 0, kBlocks = 0;
+};
+
+BlockList makeBlockList(int64_t Tq, int64_t Tk, bool causal) {
+  BlockList l;
+  l.qBlocks = (Tq + kBlockQ - 1) / kBlockQ;
+  l.kBlocks = (Tk + kBlockK - 1) / kBlockK;
+  int64_t offset = Tk - Tq;
+  l.rowStart.push_back(0);
+  for (int64_t qb = 0; qb < l.qBlocks; ++qb) {
+    int64_t lastRow = std::min(Tq, (qb + 1) * kBlockQ) - 1;
+    for (int64_t kb = 0; kb < l.kBlocks; ++kb)
+      if (!causal || kb * kBlockK <= lastRow + offset)
+        l.cols.push_back(kb);
+    l.rowStart.push_back(l.cols.size());
+  }
+  return l;
+}
+
+/// What a kernel needs to know about one (batch, head) slice.
+struct Problem {
+  int64_t B, Tq, Tk, H, Hkv, D, Dv;
+  float scale;
+  bool causal;
+  const float *q, *k, *v;
+  const View *mask, *bias;
+  std::vector<int64_t> biasStrides;
+  int64_t qRow() const { return H * D; } // element stride between rows
+  int64_t kRow() const { return Hkv * D; }
+  int64_t vRow() const { return Hkv * Dv; }
+  int64_t oRow() const { return H * Dv; }
+};
+
+double maskAt(const View &m, int64_t i) {
+  switch (m.dtype) {
+  case DType::F32:
+    return m.as<float>()[i];
+  case DType::F64:
+    return m.as<double>()[i];
+  case DType::I32:
+    return m.as<int32_t>()[i];
+  case DType::I64:
+    return static_cast<double>(m.as<int64_t>()[i]);
+  case DType::Bool:
+    return m.as<uint8_t>()[i];
+  default:
+    return 1;
+  }
+}
+
+/// S[i][j] = scale * q_i . k_j (+ bias) for one block, -inf where masked.
+/// `kt` is the key block transposed to [D][kBlockK] so the inner loop runs
+/// along keys with unit stride.
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void
+blockScores(const Problem &p, int64_t b, int64_t h, int64_t i0, int64_t ni,
+            int64_t j0, int64_t nj, const float *kt, float *s) {
+  const float *q = p.q + (b * p.Tq + i0) * p.qRow() + h * p.D;
+  for (int64_t i = 0; i < ni; ++i) {
+    float acc[kBlockK] = {};
+    const float *qi = q + i * p.qRow();
+    for (int64_t d = 0; d < p.D; ++d) {
+      float qd = qi[d] * p.scale;
+      const float *kd = kt + d * kBlockK;
+#pragma omp simd
+      for (int64_t j = 0; j < kBlockK; ++j)
+        acc[j] += qd * kd[j];
+    }
+    std::copy(acc, acc + kBlockK, s + i * kBlockK);
+  }
+  int64_t offset = p.Tk - p.Tq;
+  bool diagonal = p.causal && j0 + nj - 1 > i0 + offset;
+  if (!diagonal && !p.mask->data && !p.bias->data && nj == kBlockK)
+    return;
+  const auto &bs = p.biasStrides;
+  for (int64_t i = 0; i < ni; ++i)
+    for (int64_t j = 0; j < kBlockK; ++j) {
+      float &x = s[i * kBlockK + j];
+      int64_t gi = i0 + i, gj = j0 + j;
+      bool visible = j < nj && (!p.causal || gj <= gi + offset);
+      if (visible && p.mask->data)
+        visible = maskAt(*p.mask, b * p.Tk + gj) != 0;
+      if (!visible)
+        x = -INFINITY;
+      else if (p.bias->data)
+        x += p.bias
+                 ->as<float>()[b * bs[0] + h * bs[1] + gi * bs[2] + gj * bs[3]];
+    }
+}
+
+/// kt[d][j] = k_{j0 + j}[d] (zeros past the end).
+void transposeKeys(const Problem &p, int64_t b, int64_t hk, int64_t j0,
+                   int64_t nj, float *kt) {
+  std::fill(kt, kt + p.D * kBlockK, 0.0f);
+  const float *k = p.k + (b * p.Tk + j0) * p.kRow() + hk * p.D;
+  for (int64_t j = 0; j < nj; ++j)
+    for (int64_t d = 0; d < p.D; ++d)
+      kt[d * kBlockK + j] = k[j * p.kRow() + d];
+}
+
+/// acc[i][:] += sum_j P[i][j] v_j for one block.
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void
+accumulatePV(const Problem &p, int64_t b, int64_t hk, int64_t ni, int64_t j0,
+             int64_t nj, const float *P, float *acc) {
+  const float *v = p.v + (b * p.Tk + j0) * p.vRow() + hk * p.Dv;
+  for (int64_t i = 0; i < ni; ++i) {
+    float *ai = acc + i * p.Dv;
+    for (int64_t j = 0; j < nj; ++j) {
+      float pj = P[i * kBlockK + j];
+      if (pj == 0.0f)
+        continue;
+      const float *vj = v + j * p.vRow();
+#pragma omp simd
+      for (int64_t d = 0; d < p.Dv; ++d)
+        ai[d] += pj * vj[d];
+    }
+  }
+}
+
+/// Online softmax of one block of scores: updates the running maximum m
+/// and sum l, rescales acc, and turns s into probabilities relative to the
+/// new maximum.
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void
+onlineSoftmax(int64_t ni, int64_t Dv, float *s, float *m, float *l,
+              float *acc) {
+  for (int64_t i = 0; i < ni; ++i) {
+    float *si = s + i * kBlockK;
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int64_t j = 0; j < kBlockK; ++j)
+      mx = std::max(mx, si[j]);
+    float mnew = std::max(m[i], mx);
+    if (mnew == -INFINITY) { // nothing visible yet
+#pragma omp simd
+      for (int64_t j = 0; j < kBlockK; ++j)
+        si[j] = 0.0f;
+      continue;
+    }
+    float alpha = vexp(m[i] - mnew), sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < kBlockK; ++j) {
+      si[j] = vexp(si[j] - mnew);
+      sum += si[j];
+    }
+    l[i] = l[i] * alpha + sum;
+    m[i] = mnew;
+    float *ai = acc + i * Dv;
+#pragma omp simd
+    for (int64_t d = 0; d < Dv; ++d)
+      ai[d] *= alpha;
+  }
+}
+
+Problem problemOf(const KernelContext &c, int q, int k, int v, int mask,
+                  int bias) {
+  const Shape &qs = *c.in[q].shape, &ks = *c.in[k].shape, &vs = *c.in[v].shape;
+  Problem p;
+  p.B = qs[0];
+  p.Tq = qs[1];
+  p.Tk = ks[1];
+  p.H = c.kernel.ints()->Get(0);
+  p.Hkv = c.kernel.ints()->Get(1);
+  p.causal = c.kernel.ints()->Get(2);
+  p.D = qs[2] / p.H;
+  p.Dv = vs[2] / p.Hkv;
+  p.scale = static_cast<float>(c.kernel.floats()->Get(0));
+  p.q = c.in[q].as<float>();
+  p.k = c.in[k].as<float>();
+  p.v = c.in[v].as<float>();
+  p.mask = &c.in[mask];
+  p.bias = &c.in[bias];
+  if (p.bias->data) {
+    // Row-major strides of the bias broadcast to [B, H, Tq, Tk].
+    const Shape &s = *p.bias->shape;
+    p.biasStrides.assign(4, 0);
+    int64_t st = 1;
+    for (int64_t d = static_cast<int64_t>(s.size()) - 1; d >= 0; --d) {
+      size_t fd = 4 - (s.size() - d);
+      p.biasStrides[fd] = s[d] == 1 ? 0 : st;
+      st *= s[d];
+    }
+  }
+  return p;
+}
+
+} // namespace
+
+Status kiln::runtime::flashAttention(KernelContext &c) {
+  Problem p = problemOf(c, 0, 1, 2, 3, 4);
+  BlockList list = makeBlockList(p.Tq, p.Tk, p.causal);
+  float *o = c.out[0].as<float>();
+  float *lse = c.out.size() > 1 ? c.out[1].as<float>() : nullptr;
+  int64_t group = p.H / p.Hkv;
+  int64_t tasks = p.B * p.H * list.qBlocks;
+#pragma omp parallel
+  {
+    std::vector<float> kt(p.D * kBlockK), s(kBlockQ * kBlockK),
+        acc(kBlockQ * p.Dv), m(kBlockQ), l(kBlockQ);
+#pragma omp for schedule(dynamic)
+    for (int64_t t = 0; t < tasks; ++t) {
+      int64_t qb = t % list.qBlocks, h = (t / list.qBlocks) % p.H,
+              b = t / (list.qBlocks * p.H), hk = h / group;
+      int64_t i0 = qb * kBlockQ, ni = std::min(kBlockQ, p.Tq - i0);
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      std::fill(m.begin(), m.end(), -INFINITY);
+      std::fill(l.begin(), l.end(), 0.0f);
+      for (int64_t e = list.rowStart[qb]; e < list.rowStart[qb + 1]; ++e) {
+        int64_t j0 = list.cols[e] * kBlockK, nj = std::min(kBlockK, p.Tk - j0);
+        transposeKeys(p, b, hk, j0, nj, kt.data());
+        blockScores(p, b, h, i0, ni, j0, nj, kt.data(), s.data());
+        onlineSoftmax(ni, p.Dv, s.data(), m.data(), l.data(), acc.data());
+        accumulatePV(p, b, hk, ni, j0, nj, s.data(), acc.data());
+      }
+      for (int64_t i = 0; i < ni; ++i) {
+        float *oi = o + (b * p.Tq + i0 + i) * p.oRow() + h * p.Dv;
+        float inv = l[i] > 0 ? 1.0f / l[i] : 0.0f; // all masked: zeros
+        for (int64_t d = 0; d < p.Dv; ++d)
+          oi[d] = acc[i * p.Dv + d] * inv;
+        if (lse)
+          lse[(b * p.H + h) * p.Tq + i0 + i] =
+              l[i] > 0 ? m[i] + std::log(l[i]) : -INFINITY;
+      }
+    }
+  }
+  return Status::ok();
+}
+
+namespace {
+
+/// The backward of one (query block, key block) pair for head h.
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void
+blockBackward(const Problem &p, int64_t b, int64_t h, int64_t i0, int64_t ni,
+              int64_t j0, int64_t nj, const float *s, const float *lse,
+              const float *g, const float *Drow, float *dq, float *dkAcc,
+              float *dvAcc, float *dsBuf) {
+  int64_t hk = h / (p.H / p.Hkv);
+  const float *k = p.k + (b * p.Tk + j0) * p.kRow() + hk * p.D;
+  const float *v = p.v + (b * p.Tk + j0) * p.vRow() + hk * p.Dv;
+  const float *q = p.q + (b * p.Tq + i0) * p.qRow() + h * p.D;
+  for (int64_t i = 0; i < ni; ++i) {
+    float li = lse[i];
+    const float *gi = g + (i0 + i) * p.oRow();
+    float *dsi = dsBuf + i * kBlockK;
+    for (int64_t j = 0; j < kBlockK; ++j)
+      dsi[j] = 0.0f;
+    if (li == -INFINITY)
+      continue;
+    for (int64_t j = 0; j < nj; ++j) {
+      float sc = s[i * kBlockK + j];
+      if (sc == -INFINITY)
+        continue;
+      float pr = vexp(sc - li);
+      const float *vj = v + j * p.vRow();
+      float *dvj = dvAcc + j * p.Dv;
+      float dp = 0;
+#pragma omp simd reduction(+ : dp)
+      for (int64_t d = 0; d < p.Dv; ++d) {
+        dp += gi[d] * vj[d];
+        dvj[d] += pr * gi[d];
+      }
+      dsi[j] = pr * (dp - Drow[i]) * p.scale;
+    }
+  }
+  // dQ += dS K, dK += dS^T Q.
+  for (int64_t i = 0; i < ni; ++i) {
+    const float *dsi = dsBuf + i * kBlockK;
+    float *dqi = dq + (i0 + i) * p.qRow();
+    const float *qi = q + i * p.qRow();
+    for (int64_t j = 0; j < nj; ++j) {
+      float ds = dsi[j];
+      if (ds == 0.0f)
+        continue;
+      const float *kj = k + j * p.kRow();
+      float *dkj = dkAcc + j * p.D;
+#pragma omp simd
+      for (int64_t d = 0; d < p.D; ++d) {
+        dqi[d] += ds * kj[d];
+        dkj[d] += ds * qi[d];
+      }
+    }
+  }
+}
+
+} // namespace
+
+Status kiln::runtime::flashAttentionGrad(KernelContext &c) {
+  // in [grad, q, k, v, out, lse, mask, bias]
+  Problem p = problemOf(c, 1, 2, 3, 6, 7);
+  BlockList list = makeBlockList(p.Tq, p.Tk, p.causal);
+  // For each key block, the query blocks that visit it.
+  std::vector<std::vector<int64_t>> visitors(list.kBlocks);
+  for (int64_t qb = 0; qb < list.qBlocks; ++qb)
+    for (int64_t e = list.rowStart[qb]; e < list.rowStart[qb + 1]; ++e)
+      visitors[list.cols[e]].push_back(qb);
+  const float *g = c.in[0].as<float>(), *o = c.in[4].as<float>(),
+              *lse = c.in[5].as<float>();
+  float *dq = c.out[0].as<float>(), *dk = c.out[1].as<float>(),
+        *dv = c.out[2].as<float>();
+  std::fill(dq, dq + c.out[0].numel(), 0.0f);
+  int64_t group = p.H / p.Hkv;
+#pragma omp parallel
+  {
+    std::vector<float> kt(p.D * kBlockK), s(kBlockQ * kBlockK),
+        ds(kBlockQ * kBlockK), dkAcc(kBlockK * p.D), dvAcc(kBlockK * p.Dv),
+        Drow(group * p.Tq);
+#pragma omp for collapse(2) schedule(dynamic)
+    for (int64_t b = 0; b < p.B; ++b)
+      for (int64_t hk = 0; hk < p.Hkv; ++hk) {
+        // D = rowsum(dO * O) for every head of the group.
+        for (int64_t h = hk * group; h < (hk + 1) * group; ++h)
+          for (int64_t i = 0; i < p.Tq; ++i) {
+            const float *gi = g + (b * p.Tq + i) * p.oRow() + h * p.Dv;
+            const float *oi = o + (b * p.Tq + i) * p.oRow() + h * p.Dv;
+            float d = 0;
+            for (int64_t e = 0; e < p.Dv; ++e)
+              d += gi[e] * oi[e];
+            Drow[(h - hk * group) * p.Tq + i] = d;
+          }
+        for (int64_t kb = 0; kb < list.kBlocks; ++kb) {
+          int64_t j0 = kb * kBlockK, nj = std::min(kBlockK, p.Tk - j0);
+          std::fill(dkAcc.begin(), dkAcc.end(), 0.0f);
+          std::fill(dvAcc.begin(), dvAcc.end(), 0.0f);
+          transposeKeys(p, b, hk, j0, nj, kt.data());
+          for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+            for (int64_t qb : visitors[kb]) {
+              int64_t i0 = qb * kBlockQ, ni = std::min(kBlockQ, p.Tq - i0);
+              blockScores(p, b, h, i0, ni, j0, nj, kt.data(), s.data());
+              blockBackward(p, b, h, i0, ni, j0, nj, s.data(),
+                            lse + (b * p.H + h) * p.Tq + i0,
+                            g + b * p.Tq * p.oRow() + h * p.Dv,
+                            Drow.data() + (h - hk * group) * p.Tq + i0,
+                            dq + b * p.Tq * p.qRow() + h * p.D, dkAcc.data(),
+                            dvAcc.data(), ds.data());
+            }
+          }
+          for (int64_t j = 0; j < nj; ++j) {
+            std::copy(dkAcc.begin() + j * p.D, dkAcc.begin() + (j + 1) * p.D,
+                      dk + (b * p.Tk + j0 + j) * p.kRow() + hk * p.D);
+            std::copy(dvAcc.begin() + j * p.Dv, dvAcc.begin() + (j + 1) * p.Dv,
+                      dv + (b * p.Tk + j0 + j) * p.vRow() + hk * p.Dv);
+          }
+        }
+      }
+  }
+  return Status::ok();
+}
