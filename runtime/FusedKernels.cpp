@@ -137,8 +137,31 @@ Status normGrad(KernelContext &c) {
 // Softmax cross-entropy with its gradient
 //===----------------------------------------------------------------------===//
 
-/// Per row: one pass for the maximum, one for sum(exp), one writing
-/// (p - onehot) * scale. The loss adds up per-row terms in row order.
+/// One row: a pass for the maximum, one writing exp(x - max) and summing
+/// it, one scaling that to (p - onehot) * scale. The output may be the
+/// logits' own storage. Returns the row's loss term.
+__attribute__((target_clones("arch=x86-64-v3", "default"))) double
+crossEntropyRow(const float *lr, float *dr, int64_t V, int64_t t, float scale) {
+  float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < V; ++j)
+    m = std::max(m, lr[j]);
+  float target = lr[t], sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < V; ++j) {
+    dr[j] = vexp(lr[j] - m);
+    sum += dr[j];
+  }
+  float k = scale / sum;
+#pragma omp simd
+  for (int64_t j = 0; j < V; ++j)
+    dr[j] *= k;
+  dr[t] -= scale;
+  return std::log(static_cast<double>(sum)) + m - target;
+}
+
+/// The loss adds up per-row terms in row order, so it does not depend on
+/// the thread count.
 Status softmaxCrossEntropy(KernelContext &c) {
   const Shape &ls = *c.in[0].shape;
   int64_t V = ls.back(), rows = c.in[0].numel() / std::max<int64_t>(V, 1);
@@ -159,21 +182,7 @@ Status softmaxCrossEntropy(KernelContext &c) {
       std::fill(dr, dr + V, 0.0f);
       continue;
     }
-    float m = -INFINITY;
-#pragma omp simd reduction(max : m)
-    for (int64_t j = 0; j < V; ++j)
-      m = std::max(m, lr[j]);
-    float sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < V; ++j)
-      sum += vexp(lr[j] - m);
-    float target = lr[t]; // read before dr may overwrite lr (in place)
-    float k = scale / sum;
-#pragma omp simd
-    for (int64_t j = 0; j < V; ++j)
-      dr[j] = vexp(lr[j] - m) * k;
-    dr[t] -= scale;
-    term[r] = std::log(static_cast<double>(sum)) + m - target;
+    term[r] = crossEntropyRow(lr, dr, V, t, scale);
   }
   double total = 0;
   for (double v : term)

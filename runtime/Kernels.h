@@ -108,6 +108,7 @@ struct View {
 };
 
 class PrimitiveCache;
+class PackedWeights;
 
 struct KernelContext {
   const kart::Kernel &kernel;
@@ -119,6 +120,12 @@ struct KernelContext {
   uint64_t seed = 0;     // the run's dropout seed (set per training step)
   OptimizerState *optimizer = nullptr; // for OptimizerUpdate
   int64_t paramIndex = -1;             // the parameter OptimizerUpdate writes
+  /// For weight prepacking: the parameter each input is (-1 if none), the
+  /// parameters' versions (bumped whenever they may have changed) and the
+  /// model's store of reordered copies.
+  std::vector<int64_t> inParams;
+  const std::vector<uint64_t> *paramVersions = nullptr;
+  PackedWeights *packed = nullptr;
 };
 
 /// Computes output shapes from input shapes and the bound symbols, checking
@@ -147,6 +154,27 @@ public:
   ~PrimitiveCache();
   struct Impl;
   Impl &impl() { return *impl_; }
+
+private:
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Weights reordered into the layout oneDNN's matmul prefers, one copy per
+/// parameter and layout, shared by every function of a model. A copy is
+/// made when a second call reads a parameter at the same version (so
+/// inference packs once, while training, which changes the weights every
+/// step, keeps reading them in place) and used until the version changes.
+/// KILN_PREPACK=0 turns packing off.
+class PackedWeights {
+public:
+  PackedWeights();
+  ~PackedWeights();
+  struct Impl;
+  Impl &impl() { return *impl_; }
+  /// Bytes held by packed copies.
+  size_t bytes() const;
+  /// Marks the start of a call (packing waits for a second call).
+  void beginRun();
 
 private:
   std::unique_ptr<Impl> impl_;

@@ -55,8 +55,10 @@ class FunctionState {
 public:
   FunctionState(const kart::Program &p, const kart::Function &f,
                 const std::vector<const uint8_t *> &params,
-                OptimizerState &optimizer)
-      : prog(p), fn(f), paramData(params), optimizer(optimizer) {}
+                OptimizerState &optimizer, std::vector<uint64_t> &versions,
+                PackedWeights &packed)
+      : prog(p), fn(f), paramData(params), optimizer(optimizer),
+        paramVersion(versions), packed(packed) {}
 
   Status verify();
   Status bindInputs(const std::map<std::string, Tensor> &inputs);
@@ -70,10 +72,13 @@ public:
   const kart::Function &fn;
   const std::vector<const uint8_t *> &paramData;
   OptimizerState &optimizer;
+  std::vector<uint64_t> &paramVersion;
+  PackedWeights &packed;
 
 private:
   Status valueError(int id, const std::string &msg) const;
   Status checkKernel(size_t index, std::vector<bool> &written);
+  int storageOf(int id) const; // the value whose arena bytes `id` uses
 
   std::vector<std::vector<uint8_t>> constants;
   std::vector<int64_t> symbols;
@@ -83,6 +88,9 @@ private:
   // Lifetimes of intermediates (first and last kernel touching them) and,
   // per binding of the symbols, their byte offsets in the arena.
   std::vector<int> defAt, lastUse;
+  // A value that reuses the storage of the kernel input it replaces (a
+  // reshape's result, the logits' gradient over the logits), or -1.
+  std::vector<int> aliasOf;
   std::vector<size_t> offsets;
   std::vector<int64_t> plannedFor; // the symbols the offsets were planned for
   size_t arenaBytes = 0;
@@ -536,7 +544,38 @@ Status FunctionState::verify() {
   }
   for (int id : *fn.outputs())
     lastUse[id] = nk;
+  // In place: a result may take over an intermediate input that no later
+  // kernel reads (and that is not a function output). The group then lives
+  // from the first definition to the last use of any member.
+  aliasOf.assign(nvalues, -1);
+  for (int k = 0; k < nk; ++k) {
+    const kart::Kernel *kk = fn.kernels()->Get(k);
+    int in = -1, out = -1;
+    switch (kk->op()) {
+    case Op::Reshape:
+    case Op::ReshapeLike:
+      in = kk->inputs()->Get(0);
+      out = kk->outputs()->Get(0);
+      break;
+    case Op::SoftmaxCrossEntropy:
+      in = kk->inputs()->Get(0);
+      out = kk->outputs()->Get(1);
+      break;
+    default:
+      continue;
+    }
+    if (fn.values()->Get(in)->kind() == kart::ValueKind::Intermediate &&
+        fn.values()->Get(in)->dtype() == fn.values()->Get(out)->dtype() &&
+        lastUse[in] == k)
+      aliasOf[out] = in;
+  }
   return Status::ok();
+}
+
+int FunctionState::storageOf(int id) const {
+  while (aliasOf[id] >= 0)
+    id = aliasOf[id];
+  return id;
 }
 
 /// Places every intermediate in the arena for the current sizes: largest
@@ -547,16 +586,23 @@ void FunctionState::planOffsets() {
   if (!offsets.empty() && plannedFor == symbols)
     return;
   int nvalues = fn.values()->size();
+  // Each storage group (a value and the results aliasing it) is placed
+  // once, with the largest member's size and the union of the lifetimes.
   std::vector<size_t> bytes(nvalues, 0);
-  std::vector<int> order;
+  std::vector<int> first(nvalues, -1), last(nvalues, -1), order;
   for (int id = 0; id < nvalues; ++id) {
     if (fn.values()->Get(id)->kind() != kart::ValueKind::Intermediate)
       continue;
     size_t b = dtypeSize(fromKart(fn.values()->Get(id)->dtype()));
     for (int64_t d : shapes[id])
       b *= static_cast<size_t>(d);
-    bytes[id] = alignUp(std::max<size_t>(b, 1));
-    order.push_back(id);
+    int root = storageOf(id);
+    bytes[root] = std::max(bytes[root], alignUp(std::max<size_t>(b, 1)));
+    first[root] =
+        first[root] < 0 ? defAt[id] : std::min(first[root], defAt[id]);
+    last[root] = std::max(last[root], lastUse[id]);
+    if (root == id)
+      order.push_back(id);
   }
   std::stable_sort(order.begin(), order.end(),
                    [&](int a, int b) { return bytes[a] > bytes[b]; });
@@ -567,7 +613,7 @@ void FunctionState::planOffsets() {
   for (int id : order) {
     busy.clear();
     for (int other : placed)
-      if (defAt[other] <= lastUse[id] && defAt[id] <= lastUse[other])
+      if (first[other] <= last[id] && first[id] <= last[other])
         busy.push_back({offsets[other], offsets[other] + bytes[other]});
     std::sort(busy.begin(), busy.end());
     size_t at = 0;
@@ -580,6 +626,9 @@ void FunctionState::planOffsets() {
     arenaBytes = std::max(arenaBytes, at + bytes[id]);
     placed.push_back(id);
   }
+  for (int id = 0; id < nvalues; ++id)
+    if (fn.values()->Get(id)->kind() == kart::ValueKind::Intermediate)
+      offsets[id] = offsets[storageOf(id)];
   plannedFor = symbols;
 }
 
@@ -769,6 +818,7 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
       ptr[id] = arena + offsets[id];
     }
   }
+  packed.beginRun();
   static const bool profile = [] {
     const char *e = std::getenv("KILN_PROFILE");
     return e && *e && std::string(e) != "0";
@@ -781,7 +831,15 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
     if (k->op() == kart::Op::OptimizerUpdate) {
       ctx.optimizer = &optimizer;
       ctx.paramIndex = fn.values()->Get(k->inputs()->Get(0))->index();
+      ++paramVersion[ctx.paramIndex];
     }
+    ctx.paramVersions = &paramVersion;
+    ctx.packed = &packed;
+    for (int id : *k->inputs())
+      ctx.inParams.push_back(id >= 0 && fn.values()->Get(id)->kind() ==
+                                            kart::ValueKind::Parameter
+                                 ? fn.values()->Get(id)->index()
+                                 : -1);
     for (int id : *k->inputs())
       ctx.in.push_back(id < 0 ? View{}
                               : View{ptr[id],
@@ -1039,10 +1097,13 @@ Status Model::init(const std::string &dir) {
     return Status::error("external weights " + wfile +
                          " hold tensors the artifact does not use, e.g. '" +
                          external.begin()->first + "'");
+  paramVersion_.assign(paramData_.size(), 0);
+  packed_ = std::make_unique<PackedWeights>();
   for (const kart::Function *f : *p->functions()) {
     if (!f)
       return Status::error("the artifact has an empty function entry");
-    auto st = std::make_unique<FunctionState>(*p, *f, paramData_, optimizer_);
+    auto st = std::make_unique<FunctionState>(*p, *f, paramData_, optimizer_,
+                                              paramVersion_, *packed_);
     if (Status s = st->verify(); !s)
       return s;
     FunctionInfo info;
@@ -1127,6 +1188,8 @@ Status Model::setParameters(
 }
 
 float *Model::parameterData(size_t i) {
+  // The caller may write: packed copies of this parameter are stale.
+  ++paramVersion_.at(i);
   // The bytes live in bytes_ or externalWeights_, both owned by the model.
   return reinterpret_cast<float *>(const_cast<uint8_t *>(paramData_.at(i)));
 }

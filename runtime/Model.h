@@ -58,6 +58,7 @@ struct MemoryReport {
 };
 
 class FunctionState;
+class PackedWeights;
 
 /// How a call runs. Training mode draws dropout masks from `seed` (the
 /// trainer derives one per step and micro-batch); inference leaves dropout
@@ -141,6 +142,8 @@ private:
   std::vector<Tensor> externalWeights_;
   Tokenizer tokenizer_;
   OptimizerState optimizer_;
+  std::vector<uint64_t> paramVersion_; // bumped on every write access
+  std::unique_ptr<PackedWeights> packed_;
   std::vector<std::unique_ptr<FunctionState>> states_;
 };
 

@@ -22,14 +22,54 @@ using kart::Op;
 using Shape = std::vector<int64_t>;
 using dt = dnnl::memory::data_type;
 
+/// One CPU engine for the process: primitives, memories and packed weights
+/// of every model and function must agree on it.
+static const dnnl::engine &cpuEngine() {
+  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
 struct PrimitiveCache::Impl {
-  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::engine engine = cpuEngine();
   dnnl::stream stream{engine};
   std::map<std::string, dnnl::primitive> prims;
 };
 
 PrimitiveCache::PrimitiveCache() : impl_(std::make_unique<Impl>()) {}
 PrimitiveCache::~PrimitiveCache() = default;
+
+struct PackedWeights::Impl {
+  dnnl::engine engine = cpuEngine();
+  dnnl::stream stream{engine};
+  struct Copy {
+    dnnl::memory::desc source; // how the parameter is read (transposed?)
+    dnnl::memory::desc desc;
+    dnnl::memory mem;
+    uint64_t version = 0;
+  };
+  struct Param {
+    uint64_t seen = UINT64_MAX; // the version last read unpacked
+    uint64_t seenInRun = 0;     // and the call that read it
+    std::vector<Copy> copies;   // one per layout (at most two)
+  };
+  std::map<int64_t, Param> params;
+  std::map<std::string, dnnl::primitive> prims; // matmuls on packed weights
+  std::map<std::string, dnnl::memory::desc> layouts;
+  uint64_t run = 0;
+};
+
+PackedWeights::PackedWeights() : impl_(std::make_unique<Impl>()) {}
+PackedWeights::~PackedWeights() = default;
+
+void PackedWeights::beginRun() { ++impl_->run; }
+
+size_t PackedWeights::bytes() const {
+  size_t n = 0;
+  for (const auto &[i, p] : impl_->params)
+    for (const auto &c : p.copies)
+      n += c.desc.get_size();
+  return n;
+}
 
 bool kiln::runtime::useReferenceKernels() {
   static const bool reference = [] {
@@ -121,6 +161,77 @@ dnnl::memory::desc operandDesc(const Shape &stored, size_t rank,
   return dnnl::memory::desc(logical, dt::f32, st);
 }
 
+bool prepackEnabled() {
+  static const bool enabled = [] {
+    const char *v = std::getenv("KILN_PREPACK");
+    return !v || std::string(v) != "0";
+  }();
+  return enabled;
+}
+
+/// True when an earlier call read this parameter at this version; records
+/// this read otherwise. (Within one call a parameter may feed several
+/// matmuls; only a second call shows that the weights stay fixed.)
+bool seenBefore(PackedWeights::Impl::Param &param, uint64_t version,
+                uint64_t run) {
+  if (param.seen == version && param.seenInRun != run)
+    return true;
+  if (param.seen != version) {
+    param.seen = version;
+    param.seenInRun = run;
+  }
+  return false;
+}
+
+/// The matmul on a packed copy of its weight parameter, when PackedWeights'
+/// rule says to use one (then `weights` becomes the copy); null otherwise.
+template <typename Build>
+dnnl::primitive *packedMatmul(KernelContext &c, const std::string &key,
+                              bool reduceBatch, size_t weightRank,
+                              const dnnl::memory::desc &plainDesc, Build build,
+                              dnnl::memory &weights) {
+  if (!prepackEnabled() || !c.packed || !c.paramVersions || reduceBatch ||
+      weightRank != 2 || c.inParams.size() < 2 || c.inParams[1] < 0)
+    return nullptr;
+  auto &impl = c.packed->impl();
+  int64_t index = c.inParams[1];
+  uint64_t version = (*c.paramVersions)[index];
+  auto &param = impl.params[index];
+  auto layout = impl.layouts.find(key);
+  if (layout == impl.layouts.end()) {
+    if (!seenBefore(param, version, impl.run))
+      return nullptr;
+    dnnl::memory::desc any(plainDesc.dims(), dt::f32,
+                           dnnl::memory::format_tag::any);
+    auto pd = build(any);
+    layout = impl.layouts.emplace(key, pd.weights_desc()).first;
+    impl.prims.emplace(key, dnnl::matmul(pd));
+  }
+  const dnnl::memory::desc &want = layout->second;
+  if (want == plainDesc)
+    return nullptr; // oneDNN prefers the layout the weights already have
+  PackedWeights::Impl::Copy *copy = nullptr;
+  for (auto &k : param.copies) // a square weight read transposed and not
+    if (k.source == plainDesc && k.desc == want) // has two copies
+      copy = &k;
+  if (!copy || copy->version != version) {
+    if (!seenBefore(param, version, impl.run))
+      return nullptr;
+    if (!copy) {
+      if (param.copies.size() >= 2)
+        return nullptr;
+      param.copies.push_back(
+          {plainDesc, want, dnnl::memory(want, impl.engine), 0});
+      copy = &param.copies.back();
+    }
+    dnnl::reorder(weights, copy->mem).execute(impl.stream, weights, copy->mem);
+    impl.stream.wait();
+    copy->version = version;
+  }
+  weights = copy->mem;
+  return &impl.prims.at(key);
+}
+
 /// Matmul and FusedMatmul as one oneDNN matmul. A rank-2 weight shared by
 /// every batch (a linear layer) flattens the batch into rows, one large
 /// GEMM instead of many; reduce_batch contracts over the flattened rows too.
@@ -153,7 +264,7 @@ bool matmul(KernelContext &c) {
   dnnl::memory::dims bd(rank, 1);
   bd.back() = os.back();
   dnnl::memory::desc biasDesc(bd, dt::f32, stridesOf(bd));
-  auto &p = cached(c, keyOf(c, std::to_string(ta) + std::to_string(tb)), [&] {
+  auto build = [&](const dnnl::memory::desc &weights) {
     using A = dnnl::algorithm;
     dnnl::post_ops po;
     if (scale != 1.0f)
@@ -170,14 +281,19 @@ bool matmul(KernelContext &c) {
       po.append_binary(A::binary_add, dst);
     dnnl::primitive_attr attr;
     attr.set_post_ops(po);
-    auto desc = bias ? dnnl::matmul::desc(src, wei, biasDesc, dst)
-                     : dnnl::matmul::desc(src, wei, dst);
-    return dnnl::matmul(
-        dnnl::matmul::primitive_desc(desc, attr, c.primitives.impl().engine));
-  });
+    auto desc = bias ? dnnl::matmul::desc(src, weights, biasDesc, dst)
+                     : dnnl::matmul::desc(src, weights, dst);
+    return dnnl::matmul::primitive_desc(desc, attr, c.primitives.impl().engine);
+  };
+  std::string key = keyOf(c, std::to_string(ta) + std::to_string(tb));
+  dnnl::memory weights = mem(c, wei, c.in[1].data);
+  dnnl::primitive *p =
+      packedMatmul(c, key, reduceBatch, bs.size(), wei, build, weights);
+  if (!p)
+    p = &cached(c, key, [&] { return dnnl::matmul(build(wei)); });
   std::unordered_map<int, dnnl::memory> args = {
       {DNNL_ARG_SRC, mem(c, src, c.in[0].data)},
-      {DNNL_ARG_WEIGHTS, mem(c, wei, c.in[1].data)},
+      {DNNL_ARG_WEIGHTS, weights},
       {DNNL_ARG_DST, mem(c, dst, c.out[0].data)}};
   if (bias)
     args[DNNL_ARG_BIAS] = mem(c, biasDesc, bias->data);
@@ -186,7 +302,7 @@ bool matmul(KernelContext &c) {
     args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(index) | DNNL_ARG_SRC_1] =
         mem(c, dst, residual->data);
   }
-  run(c, p, args);
+  run(c, *p, args);
   return true;
 }
 

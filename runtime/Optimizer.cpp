@@ -12,6 +12,21 @@ float kiln::runtime::clipScale(double norm, double maxNorm) {
              : 1.0f;
 }
 
+namespace {
+
+/// Vectorized in double: the partial sums of one chunk are combined in a
+/// fixed order, so the result does not depend on the thread count.
+__attribute__((target_clones("arch=x86-64-v3", "default"))) double
+chunkSumOfSquares(const float *x, int64_t n) {
+  double acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t j = 0; j < n; ++j)
+    acc += static_cast<double>(x[j]) * x[j];
+  return acc;
+}
+
+} // namespace
+
 double kiln::runtime::sumOfSquares(
     const std::vector<std::pair<const float *, int64_t>> &ts) {
   const int64_t chunk = 1 << 16;
@@ -25,10 +40,7 @@ double kiln::runtime::sumOfSquares(
     auto [i, s] = chunks[c];
     int64_t e = std::min<int64_t>(s + chunk, ts[i].second);
     const float *x = ts[i].first;
-    double acc = 0;
-    for (int64_t j = s; j < e; ++j)
-      acc += static_cast<double>(x[j]) * x[j];
-    partial[c] = acc;
+    partial[c] = chunkSumOfSquares(x + s, e - s);
   }
   double sum = 0;
   for (double p : partial)
@@ -36,8 +48,9 @@ double kiln::runtime::sumOfSquares(
   return sum;
 }
 
-void kiln::runtime::applyUpdate(const UpdateRule &r, float *p, float *m,
-                                float *v, const float *g, int64_t n) {
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void
+kiln::runtime::applyUpdate(const UpdateRule &r, float *p, float *m, float *v,
+                           const float *g, int64_t n) {
   const float lr = r.lr, clip = r.clip;
   if (r.adamw) {
     // As torch.optim.AdamW: p *= 1 - lr wd; then
@@ -50,7 +63,7 @@ void kiln::runtime::applyUpdate(const UpdateRule &r, float *p, float *m,
     const float bc2Sqrt = static_cast<float>(std::sqrt(bc2));
     const float b1 = r.beta1, b2 = r.beta2, eps = r.eps;
     const float decay = 1.0f - lr * r.weightDecay;
-#pragma omp parallel for if (n > 65536)
+#pragma omp parallel for simd if (n > 65536)
     for (int64_t j = 0; j < n; ++j) {
       float gj = g[j] * clip;
       p[j] *= decay;
