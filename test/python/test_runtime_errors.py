@@ -273,3 +273,42 @@ def test_external_weights(tmp_path, tokens):
     w.unlink()
     expect_error(run_kiln("run", moved / "ext.kart", f"--input=tokens=@{tokens}"),
                  "external weights:", "cannot open the file")
+
+
+def fused_program(data):
+    """Byte offset of the ints vector of the first kernel of the first
+    function (Program.functions -> Function.kernels -> Kernel.ints)."""
+    root = struct.unpack_from("<I", data, 0)[0]
+    functions = deref(data, table_field(data, root, 5))
+    fn = deref(data, functions + 4)
+    kernels = deref(data, table_field(data, fn, 5))
+    kernel = deref(data, kernels + 4)
+    return deref(data, table_field(data, kernel, 3))
+
+
+@pytest.mark.parametrize("slot,value,message", [
+    (3, 1000, "program instruction 0 reads a register not yet defined"),
+    (1, 999, "program instruction 0 has op code 999"),
+    (0, 1 << 40, "has a malformed program"),
+])
+def test_corrupted_fused_program(tmp_path, tokens, slot, value, message):
+    """A fused elementwise kernel's program (op codes and register numbers)
+    is checked when the artifact loads: a damaged one is an error naming
+    the kernel, never an out-of-bounds read."""
+    src = tmp_path / "f.kiln"
+    src.write_text("model f(C = 4) {\n  dim B\n"
+                   "  fn forward(x: f32[B, C]) -> f32[B, C] {\n"
+                   "    return tanh(x * 2.0) + x\n  }\n}\n")
+    art = tmp_path / "f.kart"
+    kiln("compile", src, "-o", art)
+    data = bytearray(art.read_bytes())
+    vec = fused_program(data)
+    count = struct.unpack_from("<I", data, vec)[0]
+    ints = list(struct.unpack_from(f"<{count}q", data, vec + 4))
+    assert ints[0] == 3, ints  # mul, tanh, add
+    struct.pack_into("<q", data, vec + 4 + 8 * slot, value)
+    bad = tmp_path / "bad.kart"
+    bad.write_bytes(bytes(data))
+    np.save(tmp_path / "x.npy", np.ones((2, 4), np.float32))
+    expect_error(run_kiln("run", bad, f"--input=x=@{tmp_path / 'x.npy'}"),
+                 "kernel 0 (FusedElementwise)", message)
