@@ -91,25 +91,33 @@ double maskAt(const View &m, int64_t i) {
   }
 }
 
+/// out[i][j] = scale * a_i . bt[:, j] for up to kBlockQ rows of `a` (row
+/// stride aRow) and a block stored transposed, [D][kBlockK], so the inner
+/// loop runs along j with unit stride.
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void
+blockProduct(const float *a, int64_t aRow, int64_t ni, int64_t D,
+             const float *bt, float scale, float *out) {
+  for (int64_t i = 0; i < ni; ++i) {
+    float acc[kBlockK] = {};
+    const float *ai = a + i * aRow;
+    for (int64_t d = 0; d < D; ++d) {
+      float ad = ai[d] * scale;
+      const float *bd = bt + d * kBlockK;
+#pragma omp simd
+      for (int64_t j = 0; j < kBlockK; ++j)
+        acc[j] += ad * bd[j];
+    }
+    std::copy(acc, acc + kBlockK, out + i * kBlockK);
+  }
+}
+
 /// S[i][j] = scale * q_i . k_j (+ bias) for one block, -inf where masked.
 /// `kt` is the key block transposed to [D][kBlockK] so the inner loop runs
 /// along keys with unit stride.
-__attribute__((target_clones("arch=x86-64-v3", "default"))) void
-blockScores(const Problem &p, int64_t b, int64_t h, int64_t i0, int64_t ni,
-            int64_t j0, int64_t nj, const float *kt, float *s) {
-  const float *q = p.q + (b * p.Tq + i0) * p.qRow() + h * p.D;
-  for (int64_t i = 0; i < ni; ++i) {
-    float acc[kBlockK] = {};
-    const float *qi = q + i * p.qRow();
-    for (int64_t d = 0; d < p.D; ++d) {
-      float qd = qi[d] * p.scale;
-      const float *kd = kt + d * kBlockK;
-#pragma omp simd
-      for (int64_t j = 0; j < kBlockK; ++j)
-        acc[j] += qd * kd[j];
-    }
-    std::copy(acc, acc + kBlockK, s + i * kBlockK);
-  }
+void blockScores(const Problem &p, int64_t b, int64_t h, int64_t i0, int64_t ni,
+                 int64_t j0, int64_t nj, const float *kt, float *s) {
+  blockProduct(p.q + (b * p.Tq + i0) * p.qRow() + h * p.D, p.qRow(), ni, p.D,
+               kt, p.scale, s);
   int64_t offset = p.Tk - p.Tq;
   bool diagonal = p.causal && j0 + nj - 1 > i0 + offset;
   if (!diagonal && !p.mask->data && !p.bias->data && nj == kBlockK)
@@ -130,14 +138,20 @@ blockScores(const Problem &p, int64_t b, int64_t h, int64_t i0, int64_t ni,
     }
 }
 
-/// kt[d][j] = k_{j0 + j}[d] (zeros past the end).
+/// out[d][j] = rows[j][d] for `n` rows of width D (zeros past the end).
+void transposeBlock(const float *rows, int64_t stride, int64_t n, int64_t D,
+                    float *out) {
+  std::fill(out, out + D * kBlockK, 0.0f);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t d = 0; d < D; ++d)
+      out[d * kBlockK + j] = rows[j * stride + d];
+}
+
+/// kt[d][j] = k_{j0 + j}[d].
 void transposeKeys(const Problem &p, int64_t b, int64_t hk, int64_t j0,
                    int64_t nj, float *kt) {
-  std::fill(kt, kt + p.D * kBlockK, 0.0f);
-  const float *k = p.k + (b * p.Tk + j0) * p.kRow() + hk * p.D;
-  for (int64_t j = 0; j < nj; ++j)
-    for (int64_t d = 0; d < p.D; ++d)
-      kt[d * kBlockK + j] = k[j * p.kRow() + d];
+  transposeBlock(p.k + (b * p.Tk + j0) * p.kRow() + hk * p.D, p.kRow(), nj, p.D,
+                 kt);
 }
 
 /// acc[i][:] += sum_j P[i][j] v_j for one block.
@@ -269,41 +283,42 @@ Status kiln::runtime::flashAttention(KernelContext &c) {
 
 namespace {
 
-/// The backward of one (query block, key block) pair for head h.
+/// The backward of one (query block, key block) pair for head h, given the
+/// block's scores `s` and dP = dO V^T (`dp`, from blockProduct): P from the
+/// saved log-sum-exp, dV += P^T dO, dS = P (dP - D) scale, dQ += dS K,
+/// dK += dS^T Q.
 __attribute__((target_clones("arch=x86-64-v3", "default"))) void
 blockBackward(const Problem &p, int64_t b, int64_t h, int64_t i0, int64_t ni,
-              int64_t j0, int64_t nj, const float *s, const float *lse,
-              const float *g, const float *Drow, float *dq, float *dkAcc,
-              float *dvAcc, float *dsBuf) {
+              int64_t j0, int64_t nj, const float *s, const float *dp,
+              const float *lse, const float *g, const float *Drow, float *dq,
+              float *dkAcc, float *dvAcc, float *dsBuf) {
   int64_t hk = h / (p.H / p.Hkv);
   const float *k = p.k + (b * p.Tk + j0) * p.kRow() + hk * p.D;
-  const float *v = p.v + (b * p.Tk + j0) * p.vRow() + hk * p.Dv;
   const float *q = p.q + (b * p.Tq + i0) * p.qRow() + h * p.D;
   for (int64_t i = 0; i < ni; ++i) {
-    float li = lse[i];
-    const float *gi = g + (i0 + i) * p.oRow();
+    float li = lse[i], di = Drow[i];
+    const float *si = s + i * kBlockK, *dpi = dp + i * kBlockK;
     float *dsi = dsBuf + i * kBlockK;
-    for (int64_t j = 0; j < kBlockK; ++j)
-      dsi[j] = 0.0f;
-    if (li == -INFINITY)
+    if (li == -INFINITY) { // a fully masked row has no gradient
+      std::fill(dsi, dsi + kBlockK, 0.0f);
       continue;
+    }
+    float pr[kBlockK];
+#pragma omp simd
+    for (int64_t j = 0; j < kBlockK; ++j) {
+      pr[j] = vexp(si[j] - li); // masked scores are -inf: p = 0
+      dsi[j] = pr[j] * (dpi[j] - di) * p.scale;
+    }
+    const float *gi = g + (i0 + i) * p.oRow();
     for (int64_t j = 0; j < nj; ++j) {
-      float sc = s[i * kBlockK + j];
-      if (sc == -INFINITY)
+      if (pr[j] == 0.0f)
         continue;
-      float pr = vexp(sc - li);
-      const float *vj = v + j * p.vRow();
       float *dvj = dvAcc + j * p.Dv;
-      float dp = 0;
-#pragma omp simd reduction(+ : dp)
-      for (int64_t d = 0; d < p.Dv; ++d) {
-        dp += gi[d] * vj[d];
-        dvj[d] += pr * gi[d];
-      }
-      dsi[j] = pr * (dp - Drow[i]) * p.scale;
+#pragma omp simd
+      for (int64_t d = 0; d < p.Dv; ++d)
+        dvj[d] += pr[j] * gi[d];
     }
   }
-  // dQ += dS K, dK += dS^T Q.
   for (int64_t i = 0; i < ni; ++i) {
     const float *dsi = dsBuf + i * kBlockK;
     float *dqi = dq + (i0 + i) * p.qRow();
@@ -342,9 +357,9 @@ Status kiln::runtime::flashAttentionGrad(KernelContext &c) {
   int64_t group = p.H / p.Hkv;
 #pragma omp parallel
   {
-    std::vector<float> kt(p.D * kBlockK), s(kBlockQ * kBlockK),
-        ds(kBlockQ * kBlockK), dkAcc(kBlockK * p.D), dvAcc(kBlockK * p.Dv),
-        Drow(group * p.Tq);
+    std::vector<float> kt(p.D * kBlockK), vt(p.Dv * kBlockK),
+        s(kBlockQ * kBlockK), dp(kBlockQ * kBlockK), ds(kBlockQ * kBlockK),
+        dkAcc(kBlockK * p.D), dvAcc(kBlockK * p.Dv), Drow(group * p.Tq);
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t b = 0; b < p.B; ++b)
       for (int64_t hk = 0; hk < p.Hkv; ++hk) {
@@ -363,13 +378,17 @@ Status kiln::runtime::flashAttentionGrad(KernelContext &c) {
           std::fill(dkAcc.begin(), dkAcc.end(), 0.0f);
           std::fill(dvAcc.begin(), dvAcc.end(), 0.0f);
           transposeKeys(p, b, hk, j0, nj, kt.data());
+          transposeBlock(p.v + (b * p.Tk + j0) * p.vRow() + hk * p.Dv, p.vRow(),
+                         nj, p.Dv, vt.data());
           for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
             for (int64_t qb : visitors[kb]) {
               int64_t i0 = qb * kBlockQ, ni = std::min(kBlockQ, p.Tq - i0);
+              const float *gb = g + b * p.Tq * p.oRow() + h * p.Dv;
               blockScores(p, b, h, i0, ni, j0, nj, kt.data(), s.data());
-              blockBackward(p, b, h, i0, ni, j0, nj, s.data(),
-                            lse + (b * p.H + h) * p.Tq + i0,
-                            g + b * p.Tq * p.oRow() + h * p.Dv,
+              blockProduct(gb + i0 * p.oRow(), p.oRow(), ni, p.Dv, vt.data(),
+                           1.0f, dp.data());
+              blockBackward(p, b, h, i0, ni, j0, nj, s.data(), dp.data(),
+                            lse + (b * p.H + h) * p.Tq + i0, gb,
                             Drow.data() + (h - hk * group) * p.Tq + i0,
                             dq + b * p.Tq * p.qRow() + h * p.D, dkAcc.data(),
                             dvAcc.data(), ds.data());
