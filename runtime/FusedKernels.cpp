@@ -137,29 +137,6 @@ Status normGrad(KernelContext &c) {
 // Softmax cross-entropy with its gradient
 //===----------------------------------------------------------------------===//
 
-/// One row: a pass for the maximum, one writing exp(x - max) and summing
-/// it, one scaling that to (p - onehot) * scale. The output may be the
-/// logits' own storage. Returns the row's loss term.
-__attribute__((target_clones("arch=x86-64-v3", "default"))) double
-crossEntropyRow(const float *lr, float *dr, int64_t V, int64_t t, float scale) {
-  float m = -INFINITY;
-#pragma omp simd reduction(max : m)
-  for (int64_t j = 0; j < V; ++j)
-    m = std::max(m, lr[j]);
-  float target = lr[t], sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t j = 0; j < V; ++j) {
-    dr[j] = vexp(lr[j] - m);
-    sum += dr[j];
-  }
-  float k = scale / sum;
-#pragma omp simd
-  for (int64_t j = 0; j < V; ++j)
-    dr[j] *= k;
-  dr[t] -= scale;
-  return std::log(static_cast<double>(sum)) + m - target;
-}
-
 /// The loss adds up per-row terms in row order, so it does not depend on
 /// the thread count.
 Status softmaxCrossEntropy(KernelContext &c) {
@@ -689,4 +666,28 @@ kiln::runtime::checkFusedKernel(const kart::Kernel &k,
   default:
     return "is not a fused op";
   }
+}
+
+/// One row: a pass for the maximum, one writing exp(x - max) and summing
+/// it, one scaling that to (p - onehot) * scale. The output may be the
+/// logits' own storage. Returns the row's loss term.
+__attribute__((target_clones("arch=x86-64-v3", "default"))) double
+kiln::runtime::crossEntropyRow(const float *lr, float *dr, int64_t V, int64_t t,
+                               float scale) {
+  float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < V; ++j)
+    m = std::max(m, lr[j]);
+  float target = lr[t], sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < V; ++j) {
+    dr[j] = vexp(lr[j] - m);
+    sum += dr[j];
+  }
+  float k = scale / sum;
+#pragma omp simd
+  for (int64_t j = 0; j < V; ++j)
+    dr[j] *= k;
+  dr[t] -= scale;
+  return std::log(static_cast<double>(sum)) + m - target;
 }

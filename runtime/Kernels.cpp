@@ -117,7 +117,7 @@ const OpSignature &kiln::runtime::signatureOf(Op op) {
       {Op::Silu, {1, 1, 1, 0, 0, 0, 0, false}},
       {Op::Gelu, {1, 1, 1, 0, 0, 0, 0, true}},
       {Op::Cast, {1, 1, 1, 0, 0, 0, 0, false}},
-      {Op::Reshape, {1, 1, 1, 0, 0, 0, -1, false}},
+      {Op::Reshape, {1, 1, 1, 0, 0, 0, -1, false, 0, 0}},
       {Op::Transpose, {1, 1, 1, -1, 1, 0, 0, false}},
       {Op::Slice, {1, 1, 1, 2, 0, 0, 1, false}},
       {Op::Concat, {1, -1, 1, 1, 0, 0, 0, false}},
@@ -137,7 +137,7 @@ const OpSignature &kiln::runtime::signatureOf(Op op) {
       {Op::EmbeddingGrad, {2, 2, 1, 1, 0, 0, 0, false}},
       {Op::ActivationGrad, {2, 2, 1, 0, 0, 0, 0, true}},
       {Op::SliceGrad, {2, 2, 1, 2, 0, 0, 0, false}},
-      {Op::ReshapeLike, {2, 2, 1, 0, 0, 0, 0, false}},
+      {Op::ReshapeLike, {2, 2, 1, 0, 0, 0, 0, false, 0, 0}},
       {Op::ZerosLike, {1, 1, 1, 0, 0, 0, 0, false}},
       {Op::ReduceGrad, {2, 2, 1, -1, 2, 0, 0, true}},
       {Op::ConcatGrad, {2, -1, -1, 1, 0, 0, 0, false}},
@@ -147,7 +147,7 @@ const OpSignature &kiln::runtime::signatureOf(Op op) {
       {Op::FusedMatmul, {4, 4, 1, 3, 0, 1, 0, true}},
       {Op::AddNorm, {4, 4, 2, 0, 0, 1, 0, true}},
       {Op::NormGrad, {3, 3, 3, 0, 0, 1, 0, true}},
-      {Op::SoftmaxCrossEntropy, {3, 3, 2, 1, 0, 0, 0, false}},
+      {Op::SoftmaxCrossEntropy, {3, 3, 2, 1, 0, 0, 0, false, 0, 1}},
       {Op::FusedElementwise, {1, -1, 1, -1, 2, -1, 0, false}},
   };
   return table.at(op);
@@ -1043,7 +1043,7 @@ Status crossEntropy(KernelContext &c) {
 }
 
 /// dL/dlogits = (softmax(logits) - onehot(target)) * upstream / counted,
-/// recomputing each row's probabilities.
+/// row by row with the kernel softmax_cross_entropy uses.
 Status crossEntropyGrad(KernelContext &c) {
   const Shape &ls = *c.in[0].shape;
   int64_t V = ls.back(), rows = c.in[0].numel() / std::max<int64_t>(V, 1);
@@ -1057,21 +1057,10 @@ Status crossEntropyGrad(KernelContext &c) {
 #pragma omp parallel for
   for (int64_t r = 0; r < rows; ++r) {
     int64_t t = index(c.in[1], r);
-    const float *lr = l + r * V;
-    float *dr = d + r * V;
-    if (t == ignore) {
-      std::fill(dr, dr + V, 0.0f);
-      continue;
-    }
-    float m = *std::max_element(lr, lr + V);
-    double sum = 0;
-    for (int64_t j = 0; j < V; ++j)
-      sum += std::exp(static_cast<double>(lr[j] - m));
-    for (int64_t j = 0; j < V; ++j)
-      dr[j] =
-          static_cast<float>(std::exp(static_cast<double>(lr[j] - m)) / sum) *
-          scale;
-    dr[t] -= scale;
+    if (t == ignore)
+      std::fill(d + r * V, d + (r + 1) * V, 0.0f);
+    else
+      crossEntropyRow(l + r * V, d + r * V, V, t, scale);
   }
   return Status::ok();
 }

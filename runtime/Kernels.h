@@ -95,6 +95,9 @@ struct OpSignature {
   int floats; // exact count; -1: any
   int dims;
   bool text;
+  /// In place: output `inPlaceOutput` may take over the storage of input
+  /// `inPlaceInput` when nothing later reads that input (-1: never).
+  int inPlaceInput = -1, inPlaceOutput = 0;
 };
 const OpSignature &signatureOf(kart::Op op);
 
@@ -199,6 +202,12 @@ Status countTargets(const KernelContext &c, int64_t rows, int64_t V,
 /// backward takes no bias (the per-row kernel in Kernels.cpp handles it).
 Status flashAttention(KernelContext &ctx);
 Status flashAttentionGrad(KernelContext &ctx);
+
+/// One row of softmax cross-entropy: writes (softmax(x) - onehot(t)) *
+/// scale to `d` (which may be `x` itself) and returns the row's loss term,
+/// logsumexp(x) - x[t].
+double crossEntropyRow(const float *x, float *d, int64_t V, int64_t t,
+                       float scale);
 
 /// Output shapes of the fused ops (FusedMatmul .. FusedElementwise).
 Status inferFusedShapes(const kart::Kernel &k,

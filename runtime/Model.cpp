@@ -550,20 +550,11 @@ Status FunctionState::verify() {
   aliasOf.assign(nvalues, -1);
   for (int k = 0; k < nk; ++k) {
     const kart::Kernel *kk = fn.kernels()->Get(k);
-    int in = -1, out = -1;
-    switch (kk->op()) {
-    case Op::Reshape:
-    case Op::ReshapeLike:
-      in = kk->inputs()->Get(0);
-      out = kk->outputs()->Get(0);
-      break;
-    case Op::SoftmaxCrossEntropy:
-      in = kk->inputs()->Get(0);
-      out = kk->outputs()->Get(1);
-      break;
-    default:
+    const OpSignature &sig = signatureOf(kk->op());
+    if (sig.inPlaceInput < 0)
       continue;
-    }
+    int in = kk->inputs()->Get(sig.inPlaceInput);
+    int out = kk->outputs()->Get(sig.inPlaceOutput);
     if (fn.values()->Get(in)->kind() == kart::ValueKind::Intermediate &&
         fn.values()->Get(in)->dtype() == fn.values()->Get(out)->dtype() &&
         lastUse[in] == k)
