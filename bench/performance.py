@@ -47,8 +47,19 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build"
 KILN = BUILD / "bin" / "kiln"
 PEAK = BUILD / "bin" / "kiln-sgemm-peak"
+DATA = Path(os.environ.get("KILN_DATA", ROOT.parent / "shared" / "data"))
 sys.path.insert(0, str(ROOT / "test" / "python"))
 sys.path.insert(0, str(BUILD / "python"))
+
+def data_file(name):
+    """A data set (docs/data.md); exits naming it when it is absent."""
+    path = DATA / name
+    if not path.is_file():
+        sys.exit(f"bench: {path} is missing: the data sets are read from "
+                 f"../shared/data beside the checkout, or from $KILN_DATA "
+                 f"(see docs/data.md)")
+    return path
+
 
 CFG = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12,
            n_head=12)
@@ -201,7 +212,7 @@ def gpt2_train(d, B, T, steps, threads):
                     art_u], check=True)
     arena_u = arena_of(art_u, "loss_grad", f"B={B},T={T}")
     kiln_rss = peak_rss_of([KILN, "train", ROOT / "examples" / "gpt2.kiln",
-                    f"--data={ROOT / 'examples' / 'data' / 'tinyshakespeare.txt'}",
+                    f"--data={data_file('tinyshakespeare.txt')}",
                     "--tokenizer=byte", "-D", "vocab_size=50257", *NO_DROPOUT,
                     f"--steps={steps}", f"--batch={B}", f"--seq={T}",
                     "--lr=1e-4", "--eval-fraction=0", f"--threads={threads}",
@@ -443,6 +454,7 @@ def main():
         system, T, repeat = args.attention.split(",")
         attention_child(system, int(T), int(repeat))
         return
+    data_file("tinyshakespeare.txt")  # before minutes of measurements
     ensure_built()
     import torch
     threads = os.cpu_count()
@@ -452,6 +464,13 @@ def main():
     res["peak"] = sgemm_peak()
     print(f"sgemm peak: {res['peak']['peak_gflops']:.0f} GFLOP/s", flush=True)
     repeat = 3 if args.quick else 10
+    # The raw numbers are written after every measurement, so a failure
+    # later (or in the plot) never loses what was measured.
+    raw = args.out.parent / "images" / "performance.json"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+
+    def save():
+        raw.write_text(json.dumps(res, indent=1))
     w = weights("gpt2.kiln", 1)
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
@@ -461,12 +480,14 @@ def main():
             print(f"forward B={B} T={T}: kiln {r['kiln_ms']:.1f} ms, "
                   f"PyTorch {r['torch_ms']:.1f} ms", flush=True)
             res["forward"].append(r)
+            save()
         res["train"] = []
         for B, T in ((4, 64), (4, 128)):
             r = gpt2_train(d, B, T, 4 if args.quick else 8, threads)
             print(f"train B={B} T={T}: kiln {r['kiln_ms']:.0f} ms, "
                   f"PyTorch {r['torch_ms']:.0f} ms", flush=True)
             res["train"].append(r)
+            save()
     res["attention"] = []
     for T in (1024, 2048) if args.quick else (1024, 2048, 4096, 8192):
         r = attention(T, 2 if args.quick or T >= 4096 else 3)
@@ -474,14 +495,12 @@ def main():
               f"{r['kiln']['both']:.0f} ms, PyTorch {r['torch']['fwd']:.0f}/"
               f"{r['torch']['both']:.0f} ms", flush=True)
         res["attention"].append(r)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+        save()
     image = args.out.parent / "images" / "performance.png"
-    image.parent.mkdir(parents=True, exist_ok=True)
-    plot(image, res)
     write_report(args.out, res)
-    (args.out.parent / "images" / "performance.json").write_text(
-        json.dumps(res, indent=1))
-    print(f"wrote {args.out} and {image}")
+    print(f"wrote {args.out} and {raw}", flush=True)
+    plot(image, res)
+    print(f"wrote {image}")
 
 
 if __name__ == "__main__":

@@ -705,6 +705,18 @@ Writer::writeFunction(func::FuncOp fn,
 LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
   if (failed(symbolsFromModule()))
     return failure();
+  if (options.tokenizer && !options.tokenizer->empty())
+    if (auto forward = module.lookupSymbol<func::FuncOp>("forward"))
+      if (forward.getNumResults() == 1)
+        if (auto logits = llvm::dyn_cast<RankedTensorType>(
+                forward.getResultTypes()[0]);
+            logits && logits.getRank() > 0 &&
+            !logits.isDynamicDim(logits.getRank() - 1))
+          if (runtime::Status s = runtime::checkTokenizerFits(
+                  *options.tokenizer, logits.getShape().back(),
+                  options.tokenizerSource);
+              !s)
+            return forward.emitError(s.message());
 
   // Parameters: lay out and initialize the weights section.
   struct Param {
@@ -820,13 +832,18 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
     weightsFile = fbb.CreateString(options.externalWeightsFile);
   }
   auto name = module->getAttrOfType<StringAttr>("kiln.model");
+  const runtime::Tokenizer *tok =
+      options.tokenizer && !options.tokenizer->empty() ? options.tokenizer
+                                                       : nullptr;
   auto program = kart::CreateProgram(
       fbb, runtime::kFormatVersion,
       fbb.CreateString(name ? name.str() : "model"), fbb.CreateVector(symbols),
       fbb.CreateVector(hparams), fbb.CreateVector(paramTable),
       fbb.CreateVector(functions), weightsVec, weightsFile,
-      options.tokenizer.empty() ? 0 : fbb.CreateString(options.tokenizer),
-      options.vocab.empty() ? 0 : fbb.CreateVectorOfStrings(options.vocab));
+      tok ? fbb.CreateString(tok->kind()) : 0,
+      tok ? fbb.CreateVectorOfStrings(tok->pieces()) : 0,
+      tok && !tok->scores().empty() ? fbb.CreateVector(tok->scores()) : 0,
+      tok ? tok->bos() : -1, tok ? tok->eos() : -1);
   kart::FinishProgramBuffer(fbb, program);
   bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   return success();

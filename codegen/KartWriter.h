@@ -3,6 +3,7 @@
 #define KILN_CODEGEN_KARTWRITER_H
 
 #include "runtime/Safetensors.h"
+#include "runtime/Tokenizer.h"
 
 #include "mlir/IR/BuiltinOps.h"
 
@@ -27,10 +28,11 @@ struct ArtifactOptions {
   /// artifact refers to `externalWeightsFile` instead.
   runtime::NamedTensors *externalWeights = nullptr;
   std::string externalWeightsFile;
-  /// A tokenizer to record ("char" or "byte") with the piece of each id, so
-  /// `kiln generate` can read and print text.
-  std::string tokenizer;
-  std::vector<std::string> vocab;
+  /// A tokenizer to carry in the artifact, so `kiln generate` and Python
+  /// read and print text.
+  const runtime::Tokenizer *tokenizer = nullptr;
+  /// Where the tokenizer came from (its file), for errors.
+  std::string tokenizerSource = "the tokenizer";
 };
 
 /// Lowers a verified kiln module to the CPU execution plan and serializes it

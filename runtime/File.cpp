@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
@@ -14,10 +15,57 @@
 
 using namespace kiln::runtime;
 
+namespace {
+bool writeAll(int fd,
+              const std::vector<std::pair<const void *, size_t>> &chunks) {
+  for (const auto &[data, size] : chunks) {
+    const char *p = static_cast<const char *>(data);
+    size_t left = size;
+    while (left) {
+      ssize_t n = write(fd, p, left);
+      if (n < 0) {
+        if (errno == EINTR)
+          continue;
+        return false;
+      }
+      p += n;
+      left -= static_cast<size_t>(n);
+    }
+  }
+  return true;
+}
+} // namespace
+
 Status kiln::runtime::writeFileAtomically(
     const std::string &path,
     const std::vector<std::pair<const void *, size_t>> &chunks) {
-  std::string tmp = path + ".tmp-XXXXXX";
+  // A symbolic link stays a link: the file it names is replaced.
+  std::string target = path;
+  struct stat st;
+  if (lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
+    if (char *real = realpath(path.c_str(), nullptr)) {
+      target = real;
+      std::free(real);
+    }
+  if (stat(target.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    if (S_ISDIR(st.st_mode))
+      return Status::error(path + ": is a directory");
+    // A device, FIFO or socket (/dev/null, /dev/stdout, a pipe): write into
+    // it. Renaming a file over it would replace the device itself.
+    int fd = open(target.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+      return Status::error(path +
+                           ": cannot write the file: " + std::strerror(errno));
+    bool ok = writeAll(fd, chunks);
+    std::string msg = ok ? "" : std::strerror(errno);
+    if (close(fd) != 0 && ok) {
+      ok = false;
+      msg = std::strerror(errno);
+    }
+    return ok ? Status::ok()
+              : Status::error(path + ": cannot write the file: " + msg);
+  }
+  std::string tmp = target + ".tmp-XXXXXX";
   int fd = mkstemp(tmp.data());
   if (fd < 0)
     return Status::error(path +
@@ -28,27 +76,15 @@ Status kiln::runtime::writeFileAtomically(
     std::remove(tmp.c_str());
     return Status::error(msg);
   };
-  for (const auto &[data, size] : chunks) {
-    const char *p = static_cast<const char *>(data);
-    size_t left = size;
-    while (left) {
-      ssize_t n = write(fd, p, left);
-      if (n < 0) {
-        if (errno == EINTR)
-          continue;
-        return fail("cannot write the file");
-      }
-      p += n;
-      left -= static_cast<size_t>(n);
-    }
-  }
+  if (!writeAll(fd, chunks))
+    return fail("cannot write the file");
   if (fchmod(fd, 0644) != 0 || fsync(fd) != 0)
     return fail("cannot flush the file");
   if (close(fd) != 0) {
     std::remove(tmp.c_str());
     return Status::error(path + ": cannot close the file");
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+  if (std::rename(tmp.c_str(), target.c_str()) != 0) {
     std::string msg = path + ": cannot write the file: " + std::strerror(errno);
     std::remove(tmp.c_str());
     return Status::error(msg);

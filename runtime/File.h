@@ -12,7 +12,9 @@ namespace kiln::runtime {
 
 /// Writes the chunks, in order, to a temporary file beside `path`, fsyncs it
 /// and renames it over `path`: readers see the old file or the complete new
-/// one, never a torn write, even if the process dies midway.
+/// one, never a torn write, even if the process dies midway. A symbolic link
+/// stays a link (the file it names is replaced); a device, FIFO or socket
+/// (`-o /dev/null`, a pipe) is written into directly, never replaced.
 Status
 writeFileAtomically(const std::string &path,
                     const std::vector<std::pair<const void *, size_t>> &chunks);

@@ -41,6 +41,14 @@ int64_t pickToken(const float *logits, int64_t vocab, double temperature,
 
 } // namespace
 
+std::vector<int32_t> kiln::runtime::stopTokens(const Tokenizer &tokenizer) {
+  std::vector<int32_t> stop;
+  for (int32_t id : {tokenizer.bos(), tokenizer.eos()})
+    if (id >= 0)
+      stop.push_back(id);
+  return stop;
+}
+
 Status kiln::runtime::generate(Model &model, const std::vector<int32_t> &prompt,
                                const GenerateOptions &options,
                                std::vector<int32_t> &out,
@@ -93,6 +101,9 @@ Status kiln::runtime::generate(Model &model, const std::vector<int32_t> &prompt,
     int32_t next = static_cast<int32_t>(
         pickToken(logits.as<float>() + (len - 1) * vocab, vocab,
                   options.temperature, options.topP, rng));
+    if (std::find(options.stopTokens.begin(), options.stopTokens.end(),
+                  next) != options.stopTokens.end())
+      break;
     seq.push_back(next);
     out.push_back(next);
     if (onToken)

@@ -16,7 +16,15 @@ struct GenerateOptions {
   double topP = 1.0;        // nucleus sampling: keep the smallest set of
                             // tokens whose probability reaches top_p
   uint64_t seed = 0;        // sampling is reproducible on every machine
+  /// Generation ends early when the model picks one of these (which is not
+  /// returned): a tokenizer's BOS and EOS (see stopTokens()).
+  std::vector<int32_t> stopTokens;
 };
+
+/// The ids that end a generated sequence for `tokenizer`: llama2.c's BOS
+/// (run.c stops there: BOS delimits its training stories) and EOS; none for
+/// char and byte tokenizers.
+std::vector<int32_t> stopTokens(const Tokenizer &tokenizer);
 
 /// Continues `prompt` with a decoder model whose `forward` maps token ids
 /// [B, T] to logits [B, T, vocab], one token at a time (the whole sequence

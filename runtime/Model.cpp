@@ -889,6 +889,18 @@ void kiln::runtime::setNumThreads(int n) {
 
 int kiln::runtime::numThreads() { return omp_get_max_threads(); }
 
+ThreadScope::ThreadScope(int n) {
+  if (n > 0) {
+    saved_ = omp_get_max_threads();
+    omp_set_num_threads(n);
+  }
+}
+
+ThreadScope::~ThreadScope() {
+  if (saved_ > 0)
+    omp_set_num_threads(saved_);
+}
+
 Model::~Model() = default;
 
 Status Model::load(const std::string &path, std::unique_ptr<Model> &out) {
@@ -1007,15 +1019,19 @@ Status Model::init(const std::string &dir) {
                          "or weights");
   model_ = p->model()->str();
   if (p->tokenizer() || p->vocab()) {
-    std::string kind = p->tokenizer() ? p->tokenizer()->str() : "";
-    if ((kind != "char" && kind != "byte") || !p->vocab() ||
-        p->vocab()->size() == 0)
-      return Status::error("the artifact's tokenizer is invalid: expected "
-                           "\"char\" or \"byte\" with a vocabulary");
     std::vector<std::string> pieces;
-    for (const flatbuffers::String *piece : *p->vocab())
-      pieces.push_back(piece->str());
-    tokenizer_ = Tokenizer::fromPieces(kind, std::move(pieces));
+    if (p->vocab())
+      for (const flatbuffers::String *piece : *p->vocab())
+        pieces.push_back(piece->str());
+    std::vector<float> scores;
+    if (p->vocab_scores())
+      scores.assign(p->vocab_scores()->begin(), p->vocab_scores()->end());
+    if (Status s = Tokenizer::fromParts(
+            p->tokenizer() ? p->tokenizer()->str() : "", std::move(pieces),
+            std::move(scores), p->bos_id(), p->eos_id(), tokenizer_);
+        !s)
+      return Status::error("the artifact's tokenizer is invalid: " +
+                           s.message());
   }
   if (p->hparams())
     for (const kart::HParam *h : *p->hparams())
@@ -1142,6 +1158,35 @@ Status Model::init(const std::string &dir) {
     infos_.push_back(std::move(info));
     states_.push_back(std::move(st));
   }
+  if (!tokenizer_.empty() && vocabSize() > 0)
+    if (Status s = checkTokenizerFits(tokenizer_, vocabSize(),
+                                      "the artifact's tokenizer");
+        !s)
+      return s;
+  return Status::ok();
+}
+
+int64_t Model::vocabSize() const {
+  for (const FunctionInfo &f : infos_) {
+    if (f.name != "forward" || f.outputs.size() != 1 ||
+        f.outputs[0].dims.empty())
+      continue;
+    const std::string &last = f.outputs[0].dims.back();
+    if (last.empty() ||
+        last.find_first_not_of("0123456789") != std::string::npos ||
+        last.size() > 12)
+      return -1;
+    return std::stoll(last);
+  }
+  return -1;
+}
+
+Status Model::setTokenizer(Tokenizer tokenizer) {
+  if (int64_t vocab = vocabSize(); vocab > 0)
+    if (Status s = checkTokenizerFits(tokenizer, vocab, "the tokenizer"); !s)
+      return s;
+  tokenizer_ = std::move(tokenizer);
+  tokenizerChanged_ = true;
   return Status::ok();
 }
 
@@ -1149,8 +1194,21 @@ Status Model::saveArtifact(const std::string &path) const {
   if (!externalWeights_.empty())
     return Status::error(path + ": the artifact keeps its weights in a "
                                 "separate file; save them with saveWeights");
-  return writeFileAtomically(path,
-                             {{bytes_.data() + base_, bytes_.size() - base_}});
+  if (!tokenizerChanged_)
+    return writeFileAtomically(
+        path, {{bytes_.data() + base_, bytes_.size() - base_}});
+  // The tokenizer differs from the loaded one: serialize the program again
+  // with it (the weights keep their 64-byte alignment, see kart.fbs).
+  std::unique_ptr<kart::ProgramT> program(
+      kart::GetProgram(bytes_.data() + base_)->UnPack());
+  program->tokenizer = tokenizer_.kind();
+  program->vocab = tokenizer_.pieces();
+  program->vocab_scores = tokenizer_.scores();
+  program->bos_id = tokenizer_.bos();
+  program->eos_id = tokenizer_.eos();
+  flatbuffers::FlatBufferBuilder fbb;
+  kart::FinishProgramBuffer(fbb, kart::Program::Pack(fbb, program.get()));
+  return writeFileAtomically(path, {{fbb.GetBufferPointer(), fbb.GetSize()}});
 }
 
 Status Model::setParameters(
@@ -1188,6 +1246,7 @@ float *Model::parameterData(size_t i) {
 Status Model::run(const std::string &function,
                   const std::map<std::string, Tensor> &inputs,
                   std::vector<Tensor> &outputs, const RunOptions &options) {
+  ThreadScope threads(threads_);
   for (size_t i = 0; i < infos_.size(); ++i)
     if (infos_[i].name == function)
       return states_[i]->run(inputs, outputs, options);

@@ -15,7 +15,7 @@
 
 #include "runtime/Optimizer.h"
 #include "runtime/Tensor.h"
-#include "runtime/Text.h"
+#include "runtime/Tokenizer.h"
 
 #include <map>
 #include <memory>
@@ -68,10 +68,25 @@ struct RunOptions {
   uint64_t seed = 0;
 };
 
-/// Threads for kiln's kernels and oneDNN (one OpenMP pool). The default is
-/// every core; `n <= 0` restores it.
+/// Threads for kiln's kernels and oneDNN (one OpenMP pool) in calls made
+/// from the calling thread (OpenMP keeps the count per thread). The default
+/// is every core; `n <= 0` restores it. A Model's own count (setThreads)
+/// takes precedence in its calls.
 void setNumThreads(int n);
 int numThreads();
+
+/// Sets the calling thread's OpenMP thread count for a scope when `n > 0`,
+/// and restores the previous count when it ends.
+class ThreadScope {
+public:
+  explicit ThreadScope(int n);
+  ~ThreadScope();
+  ThreadScope(const ThreadScope &) = delete;
+  ThreadScope &operator=(const ThreadScope &) = delete;
+
+private:
+  int saved_ = 0;
+};
 
 class Model {
 public:
@@ -96,14 +111,27 @@ public:
              const std::map<std::string, Tensor> &inputs,
              std::vector<Tensor> &outputs, const RunOptions &options = {});
 
+  /// Threads for this model's calls (0: the calling thread's count, by
+  /// default one per core). Per model, so models used from different
+  /// threads do not affect each other.
+  void setThreads(int n) { threads_ = n > 0 ? n : 0; }
+  int threads() const { return threads_; }
+
   /// Arena size versus the sum of all intermediates for `function` with the
   /// symbolic dimensions bound to `dims` (e.g. {"B": 1, "T": 128}).
   Status memoryReport(const std::string &function,
                       const std::map<std::string, int64_t> &dims,
                       MemoryReport &report);
 
-  /// The tokenizer recorded by `kiln train`, if any (size() == 0 if not).
+  /// The artifact's tokenizer, if it has one (empty() if not): recorded by
+  /// `kiln train` or by `kiln compile --tokenizer`.
   const Tokenizer &tokenizer() const { return tokenizer_; }
+  /// Gives the model a tokenizer (which saveArtifact then writes); it must
+  /// fit the model's vocabulary (checkTokenizerFits).
+  Status setTokenizer(Tokenizer tokenizer);
+  /// The size of the last dimension of `forward`'s logits, or -1 when the
+  /// model has no such function or the size is symbolic.
+  int64_t vocabSize() const;
 
   /// Writes the artifact as it is now, parameters included (after training,
   /// the trained values), atomically.
@@ -141,6 +169,8 @@ private:
   std::vector<const uint8_t *> paramData_;
   std::vector<Tensor> externalWeights_;
   Tokenizer tokenizer_;
+  bool tokenizerChanged_ = false; // saveArtifact serializes it again
+  int threads_ = 0;
   OptimizerState optimizer_;
   std::vector<uint64_t> paramVersion_; // bumped on every write access
   std::unique_ptr<PackedWeights> packed_;

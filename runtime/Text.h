@@ -1,10 +1,8 @@
-//===- Text.h - character and byte tokenizers, text batches ------*- C++
-//-*-===//
+//===- Text.h - text batches for training -----------------------*- C++ -*-===//
 //
-// The trainer's data: a text file tokenized by characters (UTF-8 code points;
-// the vocabulary is the file's distinct characters, sorted) or by bytes
-// (256 ids), split into a training part and a held-out tail, and cut into
-// random [B, T] windows whose targets are the next tokens.
+// The trainer's data: a text file tokenized (runtime/Tokenizer.h), split into
+// a training part and a held-out tail, and cut into random [B, T] windows
+// whose targets are the next tokens.
 //
 //===----------------------------------------------------------------------===//
 #ifndef KILN_RUNTIME_TEXT_H
@@ -18,30 +16,6 @@
 #include <vector>
 
 namespace kiln::runtime {
-
-class Tokenizer {
-public:
-  /// kind is "char" or "byte"; "char" learns its vocabulary from `text`,
-  /// which must be valid UTF-8.
-  static Status fromText(const std::string &kind, const std::string &text,
-                         Tokenizer &out);
-  /// A tokenizer from its pieces (as stored in an artifact).
-  static Tokenizer fromPieces(std::string kind,
-                              std::vector<std::string> pieces);
-
-  const std::string &kind() const { return kind_; }
-  const std::vector<std::string> &pieces() const { return pieces_; }
-  size_t size() const { return pieces_.size(); }
-
-  /// Errors name the first character outside the vocabulary and its byte
-  /// offset.
-  Status encode(const std::string &text, std::vector<int32_t> &ids) const;
-  std::string decode(int32_t id) const;
-
-private:
-  std::string kind_;
-  std::vector<std::string> pieces_;
-};
 
 /// Tokenized text with a training part and a held-out evaluation tail.
 class TextData {

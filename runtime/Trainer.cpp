@@ -116,6 +116,7 @@ Trainer::step(const std::vector<std::map<std::string, Tensor>> &microBatches,
               StepStats &stats) {
   if (microBatches.empty())
     return Status::error("a training step needs at least one micro-batch");
+  ThreadScope threads(model_.threads()); // the optimizer's loops too
   const auto &params = model_.parameters();
   size_t np = params.size();
   if (haveTrainStep_ && microBatches.size() == 1) {

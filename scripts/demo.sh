@@ -4,9 +4,20 @@
 # is drawn) and sample text from it; compile the four example models (GPT-2,
 # BERT, T5, Llama) at their published default sizes and show a parameter
 # summary and an excerpt of the IR of each; then compile a real trained
-# checkpoint (stories260K) into an artifact, inspect it and generate from it.
+# checkpoint (stories260K) with its tokenizer into an artifact, inspect it
+# and let it tell a story.
+#
+# The data sets are read from ../shared/data beside the checkout, or from
+# $KILN_DATA (docs/data.md says what each file is and where it comes from).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+DATA=${KILN_DATA:-../shared/data}
+for f in tinyshakespeare.txt stories260K.bin tok512.bin; do
+  if [ ! -f "$DATA/$f" ]; then
+    echo "demo: $DATA/$f is missing: the demo reads the data sets from ../shared/data beside the checkout, or from \$KILN_DATA (see docs/data.md)" >&2
+    exit 1
+  fi
+done
 scripts/install-deps.sh
 scripts/build.sh >/dev/null
 KILN=${KILN_BUILD_DIR:-build}/bin/kiln
@@ -14,7 +25,7 @@ mkdir -p build/demo
 
 echo "==== kiln train: a character-level GPT (4 layers, 128 wide) on tinyshakespeare ===="
 rm -rf build/demo/shakespeare
-"$KILN" train examples/gpt2.kiln --data=examples/data/tinyshakespeare.txt \
+"$KILN" train examples/gpt2.kiln --data="$DATA/tinyshakespeare.txt" \
   -D n_layer=4 -D n_embd=128 -D n_head=4 -D n_positions=64 \
   --steps=1500 --batch=16 --seq=64 --lr=3e-3 --eval-every=250 --seed=1 \
   --checkpoint-dir=build/demo/shakespeare --checkpoint-every=500 \
@@ -42,10 +53,13 @@ echo "==== a 2-layer GPT-2 with -D overrides ===================================
 "$KILN" compile examples/gpt2.kiln -D n_layer=2 -D n_embd=128 -D n_head=4 --emit=params | tail -n 1
 
 echo
-echo "==== stories260K: a trained Llama, compiled and run on the CPU ================"
-"$KILN" compile examples/llama.kiln --weights=examples/data/stories260K.bin -o build/demo/stories260K.kart
+echo "==== stories260K: a trained Llama and its tokenizer, compiled and run on the CPU ===="
+"$KILN" compile examples/llama.kiln --weights="$DATA/stories260K.bin" \
+  --tokenizer="$DATA/tok512.bin" -o build/demo/stories260K.kart
 "$KILN" inspect build/demo/stories260K.kart --dims=B=1,T=64
-echo "---- kiln generate --max-tokens=48 --temperature=0 (token ids; the tokenizer is not included) ----"
-"$KILN" generate build/demo/stories260K.kart --max-tokens=48 --temperature=0
-echo "---- sampled: --temperature=0.8 --top-p=0.9 --seed=1 ----"
-"$KILN" generate build/demo/stories260K.kart --max-tokens=48 --temperature=0.8 --top-p=0.9 --seed=1
+echo "---- kiln generate build/demo/stories260K.kart --prompt=\"Once upon a time\" --temperature=0 --max-tokens=200 ----"
+"$KILN" generate build/demo/stories260K.kart --prompt="Once upon a time" \
+  --temperature=0 --max-tokens=200
+echo "---- sampled: --prompt=\"The little dog\" --temperature=0.8 --top-p=0.9 --seed=1 ----"
+"$KILN" generate build/demo/stories260K.kart --prompt="The little dog" \
+  --max-tokens=200 --temperature=0.8 --top-p=0.9 --seed=1

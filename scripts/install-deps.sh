@@ -4,12 +4,20 @@
 # missing.
 set -euo pipefail
 
+# Everything the build, the tests, the demo and the benchmarks use, checked by
+# scripts/fresh-machine-check.sh on a fresh Debian 12 root.
 PACKAGES=(
+  # build
   cmake ninja-build ccache g++ lld
   libmlir-19-dev mlir-19-tools llvm-19-dev llvm-19-tools
-  libgtest-dev zlib1g-dev libzstd-dev
+  zlib1g-dev libzstd-dev
   libdnnl-dev libflatbuffers-dev flatbuffers-compiler pybind11-dev python3-dev
-  python3-numpy python3-torch python3-pytest libopenblas0-pthread
+  # Debian's oneDNN CMake package looks for OpenCL when it is found
+  ocl-icd-opencl-dev opencl-c-headers
+  # tests and the Python package
+  libgtest-dev python3-numpy python3-torch python3-pytest libopenblas0-pthread
+  # bench/ (plots) and scripts/fresh-machine-check.sh
+  python3-matplotlib debootstrap
 )
 
 missing=()

@@ -14,7 +14,10 @@
 
 namespace kiln::tools {
 
-extern const char *const kUsage;
+/// `kiln COMMAND --help` for one command ("compile", "run", ...); for "",
+/// `kiln --help`: the overview and every command's options; "" for an
+/// unknown command.
+std::string helpText(llvm::StringRef command);
 
 /// Prints `kiln: error: msg` and a pointer to --help; returns exit status 2.
 int usageError(const llvm::Twine &msg);

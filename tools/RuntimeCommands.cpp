@@ -95,7 +95,7 @@ bool parseDims(const std::string &text, std::map<std::string, int64_t> &dims,
 int otherArgument(const std::string &a, const char *command,
                   std::string &path) {
   if (a == "--help" || a == "-h") {
-    std::cout << kUsage;
+    std::cout << helpText(command);
     return 0;
   }
   if (!a.empty() && a[0] == '-')
@@ -106,8 +106,8 @@ int otherArgument(const std::string &a, const char *command,
   return -1;
 }
 
-/// --threads=N, shared by run and generate.
-bool threadsOption(const std::string &a, int &rc) {
+/// --threads=N, shared by run and generate: the model's thread count.
+bool threadsOption(const std::string &a, int &threads, int &rc) {
   if (a.rfind("--threads=", 0) != 0)
     return false;
   char *end = nullptr;
@@ -116,7 +116,7 @@ bool threadsOption(const std::string &a, int &rc) {
     rc = usageError("--threads expects a positive integer, got '" +
                     a.substr(10) + "'");
   else
-    setNumThreads(static_cast<int>(n));
+    threads = static_cast<int>(n);
   return true;
 }
 
@@ -125,10 +125,11 @@ int runCommand(const std::vector<std::string> &args) {
   std::map<std::string, Tensor> inputs;
   std::vector<std::string> outputs;
   int64_t repeat = 0;
+  int threads = 0;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string &a = args[i];
     int rc = 0;
-    if (threadsOption(a, rc)) {
+    if (threadsOption(a, threads, rc)) {
       if (rc)
         return rc;
     } else if (a.rfind("--repeat=", 0) == 0) {
@@ -166,6 +167,7 @@ int runCommand(const std::vector<std::string> &args) {
   std::unique_ptr<Model> model;
   if (Status s = Model::load(path, model); !s)
     return fail(s.message());
+  model->setThreads(threads);
   std::vector<Tensor> results;
   if (Status s = model->run(function, inputs, results); !s)
     return fail(s.message());
@@ -183,7 +185,7 @@ int runCommand(const std::vector<std::string> &args) {
     std::sort(ms.begin(), ms.end());
     std::cerr << "kiln: " << function << ": median " << ms[ms.size() / 2]
               << " ms, min " << ms.front() << " ms over " << repeat << " runs, "
-              << numThreads() << " threads\n";
+              << (threads ? threads : numThreads()) << " threads\n";
   }
   if (outputs.size() > results.size())
     return usageError(std::to_string(outputs.size()) + " --output files for " +
@@ -302,9 +304,10 @@ bool parseDouble(const std::string &s, double &v) {
 int generateCommand(const std::vector<std::string> &args) {
   std::string path;
   int64_t maxTokens = -1, seed = 0;
+  int threads = 0;
   double temperature = 1.0, topP = 1.0;
   std::vector<int32_t> prompt;
-  bool havePrompt = false;
+  bool havePrompt = false, printIds = false;
   std::optional<std::string> promptText;
   for (const std::string &a : args) {
     auto value = [&](const char *flag) -> const char * {
@@ -312,7 +315,7 @@ int generateCommand(const std::vector<std::string> &args) {
       return a.compare(0, n, flag) == 0 ? a.c_str() + n : nullptr;
     };
     int rc = 0;
-    if (threadsOption(a, rc)) {
+    if (threadsOption(a, threads, rc)) {
       if (rc)
         return rc;
     } else if (const char *v = value("--max-tokens=")) {
@@ -334,6 +337,8 @@ int generateCommand(const std::vector<std::string> &args) {
         return usageError("--prompt-ids is empty");
     } else if (const char *v = value("--prompt=")) {
       promptText = v;
+    } else if (a == "--ids") {
+      printIds = true;
     } else if (const char *v = value("--temperature=")) {
       if (!parseDouble(v, temperature) || temperature < 0)
         return usageError("--temperature expects a number >= 0, got '" +
@@ -356,31 +361,34 @@ int generateCommand(const std::vector<std::string> &args) {
     return usageError("'kiln generate' needs --max-tokens=N");
   if (promptText && havePrompt)
     return usageError("give --prompt or --prompt-ids, not both");
+  if (promptText && promptText->empty())
+    return usageError("--prompt is empty");
   std::unique_ptr<Model> model;
   if (Status s = Model::load(path, model); !s)
     return fail(s.message());
-  // Artifacts made by `kiln train` carry their tokenizer: they take a text
-  // prompt and print text.
+  model->setThreads(threads);
+  // Artifacts with a tokenizer (from kiln train, or compiled with
+  // --tokenizer) take a text prompt and print text.
   const Tokenizer &tok = model->tokenizer();
   if (promptText) {
-    if (!tok.size())
-      return fail(path + ": the artifact has no tokenizer (only models "
-                         "trained by kiln train have one); give token ids "
-                         "with --prompt-ids");
-    if (promptText->empty())
-      return usageError("--prompt is empty");
+    if (tok.empty())
+      return fail(path + ": the artifact has no tokenizer; give token ids "
+                         "with --prompt-ids, or compile it with "
+                         "--tokenizer=FILE");
     if (Status s = tok.encode(*promptText, prompt); !s)
       return fail("--prompt: " + s.message());
     havePrompt = true;
   }
   if (!havePrompt) {
-    if (tok.size()) { // start from a newline when the vocabulary has one
+    if (tok.empty()) {
+      prompt = {1}; // BOS, as llama2.c checkpoints expect
+    } else if (tok.bos() >= 0) {
+      prompt = {tok.bos()};
+    } else { // start from a newline when the vocabulary has one
       prompt = {0};
       for (size_t i = 0; i < tok.size(); ++i)
         if (tok.pieces()[i] == "\n")
           prompt = {static_cast<int32_t>(i)};
-    } else {
-      prompt = {1}; // BOS
     }
   }
   GenerateOptions g;
@@ -388,24 +396,37 @@ int generateCommand(const std::vector<std::string> &args) {
   g.temperature = temperature;
   g.topP = topP;
   g.seed = static_cast<uint64_t>(seed);
-  if (promptText)
-    std::cout << *promptText;
-  std::string line;
+  g.stopTokens = stopTokens(tok);
+  // Text streams as each token is chosen; ids print on one line at the end.
+  bool text = !tok.empty() && !printIds;
+  int32_t prev = -1;
+  if (text) {
+    for (int32_t id : prompt) {
+      std::cout << tok.decode(prev, id);
+      prev = id;
+    }
+    std::cout << std::flush;
+  }
   std::vector<int32_t> generated;
   Status s = generate(*model, prompt, g, generated, [&](int32_t next) {
-    if (tok.size()) {
-      std::cout << tok.decode(next) << std::flush;
-      return;
+    if (text) {
+      std::cout << tok.decode(prev, next) << std::flush;
+      prev = next;
     }
-    line += (line.empty() ? "" : " ") + std::to_string(next);
   });
-  if (!s)
+  if (!s) {
+    if (text)
+      std::cout << "\n";
     return fail(s.message());
-  if (tok.size()) {
-    std::cout << "\n";
-    return 0;
   }
-  std::cout << line << "\n";
+  if (!text) {
+    std::string line;
+    for (const std::vector<int32_t> *ids : {&prompt, &generated})
+      for (int32_t id : *ids)
+        line += (line.empty() ? "" : " ") + std::to_string(id);
+    std::cout << line;
+  }
+  std::cout << "\n";
   return 0;
 }
 

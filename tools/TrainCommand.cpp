@@ -12,6 +12,7 @@
 
 #include "runtime/File.h"
 #include "runtime/Text.h"
+#include "runtime/Tokenizer.h"
 #include "runtime/Trainer.h"
 
 #include "llvm/ADT/StringExtras.h"
@@ -41,8 +42,10 @@ int fail(const std::string &msg) {
 }
 
 struct Options {
-  std::string input, data, tokenizer = "char", checkpointDir, metrics, plot,
-                           output, loss = "loss";
+  // tokenizer: "char" or "byte" as given; empty for the default (the
+  // artifact's own tokenizer, else char).
+  std::string input, data, tokenizer, checkpointDir, metrics, plot, output,
+      loss = "loss";
   int64_t steps = 0, batch = 8, seq = 64, accumulate = 1, evalEvery = 0,
           evalBatches = 8, checkpointEvery = 0, logEvery = 0, threads = 0,
           keep = 2, stopAfter = 0;
@@ -75,7 +78,8 @@ std::optional<std::string> jsonField(const std::string &json,
   return json.substr(at, end - at);
 }
 
-std::string stateJson(const Options &o, int64_t step, uint64_t dataRng) {
+std::string stateJson(const Options &o, const Tokenizer &tok, int64_t step,
+                      uint64_t dataRng) {
   char buf[1024];
   std::snprintf(buf, sizeof buf,
                 "{\n  \"format\": 1,\n  \"step\": %" PRId64
@@ -85,7 +89,7 @@ std::string stateJson(const Options &o, int64_t step, uint64_t dataRng) {
                 ",\n  \"tokenizer\": \"%s\",\n  \"optimizer\": \"%s\",\n"
                 "  \"dropout_seed\": %" PRIu64 "\n}\n",
                 step, o.seed, dataRng, o.batch, o.seq, o.accumulate,
-                o.tokenizer.c_str(), o.train.optimizer.c_str(), o.train.seed);
+                tok.kind().c_str(), o.train.optimizer.c_str(), o.train.seed);
   return buf;
 }
 
@@ -279,10 +283,12 @@ int parse(const std::vector<std::string> &args, Options &o) {
   return 0;
 }
 
-/// Loads or compiles the model; binds vocab_size to the tokenizer.
+/// Loads or compiles the model; binds vocab_size to the tokenizer. The
+/// model carries its tokenizer, so the trained artifact generates text.
 int loadModel(Options &o, const std::string &text, Tokenizer &tok,
               std::unique_ptr<Model> &model) {
   bool kart = llvm::StringRef(o.input).ends_with(".kart");
+  std::string kind = o.tokenizer.empty() ? "char" : o.tokenizer;
   if (kart) {
     if (!o.defines.empty() || o.recompute || !o.fuse)
       return usageError(
@@ -290,23 +296,22 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
           "artifact is already compiled");
     if (Status s = Model::load(o.input, model); !s)
       return fail(o.input + ": " + s.message());
-    if (model->tokenizer().size()) {
+    if (!model->tokenizer().empty()) {
       tok = model->tokenizer();
-      if (tok.kind() != o.tokenizer)
-        return fail(o.input + ": the artifact was trained with the " +
-                    tok.kind() + " tokenizer, not --tokenizer=" + o.tokenizer);
-    } else if (Status s = Tokenizer::fromText(o.tokenizer, text, tok); !s) {
-      return fail(o.data + ": " + s.message());
+      if (!o.tokenizer.empty() && tok.kind() != o.tokenizer)
+        return fail(o.input + ": the artifact has a " + tok.kind() +
+                    " tokenizer, not --tokenizer=" + o.tokenizer +
+                    "; leave --tokenizer out to train with it");
+      return 0;
     }
-    for (const auto &[name, value] : model->hyperparameters())
-      if (name == "vocab_size" && value < static_cast<double>(tok.size()))
-        return fail("the " + o.tokenizer + " tokenizer of " + o.data + " has " +
-                    std::to_string(tok.size()) +
-                    " tokens but the model's vocab_size is " +
-                    std::to_string(static_cast<int64_t>(value)));
+    if (Status s = Tokenizer::fromText(kind, text, tok); !s)
+      return fail(o.data + ": " + s.message());
+    if (Status s = model->setTokenizer(tok); !s)
+      return fail("the " + kind + " tokenizer of " + o.data + ": " +
+                  s.message());
     return 0;
   }
-  if (Status s = Tokenizer::fromText(o.tokenizer, text, tok); !s)
+  if (Status s = Tokenizer::fromText(kind, text, tok); !s)
     return fail(o.data + ": " + s.message());
   bool given = false;
   for (const Define &d : o.defines)
@@ -315,19 +320,19 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
       int64_t v;
       if (!llvm::StringRef(d.value).getAsInteger(10, v) &&
           v < static_cast<int64_t>(tok.size()))
-        return fail("the " + o.tokenizer + " tokenizer of " + o.data + " has " +
+        return fail("the " + kind + " tokenizer of " + o.data + " has " +
                     std::to_string(tok.size()) +
                     " tokens, more than -D vocab_size=" + d.value);
     }
   if (!given)
     o.defines.push_back({"vocab_size", std::to_string(tok.size()),
-                         "the " + o.tokenizer + " tokenizer of " + o.data +
+                         "the " + kind + " tokenizer of " + o.data +
                              " (vocab_size=" + std::to_string(tok.size()) +
                              ")"});
   ArtifactOptions artifact;
   artifact.seed = o.seed;
-  artifact.tokenizer = tok.kind();
-  artifact.vocab = tok.pieces();
+  artifact.tokenizer = &tok;
+  artifact.tokenizerSource = "the " + kind + " tokenizer of " + o.data;
   std::vector<uint8_t> bytes;
   // The training step is compiled too: forward, backward and the optimizer
   // update in one function (used for steps without accumulation).
@@ -356,10 +361,14 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
 } // namespace
 
 int kiln::tools::trainCommand(const std::vector<std::string> &args) {
+  for (const std::string &a : args)
+    if (a == "--help" || a == "-h") {
+      llvm::outs() << tools::helpText("train");
+      return 0;
+    }
   Options o;
   if (int rc = parse(args, o))
     return rc;
-  setNumThreads(static_cast<int>(o.threads));
   std::string text;
   if (Status s = readFile(o.data, text); !s)
     return fail(s.message());
@@ -367,6 +376,7 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
   std::unique_ptr<Model> model;
   if (int rc = loadModel(o, text, tok, model))
     return rc;
+  model->setThreads(static_cast<int>(o.threads));
 
   // The loss must be loss(tokens, targets) over [B, T] token ids.
   const FunctionInfo *lossFn = nullptr;
@@ -421,7 +431,7 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
                                {"batch", std::to_string(o.batch)},
                                {"seq", std::to_string(o.seq)},
                                {"accumulate", std::to_string(o.accumulate)},
-                               {"tokenizer", o.tokenizer},
+                               {"tokenizer", tok.kind()},
                                {"optimizer", o.train.optimizer}})
         if (field(key) != want)
           return fail(dir +
@@ -435,6 +445,13 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
         return fail(dir + ": the optimizer state is at step " +
                     std::to_string(trainer->stepCount()) +
                     " but trainer_state.json says " + std::to_string(step));
+      if (step >= o.steps) {
+        llvm::errs() << "kiln train: the checkpoint " << dir
+                     << " is at step " << step << " and --steps=" << o.steps
+                     << " asks for no more; nothing to do (raise --steps to "
+                        "train further)\n";
+        return 0;
+      }
       start = step;
       dataRng.state = rng;
       llvm::errs() << "kiln train: resumed from " << dir << " at step " << start
@@ -467,7 +484,7 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
     params += n;
   }
   llvm::errs() << "kiln train: " << model->modelName() << ", " << params
-               << " parameters, " << o.tokenizer << " tokenizer (" << tok.size()
+               << " parameters, " << tok.kind() << " tokenizer (" << tok.size()
                << " tokens); " << data.trainTokens() << " training and "
                << data.evalTokens() << " held-out tokens; " << o.steps
                << " steps of " << o.batch << "x" << o.seq
@@ -475,7 +492,8 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
                        ? " x " + std::to_string(o.accumulate) + " micro-batches"
                        : std::string())
                << ", " << o.train.optimizer << " lr "
-               << llvm::format("%g", o.train.lr) << "\n";
+               << llvm::format("%g", o.train.lr) << ", "
+               << (o.threads ? o.threads : numThreads()) << " threads\n";
 
   auto evaluate = [&](double &loss) -> Status {
     double sum = 0;
@@ -492,7 +510,7 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
   };
   auto checkpoint = [&](int64_t step) -> Status {
     return trainer->saveCheckpoint(o.checkpointDir,
-                                   stateJson(o, step, dataRng.state),
+                                   stateJson(o, tok, step, dataRng.state),
                                    static_cast<int>(o.keep));
   };
 

@@ -14,6 +14,7 @@
 #include "frontend/Driver.h"
 #include "ir/KilnDialect.h"
 #include "passes/Passes.h"
+#include "runtime/File.h"
 #include "runtime/Llama2c.h"
 #include "runtime/Model.h"
 #include "tools/Commands.h"
@@ -32,7 +33,9 @@
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cstdlib>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 #ifndef KILN_VERSION
@@ -41,7 +44,9 @@
 
 namespace kiln::tools {
 
-const char *const kUsage =
+namespace {
+
+const char *const kOverview =
     R"(kiln - a compiler and runtime for transformer models
 
 usage:
@@ -51,11 +56,24 @@ usage:
                                       functions, signatures, parameters, memory
                                       plan (arena at the given sizes), kernels
   kiln generate MODEL.kart --max-tokens=N [options]
-                                      continue a token sequence (decoder models)
+                                      continue a prompt (decoder models): text
+                                      with a tokenizer, token ids without
   kiln train MODEL.kiln|MODEL.kart --data=TEXT --steps=N [options]
                                       train a language model on a text file
+  kiln COMMAND --help                 the options of one command
   kiln --help                         show this help
   kiln --version                      show the version
+)";
+
+/// Each command's usage line and options, printed by `kiln COMMAND --help`
+/// and, all together, by `kiln --help`.
+struct CommandHelp {
+  const char *name;
+  const char *text;
+};
+
+const CommandHelp kCommands[] = {
+    {"compile", R"(usage: kiln compile MODEL.kiln [options]
 
 compile options:
   --emit=STAGE       what to produce: mlir (default), ast, lowered (the IR
@@ -69,6 +87,9 @@ compile options:
   --weights=FILE     trained weights: .safetensors (names as in the model) or
                      a llama2.c .bin checkpoint, whose header sets the
                      hyperparameters (use with examples/llama.kiln)
+  --tokenizer=FILE   carry a llama2.c tokenizer (tokenizer.bin) in the
+                     artifact, so kiln generate takes and prints text; its
+                     size must equal the model's vocabulary
   --save-weights=F   also write the artifact's weights (initialized or
                      imported) to the .safetensors file F
   --external-weights=F  keep the weights out of the artifact: write them to
@@ -81,32 +102,50 @@ compile options:
   --no-fuse          skip the fusion passes (matmul epilogues, add + norm,
                      softmax cross-entropy, elementwise chains), for
                      comparing against the unfused kernels
+)"},
+    {"run", R"(usage: kiln run MODEL.kart [options]
 
 run options:
   --function=NAME    the function to run (default: forward)
   --input=NAME=@F    bind input NAME to the .npy file F (repeatable)
   --output=@F        write the next result to the .npy file F (repeatable);
                      results without a file are summarized on stdout
-  --threads=N        threads for the kernels (default: all cores; also for
-                     generate)
+  --threads=N        threads for the kernels (see "threads" below)
   --repeat=N         run N more times and report the median time
+)"},
+    {"inspect", R"(usage: kiln inspect MODEL.kart [options]
+
+inspect options:
+  --dims=B=1,T=128   bind symbolic dimensions: report the arena size at them
+  --plan             list every kernel of every function
+)"},
+    {"generate", R"(usage: kiln generate MODEL.kart --max-tokens=N [options]
 
 generate options:
-  --max-tokens=N     how many tokens to generate (required)
-  --prompt-ids=1,2,3 the prompt's token ids (default: BOS = 1); not repeated
+  --max-tokens=N     how many tokens to generate at most (required)
+  --prompt=TEXT      a text prompt, for artifacts with a tokenizer (from kiln
+                     train, or kiln compile --tokenizer); the text prints as
+                     it is generated, and stops early where the model ends
+                     the sequence (BOS or EOS, for llama2.c tokenizers)
+  --prompt-ids=1,2,3 the prompt as token ids (default: BOS = 1 without a
+                     tokenizer, the tokenizer's BOS or a newline with one)
+  --ids              print token ids (the prompt's included, space-separated,
+                     one line) instead of text; artifacts without a
+                     tokenizer always print ids
   --temperature=T    0 is greedy argmax; default 1
   --top-p=P          nucleus sampling: keep the most likely tokens up to
                      probability P (default 1)
   --seed=S           seed for sampling (default 0)
-  --prompt=TEXT      a text prompt, for models trained by kiln train (they
-                     carry their tokenizer); they print text, not ids
-  The generated ids print space-separated on one line.
+  --threads=N        threads for the kernels (see "threads" below)
+)"},
+    {"train", R"(usage: kiln train MODEL.kiln|MODEL.kart --data=TEXT --steps=N [options]
 
 train options (see docs/training.md):
   --data=FILE        the text to learn (required); the last --eval-fraction
                      (default 0.1) is held out for evaluation
   --tokenizer=KIND   char (default: the file's distinct characters) or byte;
-                     vocab_size is bound to its size unless given with -D
+                     vocab_size is bound to its size unless given with -D;
+                     an artifact that has a tokenizer trains with its own
   --steps=N          optimizer updates (required)
   --batch=B --seq=T  batch size and sequence length (default 8 and 64)
   --accumulate=K     micro-batches per update (gradient accumulation; 1)
@@ -127,10 +166,34 @@ train options (see docs/training.md):
                      the checkpoint directory when there is one)
   --recompute        recompute activations per block in the backward pass
   --no-fuse          compile without the fusion passes
-  --seed=S, --threads=N, -D NAME=VALUE, --loss=FN (default loss)
+  --threads=N        threads for the kernels (see "threads" below)
+  --seed=S, -D NAME=VALUE, --loss=FN (default loss)
+)"},
+};
+
+const char *const kThreads = R"(
+threads: kiln's kernels and oneDNN share one OpenMP pool. By default it has
+one thread per core and its threads sleep as soon as they wait (they do not
+spin), so kiln slows down gracefully when other programs share the cores.
+--threads=N sets the count; OMP_NUM_THREADS and OMP_WAIT_POLICY, when set,
+are respected.
 
 exit status: 0 success, 1 errors in the model or data, 2 bad command line
 )";
+
+} // namespace
+
+std::string helpText(llvm::StringRef command) {
+  std::string text;
+  for (const CommandHelp &c : kCommands)
+    if (command.empty() || command == c.name)
+      text += (text.empty() ? "" : "\n") + std::string(c.text);
+  if (text.empty())
+    return text;
+  if (command.empty())
+    text = std::string(kOverview) + "\n" + text;
+  return text + kThreads;
+}
 
 int usageError(const llvm::Twine &msg) {
   llvm::WithColor::error(llvm::errs(), "kiln") << msg << "\n";
@@ -140,47 +203,25 @@ int usageError(const llvm::Twine &msg) {
 
 } // namespace kiln::tools
 
-using kiln::tools::kUsage;
+using kiln::tools::helpText;
 
 using kiln::tools::usageError;
 
 namespace {
 
-/// Writes `text` to `path` through a temporary file and a rename, so an
-/// existing file is never left half-written.
+/// Writes `text` to `path` (standard output for "" or "-") atomically: an
+/// existing file is never left half-written, and a device or pipe (`-o
+/// /dev/null`) is written into rather than replaced (runtime/File.h).
 int writeOutput(llvm::StringRef path, llvm::StringRef text) {
   if (path.empty() || path == "-") {
     llvm::outs() << text;
     llvm::outs().flush();
     return 0;
   }
-  llvm::SmallString<256> tmp;
-  int fd;
-  llvm::SmallString<256> dir(path);
-  llvm::sys::path::remove_filename(dir);
-  llvm::SmallString<256> model(dir.empty() ? "." : dir.str());
-  llvm::sys::path::append(model, ".kiln-%%%%%%.tmp");
-  if (std::error_code ec = llvm::sys::fs::createUniqueFile(model, fd, tmp)) {
-    llvm::WithColor::error(llvm::errs(), "kiln")
-        << "cannot write '" << path << "': " << ec.message() << "\n";
-    return 1;
-  }
-  {
-    llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
-    os << text;
-    os.flush();
-    if (os.has_error()) {
-      llvm::WithColor::error(llvm::errs(), "kiln")
-          << "cannot write '" << path << "': " << os.error().message() << "\n";
-      os.clear_error();
-      llvm::sys::fs::remove(tmp);
-      return 1;
-    }
-  }
-  if (std::error_code ec = llvm::sys::fs::rename(tmp, path)) {
-    llvm::sys::fs::remove(tmp);
-    llvm::WithColor::error(llvm::errs(), "kiln")
-        << "cannot write '" << path << "': " << ec.message() << "\n";
+  if (kiln::runtime::Status st = kiln::runtime::writeFileAtomically(
+          path.str(), {{text.data(), text.size()}});
+      !st) {
+    llvm::WithColor::error(llvm::errs(), "kiln") << st.message() << "\n";
     return 1;
   }
   return 0;
@@ -206,7 +247,8 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   std::string input, output, emit;
   bool locations = false, recompute = false, fuse = true;
   uint64_t seed = 0;
-  std::string weightsPath, saveWeightsPath, externalPath, gradOf;
+  std::string weightsPath, saveWeightsPath, externalPath, gradOf,
+      tokenizerPath;
   kiln::CompileOptions options;
   auto addDefine = [&](llvm::StringRef def) {
     auto [name, value] = def.split('=');
@@ -262,12 +304,17 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
       saveWeightsPath = a.str();
     } else if (a.consume_front("--weights=")) {
       weightsPath = a.str();
+    } else if (a.consume_front("--tokenizer=")) {
+      tokenizerPath = a.str();
+      if (tokenizerPath.empty())
+        return usageError("--tokenizer expects a llama2.c tokenizer file, "
+                          "e.g. --tokenizer=tok512.bin");
     } else if (a.consume_front("--seed=")) {
       if (a.getAsInteger(10, seed))
         return usageError("--seed expects a non-negative integer, got '" + a +
                           "'");
     } else if (a == "--help" || a == "-h") {
-      llvm::outs() << kUsage;
+      llvm::outs() << helpText("compile");
       return 0;
     } else if (a == "--recompute") {
       recompute = true;
@@ -292,10 +339,11 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
     return usageError("unknown --emit stage '" + emit +
                       "'; use ast, mlir, lowered, params, kart or plan");
   if ((!weightsPath.empty() || !saveWeightsPath.empty() ||
-       !externalPath.empty()) &&
+       !externalPath.empty() || !tokenizerPath.empty()) &&
       emit != "kart" && emit != "plan" && emit != "lowered")
-    return usageError("--weights, --save-weights and --external-weights "
-                      "apply to artifacts (--emit=kart, plan or lowered)");
+    return usageError("--weights, --tokenizer, --save-weights and "
+                      "--external-weights apply to artifacts (--emit=kart, "
+                      "plan or lowered)");
   if (!externalPath.empty() && emit != "kart")
     return usageError("--external-weights needs an artifact written with -o "
                       "FILE.kart");
@@ -362,6 +410,17 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
     kiln::ArtifactOptions artifact;
     artifact.seed = seed;
     artifact.annotate = emit == "lowered";
+    kiln::runtime::Tokenizer tokenizer;
+    if (!tokenizerPath.empty()) {
+      if (kiln::runtime::Status st =
+              kiln::runtime::Tokenizer::readLlama2c(tokenizerPath, tokenizer);
+          !st) {
+        llvm::WithColor::error(llvm::errs(), "kiln") << st.message() << "\n";
+        return 1;
+      }
+      artifact.tokenizer = &tokenizer;
+      artifact.tokenizerSource = tokenizerPath;
+    }
     kiln::runtime::NamedTensors weights;
     if (!weightsPath.empty()) {
       kiln::runtime::Llama2cConfig config;
@@ -479,16 +538,43 @@ int kiln::tools::compileToArtifact(const std::string &input,
   return mlir::failed(kiln::writeArtifact(*module, artifact, bytes)) ? 1 : 0;
 }
 
+namespace {
+
+/// OpenMP threads that spin while they wait (libgomp's default) make kiln
+/// crawl when another program shares the cores: measured here, generation
+/// took 3.3x as long and training 1.6x (bench/threads.py). Sleeping
+/// waiters cost ~5% on an idle machine. OpenMP reads its policy from the
+/// environment once, when the library loads, before main; so unless the
+/// user chose a policy, kiln sets OMP_WAIT_POLICY=PASSIVE and runs itself
+/// again. If that fails it simply goes on with the default.
+void preferSleepingThreads(char **argv) {
+  if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT"))
+    return;
+  if (setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/0) != 0)
+    return;
+  execv("/proc/self/exe", argv);
+}
+
+} // namespace
+
 int main(int argc, char **argv) {
+  preferSleepingThreads(argv);
   llvm::InitLLVM init(argc, argv);
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) {
-    llvm::errs() << kUsage;
+    llvm::errs() << helpText("");
     return 2;
   }
   llvm::StringRef cmd = args[0];
-  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
-    llvm::outs() << kUsage;
+  if (cmd == "--help" || cmd == "-h") {
+    llvm::outs() << helpText("");
+    return 0;
+  }
+  if (cmd == "help") { // kiln help [COMMAND]
+    if (args.size() > 2 || (args.size() == 2 && helpText(args[1]).empty()))
+      return usageError("'kiln help' takes one of: compile, run, inspect, "
+                        "generate, train");
+    llvm::outs() << helpText(args.size() == 2 ? args[1] : "");
     return 0;
   }
   if (cmd == "--version") {

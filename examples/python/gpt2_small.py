@@ -5,8 +5,11 @@
 The model is examples/gpt2.kiln at its published size (124M parameters);
 the training text is tinyshakespeare read as bytes (ids 0-255 of GPT-2's
 50257-token vocabulary), so this shows the API rather than a useful model.
+The text is read from ../shared/data beside the checkout, or from $KILN_DATA.
 """
 import argparse
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import numpy as np
 import kiln
 
 ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(os.environ.get("KILN_DATA", ROOT.parent / "shared" / "data"))
 
 
 def main():
@@ -33,7 +37,11 @@ def main():
           f"{[f['name'] for f in model.functions()]} "
           f"({time.perf_counter() - t0:.1f} s)")
 
-    text = (ROOT / "examples" / "data" / "tinyshakespeare.txt").read_bytes()
+    path = DATA / "tinyshakespeare.txt"
+    if not path.is_file():
+        sys.exit(f"{path} is missing: set KILN_DATA to the folder that holds "
+                 f"tinyshakespeare.txt (see docs/data.md)")
+    text = path.read_bytes()
     data = np.frombuffer(text, np.uint8).astype(np.int32)
     rng = np.random.default_rng(0)
 

@@ -18,10 +18,19 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _kiln
+# kiln's kernels and oneDNN share one OpenMP pool. Threads that spin while
+# they wait make a shared machine (or a laptop) crawl, so unless the user
+# chose a policy, OpenMP threads sleep when idle. OpenMP reads this once,
+# when it is first loaded: importing kiln before other OpenMP users (torch)
+# makes it apply.
+if "OMP_WAIT_POLICY" not in os.environ and \
+        "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
-__all__ = ["AdamW", "CompileError", "Model", "SGD", "Trainer", "compile",
-           "load"]
+from . import _kiln  # noqa: E402
+
+__all__ = ["AdamW", "CompileError", "Model", "SGD", "Tokenizer", "Trainer",
+           "compile", "load"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -51,6 +60,48 @@ def _is_source(text: Union[str, "os.PathLike[str]"]) -> bool:
     return isinstance(text, str) and ("\n" in text or "{" in text)
 
 
+class Tokenizer:
+    """A model's tokenizer: ``encode(text)`` gives token ids, ``decode(ids)``
+    text. ``kind`` is ``"char"``, ``"byte"`` or ``"llama2c"``; ``bos`` and
+    ``eos`` are -1 where the kind has none. llama2c encodes as llama2.c
+    does (BOS first, a leading space, scored merges, byte fallback)."""
+
+    def __init__(self, impl: Any):
+        self._impl = impl
+
+    @property
+    def kind(self) -> str:
+        return self._impl.kind
+
+    @property
+    def bos(self) -> int:
+        return self._impl.bos
+
+    @property
+    def eos(self) -> int:
+        return self._impl.eos
+
+    def __len__(self) -> int:
+        return self._impl.size
+
+    def encode(self, text: Union[str, bytes]) -> List[int]:
+        """Token ids of ``text`` (str, as UTF-8, or bytes)."""
+        return self._impl.encode(text)
+
+    def decode_bytes(self, ids: Sequence[int]) -> bytes:
+        """The bytes ``ids`` stand for: ``decode_bytes(encode(b)) == b``
+        for every byte string."""
+        return self._impl.decode_bytes([int(i) for i in ids])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text ``ids`` stand for; bytes that are not valid UTF-8 become
+        U+FFFD (use ``decode_bytes`` for the raw bytes)."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def __repr__(self) -> str:
+        return f"<kiln.Tokenizer {self.kind}, {len(self)} tokens>"
+
+
 class Model:
     """A compiled model: call its functions with NumPy arrays.
 
@@ -60,9 +111,32 @@ class Model:
     otherwise); symbolic dimensions (batch, sequence) take any size.
     """
 
-    def __init__(self, impl: Any, request: Optional[Dict[str, Any]] = None):
+    def __init__(self, impl: Any, request: Optional[Dict[str, Any]] = None,
+                 threads: Optional[int] = None):
         self._impl = impl
         self._request = request
+        self.threads = threads
+
+    @property
+    def threads(self) -> Optional[int]:
+        """Threads for this model's calls; None (the default) uses one per
+        core. Set per model: models in different Python threads do not
+        affect each other."""
+        return self._impl.threads or None
+
+    @threads.setter
+    def threads(self, n: Optional[int]) -> None:
+        if n is not None and (not isinstance(n, int) or n < 1):
+            raise ValueError(f"threads must be a positive integer or None, "
+                             f"got {n!r}")
+        self._impl.threads = n or 0
+
+    @property
+    def tokenizer(self) -> Optional[Tokenizer]:
+        """The artifact's tokenizer (from ``kiln train`` or ``compile(...,
+        tokenizer=...)``), or None."""
+        impl = self._impl.tokenizer
+        return Tokenizer(impl) if impl is not None else None
 
     @property
     def name(self) -> str:
@@ -111,16 +185,37 @@ class Model:
         """Writes the artifact (.kart), with the current parameter values."""
         self._impl.save(os.fspath(path))
 
-    def generate(self, prompt_ids: Sequence[int], max_tokens: int,
-                 temperature: float = 1.0, top_p: float = 1.0,
-                 seed: int = 0) -> np.ndarray:
-        """Continues ``prompt_ids`` with a decoder model (``forward`` maps
-        token ids [B, T] to logits [B, T, vocab]); returns the new token ids
-        (int32). ``temperature=0`` is greedy; ``top_p`` < 1 samples from the
-        nucleus; the same seed gives the same tokens as ``kiln generate``."""
-        ids = [int(i) for i in prompt_ids]
-        return self._impl.generate(ids, int(max_tokens), float(temperature),
-                                   float(top_p), int(seed))
+    def generate(self, prompt: Union[str, bytes, Sequence[int], None] = None,
+                 max_tokens: int = 16, temperature: float = 1.0,
+                 top_p: float = 1.0, seed: int = 0, *,
+                 prompt_ids: Optional[Sequence[int]] = None
+                 ) -> Union[str, np.ndarray]:
+        """Continues a prompt with a decoder model (``forward`` maps token
+        ids [B, T] to logits [B, T, vocab]).
+
+        A text ``prompt`` needs the model's tokenizer and returns the text:
+        the prompt and its continuation, exactly what ``kiln generate
+        --prompt`` prints. Token ids (``prompt`` or ``prompt_ids``) return
+        the new ids (int32). ``temperature=0`` is greedy; ``top_p`` < 1
+        samples from the nucleus; the same seed gives the same tokens as
+        ``kiln generate``. With a llama2.c tokenizer generation ends early
+        where the model emits BOS or EOS."""
+        if prompt_ids is not None:
+            if prompt is not None:
+                raise TypeError("give prompt or prompt_ids, not both")
+            prompt = prompt_ids
+        if prompt is None:
+            raise TypeError("generate needs a prompt: text or token ids")
+        args = (int(max_tokens), float(temperature), float(top_p), int(seed))
+        if isinstance(prompt, (str, bytes)):
+            tok = self.tokenizer
+            if tok is None:
+                raise ValueError("the model has no tokenizer: give token ids, "
+                                 "or compile with tokenizer=...")
+            ids = tok.encode(prompt)
+            new = self._impl.generate(ids, *args)
+            return tok.decode(ids + new.tolist())
+        return self._impl.generate([int(i) for i in prompt], *args)
 
     def ir(self, stage: str = "mlir") -> str:
         """The text of a compilation stage: ``ast``, ``mlir`` (after the
@@ -141,14 +236,19 @@ class Model:
 def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
             defines: Optional[Mapping[str, Any]] = None, seed: int = 0,
             weights: Optional[PathLike] = None, grad: Optional[str] = None,
-            recompute: bool = False, fuse: bool = True) -> Model:
+            recompute: bool = False, fuse: bool = True,
+            tokenizer: Optional[PathLike] = None,
+            threads: Optional[int] = None) -> Model:
     """Compiles a model from a .kiln file or from model text.
 
     ``defines`` overrides hyperparameters (``{"n_layer": 2}``), ``seed``
     seeds the initializers, ``weights`` imports trained weights (.safetensors
-    or a llama2.c .bin), ``grad="loss"`` also derives ``loss_grad``
+    or a llama2.c .bin), ``tokenizer`` carries a llama2.c tokenizer file in
+    the model (for ``generate(prompt=text)``; its size must equal the
+    model's vocabulary), ``grad="loss"`` also derives ``loss_grad``
     (``recompute`` recomputes block activations in it). ``fuse=False``
-    skips the fusion passes (to compare with the unfused kernels). Raises
+    skips the fusion passes (to compare with the unfused kernels).
+    ``threads`` sets the model's thread count (default: one per core). Raises
     ``CompileError`` with the file, line and column of the first error.
     """
     if target != "cpu":
@@ -162,17 +262,18 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
         source=source, is_path=is_path,
         defines=[(str(k), str(v)) for k, v in (defines or {}).items()],
         seed=int(seed), weights=os.fspath(weights) if weights else "",
-        grad=grad or "", recompute=bool(recompute), fuse=bool(fuse))
+        tokenizer=os.fspath(tokenizer) if tokenizer else "", grad=grad or "", recompute=bool(recompute), fuse=bool(fuse))
     ok, data, errors = _kiln.compile(**dict(request, stage="kart"))
     if not ok:
         raise CompileError(errors)
     directory = str(Path(source).parent) if is_path else "."
-    return Model(_kiln.Model.from_bytes(data, directory), request)
+    return Model(_kiln.Model.from_bytes(data, directory), request, threads)
 
 
-def load(path: PathLike) -> Model:
-    """Loads a .kart artifact (verified completely before it can run)."""
-    return Model(_kiln.Model.load(os.fspath(path)))
+def load(path: PathLike, threads: Optional[int] = None) -> Model:
+    """Loads a .kart artifact (verified completely before it can run);
+    ``threads`` as in ``compile``."""
+    return Model(_kiln.Model.load(os.fspath(path)), threads=threads)
 
 
 @dataclass

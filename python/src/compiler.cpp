@@ -35,6 +35,7 @@ struct Request {
   std::vector<std::pair<std::string, std::string>> defines;
   uint64_t seed = 0;
   std::string weights; // .safetensors or llama2.c .bin
+  std::string tokenizer; // a llama2.c tokenizer.bin to carry
   std::string grad;    // differentiate this loss function
   bool recompute = false;
   bool fuse = true;
@@ -122,6 +123,15 @@ py::tuple compile(const Request &r) {
       ArtifactOptions artifact;
       artifact.seed = r.seed;
       artifact.annotate = r.stage == "lowered";
+      runtime::Tokenizer tokenizer;
+      if (!r.tokenizer.empty()) {
+        if (runtime::Status s =
+                runtime::Tokenizer::readLlama2c(r.tokenizer, tokenizer);
+            !s)
+          return fail(s.message());
+        artifact.tokenizer = &tokenizer;
+        artifact.tokenizerSource = r.tokenizer;
+      }
       if (!r.weights.empty()) {
         runtime::Llama2cConfig config;
         runtime::Status s =
@@ -161,14 +171,16 @@ void kiln::python::registerCompiler(py::module_ &m) {
       "compile",
       [](const std::string &source, bool isPath,
          const std::vector<std::pair<std::string, std::string>> &defines,
-         uint64_t seed, const std::string &weights, const std::string &grad,
-         bool recompute, bool fuse, const std::string &stage) {
-        Request r{source, isPath,    defines, seed, weights,
-                  grad,   recompute, fuse,    stage};
+         uint64_t seed, const std::string &weights,
+         const std::string &tokenizer, const std::string &grad, bool recompute,
+         bool fuse, const std::string &stage) {
+        Request r{source, isPath, defines,   seed, weights,
+                  tokenizer, grad, recompute, fuse, stage};
         return compile(r);
       },
       py::arg("source"), py::arg("is_path"), py::arg("defines"),
-      py::arg("seed"), py::arg("weights"), py::arg("grad"),
+      py::arg("seed"), py::arg("weights"), py::arg("tokenizer"),
+      py::arg("grad"),
       py::arg("recompute"), py::arg("fuse"), py::arg("stage"),
       "Compiles a model; returns (ok, bytes or text, [(file, line, column, "
       "message)]).");

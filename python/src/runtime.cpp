@@ -124,6 +124,40 @@ py::dict describe(const ArgInfo &a) {
 } // namespace
 
 void kiln::python::registerRuntime(py::module_ &m) {
+  // A model's tokenizer (immutable, so safe from any thread); text is
+  // UTF-8 str or bytes in, ids out, and back.
+  py::class_<Tokenizer>(m, "Tokenizer")
+      .def_property_readonly("kind", &Tokenizer::kind)
+      .def_property_readonly("size", &Tokenizer::size)
+      .def_property_readonly("bos", &Tokenizer::bos)
+      .def_property_readonly("eos", &Tokenizer::eos)
+      .def(
+          "encode",
+          [](const Tokenizer &t, const std::string &text) {
+            std::vector<int32_t> ids;
+            Status s;
+            {
+              py::gil_scoped_release release;
+              s = t.encode(text, ids);
+            }
+            if (!s)
+              throw py::value_error(s.message());
+            return ids;
+          },
+          py::arg("text"))
+      .def(
+          "decode_bytes",
+          [](const Tokenizer &t, const std::vector<int32_t> &ids) {
+            return py::bytes(t.decode(ids));
+          },
+          py::arg("ids"))
+      .def("pieces", [](const Tokenizer &t) {
+        py::list out;
+        for (const std::string &p : t.pieces())
+          out.append(py::bytes(p));
+        return out;
+      });
+
   py::class_<Model>(m, "Model")
       .def_static(
           "load",
@@ -147,6 +181,13 @@ void kiln::python::registerRuntime(py::module_ &m) {
           },
           py::arg("data"), py::arg("dir") = ".")
       .def_property_readonly("name", &Model::modelName)
+      .def_property("threads", &Model::threads, &Model::setThreads)
+      .def_property_readonly(
+          "tokenizer",
+          [](const Model &m) -> const Tokenizer * {
+            return m.tokenizer().empty() ? nullptr : &m.tokenizer();
+          },
+          py::return_value_policy::reference_internal)
       .def("functions",
            [](const Model &m) {
              py::list out;
@@ -260,6 +301,7 @@ void kiln::python::registerRuntime(py::module_ &m) {
             g.temperature = temperature;
             g.topP = topP;
             g.seed = seed;
+            g.stopTokens = stopTokens(m.tokenizer());
             std::vector<int32_t> out;
             Status s;
             {
@@ -273,7 +315,10 @@ void kiln::python::registerRuntime(py::module_ &m) {
             return a;
           },
           py::arg("prompt_ids"), py::arg("max_tokens"), py::arg("temperature"),
-          py::arg("top_p"), py::arg("seed"))
+          py::arg("top_p"), py::arg("seed"),
+          "The new token ids; generation ends early where the model picks "
+          "its tokenizer's BOS or EOS (not returned), as kiln generate "
+          "does.")
       .def(
           "save",
           [](const Model &m, const std::string &path) {

@@ -12,6 +12,22 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("KILN_BUILD_DIR", ROOT / "build"))
 KILN = str(BUILD / "bin" / "kiln")
 EXAMPLES = ROOT / "examples"
+# The data sets (stories260K, its tokenizer, tinyshakespeare) are not part of
+# the repository: they are read from ../shared/data beside the checkout, or
+# from $KILN_DATA (docs/data.md).
+DATA = Path(os.environ.get("KILN_DATA", ROOT.parent / "shared" / "data"))
+
+
+def data_file(name):
+    """The path of a data file; fails the test, naming the file and where it
+    was looked for, when it is absent."""
+    path = DATA / name
+    if not path.is_file():
+        import pytest
+        pytest.fail(f"{path} is missing: the tests read the data sets from "
+                    f"../shared/data beside the checkout, or from $KILN_DATA "
+                    f"(see docs/data.md)", pytrace=False)
+    return path
 
 _DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32",
            np.dtype(np.int64): "I64", np.dtype(np.float64): "F64"}

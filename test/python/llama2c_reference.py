@@ -1,5 +1,7 @@
 """A float64 NumPy re-implementation of llama2.c checkpoints, written from the
-format description in ../shared/data/README.md (not from kiln's code)."""
+format description in docs/data.md (not from kiln's code)."""
+import struct
+
 import numpy as np
 
 
@@ -79,3 +81,90 @@ def greedy(path, prompt, steps):
     for _ in range(steps):
         seq.append(int(np.argmax(forward(cfg, w, np.array(seq))[-1])))
     return seq[len(prompt):]
+
+
+def greedy_with_margins(path, prompt, steps, stop=(1, 2)):
+    """Greedy decoding as kiln generate does it (ending where the model picks
+    BOS or EOS); returns the new tokens and, for each, the margin between
+    the best and second-best logit (how robust the choice is to rounding)."""
+    cfg, w = load(path)
+    seq, margins = list(prompt), []
+    for _ in range(steps):
+        logits = forward(cfg, w, np.array(seq))[-1]
+        top2 = np.sort(logits)[-2:]
+        nxt = int(np.argmax(logits))
+        if nxt in stop:
+            break
+        seq.append(nxt)
+        margins.append(float(top2[1] - top2[0]))
+    return seq[len(prompt):], margins
+
+
+# The tokenizer, from the format and algorithm in docs/data.md
+# (llama2.c's run.c): a naive quadratic merge loop, deliberately unlike
+# kiln's heap-ordered one.
+
+def load_tokenizer(path):
+    data = open(path, "rb").read()
+    at, pieces, scores = 4, [], []
+    while at < len(data):
+        score, n = struct.unpack_from("<fi", data, at)
+        at += 8
+        pieces.append(data[at:at + n])
+        scores.append(score)
+        at += n
+    return pieces, scores
+
+
+def encode(tok, text):
+    """Token ids of `text` (bytes): BOS, a leading space for non-empty
+    text, code-point units looked up (byte tokens 3 + b when absent), then
+    the best-scored adjacent merge (leftmost on ties) until none applies."""
+    pieces, scores = tok
+    index = {}
+    for i, p in enumerate(pieces):
+        index.setdefault(p, i)
+    ids = [1]
+
+    def unit(u):
+        if u in index:
+            ids.append(index[u])
+        else:
+            ids.extend(b + 3 for b in u)
+    if text:
+        unit(b" ")
+    i = 0
+    while i < len(text):
+        j = i + 1
+        while j < len(text) and j - i < 4 and (text[j] & 0xC0) == 0x80:
+            j += 1
+        unit(text[i:j])
+        i = j
+    while True:
+        best = None
+        for k in range(len(ids) - 1):
+            m = index.get(pieces[ids[k]] + pieces[ids[k + 1]])
+            if m is not None and (best is None or scores[m] > scores[best[1]]):
+                best = (k, m)
+        if best is None:
+            return ids
+        k, m = best
+        ids[k:k + 2] = [m]
+
+
+def decode(tok, ids):
+    """The bytes of `ids`: BOS and EOS print nothing, the piece after BOS
+    loses one leading space, <0xXX> pieces are that byte."""
+    pieces, _ = tok
+    out, prev = b"", -1
+    for t in ids:
+        p = pieces[t]
+        if t in (1, 2):
+            p = b""
+        elif len(p) == 6 and p.startswith(b"<0x") and p.endswith(b">"):
+            p = bytes([int(p[3:5], 16)])
+        elif prev == 1 and p.startswith(b" "):
+            p = p[1:]
+        out += p
+        prev = t
+    return out

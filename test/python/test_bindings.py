@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import reference_models as ref
-from kiln_cli import BUILD, EXAMPLES, KILN, kiln as kiln_cli, read_safetensors
+from kiln_cli import (BUILD, EXAMPLES, KILN, data_file, kiln as kiln_cli,
+                      read_safetensors)
 from test_cpu_numerics import GPT2, parameter_table, random_weights
 
 sys.path.insert(0, str(BUILD / "python"))
@@ -202,17 +203,19 @@ def test_the_gil_is_released_while_kiln_computes():
 
 
 def test_generate_equals_the_cli():
-    data = EXAMPLES / "data" / "stories260K.bin"
+    data = data_file("stories260K.bin")
     m = kiln.compile(EXAMPLES / "llama.kiln", weights=data)
     art_ids = kiln_cli("generate", "--max-tokens=12", "--temperature=0",
                        *[], _artifact(m)).stdout.split()
     got = m.generate([1], max_tokens=12, temperature=0)
-    assert got.dtype == np.int32 and got.tolist() == [int(t) for t in art_ids]
+    # The CLI prints the prompt's ids first.
+    assert got.dtype == np.int32
+    assert [1] + got.tolist() == [int(t) for t in art_ids]
     cli = kiln_cli("generate", _artifact(m), "--max-tokens=10",
                    "--temperature=0.8", "--top-p=0.9", "--seed=5",
                    "--prompt-ids=1,403").stdout.split()
     got = m.generate([1, 403], 10, temperature=0.8, top_p=0.9, seed=5)
-    assert got.tolist() == [int(t) for t in cli]
+    assert [1, 403] + got.tolist() == [int(t) for t in cli]
     with pytest.raises(ValueError, match="top_p in"):
         m.generate([1], 3, top_p=0)
     with pytest.raises(ValueError, match="the prompt is empty"):

@@ -312,3 +312,33 @@ def test_corrupted_fused_program(tmp_path, tokens, slot, value, message):
     np.save(tmp_path / "x.npy", np.ones((2, 4), np.float32))
     expect_error(run_kiln("run", bad, f"--input=x=@{tmp_path / 'x.npy'}"),
                  "kernel 0 (FusedElementwise)", message)
+
+
+def test_outputs_into_pipes_devices_and_links(tmp_path, tokens):
+    """-o FILE replaces a regular file atomically, but writes into a FIFO or
+    device (-o /dev/null) instead of renaming a file over it, and keeps a
+    symbolic link a link. (Renaming over /dev/null once turned this
+    machine's /dev/null into a plain file.)"""
+    import os
+    import stat
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    r = run_kiln("compile", EXAMPLES / "gpt2.kiln", "-D", "n_layer=1", "-o",
+                 fifo)
+    out = reader.communicate(timeout=120)[0]
+    assert r.returncode == 0, r.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert b"kiln.parameter @wte.weight" in out
+    real = tmp_path / "real.mlir"
+    real.write_text("old")
+    link = tmp_path / "link.mlir"
+    link.symlink_to(real)
+    r = run_kiln("compile", EXAMPLES / "gpt2.kiln", "-D", "n_layer=1", "-o",
+                 link)
+    assert r.returncode == 0, r.stderr
+    assert link.is_symlink() and "kiln.parameter" in real.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == \
+        ["link.mlir", "out.fifo", "real.mlir"]
+    expect_error(run_kiln("compile", EXAMPLES / "gpt2.kiln", "-o", tmp_path),
+                 f"{tmp_path}: is a directory")

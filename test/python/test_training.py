@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import reference_models as ref
-from kiln_cli import EXAMPLES, KILN, kiln, read_safetensors
+from kiln_cli import EXAMPLES, KILN, data_file, kiln, read_safetensors
 
 # Every window of this text is the same: with --eval-fraction=0 and
 # --seq=16 a 17-character file has one window, so each batch is known.
@@ -158,11 +158,8 @@ def test_learning_rate_schedule(tmp_path):
                                rtol=1e-5)
 
 
-SHAKESPEARE = (EXAMPLES / "data" / "tinyshakespeare.txt")
-
-
 def text_sample():
-    return SHAKESPEARE.read_text()[:20000]
+    return data_file("tinyshakespeare.txt").read_text()[:20000]
 
 
 def test_determinism_and_exact_resume(tmp_path):
@@ -247,6 +244,74 @@ def test_trained_model_generates_text(tmp_path):
            "vocabulary" in r.stderr
 
 
+def test_resume_with_nothing_to_do_changes_nothing(tmp_path):
+    """Resuming with --steps at or below the checkpoint's step says so and
+    writes nothing: the trained artifact, checkpoints and metrics stay."""
+    flags = ["--steps=6", "--batch=2", "--seq=16", "--seed=3"]
+    d, _ = train(tmp_path, *flags, data=text_sample(), name="done")
+    before = {p: p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+    for steps in ("--steps=6", "--steps=4"):
+        _, r = train(tmp_path, *flags[1:], steps, "--resume",
+                     data=text_sample(), name="done")
+        assert "is at step 6 and " + steps + " asks for no more; nothing " \
+            "to do" in r.stderr, r.stderr
+        assert "final loss" not in r.stderr
+        after = {p: p.read_bytes() for p in sorted(d.rglob("*"))
+                 if p.is_file()}
+        assert after == before
+
+
+def test_training_an_artifact_keeps_its_tokenizer(tmp_path):
+    """kiln train on a compiled .kart without a tokenizer writes a trained
+    artifact that carries the tokenizer it learned (kiln generate --prompt
+    works on it); with --threads the header names the count."""
+    d = tmp_path / "kart"
+    d.mkdir()
+    (d / "data.txt").write_text(text_sample())
+    vocab_size = len(set(text_sample()))
+    kiln("compile", EXAMPLES / "gpt2.kiln", *defines(TINY), "-D",
+         f"vocab_size={vocab_size}", "--grad=loss", "-o", d / "m.kart")
+    r = kiln("train", d / "m.kart", f"--data={d / 'data.txt'}", "--steps=3",
+             "--batch=2", "--seq=16", "--threads=1", "-o", d / "t.kart")
+    assert f"char tokenizer ({vocab_size} tokens)" in r.stderr
+    assert ", 1 threads" in r.stderr
+    out = kiln("generate", d / "t.kart", "--prompt=ROMEO:", "--max-tokens=8",
+               "--seed=1").stdout
+    assert out.startswith("ROMEO:") and len(out) == len("ROMEO:") + 8 + 1
+    # A model whose vocabulary is smaller than the text's characters.
+    kiln("compile", EXAMPLES / "gpt2.kiln", *defines(TINY), "-D",
+         "vocab_size=8", "--grad=loss", "-o", d / "small.kart")
+    r = kiln("train", d / "small.kart", f"--data={d / 'data.txt'}",
+             "--steps=1", check=False)
+    assert r.returncode == 1
+    assert f"has {vocab_size} tokens, but the model's vocabulary has 8" in \
+        r.stderr
+    # The artifact's own tokenizer wins; asking for another is an error.
+    r = kiln("train", d / "t.kart", f"--data={d / 'data.txt'}", "--steps=1",
+             "--tokenizer=byte", check=False)
+    assert r.returncode == 1
+    assert "the artifact has a char tokenizer, not --tokenizer=byte" in \
+        r.stderr
+
+
+def test_finetune_stories260k_with_its_tokenizer(tmp_path):
+    """A llama2.c model compiled with its tokenizer trains on text encoded
+    by that tokenizer, and the trained artifact still tells stories."""
+    art = tmp_path / "s.kart"
+    kiln("compile", EXAMPLES / "llama.kiln",
+         f"--weights={data_file('stories260K.bin')}",
+         f"--tokenizer={data_file('tok512.bin')}", "--grad=loss", "-o", art)
+    text = tmp_path / "story.txt"
+    text.write_text("Once upon a time, there was a cat. The cat was happy. "
+                    * 40)
+    r = kiln("train", art, f"--data={text}", "--steps=2", "--batch=2",
+             "--seq=32", "--lr=1e-4", "-o", tmp_path / "t.kart")
+    assert "llama2c tokenizer (512 tokens)" in r.stderr
+    out = kiln("generate", tmp_path / "t.kart", "--prompt=Once upon a time",
+               "--temperature=0", "--max-tokens=20").stdout
+    assert out.startswith("Once upon a time,")
+
+
 @pytest.mark.parametrize("flags, message", [
     (["-D", "vocab_size=5"], "tokens, more than -D vocab_size=5"),
     (["--data=/nonexistent.txt"], "/nonexistent.txt: cannot open the file"),
@@ -273,7 +338,8 @@ def test_bad_arguments(tmp_path, flags, message):
 def test_bad_inputs(tmp_path):
     # A model whose loss is not loss(tokens, targets).
     r = subprocess.run([KILN, "train", EXAMPLES / "bert.kiln",
-                        f"--data={SHAKESPEARE}", "--steps=1", "-D",
+                        f"--data={data_file('tinyshakespeare.txt')}",
+                        "--steps=1", "-D",
                         "num_hidden_layers=1", "-D", "hidden_size=16", "-D",
                         "num_attention_heads=2", "-D", "intermediate_size=32"],
                        capture_output=True, text=True, timeout=120)
@@ -328,7 +394,7 @@ def test_loss_matches_a_pytorch_training_run(tmp_path):
     """The same char-level GPT, initial weights, batches and AdamW schedule
     trained in PyTorch (float64, torch.optim.AdamW, LambdaLR,
     clip_grad_norm_) reaches a final evaluation loss within 5% of kiln's."""
-    text = SHAKESPEARE.read_text()[:60000]
+    text = data_file("tinyshakespeare.txt").read_text()[:60000]
     cfg = dict(n_positions=32, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0,
                embd_pdrop=0)
     steps, B, T, lr, warmup, seed = 150, 8, 32, 3e-3, 15, 5
