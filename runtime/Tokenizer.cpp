@@ -123,7 +123,8 @@ Status Tokenizer::readLlama2c(const std::string &path, Tokenizer &out) {
     std::string token = "token " + std::to_string(pieces.size());
     if (size - at < 8)
       return Status::error(path + ": " + token + " at byte offset " +
-                           std::to_string(at) + " is truncated: its score "
+                           std::to_string(at) +
+                           " is truncated: its score "
                            "and length need 8 bytes, " +
                            std::to_string(size - at) + " remain");
     float score;
@@ -131,19 +132,19 @@ Status Tokenizer::readLlama2c(const std::string &path, Tokenizer &out) {
     int32_t length = int32At(at + 4);
     if (!std::isfinite(score))
       return Status::error(path + ": " + token + " at byte offset " +
-                           std::to_string(at) + " has a score that is not "
+                           std::to_string(at) +
+                           " has a score that is not "
                            "a finite number");
     if (length < 0 || length > maxLength)
       return Status::error(path + ": " + token + " at byte offset " +
                            std::to_string(at + 4) + " has length " +
                            std::to_string(length) + ", outside [0, " +
-                           std::to_string(maxLength) +
-                           "] (max_token_length)");
+                           std::to_string(maxLength) + "] (max_token_length)");
     if (static_cast<uint64_t>(length) > size - at - 8)
-      return Status::error(
-          path + ": " + token + " at byte offset " + std::to_string(at + 4) +
-          " has length " + std::to_string(length) + ", past the end of the " +
-          std::to_string(size) + "-byte file");
+      return Status::error(path + ": " + token + " at byte offset " +
+                           std::to_string(at + 4) + " has length " +
+                           std::to_string(length) + ", past the end of the " +
+                           std::to_string(size) + "-byte file");
     pieces.push_back(bytes.substr(at + 8, static_cast<size_t>(length)));
     scores.push_back(score);
     at += 8 + static_cast<uint64_t>(length);
@@ -156,8 +157,8 @@ Status Tokenizer::readLlama2c(const std::string &path, Tokenizer &out) {
 }
 
 Status Tokenizer::fromParts(std::string kind, std::vector<std::string> pieces,
-                            std::vector<float> scores, int32_t bos,
-                            int32_t eos, Tokenizer &out) {
+                            std::vector<float> scores, int32_t bos, int32_t eos,
+                            Tokenizer &out) {
   out = Tokenizer();
   if (kind != "char" && kind != "byte" && kind != "llama2c")
     return Status::error("unknown tokenizer kind '" + kind +
@@ -358,12 +359,11 @@ Status kiln::runtime::checkTokenizerFits(const Tokenizer &tok, int64_t vocab,
                                          const std::string &what) {
   int64_t n = static_cast<int64_t>(tok.size());
   if (tok.kind() == "llama2c" ? n != vocab : n > vocab)
-    return Status::error(what + " has " + std::to_string(n) +
-                         " tokens, but the model's vocabulary has " +
-                         std::to_string(vocab) +
-                         (tok.kind() == "llama2c"
-                              ? "; use the tokenizer the checkpoint was "
-                                "trained with"
-                              : ""));
+    return Status::error(
+        what + " has " + std::to_string(n) +
+        " tokens, but the model's vocabulary has " + std::to_string(vocab) +
+        (tok.kind() == "llama2c" ? "; use the tokenizer the checkpoint was "
+                                   "trained with"
+                                 : ""));
   return Status::ok();
 }

@@ -541,12 +541,13 @@ int kiln::tools::compileToArtifact(const std::string &input,
 namespace {
 
 /// OpenMP threads that spin while they wait (libgomp's default) make kiln
-/// crawl when another program shares the cores: measured here, generation
-/// took 3.3x as long and training 1.6x (bench/threads.py). Sleeping
-/// waiters cost ~5% on an idle machine. OpenMP reads its policy from the
-/// environment once, when the library loads, before main; so unless the
-/// user chose a policy, kiln sets OMP_WAIT_POLICY=PASSIVE and runs itself
-/// again. If that fails it simply goes on with the default.
+/// crawl when another program shares the cores: with one of two cores
+/// busy, training took 2.1x as long and generation 2.4x (bench/threads.py,
+/// docs/threads.md). Sleeping waiters cost 8-17% on an idle machine, where
+/// --threads or OMP_WAIT_POLICY=ACTIVE win it back. OpenMP reads its policy
+/// from the environment once, when the library loads, before main; so
+/// unless the user chose a policy, kiln sets OMP_WAIT_POLICY=PASSIVE and
+/// runs itself again. If that fails it simply goes on with the default.
 void preferSleepingThreads(char **argv) {
   if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT"))
     return;
