@@ -244,6 +244,12 @@ std::string describeModel(Model &model,
   }
   os << "parameters: " << model.parameters().size() << " tensors, " << total
      << " values\n";
+  if (const Tokenizer &tok = model.tokenizer(); !tok.empty()) {
+    os << "tokenizer: " << tok.kind() << ", " << tok.size() << " tokens";
+    if (tok.bos() >= 0)
+      os << " (BOS " << tok.bos() << ", EOS " << tok.eos() << ")";
+    os << "\n";
+  }
   std::string dimsText;
   for (const auto &[name, size] : dims)
     dimsText +=

@@ -156,6 +156,11 @@ def test_generation_stops_at_bos(artifact, paths, reference):
     assert [int(t) for t in out] == ids + want
 
 
+def test_inspect_shows_the_tokenizer(artifact):
+    out = kiln_cli("inspect", artifact).stdout
+    assert "tokenizer: llama2c, 512 tokens (BOS 1, EOS 2)" in out
+
+
 def test_artifact_keeps_the_tokenizer(tmp_path, model, artifact):
     copy = tmp_path / "copy.kart"
     model.save(copy)
