@@ -185,7 +185,25 @@ Status kiln::runtime::commitCheckpoint(const std::string &parent,
   return Status::ok();
 }
 
+Status kiln::runtime::checkRegularFile(const std::string &path,
+                                       uint64_t &size) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0)
+    return Status::error(path +
+                         ": cannot open the file: " + std::strerror(errno));
+  if (S_ISDIR(st.st_mode))
+    return Status::error(path + ": is a directory, not a file");
+  if (!S_ISREG(st.st_mode))
+    return Status::error(path + ": is not a regular file (a device, FIFO "
+                                "or socket); kiln reads only files");
+  size = static_cast<uint64_t>(st.st_size);
+  return Status::ok();
+}
+
 Status kiln::runtime::readFile(const std::string &path, std::string &out) {
+  uint64_t size = 0;
+  if (Status s = checkRegularFile(path, size); !s)
+    return s;
   std::ifstream f(path, std::ios::binary);
   if (!f)
     return Status::error(path + ": cannot open the file");

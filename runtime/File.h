@@ -32,6 +32,12 @@ Status commitCheckpoint(const std::string &parent, const std::string &tmpDir,
 /// The directory `parent/latest` names; an error if there is none.
 Status latestCheckpoint(const std::string &parent, std::string &dir);
 
+/// Checks that `path` names a regular file before a reader opens it: a
+/// directory, device, FIFO or socket is an error naming the path (opening a
+/// directory "succeeds" and reports an absurd size; a FIFO blocks forever).
+/// `size` receives the file's size.
+Status checkRegularFile(const std::string &path, uint64_t &size);
+
 /// The whole file as bytes.
 Status readFile(const std::string &path, std::string &out);
 

@@ -1,5 +1,6 @@
 //===- Llama2c.cpp - llama2.c checkpoints ---------------------------------===//
 #include "runtime/Llama2c.h"
+#include "runtime/File.h"
 
 #include <climits>
 #include <cstring>
@@ -20,6 +21,9 @@ Llama2cConfig::hyperparameters() const {
 
 Status kiln::runtime::readLlama2cConfig(const std::string &path,
                                         Llama2cConfig &c) {
+  uint64_t fileSize = 0;
+  if (Status s = checkRegularFile(path, fileSize); !s)
+    return s;
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f)
     return Status::error(path + ": cannot open the file");
@@ -49,11 +53,18 @@ Status kiln::runtime::readLlama2cConfig(const std::string &path,
                            std::to_string(4 * i) +
                            " is not a plausible size; is this a llama2.c "
                            "checkpoint?");
-  if (c.dim % c.heads || c.heads % c.kvHeads || (c.dim / c.heads) % 2)
+  if (c.dim % c.heads || c.heads % c.kvHeads)
     return Status::error(path + ": header has dim " + std::to_string(c.dim) +
                          ", " + std::to_string(c.heads) + " heads and " +
                          std::to_string(c.kvHeads) +
                          " key/value heads, which do not divide evenly");
+  if ((c.dim / c.heads) % 2)
+    return Status::error(path + ": header has dim " + std::to_string(c.dim) +
+                         " and " + std::to_string(c.heads) +
+                         " heads: a head size of " +
+                         std::to_string(c.dim / c.heads) +
+                         ", but rotary embeddings rotate pairs and need an "
+                         "even head size");
   uint64_t head = c.dim / c.heads, kvDim = head * c.kvHeads;
   uint64_t L = c.layers, D = c.dim, Hd = c.hiddenDim;
   uint64_t floats = uint64_t(c.vocab) * D + L * D + L * D * D +

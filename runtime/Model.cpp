@@ -99,7 +99,57 @@ private:
   PrimitiveCache primitives;
 };
 
+/// The execution contexts of one function. A call borrows an idle one, or
+/// makes a new one when every context is busy with another thread's call,
+/// and gives it back afterwards: contexts are never shared by two calls.
+struct StatePool {
+  const kart::Program *program = nullptr;
+  const kart::Function *function = nullptr;
+  bool writesParameters = false; // has OptimizerUpdate kernels
+  std::mutex mutex;
+  std::vector<std::unique_ptr<FunctionState>> idle;
+};
+
 } // namespace kiln::runtime
+
+namespace {
+/// An execution context borrowed from a pool for one call.
+class Borrowed {
+public:
+  explicit Borrowed(StatePool &pool) : pool_(pool) {
+    std::lock_guard<std::mutex> lock(pool_.mutex);
+    if (!pool_.idle.empty()) {
+      state_ = std::move(pool_.idle.back());
+      pool_.idle.pop_back();
+    }
+  }
+  ~Borrowed() {
+    if (!state_)
+      return;
+    std::lock_guard<std::mutex> lock(pool_.mutex);
+    pool_.idle.push_back(std::move(state_));
+  }
+  Borrowed(const Borrowed &) = delete;
+  Borrowed &operator=(const Borrowed &) = delete;
+
+  /// The context, made and verified by `make` when none was idle.
+  template <typename Make> Status get(Make make, FunctionState *&out) {
+    if (!state_) {
+      state_ = make();
+      if (Status s = state_->verify(); !s) {
+        state_.reset();
+        return s;
+      }
+    }
+    out = state_.get();
+    return Status::ok();
+  }
+
+private:
+  StatePool &pool_;
+  std::unique_ptr<FunctionState> state_;
+};
+} // namespace
 
 Status FunctionState::valueError(int id, const std::string &msg) const {
   return Status::error("function '" + fn.name()->str() + "', value " +
@@ -415,9 +465,14 @@ Status FunctionState::verify() {
     return Status::error("function '" + name + "' is missing tables");
   size_t nsym = prog.symbols() ? prog.symbols()->size() : 0;
   symbols.assign(nsym, 0);
-  if (fn.num_slots() < 0)
-    return Status::error("function '" + name + "' has a negative slot count");
   int nvalues = fn.values()->size();
+  // Each arena slot holds at least one of the function's values: a larger
+  // count is damage, and must not decide an allocation.
+  if (fn.num_slots() < 0 || fn.num_slots() > nvalues)
+    return Status::error("function '" + name + "' declares " +
+                         std::to_string(fn.num_slots()) +
+                         " arena slots for " + std::to_string(nvalues) +
+                         " values; the artifact is damaged");
   size_t nconst = fn.constants() ? fn.constants()->size() : 0;
   for (size_t c = 0; c < nconst; ++c) {
     const kart::Constant *k = fn.constants()->Get(c);
@@ -904,6 +959,12 @@ ThreadScope::~ThreadScope() {
 Model::~Model() = default;
 
 Status Model::load(const std::string &path, std::unique_ptr<Model> &out) {
+  uint64_t fileSize = 0;
+  if (Status s = checkRegularFile(path, fileSize); !s)
+    return s;
+  if (fileSize >= (uint64_t(1) << 31))
+    return Status::error(path + ": the file is " + std::to_string(fileSize) +
+                         " bytes; .kart artifacts are limited to 2 GiB");
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f)
     return Status::error(path + ": cannot open the file");
@@ -1113,6 +1174,11 @@ Status Model::init(const std::string &dir) {
                                               paramVersion_, *packed_);
     if (Status s = st->verify(); !s)
       return s;
+    auto pool = std::make_unique<StatePool>();
+    pool->program = p;
+    pool->function = f;
+    for (const kart::Kernel *k : *f->kernels())
+      pool->writesParameters |= k->op() == kart::Op::OptimizerUpdate;
     FunctionInfo info;
     info.name = f->name()->str();
     info.kernels = f->kernels()->size();
@@ -1156,7 +1222,8 @@ Status Model::init(const std::string &dir) {
       info.outputs.push_back(
           arg(f->outputs()->Get(i), "result" + std::to_string(i)));
     infos_.push_back(std::move(info));
-    states_.push_back(std::move(st));
+    pool->idle.push_back(std::move(st));
+    pools_.push_back(std::move(pool));
   }
   if (!tokenizer_.empty() && vocabSize() > 0)
     if (Status s = checkTokenizerFits(tokenizer_, vocabSize(),
@@ -1194,6 +1261,7 @@ Status Model::saveArtifact(const std::string &path) const {
   if (!externalWeights_.empty())
     return Status::error(path + ": the artifact keeps its weights in a "
                                 "separate file; save them with saveWeights");
+  std::shared_lock<std::shared_mutex> reading(paramsMutex_);
   if (!tokenizerChanged_)
     return writeFileAtomically(
         path, {{bytes_.data() + base_, bytes_.size() - base_}});
@@ -1231,6 +1299,7 @@ Status Model::setParameters(
   if (!byName.empty())
     return Status::error("'" + byName.begin()->first +
                          "' is not a parameter of the model");
+  auto writing = lockParameters();
   for (size_t i = 0; i < params_.size(); ++i)
     std::memcpy(parameterData(i), source[i]->data(), source[i]->bytes());
   return Status::ok();
@@ -1246,10 +1315,22 @@ float *Model::parameterData(size_t i) {
 Status Model::run(const std::string &function,
                   const std::map<std::string, Tensor> &inputs,
                   std::vector<Tensor> &outputs, const RunOptions &options) {
-  ThreadScope threads(threads_);
-  for (size_t i = 0; i < infos_.size(); ++i)
-    if (infos_[i].name == function)
-      return states_[i]->run(inputs, outputs, options);
+  for (size_t i = 0; i < infos_.size(); ++i) {
+    if (infos_[i].name != function)
+      continue;
+    StatePool &pool = *pools_[i];
+    Borrowed borrowed(pool);
+    FunctionState *state = nullptr;
+    if (Status s = borrowed.get([&] { return newState(pool); }, state); !s)
+      return s;
+    ThreadScope threads(threads_);
+    if (pool.writesParameters) {
+      std::unique_lock<std::shared_mutex> writing(paramsMutex_);
+      return state->run(inputs, outputs, options);
+    }
+    std::shared_lock<std::shared_mutex> reading(paramsMutex_);
+    return state->run(inputs, outputs, options);
+  }
   std::string names;
   for (const FunctionInfo &f : infos_)
     names += (names.empty() ? "" : ", ") + f.name;
@@ -1262,17 +1343,29 @@ Status Model::memoryReport(const std::string &function,
                            MemoryReport &report) {
   for (size_t i = 0; i < infos_.size(); ++i)
     if (infos_[i].name == function) {
-      if (Status s = states_[i]->bindDims(dims); !s)
+      Borrowed borrowed(*pools_[i]);
+      FunctionState *state = nullptr;
+      if (Status s = borrowed.get([&] { return newState(*pools_[i]); }, state);
+          !s)
         return s;
-      if (Status s = states_[i]->planShapes(); !s)
+      if (Status s = state->bindDims(dims); !s)
         return s;
-      report = states_[i]->memory();
+      if (Status s = state->planShapes(); !s)
+        return s;
+      report = state->memory();
       return Status::ok();
     }
   return Status::error("the model has no function '" + function + "'");
 }
 
+std::unique_ptr<FunctionState> Model::newState(const StatePool &pool) {
+  return std::make_unique<FunctionState>(*pool.program, *pool.function,
+                                         paramData_, optimizer_,
+                                         paramVersion_, *packed_);
+}
+
 Status Model::parameter(const std::string &name, Tensor &out) const {
+  std::shared_lock<std::shared_mutex> reading(paramsMutex_);
   for (size_t i = 0; i < params_.size(); ++i)
     if (params_[i].name == name) {
       out = Tensor(params_[i].dtype, params_[i].shape);

@@ -17,8 +17,11 @@
 #include "runtime/Tensor.h"
 #include "runtime/Tokenizer.h"
 
+#include <atomic>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -59,6 +62,7 @@ struct MemoryReport {
 
 class FunctionState;
 class PackedWeights;
+struct StatePool;
 
 /// How a call runs. Training mode draws dropout masks from `seed` (the
 /// trainer derives one per step and micro-batch); inference leaves dropout
@@ -107,6 +111,14 @@ public:
   /// Runs `function` on named inputs. `outputs` is resized to the results;
   /// an entry that already has a result's type and shape is overwritten in
   /// place (no allocation when a function runs repeatedly).
+  ///
+  /// Safe to call from several threads at once, on one model or on many:
+  /// each call runs in an execution context of its own (arena, bound
+  /// shapes, oneDNN stream and scratchpad), taken from a per-function pool,
+  /// so concurrent calls give exactly the sequential results. Calls that
+  /// write the parameters (a compiled train_step) run alone: they wait for
+  /// the calls in flight and hold back new ones until they finish, so a
+  /// reader never sees half-updated weights.
   Status run(const std::string &function,
              const std::map<std::string, Tensor> &inputs,
              std::vector<Tensor> &outputs, const RunOptions &options = {});
@@ -145,8 +157,14 @@ public:
   OptimizerState &optimizerState() { return optimizer_; }
 
   /// The live storage of parameter `i` (in `parameters()` order), which the
-  /// model owns: an optimizer updates it in place between calls.
+  /// model owns: an optimizer updates it in place between calls, holding
+  /// lockParameters() so that no call reads the weights meanwhile.
   float *parameterData(size_t i);
+  /// Excludes every call of the model while the returned lock is held (for
+  /// writers of the parameters: optimizer updates, loading weights).
+  std::unique_lock<std::shared_mutex> lockParameters() const {
+    return std::unique_lock<std::shared_mutex>(paramsMutex_);
+  }
 
   /// Replaces every parameter's values from named tensors: each parameter
   /// must be present with its exact dtype and shape, and nothing else may
@@ -159,6 +177,7 @@ public:
 private:
   Model() = default;
   Status init(const std::string &dir);
+  std::unique_ptr<FunctionState> newState(const StatePool &pool);
 
   std::vector<uint8_t> bytes_;
   size_t base_ = 0; // offset of the artifact in bytes_ (for alignment)
@@ -170,11 +189,12 @@ private:
   std::vector<Tensor> externalWeights_;
   Tokenizer tokenizer_;
   bool tokenizerChanged_ = false; // saveArtifact serializes it again
-  int threads_ = 0;
+  std::atomic<int> threads_{0};
   OptimizerState optimizer_;
   std::vector<uint64_t> paramVersion_; // bumped on every write access
   std::unique_ptr<PackedWeights> packed_;
-  std::vector<std::unique_ptr<FunctionState>> states_;
+  std::vector<std::unique_ptr<StatePool>> pools_; // one per function
+  mutable std::shared_mutex paramsMutex_; // shared: calls; unique: writers
 };
 
 } // namespace kiln::runtime

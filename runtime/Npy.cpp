@@ -50,6 +50,9 @@ Status kiln::runtime::readNpy(const std::string &path, Tensor &out) {
   auto bad = [&](const std::string &msg) {
     return Status::error(path + ": " + msg);
   };
+  uint64_t fileSize = 0;
+  if (Status s = checkRegularFile(path, fileSize); !s)
+    return s;
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f)
     return bad("cannot open the file");
@@ -93,11 +96,28 @@ Status kiln::runtime::readNpy(const std::string &path, Tensor &out) {
     return bad("header has no 'shape'");
   std::vector<int64_t> shape;
   std::string dims = m[1];
-  std::regex num("\\s*(\\d+)\\s*(,|$)");
+  // Every item of the tuple is a non-negative integer; a trailing comma
+  // (a 1-tuple) is the only empty item allowed.
+  std::vector<std::string> items;
+  for (size_t start = 0;;) {
+    size_t comma = dims.find(',', start);
+    std::string item = dims.substr(start, comma - start);
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    items.push_back(item);
+    if (comma == std::string::npos)
+      break;
+    start = comma + 1;
+  }
+  if (items.size() > 1 && items.back().empty())
+    items.pop_back();
+  if (items.size() == 1 && items[0].empty())
+    items.clear();
   uint64_t count = 1;
-  for (auto it = std::sregex_iterator(dims.begin(), dims.end(), num);
-       it != std::sregex_iterator(); ++it) {
-    std::string d = (*it)[1];
+  for (const std::string &d : items) {
+    if (d.empty() || d.find_first_not_of("0123456789") != std::string::npos)
+      return bad("shape (" + dims + ") has an invalid dimension '" + d +
+                 "'; dimensions are non-negative integers");
     if (d.size() > 12)
       return bad("dimension " + d + " is too large");
     shape.push_back(std::stoll(d));

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <iomanip>
 #include <map>
+#include <mutex>
 #include <sstream>
 
 using namespace kiln;
@@ -29,10 +30,21 @@ static const dnnl::engine &cpuEngine() {
   return engine;
 }
 
+/// Every primitive is created with a user-managed scratchpad: oneDNN's own
+/// (library) scratchpad is shared by all primitives of the process and is
+/// only safe when each primitive runs in the thread that created it, which
+/// calls from several threads (Python releases the GIL) break. Each
+/// execution context passes its own scratch memory instead.
+static dnnl::primitive_attr userScratchpad(dnnl::primitive_attr attr = {}) {
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
 struct PrimitiveCache::Impl {
   dnnl::engine engine = cpuEngine();
   dnnl::stream stream{engine};
   std::map<std::string, dnnl::primitive> prims;
+  std::vector<uint8_t> scratch; // this context's scratchpad, grown on need
 };
 
 PrimitiveCache::PrimitiveCache() : impl_(std::make_unique<Impl>()) {}
@@ -40,7 +52,7 @@ PrimitiveCache::~PrimitiveCache() = default;
 
 struct PackedWeights::Impl {
   dnnl::engine engine = cpuEngine();
-  dnnl::stream stream{engine};
+  std::mutex mutex; // calls from several threads share the packed copies
   struct Copy {
     dnnl::memory::desc source; // how the parameter is read (transposed?)
     dnnl::memory::desc desc;
@@ -61,9 +73,13 @@ struct PackedWeights::Impl {
 PackedWeights::PackedWeights() : impl_(std::make_unique<Impl>()) {}
 PackedWeights::~PackedWeights() = default;
 
-void PackedWeights::beginRun() { ++impl_->run; }
+void PackedWeights::beginRun() {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  ++impl_->run;
+}
 
 size_t PackedWeights::bytes() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
   size_t n = 0;
   for (const auto &[i, p] : impl_->params)
     for (const auto &c : p.copies)
@@ -140,10 +156,23 @@ dnnl::memory mem(KernelContext &c, const dnnl::memory::desc &d, void *p) {
   return dnnl::memory(d, c.primitives.impl().engine, p);
 }
 
-void run(KernelContext &c, dnnl::primitive &p,
-         const std::unordered_map<int, dnnl::memory> &args) {
-  p.execute(c.primitives.impl().stream, args);
-  c.primitives.impl().stream.wait();
+/// Runs `p` on the context's stream with the context's scratchpad.
+void run(KernelContext &c, const dnnl::primitive &p,
+         std::unordered_map<int, dnnl::memory> args) {
+  auto &impl = c.primitives.impl();
+  const_dnnl_primitive_desc_t pd = nullptr;
+  const dnnl_memory_desc_t *scratch = nullptr;
+  if (dnnl_primitive_get_primitive_desc(p.get(), &pd) == dnnl_success)
+    scratch = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+  if (size_t bytes = scratch ? dnnl_memory_desc_get_size(scratch) : 0) {
+    if (impl.scratch.size() < bytes)
+      impl.scratch.resize(bytes);
+    args[DNNL_ARG_SCRATCHPAD] =
+        dnnl::memory(dnnl::memory::desc(*scratch), impl.engine,
+                     impl.scratch.data());
+  }
+  p.execute(impl.stream, args);
+  impl.stream.wait();
 }
 
 /// A logical [..., R, C] operand stored row-major, possibly as [..., C, R]:
@@ -194,6 +223,7 @@ dnnl::primitive *packedMatmul(KernelContext &c, const std::string &key,
       weightRank != 2 || c.inParams.size() < 2 || c.inParams[1] < 0)
     return nullptr;
   auto &impl = c.packed->impl();
+  std::lock_guard<std::mutex> lock(impl.mutex);
   int64_t index = c.inParams[1];
   uint64_t version = (*c.paramVersions)[index];
   auto &param = impl.params[index];
@@ -224,8 +254,10 @@ dnnl::primitive *packedMatmul(KernelContext &c, const std::string &key,
           {plainDesc, want, dnnl::memory(want, impl.engine), 0});
       copy = &param.copies.back();
     }
-    dnnl::reorder(weights, copy->mem).execute(impl.stream, weights, copy->mem);
-    impl.stream.wait();
+    dnnl::reorder pack(dnnl::reorder::primitive_desc(
+        impl.engine, weights.get_desc(), impl.engine, copy->mem.get_desc(),
+        userScratchpad()));
+    run(c, pack, {{DNNL_ARG_FROM, weights}, {DNNL_ARG_TO, copy->mem}});
     copy->version = version;
   }
   weights = copy->mem;
@@ -279,7 +311,7 @@ bool matmul(KernelContext &c) {
       po.append_eltwise(1.0f, A::eltwise_swish, 1.0f, 0.0f);
     if (residual)
       po.append_binary(A::binary_add, dst);
-    dnnl::primitive_attr attr;
+    dnnl::primitive_attr attr = userScratchpad();
     attr.set_post_ops(po);
     auto desc = bias ? dnnl::matmul::desc(src, weights, biasDesc, dst)
                      : dnnl::matmul::desc(src, weights, dst);
@@ -354,7 +386,7 @@ bool eltwise(KernelContext &c) {
     return dnnl::eltwise_forward(dnnl::eltwise_forward::primitive_desc(
         dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_inference, alg, md,
                                     alpha, beta),
-        c.primitives.impl().engine));
+        userScratchpad(), c.primitives.impl().engine));
   });
   run(c, p,
       {{DNNL_ARG_SRC, mem(c, md, c.in[0].data)},
@@ -388,7 +420,8 @@ bool activationGrad(KernelContext &c) {
                                     alpha, 0.f),
         engine);
     return dnnl::eltwise_backward(dnnl::eltwise_backward::primitive_desc(
-        dnnl::eltwise_backward::desc(alg, md, md, alpha, 0.f), engine, hint));
+        dnnl::eltwise_backward::desc(alg, md, md, alpha, 0.f),
+        userScratchpad(), engine, hint));
   });
   run(c, p,
       {{DNNL_ARG_DIFF_DST, mem(c, md, c.in[0].data)},
@@ -442,7 +475,8 @@ bool binary(KernelContext &c) {
   auto ma = plain(a), mb = plain(b), mo = plain(o);
   auto &p = cached(c, keyOf(c, std::to_string(first)), [&] {
     return dnnl::binary(dnnl::binary::primitive_desc(
-        dnnl::binary::desc(alg, ma, mb, mo), c.primitives.impl().engine));
+        dnnl::binary::desc(alg, ma, mb, mo), userScratchpad(),
+        c.primitives.impl().engine));
   });
   run(c, p,
       {{DNNL_ARG_SRC_0, mem(c, ma, c.in[first].data)},
@@ -460,7 +494,7 @@ bool softmax(KernelContext &c) {
     return dnnl::softmax_forward(dnnl::softmax_forward::primitive_desc(
         dnnl::softmax_forward::desc(dnnl::prop_kind::forward_inference, md,
                                     static_cast<int>(axis)),
-        c.primitives.impl().engine));
+        userScratchpad(), c.primitives.impl().engine));
   });
   run(c, p,
       {{DNNL_ARG_SRC, mem(c, md, c.in[0].data)},
@@ -482,7 +516,7 @@ bool layerNorm(KernelContext &c) {
                 dnnl::prop_kind::forward_inference, md, eps,
                 dnnl::normalization_flags::use_scale |
                     dnnl::normalization_flags::use_shift),
-            c.primitives.impl().engine));
+            userScratchpad(), c.primitives.impl().engine));
   });
   run(c, p,
       {{DNNL_ARG_SRC, mem(c, md, c.in[0].data)},
@@ -517,7 +551,7 @@ bool reduction(KernelContext &c) {
   auto ms = plain(s), md = plain(kept);
   auto &p = cached(c, keyOf(c), [&] {
     return dnnl::reduction(dnnl::reduction::primitive_desc(
-        dnnl::reduction::desc(alg, ms, md, 0.f, 0.f),
+        dnnl::reduction::desc(alg, ms, md, 0.f, 0.f), userScratchpad(),
         c.primitives.impl().engine));
   });
   run(c, p,
@@ -549,7 +583,8 @@ bool transpose(KernelContext &c) {
   dnnl::memory::desc src(od, type, st), dst(od, type, stridesOf(od));
   auto &p = cached(c, keyOf(c), [&] {
     return dnnl::reorder(dnnl::reorder::primitive_desc(
-        c.primitives.impl().engine, src, c.primitives.impl().engine, dst));
+        c.primitives.impl().engine, src, c.primitives.impl().engine, dst,
+        userScratchpad()));
   });
   run(c, p,
       {{DNNL_ARG_FROM, mem(c, src, c.in[0].data)},

@@ -257,6 +257,9 @@ Status kiln::runtime::readSafetensors(const std::string &path,
   auto bad = [&](const std::string &msg) {
     return Status::error(path + ": " + msg);
   };
+  uint64_t fileSize = 0;
+  if (Status s = checkRegularFile(path, fileSize); !s)
+    return s;
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f)
     return bad("cannot open the file");

@@ -1,5 +1,6 @@
 //===- Tokenizer.cpp - text to token ids and back -------------------------===//
 #include "runtime/Tokenizer.h"
+#include "runtime/File.h"
 
 #include <cmath>
 #include <cstring>
@@ -87,6 +88,9 @@ Status Tokenizer::fromText(const std::string &kind, const std::string &text,
 }
 
 Status Tokenizer::readLlama2c(const std::string &path, Tokenizer &out) {
+  uint64_t fileSize = 0;
+  if (Status s = checkRegularFile(path, fileSize); !s)
+    return s;
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f)
     return Status::error(path + ": cannot open the tokenizer file");

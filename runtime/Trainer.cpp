@@ -199,6 +199,7 @@ Trainer::step(const std::vector<std::map<std::string, Tensor>> &microBatches,
   UpdateRule rule = ruleFor(lr);
   rule.clip = clipScale(norm, config_.clipNorm);
   OptimizerState &st = model_.optimizerState();
+  auto writing = model_.lockParameters(); // no call reads half-updated weights
   for (size_t i = 0; i < np; ++i) {
     UpdateRule r = rule;
     if (params[i].shape.size() < 2)

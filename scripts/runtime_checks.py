@@ -46,14 +46,14 @@ with tempfile.TemporaryDirectory() as d:
         r1 = run(kiln, "run", art, *[f"--input={a}" for a in args],
                  f"--output=@{d / 'want.npy'}")
         r2 = run(deploy, art, "forward", *[a.replace("=@", "=") for a in args],
-                 "-o", d / "got.npy")
+                 "-o", d / "got.npy", "--concurrent=4")
         if r1.returncode or r2.returncode:
             failures.append(f"{name}: run failed:\n{r1.stderr}\n{r2.stderr}")
             continue
         if (d / "want.npy").read_bytes() != (d / "got.npy").read_bytes():
             failures.append(f"{name}: kiln-deploy differs from kiln run")
         print(f"runtime-checks: {name} runs under ASan/UBSan, identical to "
-              f"kiln run")
+              f"kiln run, also from 4 threads at once")
 
         data = art.read_bytes()
         rng = np.random.default_rng(7)

@@ -113,7 +113,7 @@ bool threadsOption(const std::string &a, int &threads, int &rc) {
   char *end = nullptr;
   long n = std::strtol(a.c_str() + 10, &end, 10);
   if (a.size() == 10 || *end || n < 1 || n > 4096)
-    rc = usageError("--threads expects a positive integer, got '" +
+    rc = usageError("--threads expects an integer from 1 to 4096, got '" +
                     a.substr(10) + "'");
   else
     threads = static_cast<int>(n);

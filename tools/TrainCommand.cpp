@@ -151,10 +151,13 @@ int parse(const std::vector<std::string> &args, Options &o) {
                flag == "--warmup" || flag == "--keep-checkpoints" ||
                flag == "--stop-after") {
       bool zeroOk = flag == "--eval-every" || flag == "--checkpoint-every" ||
-                    flag == "--log-every" || flag == "--threads" ||
-                    flag == "--warmup";
+                    flag == "--log-every" || flag == "--warmup";
       if (!need() || !number(flag, value, zeroOk ? 0 : 1, n))
         return 2;
+      if (flag == "--threads" && n > 4096) // as kiln run and generate
+        return usageError("--threads expects an integer from 1 to 4096, "
+                          "got '" +
+                          value + "'");
       if (flag == "--steps")
         o.steps = n;
       else if (flag == "--batch")

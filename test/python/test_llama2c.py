@@ -92,6 +92,13 @@ def test_checkpoint_errors(tmp_path, CKPT):
     r = bad("compile", EXAMPLES / "llama.kiln", f"--weights={hdr}", "-o",
             tmp_path / "x.kart")
     assert "do not divide evenly" in r.stderr
+    odd = tmp_path / "odd.bin"
+    odd.write_bytes(np.array([56, 172, 5, 8, 4, 512, 512], np.int32).tobytes()
+                    + data[28:])
+    r = bad("compile", EXAMPLES / "llama.kiln", f"--weights={odd}", "-o",
+            tmp_path / "x.kart")
+    assert "a head size of 7, but rotary embeddings rotate pairs and need " \
+        "an even head size" in r.stderr
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\xff" * 64)
     r = bad("compile", EXAMPLES / "llama.kiln", f"--weights={junk}", "-o",

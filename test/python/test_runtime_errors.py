@@ -193,6 +193,21 @@ def test_malformed_npy(tmp_path, artifact):
     short.write_bytes(short.read_bytes()[:-5])
     expect_error(run_kiln("run", artifact, f"--input=tokens=@{short}"),
                  "holds 59 data bytes, but i32[4, 4] needs 64")
+    # A negative dimension is an error, not its absolute value (the data
+    # of a (3, 4) array under a (-3, 4) header).
+    good = tmp_path / "good.npy"
+    np.save(good, np.zeros((3, 4), np.int32))
+    data = good.read_bytes()
+    for shape, bad_dim in (("(-3, 4)", "-3"), ("(3, x)", "x"),
+                           ("(3,, 4)", "")):
+        end = data.index(b"\n") + 1  # the header, padded to its length
+        text = "{'descr': '<i4', 'fortran_order': False, 'shape': %s, }" \
+            % shape
+        hdr = data[:10] + text.ljust(end - 11).encode() + b"\n" + data[end:]
+        p = tmp_path / "neg.npy"
+        p.write_bytes(hdr)
+        expect_error(run_kiln("run", artifact, f"--input=tokens=@{p}"),
+                     f"has an invalid dimension '{bad_dim}'")
 
 
 def test_bad_weights(tmp_path):
@@ -342,3 +357,39 @@ def test_outputs_into_pipes_devices_and_links(tmp_path, tokens):
         ["link.mlir", "out.fifo", "real.mlir"]
     expect_error(run_kiln("compile", EXAMPLES / "gpt2.kiln", "-o", tmp_path),
                  f"{tmp_path}: is a directory")
+
+
+def test_directories_and_fifos_as_inputs(tmp_path, artifact, tokens):
+    """A directory where a file is expected is a clear error (it used to
+    abort with 'LLVM ERROR: out of memory'), and a FIFO is refused rather
+    than read (which blocks forever)."""
+    import os
+    for command in (["run"], ["inspect"], ["generate", "--max-tokens=1"]):
+        expect_error(run_kiln(command[0], tmp_path, *command[1:]),
+                     f"{tmp_path}: is a directory, not a file")
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    expect_error(run_kiln("run", artifact, f"--input=tokens=@{fifo}"),
+                 "in.fifo: is not a regular file")
+    expect_error(run_kiln("run", fifo), "in.fifo: is not a regular file")
+    weights = tmp_path / "w.bin"
+    os.mkfifo(weights)
+    expect_error(run_kiln("compile", EXAMPLES / "llama.kiln",
+                          f"--weights={weights}", "-o", tmp_path / "x.kart"),
+                 "w.bin: is not a regular file")
+
+
+def test_slot_count_is_bounded_by_the_artifact(tmp_path, artifact, tokens):
+    """num_slots is read from the file: 2^31-1 slots made kiln allocate
+    16.8 GB for a 15 KB artifact. Each slot holds at least one value."""
+    data = bytearray(artifact.read_bytes())
+    root = struct.unpack_from("<I", data, 0)[0]
+    functions = deref(data, table_field(data, root, 5))  # Program.functions
+    first = deref(data, functions + 4)
+    slots = table_field(data, first, 7)  # Function.num_slots
+    assert slots, "num_slots is stored"
+    struct.pack_into("<i", data, slots, 2**31 - 1)
+    bad = tmp_path / "slots.kart"
+    bad.write_bytes(bytes(data))
+    expect_error(run_kiln("run", bad, f"--input=tokens=@{tokens}"),
+                 "declares 2147483647 arena slots for", "damaged")

@@ -228,7 +228,8 @@ def test_malformed_tokenizer_files(tmp_path, paths):
     err = bad("compile", EXAMPLES / "llama.kiln", f"--weights={paths[0]}",
               f"--tokenizer={tmp_path / 'missing.bin'}", "-o",
               tmp_path / "x.kart")
-    assert "missing.bin: cannot open the tokenizer file" in err
+    assert "missing.bin: cannot open the file: No such file or directory" in \
+        err
 
 
 def program_field(data, index):

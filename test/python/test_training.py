@@ -322,6 +322,8 @@ def test_finetune_stories260k_with_its_tokenizer(tmp_path):
     (["--seq=100000"], "too few for windows of 100000 tokens"),
     (["--lr=-1"], "lr must be positive"),
     (["--bogus"], "unknown option '--bogus' for 'kiln train'"),
+    (["--threads=0"], "--threads expects an integer >= 1, got '0'"),
+    (["--threads=100000"], "--threads expects an integer from 1 to 4096"),
 ])
 def test_bad_arguments(tmp_path, flags, message):
     d = tmp_path / "bad"
