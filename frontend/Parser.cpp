@@ -121,6 +121,27 @@ private:
     ~DepthGuard() { --p.depth; }
   };
 
+  /// Counts each link of a chain the parser builds in a loop (`a + b + c`,
+  /// `x[0][1].y`) as one more level of depth: the loop is iterative, but
+  /// every consumer of the tree (elaboration, printing) recurses once per
+  /// link, so an unbounded chain would overflow their stacks.
+  struct ChainGuard {
+    Parser &p;
+    unsigned links = 0;
+    explicit ChainGuard(Parser &p) : p(p) {}
+    bool link(SMLoc loc) {
+      ++links;
+      if (++p.depth <= kMaxNesting)
+        return true;
+      p.errorAt(loc, "expression is nested too deeply (more than " +
+                         llvm::Twine(kMaxNesting) +
+                         " levels, chained operators included); split it "
+                         "into several statements");
+      return false;
+    }
+    ~ChainGuard() { p.depth -= links; }
+  };
+
   Lexer lexer;
   Diagnostics &diags;
   Token tok;
@@ -399,7 +420,10 @@ static int precedence(Tok t) {
 
 ExprPtr Parser::parseBinary(int minPrec) {
   ExprPtr lhs = parseUnary();
+  ChainGuard chain(*this);
   while (lhs && precedence(tok.kind) >= minPrec && precedence(tok.kind) > 0) {
+    if (!chain.link(tok.loc()))
+      return nullptr;
     int prec = precedence(tok.kind);
     auto e = std::make_unique<Expr>(ExprKind::Binary, tok.loc());
     e->name = tok.text.str();
@@ -448,7 +472,11 @@ ExprPtr Parser::parsePower() {
 
 ExprPtr Parser::parsePostfix() {
   ExprPtr e = parsePrimary();
+  ChainGuard chain(*this);
   while (e && !failed) {
+    if ((is(Tok::LParen) || is(Tok::LBracket) || is(Tok::Dot)) &&
+        !chain.link(tok.loc()))
+      return nullptr;
     if (is(Tok::LParen)) {
       auto call = std::make_unique<Expr>(ExprKind::Call, tok.loc());
       advance();
