@@ -20,9 +20,11 @@
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringSwitch.h"
 #include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
 #include <cstring>
+#include <unistd.h>
 
 using namespace mlir;
 using namespace kiln;
@@ -130,6 +132,7 @@ public:
   Writer(ModuleOp module, const ArtifactOptions &options)
       : module(module), options(options) {}
   LogicalResult run(std::vector<uint8_t> &out);
+  LogicalResult checkWeightsFit(uint64_t bytes);
 
 private:
   LogicalResult symbolsFromModule();
@@ -702,6 +705,34 @@ Writer::writeFunction(func::FuncOp fn,
   return success();
 }
 
+/// Refuses, with the numbers, weights that cannot be built: more than this
+/// machine's memory, or (embedded) more than a FlatBuffers artifact holds.
+/// Checked before anything of that size is allocated.
+LogicalResult Writer::checkWeightsFit(uint64_t bytes) {
+  auto gib = [](uint64_t b) {
+    return llvm::formatv("{0:F1} GiB", static_cast<double>(b) / (1 << 30))
+        .str();
+  };
+  long pages = sysconf(_SC_PHYS_PAGES), pageSize = sysconf(_SC_PAGE_SIZE);
+  uint64_t memory = pages > 0 && pageSize > 0
+                        ? static_cast<uint64_t>(pages) *
+                              static_cast<uint64_t>(pageSize)
+                        : 0;
+  if (memory && bytes > memory)
+    return module.emitError("the model's parameters need ")
+           << gib(bytes) << ", more than this machine's " << gib(memory)
+           << " of memory; check the hyperparameters (-D)";
+  // The weights, the plan and FlatBuffers' own tables share 2 GiB.
+  const uint64_t maxEmbedded = (uint64_t(1) << 31) - (uint64_t(64) << 20);
+  if (!options.externalWeights && bytes > maxEmbedded)
+    return module.emitError("the model's parameters need ")
+           << gib(bytes) << ", but an artifact holds at most "
+           << gib(maxEmbedded)
+           << " of embedded weights; keep them beside it with "
+              "--external-weights=FILE.safetensors";
+  return success();
+}
+
 LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
   if (failed(symbolsFromModule()))
     return failure();
@@ -734,6 +765,8 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
     params.push_back({p, total, size});
     total += (size + kAlign - 1) / kAlign * kAlign;
   }
+  if (failed(checkWeightsFit(total)))
+    return failure();
 
   std::vector<fb::Offset<kart::Function>> functions;
   for (func::FuncOp fn : module.getOps<func::FuncOp>())

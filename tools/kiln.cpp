@@ -389,6 +389,9 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
     return writeOutput(output, text);
   }
   mlir::MLIRContext ctx;
+  // Errors name the user's source line; the op in generic MLIR form
+  // would only bury them (kiln-opt keeps MLIR's default).
+  ctx.printOpOnDiagnostic(false);
   ctx.getOrLoadDialect<kiln::KilnDialect>();
   ctx.getOrLoadDialect<mlir::func::FuncDialect>();
   mlir::OwningOpRef<mlir::ModuleOp> module =
@@ -514,6 +517,9 @@ int kiln::tools::compileToArtifact(const std::string &input,
   if (!id)
     return 1;
   mlir::MLIRContext ctx;
+  // Errors name the user's source line; the op in generic MLIR form
+  // would only bury them (kiln-opt keeps MLIR's default).
+  ctx.printOpOnDiagnostic(false);
   ctx.getOrLoadDialect<kiln::KilnDialect>();
   ctx.getOrLoadDialect<mlir::func::FuncDialect>();
   kiln::CompileOptions options;

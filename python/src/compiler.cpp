@@ -52,6 +52,9 @@ py::tuple compile(const Request &r) {
   {
     py::gil_scoped_release release;
     mlir::MLIRContext ctx;
+    // Errors name the user's source line; the op in generic MLIR form
+    // would only bury them (kiln-opt keeps MLIR's default).
+    ctx.printOpOnDiagnostic(false);
     ctx.getOrLoadDialect<KilnDialect>();
     ctx.getOrLoadDialect<mlir::func::FuncDialect>();
     llvm::SourceMgr sm;
