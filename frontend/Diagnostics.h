@@ -7,6 +7,9 @@
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
+#include <string>
+
 namespace kiln {
 
 /// Prints `file:line:col: error: message` with the source line and a caret,
@@ -20,22 +23,42 @@ public:
   void error(llvm::SMLoc loc, const llvm::Twine &msg) {
     ++numErrors;
     if (loc.isValid()) {
-      sm.PrintMessage(loc, llvm::SourceMgr::DK_Error, msg);
+      emit(clipped(sm.GetMessage(loc, llvm::SourceMgr::DK_Error, msg)));
       return;
     }
-    llvm::SMDiagnostic d("kiln", llvm::SourceMgr::DK_Error, msg.str());
-    if (auto handler = sm.getDiagHandler())
-      handler(d, sm.getDiagContext());
-    else
-      d.print(nullptr, llvm::errs());
+    emit(llvm::SMDiagnostic("kiln", llvm::SourceMgr::DK_Error, msg.str()));
   }
   void note(llvm::SMLoc loc, const llvm::Twine &msg) {
-    sm.PrintMessage(loc, llvm::SourceMgr::DK_Note, msg);
+    emit(clipped(sm.GetMessage(loc, llvm::SourceMgr::DK_Note, msg)));
   }
   unsigned errors() const { return numErrors; }
   llvm::SourceMgr &sourceMgr() { return sm; }
 
 private:
+  /// The longest source line shown under a message: a longer one (a file of
+  /// one 10 MB line, say) is cut to a window around the caret.
+  static constexpr int kMaxShownLine = 160;
+
+  llvm::SMDiagnostic clipped(const llvm::SMDiagnostic &d) {
+    llvm::StringRef line = d.getLineContents();
+    int col = d.getColumnNo();
+    if (static_cast<int>(line.size()) <= kMaxShownLine || col < 0)
+      return d;
+    int start = std::max(0, col - kMaxShownLine / 2);
+    std::string shown = (start > 0 ? "..." : "") +
+                        line.substr(start, kMaxShownLine).str() + "...";
+    int shownCol = col - start + (start > 0 ? 3 : 0);
+    return llvm::SMDiagnostic(sm, d.getLoc(), d.getFilename(), d.getLineNo(),
+                              shownCol, d.getKind(), d.getMessage(), shown,
+                              {});
+  }
+  void emit(const llvm::SMDiagnostic &d) {
+    if (auto handler = sm.getDiagHandler())
+      handler(d, sm.getDiagContext());
+    else
+      d.print(nullptr, llvm::errs());
+  }
+
   llvm::SourceMgr &sm;
   unsigned numErrors = 0;
 };

@@ -201,6 +201,11 @@ Token Lexer::lexIdent(const char *start) {
   while (cur < buffer.end() && (llvm::isAlnum(*cur) || *cur == '_'))
     ++cur;
   llvm::StringRef text(start, cur - start);
+  // Messages quote names: a name of megabytes would be echoed in full.
+  if (text.size() > kMaxNameLength)
+    return error(start, "a name of " + llvm::Twine(text.size()) +
+                            " characters is too long; names have at most " +
+                            llvm::Twine(kMaxNameLength) + " characters");
   Tok kind = llvm::StringSwitch<Tok>(text)
                  .Case("return", Tok::KwReturn)
                  .Case("true", Tok::KwTrue)

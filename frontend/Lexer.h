@@ -6,6 +6,7 @@
 
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/SMLoc.h"
+#include <cstddef>
 #include <cstdint>
 
 namespace kiln {
@@ -42,6 +43,9 @@ enum class Tok {
   Slash,
   At,
 };
+
+/// The longest name the language accepts (error messages quote names).
+constexpr size_t kMaxNameLength = 256;
 
 /// Human-readable spelling of a token kind, for "expected X" messages.
 const char *tokName(Tok t);
