@@ -9,7 +9,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fstream>
-#include <sstream>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -185,8 +184,8 @@ Status kiln::runtime::commitCheckpoint(const std::string &parent,
   return Status::ok();
 }
 
-Status kiln::runtime::checkRegularFile(const std::string &path,
-                                       uint64_t &size) {
+Status kiln::runtime::openInput(const std::string &path, std::ifstream &f,
+                                uint64_t &size) {
   struct stat st;
   if (stat(path.c_str(), &st) != 0)
     return Status::error(path +
@@ -197,20 +196,42 @@ Status kiln::runtime::checkRegularFile(const std::string &path,
     return Status::error(path + ": is not a regular file (a device, FIFO "
                                 "or socket); kiln reads only files");
   size = static_cast<uint64_t>(st.st_size);
+  f.open(path, std::ios::binary);
+  if (!f)
+    return Status::error(path +
+                         ": cannot open the file: " + std::strerror(errno));
   return Status::ok();
 }
 
-Status kiln::runtime::readFile(const std::string &path, std::string &out) {
+namespace {
+template <typename Bytes>
+Status readWhole(const std::string &path, Bytes &out, uint64_t maxBytes,
+                 const std::string &what) {
+  std::ifstream f;
   uint64_t size = 0;
-  if (Status s = checkRegularFile(path, size); !s)
+  if (Status s = openInput(path, f, size); !s)
     return s;
-  std::ifstream f(path, std::ios::binary);
-  if (!f)
-    return Status::error(path + ": cannot open the file");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  out = ss.str();
+  if (size > maxBytes)
+    return Status::error(path + ": the file is " + std::to_string(size) +
+                         " bytes; a " + what + " has at most " +
+                         std::to_string(maxBytes) + " bytes");
+  out.resize(static_cast<size_t>(size));
+  if (size && !f.read(reinterpret_cast<char *>(out.data()),
+                      static_cast<std::streamsize>(size)))
+    return Status::error(path + ": cannot read the file");
   return Status::ok();
+}
+} // namespace
+
+Status kiln::runtime::readFile(const std::string &path, std::string &out,
+                               uint64_t maxBytes, const std::string &what) {
+  return readWhole(path, out, maxBytes, what);
+}
+
+Status kiln::runtime::readFile(const std::string &path,
+                               std::vector<uint8_t> &out, uint64_t maxBytes,
+                               const std::string &what) {
+  return readWhole(path, out, maxBytes, what);
 }
 
 Status kiln::runtime::latestCheckpoint(const std::string &parent,

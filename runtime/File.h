@@ -4,6 +4,8 @@
 
 #include "runtime/Tensor.h"
 
+#include <cstdint>
+#include <fstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,14 +34,19 @@ Status commitCheckpoint(const std::string &parent, const std::string &tmpDir,
 /// The directory `parent/latest` names; an error if there is none.
 Status latestCheckpoint(const std::string &parent, std::string &dir);
 
-/// Checks that `path` names a regular file before a reader opens it: a
-/// directory, device, FIFO or socket is an error naming the path (opening a
-/// directory "succeeds" and reports an absurd size; a FIFO blocks forever).
-/// `size` receives the file's size.
-Status checkRegularFile(const std::string &path, uint64_t &size);
+/// Opens `path` for reading, which every reader of kiln's inputs does
+/// through here: a directory, device, FIFO or socket is an error naming the
+/// path (opening a directory "succeeds" with an absurd size; a FIFO blocks
+/// forever). `size` receives the file's size.
+Status openInput(const std::string &path, std::ifstream &f, uint64_t &size);
 
-/// The whole file as bytes.
-Status readFile(const std::string &path, std::string &out);
+/// The whole file as bytes, refused before anything is allocated when it
+/// is larger than `maxBytes` (the error says the file should be a `what`).
+Status readFile(const std::string &path, std::string &out,
+                uint64_t maxBytes = UINT64_MAX,
+                const std::string &what = "file");
+Status readFile(const std::string &path, std::vector<uint8_t> &out,
+                uint64_t maxBytes, const std::string &what);
 
 } // namespace kiln::runtime
 

@@ -21,14 +21,10 @@ Llama2cConfig::hyperparameters() const {
 
 Status kiln::runtime::readLlama2cConfig(const std::string &path,
                                         Llama2cConfig &c) {
-  uint64_t fileSize = 0;
-  if (Status s = checkRegularFile(path, fileSize); !s)
+  std::ifstream f;
+  uint64_t size = 0;
+  if (Status s = openInput(path, f, size); !s)
     return s;
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f)
-    return Status::error(path + ": cannot open the file");
-  uint64_t size = static_cast<uint64_t>(f.tellg());
-  f.seekg(0);
   int32_t h[7];
   if (size < sizeof(h) || !f.read(reinterpret_cast<char *>(h), sizeof(h)))
     return Status::error(path + ": too short for a llama2.c checkpoint (no "

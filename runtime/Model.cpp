@@ -959,22 +959,11 @@ ThreadScope::~ThreadScope() {
 Model::~Model() = default;
 
 Status Model::load(const std::string &path, std::unique_ptr<Model> &out) {
-  uint64_t fileSize = 0;
-  if (Status s = checkRegularFile(path, fileSize); !s)
+  std::vector<uint8_t> bytes;
+  if (Status s = readFile(path, bytes, FLATBUFFERS_MAX_BUFFER_SIZE - 1,
+                          ".kart artifact");
+      !s)
     return s;
-  if (fileSize >= (uint64_t(1) << 31))
-    return Status::error(path + ": the file is " + std::to_string(fileSize) +
-                         " bytes; .kart artifacts are limited to 2 GiB");
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f)
-    return Status::error(path + ": cannot open the file");
-  std::streamoff size = f.tellg();
-  if (size < 0)
-    return Status::error(path + ": cannot read the file");
-  std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  f.seekg(0);
-  if (!f.read(reinterpret_cast<char *>(bytes.data()), size))
-    return Status::error(path + ": cannot read the file");
   size_t slash = path.find_last_of('/');
   std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
   Status s = fromBytes(std::move(bytes), out, dir.empty() ? "/" : dir);

@@ -50,14 +50,10 @@ Status kiln::runtime::readNpy(const std::string &path, Tensor &out) {
   auto bad = [&](const std::string &msg) {
     return Status::error(path + ": " + msg);
   };
-  uint64_t fileSize = 0;
-  if (Status s = checkRegularFile(path, fileSize); !s)
+  std::ifstream f;
+  uint64_t size = 0;
+  if (Status s = openInput(path, f, size); !s)
     return s;
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f)
-    return bad("cannot open the file");
-  std::streamoff size = f.tellg();
-  f.seekg(0);
   char magic[8];
   if (size < 10 || !f.read(magic, 8) || std::memcmp(magic, "\x93NUMPY", 6) != 0)
     return bad("not a .npy file (it must start with \\x93NUMPY)");

@@ -257,14 +257,10 @@ Status kiln::runtime::readSafetensors(const std::string &path,
   auto bad = [&](const std::string &msg) {
     return Status::error(path + ": " + msg);
   };
-  uint64_t fileSize = 0;
-  if (Status s = checkRegularFile(path, fileSize); !s)
+  std::ifstream f;
+  uint64_t size = 0;
+  if (Status s = openInput(path, f, size); !s)
     return s;
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f)
-    return bad("cannot open the file");
-  uint64_t size = static_cast<uint64_t>(f.tellg());
-  f.seekg(0);
   unsigned char lenBytes[8];
   if (size < 8 || !f.read(reinterpret_cast<char *>(lenBytes), 8))
     return bad("too short for a safetensors file (no 8-byte header size)");

@@ -88,24 +88,12 @@ Status Tokenizer::fromText(const std::string &kind, const std::string &text,
 }
 
 Status Tokenizer::readLlama2c(const std::string &path, Tokenizer &out) {
-  uint64_t fileSize = 0;
-  if (Status s = checkRegularFile(path, fileSize); !s)
+  std::string bytes;
+  if (Status s = readFile(path, bytes, kMaxTokenizerFile,
+                          "llama2.c tokenizer");
+      !s)
     return s;
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f)
-    return Status::error(path + ": cannot open the tokenizer file");
-  std::streamoff end = f.tellg();
-  if (end < 0)
-    return Status::error(path + ": cannot read the tokenizer file");
-  uint64_t size = static_cast<uint64_t>(end);
-  if (size > kMaxTokenizerFile)
-    return Status::error(path + ": " + std::to_string(size) +
-                         " bytes is too large for a llama2.c tokenizer "
-                         "(the limit is 256 MiB)");
-  std::string bytes(size, '\0');
-  f.seekg(0);
-  if (size && !f.read(bytes.data(), static_cast<std::streamsize>(size)))
-    return Status::error(path + ": cannot read the tokenizer file");
+  uint64_t size = bytes.size();
   auto int32At = [&](uint64_t at) {
     int32_t v;
     std::memcpy(&v, bytes.data() + at, 4);
