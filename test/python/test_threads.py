@@ -93,3 +93,51 @@ def test_forward_while_another_thread_trains():
     assert np.array_equal(m.forward(tokens=x), allowed[-1])
     for y in seen:
         assert any(np.array_equal(y, a) for a in allowed)
+
+
+def test_waiting_threads_sleep_unless_the_user_chose():
+    """The CLI and `import kiln` set OMP_WAIT_POLICY=PASSIVE (OpenMP reads it
+    once, at load) unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set."""
+    import os
+    import subprocess
+    import tempfile
+    import time
+    from kiln_cli import KILN
+
+    def policy_of_cli(extra):
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        env.update(extra)
+        with tempfile.TemporaryDirectory() as d:
+            p = subprocess.Popen([KILN, "compile", EXAMPLES / "gpt2.kiln",
+                                  "-D", "n_layer=2", "-o", f"{d}/g.kart"],
+                                 env=env,
+                                 stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+            seen = None
+            while p.poll() is None:  # the pid survives kiln's re-exec
+                try:
+                    environ = open(f"/proc/{p.pid}/environ", "rb").read()
+                except OSError:
+                    break
+                seen = dict(v.split(b"=", 1) for v in environ.split(b"\0")
+                            if b"=" in v).get(b"OMP_WAIT_POLICY")
+                if seen:
+                    break
+                time.sleep(0.005)
+            p.wait()
+            return seen
+    assert policy_of_cli({}) == b"PASSIVE"
+    assert policy_of_cli({"OMP_WAIT_POLICY": "ACTIVE"}) == b"ACTIVE"
+    assert policy_of_cli({"GOMP_SPINCOUNT": "1000"}) is None
+    code = "import os, kiln; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env["PYTHONPATH"] = str(BUILD / "python")
+    out = subprocess.run([sys.executable, "-c", code], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "PASSIVE"
+    env["GOMP_SPINCOUNT"] = "1000"
+    out = subprocess.run([sys.executable, "-c", code], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "None"
