@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 #include "codegen/KartWriter.h"
 #include "ir/KilnOps.h"
+#include "runtime/Memory.h"
 #include "runtime/Model.h"
 #include "runtime/Random.h"
 #include "runtime/kart_generated.h"
@@ -705,25 +706,26 @@ Writer::writeFunction(func::FuncOp fn,
   return success();
 }
 
+} // namespace
+
+size_t kiln::countParameters(ModuleOp module) {
+  return static_cast<size_t>(llvm::range_size(module.getOps<ParameterOp>()));
+}
+
+namespace {
+
 /// Refuses, with the numbers, weights that cannot be built: more than this
 /// machine's memory, or (embedded) more than a FlatBuffers artifact holds.
 /// Checked before anything of that size is allocated.
 LogicalResult Writer::checkWeightsFit(uint64_t bytes) {
-  auto gib = [](uint64_t b) {
-    return llvm::formatv("{0:F1} GiB", static_cast<double>(b) / (1 << 30))
-        .str();
-  };
-  long pages = sysconf(_SC_PHYS_PAGES), pageSize = sysconf(_SC_PAGE_SIZE);
-  uint64_t memory = pages > 0 && pageSize > 0
-                        ? static_cast<uint64_t>(pages) *
-                              static_cast<uint64_t>(pageSize)
-                        : 0;
+  auto gib = [](uint64_t b) { return runtime::formatBytes(b); };
+  uint64_t memory = runtime::physicalMemory();
   if (memory && bytes > memory)
     return module.emitError("the model's parameters need ")
            << gib(bytes) << ", more than this machine's " << gib(memory)
            << " of memory; check the hyperparameters (-D)";
   // The weights, the plan and FlatBuffers' own tables share 2 GiB.
-  const uint64_t maxEmbedded = (uint64_t(1) << 31) - (uint64_t(64) << 20);
+  const uint64_t maxEmbedded = runtime::kMaxEmbeddedWeightBytes;
   if (!options.externalWeights && bytes > maxEmbedded)
     return module.emitError("the model's parameters need ")
            << gib(bytes) << ", but an artifact holds at most "

@@ -43,6 +43,10 @@ mlir::LogicalResult writeArtifact(mlir::ModuleOp module,
                                   const ArtifactOptions &options,
                                   std::vector<uint8_t> &out);
 
+/// How many parameters the module declares: the most tensors a weights file
+/// for it can usefully hold (readers bound their work by it).
+size_t countParameters(mlir::ModuleOp module);
+
 /// The deterministic initial value of every element of a parameter: the same
 /// name, initializer and seed always give the same bytes, on any machine.
 void initializeParameter(llvm::StringRef name, llvm::StringRef init,

@@ -3,6 +3,7 @@
 #include "frontend/Parser.h"
 #include "ir/KilnOps.h"
 #include "passes/Passes.h"
+#include "runtime/Memory.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Diagnostics.h"
@@ -176,4 +177,20 @@ std::string kiln::CapturedDiagnostic::str() const {
     return "error: " + message;
   return file + ":" + std::to_string(line) + ":" + std::to_string(column) +
          ": error: " + message;
+}
+
+void kiln::limitParameters(CompileOptions &options, bool embedded) {
+  uint64_t memory = runtime::physicalMemory();
+  if (memory) {
+    options.maxParameterBytes = memory;
+    options.parameterLimit =
+        "this machine's " + runtime::formatBytes(memory) + " of memory";
+  }
+  if (embedded && (!memory || runtime::kMaxEmbeddedWeightBytes < memory)) {
+    options.maxParameterBytes = runtime::kMaxEmbeddedWeightBytes;
+    options.parameterLimit =
+        "the " + runtime::formatBytes(runtime::kMaxEmbeddedWeightBytes) +
+        " an artifact embeds (keep larger weights beside it with "
+        "--external-weights=FILE.safetensors)";
+  }
 }

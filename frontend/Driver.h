@@ -35,6 +35,10 @@ mlir::OwningOpRef<mlir::ModuleOp> compileBuffer(mlir::MLIRContext &ctx,
                                                 unsigned id,
                                                 const CompileOptions &options);
 
+/// Bounds `options.maxParameterBytes` by this machine's memory and, when
+/// the weights are to be embedded in an artifact, by what one holds.
+void limitParameters(CompileOptions &options, bool embedded);
+
 /// One error, with its place in the source when it has one.
 struct CapturedDiagnostic {
   std::string file;

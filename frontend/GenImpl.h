@@ -296,6 +296,18 @@ private:
   llvm::StringRef filename;
   const CompileOptions &options;
   mlir::OpBuilder b;
+  /// Counts the operations built, for the kMaxGeneratedOps budget.
+  struct OpCounter : mlir::OpBuilder::Listener {
+    int64_t count = 0;
+    void notifyOperationInserted(mlir::Operation *,
+                                 mlir::OpBuilder::InsertPoint) override {
+      ++count;
+    }
+  } opCounter;
+  uint64_t paramBytes = 0; // declared so far
+  /// False (with an error at `l`) once the model has unrolled to more than
+  /// kMaxGeneratedOps operations.
+  bool withinOpBudget(llvm::SMLoc l);
   mlir::ModuleOp module;
   const ast::Model *model = nullptr;
 

@@ -1,5 +1,6 @@
 //===- MLIRGen.cpp - .kiln syntax tree to the kiln dialect ----------------===//
 #include "frontend/GenImpl.h"
+#include "runtime/Memory.h"
 
 #include "mlir/IR/Verifier.h"
 #include "llvm/ADT/STLExtras.h"
@@ -121,7 +122,22 @@ const ast::FnDecl *BlockInfo::findFn(llvm::StringRef name) const {
 
 Gen::Gen(mlir::MLIRContext &ctx, Diagnostics &diags, llvm::StringRef filename,
          const CompileOptions &options)
-    : ctx(ctx), diags(diags), filename(filename), options(options), b(&ctx) {}
+    : ctx(ctx), diags(diags), filename(filename), options(options), b(&ctx) {
+  b.setListener(&opCounter);
+}
+
+bool Gen::withinOpBudget(SMLoc l) {
+  if (opCounter.count <= kMaxGeneratedOps)
+    return true;
+  return error(l, "the model unrolls to more than " +
+                      llvm::Twine(kMaxGeneratedOps) +
+                      " operations by here; check the hyperparameters (-D): "
+                      "a block's repeat count multiplies its size");
+}
+
+static std::string bytesText(uint64_t bytes) {
+  return runtime::formatBytes(bytes);
+}
 
 bool Gen::error(SMLoc l, const llvm::Twine &msg) {
   if (!failed)
@@ -323,6 +339,18 @@ bool Gen::addParam(const std::string &name, mlir::Type elt, const Shape &shape,
     return error(l, "parameter '" + name +
                         "' clashes with the parameter "
                         "group of the same name");
+  uint64_t bytes = static_cast<uint64_t>(count) *
+                   (elt.isIntOrFloat()
+                        ? std::max<uint64_t>(1, elt.getIntOrFloatBitWidth() / 8)
+                        : 4);
+  paramBytes += bytes;
+  if (options.maxParameterBytes && paramBytes > options.maxParameterBytes)
+    return error(l, "the parameters need " + bytesText(paramBytes) +
+                        " by parameter '" + name + "' " + typeStr(elt, shape) +
+                        ", more than " + options.parameterLimit +
+                        "; check the hyperparameters (-D)");
+  if (!withinOpBudget(l))
+    return false;
   auto info = std::make_unique<ParamInfo>();
   info->name = name;
   info->type = mlirType(elt, shape);
@@ -562,10 +590,34 @@ bool Gen::declareParams(const ast::Model &m) {
     info->count = count->dim.factor;
     info->layers.resize(info->count);
     for (int64_t i = 0; i < info->count; ++i) {
+      uint64_t bytesBefore = paramBytes;
+      int64_t opsBefore = opCounter.count;
       info->layers[i].prefix = blk.name + "." + std::to_string(i) + ".";
       for (const ast::ParamDecl &p : blk.params)
         if (!declareParam(p, info->layers[i]))
           return false;
+      if (i != 0)
+        continue;
+      // Every copy has the first one's parameters: the block's size is
+      // known now, before the other copies are built.
+      uint64_t each = paramBytes - bytesBefore;
+      uint64_t total = bytesBefore + each * static_cast<uint64_t>(info->count);
+      if (options.maxParameterBytes && total > options.maxParameterBytes)
+        return error(
+            blk.count->loc,
+            "block '" + blk.name + "' repeats " + llvm::Twine(info->count) +
+                " times with " + bytesText(each) +
+                " of parameters each: the model needs " + bytesText(total) +
+                ", more than " + options.parameterLimit +
+                "; check the hyperparameters (-D)");
+      int64_t ops = opCounter.count - opsBefore;
+      if (opsBefore + ops * info->count > kMaxGeneratedOps)
+        return error(blk.count->loc,
+                     "block '" + blk.name + "' repeats " +
+                         llvm::Twine(info->count) +
+                         " times: the model would unroll to more than " +
+                         llvm::Twine(kMaxGeneratedOps) +
+                         " operations; check the hyperparameters (-D)");
     }
     blocks[blk.name] = std::move(info);
   }
@@ -789,6 +841,8 @@ Gen::callFn(const ast::FnDecl &fn, std::vector<Val> args,
                        "'; kiln functions are inlined and cannot recurse");
     return std::nullopt;
   }
+  if (!withinOpBudget(callLoc))
+    return std::nullopt;
   if (args.size() != fn.args.size()) {
     error(callLoc, "'" + fn.name + "' takes " + llvm::Twine(fn.args.size()) +
                        " argument(s), got " + llvm::Twine(args.size()));

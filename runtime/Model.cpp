@@ -2,6 +2,7 @@
 #include "runtime/Model.h"
 #include "runtime/File.h"
 #include "runtime/Kernels.h"
+#include "runtime/Memory.h"
 #include "runtime/Safetensors.h"
 
 #include <flatbuffers/flatbuffers.h>
@@ -25,6 +26,9 @@ using Shape = std::vector<int64_t>;
 
 constexpr size_t kAlign = 64;
 size_t alignUp(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+/// The most one intermediate may take (1 TiB): far beyond any machine, small
+/// enough that sums of a plan's values cannot overflow.
+constexpr uint64_t kMaxValueBytes = uint64_t(1) << 40;
 
 DType fromKart(kart::DType t) { return static_cast<DType>(t); }
 
@@ -806,9 +810,18 @@ Status FunctionState::planShapes() {
             ", but the plan expects another shape for value " +
             std::to_string(id));
       shapes[id] = out[i];
-      size_t bytes = dtypeSize(fromKart(v->dtype()));
+      // Sizes follow the inputs' shapes: bounded here, before any product
+      // can wrap around.
+      uint64_t bytes = dtypeSize(fromKart(v->dtype()));
       for (int64_t d : out[i])
-        bytes *= static_cast<size_t>(d);
+        if (!multiplyWithin(bytes, static_cast<uint64_t>(d), kMaxValueBytes,
+                            bytes))
+          return Status::error(
+              (k->location() ? k->location()->str() + ": " : std::string()) +
+              kart::EnumNameOp(k->op()) + " computes " +
+              shapeString(fromKart(v->dtype()), out[i]) +
+              ", more than kiln allocates for one value (" +
+              formatBytes(kMaxValueBytes) + "); use smaller inputs");
       slotBytes[v->slot()] = std::max(slotBytes[v->slot()], alignUp(bytes));
     }
   }
@@ -840,6 +853,15 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
     return s;
   planOffsets();
   size_t total = arenaBytes;
+  if (arenaStorage.size() < total + kAlign)
+    if (uint64_t memory = physicalMemory(); memory && total > memory)
+      return Status::error(
+          "this call needs " + formatBytes(total) +
+          " for its intermediates at these input shapes, more than this "
+          "machine's " +
+          formatBytes(memory) +
+          " of memory; use smaller inputs (batch, "
+          "sequence length)");
   if (arenaStorage.size() < total + kAlign)
     arenaStorage.assign(total + kAlign, 0);
   uint8_t *arena = reinterpret_cast<uint8_t *>(
@@ -958,7 +980,8 @@ ThreadScope::~ThreadScope() {
 
 Model::~Model() = default;
 
-Status Model::load(const std::string &path, std::unique_ptr<Model> &out) {
+Status Model::load(const std::string &path, std::unique_ptr<Model> &out,
+                   const LoadOptions &options) {
   std::vector<uint8_t> bytes;
   if (Status s = readFile(path, bytes, FLATBUFFERS_MAX_BUFFER_SIZE - 1,
                           ".kart artifact");
@@ -966,14 +989,14 @@ Status Model::load(const std::string &path, std::unique_ptr<Model> &out) {
     return s;
   size_t slash = path.find_last_of('/');
   std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
-  Status s = fromBytes(std::move(bytes), out, dir.empty() ? "/" : dir);
+  Status s = fromBytes(std::move(bytes), out, dir.empty() ? "/" : dir, options);
   if (!s)
     return Status::error(path + ": " + s.message());
   return s;
 }
 
 Status Model::fromBytes(std::vector<uint8_t> bytes, std::unique_ptr<Model> &out,
-                        const std::string &dir) {
+                        const std::string &dir, const LoadOptions &options) {
   std::unique_ptr<Model> m(new Model());
   // Keep the buffer 64-byte aligned so weights and the FlatBuffers tables
   // are aligned as the writer laid them out.
@@ -984,7 +1007,7 @@ Status Model::fromBytes(std::vector<uint8_t> bytes, std::unique_ptr<Model> &out,
     std::memcpy(m->bytes_.data() + shift, bytes.data(), bytes.size());
   m->bytes_.resize(shift + bytes.size());
   m->base_ = shift;
-  if (Status s = m->init(dir); !s)
+  if (Status s = m->init(dir, options); !s)
     return s;
   out = std::move(m);
   return Status::ok();
@@ -1037,7 +1060,7 @@ static Status checkWideVectorAlignment(const kart::Program *p,
   return Status::ok();
 }
 
-Status Model::init(const std::string &dir) {
+Status Model::init(const std::string &dir, const LoadOptions &options) {
   const uint8_t *data = bytes_.data() + base_;
   size_t size = bytes_.size() - base_;
   if (size < 8)
@@ -1093,16 +1116,29 @@ Status Model::init(const std::string &dir) {
   std::map<std::string, Tensor *> external;
   std::string wfile;
   if (p->weights_file() && p->weights_file()->size()) {
-    wfile = p->weights_file()->str();
-    if (wfile[0] != '/')
-      wfile = dir + "/" + wfile;
+    // The artifact names a file beside itself and nothing else: a path
+    // from the file would let an artifact make kiln open any file.
+    std::string name = p->weights_file()->str();
+    if (name.size() > 255 || name == "." || name == ".." ||
+        name.find_first_of(std::string("/\0", 2)) != std::string::npos)
+      return Status::error(
+          "the artifact's weights_file '" +
+          (name.size() > 80 ? name.substr(0, 77) + "..." : name) +
+          "' is not a file name; an artifact's external weights lie beside "
+          "it (or load it with an explicit weights file)");
+    wfile =
+        options.weightsFile.empty() ? dir + "/" + name : options.weightsFile;
     NamedTensors tensors;
-    if (Status s = readSafetensors(wfile, tensors); !s)
+    if (Status s = readSafetensors(wfile, tensors, p->parameters()->size()); !s)
       return Status::error("external weights: " + s.message());
     for (auto &[name, t] : tensors)
       externalWeights_.push_back(std::move(t));
     for (size_t i = 0; i < tensors.size(); ++i)
       external[tensors[i].first] = &externalWeights_[i];
+  } else if (!options.weightsFile.empty()) {
+    return Status::error("the artifact embeds its weights; a weights file "
+                         "applies to artifacts compiled with "
+                         "--external-weights");
   }
   for (size_t i = 0; i < p->parameters()->size(); ++i) {
     const kart::Parameter *pr = p->parameters()->Get(i);

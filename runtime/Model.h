@@ -31,6 +31,11 @@ namespace kiln::runtime {
 /// The artifact format this runtime reads and writes.
 constexpr uint32_t kFormatVersion = 1;
 
+/// The most threads a model or call may ask for: more than any machine has
+/// (GNU OpenMP fails creating far more). The CLI's --threads and Python's
+/// `threads` are refused beyond it; setThreads clamps to it.
+constexpr int kMaxThreads = 4096;
+
 struct ArgInfo {
   std::string name;
   DType dtype;
@@ -92,14 +97,26 @@ private:
   int saved_ = 0;
 };
 
+/// How an artifact is loaded.
+struct LoadOptions {
+  /// The external weights file, for an artifact compiled with
+  /// --external-weights. Empty: the file the artifact names, in the
+  /// artifact's own directory. The artifact only ever names a file beside
+  /// itself (a bare file name); anywhere else the user points explicitly.
+  std::string weightsFile;
+};
+
 class Model {
 public:
   ~Model();
-  static Status load(const std::string &path, std::unique_ptr<Model> &out);
-  /// `dir` resolves a relative external weights file (see kart.fbs).
+  static Status load(const std::string &path, std::unique_ptr<Model> &out,
+                     const LoadOptions &options = {});
+  /// `dir` is where an external weights file lies (the artifact's
+  /// directory), unless `options` names the file.
   static Status fromBytes(std::vector<uint8_t> bytes,
                           std::unique_ptr<Model> &out,
-                          const std::string &dir = ".");
+                          const std::string &dir = ".",
+                          const LoadOptions &options = {});
 
   const std::string &modelName() const { return model_; }
   const std::vector<FunctionInfo> &functions() const { return infos_; }
@@ -126,7 +143,9 @@ public:
   /// Threads for this model's calls (0: the calling thread's count, by
   /// default one per core). Per model, so models used from different
   /// threads do not affect each other.
-  void setThreads(int n) { threads_ = n > 0 ? n : 0; }
+  void setThreads(int n) {
+    threads_ = n > 0 ? (n < kMaxThreads ? n : kMaxThreads) : 0;
+  }
   int threads() const { return threads_; }
 
   /// Arena size versus the sum of all intermediates for `function` with the
@@ -176,7 +195,7 @@ public:
 
 private:
   Model() = default;
-  Status init(const std::string &dir);
+  Status init(const std::string &dir, const LoadOptions &options);
   std::unique_ptr<FunctionState> newState(const StatePool &pool);
 
   std::vector<uint8_t> bytes_;

@@ -12,25 +12,63 @@ using namespace kiln::runtime;
 
 namespace {
 
-/// Just enough JSON for safetensors headers: objects, arrays, strings,
-/// integers. Reports the byte offset of what it cannot read.
-struct Json {
-  enum Kind { Null, Object, Array, String, Number } kind = Null;
-  std::string str;
-  int64_t num = 0;
-  std::vector<std::pair<std::string, Json>> members;
-  std::vector<Json> items;
-};
-
-class JsonParser {
+/// Reads a safetensors JSON header straight into entries, one tensor at a
+/// time: no document tree, so memory and time follow the entries kept, and
+/// parsing stops as soon as the header lists more tensors than the caller
+/// can use. Errors give the byte offset in the header.
+class HeaderParser {
 public:
-  JsonParser(const std::string &text) : s(text) {}
-  bool parse(Json &out, std::string &error) {
-    if (!value(out, 0)) {
-      error =
-          "malformed JSON header at byte " + std::to_string(pos) + ": " + why;
-      return false;
+  struct Entry {
+    std::string name;
+    std::string dtype;
+    bool haveDtype = false, haveShape = false, shapeOk = true;
+    std::vector<int64_t> shape;
+    std::vector<int64_t> offsets;
+    bool offsetsOk = true;
+    bool isObject = true;
+  };
+
+  HeaderParser(const std::string &text, size_t maxTensors)
+      : s(text), maxTensors(maxTensors) {}
+
+  /// Fills `entries`; on failure `error` says why and where.
+  bool parse(std::vector<Entry> &entries, std::string &error) {
+    skip();
+    if (pos >= s.size() || s[pos] != '{') {
+      if (pos < s.size() && (s[pos] == '[' || s[pos] == '"' || s[pos] == '-' ||
+                             (s[pos] >= '0' && s[pos] <= '9')))
+        return fail(error, "the header must be a JSON object", false);
+      why = pos >= s.size() ? "unexpected end" : "unexpected character";
+      return fail(error, why, true);
     }
+    bool tooMany = false;
+    bool ok = elements([&](std::string &key) {
+      if (key == "__metadata__")
+        return skipValue(1);
+      if (entries.size() == maxTensors) {
+        tooMany = true;
+        return false;
+      }
+      entries.emplace_back();
+      entries.back().name = std::move(key);
+      return entry(entries.back());
+    });
+    if (tooMany)
+      return fail(error,
+                  "the header lists more than " + std::to_string(maxTensors) +
+                      " tensors, " + limitReason,
+                  false);
+    if (!ok)
+      return fail(error, why, true);
+    return finish(error);
+  }
+
+  /// Completes the "more than N tensors" message ("the most the model
+  /// uses", ...).
+  std::string limitReason = "the most kiln reads from one file";
+
+private:
+  bool finish(std::string &error) {
     skip();
     if (pos != s.size()) {
       error = "unexpected text after the JSON header at byte " +
@@ -39,8 +77,12 @@ public:
     }
     return true;
   }
-
-private:
+  bool fail(std::string &error, const std::string &msg, bool json) {
+    error = json ? "malformed JSON header at byte " + std::to_string(pos) +
+                       ": " + msg
+                 : msg;
+    return false;
+  }
   void skip() {
     while (pos < s.size() && (s[pos] == ' ' || s[pos] == '\n' ||
                               s[pos] == '\r' || s[pos] == '\t'))
@@ -49,6 +91,133 @@ private:
   bool failWith(const char *w) {
     why = w;
     return false;
+  }
+  bool colon() {
+    skip();
+    if (pos >= s.size() || s[pos] != ':')
+      return failWith("expected ':'");
+    ++pos;
+    skip();
+    return true;
+  }
+  /// The members of the object or the items of the array whose '{' or '['
+  /// is at `pos`: `item(key)` reads each value (`key` is empty in arrays).
+  template <typename Item> bool elements(Item item) {
+    char close = s[pos] == '{' ? '}' : ']';
+    bool object = close == '}';
+    ++pos;
+    skip();
+    if (pos < s.size() && s[pos] == close) {
+      ++pos;
+      return true;
+    }
+    for (;;) {
+      skip();
+      std::string key;
+      if (object && (!string(key) || !colon()))
+        return false;
+      if (!item(key))
+        return false;
+      skip();
+      if (pos < s.size() && s[pos] == ',') {
+        ++pos;
+        continue;
+      }
+      if (pos < s.size() && s[pos] == close) {
+        ++pos;
+        return true;
+      }
+      return failWith(object ? "expected ',' or '}'" : "expected ',' or ']'");
+    }
+  }
+  /// One tensor's object: dtype, shape and data_offsets; other keys are
+  /// skipped.
+  bool entry(Entry &e) {
+    if (pos >= s.size() || s[pos] != '{') {
+      e.isObject = false;
+      return skipValue(1);
+    }
+    return elements([&](const std::string &key) {
+      if (key == "dtype" && pos < s.size() && s[pos] == '"') {
+        e.dtype.clear();
+        e.haveDtype = true;
+        return string(e.dtype);
+      }
+      if (key == "shape" || key == "data_offsets") {
+        bool &ok = key == "shape" ? e.shapeOk : e.offsetsOk;
+        std::vector<int64_t> &v = key == "shape" ? e.shape : e.offsets;
+        if (key == "shape")
+          e.haveShape = true;
+        v.clear();
+        return integers(v, ok);
+      }
+      return skipValue(2);
+    });
+  }
+  /// An array of integers into `v`. A value that is not a non-negative
+  /// integer clears `ok` (reported with the tensor's name); a number with a
+  /// fraction or exponent, or one too large, is malformed.
+  bool integers(std::vector<int64_t> &v, bool &ok) {
+    if (pos >= s.size() || s[pos] != '[') {
+      ok = false;
+      return skipValue(2);
+    }
+    return elements([&](const std::string &) {
+      if (pos >= s.size() ||
+          !(s[pos] == '-' || (s[pos] >= '0' && s[pos] <= '9'))) {
+        ok = false;
+        return skipValue(3);
+      }
+      int64_t n;
+      if (!number(n))
+        return false;
+      if (n < 0 || v.size() >= 64)
+        ok = false;
+      else
+        v.push_back(n);
+      return true;
+    });
+  }
+  bool number(int64_t &out) {
+    size_t start = pos;
+    if (s[pos] == '-')
+      ++pos;
+    while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9')
+      ++pos;
+    if (pos - start > 18)
+      return failWith("number too large");
+    if (pos < s.size() && (s[pos] == '.' || s[pos] == 'e' || s[pos] == 'E'))
+      return failWith("expected an integer");
+    if (pos == start + (s[start] == '-'))
+      return failWith("expected a digit");
+    out = std::stoll(s.substr(start, pos - start));
+    return true;
+  }
+  /// Any JSON value, checked but not kept.
+  bool skipValue(int depth) {
+    if (depth > 16)
+      return failWith("nested too deeply");
+    skip();
+    if (pos >= s.size())
+      return failWith("unexpected end");
+    char c = s[pos];
+    if (c == '{' || c == '[')
+      return elements(
+          [&](const std::string &) { return skipValue(depth + 1); });
+    if (c == '"') {
+      std::string ignored;
+      return string(ignored);
+    }
+    if (c == '-' || (c >= '0' && c <= '9')) {
+      int64_t ignored;
+      return number(ignored);
+    }
+    for (const char *word : {"true", "false", "null"})
+      if (s.compare(pos, std::strlen(word), word) == 0) {
+        pos += std::strlen(word);
+        return true;
+      }
+    return failWith("unexpected character");
   }
   bool string(std::string &out) {
     if (pos >= s.size() || s[pos] != '"')
@@ -119,93 +288,8 @@ private:
     ++pos;
     return true;
   }
-  bool value(Json &out, int depth) {
-    if (depth > 16)
-      return failWith("nested too deeply");
-    skip();
-    if (pos >= s.size())
-      return failWith("unexpected end");
-    char c = s[pos];
-    if (c == '{') {
-      out.kind = Json::Object;
-      ++pos;
-      skip();
-      if (pos < s.size() && s[pos] == '}') {
-        ++pos;
-        return true;
-      }
-      for (;;) {
-        skip();
-        std::string key;
-        if (!string(key))
-          return false;
-        skip();
-        if (pos >= s.size() || s[pos] != ':')
-          return failWith("expected ':'");
-        ++pos;
-        Json v;
-        if (!value(v, depth + 1))
-          return false;
-        out.members.emplace_back(std::move(key), std::move(v));
-        skip();
-        if (pos < s.size() && s[pos] == ',') {
-          ++pos;
-          continue;
-        }
-        if (pos < s.size() && s[pos] == '}') {
-          ++pos;
-          return true;
-        }
-        return failWith("expected ',' or '}'");
-      }
-    }
-    if (c == '[') {
-      out.kind = Json::Array;
-      ++pos;
-      skip();
-      if (pos < s.size() && s[pos] == ']') {
-        ++pos;
-        return true;
-      }
-      for (;;) {
-        Json v;
-        if (!value(v, depth + 1))
-          return false;
-        out.items.push_back(std::move(v));
-        skip();
-        if (pos < s.size() && s[pos] == ',') {
-          ++pos;
-          continue;
-        }
-        if (pos < s.size() && s[pos] == ']') {
-          ++pos;
-          return true;
-        }
-        return failWith("expected ',' or ']'");
-      }
-    }
-    if (c == '"') {
-      out.kind = Json::String;
-      return string(out.str);
-    }
-    if (c == '-' || (c >= '0' && c <= '9')) {
-      out.kind = Json::Number;
-      size_t start = pos;
-      if (c == '-')
-        ++pos;
-      while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9')
-        ++pos;
-      if (pos - start > 18)
-        return failWith("number too large");
-      if (pos < s.size() && (s[pos] == '.' || s[pos] == 'e' || s[pos] == 'E'))
-        return failWith("expected an integer");
-      out.num = std::stoll(s.substr(start, pos - start));
-      return true;
-    }
-    return failWith("unexpected character");
-  }
-
   const std::string &s;
+  size_t maxTensors;
   size_t pos = 0;
   const char *why = "";
 };
@@ -240,6 +324,11 @@ const char *dtypeTo(DType t) {
   }
 }
 
+/// A name from the file, shortened for a message.
+std::string clip(const std::string &s) {
+  return s.size() <= 80 ? s : s.substr(0, 77) + "...";
+}
+
 std::string escape(const std::string &s) {
   std::string o;
   for (char c : s) {
@@ -253,7 +342,7 @@ std::string escape(const std::string &s) {
 } // namespace
 
 Status kiln::runtime::readSafetensors(const std::string &path,
-                                      NamedTensors &out) {
+                                      NamedTensors &out, size_t maxTensors) {
   auto bad = [&](const std::string &msg) {
     return Status::error(path + ": " + msg);
   };
@@ -277,12 +366,14 @@ Status kiln::runtime::readSafetensors(const std::string &path,
   std::string header(headerLen, '\0');
   if (!f.read(header.data(), headerLen))
     return bad("cannot read the header");
-  Json root;
+  std::vector<HeaderParser::Entry> parsed;
   std::string error;
-  if (!JsonParser(header).parse(root, error))
+  HeaderParser parser(header, maxTensors);
+  if (maxTensors != kMaxSafetensorsTensors)
+    parser.limitReason =
+        "but the model has only " + std::to_string(maxTensors) + " to load";
+  if (!parser.parse(parsed, error))
     return bad(error);
-  if (root.kind != Json::Object)
-    return bad("the header must be a JSON object");
   uint64_t dataSize = size - 8 - headerLen;
   struct Entry {
     std::string name;
@@ -291,46 +382,36 @@ Status kiln::runtime::readSafetensors(const std::string &path,
     uint64_t begin, end;
   };
   std::vector<Entry> entries;
-  for (const auto &[name, v] : root.members) {
-    if (name == "__metadata__")
-      continue;
-    auto field = [&](const char *key) -> const Json * {
-      for (const auto &m : v.members)
-        if (m.first == key)
-          return &m.second;
-      return nullptr;
-    };
-    std::string where = "tensor '" + name + "': ";
-    if (v.kind != Json::Object)
+  entries.reserve(parsed.size());
+  for (HeaderParser::Entry &p : parsed) {
+    std::string where = "tensor '" + clip(p.name) + "': ";
+    if (!p.isObject)
       return bad(where + "entry is not an object");
-    const Json *dt = field("dtype"), *shape = field("shape"),
-               *offs = field("data_offsets");
-    if (!dt || dt->kind != Json::String)
+    if (!p.haveDtype)
       return bad(where + "missing 'dtype'");
     Entry e;
-    e.name = name;
-    if (!dtypeFrom(dt->str, e.dtype))
-      return bad(where + "unsupported dtype '" + dt->str +
+    e.name = std::move(p.name);
+    if (!dtypeFrom(p.dtype, e.dtype))
+      return bad(where + "unsupported dtype '" + clip(p.dtype) +
                  "'; kiln reads F32, F64, I32, I64 and BOOL");
-    if (!shape || shape->kind != Json::Array)
+    if (!p.haveShape)
       return bad(where + "missing 'shape'");
+    if (!p.shapeOk)
+      return bad(where + "invalid dimension in 'shape'");
     uint64_t count = 1;
-    for (const Json &d : shape->items) {
-      if (d.kind != Json::Number || d.num < 0 || d.num > (int64_t(1) << 40))
+    for (int64_t d : p.shape) {
+      if (d > (int64_t(1) << 40))
         return bad(where + "invalid dimension in 'shape'");
-      e.shape.push_back(d.num);
-      count *= static_cast<uint64_t>(d.num);
+      e.shape.push_back(d);
+      count *= static_cast<uint64_t>(d);
       if (count > (uint64_t(1) << 40))
         return bad(where + "too many elements");
     }
-    if (!offs || offs->kind != Json::Array || offs->items.size() != 2 ||
-        offs->items[0].kind != Json::Number ||
-        offs->items[1].kind != Json::Number || offs->items[0].num < 0 ||
-        offs->items[1].num < offs->items[0].num)
+    if (!p.offsetsOk || p.offsets.size() != 2 || p.offsets[1] < p.offsets[0])
       return bad(where + "'data_offsets' must be [begin, end] with begin <= "
                          "end");
-    e.begin = offs->items[0].num;
-    e.end = offs->items[1].num;
+    e.begin = p.offsets[0];
+    e.end = p.offsets[1];
     if (e.end > dataSize)
       return bad(where + "data_offsets [" + std::to_string(e.begin) + ", " +
                  std::to_string(e.end) + ") run past the " +
@@ -341,6 +422,18 @@ Status kiln::runtime::readSafetensors(const std::string &path,
                  " bytes, but " + shapeString(e.dtype, e.shape) + " needs " +
                  std::to_string(want));
     entries.push_back(std::move(e));
+  }
+  {
+    std::vector<const std::string *> names;
+    names.reserve(entries.size());
+    for (const Entry &e : entries)
+      names.push_back(&e.name);
+    std::sort(
+        names.begin(), names.end(),
+        [](const std::string *a, const std::string *b) { return *a < *b; });
+    for (size_t i = 1; i < names.size(); ++i)
+      if (*names[i] == *names[i - 1])
+        return bad("tensor '" + clip(*names[i]) + "' appears twice");
   }
   std::vector<const Entry *> sorted;
   for (const Entry &e : entries)

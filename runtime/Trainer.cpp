@@ -1,5 +1,6 @@
 //===- Trainer.cpp - training steps on a compiled gradient function -------===//
 #include "runtime/Trainer.h"
+#include "runtime/Memory.h"
 
 #include "runtime/File.h"
 #include "runtime/Random.h"
@@ -16,8 +17,9 @@ constexpr double kPi = 3.14159265358979323846;
 
 /// Reads a .safetensors file and indexes its tensors by name.
 Status readByName(const std::string &path, NamedTensors &tensors,
-                  std::map<std::string, const Tensor *> &byName) {
-  if (Status s = readSafetensors(path, tensors); !s)
+                  std::map<std::string, const Tensor *> &byName,
+                  size_t maxTensors) {
+  if (Status s = readSafetensors(path, tensors, maxTensors); !s)
     return s;
   for (const auto &[name, tensor] : tensors)
     byName[name] = &tensor;
@@ -114,16 +116,30 @@ double Trainer::learningRate(int64_t step) const {
 Status
 Trainer::step(const std::vector<std::map<std::string, Tensor>> &microBatches,
               StepStats &stats) {
-  if (microBatches.empty())
+  return step(
+      static_cast<int64_t>(microBatches.size()),
+      [&](int64_t i, std::map<std::string, Tensor> &batch) {
+        batch = microBatches[static_cast<size_t>(i)];
+        return Status::ok();
+      },
+      stats);
+}
+
+Status Trainer::step(int64_t count, const MicroBatchSource &next,
+                     StepStats &stats) {
+  if (count < 1)
     return Status::error("a training step needs at least one micro-batch");
+  std::map<std::string, Tensor> batch;
   ThreadScope threads(model_.threads()); // the optimizer's loops too
   const auto &params = model_.parameters();
   size_t np = params.size();
-  if (haveTrainStep_ && microBatches.size() == 1) {
+  if (haveTrainStep_ && count == 1) {
     // The compiled step: forward, backward and the in-place update in one
     // call of train_step.
     double lr = learningRate(step_);
-    std::map<std::string, Tensor> in = microBatches[0];
+    std::map<std::string, Tensor> &in = batch;
+    if (Status s = next(0, in); !s)
+      return s;
     Tensor lrT(DType::F32, {}), stepT(DType::F32, {});
     lrT.as<float>()[0] = static_cast<float>(lr);
     stepT.as<float>()[0] = static_cast<float>(step_ + 1);
@@ -147,7 +163,7 @@ Trainer::step(const std::vector<std::map<std::string, Tensor>> &microBatches,
     return Status::ok();
   }
   double lossSum = 0;
-  size_t nmb = microBatches.size();
+  size_t nmb = static_cast<size_t>(count);
   float inv = 1.0f / static_cast<float>(nmb);
   if (nmb > 1 && grads_.size() != np)
     for (size_t i = 0; i < np; ++i)
@@ -162,9 +178,9 @@ Trainer::step(const std::vector<std::map<std::string, Tensor>> &microBatches,
                    static_cast<uint64_t>(mb)};
     run.seed = mix.next();
     std::vector<Tensor> &out = out_;
-    if (Status s =
-            model_.run(config_.loss + "_grad", microBatches[mb], out, run);
-        !s)
+    if (Status s = next(static_cast<int64_t>(mb), batch); !s)
+      return s;
+    if (Status s = model_.run(config_.loss + "_grad", batch, out, run); !s)
       return s;
     double loss = out[0].as<float>()[0];
     if (!std::isfinite(loss))
@@ -208,9 +224,56 @@ Trainer::step(const std::vector<std::map<std::string, Tensor>> &microBatches,
                 rule.adamw ? st.v[i].data() : nullptr, grad[i],
                 static_cast<int64_t>(sizes_[i]));
   }
-  stats.loss = lossSum / static_cast<double>(microBatches.size());
+  stats.loss = lossSum / static_cast<double>(nmb);
   stats.lr = lr;
   stats.gradNorm = norm;
+  return Status::ok();
+}
+
+Status Trainer::estimateMemory(const std::map<std::string, int64_t> &dims,
+                               int64_t accumulate, MemoryEstimate &out) {
+  const std::string fn = haveTrainStep_ && accumulate == 1
+                             ? std::string("train_step")
+                             : config_.loss + "_grad";
+  // Each function keeps its arena between calls: the step's and the
+  // evaluation's (the loss alone) are both held.
+  MemoryReport report, eval;
+  if (Status s = model_.memoryReport(fn, dims, report); !s)
+    return s;
+  if (Status s = model_.memoryReport(config_.loss, dims, eval); !s)
+    return s;
+  uint64_t weights = 0;
+  for (size_t n : sizes_)
+    weights += static_cast<uint64_t>(n) * sizeof(float);
+  // Weights; gradients (loss_grad's results; a second copy accumulates
+  // micro-batches); moments (two for AdamW, one for SGD's momentum).
+  uint64_t copies = 1 + (fn == "train_step" ? 0 : 1) + (accumulate > 1) +
+                    (config_.optimizer == "adamw" ? 2 : 1);
+  out.activations = report.arenaBytes + eval.arenaBytes;
+  out.state = weights * copies;
+  return Status::ok();
+}
+
+Status Trainer::checkMemory(const std::map<std::string, int64_t> &dims,
+                            int64_t accumulate) {
+  MemoryEstimate e;
+  if (Status s = estimateMemory(dims, accumulate, e); !s)
+    return s;
+  uint64_t memory = physicalMemory();
+  if (memory && e.total() > memory) {
+    std::string shape;
+    for (const auto &[name, size] : dims)
+      shape += (shape.empty() ? "" : ", ") + name + "=" + std::to_string(size);
+    return Status::error(
+        "training needs about " + formatBytes(e.total()) + " (" +
+        formatBytes(e.activations) + " of activations for a micro-batch of " +
+        shape + ", " + formatBytes(e.state) +
+        " of weights, gradients and optimizer state), more than this "
+        "machine's " +
+        formatBytes(memory) +
+        " of memory; use a smaller batch or sequence (--accumulate keeps the "
+        "effective batch)");
+  }
   return Status::ok();
 }
 
@@ -261,7 +324,10 @@ Status Trainer::saveOptimizer(const std::string &path) const {
 Status Trainer::loadOptimizer(const std::string &path) {
   NamedTensors t;
   std::map<std::string, const Tensor *> byName;
-  if (Status s = readByName(path, t, byName); !s)
+  // Two moments (or one momentum) per parameter, and the step.
+  if (Status s =
+          readByName(path, t, byName, 2 * model_.parameters().size() + 1);
+      !s)
     return s;
   auto take = [&](const std::string &name, const ParameterInfo &p,
                   std::vector<float> &into) -> Status {
@@ -308,7 +374,7 @@ Status Trainer::loadOptimizer(const std::string &path) {
 
 Status Trainer::loadWeights(const std::string &path) {
   NamedTensors t;
-  if (Status s = readSafetensors(path, t); !s)
+  if (Status s = readSafetensors(path, t, model_.parameters().size()); !s)
     return s;
   if (Status s = model_.setParameters(t); !s)
     return Status::error(path + ": " + s.message());

@@ -21,6 +21,7 @@
 #include "runtime/Model.h"
 #include "runtime/Safetensors.h"
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -76,6 +77,30 @@ public:
   /// tensors.
   Status step(const std::vector<std::map<std::string, Tensor>> &microBatches,
               StepStats &stats);
+
+  /// Fills micro-batch `index` of a step into `batch`, which is reused from
+  /// one micro-batch to the next.
+  using MicroBatchSource = std::function<Status(
+      int64_t index, std::map<std::string, Tensor> &batch)>;
+  /// One update from `count` micro-batches made one at a time as they run:
+  /// memory does not grow with the accumulation count.
+  Status step(int64_t count, const MicroBatchSource &next, StepStats &stats);
+
+  /// What training takes, for micro-batches whose symbolic dimensions
+  /// are `dims` (e.g. {"B": 8, "T": 64}), from the plan: the step
+  /// function's arena, and the weights, gradients and optimizer state.
+  struct MemoryEstimate {
+    uint64_t activations = 0; // the step's and the evaluation's arenas
+    uint64_t state = 0;       // weights, gradients, optimizer moments
+    uint64_t total() const { return activations + state; }
+  };
+  Status estimateMemory(const std::map<std::string, int64_t> &dims,
+                        int64_t accumulate, MemoryEstimate &out);
+  /// estimateMemory, refused with the numbers when it exceeds this
+  /// machine's memory: checked before the first step, so a batch too large
+  /// is an error rather than an abort minutes in.
+  Status checkMemory(const std::map<std::string, int64_t> &dims,
+                     int64_t accumulate);
 
   /// The loss on a batch in inference mode (dropout off).
   Status evaluate(const std::map<std::string, Tensor> &batch, double &loss);

@@ -4,6 +4,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "tools/Commands.h"
+#include "tools/Options.h"
 
 #include "runtime/Generate.h"
 #include "runtime/Model.h"
@@ -90,34 +91,12 @@ bool parseDims(const std::string &text, std::map<std::string, int64_t> &dims,
 
 } // namespace
 
-/// What every runtime command accepts besides its own options: --help, the
-/// artifact path, and nothing else. Returns an exit status, or -1 to go on.
-int otherArgument(const std::string &a, const char *command,
-                  std::string &path) {
-  if (a == "--help" || a == "-h") {
-    std::cout << helpText(command);
-    return 0;
-  }
-  if (!a.empty() && a[0] == '-')
-    return usageError("unknown option '" + a + "' for 'kiln " + command + "'");
-  if (!path.empty())
-    return usageError("more than one artifact: '" + path + "' and '" + a + "'");
-  path = a;
-  return -1;
-}
-
-/// --threads=N, shared by run and generate: the model's thread count.
-bool threadsOption(const std::string &a, int &threads, int &rc) {
-  if (a.rfind("--threads=", 0) != 0)
-    return false;
-  char *end = nullptr;
-  long n = std::strtol(a.c_str() + 10, &end, 10);
-  if (a.size() == 10 || *end || n < 1 || n > 4096)
-    rc = usageError("--threads expects an integer from 1 to 4096, got '" +
-                    a.substr(10) + "'");
-  else
-    threads = static_cast<int>(n);
-  return true;
+/// Options of every command that loads an artifact.
+void artifactOptions(OptionParser &p, std::string &path, LoadOptions &load) {
+  p.positional(path, "artifact");
+  p.text("--weights-file", load.weightsFile,
+         "the external weights of an artifact compiled with "
+         "--external-weights, e.g. --weights-file=w.safetensors");
 }
 
 int runCommand(const std::vector<std::string> &args) {
@@ -126,46 +105,39 @@ int runCommand(const std::vector<std::string> &args) {
   std::vector<std::string> outputs;
   int64_t repeat = 0;
   int threads = 0;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string &a = args[i];
-    int rc = 0;
-    if (threadsOption(a, threads, rc)) {
-      if (rc)
-        return rc;
-    } else if (a.rfind("--repeat=", 0) == 0) {
-      char *end = nullptr;
-      repeat = std::strtoll(a.c_str() + 9, &end, 10);
-      if (a.size() == 9 || *end || repeat < 1 || repeat > 1000000)
-        return usageError("--repeat expects a positive integer, got '" +
-                          a.substr(9) + "'");
-    } else if (a.rfind("--function=", 0) == 0) {
-      function = a.substr(11);
-    } else if (a.rfind("--input=", 0) == 0) {
-      std::string spec = a.substr(8);
-      size_t eq = spec.find("=@");
-      if (eq == std::string::npos || eq == 0)
-        return usageError("--input expects NAME=@FILE.npy, got '" + spec + "'");
-      std::string name = spec.substr(0, eq);
-      if (inputs.count(name))
-        return usageError("input '" + name + "' is given twice");
-      Tensor t;
-      if (Status s = readNpy(spec.substr(eq + 2), t); !s)
-        return fail("input '" + name + "': " + s.message());
-      inputs.emplace(name, std::move(t));
-    } else if (a.rfind("--output=", 0) == 0) {
-      std::string spec = a.substr(9);
-      if (spec.size() < 2 || spec[0] != '@')
-        return usageError("--output expects @FILE.npy, got '" + spec + "'");
-      outputs.push_back(spec.substr(1));
-    } else if (int rc = otherArgument(a, "run", path); rc >= 0) {
-      return rc;
-    }
-  }
+  LoadOptions load;
+  OptionParser p("run");
+  artifactOptions(p, path, load);
+  p.integer("--threads", threads, limits::kThreads);
+  p.integer("--repeat", repeat, limits::kRepeat);
+  p.text("--function", function, "a function name, e.g. --function=loss");
+  p.custom("--input", [&](llvm::StringRef v) {
+    std::string spec = v.str();
+    size_t eq = spec.find("=@");
+    if (eq == std::string::npos || eq == 0)
+      return usageError("--input expects NAME=@FILE.npy, got '" + spec + "'");
+    std::string name = spec.substr(0, eq);
+    if (inputs.count(name))
+      return usageError("input '" + name + "' is given twice");
+    Tensor t;
+    if (Status s = readNpy(spec.substr(eq + 2), t); !s)
+      return fail("input '" + name + "': " + s.message());
+    inputs.emplace(name, std::move(t));
+    return 0;
+  });
+  p.custom("--output", [&](llvm::StringRef v) {
+    if (v.size() < 2 || v[0] != '@')
+      return usageError("--output expects @FILE.npy, got '" + v + "'");
+    outputs.push_back(v.drop_front().str());
+    return 0;
+  });
+  if (int rc = p.parse(args); rc >= 0)
+    return rc;
   if (path.empty())
     return usageError("'kiln run' needs an artifact, e.g. 'kiln run "
                       "model.kart --input=tokens=@tokens.npy'");
   std::unique_ptr<Model> model;
-  if (Status s = Model::load(path, model); !s)
+  if (Status s = Model::load(path, model, load); !s)
     return fail(s.message());
   model->setThreads(threads);
   std::vector<Tensor> results;
@@ -205,14 +177,13 @@ int runCommand(const std::vector<std::string> &args) {
 int inspectCommand(const std::vector<std::string> &args) {
   std::string path, dimsText;
   bool withPlan = false;
-  for (const std::string &a : args) {
-    if (a.rfind("--dims=", 0) == 0)
-      dimsText = a.substr(7);
-    else if (a == "--plan")
-      withPlan = true;
-    else if (int rc = otherArgument(a, "inspect", path); rc >= 0)
-      return rc;
-  }
+  LoadOptions load;
+  OptionParser p("inspect");
+  artifactOptions(p, path, load);
+  p.text("--dims", dimsText, "NAME=SIZE[,NAME=SIZE...], e.g. --dims=B=1,T=128");
+  p.flag("--plan", withPlan);
+  if (int rc = p.parse(args); rc >= 0)
+    return rc;
   if (path.empty())
     return usageError("'kiln inspect' needs an artifact");
   std::map<std::string, int64_t> dims;
@@ -220,7 +191,7 @@ int inspectCommand(const std::vector<std::string> &args) {
   if (!dimsText.empty() && !parseDims(dimsText, dims, error))
     return usageError(error);
   std::unique_ptr<Model> model;
-  if (Status s = Model::load(path, model); !s)
+  if (Status s = Model::load(path, model, load); !s)
     return fail(s.message());
   std::cout << describeModel(*model, dims, withPlan);
   return 0;
@@ -287,90 +258,56 @@ std::string describeModel(Model &model,
 
 namespace kiln::tools {
 
-namespace {
-
-bool parseInt(const std::string &s, int64_t &v) {
-  if (s.empty() || s.size() > 18)
-    return false;
-  char *end = nullptr;
-  v = std::strtoll(s.c_str(), &end, 10);
-  return *end == '\0';
-}
-
-bool parseDouble(const std::string &s, double &v) {
-  if (s.empty())
-    return false;
-  char *end = nullptr;
-  v = std::strtod(s.c_str(), &end);
-  return *end == '\0' && std::isfinite(v);
-}
-
-} // namespace
-
 int generateCommand(const std::vector<std::string> &args) {
   std::string path;
-  int64_t maxTokens = -1, seed = 0;
+  int64_t maxTokens = -1;
+  uint64_t seed = 0;
   int threads = 0;
   double temperature = 1.0, topP = 1.0;
   std::vector<int32_t> prompt;
   bool havePrompt = false, printIds = false;
   std::optional<std::string> promptText;
-  for (const std::string &a : args) {
-    auto value = [&](const char *flag) -> const char * {
-      size_t n = std::strlen(flag);
-      return a.compare(0, n, flag) == 0 ? a.c_str() + n : nullptr;
-    };
-    int rc = 0;
-    if (threadsOption(a, threads, rc)) {
-      if (rc)
-        return rc;
-    } else if (const char *v = value("--max-tokens=")) {
-      if (!parseInt(v, maxTokens) || maxTokens < 1 || maxTokens > 1000000)
-        return usageError("--max-tokens expects a positive integer, got '" +
-                          std::string(v) + "'");
-    } else if (const char *v = value("--prompt-ids=")) {
-      havePrompt = true;
-      std::stringstream ss(v);
-      std::string item;
-      while (std::getline(ss, item, ',')) {
-        int64_t id;
-        if (!parseInt(item, id) || id < 0 || id > INT32_MAX)
-          return usageError("--prompt-ids expects token ids like 1,2,3, got '" +
-                            std::string(v) + "'");
-        prompt.push_back(static_cast<int32_t>(id));
-      }
-      if (prompt.empty())
-        return usageError("--prompt-ids is empty");
-    } else if (const char *v = value("--prompt=")) {
-      promptText = v;
-    } else if (a == "--ids") {
-      printIds = true;
-    } else if (const char *v = value("--temperature=")) {
-      if (!parseDouble(v, temperature) || temperature < 0)
-        return usageError("--temperature expects a number >= 0, got '" +
-                          std::string(v) + "'");
-    } else if (const char *v = value("--top-p=")) {
-      if (!parseDouble(v, topP) || topP <= 0 || topP > 1)
-        return usageError("--top-p expects a number in (0, 1], got '" +
-                          std::string(v) + "'");
-    } else if (const char *v = value("--seed=")) {
-      if (!parseInt(v, seed))
-        return usageError("--seed expects an integer, got '" + std::string(v) +
-                          "'");
-    } else if (int rc = otherArgument(a, "generate", path); rc >= 0) {
-      return rc;
+  LoadOptions load;
+  OptionParser p("generate");
+  artifactOptions(p, path, load);
+  p.integer("--threads", threads, limits::kThreads);
+  p.integer("--max-tokens", maxTokens, limits::kRepeat);
+  p.custom("--prompt-ids", [&](llvm::StringRef v) {
+    if (v.empty())
+      return usageError("--prompt-ids is empty");
+    havePrompt = true;
+    prompt.clear();
+    llvm::SmallVector<llvm::StringRef> items;
+    v.split(items, ',');
+    for (llvm::StringRef item : items) {
+      int64_t id;
+      if (item.getAsInteger(10, id) || id < 0 || id > INT32_MAX)
+        return usageError("--prompt-ids expects token ids like 1,2,3, got '" +
+                          v.take_front(60) + "'");
+      prompt.push_back(static_cast<int32_t>(id));
     }
-  }
+    return 0;
+  });
+  p.custom("--prompt", [&](llvm::StringRef v) {
+    if (v.empty())
+      return usageError("--prompt is empty");
+    promptText = v.str();
+    return 0;
+  });
+  p.flag("--ids", printIds);
+  p.real("--temperature", temperature, 0, INFINITY);
+  p.real("--top-p", topP, 0, 1, /*minOpen=*/true);
+  p.seed("--seed", seed);
+  if (int rc = p.parse(args); rc >= 0)
+    return rc;
   if (path.empty())
     return usageError("'kiln generate' needs an artifact");
   if (maxTokens < 0)
     return usageError("'kiln generate' needs --max-tokens=N");
   if (promptText && havePrompt)
     return usageError("give --prompt or --prompt-ids, not both");
-  if (promptText && promptText->empty())
-    return usageError("--prompt is empty");
   std::unique_ptr<Model> model;
-  if (Status s = Model::load(path, model); !s)
+  if (Status s = Model::load(path, model, load); !s)
     return fail(s.message());
   model->setThreads(threads);
   // Artifacts with a tokenizer (from kiln train, or compiled with

@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "tools/Commands.h"
+#include "tools/Options.h"
 #include "tools/Plot.h"
 
 #include "runtime/File.h"
@@ -49,6 +50,7 @@ struct Options {
   int64_t steps = 0, batch = 8, seq = 64, accumulate = 1, evalEvery = 0,
           evalBatches = 8, checkpointEvery = 0, logEvery = 0, threads = 0,
           keep = 2, stopAfter = 0;
+  LoadOptions load; // --weights-file, for an artifact
   double evalFraction = 0.1;
   bool resume = false, recompute = false, fuse = true;
   uint64_t seed = 0;
@@ -105,160 +107,71 @@ std::string duration(double seconds) {
   return buf;
 }
 
+/// Reads the command line into `o`; returns -1 to go on, or the exit status.
 int parse(const std::vector<std::string> &args, Options &o) {
-  auto number = [](llvm::StringRef flag, llvm::StringRef v, int64_t min,
-                   int64_t &out) {
-    if (v.getAsInteger(10, out) || out < min) {
-      usageError(flag + " expects an integer >= " + std::to_string(min) +
-                 ", got '" + v + "'");
-      return false;
-    }
-    return true;
-  };
-  auto real = [](llvm::StringRef flag, llvm::StringRef v, double &out) {
-    if (v.getAsDouble(out) || !std::isfinite(out)) {
-      usageError(flag + " expects a number, got '" + v + "'");
-      return false;
-    }
-    return true;
-  };
+  using namespace tools::limits;
   bool haveWarmup = false;
-  for (size_t i = 0; i < args.size(); ++i) {
-    llvm::StringRef a = args[i];
-    auto [flag, value] = a.split('=');
-    bool hasValue = a.contains('=');
-    auto need = [&]() {
-      if (!hasValue)
-        usageError(flag + " needs a value, e.g. " + flag + "=...");
-      return hasValue;
-    };
+  tools::OptionParser p("train");
+  p.positional(o.input, "model");
+  p.text("--data", o.data, "a text file, e.g. --data=text.txt");
+  p.choice("--tokenizer", o.tokenizer, {"char", "byte"});
+  p.integer("--steps", o.steps, kSteps);
+  p.integer("--batch", o.batch, kBatch);
+  p.integer("--seq", o.seq, kSeq);
+  p.integer("--accumulate", o.accumulate, kAccumulate);
+  p.integer("--eval-every", o.evalEvery, {0, kSteps.max});
+  p.integer("--eval-batches", o.evalBatches, {1, 1 << 20});
+  p.integer("--checkpoint-every", o.checkpointEvery, {0, kSteps.max});
+  p.integer("--log-every", o.logEvery, {0, kSteps.max});
+  p.integer("--threads", o.threads, kThreads);
+  p.integer("--keep-checkpoints", o.keep, {1, 1 << 20});
+  p.integer("--stop-after", o.stopAfter, kSteps);
+  p.custom("--warmup", [&](llvm::StringRef v) {
     int64_t n;
-    if (flag == "--data") {
-      if (!need())
-        return 2;
-      o.data = value.str();
-    } else if (flag == "--tokenizer") {
-      if (!need())
-        return 2;
-      if (value != "char" && value != "byte")
-        return usageError("--tokenizer expects char or byte, got '" + value +
-                          "'");
-      o.tokenizer = value.str();
-    } else if (flag == "--steps" || flag == "--batch" || flag == "--seq" ||
-               flag == "--accumulate" || flag == "--eval-every" ||
-               flag == "--eval-batches" || flag == "--checkpoint-every" ||
-               flag == "--log-every" || flag == "--threads" ||
-               flag == "--warmup" || flag == "--keep-checkpoints" ||
-               flag == "--stop-after") {
-      bool zeroOk = flag == "--eval-every" || flag == "--checkpoint-every" ||
-                    flag == "--log-every" || flag == "--warmup";
-      if (!need() || !number(flag, value, zeroOk ? 0 : 1, n))
-        return 2;
-      if (flag == "--threads" && n > 4096) // as kiln run and generate
-        return usageError("--threads expects an integer from 1 to 4096, "
-                          "got '" +
-                          value + "'");
-      if (flag == "--steps")
-        o.steps = n;
-      else if (flag == "--batch")
-        o.batch = n;
-      else if (flag == "--seq")
-        o.seq = n;
-      else if (flag == "--accumulate")
-        o.accumulate = n;
-      else if (flag == "--eval-every")
-        o.evalEvery = n;
-      else if (flag == "--eval-batches")
-        o.evalBatches = n;
-      else if (flag == "--checkpoint-every")
-        o.checkpointEvery = n;
-      else if (flag == "--log-every")
-        o.logEvery = n;
-      else if (flag == "--threads")
-        o.threads = n;
-      else if (flag == "--keep-checkpoints")
-        o.keep = n;
-      else if (flag == "--stop-after")
-        o.stopAfter = n;
-      else {
-        o.train.warmupSteps = n;
-        haveWarmup = true;
-      }
-    } else if (flag == "--lr" || flag == "--min-lr-ratio" ||
-               flag == "--weight-decay" || flag == "--beta1" ||
-               flag == "--beta2" || flag == "--eps" || flag == "--momentum" ||
-               flag == "--clip" || flag == "--eval-fraction") {
-      double d;
-      if (!need() || !real(flag, value, d))
-        return 2;
-      (flag == "--lr"             ? o.train.lr
-       : flag == "--min-lr-ratio" ? o.train.minLrRatio
-       : flag == "--weight-decay" ? o.train.weightDecay
-       : flag == "--beta1"        ? o.train.beta1
-       : flag == "--beta2"        ? o.train.beta2
-       : flag == "--eps"          ? o.train.eps
-       : flag == "--momentum"     ? o.train.momentum
-       : flag == "--clip"         ? o.train.clipNorm
-                                  : o.evalFraction) = d;
-    } else if (flag == "--optimizer") {
-      if (!need())
-        return 2;
-      if (value != "adamw" && value != "sgd")
-        return usageError("--optimizer expects adamw or sgd, got '" + value +
-                          "'");
-      o.train.optimizer = value.str();
-    } else if (flag == "--seed") {
-      if (!need() || value.getAsInteger(10, o.seed))
-        return usageError("--seed expects a non-negative integer, got '" +
-                          value + "'");
-    } else if (flag == "--checkpoint-dir") {
-      if (!need())
-        return 2;
-      o.checkpointDir = value.str();
-    } else if (flag == "--metrics") {
-      if (!need())
-        return 2;
-      o.metrics = value.str();
-    } else if (flag == "--plot") {
-      if (!need())
-        return 2;
-      o.plot = value.str();
-    } else if (flag == "--loss") {
-      if (!need())
-        return 2;
-      o.loss = value.str();
-    } else if (flag == "-o" || flag == "--output") {
-      if (flag == "-o" && !hasValue) {
-        if (i + 1 >= args.size())
-          return usageError("-o needs a file name");
-        o.output = args[++i];
-      } else {
-        if (!need())
-          return 2;
-        o.output = value.str();
-      }
-    } else if (a == "--resume") {
-      o.resume = true;
-    } else if (a == "--recompute") {
-      o.recompute = true;
-    } else if (a == "--no-fuse") {
-      o.fuse = false;
-    } else if (a == "-D" || a.starts_with("-D")) {
-      std::string def = a == "-D" ? (i + 1 < args.size() ? args[++i] : "")
-                                  : a.drop_front(2).str();
-      auto [name, v] = llvm::StringRef(def).split('=');
-      if (name.empty() || v.empty())
-        return usageError("-D expects NAME=VALUE, got '" + def + "'");
-      o.defines.push_back({name.trim().str(), v.trim().str(), ""});
-    } else if (a.starts_with("-")) {
-      return usageError("unknown option '" + a + "' for 'kiln train'");
-    } else if (o.input.empty()) {
-      o.input = a.str();
-    } else {
-      return usageError("more than one model: '" + o.input + "' and '" + a +
+    if (v.getAsInteger(10, n) || n < 0 || n > kSteps.max)
+      return usageError("--warmup expects an integer from 0 to " +
+                        std::to_string(kSteps.max) + ", got '" +
+                        v.take_front(60) + "'");
+    o.train.warmupSteps = n;
+    haveWarmup = true;
+    return 0;
+  });
+  // The trainer checks these against each other (e.g. lr > 0).
+  const double inf = INFINITY;
+  p.real("--lr", o.train.lr, -inf, inf);
+  p.real("--min-lr-ratio", o.train.minLrRatio, -inf, inf);
+  p.real("--weight-decay", o.train.weightDecay, -inf, inf);
+  p.real("--beta1", o.train.beta1, -inf, inf);
+  p.real("--beta2", o.train.beta2, -inf, inf);
+  p.real("--eps", o.train.eps, -inf, inf);
+  p.real("--momentum", o.train.momentum, -inf, inf);
+  p.real("--clip", o.train.clipNorm, -inf, inf);
+  p.real("--eval-fraction", o.evalFraction, -inf, inf);
+  p.choice("--optimizer", o.train.optimizer, {"adamw", "sgd"});
+  p.seed("--seed", o.seed);
+  p.text("--checkpoint-dir", o.checkpointDir, "a directory");
+  p.text("--metrics", o.metrics, "a file, e.g. --metrics=metrics.jsonl");
+  p.text("--plot", o.plot, "a file, e.g. --plot=loss.svg");
+  p.text("--loss", o.loss, "a function name, e.g. --loss=loss");
+  p.text("--output", o.output, "a file, e.g. -o trained.kart");
+  p.alias("-o", "--output");
+  p.text("--weights-file", o.load.weightsFile,
+         "the external weights of an artifact, e.g. "
+         "--weights-file=w.safetensors");
+  p.flag("--resume", o.resume);
+  p.flag("--recompute", o.recompute);
+  p.flag("--no-fuse", o.fuse, false);
+  p.custom("--define", [&](llvm::StringRef def) {
+    auto [name, v] = def.split('=');
+    if (name.trim().empty() || v.trim().empty())
+      return usageError("-D expects NAME=VALUE, got '" + def.take_front(60) +
                         "'");
-    }
-  }
+    o.defines.push_back({name.trim().str(), v.trim().str(), ""});
+    return 0;
+  });
+  p.alias("-D", "--define");
+  if (int rc = p.parse(args); rc >= 0)
+    return rc;
   if (o.input.empty())
     return usageError("'kiln train' needs a model, e.g. kiln train "
                       "examples/gpt2.kiln --data=text.txt --steps=100");
@@ -283,7 +196,7 @@ int parse(const std::vector<std::string> &args, Options &o) {
                    ? (stem + "-trained.kart").str()
                    : o.checkpointDir + "/" + (stem + "-trained.kart").str();
   }
-  return 0;
+  return -1;
 }
 
 /// Loads or compiles the model; binds vocab_size to the tokenizer. The
@@ -297,7 +210,7 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
       return usageError(
           "-D, --recompute and --no-fuse apply to .kiln models; an "
           "artifact is already compiled");
-    if (Status s = Model::load(o.input, model); !s)
+    if (Status s = Model::load(o.input, model, o.load); !s)
       return fail(o.input + ": " + s.message());
     if (!model->tokenizer().empty()) {
       tok = model->tokenizer();
@@ -364,13 +277,8 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
 } // namespace
 
 int kiln::tools::trainCommand(const std::vector<std::string> &args) {
-  for (const std::string &a : args)
-    if (a == "--help" || a == "-h") {
-      llvm::outs() << tools::helpText("train");
-      return 0;
-    }
   Options o;
-  if (int rc = parse(args, o))
+  if (int rc = parse(args, o); rc >= 0)
     return rc;
   std::string text;
   if (Status s = readFile(o.data, text); !s)
@@ -408,6 +316,17 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
   std::unique_ptr<Trainer> trainer;
   if (Status s = Trainer::create(*model, o.train, trainer); !s)
     return fail(o.input + ": " + s.message());
+  {
+    // The plan says what a step takes; refuse now what cannot fit.
+    std::map<std::string, int64_t> dims;
+    const std::vector<std::string> &d = lossFn->inputs[0].dims;
+    for (size_t i = 0; i < 2; ++i)
+      if (!d[i].empty() && !std::isdigit(static_cast<unsigned char>(d[i][0])))
+        dims[d[i]] = i == 0 ? o.batch : o.seq;
+    if (Status s = trainer->checkMemory(dims, o.accumulate); !s)
+      return fail("--batch=" + std::to_string(o.batch) +
+                  " --seq=" + std::to_string(o.seq) + ": " + s.message());
+  }
 
   SplitMix64 dataRng{o.seed ^ 0x6b696c6e64617461ull}; // "klndata"
   int64_t start = 0;
@@ -521,12 +440,18 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
   auto begin = std::chrono::steady_clock::now();
   double lastLoss = NAN, lastEval = NAN;
   for (int64_t step = start + 1; step <= o.steps; ++step) {
-    std::vector<std::map<std::string, Tensor>> micro(o.accumulate);
-    for (auto &m : micro)
-      data.trainBatch(dataRng, o.batch, o.seq, m[tokensName], m[targetsName]);
     auto t0 = std::chrono::steady_clock::now();
     StepStats st;
-    if (Status s = trainer->step(micro, st); !s)
+    // Micro-batches are drawn as they run, in the same order as before.
+    if (Status s = trainer->step(
+            o.accumulate,
+            [&](int64_t, std::map<std::string, Tensor> &m) {
+              data.trainBatch(dataRng, o.batch, o.seq, m[tokensName],
+                              m[targetsName]);
+              return Status::ok();
+            },
+            st);
+        !s)
       return fail(s.message());
     double ms = std::chrono::duration<double, std::milli>(
                     std::chrono::steady_clock::now() - t0)

@@ -18,6 +18,7 @@
 #include "runtime/Llama2c.h"
 #include "runtime/Model.h"
 #include "tools/Commands.h"
+#include "tools/Options.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/AsmState.h"
@@ -93,7 +94,9 @@ compile options:
   --save-weights=F   also write the artifact's weights (initialized or
                      imported) to the .safetensors file F
   --external-weights=F  keep the weights out of the artifact: write them to
-                     the .safetensors file F, which the artifact refers to
+                     the .safetensors file F; the artifact names the file
+                     and finds it beside itself (elsewhere: --weights-file
+                     when loading). Needed for weights over 1.9 GiB
   --locations        print source locations in the IR (mlir)
   --grad=FN          also derive FN_grad: the loss FN returns and the gradient
                      of every parameter (reverse-mode autodiff)
@@ -112,12 +115,14 @@ run options:
                      results without a file are summarized on stdout
   --threads=N        threads for the kernels (see "threads" below)
   --repeat=N         run N more times and report the median time
+  --weights-file=F   the external weights, when not beside the artifact
 )"},
     {"inspect", R"(usage: kiln inspect MODEL.kart [options]
 
 inspect options:
   --dims=B=1,T=128   bind symbolic dimensions: report the arena size at them
   --plan             list every kernel of every function
+  --weights-file=F   the external weights, when not beside the artifact
 )"},
     {"generate", R"(usage: kiln generate MODEL.kart --max-tokens=N [options]
 
@@ -137,8 +142,10 @@ generate options:
                      probability P (default 1)
   --seed=S           seed for sampling (default 0)
   --threads=N        threads for the kernels (see "threads" below)
+  --weights-file=F   the external weights, when not beside the artifact
 )"},
-    {"train", R"(usage: kiln train MODEL.kiln|MODEL.kart --data=TEXT --steps=N [options]
+    {"train",
+     R"(usage: kiln train MODEL.kiln|MODEL.kart --data=TEXT --steps=N [options]
 
 train options (see docs/training.md):
   --data=FILE        the text to learn (required); the last --eval-fraction
@@ -147,8 +154,12 @@ train options (see docs/training.md):
                      vocab_size is bound to its size unless given with -D;
                      an artifact that has a tokenizer trains with its own
   --steps=N          optimizer updates (required)
-  --batch=B --seq=T  batch size and sequence length (default 8 and 64)
-  --accumulate=K     micro-batches per update (gradient accumulation; 1)
+  --batch=B --seq=T  batch size and sequence length (default 8 and 64;
+                     B <= 65536); the memory a step needs is estimated
+                     from the plan and refused before the first step when
+                     it exceeds the machine's
+  --accumulate=K     micro-batches per update (gradient accumulation; 1),
+                     drawn one at a time: memory does not grow with K
   --optimizer=NAME   adamw (default) or sgd (with --momentum, default 0.9)
   --lr=LR            peak learning rate (1e-3); --warmup=N steps of linear
                      warmup (default min(100, steps/10)), then cosine decay
@@ -167,7 +178,8 @@ train options (see docs/training.md):
   --recompute        recompute activations per block in the backward pass
   --no-fuse          compile without the fusion passes
   --threads=N        threads for the kernels (see "threads" below)
-  --seed=S, -D NAME=VALUE, --loss=FN (default loss)
+  --seed=S, -D NAME=VALUE, --loss=FN (default loss),
+  --weights-file=F (an artifact's external weights)
 )"},
 };
 
@@ -175,8 +187,12 @@ const char *const kThreads = R"(
 threads: kiln's kernels and oneDNN share one OpenMP pool. By default it has
 one thread per core and its threads sleep as soon as they wait (they do not
 spin), so kiln slows down gracefully when other programs share the cores.
---threads=N sets the count; OMP_NUM_THREADS and OMP_WAIT_POLICY, when set,
-are respected.
+--threads=N (1 to 4096) sets the count; OMP_NUM_THREADS and
+OMP_WAIT_POLICY, when set, are respected.
+
+options: every command reads --name=VALUE or --name VALUE; -o FILE and
+-D NAME=VALUE also attach their value (-oFILE). Numbers outside an option's
+range are refused with the range.
 
 exit status: 0 success, 1 errors in the model or data, 2 bad command line
 )";
@@ -250,85 +266,35 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   std::string weightsPath, saveWeightsPath, externalPath, gradOf,
       tokenizerPath;
   kiln::CompileOptions options;
-  auto addDefine = [&](llvm::StringRef def) {
+  kiln::tools::OptionParser p("compile");
+  p.positional(input, "model file");
+  p.text("--emit", emit, "a stage: ast, mlir, lowered, params, kart or plan");
+  p.text("--output", output, "a file, e.g. -o model.kart");
+  p.alias("-o", "--output");
+  p.custom("--define", [&](llvm::StringRef def) {
     auto [name, value] = def.split('=');
-    if (!def.contains('=') || name.empty() || value.empty())
-      return usageError("-D expects NAME=VALUE, got '" + def + "'");
+    if (!def.contains('=') || name.trim().empty() || value.trim().empty())
+      return usageError("-D expects NAME=VALUE, got '" + def.take_front(60) +
+                        "'");
     options.defines.push_back({name.trim().str(), value.trim().str(), ""});
     return 0;
-  };
-  for (size_t i = 0; i < args.size(); ++i) {
-    llvm::StringRef a = args[i];
-    auto next = [&](llvm::StringRef flag) -> std::optional<std::string> {
-      if (i + 1 >= args.size()) {
-        usageError(flag + " needs a value");
-        return std::nullopt;
-      }
-      return args[++i];
-    };
-    if (a.consume_front("--emit=")) {
-      emit = a.str();
-    } else if (a == "--emit") {
-      auto v = next("--emit");
-      if (!v)
-        return 2;
-      emit = *v;
-    } else if (a == "-o") {
-      auto v = next("-o");
-      if (!v)
-        return 2;
-      output = *v;
-    } else if (a.consume_front("-o")) {
-      output = a.str();
-    } else if (a == "-D" || a == "--define") {
-      auto v = next(a);
-      if (!v)
-        return 2;
-      if (int rc = addDefine(*v))
-        return rc;
-    } else if (a.consume_front("--define=")) {
-      if (int rc = addDefine(a))
-        return rc;
-    } else if (a.consume_front("-D")) {
-      if (int rc = addDefine(a))
-        return rc;
-    } else if (a == "--locations") {
-      locations = true;
-    } else if (a.consume_front("--grad=")) {
-      gradOf = a.str();
-      if (gradOf.empty())
-        return usageError("--grad expects a function name, e.g. --grad=loss");
-    } else if (a.consume_front("--external-weights=")) {
-      externalPath = a.str();
-    } else if (a.consume_front("--save-weights=")) {
-      saveWeightsPath = a.str();
-    } else if (a.consume_front("--weights=")) {
-      weightsPath = a.str();
-    } else if (a.consume_front("--tokenizer=")) {
-      tokenizerPath = a.str();
-      if (tokenizerPath.empty())
-        return usageError("--tokenizer expects a llama2.c tokenizer file, "
-                          "e.g. --tokenizer=tok512.bin");
-    } else if (a.consume_front("--seed=")) {
-      if (a.getAsInteger(10, seed))
-        return usageError("--seed expects a non-negative integer, got '" + a +
-                          "'");
-    } else if (a == "--help" || a == "-h") {
-      llvm::outs() << helpText("compile");
-      return 0;
-    } else if (a == "--recompute") {
-      recompute = true;
-    } else if (a == "--no-fuse") {
-      fuse = false;
-    } else if (a.starts_with("-") && a != "-") {
-      return usageError("unknown option '" + a + "' for 'kiln compile'");
-    } else if (input.empty()) {
-      input = a.str();
-    } else {
-      return usageError("more than one model file: '" + input + "' and '" + a +
-                        "'");
-    }
-  }
+  });
+  p.alias("-D", "--define");
+  p.flag("--locations", locations);
+  p.text("--grad", gradOf, "a function name, e.g. --grad=loss");
+  p.text("--external-weights", externalPath,
+         "a file, e.g. --external-weights=model.safetensors");
+  p.text("--save-weights", saveWeightsPath,
+         "a file, e.g. --save-weights=init.safetensors");
+  p.text("--weights", weightsPath,
+         "a .safetensors or llama2.c .bin file, e.g. --weights=model.bin");
+  p.text("--tokenizer", tokenizerPath,
+         "a llama2.c tokenizer file, e.g. --tokenizer=tok512.bin");
+  p.seed("--seed", seed);
+  p.flag("--recompute", recompute);
+  p.flag("--no-fuse", fuse, false);
+  if (int rc = p.parse(args); rc >= 0)
+    return rc;
   if (input.empty())
     return usageError("'kiln compile' needs a model file, e.g. "
                       "'kiln compile examples/gpt2.kiln'");
@@ -394,6 +360,9 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   ctx.printOpOnDiagnostic(false);
   ctx.getOrLoadDialect<kiln::KilnDialect>();
   ctx.getOrLoadDialect<mlir::func::FuncDialect>();
+  kiln::limitParameters(
+      options, (emit == "kart" || emit == "plan" || emit == "lowered") &&
+                   externalPath.empty());
   mlir::OwningOpRef<mlir::ModuleOp> module =
       kiln::compileBuffer(ctx, sm, id, options);
   if (!module)
@@ -428,8 +397,10 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
     if (!weightsPath.empty()) {
       kiln::runtime::Llama2cConfig config;
       if (kiln::runtime::Status st =
-              llama2c ? kiln::runtime::readLlama2c(weightsPath, config, weights)
-                      : kiln::runtime::readSafetensors(weightsPath, weights);
+              llama2c
+                  ? kiln::runtime::readLlama2c(weightsPath, config, weights)
+                  : kiln::runtime::readSafetensors(
+                        weightsPath, weights, kiln::countParameters(*module));
           !st) {
         llvm::WithColor::error(llvm::errs(), "kiln") << st.message() << "\n";
         return 1;
@@ -438,16 +409,20 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
     }
     kiln::runtime::NamedTensors external;
     if (!externalPath.empty()) {
-      // Same directory as the artifact: refer by file name, so the pair can
-      // move together; otherwise by absolute path.
+      // The artifact names the file only, and the runtime looks for it
+      // beside the artifact (the pair moves together); a file elsewhere is
+      // given when loading (--weights-file).
       llvm::SmallString<256> absExternal(externalPath), absOut(output);
       llvm::sys::fs::make_absolute(absExternal);
       llvm::sys::fs::make_absolute(absOut);
       artifact.externalWeightsFile =
-          llvm::sys::path::parent_path(absExternal) ==
-                  llvm::sys::path::parent_path(absOut)
-              ? llvm::sys::path::filename(absExternal).str()
-              : absExternal.str().str();
+          llvm::sys::path::filename(absExternal).str();
+      if (emit == "kart" && llvm::sys::path::parent_path(absExternal) !=
+                                llvm::sys::path::parent_path(absOut))
+        llvm::WithColor::note(llvm::errs(), "kiln")
+            << output << " expects its weights beside it, as "
+            << artifact.externalWeightsFile << "; move " << externalPath
+            << " there, or load with --weights-file=" << externalPath << "\n";
       artifact.externalWeights = &external;
     }
     {
@@ -467,8 +442,8 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
       llvm::SmallString<256> dir(output.empty() ? "." : output);
       llvm::sys::fs::make_absolute(dir);
       llvm::sys::path::remove_filename(dir);
-      kiln::runtime::Status st =
-          kiln::runtime::Model::fromBytes(bytes, model, dir.str().str());
+      kiln::runtime::Status st = kiln::runtime::Model::fromBytes(
+          bytes, model, dir.str().str(), {externalPath});
       if (st)
         st = model->saveWeights(saveWeightsPath);
       if (!st) {
@@ -485,8 +460,8 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
           output, llvm::StringRef(reinterpret_cast<const char *>(bytes.data()),
                                   bytes.size()));
     std::unique_ptr<kiln::runtime::Model> model;
-    if (kiln::runtime::Status st =
-            kiln::runtime::Model::fromBytes(std::move(bytes), model, ".");
+    if (kiln::runtime::Status st = kiln::runtime::Model::fromBytes(
+            std::move(bytes), model, ".", {externalPath});
         !st) {
       llvm::WithColor::error(llvm::errs(), "kiln")
           << "the generated artifact does not load: " << st.message() << "\n";
@@ -524,6 +499,7 @@ int kiln::tools::compileToArtifact(const std::string &input,
   ctx.getOrLoadDialect<mlir::func::FuncDialect>();
   kiln::CompileOptions options;
   options.defines = defines;
+  kiln::limitParameters(options, !artifact.externalWeights);
   mlir::OwningOpRef<mlir::ModuleOp> module =
       kiln::compileBuffer(ctx, sm, id, options);
   if (!module)

@@ -126,9 +126,10 @@ class Model:
 
     @threads.setter
     def threads(self, n: Optional[int]) -> None:
-        if n is not None and (not isinstance(n, int) or n < 1):
-            raise ValueError(f"threads must be a positive integer or None, "
-                             f"got {n!r}")
+        if n is not None and (not isinstance(n, int) or not
+                              1 <= n <= _kiln.MAX_THREADS):
+            raise ValueError(f"threads must be an integer from 1 to "
+                             f"{_kiln.MAX_THREADS} or None, got {n!r}")
         self._impl.threads = n or 0
 
     @property
@@ -270,10 +271,15 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
     return Model(_kiln.Model.from_bytes(data, directory), request, threads)
 
 
-def load(path: PathLike, threads: Optional[int] = None) -> Model:
+def load(path: PathLike, threads: Optional[int] = None,
+         weights_file: Optional[PathLike] = None) -> Model:
     """Loads a .kart artifact (verified completely before it can run);
-    ``threads`` as in ``compile``."""
-    return Model(_kiln.Model.load(os.fspath(path)), threads=threads)
+    ``threads`` as in ``compile``. An artifact compiled with external
+    weights finds them beside itself; ``weights_file`` points elsewhere."""
+    return Model(_kiln.Model.load(
+        os.fspath(path),
+        os.fspath(weights_file) if weights_file is not None else ""),
+        threads=threads)
 
 
 @dataclass

@@ -98,6 +98,8 @@ py::tuple compile(const Request &r) {
         ast::print(*model, os);
         return true;
       }
+      // Python artifacts embed their weights.
+      limitParameters(options, r.stage == "kart" || r.stage == "lowered");
       mlir::OwningOpRef<mlir::ModuleOp> module =
           compileBuffer(ctx, sm, id, options);
       if (!module)
@@ -139,7 +141,8 @@ py::tuple compile(const Request &r) {
         runtime::Llama2cConfig config;
         runtime::Status s =
             llama2c ? runtime::readLlama2c(r.weights, config, weights)
-                    : runtime::readSafetensors(r.weights, weights);
+                    : runtime::readSafetensors(r.weights, weights,
+                                               countParameters(*module));
         if (!s)
           return fail(s.message());
         artifact.weights = &weights;

@@ -5,5 +5,6 @@ PYBIND11_MODULE(_kiln, m) {
   m.doc() = "kiln's compiler and runtime (use the `kiln` package)";
   kiln::python::registerCompiler(m);
   kiln::python::registerRuntime(m);
+  m.attr("MAX_THREADS") = kiln::runtime::kMaxThreads;
   kiln::python::registerTraining(m);
 }

@@ -161,13 +161,15 @@ void kiln::python::registerRuntime(py::module_ &m) {
   py::class_<Model>(m, "Model")
       .def_static(
           "load",
-          [](const std::string &path) {
+          [](const std::string &path, const std::string &weightsFile) {
             std::unique_ptr<Model> model;
-            if (Status s = Model::load(path, model); !s)
+            LoadOptions options;
+            options.weightsFile = weightsFile;
+            if (Status s = Model::load(path, model, options); !s)
               raise(s);
             return model;
           },
-          py::arg("path"))
+          py::arg("path"), py::arg("weights_file") = "")
       .def_static(
           "from_bytes",
           [](py::bytes data, const std::string &dir) {
@@ -279,7 +281,9 @@ void kiln::python::registerRuntime(py::module_ &m) {
           "load_weights",
           [](Model &m, const std::string &path) {
             NamedTensors tensors;
-            if (Status s = readSafetensors(path, tensors); !s)
+            if (Status s =
+                    readSafetensors(path, tensors, m.parameters().size());
+                !s)
               raise(s);
             if (Status s = m.setParameters(tensors); !s)
               throw py::value_error(s.message());

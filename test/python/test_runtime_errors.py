@@ -393,3 +393,225 @@ def test_slot_count_is_bounded_by_the_artifact(tmp_path, artifact, tokens):
     bad.write_bytes(bytes(data))
     expect_error(run_kiln("run", bad, f"--input=tokens=@{tokens}"),
                  "declares 2147483647 arena slots for", "damaged")
+
+
+# A fresh, small interpreter starts kiln and reports its peak memory: a
+# process forked from pytest would count pytest's own (over 1 GB, with
+# torch) in its maximum resident set size, exec or not.
+_MEASURE = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write("\\nkiln-peak-kib %d\\n" % usage.ru_maxrss)
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def run_measured(*args):
+    """Runs kiln; returns (exit status, stderr, peak resident MiB)."""
+    r = subprocess.run(["/usr/bin/python3", "-c", _MEASURE, KILN,
+                        *map(str, args)], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True, timeout=300)
+    err, _, peak = r.stderr.rpartition("\nkiln-peak-kib ")
+    assert r.returncode < 128, f"kiln died of signal {r.returncode - 128}"
+    return r.returncode, err, int(peak) / 1024
+
+
+def test_safetensors_header_work_is_bounded(tmp_path, tokens):
+    """A header listing a million tiny tensors cost 1.17 GB and 6 s before
+    the error: it was parsed whole into a JSON tree. The header is now read
+    entry by entry and refused once it lists more tensors than the model
+    has parameters."""
+    n = 300_000
+    entries = ",".join('"t%d":{"dtype":"F32","shape":[1],"data_offsets":[%d,%d]}'
+                       % (i, 4 * i, 4 * i + 4) for i in range(n))
+    header = ("{" + entries + "}").encode()
+    header += b" " * ((8 - len(header) % 8) % 8)
+    many = tmp_path / "many.safetensors"
+    many.write_bytes(struct.pack("<Q", len(header)) + header + bytes(4 * n))
+    defs = sum([["-D", f"{k}={v}"] for k, v in TINY.items()], [])
+    rc, err, mib = run_measured("compile", EXAMPLES / "gpt2.kiln", *defs,
+                                "-o", tmp_path / "a.kart", f"--weights={many}")
+    assert rc == 1, err
+    assert "lists more than 16 tensors, but the model has only 16" in err, err
+    assert mib < 250, f"{mib:.0f} MiB for a {len(header) >> 20} MiB header"
+    # External weights of an artifact: bounded by its parameter count.
+    kiln("compile", EXAMPLES / "gpt2.kiln", *defs, "-o", tmp_path / "e.kart",
+         f"--external-weights={tmp_path / 'e.safetensors'}")
+    (tmp_path / "e.safetensors").write_bytes(many.read_bytes())
+    expect_error(run_kiln("run", tmp_path / "e.kart",
+                          f"--input=tokens=@{tokens}"),
+                 "external weights:", "lists more than 16 tensors")
+    # A name given twice is an error, not a silent choice of one.
+    hdr = b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},' \
+          b'"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}'
+    dup = tmp_path / "dup.safetensors"
+    dup.write_bytes(struct.pack("<Q", len(hdr)) + hdr + bytes(8))
+    expect_error(run_kiln("compile", EXAMPLES / "gpt2.kiln", *defs, "-o",
+                          tmp_path / "a.kart", f"--weights={dup}"),
+                 "tensor 'a' appears twice")
+    # Metadata and unknown keys are skipped, however they nest.
+    hdr = (b'{"__metadata__":{"format":"pt","x":[1,[2,{"y":null}],true]},'
+           b'"wte.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4],'
+           b'"extra":{"k":[false]}}}')
+    meta = tmp_path / "meta.safetensors"
+    meta.write_bytes(struct.pack("<Q", len(hdr)) + hdr + bytes(4))
+    expect_error(run_kiln("compile", EXAMPLES / "gpt2.kiln", *defs, "-o",
+                          tmp_path / "a.kart", f"--weights={meta}"),
+                 "weight 'wte.weight' is f32[1] in the weights")
+
+
+def weights_file_offset(data, name):
+    """Byte offset of the artifact's weights_file string contents."""
+    at = bytes(data).find(name.encode())
+    assert at > 0, "the weights_file string is stored"
+    assert struct.unpack_from("<I", data, at - 4)[0] == len(name)
+    return at
+
+
+def test_external_weights_only_beside_the_artifact(tmp_path, tokens):
+    """An artifact's weights_file was followed wherever it pointed (an
+    absolute path, ../): any artifact could make kiln open any file. Now it
+    is a bare file name, looked up beside the artifact; a file elsewhere is
+    given explicitly (--weights-file, kiln.load(weights_file=))."""
+    import os
+    import sys
+    from kiln_cli import BUILD
+    sys.path.insert(0, str(BUILD / "python"))
+    import kiln as kiln_py
+    defs = sum([["-D", f"{k}={v}"] for k, v in TINY.items()], [])
+    elsewhere = tmp_path / "store"
+    elsewhere.mkdir()
+    w = elsewhere / "weights_ext.safetensors"
+    r = kiln("compile", EXAMPLES / "gpt2.kiln", *defs, "--seed=3",
+             "-o", tmp_path / "m.kart", f"--external-weights={w}")
+    assert "m.kart expects its weights beside it" in r.stderr, r.stderr
+    kiln("compile", EXAMPLES / "gpt2.kiln", *defs, "--seed=3",
+         "-o", tmp_path / "embedded.kart")
+    data = bytearray((tmp_path / "m.kart").read_bytes())
+    at = weights_file_offset(data, w.name)  # the name only, no directory
+    assert str(elsewhere).encode() not in data
+    expect_error(run_kiln("run", tmp_path / "m.kart",
+                          f"--input=tokens=@{tokens}"),
+                 f"{tmp_path}/weights_ext.safetensors: cannot open the file")
+    ref = tmp_path / "ref.npy"
+    kiln("run", tmp_path / "embedded.kart", f"--input=tokens=@{tokens}",
+         f"--output=@{ref}")
+    out = tmp_path / "out.npy"
+    kiln("run", tmp_path / "m.kart", f"--weights-file={w}",
+         f"--input=tokens=@{tokens}", f"--output=@{out}")
+    assert out.read_bytes() == ref.read_bytes()
+    kiln("inspect", tmp_path / "m.kart", f"--weights-file={w}")
+    m = kiln_py.load(tmp_path / "m.kart", weights_file=w)
+    assert np.array_equal(m.forward(tokens=np.load(tokens)), np.load(ref))
+    with pytest.raises(Exception, match="cannot open the file"):
+        kiln_py.load(tmp_path / "m.kart")
+    # A weights file for an artifact that embeds its weights is a mistake.
+    expect_error(run_kiln("run", tmp_path / "embedded.kart",
+                          f"--weights-file={w}", f"--input=tokens=@{tokens}"),
+                 "the artifact embeds its weights")
+    # Paths written into the artifact are refused before anything is opened.
+    for evil in ["../" + w.name[3:], "/" + w.name[1:], ".."]:
+        bad = bytearray(data)
+        if evil == "..":
+            struct.pack_into("<I", bad, at - 4, 2)
+            bad[at:at + 3] = b"..\0"  # FlatBuffers strings end in NUL
+        else:
+            bad[at:at + len(evil)] = evil.encode()
+        (tmp_path / "evil.kart").write_bytes(bytes(bad))
+        expect_error(run_kiln("run", tmp_path / "evil.kart",
+                              f"--input=tokens=@{tokens}"),
+                     "weights_file", "is not a file name")
+    # Beside the artifact, only a regular file is opened (a FIFO hung).
+    os.mkfifo(tmp_path / w.name)
+    expect_error(run_kiln("run", tmp_path / "m.kart",
+                          f"--input=tokens=@{tokens}"),
+                 "is not a regular file")
+
+
+def test_model_size_is_checked_before_the_ir_is_built(tmp_path):
+    """-D n_layer=100000 built 2.9 GB of IR for minutes before the writer
+    refused it; huge embeddings aborted while writing. The frontend now
+    adds up the parameters as it declares them (a repeated block from its
+    first copy) and counts the operations it unrolls."""
+    small = ["-D", "n_embd=64", "-D", "n_head=4", "-D", "vocab_size=65",
+             "-D", "n_positions=64"]
+    out = tmp_path / "x.kart"
+    for extra, message in [
+            (["-D", "n_layer=100000"], "block 'h' repeats 100000 times with "
+             "195 KiB of parameters each: the model needs 18.6 GiB, more than "
+             "the 1.9 GiB an artifact embeds"),
+            (["-D", "n_layer=100000",
+              f"--external-weights={tmp_path / 'w.safetensors'}"],
+             "block 'h' repeats 100000 times: the model would unroll to more "
+             "than 250000 operations"),
+            (["-D", "n_layer=5000", "--emit=mlir"],
+             "the model unrolls to more than 250000 operations by here"),
+            (["-D", "n_embd=65536", "-D", "vocab_size=65536"],
+             "more than the 1.9 GiB an artifact embeds")]:
+        args = small + extra if "n_embd=65536" not in extra else extra
+        rc, err, mib = run_measured("compile", EXAMPLES / "gpt2.kiln", *args,
+                                    "-o", out)
+        assert rc == 1 and message in err, err
+        assert "gpt2.kiln:" in err, err  # names the place in the source
+        assert mib < 400, f"{extra}: {mib:.0f} MiB before the error"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["run", "generate", "inspect", "train"])
+def test_shared_options_have_shared_limits(tmp_path, artifact, command):
+    """kiln train validated less than run and generate (--threads=100000
+    segfaulted in OpenMP, --threads=0 was accepted). One parser now reads
+    every command's options with the same limits and messages."""
+    base = {"run": [artifact],
+            "generate": [artifact, "--max-tokens=1"],
+            "inspect": [artifact],
+            "train": [EXAMPLES / "gpt2.kiln", "--data=x.txt", "--steps=1"]}
+    for flag, message in [
+            ("--threads=100000", "--threads expects an integer from 1 to 4096,"
+                                 " got '100000'"),
+            ("--threads=0", "--threads expects an integer from 1 to 4096"),
+            ("--weights-file=", "--weights-file expects the external weights"),
+            ("--bogus", f"unknown option '--bogus' for 'kiln {command}'"),
+            ("x" * 100_000, "more than one")]:
+        if command == "inspect" and flag.startswith("--threads"):
+            continue
+        r = run_kiln(command, *base[command], flag)
+        assert r.returncode == 2, (flag, r.stderr)
+        assert message in r.stderr, (flag, r.stderr)
+        assert len(r.stderr) < 1000, "long values are not echoed in full"
+
+
+def test_train_bounds_and_memory_estimate(tmp_path):
+    """--batch=100000 and 2^40 aborted on memory, --accumulate=100000000
+    built every micro-batch up front (7.9 GB). Counts are bounded, the
+    plan's memory is checked before the first step, and micro-batches are
+    drawn as they run."""
+    text = tmp_path / "t.txt"
+    text.write_text("To be, or not to be, that is the question. " * 200)
+    def train(*flags, layers=1):
+        return run_measured("train", EXAMPLES / "gpt2.kiln", "-D",
+                            f"n_layer={layers}", "-D", "n_embd=16", "-D",
+                            "n_head=2", f"--data={text}", "--steps=1", "-o",
+                            tmp_path / "o.kart", *flags)
+    for flag, message in [
+            ("--batch=100000", "--batch expects an integer from 1 to 65536"),
+            (f"--batch={2**40}", "--batch expects an integer from 1 to 65536"),
+            ("--accumulate=100000000",
+             "--accumulate expects an integer from 1 to 1048576")]:
+        rc, err, _ = train(flag)
+        assert rc == 2 and message in err, err
+    # About 572 GiB of activations: more than any machine this runs on.
+    rc, err, mib = train("-D", "n_positions=1024", "--seq=1024",
+                         "--batch=65536", layers=8)
+    assert rc == 1, err
+    assert "--batch=65536 --seq=1024: training needs about" in err, err
+    assert "of memory; use a smaller batch or sequence" in err, err
+    assert mib < 400, mib
+    # Many micro-batches: memory stays flat.
+    rc, err, mib = train("--batch=1", "--seq=8", "--accumulate=3000")
+    assert rc == 0, err
+    assert mib < 400, mib

@@ -141,3 +141,16 @@ def test_waiting_threads_sleep_unless_the_user_chose():
     out = subprocess.run([sys.executable, "-c", code], env=env,
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "None"
+
+
+def test_thread_count_has_the_cli_limit():
+    """threads=100000 reached OpenMP (which fails creating that many); the
+    limit is the CLI's, 1 to kiln.MAX_THREADS (4096)."""
+    m = kiln.compile(EXAMPLES / "gpt2.kiln", defines=TINY, seed=0)
+    for bad in [0, -1, 100000, 2.5]:
+        with pytest.raises(ValueError, match="from 1 to 4096"):
+            m.threads = bad
+    m.threads = 4096
+    assert m.threads == 4096
+    m.threads = None
+    assert m.threads is None

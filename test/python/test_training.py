@@ -316,13 +316,13 @@ def test_finetune_stories260k_with_its_tokenizer(tmp_path):
     (["-D", "vocab_size=5"], "tokens, more than -D vocab_size=5"),
     (["--data=/nonexistent.txt"], "/nonexistent.txt: cannot open the file"),
     (["--tokenizer=word"], "--tokenizer expects char or byte, got 'word'"),
-    (["--steps=0"], "--steps expects an integer >= 1, got '0'"),
+    (["--steps=0"], "--steps expects an integer from 1 to 1099511627776, got '0'"),
     (["--lr=fast"], "--lr expects a number, got 'fast'"),
     (["--optimizer=adam"], "--optimizer expects adamw or sgd, got 'adam'"),
     (["--seq=100000"], "too few for windows of 100000 tokens"),
     (["--lr=-1"], "lr must be positive"),
     (["--bogus"], "unknown option '--bogus' for 'kiln train'"),
-    (["--threads=0"], "--threads expects an integer >= 1, got '0'"),
+    (["--threads=0"], "--threads expects an integer from 1 to 4096, got '0'"),
     (["--threads=100000"], "--threads expects an integer from 1 to 4096"),
 ])
 def test_bad_arguments(tmp_path, flags, message):

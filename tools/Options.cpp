@@ -1,0 +1,219 @@
+//===- Options.cpp - one option parser for every kiln command -------------===//
+#include "tools/Options.h"
+#include "tools/Commands.h"
+
+#include "llvm/Support/raw_ostream.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <memory>
+
+using namespace kiln::tools;
+
+namespace {
+
+/// A value as typed, shortened for a message (a 10 MB argument is not
+/// echoed in full).
+std::string shown(llvm::StringRef v) {
+  return v.size() <= 60 ? v.str() : (v.take_front(57) + "...").str();
+}
+
+bool parseInteger(llvm::StringRef v, int64_t &out) {
+  // getAsInteger accepts "0x10" with radix 0 only; radix 10 is strict.
+  return !v.empty() && !v.getAsInteger(10, out);
+}
+
+} // namespace
+
+OptionParser::OptionParser(std::string command)
+    : command_(std::move(command)) {}
+
+void OptionParser::flag(llvm::StringRef name, bool &out, bool value) {
+  options_.push_back({name.str(), false, [&out, value](llvm::StringRef) {
+                        out = value;
+                        return 0;
+                      }});
+}
+
+void OptionParser::integer(llvm::StringRef name, int64_t &out, IntRange range) {
+  std::string n = name.str();
+  options_.push_back(
+      {n, true, [n, &out, range](llvm::StringRef v) {
+         int64_t x;
+         if (!parseInteger(v, x) || x < range.min || x > range.max)
+           return usageError(
+               n + " expects an integer from " + std::to_string(range.min) +
+               " to " + std::to_string(range.max) + ", got '" + shown(v) + "'");
+         out = x;
+         return 0;
+       }});
+}
+
+void OptionParser::integer(llvm::StringRef name, int &out, IntRange range) {
+  // Through a 64-bit value, then narrowed: `range` fits an int.
+  auto wide = std::make_shared<int64_t>(0);
+  integer(name, *wide, range);
+  auto parse = std::move(options_.back().handle);
+  options_.back().handle = [parse, wide, &out](llvm::StringRef v) {
+    int rc = parse(v);
+    if (rc == 0)
+      out = static_cast<int>(*wide);
+    return rc;
+  };
+}
+
+void OptionParser::seed(llvm::StringRef name, uint64_t &out) {
+  std::string n = name.str();
+  options_.push_back({n, true, [n, &out](llvm::StringRef v) {
+                        if (v.empty() || v.getAsInteger(10, out))
+                          return usageError(
+                              n + " expects a non-negative integer, got '" +
+                              shown(v) + "' (seeds are below 2^64)");
+                        return 0;
+                      }});
+}
+
+void OptionParser::real(llvm::StringRef name, double &out, double min,
+                        double max, bool minOpen) {
+  std::string n = name.str();
+  options_.push_back({n, true, [n, &out, min, max, minOpen](llvm::StringRef v) {
+                        double x;
+                        bool ok = !v.empty() && !v.getAsDouble(x) &&
+                                  std::isfinite(x) &&
+                                  (minOpen ? x > min : x >= min) && x <= max;
+                        if (!ok) {
+                          std::string range;
+                          auto num = [](double d) {
+                            std::string s = std::to_string(d);
+                            s.erase(s.find_last_not_of('0') + 1);
+                            if (!s.empty() && s.back() == '.')
+                              s.pop_back();
+                            return s;
+                          };
+                          if (std::isinf(min) && std::isinf(max))
+                            range = "a number";
+                          else if (std::isinf(max))
+                            range = std::string("a number ") +
+                                    (minOpen ? "> " : ">= ") + num(min);
+                          else
+                            range = std::string("a number in ") +
+                                    (minOpen ? "(" : "[") + num(min) + ", " +
+                                    num(max) + "]";
+                          return usageError(n + " expects " + range +
+                                            ", got '" + shown(v) + "'");
+                        }
+                        out = x;
+                        return 0;
+                      }});
+}
+
+void OptionParser::text(llvm::StringRef name, std::string &out,
+                        llvm::StringRef example) {
+  std::string n = name.str(), e = example.str();
+  options_.push_back({n, true, [n, e, &out](llvm::StringRef v) {
+                        if (v.empty())
+                          return usageError(n + " expects " + e);
+                        out = v.str();
+                        return 0;
+                      }});
+}
+
+void OptionParser::choice(llvm::StringRef name, std::string &out,
+                          std::vector<std::string> choices) {
+  std::string n = name.str();
+  options_.push_back({n, true, [n, &out, choices](llvm::StringRef v) {
+                        for (const std::string &c : choices)
+                          if (v == c) {
+                            out = c;
+                            return 0;
+                          }
+                        std::string list;
+                        for (size_t i = 0; i < choices.size(); ++i)
+                          list += (i == 0                    ? ""
+                                   : i + 1 == choices.size() ? " or "
+                                                             : ", ") +
+                                  choices[i];
+                        return usageError(n + " expects " + list + ", got '" +
+                                          shown(v) + "'");
+                      }});
+}
+
+void OptionParser::custom(llvm::StringRef name,
+                          std::function<int(llvm::StringRef)> handle) {
+  options_.push_back({name.str(), true, std::move(handle)});
+}
+
+void OptionParser::alias(llvm::StringRef short_, llvm::StringRef name) {
+  aliases_.emplace_back(short_.str(), name.str());
+}
+
+void OptionParser::positional(std::string &out, llvm::StringRef what) {
+  positional_ = &out;
+  what_ = what.str();
+}
+
+const OptionParser::Option *OptionParser::find(llvm::StringRef name) const {
+  for (const Option &o : options_)
+    if (o.name == name)
+      return &o;
+  return nullptr;
+}
+
+int OptionParser::parse(const std::vector<std::string> &args) {
+  // --help wins wherever it stands, even after a mistake.
+  for (const std::string &a : args)
+    if (a == "--help" || a == "-h") {
+      llvm::outs() << helpText(command_);
+      return 0;
+    }
+  for (size_t i = 0; i < args.size(); ++i) {
+    llvm::StringRef a = args[i];
+    if (!a.starts_with("-") || a == "-") {
+      if (!positional_)
+        return usageError("'kiln " + command_ + "' takes no argument '" +
+                          shown(a) + "'");
+      if (!positional_->empty())
+        return usageError("more than one " + what_ + ": '" +
+                          shown(*positional_) + "' and '" + shown(a) + "'");
+      *positional_ = a.str();
+      continue;
+    }
+    // Short spellings: "-o FILE", "-oFILE", "-D NAME=V", "-DNAME=V".
+    std::string name, spelled;
+    std::optional<std::string> value;
+    for (const auto &[s, full] : aliases_)
+      if (a.starts_with(s) && !a.starts_with("--")) {
+        name = full;
+        spelled = s;
+        if (a.size() > s.size())
+          value = a.drop_front(s.size()).str();
+        break;
+      }
+    if (name.empty()) {
+      auto [n, v] = a.split('=');
+      name = spelled = n.str();
+      if (a.contains('='))
+        value = v.str();
+    }
+    const Option *o = find(name);
+    if (!o)
+      return usageError("unknown option '" + shown(a) + "' for 'kiln " +
+                        command_ + "'");
+    if (!o->takesValue) {
+      if (value)
+        return usageError(name + " takes no value, got '" + shown(a) + "'");
+      if (int rc = o->handle(""))
+        return rc;
+      continue;
+    }
+    if (!value) {
+      if (i + 1 >= args.size())
+        return usageError(spelled + " needs a value, e.g. " +
+                          (spelled == name ? name + "=..." : spelled + " ..."));
+      value = args[++i];
+    }
+    if (int rc = o->handle(*value))
+      return rc;
+  }
+  return -1;
+}

@@ -1,0 +1,105 @@
+//===- Options.h - one option parser for every kiln command -----*- C++ -*-===//
+//
+// Each command declares its options in a table (name, kind, range, where the
+// value goes) and one parser reads them, so every command accepts the same
+// spellings (`--name=VALUE` or `--name VALUE`, `-o FILE`, `-D NAME=VALUE`),
+// rejects the same mistakes with the same messages, and an option shared by
+// several commands (--threads, --seed, --weights-file) has one limit:
+//
+//   OptionParser p("run");
+//   p.integer("--threads", threads, limits::kThreads);
+//   p.text("--function", function, "a function name, e.g. --function=loss");
+//   p.positional(path, "artifact");
+//   if (int rc = p.parse(args); rc >= 0) return rc;
+//
+//===----------------------------------------------------------------------===//
+#ifndef KILN_TOOLS_OPTIONS_H
+#define KILN_TOOLS_OPTIONS_H
+
+#include "runtime/Model.h"
+
+#include "llvm/ADT/StringRef.h"
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace kiln::tools {
+
+/// An inclusive integer range.
+struct IntRange {
+  int64_t min, max;
+};
+
+/// The limits of options that several commands share, in one place.
+namespace limits {
+/// Kernel threads: more than any machine has; OpenMP fails beyond.
+constexpr IntRange kThreads{1, runtime::kMaxThreads};
+/// Sequences per batch (train, and the Python trainer's defaults).
+constexpr IntRange kBatch{1, 65536};
+/// Tokens per sequence: further bounded by the model's positions.
+constexpr IntRange kSeq{1, 1 << 20};
+/// Micro-batches per update; each is generated when it runs, so memory
+/// does not grow with the count.
+constexpr IntRange kAccumulate{1, 1 << 20};
+/// Training steps and step counters (--steps, --stop-after, ...).
+constexpr IntRange kSteps{1, int64_t(1) << 40};
+/// Generated tokens and repeated runs.
+constexpr IntRange kRepeat{1, 1000000};
+} // namespace limits
+
+class OptionParser {
+public:
+  /// `command` names the command in messages and --help ("run").
+  explicit OptionParser(std::string command);
+
+  /// A switch without a value: `--plan` sets `out` to `value`.
+  void flag(llvm::StringRef name, bool &out, bool value = true);
+  /// An integer within `range`.
+  void integer(llvm::StringRef name, int64_t &out, IntRange range);
+  void integer(llvm::StringRef name, int &out, IntRange range);
+  /// Any unsigned 64-bit integer (seeds).
+  void seed(llvm::StringRef name, uint64_t &out);
+  /// A finite number in [min, max] (or (min, max] with `minOpen`).
+  void real(llvm::StringRef name, double &out, double min, double max,
+            bool minOpen = false);
+  /// A non-empty string; `example` completes "NAME expects ...".
+  void text(llvm::StringRef name, std::string &out, llvm::StringRef example);
+  /// One of `choices`.
+  void choice(llvm::StringRef name, std::string &out,
+              std::vector<std::string> choices);
+  /// Any value, handled by `handle` (which reports its own errors and
+  /// returns an exit status, 0 to go on); may be given many times.
+  void custom(llvm::StringRef name,
+              std::function<int(llvm::StringRef value)> handle);
+  /// `short_` (e.g. "-o", "-D") is another spelling of `name`, which also
+  /// takes its value attached ("-ofile", "-DNAME=V").
+  void alias(llvm::StringRef short_, llvm::StringRef name);
+  /// The one positional argument ("artifact", "model file"); "-" counts as
+  /// one (standard input).
+  void positional(std::string &out, llvm::StringRef what);
+
+  /// Reads `args`. Returns -1 to go on, or the exit status to end with:
+  /// 0 after --help, 2 after a usage error (already printed).
+  int parse(const std::vector<std::string> &args);
+
+private:
+  struct Option {
+    std::string name;
+    bool takesValue = true;
+    std::function<int(llvm::StringRef)> handle;
+  };
+  const Option *find(llvm::StringRef name) const;
+
+  std::string command_;
+  std::vector<Option> options_;
+  std::vector<std::pair<std::string, std::string>> aliases_;
+  std::string *positional_ = nullptr;
+  std::string what_;
+};
+
+} // namespace kiln::tools
+
+#endif
