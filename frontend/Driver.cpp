@@ -46,6 +46,23 @@ std::optional<ast::Model> kiln::parseBuffer(llvm::SourceMgr &sm, unsigned id) {
 mlir::OwningOpRef<mlir::ModuleOp>
 kiln::compileBuffer(mlir::MLIRContext &ctx, llvm::SourceMgr &sm, unsigned id,
                     const CompileOptions &options) {
+  std::optional<mlir::SourceMgrDiagnosticHandler> handler;
+  if (!sm.getDiagHandler())
+    handler.emplace(sm, &ctx);
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      elaborateBuffer(ctx, sm, id, options);
+  if (!module)
+    return nullptr;
+  mlir::PassManager pm(&ctx);
+  buildFrontendPipeline(pm);
+  if (mlir::failed(pm.run(*module)))
+    return nullptr;
+  return module;
+}
+
+mlir::OwningOpRef<mlir::ModuleOp>
+kiln::elaborateBuffer(mlir::MLIRContext &ctx, llvm::SourceMgr &sm, unsigned id,
+                      const CompileOptions &options) {
   Diagnostics diags(sm);
   std::optional<ast::Model> model =
       parseModel(sm.getMemoryBuffer(id)->getBuffer(), diags);
@@ -62,10 +79,6 @@ kiln::compileBuffer(mlir::MLIRContext &ctx, llvm::SourceMgr &sm, unsigned id,
   if (!module || diags.errors())
     return nullptr;
   if (mlir::failed(mlir::verify(*module)))
-    return nullptr;
-  mlir::PassManager pm(&ctx);
-  buildFrontendPipeline(pm);
-  if (mlir::failed(pm.run(*module)))
     return nullptr;
   return module;
 }

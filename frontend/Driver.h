@@ -27,6 +27,14 @@ unsigned loadSourceFile(llvm::StringRef path, llvm::SourceMgr &sm);
 /// Parses the buffer `id` of `sm`.
 std::optional<ast::Model> parseBuffer(llvm::SourceMgr &sm, unsigned id);
 
+/// Parses, elaborates and verifies the buffer: the module as the frontend
+/// builds it, before any pass. Errors print as `file:line:col: error: ...`
+/// with the source line, unless the caller collects them; returns null on
+/// any error.
+mlir::OwningOpRef<mlir::ModuleOp>
+elaborateBuffer(mlir::MLIRContext &ctx, llvm::SourceMgr &sm, unsigned id,
+                const CompileOptions &options);
+
 /// Parses, elaborates and verifies the buffer, then runs the frontend
 /// pipeline. Errors print as `file:line:col: error: ...` with the source line;
 /// returns null on any error.

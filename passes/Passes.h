@@ -8,6 +8,9 @@
 #include "mlir/Pass/Pass.h"
 #include "mlir/Pass/PassManager.h"
 
+#include <optional>
+#include <string>
+
 namespace kiln {
 
 #define GEN_PASS_DECL
@@ -24,6 +27,23 @@ void buildFrontendPipeline(mlir::OpPassManager &pm);
 /// The fusion passes, in the order the CPU backend runs them before
 /// lowering (kiln compile --no-fuse skips them).
 void buildFusionPipeline(mlir::OpPassManager &pm);
+
+/// What the one compile pipeline runs after the frontend's passes.
+struct CompilePipelineOptions {
+  /// Derive `grad`_grad (reverse-mode autodiff) when not empty.
+  std::string grad;
+  bool recompute = false;
+  /// Derive train_step (needs grad; its `function` is grad).
+  std::optional<TrainStepOptions> trainStep;
+  /// The fusion passes (before lowering to an artifact).
+  bool fuse = false;
+};
+
+/// The whole pipeline from the frontend's module: shape inference and
+/// cleanup, then autodiff, the train step and fusion as `options` asks.
+/// Registered as kiln-compile-pipeline for kiln-opt.
+void buildCompilePipeline(mlir::OpPassManager &pm,
+                          const CompilePipelineOptions &options);
 
 /// Runs the fusion pipeline on `module`.
 mlir::LogicalResult fuse(mlir::ModuleOp module);

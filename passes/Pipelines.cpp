@@ -24,7 +24,58 @@ void kiln::buildFusionPipeline(mlir::OpPassManager &pm) {
   pm.addPass(mlir::createCSEPass());
 }
 
+void kiln::buildCompilePipeline(mlir::OpPassManager &pm,
+                                const CompilePipelineOptions &options) {
+  buildFrontendPipeline(pm);
+  if (!options.grad.empty()) {
+    AutodiffOptions autodiff;
+    autodiff.function = options.grad;
+    autodiff.recompute = options.recompute;
+    pm.addPass(createAutodiff(autodiff));
+    pm.addPass(mlir::createCanonicalizerPass());
+    pm.addPass(mlir::createCSEPass());
+  }
+  if (options.trainStep) {
+    pm.addPass(createTrainStep(*options.trainStep));
+    pm.addPass(mlir::createCanonicalizerPass());
+  }
+  if (options.fuse)
+    buildFusionPipeline(pm);
+}
+
+namespace {
+/// kiln-compile-pipeline's options in kiln-opt.
+struct CompilePipelineCLOptions
+    : mlir::PassPipelineOptions<CompilePipelineCLOptions> {
+  Option<std::string> grad{*this, "grad",
+                           llvm::cl::desc("derive GRAD_grad (autodiff)")};
+  Option<bool> recompute{*this, "recompute",
+                         llvm::cl::desc("recompute block activations"),
+                         llvm::cl::init(false)};
+  Option<bool> trainStep{*this, "train-step",
+                         llvm::cl::desc("derive train_step (AdamW defaults)"),
+                         llvm::cl::init(false)};
+  Option<bool> fuse{*this, "fuse", llvm::cl::desc("run the fusion passes"),
+                    llvm::cl::init(false)};
+};
+} // namespace
+
 void kiln::registerAllKilnPasses() {
+  mlir::PassPipelineRegistration<CompilePipelineCLOptions>(
+      "kiln-compile-pipeline",
+      "The one pipeline of kiln compile: frontend cleanup, autodiff, train "
+      "step, fusion",
+      [](mlir::OpPassManager &pm, const CompilePipelineCLOptions &o) {
+        CompilePipelineOptions options;
+        options.grad = o.grad;
+        options.recompute = o.recompute;
+        if (o.trainStep) {
+          options.trainStep.emplace();
+          options.trainStep->function = o.grad;
+        }
+        options.fuse = o.fuse;
+        buildCompilePipeline(pm, options);
+      });
   registerKilnPasses();
   mlir::PassPipelineRegistration<>(
       "kiln-frontend-pipeline",

@@ -35,19 +35,6 @@ int inspectCommand(const std::vector<std::string> &args);
 int generateCommand(const std::vector<std::string> &args);
 int trainCommand(const std::vector<std::string> &args);
 
-/// Compiles a .kiln file (with hyperparameter overrides, and `gradOf`'s
-/// gradient function when it is not empty, recomputing block activations
-/// with `recompute`, and a compiled `train_step` with `trainStep`) into
-/// artifact bytes, running the fusion passes unless `fuse` is false.
-/// Diagnostics
-/// go to stderr; returns the exit status (0 on success).
-int compileToArtifact(const std::string &input,
-                      const std::vector<Define> &defines,
-                      const std::string &gradOf, bool recompute, bool fuse,
-                      const ArtifactOptions &artifact,
-                      std::vector<uint8_t> &bytes,
-                      const TrainStepOptions *trainStep = nullptr);
-
 } // namespace kiln::tools
 
 #endif

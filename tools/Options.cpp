@@ -143,6 +143,11 @@ void OptionParser::custom(llvm::StringRef name,
   options_.push_back({name.str(), true, std::move(handle)});
 }
 
+void OptionParser::prefix(llvm::StringRef prefix,
+                          std::vector<std::string> &out) {
+  prefixes_.emplace_back(prefix.str(), &out);
+}
+
 void OptionParser::alias(llvm::StringRef short_, llvm::StringRef name) {
   aliases_.emplace_back(short_.str(), name.str());
 }
@@ -178,6 +183,15 @@ int OptionParser::parse(const std::vector<std::string> &args) {
       *positional_ = a.str();
       continue;
     }
+    bool passed = false;
+    for (const auto &[prefix, out] : prefixes_)
+      if (a.starts_with(prefix)) {
+        out->push_back(a.str());
+        passed = true;
+        break;
+      }
+    if (passed)
+      continue;
     // Short spellings: "-o FILE", "-oFILE", "-D NAME=V", "-DNAME=V".
     std::string name, spelled;
     std::optional<std::string> value;

@@ -74,6 +74,9 @@ public:
   /// returns an exit status, 0 to go on); may be given many times.
   void custom(llvm::StringRef name,
               std::function<int(llvm::StringRef value)> handle);
+  /// Arguments starting with `prefix` ("--mlir-") are collected whole into
+  /// `out`, for another parser (LLVM's command line).
+  void prefix(llvm::StringRef prefix, std::vector<std::string> &out);
   /// `short_` (e.g. "-o", "-D") is another spelling of `name`, which also
   /// takes its value attached ("-ofile", "-DNAME=V").
   void alias(llvm::StringRef short_, llvm::StringRef name);
@@ -96,6 +99,7 @@ private:
   std::string command_;
   std::vector<Option> options_;
   std::vector<std::pair<std::string, std::string>> aliases_;
+  std::vector<std::pair<std::string, std::vector<std::string> *>> prefixes_;
   std::string *positional_ = nullptr;
   std::string what_;
 };

@@ -7,6 +7,7 @@
 // finally the trained artifact.
 //
 //===----------------------------------------------------------------------===//
+#include "driver/Compile.h"
 #include "tools/Commands.h"
 #include "tools/Options.h"
 #include "tools/Plot.h"
@@ -245,11 +246,15 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
                          "the " + kind + " tokenizer of " + o.data +
                              " (vocab_size=" + std::to_string(tok.size()) +
                              ")"});
-  ArtifactOptions artifact;
-  artifact.seed = o.seed;
-  artifact.tokenizer = &tok;
-  artifact.tokenizerSource = "the " + kind + " tokenizer of " + o.data;
-  std::vector<uint8_t> bytes;
+  CompileRequest r;
+  r.path = o.input;
+  r.defines = o.defines;
+  r.seed = o.seed;
+  r.tokenizer = &tok;
+  r.tokenizerSource = "the " + kind + " tokenizer of " + o.data;
+  r.grad = o.loss;
+  r.recompute = o.recompute;
+  r.fuse = o.fuse;
   // The training step is compiled too: forward, backward and the optimizer
   // update in one function (used for steps without accumulation).
   TrainStepOptions step;
@@ -262,12 +267,13 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
   step.momentum = o.train.momentum;
   step.maxNorm = std::max(0.0, o.train.clipNorm);
   o.train.compiledStep = true;
-  if (int rc = tools::compileToArtifact(o.input, o.defines, o.loss, o.recompute,
-                                        o.fuse, artifact, bytes, &step))
-    return rc;
+  r.trainStep = step;
+  CompileResult compiled;
+  if (!compile(r, compiled))
+    return 1;
   llvm::SmallString<256> dir(o.input);
   llvm::sys::path::remove_filename(dir);
-  if (Status s = Model::fromBytes(std::move(bytes), model,
+  if (Status s = Model::fromBytes(std::move(compiled.artifact), model,
                                   dir.empty() ? "." : dir.str().str());
       !s)
     return fail("the compiled model does not load: " + s.message());

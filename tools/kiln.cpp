@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "codegen/KartWriter.h"
+#include "driver/Compile.h"
 #include "frontend/Driver.h"
 #include "ir/KilnDialect.h"
 #include "passes/Passes.h"
@@ -105,6 +106,9 @@ compile options:
   --no-fuse          skip the fusion passes (matmul epilogues, add + norm,
                      softmax cross-entropy, elementwise chains), for
                      comparing against the unfused kernels
+  --mlir-*           MLIR's own options for the one compile pipeline, e.g.
+                     --mlir-timing (time per pass), --mlir-print-ir-after-all
+                     (the IR after each pass, on stderr)
 )"},
     {"run", R"(usage: kiln run MODEL.kart [options]
 
@@ -243,31 +247,15 @@ int writeOutput(llvm::StringRef path, llvm::StringRef text) {
   return 0;
 }
 
-/// Reverse-mode autodiff adds <fn>_grad; canonicalization and CSE tidy the
-/// backward ops it builds.
-mlir::LogicalResult differentiate(mlir::ModuleOp module, const std::string &fn,
-                                  bool recompute) {
-  mlir::PassManager pm(module.getContext());
-  kiln::AutodiffOptions autodiff;
-  autodiff.function = fn;
-  autodiff.recompute = recompute;
-  pm.addPass(kiln::createAutodiff(autodiff));
-  pm.addPass(mlir::createCanonicalizerPass());
-  pm.addPass(mlir::createCSEPass());
-  return pm.run(module);
-}
-
 } // namespace
 
 int kiln::tools::compileCommand(const std::vector<std::string> &args) {
-  std::string input, output, emit;
-  bool locations = false, recompute = false, fuse = true;
-  uint64_t seed = 0;
-  std::string weightsPath, saveWeightsPath, externalPath, gradOf,
-      tokenizerPath;
-  kiln::CompileOptions options;
+  std::string output, emit;
+  std::string saveWeightsPath;
+  std::vector<std::string> mlirOptions;
+  kiln::CompileRequest r;
   kiln::tools::OptionParser p("compile");
-  p.positional(input, "model file");
+  p.positional(r.path, "model file");
   p.text("--emit", emit, "a stage: ast, mlir, lowered, params, kart or plan");
   p.text("--output", output, "a file, e.g. -o model.kart");
   p.alias("-o", "--output");
@@ -276,248 +264,121 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
     if (!def.contains('=') || name.trim().empty() || value.trim().empty())
       return usageError("-D expects NAME=VALUE, got '" + def.take_front(60) +
                         "'");
-    options.defines.push_back({name.trim().str(), value.trim().str(), ""});
+    r.defines.push_back({name.trim().str(), value.trim().str(), ""});
     return 0;
   });
   p.alias("-D", "--define");
-  p.flag("--locations", locations);
-  p.text("--grad", gradOf, "a function name, e.g. --grad=loss");
-  p.text("--external-weights", externalPath,
+  p.flag("--locations", r.locations);
+  p.text("--grad", r.grad, "a function name, e.g. --grad=loss");
+  p.text("--external-weights", r.externalWeights,
          "a file, e.g. --external-weights=model.safetensors");
   p.text("--save-weights", saveWeightsPath,
          "a file, e.g. --save-weights=init.safetensors");
-  p.text("--weights", weightsPath,
+  p.text("--weights", r.weights,
          "a .safetensors or llama2.c .bin file, e.g. --weights=model.bin");
-  p.text("--tokenizer", tokenizerPath,
+  p.text("--tokenizer", r.tokenizerPath,
          "a llama2.c tokenizer file, e.g. --tokenizer=tok512.bin");
-  p.seed("--seed", seed);
-  p.flag("--recompute", recompute);
-  p.flag("--no-fuse", fuse, false);
+  p.seed("--seed", r.seed);
+  p.flag("--recompute", r.recompute);
+  p.flag("--no-fuse", r.fuse, false);
+  // MLIR's own options (--mlir-timing, --mlir-print-ir-after-all, ...).
+  p.prefix("--mlir-", mlirOptions);
   if (int rc = p.parse(args); rc >= 0)
     return rc;
-  if (input.empty())
+  if (r.path.empty())
     return usageError("'kiln compile' needs a model file, e.g. "
                       "'kiln compile examples/gpt2.kiln'");
   if (emit.empty())
     emit = llvm::StringRef(output).ends_with(".kart") ? "kart" : "mlir";
-  if (emit != "mlir" && emit != "ast" && emit != "params" && emit != "kart" &&
-      emit != "plan" && emit != "lowered")
+  bool plan = emit == "plan";
+  std::optional<kiln::CompileStage> stage =
+      plan ? kiln::CompileStage::Kart : kiln::parseStage(emit);
+  if (!stage)
     return usageError("unknown --emit stage '" + emit +
                       "'; use ast, mlir, lowered, params, kart or plan");
-  if ((!weightsPath.empty() || !saveWeightsPath.empty() ||
-       !externalPath.empty() || !tokenizerPath.empty()) &&
-      emit != "kart" && emit != "plan" && emit != "lowered")
+  r.stage = *stage;
+  bool artifact = r.stage == kiln::CompileStage::Kart ||
+                  r.stage == kiln::CompileStage::Lowered;
+  if ((!r.weights.empty() || !saveWeightsPath.empty() ||
+       !r.externalWeights.empty() || !r.tokenizerPath.empty()) &&
+      !artifact)
     return usageError("--weights, --tokenizer, --save-weights and "
                       "--external-weights apply to artifacts (--emit=kart, "
                       "plan or lowered)");
-  if (!externalPath.empty() && emit != "kart")
+  if (!r.externalWeights.empty() && (emit != "kart"))
     return usageError("--external-weights needs an artifact written with -o "
                       "FILE.kart");
   if (emit == "kart" && (output.empty() || output == "-"))
     return usageError("--emit=kart writes a binary artifact; give a file "
                       "with -o");
-
-  // A llama2.c checkpoint's header binds the model's hyperparameters.
-  bool llama2c = llvm::StringRef(weightsPath).ends_with(".bin");
-  if (!weightsPath.empty() && !llama2c &&
-      !llvm::StringRef(weightsPath).ends_with(".safetensors"))
+  if (!r.weights.empty() && !llvm::StringRef(r.weights).ends_with(".bin") &&
+      !llvm::StringRef(r.weights).ends_with(".safetensors"))
     return usageError("--weights takes a .safetensors file or a llama2.c "
                       ".bin checkpoint, got '" +
-                      weightsPath + "'");
-  if (llama2c) {
-    kiln::runtime::Llama2cConfig config;
-    if (kiln::runtime::Status st =
-            kiln::runtime::readLlama2cConfig(weightsPath, config);
-        !st) {
+                      r.weights + "'");
+  if (r.recompute && r.grad.empty())
+    return usageError("--recompute applies to the gradient function; add "
+                      "--grad=FN");
+  if (!mlirOptions.empty()) {
+    // Through LLVM's option registry, where MLIR reads them.
+    kiln::registerMLIROptions();
+    std::vector<const char *> argv = {"kiln compile"};
+    for (const std::string &o : mlirOptions)
+      argv.push_back(o.c_str());
+    std::string errors;
+    llvm::raw_string_ostream es(errors);
+    if (!llvm::cl::ParseCommandLineOptions(static_cast<int>(argv.size()),
+                                           argv.data(), "", &es))
+      return usageError(llvm::StringRef(errors).trim().str());
+    r.mlirCommandLine = true;
+  }
+  if (!r.externalWeights.empty()) {
+    llvm::SmallString<256> absExternal(r.externalWeights), absOut(output);
+    llvm::sys::fs::make_absolute(absExternal);
+    llvm::sys::fs::make_absolute(absOut);
+    if (llvm::sys::path::parent_path(absExternal) !=
+        llvm::sys::path::parent_path(absOut))
+      llvm::WithColor::note(llvm::errs(), "kiln")
+          << output << " expects its weights beside it, as "
+          << llvm::sys::path::filename(absExternal) << "; move "
+          << r.externalWeights
+          << " there, or load with --weights-file=" << r.externalWeights
+          << "\n";
+  }
+
+  kiln::CompileResult result;
+  if (!kiln::compile(r, result))
+    return 1;
+  kiln::runtime::LoadOptions load;
+  load.weightsFile = r.externalWeights;
+  if (!saveWeightsPath.empty()) {
+    std::unique_ptr<kiln::runtime::Model> model;
+    kiln::runtime::Status st =
+        kiln::runtime::Model::fromBytes(result.artifact, model, ".", load);
+    if (st)
+      st = model->saveWeights(saveWeightsPath);
+    if (!st) {
       llvm::WithColor::error(llvm::errs(), "kiln") << st.message() << "\n";
       return 1;
     }
-    for (const auto &[name, value] : config.hyperparameters())
-      options.defines.push_back({name, std::to_string(value),
-                                 "the header of " + weightsPath + " (" + name +
-                                     "=" + std::to_string(value) + ")"});
   }
-
-  llvm::SourceMgr sm;
-  unsigned id = kiln::loadSourceFile(input, sm);
-  if (!id)
-    return 1;
-  std::string text;
-  llvm::raw_string_ostream os(text);
-  if (recompute && gradOf.empty())
-    return usageError("--recompute applies to the gradient function; add "
-                      "--grad=FN");
-  if (emit == "ast") {
-    std::optional<kiln::ast::Model> model = kiln::parseBuffer(sm, id);
-    if (!model)
-      return 1;
-    kiln::ast::print(*model, os);
-    return writeOutput(output, text);
-  }
-  mlir::MLIRContext ctx;
-  // Errors name the user's source line; the op in generic MLIR form
-  // would only bury them (kiln-opt keeps MLIR's default).
-  ctx.printOpOnDiagnostic(false);
-  ctx.getOrLoadDialect<kiln::KilnDialect>();
-  ctx.getOrLoadDialect<mlir::func::FuncDialect>();
-  kiln::limitParameters(
-      options, (emit == "kart" || emit == "plan" || emit == "lowered") &&
-                   externalPath.empty());
-  mlir::OwningOpRef<mlir::ModuleOp> module =
-      kiln::compileBuffer(ctx, sm, id, options);
-  if (!module)
-    return 1;
-  if (!gradOf.empty()) {
-    mlir::SourceMgrDiagnosticHandler handler(sm, &ctx);
-    if (mlir::failed(differentiate(*module, gradOf, recompute)))
-      return 1;
-  }
-  if (emit == "kart" || emit == "plan" || emit == "lowered") {
-    if (fuse) {
-      mlir::SourceMgrDiagnosticHandler handler(sm, &ctx);
-      if (mlir::failed(kiln::fuse(*module)))
-        return 1;
-    }
-    std::vector<uint8_t> bytes;
-    kiln::ArtifactOptions artifact;
-    artifact.seed = seed;
-    artifact.annotate = emit == "lowered";
-    kiln::runtime::Tokenizer tokenizer;
-    if (!tokenizerPath.empty()) {
-      if (kiln::runtime::Status st =
-              kiln::runtime::Tokenizer::readLlama2c(tokenizerPath, tokenizer);
-          !st) {
-        llvm::WithColor::error(llvm::errs(), "kiln") << st.message() << "\n";
-        return 1;
-      }
-      artifact.tokenizer = &tokenizer;
-      artifact.tokenizerSource = tokenizerPath;
-    }
-    kiln::runtime::NamedTensors weights;
-    if (!weightsPath.empty()) {
-      kiln::runtime::Llama2cConfig config;
-      if (kiln::runtime::Status st =
-              llama2c
-                  ? kiln::runtime::readLlama2c(weightsPath, config, weights)
-                  : kiln::runtime::readSafetensors(
-                        weightsPath, weights, kiln::countParameters(*module));
-          !st) {
-        llvm::WithColor::error(llvm::errs(), "kiln") << st.message() << "\n";
-        return 1;
-      }
-      artifact.weights = &weights;
-    }
-    kiln::runtime::NamedTensors external;
-    if (!externalPath.empty()) {
-      // The artifact names the file only, and the runtime looks for it
-      // beside the artifact (the pair moves together); a file elsewhere is
-      // given when loading (--weights-file).
-      llvm::SmallString<256> absExternal(externalPath), absOut(output);
-      llvm::sys::fs::make_absolute(absExternal);
-      llvm::sys::fs::make_absolute(absOut);
-      artifact.externalWeightsFile =
-          llvm::sys::path::filename(absExternal).str();
-      if (emit == "kart" && llvm::sys::path::parent_path(absExternal) !=
-                                llvm::sys::path::parent_path(absOut))
-        llvm::WithColor::note(llvm::errs(), "kiln")
-            << output << " expects its weights beside it, as "
-            << artifact.externalWeightsFile << "; move " << externalPath
-            << " there, or load with --weights-file=" << externalPath << "\n";
-      artifact.externalWeights = &external;
-    }
-    {
-      mlir::SourceMgrDiagnosticHandler handler(sm, &ctx);
-      if (mlir::failed(kiln::writeArtifact(*module, artifact, bytes)))
-        return 1;
-    }
-    if (!externalPath.empty())
-      if (kiln::runtime::Status st =
-              kiln::runtime::writeSafetensors(externalPath, external);
-          !st) {
-        llvm::WithColor::error(llvm::errs(), "kiln") << st.message() << "\n";
-        return 1;
-      }
-    if (!saveWeightsPath.empty()) {
-      std::unique_ptr<kiln::runtime::Model> model;
-      llvm::SmallString<256> dir(output.empty() ? "." : output);
-      llvm::sys::fs::make_absolute(dir);
-      llvm::sys::path::remove_filename(dir);
-      kiln::runtime::Status st = kiln::runtime::Model::fromBytes(
-          bytes, model, dir.str().str(), {externalPath});
-      if (st)
-        st = model->saveWeights(saveWeightsPath);
-      if (!st) {
-        llvm::WithColor::error(llvm::errs(), "kiln") << st.message() << "\n";
-        return 1;
-      }
-    }
-    if (emit == "lowered") {
-      module->print(os);
-      return writeOutput(output, text);
-    }
-    if (emit == "kart")
-      return writeOutput(
-          output, llvm::StringRef(reinterpret_cast<const char *>(bytes.data()),
-                                  bytes.size()));
+  if (emit == "kart")
+    return writeOutput(output, llvm::StringRef(reinterpret_cast<const char *>(
+                                                   result.artifact.data()),
+                                               result.artifact.size()));
+  if (plan) {
     std::unique_ptr<kiln::runtime::Model> model;
     if (kiln::runtime::Status st = kiln::runtime::Model::fromBytes(
-            std::move(bytes), model, ".", {externalPath});
+            std::move(result.artifact), model, ".", load);
         !st) {
       llvm::WithColor::error(llvm::errs(), "kiln")
           << "the generated artifact does not load: " << st.message() << "\n";
       return 1;
     }
-    os << kiln::tools::describeModel(*model, {}, /*withPlan=*/true);
-  } else if (emit == "params") {
-    kiln::printParameterSummary(*module, os);
-  } else {
-    mlir::OpPrintingFlags flags;
-    if (locations)
-      flags.enableDebugInfo(/*enable=*/true, /*prettyForm=*/false)
-          .useLocalScope();
-    module->print(os, flags);
+    return writeOutput(
+        output, kiln::tools::describeModel(*model, {}, /*withPlan=*/true));
   }
-  return writeOutput(output, text);
-}
-
-int kiln::tools::compileToArtifact(const std::string &input,
-                                   const std::vector<kiln::Define> &defines,
-                                   const std::string &gradOf, bool recompute,
-                                   bool fuse,
-                                   const kiln::ArtifactOptions &artifact,
-                                   std::vector<uint8_t> &bytes,
-                                   const kiln::TrainStepOptions *trainStep) {
-  llvm::SourceMgr sm;
-  unsigned id = kiln::loadSourceFile(input, sm);
-  if (!id)
-    return 1;
-  mlir::MLIRContext ctx;
-  // Errors name the user's source line; the op in generic MLIR form
-  // would only bury them (kiln-opt keeps MLIR's default).
-  ctx.printOpOnDiagnostic(false);
-  ctx.getOrLoadDialect<kiln::KilnDialect>();
-  ctx.getOrLoadDialect<mlir::func::FuncDialect>();
-  kiln::CompileOptions options;
-  options.defines = defines;
-  kiln::limitParameters(options, !artifact.externalWeights);
-  mlir::OwningOpRef<mlir::ModuleOp> module =
-      kiln::compileBuffer(ctx, sm, id, options);
-  if (!module)
-    return 1;
-  mlir::SourceMgrDiagnosticHandler handler(sm, &ctx);
-  if (!gradOf.empty() &&
-      mlir::failed(differentiate(*module, gradOf, recompute)))
-    return 1;
-  if (trainStep) {
-    mlir::PassManager pm(&ctx);
-    pm.addPass(kiln::createTrainStep(*trainStep));
-    pm.addPass(mlir::createCanonicalizerPass());
-    if (mlir::failed(pm.run(*module)))
-      return 1;
-  }
-  if (fuse && mlir::failed(kiln::fuse(*module)))
-    return 1;
-  return mlir::failed(kiln::writeArtifact(*module, artifact, bytes)) ? 1 : 0;
+  return writeOutput(output, result.text);
 }
 
 namespace {

@@ -112,9 +112,10 @@ class Model:
     """
 
     def __init__(self, impl: Any, request: Optional[Dict[str, Any]] = None,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, directory: str = "."):
         self._impl = impl
         self._request = request
+        self._directory = directory
         self.threads = threads
 
     @property
@@ -228,10 +229,34 @@ class Model:
         if stage not in ("ast", "mlir", "lowered", "params"):
             raise ValueError(f"unknown stage '{stage}'; use ast, mlir, "
                              f"lowered or params")
-        ok, text, errors = _kiln.compile(**dict(self._request, stage=stage))
+        # The IR of the model as compiled; weights files are not rewritten.
+        request = dict(self._request, stage=stage, external_weights="",
+                       train_step=None if stage != "lowered"
+                       else self._request.get("train_step"))
+        ok, text, errors = _kiln.compile(**request)
         if not ok:
             raise CompileError(errors)
         return text
+
+    def _compile_train_step(self, loss: str, step: Dict[str, Any]) -> bool:
+        """Recompiles this model with a compiled ``train_step`` (forward,
+        backward and the optimizer update in one function, as ``kiln
+        train`` uses) with the optimizer settings ``step``, keeping the
+        current parameter values; False when the model did not come from
+        ``kiln.compile(..., grad=loss)``."""
+        if self._request is None or self._request.get("grad") != loss:
+            return False
+        if self._request.get("train_step") == step:
+            return True
+        request = dict(self._request, train_step=step, external_weights="")
+        ok, data, errors = _kiln.compile(**dict(request, stage="kart"))
+        if not ok:
+            raise CompileError(errors)
+        impl = _kiln.Model.from_bytes(data, self._directory)
+        impl.set_parameters(self._impl.parameters())
+        impl.threads = self._impl.threads
+        self._impl, self._request = impl, request
+        return True
 
 
 def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
@@ -239,7 +264,8 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
             weights: Optional[PathLike] = None, grad: Optional[str] = None,
             recompute: bool = False, fuse: bool = True,
             tokenizer: Optional[PathLike] = None,
-            threads: Optional[int] = None) -> Model:
+            threads: Optional[int] = None,
+            external_weights: Optional[PathLike] = None) -> Model:
     """Compiles a model from a .kiln file or from model text.
 
     ``defines`` overrides hyperparameters (``{"n_layer": 2}``), ``seed``
@@ -249,8 +275,12 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
     model's vocabulary), ``grad="loss"`` also derives ``loss_grad``
     (``recompute`` recomputes block activations in it). ``fuse=False``
     skips the fusion passes (to compare with the unfused kernels).
-    ``threads`` sets the model's thread count (default: one per core). Raises
-    ``CompileError`` with the file, line and column of the first error.
+    ``threads`` sets the model's thread count (default: one per core).
+    ``external_weights`` writes the weights to that .safetensors file and
+    keeps them out of the artifact, as ``kiln compile --external-weights``
+    (the model reads them from there; ``save_weights`` exports them again
+    after training). Raises ``CompileError`` with the file, line and column
+    of the first error.
     """
     if target != "cpu":
         raise ValueError(f"target '{target}' is not available in this build; "
@@ -263,12 +293,18 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
         source=source, is_path=is_path,
         defines=[(str(k), str(v)) for k, v in (defines or {}).items()],
         seed=int(seed), weights=os.fspath(weights) if weights else "",
-        tokenizer=os.fspath(tokenizer) if tokenizer else "", grad=grad or "", recompute=bool(recompute), fuse=bool(fuse))
+        tokenizer=os.fspath(tokenizer) if tokenizer else "",
+        grad=grad or "", recompute=bool(recompute), fuse=bool(fuse),
+        external_weights=os.fspath(external_weights) if external_weights
+        else "", train_step=None)
     ok, data, errors = _kiln.compile(**dict(request, stage="kart"))
     if not ok:
         raise CompileError(errors)
     directory = str(Path(source).parent) if is_path else "."
-    return Model(_kiln.Model.from_bytes(data, directory), request, threads)
+    impl = _kiln.Model.from_bytes(
+        data, directory,
+        os.fspath(external_weights) if external_weights else "")
+    return Model(impl, request, threads, directory)
 
 
 def load(path: PathLike, threads: Optional[int] = None,
@@ -324,6 +360,16 @@ class Trainer:
         if not adam and not isinstance(opt, SGD):
             raise TypeError("optimizer must be kiln.AdamW or kiln.SGD")
         self.model, self.loss, self.seed = model, loss, int(seed)
+        # The compiled update when the model came from kiln.compile(...,
+        # grad=loss): one call per step, as kiln train runs it.
+        step = dict(optimizer="adamw" if adam else "sgd",
+                    beta1=float(opt.betas[0]) if adam else 0.9,
+                    beta2=float(opt.betas[1]) if adam else 0.999,
+                    eps=float(opt.eps) if adam else 1e-8,
+                    weight_decay=float(opt.weight_decay),
+                    momentum=0.9 if adam else float(opt.momentum),
+                    max_norm=max(0.0, float(clip)))
+        self.compiled_step = model._compile_train_step(loss, step)
         self._impl = _kiln.Trainer(
             model._impl, loss, "adamw" if adam else "sgd", float(opt.lr),
             int(warmup), int(total_steps), float(min_lr_ratio),
@@ -331,7 +377,7 @@ class Trainer:
             float(opt.betas[1]) if adam else 0.999,
             float(opt.eps) if adam else 1e-8,
             0.9 if adam else float(opt.momentum), float(opt.weight_decay),
-            float(clip), int(seed))
+            float(clip), int(seed), self.compiled_step)
         self.last_lr = 0.0
         self.last_grad_norm = 0.0
 

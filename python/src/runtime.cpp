@@ -172,16 +172,20 @@ void kiln::python::registerRuntime(py::module_ &m) {
           py::arg("path"), py::arg("weights_file") = "")
       .def_static(
           "from_bytes",
-          [](py::bytes data, const std::string &dir) {
+          [](py::bytes data, const std::string &dir,
+             const std::string &weightsFile) {
             std::string s = data;
             std::unique_ptr<Model> model;
-            if (Status st = Model::fromBytes(
-                    std::vector<uint8_t>(s.begin(), s.end()), model, dir);
+            LoadOptions options;
+            options.weightsFile = weightsFile;
+            if (Status st =
+                    Model::fromBytes(std::vector<uint8_t>(s.begin(), s.end()),
+                                     model, dir, options);
                 !st)
               raise(st);
             return model;
           },
-          py::arg("data"), py::arg("dir") = ".")
+          py::arg("data"), py::arg("dir") = ".", py::arg("weights_file") = "")
       .def_property_readonly("name", &Model::modelName)
       .def_property("threads", &Model::threads, &Model::setThreads)
       .def_property_readonly(

@@ -21,7 +21,8 @@ void kiln::python::registerTraining(py::module_ &m) {
                        const std::string &optimizer, double lr, int64_t warmup,
                        int64_t total, double minLrRatio, double beta1,
                        double beta2, double eps, double momentum,
-                       double weightDecay, double clip, uint64_t seed) {
+                       double weightDecay, double clip, uint64_t seed,
+                       bool compiledStep) {
              TrainConfig c;
              c.loss = loss;
              c.optimizer = optimizer;
@@ -36,6 +37,7 @@ void kiln::python::registerTraining(py::module_ &m) {
              c.weightDecay = weightDecay;
              c.clipNorm = clip;
              c.seed = seed;
+             c.compiledStep = compiledStep;
              std::unique_ptr<Trainer> t;
              if (Status s = Trainer::create(model, c, t); !s)
                throw py::value_error(s.message());
@@ -45,7 +47,7 @@ void kiln::python::registerTraining(py::module_ &m) {
            py::arg("lr"), py::arg("warmup"), py::arg("total_steps"),
            py::arg("min_lr_ratio"), py::arg("beta1"), py::arg("beta2"),
            py::arg("eps"), py::arg("momentum"), py::arg("weight_decay"),
-           py::arg("clip"), py::arg("seed"),
+           py::arg("clip"), py::arg("seed"), py::arg("compiled_step") = false,
            py::keep_alive<1, 2>()) // the model outlives its trainer
       .def(
           "step",

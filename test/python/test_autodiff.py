@@ -323,4 +323,5 @@ model m() {
     r = subprocess.run([KILN, "compile", src, "--grad=forward"],
                        capture_output=True, text=True)
     assert r.returncode == 1
-    assert "the module has no function 'forward' to differentiate" in r.stderr
+    assert "the model has no function 'forward' to differentiate; it has: " \
+        "loss" in r.stderr

@@ -290,6 +290,53 @@ def test_trainer_equals_kiln_train(tmp_path):
         t.load_checkpoint(tmp_path / "nothing")
 
 
+def test_trainer_uses_the_compiled_update(tmp_path):
+    """kiln.Trainer recompiles a model from kiln.compile(grad=...) with the
+    one compile driver's train_step for its optimizer (as kiln train does),
+    keeping the current weights; a model loaded from an artifact without
+    train_step takes the host-side update. Both end bit for bit equal."""
+    cfg = dict(TINY, resid_pdrop=0.1, embd_pdrop=0.1)
+    rng = np.random.default_rng(0)
+    batch = {"tokens": rng.integers(0, 50, (2, 8), dtype=np.int32),
+             "targets": rng.integers(0, 50, (2, 8), dtype=np.int32)}
+    m = kiln.compile(EXAMPLES / "gpt2.kiln", defines=cfg, seed=2, grad="loss")
+    m.save(tmp_path / "host.kart")
+    m.load_weights({k: v * 0.5 for k, v in m.parameters().items()})
+    host = kiln.load(tmp_path / "host.kart")
+    host.load_weights(m.parameters())
+    for opt in (kiln.AdamW(lr=1e-2, weight_decay=0.1), kiln.SGD(lr=1e-2)):
+        t = kiln.Trainer(m, opt, clip=0.5, total_steps=3, seed=1)
+        assert t.compiled_step
+        assert "train_step" in [f["name"] for f in m.functions()]
+        h = kiln.Trainer(host, opt, clip=0.5, total_steps=3, seed=1)
+        assert not h.compiled_step
+        for _ in range(3):
+            assert t.step(batch) == h.step(batch)
+        assert all(np.array_equal(m.parameters()[k], host.parameters()[k])
+                   for k in m.parameters())
+    assert "fn train_step(" not in m.ir("mlir")  # IR stages as compiled
+    # Options the CLI rejects are rejected here too.
+    with pytest.raises(kiln.CompileError, match="recompute applies to the "
+                       "gradient function"):
+        kiln.compile(EXAMPLES / "gpt2.kiln", defines=TINY, recompute=True)
+    with pytest.raises(kiln.CompileError,
+                       match="no function 'lss' to differentiate; it has: "
+                             "forward, loss"):
+        kiln.compile(EXAMPLES / "gpt2.kiln", defines=TINY, grad="lss")
+
+
+def test_external_weights_from_python(tmp_path):
+    """kiln.compile(external_weights=F) writes the weights to F, as kiln
+    compile --external-weights does, and reads them from there."""
+    w = tmp_path / "w.safetensors"
+    ext = kiln.compile(EXAMPLES / "gpt2.kiln", defines=TINY, seed=3,
+                       external_weights=w)
+    emb = kiln.compile(EXAMPLES / "gpt2.kiln", defines=TINY, seed=3)
+    assert set(read_safetensors(w)) == set(emb.parameters())
+    x = np.array([[1, 2, 3]], np.int32)
+    assert np.array_equal(ext.forward(tokens=x), emb.forward(tokens=x))
+
+
 def test_the_python_example_runs():
     """examples/python/gpt2_small.py: GPT-2 small compiled, run, trained and
     sampled through the Python API."""

@@ -1,0 +1,268 @@
+//===- Compile.cpp - the one compile entry point --------------------------===//
+#include "driver/Compile.h"
+
+#include "codegen/KartWriter.h"
+#include "frontend/AST.h"
+#include "ir/KilnDialect.h"
+#include "runtime/Llama2c.h"
+#include "runtime/Safetensors.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Support/Timing.h"
+#include "llvm/ADT/StringSwitch.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/WithColor.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace kiln;
+
+std::optional<CompileStage> kiln::parseStage(llvm::StringRef name) {
+  return llvm::StringSwitch<std::optional<CompileStage>>(name)
+      .Case("ast", CompileStage::Ast)
+      .Case("mlir", CompileStage::Mlir)
+      .Case("params", CompileStage::Params)
+      .Case("lowered", CompileStage::Lowered)
+      .Case("kart", CompileStage::Kart)
+      .Default(std::nullopt);
+}
+
+void kiln::registerMLIROptions() {
+  mlir::registerMLIRContextCLOptions();
+  mlir::registerPassManagerCLOptions();
+  mlir::registerAsmPrinterCLOptions();
+  mlir::registerDefaultTimingManagerCLOptions();
+}
+
+namespace {
+
+/// One compilation: the source manager, the context and where errors go.
+class Compilation {
+public:
+  Compilation(const CompileRequest &r, CompileResult &out) : r(r), out(out) {
+    // Errors name the user's source line; the op in generic MLIR form would
+    // only bury them (kiln-opt keeps MLIR's default).
+    ctx.printOpOnDiagnostic(false);
+    ctx.getOrLoadDialect<KilnDialect>();
+    ctx.getOrLoadDialect<mlir::func::FuncDialect>();
+    if (r.captureDiagnostics)
+      capture.emplace(sm, ctx);
+    else
+      printer.emplace(sm, &ctx);
+  }
+  ~Compilation() {
+    if (capture)
+      out.errors = capture->errors;
+  }
+
+  bool run();
+
+private:
+  /// An error with no place in the source (a file, a weight, an option).
+  bool fail(const std::string &message) {
+    if (capture)
+      capture->errors.push_back({"", 0, 0, message});
+    else
+      llvm::WithColor::error(llvm::errs(), "kiln") << message << "\n";
+    return false;
+  }
+  bool artifactStage() const {
+    return r.stage == CompileStage::Kart || r.stage == CompileStage::Lowered;
+  }
+  bool checkFunctionNames(mlir::ModuleOp module);
+  bool writeArtifact(mlir::ModuleOp module);
+
+  const CompileRequest &r;
+  CompileResult &out;
+  llvm::SourceMgr sm;
+  mlir::MLIRContext ctx;
+  std::optional<DiagnosticCapture> capture;
+  std::optional<mlir::SourceMgrDiagnosticHandler> printer;
+};
+
+/// "forward, loss" for messages.
+std::string functionList(mlir::ModuleOp module) {
+  std::string names;
+  for (auto fn : module.getOps<mlir::func::FuncOp>())
+    names += (names.empty() ? "" : ", ") + fn.getName().str();
+  return names.empty() ? "no functions" : names;
+}
+
+bool Compilation::checkFunctionNames(mlir::ModuleOp module) {
+  // Names from the command line are checked before any pass runs, so a
+  // typo is one clear line rather than a failing pass.
+  auto has = [&](const std::string &name) {
+    return static_cast<bool>(module.lookupSymbol<mlir::func::FuncOp>(name));
+  };
+  if (!r.grad.empty() && !has(r.grad))
+    return fail("the model has no function '" + r.grad +
+                "' to differentiate; it has: " + functionList(module));
+  if (r.trainStep) {
+    if (!has(r.trainStep->function))
+      return fail("the model has no loss function '" + r.trainStep->function +
+                  "'; it has: " + functionList(module));
+    if (r.grad != r.trainStep->function)
+      return fail("a train step differentiates its loss: derive '" +
+                  r.trainStep->function + "_grad' as well");
+  }
+  if (r.recompute && r.grad.empty())
+    return fail("recompute applies to the gradient function; give the loss "
+                "to differentiate as well (--grad=FN, grad=\"loss\")");
+  return true;
+}
+
+bool Compilation::run() {
+  unsigned id = 0;
+  if (!r.path.empty()) {
+    id = loadSourceFile(r.path, sm);
+    if (!id)
+      return false;
+  } else {
+    id = sm.AddNewSourceBuffer(
+        llvm::MemoryBuffer::getMemBufferCopy(r.source, "<string>"),
+        llvm::SMLoc());
+  }
+  llvm::raw_string_ostream os(out.text);
+  if (r.stage == CompileStage::Ast) {
+    std::optional<ast::Model> model = parseBuffer(sm, id);
+    if (!model)
+      return false;
+    ast::print(*model, os);
+    return true;
+  }
+  if ((!r.weights.empty() || !r.tokenizerPath.empty() || r.tokenizer ||
+       !r.externalWeights.empty() || r.trainStep) &&
+      !artifactStage())
+    return fail("weights, tokenizers, external weights and train steps "
+                "apply to artifacts");
+
+  CompileOptions options;
+  options.defines = r.defines;
+  bool llama2c = llvm::StringRef(r.weights).ends_with(".bin");
+  if (!r.weights.empty() && !llama2c &&
+      !llvm::StringRef(r.weights).ends_with(".safetensors"))
+    return fail("weights must be a .safetensors file or a llama2.c .bin "
+                "checkpoint, got '" +
+                r.weights + "'");
+  if (llama2c) {
+    // The checkpoint's header sets the hyperparameters; a -D that
+    // disagrees is reported against it.
+    runtime::Llama2cConfig config;
+    if (runtime::Status s = runtime::readLlama2cConfig(r.weights, config); !s)
+      return fail(s.message());
+    for (const auto &[name, value] : config.hyperparameters())
+      options.defines.push_back({name, std::to_string(value),
+                                 "the header of " + r.weights + " (" + name +
+                                     "=" + std::to_string(value) + ")"});
+  }
+  limitParameters(options, artifactStage() && r.externalWeights.empty());
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      elaborateBuffer(ctx, sm, id, options);
+  if (!module || !checkFunctionNames(*module))
+    return false;
+
+  // One PassManager for everything, honouring --mlir-timing,
+  // --mlir-print-ir-after-all and the other MLIR options when asked.
+  mlir::PassManager pm(&ctx);
+  CompilePipelineOptions pipeline;
+  pipeline.grad = r.grad;
+  pipeline.recompute = r.recompute;
+  if (artifactStage()) {
+    pipeline.trainStep = r.trainStep;
+    pipeline.fuse = r.fuse;
+  }
+  buildCompilePipeline(pm, pipeline);
+  mlir::DefaultTimingManager timing;
+  std::optional<mlir::TimingScope> root;
+  if (r.mlirCommandLine) {
+    if (mlir::failed(mlir::applyPassManagerCLOptions(pm)))
+      return fail("invalid MLIR pass-manager options");
+    mlir::applyDefaultTimingManagerCLOptions(timing);
+    root.emplace(timing.getRootScope());
+    pm.enableTiming(*root);
+  }
+  if (mlir::failed(pm.run(*module)))
+    return false;
+  root.reset(); // the timing report prints when the scope ends
+
+  if (r.stage == CompileStage::Mlir) {
+    mlir::OpPrintingFlags flags;
+    if (r.locations)
+      flags.enableDebugInfo(/*enable=*/true, /*prettyForm=*/false)
+          .useLocalScope();
+    module->print(os, flags);
+    return true;
+  }
+  if (r.stage == CompileStage::Params) {
+    printParameterSummary(*module, os);
+    return true;
+  }
+  if (!writeArtifact(*module))
+    return false;
+  if (r.stage == CompileStage::Lowered)
+    module->print(os);
+  return true;
+}
+
+bool Compilation::writeArtifact(mlir::ModuleOp module) {
+  ArtifactOptions artifact;
+  artifact.seed = r.seed;
+  artifact.annotate = r.stage == CompileStage::Lowered;
+  runtime::Tokenizer fromFile;
+  if (!r.tokenizerPath.empty()) {
+    if (runtime::Status s =
+            runtime::Tokenizer::readLlama2c(r.tokenizerPath, fromFile);
+        !s)
+      return fail(s.message());
+    artifact.tokenizer = &fromFile;
+    artifact.tokenizerSource = r.tokenizerPath;
+  } else if (r.tokenizer) {
+    artifact.tokenizer = r.tokenizer;
+    artifact.tokenizerSource = r.tokenizerSource;
+  }
+  runtime::NamedTensors weights;
+  if (!r.weights.empty()) {
+    runtime::Llama2cConfig config;
+    runtime::Status s = llvm::StringRef(r.weights).ends_with(".bin")
+                            ? runtime::readLlama2c(r.weights, config, weights)
+                            : runtime::readSafetensors(r.weights, weights,
+                                                       countParameters(module));
+    if (!s)
+      return fail(s.message());
+    artifact.weights = &weights;
+  }
+  runtime::NamedTensors external;
+  if (!r.externalWeights.empty()) {
+    // The artifact names the file only; the runtime looks for it beside
+    // the artifact, or where the user points when loading.
+    artifact.externalWeightsFile =
+        llvm::sys::path::filename(r.externalWeights).str();
+    artifact.externalWeights = &external;
+  }
+  if (mlir::failed(kiln::writeArtifact(module, artifact, out.artifact)))
+    return false;
+  if (!r.externalWeights.empty())
+    if (runtime::Status s =
+            runtime::writeSafetensors(r.externalWeights, external);
+        !s)
+      return fail(s.message());
+  return true;
+}
+
+} // namespace
+
+bool kiln::compile(const CompileRequest &request, CompileResult &result) {
+  result = CompileResult();
+  bool ok;
+  {
+    Compilation c(request, result);
+    ok = c.run();
+  }
+  if (!ok && request.captureDiagnostics && result.errors.empty())
+    result.errors.push_back({"", 0, 0, "compilation failed"});
+  return ok;
+}

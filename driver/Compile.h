@@ -1,0 +1,103 @@
+//===- Compile.h - the one compile entry point ------------------*- C++ -*-===//
+//
+// From a .kiln file (or model text) to what the user asked for — the AST,
+// kiln IR, the parameter table, the annotated lowered IR or a .kart
+// artifact — through one pipeline in one PassManager. `kiln compile`,
+// `kiln train` and Python's `kiln.compile` all call `compile()`, so every
+// option means the same thing everywhere:
+//
+//   kiln::CompileRequest r;
+//   r.path = "examples/gpt2.kiln";
+//   r.grad = "loss";
+//   kiln::CompileResult out;
+//   if (!kiln::compile(r, out)) { /* errors printed, or in out.errors */ }
+//
+//===----------------------------------------------------------------------===//
+#ifndef KILN_DRIVER_COMPILE_H
+#define KILN_DRIVER_COMPILE_H
+
+#include "frontend/Driver.h"
+#include "frontend/MLIRGen.h"
+#include "passes/Passes.h"
+#include "runtime/Tokenizer.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace kiln {
+
+/// What a compilation produces.
+enum class CompileStage {
+  Ast,     // the parsed syntax tree, as text
+  Mlir,    // kiln IR after the frontend (and autodiff), as text
+  Params,  // the parameter table, as text
+  Lowered, // the IR annotated with runtime kernels and slots, and the artifact
+  Kart,    // the artifact
+};
+
+/// The stage named by `--emit` ("ast", "mlir", ...); nullopt if none.
+std::optional<CompileStage> parseStage(llvm::StringRef name);
+
+struct CompileRequest {
+  /// The model: a .kiln file, or, when `path` is empty, model text.
+  std::string path;
+  std::string source;
+  CompileStage stage = CompileStage::Kart;
+  /// Hyperparameter overrides, in command-line order.
+  std::vector<Define> defines;
+  /// Initializer seed.
+  uint64_t seed = 0;
+  /// Trained weights: .safetensors (names as in the model) or a llama2.c
+  /// .bin checkpoint, whose header also sets the hyperparameters.
+  std::string weights;
+  /// A llama2.c tokenizer file to carry, or a tokenizer object (kiln train's
+  /// character tokenizer) with the words that say where it came from.
+  std::string tokenizerPath;
+  const runtime::Tokenizer *tokenizer = nullptr;
+  std::string tokenizerSource;
+  /// Write the weights to this .safetensors file instead of embedding them;
+  /// the artifact names the file (runtime/Model.h finds it beside itself).
+  std::string externalWeights;
+  /// Derive `grad`_grad (reverse-mode autodiff), recomputing block
+  /// activations in it with `recompute`.
+  std::string grad;
+  bool recompute = false;
+  /// Also derive `train_step` (forward, backward and the optimizer update in
+  /// one function) for the loss `trainStep->function`; needs `grad`.
+  std::optional<TrainStepOptions> trainStep;
+  /// Run the fusion passes (artifact stages).
+  bool fuse = true;
+  /// Print source locations in `Mlir` text.
+  bool locations = false;
+  /// Apply MLIR's command-line pass-manager options (--mlir-timing,
+  /// --mlir-print-ir-after-all, ...) parsed into LLVM's option registry
+  /// (registerMLIROptions).
+  bool mlirCommandLine = false;
+  /// Collect errors in CompileResult::errors instead of printing them.
+  bool captureDiagnostics = false;
+};
+
+struct CompileResult {
+  /// The artifact (Lowered, Kart).
+  std::vector<uint8_t> artifact;
+  /// The text (Ast, Mlir, Params, Lowered).
+  std::string text;
+  /// Errors, when the request captures them: file, line and column when
+  /// they have a place in the source.
+  std::vector<CapturedDiagnostic> errors;
+};
+
+/// Compiles as `request` says. Returns false on any error, which is printed
+/// as `file:line:col: error: ...` with the source line (or captured).
+bool compile(const CompileRequest &request, CompileResult &result);
+
+/// Registers MLIR's pass-manager, context and printing options with LLVM's
+/// command line, for tools that pass `--mlir-*` arguments through
+/// llvm::cl::ParseCommandLineOptions. Call once, before parsing.
+void registerMLIROptions();
+
+} // namespace kiln
+
+#endif
