@@ -1,8 +1,10 @@
 //===- Attention.cpp - blocked (flash) attention, forward and backward ----===//
 //
 // Attention as an iteration over (query block, key block) pairs taken from a
-// block list: dense, causal (blocks above the diagonal never listed) and,
-// later, sliding-window or block-sparse attention differ only in the list.
+// block list (runtime/attention/Pattern.h): dense, causal (blocks above the
+// diagonal never listed) and, later, sliding-window or block-sparse
+// attention differ only in the pattern, which makes the list and masks
+// inside the blocks it does not wholly see.
 //
 // Forward (per batch, head and query block, threads over all three): the
 // scores of one key block at a time, an online softmax (running maximum and
@@ -23,6 +25,7 @@
 //===----------------------------------------------------------------------===//
 #include "runtime/Kernels.h"
 #include "runtime/Vector.h"
+#include "runtime/attention/Pattern.h"
 
 #include <algorithm>
 #include <cmath>
@@ -36,35 +39,12 @@ namespace {
 
 constexpr int64_t kBlockQ = 64, kBlockK = 64;
 
-/// The key blocks each query block visits (CSR: cols[rowStart[qb] ..
-/// rowStart[qb + 1])). Causal attention aligns the last query with the last
-/// key (offset = Tk - Tq) and lists only blocks with a visible key.
-struct BlockList {
-  std::vector<int64_t> rowStart, cols;
-  int64_t qBlocks = 0, kBlocks = 0;
-};
-
-BlockList makeBlockList(int64_t Tq, int64_t Tk, bool causal) {
-  BlockList l;
-  l.qBlocks = (Tq + kBlockQ - 1) / kBlockQ;
-  l.kBlocks = (Tk + kBlockK - 1) / kBlockK;
-  int64_t offset = Tk - Tq;
-  l.rowStart.push_back(0);
-  for (int64_t qb = 0; qb < l.qBlocks; ++qb) {
-    int64_t lastRow = std::min(Tq, (qb + 1) * kBlockQ) - 1;
-    for (int64_t kb = 0; kb < l.kBlocks; ++kb)
-      if (!causal || kb * kBlockK <= lastRow + offset)
-        l.cols.push_back(kb);
-    l.rowStart.push_back(l.cols.size());
-  }
-  return l;
-}
-
 /// What a kernel needs to know about one (batch, head) slice.
 struct Problem {
   int64_t B, Tq, Tk, H, Hkv, D, Dv;
   float scale;
-  bool causal;
+  /// Which keys each query sees: the block lists and the in-block mask.
+  attention::Pattern pattern;
   const float *q, *k, *v;
   const View *mask, *bias;
   std::vector<int64_t> biasStrides;
@@ -118,16 +98,15 @@ void blockScores(const Problem &p, int64_t b, int64_t h, int64_t i0, int64_t ni,
                  int64_t j0, int64_t nj, const float *kt, float *s) {
   blockProduct(p.q + (b * p.Tq + i0) * p.qRow() + h * p.D, p.qRow(), ni, p.D,
                kt, p.scale, s);
-  int64_t offset = p.Tk - p.Tq;
-  bool diagonal = p.causal && j0 + nj - 1 > i0 + offset;
-  if (!diagonal && !p.mask->data && !p.bias->data && nj == kBlockK)
+  bool whole = p.pattern.allVisible(i0, i0 + ni, j0, j0 + nj);
+  if (whole && !p.mask->data && !p.bias->data && nj == kBlockK)
     return;
   const auto &bs = p.biasStrides;
   for (int64_t i = 0; i < ni; ++i)
     for (int64_t j = 0; j < kBlockK; ++j) {
       float &x = s[i * kBlockK + j];
       int64_t gi = i0 + i, gj = j0 + j;
-      bool visible = j < nj && (!p.causal || gj <= gi + offset);
+      bool visible = j < nj && (whole || p.pattern.visible(gi, gj));
       if (visible && p.mask->data)
         visible = maskAt(*p.mask, b * p.Tk + gj) != 0;
       if (!visible)
@@ -216,7 +195,8 @@ Problem problemOf(const KernelContext &c, int q, int k, int v, int mask,
   p.Tk = ks[1];
   p.H = c.kernel.ints()->Get(0);
   p.Hkv = c.kernel.ints()->Get(1);
-  p.causal = c.kernel.ints()->Get(2);
+  p.pattern = c.kernel.ints()->Get(2) ? attention::Pattern::causal(p.Tq, p.Tk)
+                                      : attention::Pattern::dense();
   p.D = qs[2] / p.H;
   p.Dv = vs[2] / p.Hkv;
   p.scale = static_cast<float>(c.kernel.floats()->Get(0));
@@ -243,19 +223,22 @@ Problem problemOf(const KernelContext &c, int q, int k, int v, int mask,
 
 Status kiln::runtime::flashAttention(KernelContext &c) {
   Problem p = problemOf(c, 0, 1, 2, 3, 4);
-  BlockList list = makeBlockList(p.Tq, p.Tk, p.causal);
+  attention::BlockLists lists = attention::makeBlockLists(
+      p.pattern, p.Tq, p.Tk, kBlockQ, kBlockK, p.B, p.H);
   float *o = c.out[0].as<float>();
   float *lse = c.out.size() > 1 ? c.out[1].as<float>() : nullptr;
   int64_t group = p.H / p.Hkv;
-  int64_t tasks = p.B * p.H * list.qBlocks;
+  int64_t qBlocks = lists.qBlocks;
+  int64_t tasks = p.B * p.H * qBlocks;
 #pragma omp parallel
   {
     std::vector<float> kt(p.D * kBlockK), s(kBlockQ * kBlockK),
         acc(kBlockQ * p.Dv), m(kBlockQ), l(kBlockQ);
 #pragma omp for schedule(dynamic)
     for (int64_t t = 0; t < tasks; ++t) {
-      int64_t qb = t % list.qBlocks, h = (t / list.qBlocks) % p.H,
-              b = t / (list.qBlocks * p.H), hk = h / group;
+      int64_t qb = t % qBlocks, h = (t / qBlocks) % p.H,
+              b = t / (qBlocks * p.H), hk = h / group;
+      const attention::BlockRows &list = lists.of(b, h);
       int64_t i0 = qb * kBlockQ, ni = std::min(kBlockQ, p.Tq - i0);
       std::fill(acc.begin(), acc.end(), 0.0f);
       std::fill(m.begin(), m.end(), -INFINITY);
@@ -343,12 +326,18 @@ blockBackward(const Problem &p, int64_t b, int64_t h, int64_t i0, int64_t ni,
 Status kiln::runtime::flashAttentionGrad(KernelContext &c) {
   // in [grad, q, k, v, out, lse, mask, bias]
   Problem p = problemOf(c, 1, 2, 3, 6, 7);
-  BlockList list = makeBlockList(p.Tq, p.Tk, p.causal);
-  // For each key block, the query blocks that visit it.
-  std::vector<std::vector<int64_t>> visitors(list.kBlocks);
-  for (int64_t qb = 0; qb < list.qBlocks; ++qb)
-    for (int64_t e = list.rowStart[qb]; e < list.rowStart[qb + 1]; ++e)
-      visitors[list.cols[e]].push_back(qb);
+  attention::BlockLists lists = attention::makeBlockLists(
+      p.pattern, p.Tq, p.Tk, kBlockQ, kBlockK, p.B, p.H);
+  // For each key block, the query blocks that visit it (one table per
+  // list: shared by every head when the pattern is uniform).
+  std::vector<std::vector<std::vector<int64_t>>> visitors;
+  for (size_t i = 0; i < lists.lists.size(); ++i)
+    visitors.push_back(lists.visitors(static_cast<int64_t>(i) / p.H,
+                                      static_cast<int64_t>(i) % p.H));
+  auto visitorsOf =
+      [&](int64_t b, int64_t h) -> const std::vector<std::vector<int64_t>> & {
+    return visitors.size() == 1 ? visitors[0] : visitors[b * p.H + h];
+  };
   const float *g = c.in[0].as<float>(), *o = c.in[4].as<float>(),
               *lse = c.in[5].as<float>();
   float *dq = c.out[0].as<float>(), *dk = c.out[1].as<float>(),
@@ -373,7 +362,7 @@ Status kiln::runtime::flashAttentionGrad(KernelContext &c) {
               d += gi[e] * oi[e];
             Drow[(h - hk * group) * p.Tq + i] = d;
           }
-        for (int64_t kb = 0; kb < list.kBlocks; ++kb) {
+        for (int64_t kb = 0; kb < lists.kBlocks; ++kb) {
           int64_t j0 = kb * kBlockK, nj = std::min(kBlockK, p.Tk - j0);
           std::fill(dkAcc.begin(), dkAcc.end(), 0.0f);
           std::fill(dvAcc.begin(), dvAcc.end(), 0.0f);
@@ -381,7 +370,7 @@ Status kiln::runtime::flashAttentionGrad(KernelContext &c) {
           transposeBlock(p.v + (b * p.Tk + j0) * p.vRow() + hk * p.Dv, p.vRow(),
                          nj, p.Dv, vt.data());
           for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
-            for (int64_t qb : visitors[kb]) {
+            for (int64_t qb : visitorsOf(b, h)[kb]) {
               int64_t i0 = qb * kBlockQ, ni = std::min(kBlockQ, p.Tq - i0);
               const float *gb = g + b * p.Tq * p.oRow() + h * p.Dv;
               blockScores(p, b, h, i0, ni, j0, nj, kt.data(), s.data());
