@@ -1,0 +1,145 @@
+//===- Executor.cpp - running the kernels of one call ---------------------===//
+#include "runtime/Memory.h"
+#include "runtime/core/FunctionState.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+using namespace kiln;
+using namespace kiln::runtime;
+using kart::Op;
+
+Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
+                          std::vector<Tensor> &outputs,
+                          const RunOptions &options) {
+  if (Status s = bindInputs(inputs); !s)
+    return s;
+  if (Status s = planShapes(); !s)
+    return s;
+  planOffsets();
+  size_t total = arenaBytes;
+  if (arenaStorage.size() < total + kAlign)
+    if (uint64_t memory = physicalMemory(); memory && total > memory)
+      return Status::error(
+          "this call needs " + formatBytes(total) +
+          " for its intermediates at these input shapes, more than this "
+          "machine's " +
+          formatBytes(memory) +
+          " of memory; use smaller inputs (batch, "
+          "sequence length)");
+  if (arenaStorage.size() < total + kAlign)
+    arenaStorage.assign(total + kAlign, 0);
+  uint8_t *arena = reinterpret_cast<uint8_t *>(
+      alignUp(reinterpret_cast<uintptr_t>(arenaStorage.data())));
+
+  int nvalues = fn.values()->size();
+  std::vector<void *> ptr(nvalues, nullptr);
+  for (int id = 0; id < nvalues; ++id) {
+    const kart::Value *v = fn.values()->Get(id);
+    switch (v->kind()) {
+    case kart::ValueKind::Input:
+      ptr[id] = const_cast<void *>(
+          inputs.at(fn.input_names()->Get(v->index())->str()).data());
+      break;
+    case kart::ValueKind::Parameter:
+      ptr[id] = const_cast<uint8_t *>(paramData[v->index()]);
+      break;
+    case kart::ValueKind::Constant:
+      ptr[id] = constants[v->index()].data();
+      break;
+    default:
+      ptr[id] = arena + offsets[id];
+    }
+  }
+  packed.beginRun();
+  static const bool profile = [] {
+    const char *e = std::getenv("KILN_PROFILE");
+    return e && *e && std::string(e) != "0";
+  }();
+  std::map<std::string, double> opTime;
+  for (const kart::Kernel *k : *fn.kernels()) {
+    KernelContext ctx{*k, {}, {}, symbols, primitives};
+    ctx.training = options.training;
+    ctx.seed = options.seed;
+    if (k->op() == kart::Op::OptimizerUpdate) {
+      ctx.optimizer = &optimizer;
+      ctx.paramIndex = fn.values()->Get(k->inputs()->Get(0))->index();
+      ++paramVersion[ctx.paramIndex];
+    }
+    ctx.paramVersions = &paramVersion;
+    ctx.packed = &packed;
+    for (int id : *k->inputs())
+      ctx.inParams.push_back(id >= 0 && fn.values()->Get(id)->kind() ==
+                                            kart::ValueKind::Parameter
+                                 ? fn.values()->Get(id)->index()
+                                 : -1);
+    for (int id : *k->inputs())
+      ctx.in.push_back(id < 0 ? View{}
+                              : View{ptr[id],
+                                     fromKart(fn.values()->Get(id)->dtype()),
+                                     &shapes[id]});
+    for (int id : *k->outputs())
+      ctx.out.push_back(
+          View{ptr[id], fromKart(fn.values()->Get(id)->dtype()), &shapes[id]});
+    auto t0 = profile ? std::chrono::steady_clock::now()
+                      : std::chrono::steady_clock::time_point();
+    if (Status s = execute(ctx); !s)
+      return s;
+    if (profile)
+      opTime[kart::EnumNameOp(k->op())] +=
+          std::chrono::duration<double, std::milli>(
+              std::chrono::steady_clock::now() - t0)
+              .count();
+  }
+  if (profile) {
+    // KILN_PROFILE=1: milliseconds per op kind for this call, slowest first.
+    std::vector<std::pair<double, std::string>> rows;
+    double total = 0;
+    for (const auto &[op, ms] : opTime) {
+      rows.push_back({ms, op});
+      total += ms;
+    }
+    std::sort(rows.rbegin(), rows.rend());
+    std::fprintf(stderr, "kiln profile: %s: %.2f ms in kernels\n",
+                 fn.name()->c_str(), total);
+    for (const auto &[ms, op] : rows)
+      std::fprintf(stderr, "  %-24s %9.2f ms  %5.1f%%\n", op.c_str(), ms,
+                   100.0 * ms / std::max(total, 1e-9));
+  }
+  // Outputs that already have the right type and shape (a caller running
+  // the same function again, like the trainer) are refilled in place.
+  size_t nout = fn.outputs()->size();
+  outputs.resize(nout);
+  for (size_t i = 0; i < nout; ++i) {
+    int id = fn.outputs()->Get(i);
+    DType dt = fromKart(fn.values()->Get(id)->dtype());
+    if (outputs[i].dtype() != dt || outputs[i].shape() != shapes[id] ||
+        !outputs[i].allocated())
+      outputs[i] = Tensor(dt, shapes[id]);
+    std::memcpy(outputs[i].data(), ptr[id], outputs[i].bytes());
+  }
+  return Status::ok();
+}
+
+void kiln::runtime::setNumThreads(int n) {
+  omp_set_num_threads(n > 0 ? n : omp_get_num_procs());
+}
+
+int kiln::runtime::numThreads() { return omp_get_max_threads(); }
+
+ThreadScope::ThreadScope(int n) {
+  if (n > 0) {
+    saved_ = omp_get_max_threads();
+    omp_set_num_threads(n);
+  }
+}
+
+ThreadScope::~ThreadScope() {
+  if (saved_ > 0)
+    omp_set_num_threads(saved_);
+}

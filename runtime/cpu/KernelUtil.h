@@ -1,0 +1,112 @@
+//===- KernelUtil.h - helpers shared by the CPU kernels ---------*- C++ -*-===//
+//
+// Internal to the runtime: shapes in messages, kernel attributes, NumPy
+// broadcasting, index reads, and the training kernels the dispatcher in
+// Kernels.cpp calls (GradKernels.cpp).
+//
+//===----------------------------------------------------------------------===//
+#ifndef KILN_RUNTIME_CPU_KERNELUTIL_H
+#define KILN_RUNTIME_CPU_KERNELUTIL_H
+
+#include "runtime/Kernels.h"
+
+#include <algorithm>
+#include <functional>
+#include <numeric>
+#include <string>
+#include <vector>
+
+namespace kiln::runtime::cpu {
+
+using Shape = std::vector<int64_t>;
+
+inline std::string str(const Shape &s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i)
+    r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+inline Status fail(const kart::Kernel &k, const std::string &msg) {
+  std::string where = k.location() ? k.location()->str() : std::string();
+  return Status::error((where.empty() ? "" : where + ": ") +
+                       kart::EnumNameOp(k.op()) + ": " + msg);
+}
+
+inline int64_t numelOf(const Shape &s) {
+  return std::accumulate(s.begin(), s.end(), int64_t(1),
+                         std::multiplies<int64_t>());
+}
+
+inline int64_t normAxis(int64_t axis, int64_t rank) {
+  return axis < 0 ? axis + rank : axis;
+}
+
+inline int64_t ival(const kart::Kernel &k, size_t i) {
+  return k.ints()->Get(i);
+}
+inline double fval(const kart::Kernel &k, size_t i) {
+  return k.floats()->Get(i);
+}
+
+inline bool broadcast(const Shape &a, const Shape &b, Shape &out) {
+  size_t r = std::max(a.size(), b.size());
+  out.assign(r, 1);
+  for (size_t i = 0; i < r; ++i) {
+    int64_t da = i < a.size() ? a[a.size() - 1 - i] : 1;
+    int64_t db = i < b.size() ? b[b.size() - 1 - i] : 1;
+    if (da != db && da != 1 && db != 1)
+      return false;
+    out[r - 1 - i] = da == 1 ? db : da;
+  }
+  return true;
+}
+
+/// Row-major strides of `shape` aligned to an output of rank `rank`, with 0
+/// for broadcast dimensions.
+inline std::vector<int64_t> broadcastStrides(const Shape &shape,
+                                             const Shape &out) {
+  std::vector<int64_t> st(out.size(), 0);
+  int64_t s = 1;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    size_t oi = out.size() - 1 - i;
+    size_t si = shape.size() - 1 - i;
+    st[oi] = shape[si] == 1 ? 0 : s;
+    s *= shape[si];
+  }
+  return st;
+}
+
+inline int64_t index(const View &ids, int64_t i) {
+  return ids.dtype == DType::I32 ? ids.as<int32_t>()[i] : ids.as<int64_t>()[i];
+}
+
+template <typename T> inline T readAs(const View &v, int64_t i) {
+  switch (v.dtype) {
+  case DType::F32:
+    return static_cast<T>(v.as<float>()[i]);
+  case DType::F64:
+    return static_cast<T>(v.as<double>()[i]);
+  case DType::I32:
+    return static_cast<T>(v.as<int32_t>()[i]);
+  case DType::I64:
+    return static_cast<T>(v.as<int64_t>()[i]);
+  case DType::Bool:
+    return static_cast<T>(v.as<uint8_t>()[i] != 0);
+  default:
+    return T();
+  }
+}
+
+// Training kernels (GradKernels.cpp).
+Status dropoutTraining(KernelContext &c);
+Status embeddingGrad(KernelContext &c);
+Status activationGrad(KernelContext &c);
+Status reduceGrad(KernelContext &c);
+Status attentionGrad(KernelContext &c);
+Status globalNorm(KernelContext &c);
+Status optimizerUpdate(KernelContext &c);
+
+} // namespace kiln::runtime::cpu
+
+#endif
