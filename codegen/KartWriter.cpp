@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 #include "codegen/KartWriter.h"
 #include "ir/KilnOps.h"
+#include "ir/Locations.h"
 #include "runtime/Memory.h"
 #include "runtime/Model.h"
 #include "runtime/Random.h"
@@ -686,9 +687,8 @@ Writer::writeFunction(func::FuncOp fn,
                  StringAttr::get(op.getContext(), kart::EnumNameOp(code)));
       op.setAttr("kiln.slots", DenseI64ArrayAttr::get(op.getContext(), slots));
     }
-    std::string where;
-    llvm::raw_string_ostream ls(where);
-    loc.print(ls);
+    // Run-time errors name the user's line as compile-time ones do.
+    std::string where = describeLocation(loc);
     kernels.push_back(kart::CreateKernelDirect(
         fbb, code, &in, &outIds, &ints, &floats, &dims,
         hasText ? text.c_str() : nullptr, where.c_str()));

@@ -2,6 +2,7 @@
 #include "frontend/Driver.h"
 #include "frontend/Parser.h"
 #include "ir/KilnOps.h"
+#include "ir/Locations.h"
 #include "passes/Passes.h"
 #include "runtime/Memory.h"
 
@@ -132,24 +133,6 @@ void kiln::printParameterSummary(mlir::ModuleOp module, llvm::raw_ostream &os) {
   os << "total: " << withCommas(total) << " parameters in " << tensors
      << " tensors\n";
 }
-
-namespace {
-/// The innermost file location of `loc` (the op's own line, not the call
-/// sites it was inlined through).
-mlir::FileLineColLoc fileLocation(mlir::Location loc) {
-  if (auto f = llvm::dyn_cast<mlir::FileLineColLoc>(loc))
-    return f;
-  if (auto c = llvm::dyn_cast<mlir::CallSiteLoc>(loc))
-    return fileLocation(c.getCallee());
-  if (auto n = llvm::dyn_cast<mlir::NameLoc>(loc))
-    return fileLocation(n.getChildLoc());
-  if (auto f = llvm::dyn_cast<mlir::FusedLoc>(loc))
-    for (mlir::Location l : f.getLocations())
-      if (auto found = fileLocation(l))
-        return found;
-  return {};
-}
-} // namespace
 
 kiln::DiagnosticCapture::DiagnosticCapture(llvm::SourceMgr &sm,
                                            mlir::MLIRContext &ctx)
