@@ -461,11 +461,13 @@ Status rope(KernelContext &c) {
   return Status::ok();
 }
 
-Status attention(KernelContext &c) {
+Status attentionReference(KernelContext &c) {
   const Shape &qs = *c.in[0].shape, &ks = *c.in[1].shape, &vs = *c.in[2].shape;
   int64_t B = qs[0], Tq = qs[1], Tk = ks[1];
   int64_t H = ival(c.kernel, 0), Hkv = ival(c.kernel, 1);
-  bool causal = ival(c.kernel, 2);
+  attention::Pattern pattern = ival(c.kernel, 2)
+                                   ? attention::Pattern::causal(Tq, Tk)
+                                   : attention::Pattern::dense();
   int64_t D = qs[2] / H, Dv = vs[2] / Hkv, group = H / Hkv;
   float scale = static_cast<float>(fval(c.kernel, 0));
   const View &mask = c.in[3], &bias = c.in[4];
@@ -477,7 +479,6 @@ Status attention(KernelContext &c) {
               *v = c.in[2].as<float>();
   float *o = c.out[0].as<float>();
   float *lse = c.out.size() > 1 ? c.out[1].as<float>() : nullptr;
-  int64_t offset = Tk - Tq; // causal alignment at the end
 #pragma omp parallel
   {
     std::vector<float> s(Tk);
@@ -489,21 +490,12 @@ Status attention(KernelContext &c) {
           const float *qi = q + (b * Tq + i) * H * D + h * D;
           float m = -INFINITY;
           for (int64_t j = 0; j < Tk; ++j) {
-            bool visible = !causal || j <= i + offset;
-            if (visible && mask.data)
-              visible = readAs<double>(mask, b * Tk + j) != 0;
-            if (!visible) {
+            if (!referenceVisible(pattern, mask, b, Tk, i, j)) {
               s[j] = -INFINITY;
               continue;
             }
-            const float *kj = k + (b * Tk + j) * Hkv * D + hk * D;
-            float dot = 0;
-            for (int64_t d = 0; d < D; ++d)
-              dot += qi[d] * kj[d];
-            dot *= scale;
-            if (bias.data)
-              dot += bias.as<float>()[b * bst[0] + h * bst[1] + i * bst[2] +
-                                      j * bst[3]];
+            float dot = referenceScore(qi, k + (b * Tk + j) * Hkv * D + hk * D,
+                                       D, scale, bias, bst, b, h, i, j);
             s[j] = dot;
             m = std::max(m, dot);
           }
@@ -716,7 +708,7 @@ Status kiln::runtime::execute(KernelContext &c) {
   case Op::Rope:
     return rope(c);
   case Op::Attention:
-    return useReferenceKernels() ? attention(c) : flashAttention(c);
+    return useReferenceKernels() ? attentionReference(c) : flashAttention(c);
   case Op::RelativePositionBucket:
     return relativePositionBucket(c);
   case Op::CrossEntropy:

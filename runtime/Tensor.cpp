@@ -1,6 +1,7 @@
 //===- Tensor.cpp - host tensors ------------------------------------------===//
 #include "runtime/Tensor.h"
 
+#include <cstdio>
 #include <functional>
 #include <numeric>
 
@@ -72,4 +73,55 @@ Tensor Tensor::view(DType dtype, std::vector<int64_t> shape, void *data) {
   t.shape_ = std::move(shape);
   t.view_ = data;
   return t;
+}
+
+std::string kiln::runtime::printable(std::string text) {
+  // The length of the valid UTF-8 sequence at `i` (0 if there is none).
+  auto sequence = [&](size_t i) -> size_t {
+    unsigned char c = static_cast<unsigned char>(text[i]);
+    size_t n = c < 0x80         ? 1
+               : (c >> 5) == 6  ? 2
+               : (c >> 4) == 14 ? 3
+               : (c >> 3) == 30 ? 4
+                                : 0;
+    if (n == 0 || i + n > text.size() || (n == 2 && c < 0xC2))
+      return 0;
+    for (size_t k = 1; k < n; ++k)
+      if ((static_cast<unsigned char>(text[i + k]) >> 6) != 2)
+        return 0;
+    // No overlong forms, surrogates or code points past U+10FFFF.
+    unsigned char c1 = n > 1 ? static_cast<unsigned char>(text[i + 1]) : 0;
+    if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0) ||
+        (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90) || c > 0xF4)
+      return 0;
+    return n;
+  };
+  auto bad = [&](size_t i, size_t n) {
+    unsigned char c = static_cast<unsigned char>(text[i]);
+    return n == 0 ||
+           (n == 1 && ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7F));
+  };
+  bool clean = true;
+  for (size_t i = 0; i < text.size() && clean;) {
+    size_t n = sequence(i);
+    clean = !bad(i, n);
+    i += n ? n : 1;
+  }
+  if (clean)
+    return text;
+  std::string out;
+  for (size_t i = 0; i < text.size();) {
+    size_t n = sequence(i);
+    if (bad(i, n)) {
+      char buf[5];
+      std::snprintf(buf, sizeof buf, "\\x%02X",
+                    static_cast<unsigned char>(text[i]));
+      out += buf;
+      ++i;
+    } else {
+      out.append(text, i, n);
+      i += n;
+    }
+  }
+  return out;
 }

@@ -17,12 +17,18 @@ namespace kiln::runtime {
 
 /// The outcome of a runtime call: success, or a message that names what is
 /// wrong (the tensor, the field, the byte offset).
+/// Text that is safe to print: valid UTF-8 with no control characters but
+/// newlines and tabs. Other bytes (from a damaged file, say) become \xNN.
+std::string printable(std::string text);
+
 class Status {
 public:
   static Status ok() { return Status(); }
+  /// Messages quote names and strings read from inputs, which may hold any
+  /// bytes: they are made printable here, once for every error.
   static Status error(std::string message) {
     Status s;
-    s.message_ = std::move(message);
+    s.message_ = printable(std::move(message));
     s.failed_ = true;
     return s;
   }

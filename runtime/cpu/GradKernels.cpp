@@ -152,7 +152,9 @@ Status attentionGrad(KernelContext &c) {
   const Shape &qs = *qv.shape, &ks = *kv.shape, &vs = *vv.shape;
   int64_t B = qs[0], Tq = qs[1], Tk = ks[1];
   int64_t H = ival(c.kernel, 0), Hkv = ival(c.kernel, 1);
-  bool causal = ival(c.kernel, 2);
+  attention::Pattern pattern = ival(c.kernel, 2)
+                                   ? attention::Pattern::causal(Tq, Tk)
+                                   : attention::Pattern::dense();
   int64_t D = qs[2] / H, Dv = vs[2] / Hkv, group = H / Hkv;
   float scale = static_cast<float>(fval(c.kernel, 0));
   Shape full = {B, H, Tq, Tk};
@@ -168,7 +170,6 @@ Status attentionGrad(KernelContext &c) {
   std::fill(dv, dv + c.out[2].numel(), 0.0f);
   // With a bias, dS is its gradient before the broadcast sum: kept whole.
   std::vector<float> dsAll(bias.data ? B * H * Tq * Tk : 0, 0.0f);
-  int64_t offset = Tk - Tq;
 #pragma omp parallel for collapse(2)
   for (int64_t b = 0; b < B; ++b)
     for (int64_t hk = 0; hk < Hkv; ++hk)
@@ -185,20 +186,11 @@ Status attentionGrad(KernelContext &c) {
           for (int64_t d = 0; d < Dv; ++d)
             di += gi[d] * oi[d];
           for (int64_t j = 0; j < Tk; ++j) {
-            bool visible = !causal || j <= i + offset;
-            if (visible && mask.data)
-              visible = readAs<double>(mask, b * Tk + j) != 0;
-            if (!visible)
+            if (!referenceVisible(pattern, mask, b, Tk, i, j))
               continue;
             const float *kj = k + (b * Tk + j) * Hkv * D + hk * D;
             const float *vj = v + (b * Tk + j) * Hkv * Dv + hk * Dv;
-            float sc = 0;
-            for (int64_t d = 0; d < D; ++d)
-              sc += qi[d] * kj[d];
-            sc *= scale;
-            if (bias.data)
-              sc += bias.as<float>()[b * bst[0] + h * bst[1] + i * bst[2] +
-                                     j * bst[3]];
+            float sc = referenceScore(qi, kj, D, scale, bias, bst, b, h, i, j);
             float p = std::exp(sc - l);
             float dp = 0;
             for (int64_t d = 0; d < Dv; ++d)

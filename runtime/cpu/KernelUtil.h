@@ -9,6 +9,7 @@
 #define KILN_RUNTIME_CPU_KERNELUTIL_H
 
 #include "runtime/Kernels.h"
+#include "runtime/attention/Pattern.h"
 
 #include <algorithm>
 #include <functional>
@@ -96,6 +97,29 @@ template <typename T> inline T readAs(const View &v, int64_t i) {
   default:
     return T();
   }
+}
+
+/// The reference attention kernels' visibility: the pattern (dense or
+/// causal, attention/Pattern.h) and the key mask of batch row `b`.
+inline bool referenceVisible(const attention::Pattern &pattern,
+                             const View &mask, int64_t b, int64_t Tk, int64_t i,
+                             int64_t j) {
+  return pattern.visible(i, j) &&
+         (!mask.data || readAs<double>(mask, b * Tk + j) != 0);
+}
+
+/// scale * q_i . k_j, plus the broadcast bias of (b, h, i, j) if any.
+inline float referenceScore(const float *qi, const float *kj, int64_t D,
+                            float scale, const View &bias,
+                            const std::vector<int64_t> &bst, int64_t b,
+                            int64_t h, int64_t i, int64_t j) {
+  float dot = 0;
+  for (int64_t d = 0; d < D; ++d)
+    dot += qi[d] * kj[d];
+  dot *= scale;
+  if (bias.data)
+    dot += bias.as<float>()[b * bst[0] + h * bst[1] + i * bst[2] + j * bst[3]];
+  return dot;
 }
 
 // Training kernels (GradKernels.cpp).
