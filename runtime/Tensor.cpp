@@ -75,24 +75,32 @@ Tensor Tensor::view(DType dtype, std::vector<int64_t> shape, void *data) {
   return t;
 }
 
-std::string kiln::runtime::printable(std::string text) {
-  // The length of the valid UTF-8 sequence at `i` (0 if there is none).
-  auto sequence = [&](size_t i) -> size_t {
-    unsigned char c = static_cast<unsigned char>(text[i]);
-    size_t n = c < 0x80         ? 1
-               : (c >> 5) == 6  ? 2
-               : (c >> 4) == 14 ? 3
-               : (c >> 3) == 30 ? 4
-                                : 0;
-    if (n == 0 || i + n > text.size() || (n == 2 && c < 0xC2))
+size_t kiln::runtime::utf8Length(const std::string &s, size_t i) {
+  unsigned char c = static_cast<unsigned char>(s[i]);
+  size_t n = c < 0x80         ? 1
+             : (c >> 5) == 6  ? 2
+             : (c >> 4) == 14 ? 3
+             : (c >> 3) == 30 ? 4
+                              : 0;
+  if (n == 0 || i + n > s.size())
+    return 0;
+  for (size_t k = 1; k < n; ++k)
+    if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2)
       return 0;
-    for (size_t k = 1; k < n; ++k)
-      if ((static_cast<unsigned char>(text[i + k]) >> 6) != 2)
-        return 0;
-    // No overlong forms, surrogates or code points past U+10FFFF.
+  return n;
+}
+
+std::string kiln::runtime::printable(std::string text) {
+  // The length of the valid UTF-8 sequence at `i` (0 if there is none),
+  // as strict decoders (Python's) see it.
+  auto sequence = [&](size_t i) -> size_t {
+    size_t n = utf8Length(text, i);
+    unsigned char c = static_cast<unsigned char>(text[i]);
     unsigned char c1 = n > 1 ? static_cast<unsigned char>(text[i + 1]) : 0;
-    if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0) ||
-        (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90) || c > 0xF4)
+    // No overlong forms, surrogates or code points past U+10FFFF.
+    if ((n == 2 && c < 0xC2) || (c == 0xE0 && c1 < 0xA0) ||
+        (c == 0xED && c1 >= 0xA0) || (c == 0xF0 && c1 < 0x90) ||
+        (c == 0xF4 && c1 >= 0x90) || c > 0xF4)
       return 0;
     return n;
   };

@@ -17,6 +17,11 @@ namespace kiln::runtime {
 
 /// The outcome of a runtime call: success, or a message that names what is
 /// wrong (the tensor, the field, the byte offset).
+/// The length of the UTF-8 sequence at `s[i]` — a lead byte and the
+/// continuation bytes it announces, as llama2.c reads text — or 0 when it is
+/// malformed.
+size_t utf8Length(const std::string &s, size_t i);
+
 /// Text that is safe to print: valid UTF-8 with no control characters but
 /// newlines and tabs. Other bytes (from a damaged file, say) become \xNN.
 std::string printable(std::string text);

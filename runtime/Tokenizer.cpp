@@ -12,22 +12,6 @@ using namespace kiln::runtime;
 
 namespace {
 
-/// Length of the UTF-8 sequence at `s[i]`, or 0 when it is malformed.
-size_t utf8Length(const std::string &s, size_t i) {
-  unsigned char c = static_cast<unsigned char>(s[i]);
-  size_t n = c < 0x80         ? 1
-             : (c >> 5) == 6  ? 2
-             : (c >> 4) == 14 ? 3
-             : (c >> 3) == 30 ? 4
-                              : 0;
-  if (n == 0 || i + n > s.size())
-    return 0;
-  for (size_t k = 1; k < n; ++k)
-    if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2)
-      return 0;
-  return n;
-}
-
 bool isContinuation(unsigned char c) { return (c & 0xC0) == 0x80; }
 
 /// The byte a llama2.c piece "<0xXX>" stands for, or -1.
