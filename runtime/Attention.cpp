@@ -26,6 +26,7 @@
 #include "runtime/Kernels.h"
 #include "runtime/Vector.h"
 #include "runtime/attention/Pattern.h"
+#include "runtime/cpu/KernelUtil.h"
 
 #include <algorithm>
 #include <cmath>
@@ -195,8 +196,7 @@ Problem problemOf(const KernelContext &c, int q, int k, int v, int mask,
   p.Tk = ks[1];
   p.H = c.kernel.ints()->Get(0);
   p.Hkv = c.kernel.ints()->Get(1);
-  p.pattern = c.kernel.ints()->Get(2) ? attention::Pattern::causal(p.Tq, p.Tk)
-                                      : attention::Pattern::dense();
+  p.pattern = cpu::attentionPattern(c.kernel, p.Tq, p.Tk);
   p.D = qs[2] / p.H;
   p.Dv = vs[2] / p.Hkv;
   p.scale = static_cast<float>(c.kernel.floats()->Get(0));

@@ -465,9 +465,7 @@ Status attentionReference(KernelContext &c) {
   const Shape &qs = *c.in[0].shape, &ks = *c.in[1].shape, &vs = *c.in[2].shape;
   int64_t B = qs[0], Tq = qs[1], Tk = ks[1];
   int64_t H = ival(c.kernel, 0), Hkv = ival(c.kernel, 1);
-  attention::Pattern pattern = ival(c.kernel, 2)
-                                   ? attention::Pattern::causal(Tq, Tk)
-                                   : attention::Pattern::dense();
+  attention::Pattern pattern = attentionPattern(c.kernel, Tq, Tk);
   int64_t D = qs[2] / H, Dv = vs[2] / Hkv, group = H / Hkv;
   float scale = static_cast<float>(fval(c.kernel, 0));
   const View &mask = c.in[3], &bias = c.in[4];

@@ -152,9 +152,7 @@ Status attentionGrad(KernelContext &c) {
   const Shape &qs = *qv.shape, &ks = *kv.shape, &vs = *vv.shape;
   int64_t B = qs[0], Tq = qs[1], Tk = ks[1];
   int64_t H = ival(c.kernel, 0), Hkv = ival(c.kernel, 1);
-  attention::Pattern pattern = ival(c.kernel, 2)
-                                   ? attention::Pattern::causal(Tq, Tk)
-                                   : attention::Pattern::dense();
+  attention::Pattern pattern = attentionPattern(c.kernel, Tq, Tk);
   int64_t D = qs[2] / H, Dv = vs[2] / Hkv, group = H / Hkv;
   float scale = static_cast<float>(fval(c.kernel, 0));
   Shape full = {B, H, Tq, Tk};

@@ -99,6 +99,14 @@ template <typename T> inline T readAs(const View &v, int64_t i) {
   }
 }
 
+/// The pattern an Attention or AttentionGrad kernel describes (ints[2]:
+/// causal) for Tq queries and Tk keys: the one place the kernels read it.
+inline attention::Pattern attentionPattern(const kart::Kernel &k, int64_t Tq,
+                                           int64_t Tk) {
+  return ival(k, 2) ? attention::Pattern::causal(Tq, Tk)
+                    : attention::Pattern::dense();
+}
+
 /// The reference attention kernels' visibility: the pattern (dense or
 /// causal, attention/Pattern.h) and the key mask of batch row `b`.
 inline bool referenceVisible(const attention::Pattern &pattern,
