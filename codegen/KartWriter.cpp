@@ -20,7 +20,6 @@
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/StringExtras.h"
-#include "llvm/ADT/StringSwitch.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/FormatVariadic.h"
 
@@ -88,14 +87,12 @@ LogicalResult encodeElementwise(FusedElementwiseOp f,
     kart::Op k;
     if (auto g = llvm::dyn_cast<GeluOp>(op)) {
       k = kart::Op::Gelu;
-      variant = g.getApproximate() == "tanh";
+      variant = g.getApproximate() == GeluApproximation::Tanh;
     } else if (auto a = llvm::dyn_cast<ActivationGradOp>(op)) {
       k = kart::Op::ActivationGrad;
-      variant = llvm::StringSwitch<int64_t>(a.getKind())
-                    .Case("relu", 0)
-                    .Case("gelu", 1)
-                    .Case("gelu_tanh", 2)
-                    .Default(3);
+      // The runtime numbers relu, gelu, gelu_tanh, silu from 0; the verifier
+      // rejects none.
+      variant = static_cast<int64_t>(a.getKind()) - 1;
     } else {
       k = llvm::TypeSwitch<Operation *, kart::Op>(&op)
               .Case([](AddOp) { return kart::Op::Add; })
@@ -438,7 +435,7 @@ Writer::writeFunction(func::FuncOp fn,
             })
             .Case([&](GeluOp g) {
               code = kart::Op::Gelu;
-              text = g.getApproximate().str();
+              text = stringifyEnum(g.getApproximate()).str();
               hasText = true;
               return success();
             })
@@ -515,7 +512,7 @@ Writer::writeFunction(func::FuncOp fn,
               in = {operand(r.getInput()), operand(r.getPositions())};
               ints = {static_cast<int64_t>(r.getHeadDim()), r.getInverse()};
               floats = {r.getTheta().convertToDouble()};
-              text = r.getStyle().str();
+              text = stringifyEnum(r.getStyle()).str();
               hasText = true;
               return success();
             })
@@ -552,7 +549,7 @@ Writer::writeFunction(func::FuncOp fn,
             })
             .Case([&](OptimizerUpdateOp u) {
               code = kart::Op::OptimizerUpdate;
-              text = u.getKind().str();
+              text = stringifyEnum(u.getKind()).str();
               hasText = true;
               floats = {u.getBeta1().convertToDouble(),
                         u.getBeta2().convertToDouble(),
@@ -569,7 +566,7 @@ Writer::writeFunction(func::FuncOp fn,
             })
             .Case([&](ActivationGradOp a) {
               code = kart::Op::ActivationGrad;
-              text = a.getKind().str();
+              text = stringifyEnum(a.getKind()).str();
               hasText = true;
               return success();
             })
@@ -591,7 +588,7 @@ Writer::writeFunction(func::FuncOp fn,
               code = kart::Op::ReduceGrad;
               ints = {r.getKeepdim()};
               ints.insert(ints.end(), r.getAxes().begin(), r.getAxes().end());
-              text = r.getKind().str();
+              text = stringifyEnum(r.getKind()).str();
               hasText = true;
               return success();
             })
@@ -617,7 +614,7 @@ Writer::writeFunction(func::FuncOp fn,
                     operand(m.getBias()), operand(m.getResidual())};
               ints = {m.getTransposeA(), m.getTransposeB(), m.getReduceBatch()};
               floats = {m.getScale().convertToDouble()};
-              text = m.getActivation().str();
+              text = stringifyEnum(m.getActivation()).str();
               hasText = true;
               return success();
             })
@@ -626,14 +623,14 @@ Writer::writeFunction(func::FuncOp fn,
               in = {operand(a.getInput()), operand(a.getResidual()),
                     operand(a.getWeight()), operand(a.getBias())};
               floats = {a.getEps().convertToDouble()};
-              text = a.getKind().str();
+              text = stringifyEnum(a.getKind()).str();
               hasText = true;
               return success();
             })
             .Case([&](NormGradOp n) {
               code = kart::Op::NormGrad;
               floats = {n.getEps().convertToDouble()};
-              text = n.getKind().str();
+              text = stringifyEnum(n.getKind()).str();
               hasText = true;
               return success();
             })

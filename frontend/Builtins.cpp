@@ -377,7 +377,7 @@ std::vector<BuiltinDef> makeBuiltins() {
     }
     auto &b = c.gen.builder();
     auto op = b.create<GeluOp>(c.gen.loc(c.call.loc), x.value.getType(),
-                               x.value, b.getStringAttr(approx));
+                               x.value, *symbolizeGeluApproximation(approx));
     return Val::ofTensor(c.gen.make(op, x.elt, x.shape));
   };
   add("gelu",
@@ -473,7 +473,9 @@ std::vector<BuiltinDef> makeBuiltins() {
                                    RopeOp::getOperationName());
         RopeOp::build(b, state, x.value.getType(), x.value, positions,
                       b.getI64IntegerAttr(hd), b.getF64FloatAttr(theta),
-                      b.getStringAttr(c.word("style", "interleaved")));
+                      RopeStyleAttr::get(
+                          b.getContext(),
+                          *symbolizeRopeStyle(c.word("style", "interleaved"))));
         mlir::Operation *op = b.create(state);
         return Val::ofTensor(c.gen.make(op, x.elt, x.shape));
       });

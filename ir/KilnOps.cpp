@@ -296,14 +296,6 @@ KILN_BINARY_INFER(MinOp)
 KILN_BINARY_INFER(PowOp)
 #undef KILN_BINARY_INFER
 
-LogicalResult GeluOp::verify() {
-  StringRef approx = getApproximate();
-  if (approx != "none" && approx != "tanh")
-    return emitOpError("approximate must be \"none\" or \"tanh\", got \"")
-           << approx << "\"";
-  return success();
-}
-
 LogicalResult CastOp::verify() {
   auto in = ranked(getInput()), out = ranked(getResult());
   if (in.getRank() != out.getRank() ||
@@ -617,10 +609,6 @@ LogicalResult RopeOp::verify() {
   if (!(getTheta().convertToDouble() > 0))
     return emitOpError("theta must be positive, got ")
            << getTheta().convertToDouble();
-  StringRef style = getStyle();
-  if (style != "interleaved" && style != "half")
-    return emitOpError("style must be \"interleaved\" or \"half\", got \"")
-           << style << "\"";
   if (Value pos = getPositions()) {
     auto p = ranked(pos);
     bool ok = (p.getRank() == 1 &&
@@ -808,11 +796,8 @@ EmbeddingGradOp::inferReturnTypes(MLIRContext *, std::optional<Location> loc,
 }
 
 LogicalResult ActivationGradOp::verify() {
-  StringRef k = getKind();
-  if (k != "relu" && k != "gelu" && k != "gelu_tanh" && k != "silu")
-    return emitOpError("kind must be \"relu\", \"gelu\", \"gelu_tanh\" or "
-                       "\"silu\", got \"")
-           << k << "\"";
+  if (getKind() == Activation::None)
+    return emitOpError("kind must be relu, gelu, gelu_tanh or silu, not none");
   return success();
 }
 
@@ -854,10 +839,6 @@ LogicalResult ReshapeLikeOp::verify() {
 }
 
 LogicalResult ReduceGradOp::verify() {
-  StringRef k = getKind();
-  if (k != "sum" && k != "mean" && k != "max")
-    return emitOpError("kind must be \"sum\", \"mean\" or \"max\", got \"")
-           << k << "\"";
   SmallVector<Type> reduced;
   if (failed(inferReduce(getOperationName(), getLoc(), getInput(), getAxes(),
                          getKeepdim(), reduced)))
@@ -954,10 +935,6 @@ LogicalResult OptimizerUpdateOp::verify() {
     return emitOpError("gradient ")
            << getGrad().getType() << " does not match the parameter "
            << getParam().getType();
-  StringRef k = getKind();
-  if (k != "adamw" && k != "sgd")
-    return emitOpError("kind must be \"adamw\" or \"sgd\", got \"")
-           << k << "\"";
   double b1 = getBeta1().convertToDouble(), b2 = getBeta2().convertToDouble(),
          mu = getMomentum().convertToDouble();
   if (!(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1) || !(mu >= 0 && mu < 1) ||
@@ -996,12 +973,7 @@ LogicalResult FusedMatmulOp::inferReturnTypes(MLIRContext *,
   if (!compatibleDims(ka, kb))
     return fail("contraction dimensions differ: lhs has K = ", dimStr(ka),
                 ", rhs has K = ", dimStr(kb));
-  StringRef act = adaptor.getActivation();
-  if (act != "none" && act != "relu" && act != "gelu" && act != "gelu_tanh" &&
-      act != "silu")
-    return fail(
-        "activation must be none, relu, gelu, gelu_tanh or silu, got \"", act,
-        "\"");
+  Activation act = adaptor.getActivation();
   SmallVector<int64_t> shape;
   if (adaptor.getReduceBatch()) {
     bool sameBatch = a.getRank() == b.getRank() && a.getRank() >= 3;
@@ -1011,7 +983,7 @@ LogicalResult FusedMatmulOp::inferReturnTypes(MLIRContext *,
       return fail("reduce_batch needs transpose_a, no transpose_b and operands "
                   "of one rank >= 3 with equal batch dimensions, got ",
                   str(a), " and ", str(b));
-    if (adaptor.getBias() || adaptor.getResidual() || act != "none")
+    if (adaptor.getBias() || adaptor.getResidual() || act != Activation::None)
       return fail("reduce_batch takes no bias, residual or activation");
     shape = {m, n};
   } else {
@@ -1042,24 +1014,16 @@ LogicalResult FusedMatmulOp::inferReturnTypes(MLIRContext *,
   return success();
 }
 
-static LogicalResult checkNormKind(Failure &fail, StringRef kind) {
-  if (kind != "layernorm" && kind != "rmsnorm")
-    return fail("kind must be \"layernorm\" or \"rmsnorm\", got \"", kind,
-                "\"");
-  return success();
-}
-
 LogicalResult AddNormOp::inferReturnTypes(MLIRContext *,
                                           std::optional<Location> loc,
                                           Adaptor adaptor,
                                           SmallVectorImpl<Type> &results) {
   Failure fail(loc, getOperationName());
   auto in = ranked(adaptor.getInput());
-  if (failed(checkNormKind(fail, adaptor.getKind())) ||
-      failed(checkNorm(fail, in, adaptor.getWeight(), adaptor.getBias(),
+  if (failed(checkNorm(fail, in, adaptor.getWeight(), adaptor.getBias(),
                        adaptor.getEps())))
     return failure();
-  if ((adaptor.getKind() == "layernorm") !=
+  if ((adaptor.getKind() == NormKind::LayerNorm) !=
       static_cast<bool>(adaptor.getBias()))
     return fail("layernorm takes a bias and rmsnorm none");
   if (!compatibleTypes(TypeRange{adaptor.getResidual().getType()},
@@ -1077,8 +1041,7 @@ LogicalResult NormGradOp::inferReturnTypes(MLIRContext *,
                                            SmallVectorImpl<Type> &results) {
   Failure fail(loc, getOperationName());
   auto in = ranked(adaptor.getInput());
-  if (failed(checkNormKind(fail, adaptor.getKind())) ||
-      failed(
+  if (failed(
           checkNorm(fail, in, adaptor.getWeight(), Value(), adaptor.getEps())))
     return failure();
   if (!compatibleTypes(TypeRange{adaptor.getGrad().getType()}, TypeRange{in}))

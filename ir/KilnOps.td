@@ -17,6 +17,7 @@ include "mlir/IR/BuiltinAttributeInterfaces.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 include "ir/KilnInterfaces.td"
+include "ir/KilnEnums.td"
 
 def Kiln_Dialect : Dialect {
   let name = "kiln";
@@ -39,7 +40,18 @@ def Kiln_Dialect : Dialect {
     `kiln.cross_entropy`) stay whole so that fusion, sparse attention and
     autodiff see them as units.
   }];
+  let useDefaultAttributePrinterParser = 1;
 }
+
+// The kinds (ir/KilnEnums.td) as attributes: `#kiln<activation gelu_tanh>`.
+def Kiln_ActivationAttr : EnumAttr<Kiln_Dialect, Kiln_Activation, "activation">;
+def Kiln_GeluApproximationAttr
+    : EnumAttr<Kiln_Dialect, Kiln_GeluApproximation, "gelu">;
+def Kiln_RopeStyleAttr : EnumAttr<Kiln_Dialect, Kiln_RopeStyle, "rope">;
+def Kiln_ReduceKindAttr : EnumAttr<Kiln_Dialect, Kiln_ReduceKind, "reduce">;
+def Kiln_NormKindAttr : EnumAttr<Kiln_Dialect, Kiln_NormKind, "norm">;
+def Kiln_OptimizerKindAttr
+    : EnumAttr<Kiln_Dialect, Kiln_OptimizerKind, "optimizer">;
 
 //===----------------------------------------------------------------------===//
 // Types and attribute constraints
@@ -280,20 +292,19 @@ def Kiln_GeluOp : Kiln_SameTypeOp<"gelu", [SameOperandsAndResultType,
                                           DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
   let summary = "GELU activation, exact (erf) or tanh-approximated";
   let description = [{
-    `approximate = "none"`: `y = x/2 * (1 + erf(x / sqrt(2)))` (BERT).
-    `approximate = "tanh"`: `y = x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))`
+    `approximate = #kiln<gelu none>`: `y = x/2 * (1 + erf(x / sqrt(2)))` (BERT).
+    `approximate = #kiln<gelu tanh>`: `y = x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))`
     (GPT-2's `gelu_new`).
 
     Example:
     ```mlir
-    %y = kiln.gelu %x {approximate = "tanh"} : tensor<?x?x3072xf32>
+    %y = kiln.gelu %x {approximate = #kiln<gelu tanh>} : tensor<?x?x3072xf32>
     ```
   }];
   let arguments = (ins Kiln_FloatTensor:$input,
-                   DefaultValuedAttr<StrAttr, "\"none\"">:$approximate);
+                   DefaultValuedAttr<Kiln_GeluApproximationAttr, "::kiln::GeluApproximation::None">:$approximate);
   let results = (outs Kiln_FloatTensor:$result);
   let assemblyFormat = "$input attr-dict `:` type($result)";
-  let hasVerifier = 1;
 }
 
 def Kiln_CastOp : Kiln_Op<"cast", [Pure, DeclareOpInterfaceMethods<Kiln_DifferentiableOpInterface>]> {
@@ -498,20 +509,20 @@ def Kiln_RopeOp : Kiln_InferOp<"rope", [DeclareOpInterfaceMethods<Kiln_Different
     `0 .. T-1`, or the optional integer `positions` (`[T]` or `[B, T]`) for
     decoding with a cache.
 
-    `style = "interleaved"` rotates pairs `(x[2i], x[2i+1])` (llama2.c, Meta's
-    Llama); `style = "half"` rotates `(x[i], x[i + head_dim/2])` (Hugging Face
+    `style = #kiln<rope interleaved>` rotates pairs `(x[2i], x[2i+1])` (llama2.c, Meta's
+    Llama); `style = #kiln<rope half>` rotates `(x[i], x[i + head_dim/2])` (Hugging Face
     Llama, GPT-NeoX). `inverse` rotates by the negated angles; it is the
     rotation's transpose, so it carries gradients back through a rope.
 
     Example:
     ```mlir
-    %q2 = kiln.rope %q {head_dim = 8 : i64, theta = 1.000000e+04 : f64, style = "interleaved"} : tensor<?x?x64xf32>
+    %q2 = kiln.rope %q {head_dim = 8 : i64, theta = 1.000000e+04 : f64, style = #kiln<rope interleaved>} : tensor<?x?x64xf32>
     ```
   }];
   let arguments = (ins Kiln_FloatTensor:$input,
                    Optional<Kiln_IntTensor>:$positions,
                    I64Attr:$head_dim, F64Attr:$theta,
-                   DefaultValuedAttr<StrAttr, "\"interleaved\"">:$style,
+                   DefaultValuedAttr<Kiln_RopeStyleAttr, "::kiln::RopeStyle::Interleaved">:$style,
                    DefaultValuedAttr<BoolAttr, "false">:$inverse);
   let results = (outs Kiln_FloatTensor:$result);
   let assemblyFormat = [{
@@ -659,17 +670,17 @@ def Kiln_ActivationGradOp : Kiln_Op<"activation_grad",
     [Pure, AllTypesMatch<["grad", "input", "result"]>]> {
   let summary = "gradient of an elementwise activation";
   let description = [{
-    `grad * f'(input)` for `kind` = `"relu"` (`f' = 1` where `x > 0`, else 0,
-    as PyTorch), `"gelu"` (erf form), `"gelu_tanh"` or `"silu"`: one fused
+    `grad * f'(input)` for `kind` = `relu` (`f' = 1` where `x > 0`, else 0,
+    as PyTorch), `gelu` (erf form), `gelu_tanh` or `silu` (not `none`): one fused
     pass instead of the chain of elementwise ops the derivative expands to.
 
     Example:
     ```mlir
-    %dx = kiln.activation_grad %g, %x {kind = "gelu_tanh"} : tensor<?x?x3072xf32>
+    %dx = kiln.activation_grad %g, %x {kind = #kiln<activation gelu_tanh>} : tensor<?x?x3072xf32>
     ```
   }];
   let arguments = (ins Kiln_FloatTensor:$grad, Kiln_FloatTensor:$input,
-                   StrAttr:$kind);
+                   Kiln_ActivationAttr:$kind);
   let results = (outs Kiln_FloatTensor:$result);
   let assemblyFormat = "$grad `,` $input attr-dict `:` type($result)";
   let hasVerifier = 1;
@@ -737,17 +748,17 @@ def Kiln_ReduceGradOp : Kiln_Op<"reduce_grad",
   let description = [{
     For `y = kiln.reduce_<kind> %input {axes, keepdim}` and the upstream
     gradient `grad` (shaped like `y`), returns `dL/dinput`: `grad` broadcast
-    over the reduced axes for `"sum"`, divided by the number of reduced
-    elements for `"mean"`, and for `"max"` shared equally by the elements
+    over the reduced axes for `sum`, divided by the number of reduced
+    elements for `mean`, and for `max` shared equally by the elements
     equal to the maximum (as `torch.amax`).
 
     Example:
     ```mlir
-    %d = kiln.reduce_grad %g, %x {kind = "mean", axes = array<i64: -1>, keepdim = true} : tensor<?x?x1xf32>, tensor<?x?x768xf32>
+    %d = kiln.reduce_grad %g, %x {kind = #kiln<reduce mean>, axes = array<i64: -1>, keepdim = true} : tensor<?x?x1xf32>, tensor<?x?x768xf32>
     ```
   }];
   let arguments = (ins Kiln_FloatTensor:$grad, Kiln_FloatTensor:$input,
-                   StrAttr:$kind, DenseI64ArrayAttr:$axes,
+                   Kiln_ReduceKindAttr:$kind, DenseI64ArrayAttr:$axes,
                    DefaultValuedAttr<BoolAttr, "false">:$keepdim);
   let results = (outs Kiln_FloatTensor:$result);
   let assemblyFormat = "$grad `,` $input attr-dict `:` type($grad) `,` type($input)";
@@ -839,10 +850,10 @@ def Kiln_OptimizerUpdateOp : Kiln_Op<"optimizer_update",
     the gradient is first scaled by `min(1, max_norm / (grad_norm + 1e-6))`
     when `max_norm > 0` (global-norm clipping), then
 
-    - `kind = "adamw"` (as `torch.optim.AdamW`): `p *= 1 - lr wd`;
+    - `kind = #kiln<optimizer adamw>` (as `torch.optim.AdamW`): `p *= 1 - lr wd`;
       `m = b1 m + (1 - b1) g`; `v = b2 v + (1 - b2) g^2`;
       `p -= lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps)`;
-    - `kind = "sgd"` (as `torch.optim.SGD`): `g += wd p`;
+    - `kind = #kiln<optimizer sgd>` (as `torch.optim.SGD`): `g += wd p`;
       `buf = momentum buf + g` (`buf = g` at step 1); `p -= lr buf`.
 
     `lr` and `step` (1-based, as f32) are run-time inputs so a schedule needs
@@ -852,13 +863,13 @@ def Kiln_OptimizerUpdateOp : Kiln_Op<"optimizer_update",
 
     Example:
     ```mlir
-    kiln.optimizer_update %w, %gw, %norm, %lr, %step {kind = "adamw", beta1 = 9.000000e-01 : f64, beta2 = 9.990000e-01 : f64, eps = 1.000000e-08 : f64, weight_decay = 1.000000e-02 : f64, momentum = 0.000000e+00 : f64, max_norm = 1.000000e+00 : f64}
+    kiln.optimizer_update %w, %gw, %norm, %lr, %step {kind = #kiln<optimizer adamw>, beta1 = 9.000000e-01 : f64, beta2 = 9.990000e-01 : f64, eps = 1.000000e-08 : f64, weight_decay = 1.000000e-02 : f64, momentum = 0.000000e+00 : f64, max_norm = 1.000000e+00 : f64}
         : tensor<64x16xf32>, tensor<64x16xf32>, tensor<f32>, tensor<f32>, tensor<f32>
     ```
   }];
   let arguments = (ins Kiln_FloatTensor:$param, Kiln_FloatTensor:$grad,
                    Kiln_ScalarF32:$grad_norm, Kiln_ScalarF32:$lr,
-                   Kiln_ScalarF32:$step, StrAttr:$kind, F64Attr:$beta1,
+                   Kiln_ScalarF32:$step, Kiln_OptimizerKindAttr:$kind, F64Attr:$beta1,
                    F64Attr:$beta2, F64Attr:$eps, F64Attr:$weight_decay,
                    F64Attr:$momentum, F64Attr:$max_norm);
   let assemblyFormat = [{
@@ -889,7 +900,7 @@ def Kiln_FusedMatmulOp : Kiln_Op<"fused_matmul",
 
     Example:
     ```mlir
-    %y = kiln.fused_matmul %x, %w bias %b residual %r {transpose_b = true, activation = "gelu_tanh"}
+    %y = kiln.fused_matmul %x, %w bias %b residual %r {transpose_b = true, activation = #kiln<activation gelu_tanh>}
         : (tensor<?x?x768xf32>, tensor<3072x768xf32>, tensor<3072xf32>, tensor<?x?x3072xf32>) -> tensor<?x?x3072xf32>
     ```
   }];
@@ -898,7 +909,7 @@ def Kiln_FusedMatmulOp : Kiln_Op<"fused_matmul",
                    Optional<Kiln_FloatTensor>:$residual,
                    DefaultValuedAttr<BoolAttr, "false">:$transpose_a,
                    DefaultValuedAttr<BoolAttr, "false">:$transpose_b,
-                   DefaultValuedAttr<StrAttr, "\"none\"">:$activation,
+                   DefaultValuedAttr<Kiln_ActivationAttr, "::kiln::Activation::None">:$activation,
                    DefaultValuedAttr<F64Attr, "1.0">:$scale,
                    DefaultValuedAttr<BoolAttr, "false">:$reduce_batch);
   let results = (outs Kiln_FloatTensor:$result);
@@ -913,20 +924,20 @@ def Kiln_AddNormOp : Kiln_Op<"add_norm",
   let summary = "residual addition followed by layer or RMS normalization";
   let description = [{
     `sum = input + residual` and `result = norm(sum)` in one pass over the
-    rows, where `norm` is `kiln.layernorm` (`kind = "layernorm"`, with
-    `bias`) or `kiln.rmsnorm` (`kind = "rmsnorm"`, no bias) over the last
+    rows, where `norm` is `kiln.layernorm` (`kind = #kiln<norm layernorm>`, with
+    `bias`) or `kiln.rmsnorm` (`kind = #kiln<norm rmsnorm>`, no bias) over the last
     dimension. Both results are returned: the sum is the residual stream the
     next layer adds to.
 
     Example:
     ```mlir
-    %sum, %y = kiln.add_norm %x, %r, %g bias %b {kind = "layernorm", eps = 1.0e-05 : f64}
+    %sum, %y = kiln.add_norm %x, %r, %g bias %b {kind = #kiln<norm layernorm>, eps = 1.0e-05 : f64}
         : (tensor<?x?x768xf32>, tensor<?x?x768xf32>, tensor<768xf32>, tensor<768xf32>) -> (tensor<?x?x768xf32>, tensor<?x?x768xf32>)
     ```
   }];
   let arguments = (ins Kiln_FloatTensor:$input, Kiln_FloatTensor:$residual,
                    Kiln_FloatTensor:$weight, Optional<Kiln_FloatTensor>:$bias,
-                   StrAttr:$kind, F64Attr:$eps);
+                   Kiln_NormKindAttr:$kind, F64Attr:$eps);
   let results = (outs Kiln_FloatTensor:$sum, Kiln_FloatTensor:$result);
   let assemblyFormat = [{
     $input `,` $residual `,` $weight (`bias` $bias^)? attr-dict
@@ -938,8 +949,8 @@ def Kiln_NormGradOp : Kiln_Op<"norm_grad",
     [Pure, InferTypeOpAdaptorWithIsCompatible]> {
   let summary = "fused backward of layernorm and rmsnorm";
   let description = [{
-    For `y = kiln.layernorm %x, %w, %b` (`kind = "layernorm"`) or
-    `y = kiln.rmsnorm %x, %w` (`kind = "rmsnorm"`) and the upstream gradient
+    For `y = kiln.layernorm %x, %w, %b` (`kind = #kiln<norm layernorm>`) or
+    `y = kiln.rmsnorm %x, %w` (`kind = #kiln<norm rmsnorm>`) and the upstream gradient
     `grad` (shaped like `x`), returns `dx`, `dweight` and `dbias` (the bias
     gradient is zeros for rmsnorm). Each row's statistics are recomputed from
     `x`; one pass over the rows computes `dx` and the per-channel sums, with
@@ -947,12 +958,12 @@ def Kiln_NormGradOp : Kiln_Op<"norm_grad",
 
     Example:
     ```mlir
-    %dx, %dw, %db = kiln.norm_grad %g, %x, %w {kind = "layernorm", eps = 1.0e-05 : f64}
+    %dx, %dw, %db = kiln.norm_grad %g, %x, %w {kind = #kiln<norm layernorm>, eps = 1.0e-05 : f64}
         : tensor<?x?x768xf32>, tensor<?x?x768xf32>, tensor<768xf32> -> tensor<?x?x768xf32>, tensor<768xf32>, tensor<768xf32>
     ```
   }];
   let arguments = (ins Kiln_FloatTensor:$grad, Kiln_FloatTensor:$input,
-                   Kiln_FloatTensor:$weight, StrAttr:$kind, F64Attr:$eps);
+                   Kiln_FloatTensor:$weight, Kiln_NormKindAttr:$kind, F64Attr:$eps);
   let results = (outs Kiln_FloatTensor:$input_grad,
                  Kiln_FloatTensor:$weight_grad, Kiln_FloatTensor:$bias_grad);
   let assemblyFormat = [{

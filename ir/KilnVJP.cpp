@@ -232,14 +232,14 @@ LogicalResult RsqrtOp::buildVJP(OpBuilder &b, ValueRange grads,
 LogicalResult SiluOp::buildVJP(OpBuilder &b, ValueRange grads,
                                SmallVectorImpl<Value> &out) {
   out.push_back(b.create<ActivationGradOp>(getLoc(), getType(), grads[0],
-                                           getInput(), "silu"));
+                                           getInput(), Activation::Silu));
   return success();
 }
 
 LogicalResult ReluOp::buildVJP(OpBuilder &b, ValueRange grads,
                                SmallVectorImpl<Value> &out) {
   out.push_back(b.create<ActivationGradOp>(getLoc(), getType(), grads[0],
-                                           getInput(), "relu"));
+                                           getInput(), Activation::Relu));
   return success();
 }
 
@@ -284,27 +284,28 @@ LogicalResult SoftmaxOp::buildVJP(OpBuilder &b, ValueRange grads,
 //   rmsnorm:   dx = r * gw - x * r^3 * mean(gw * x),
 // and dw = sum(g * xh), db = sum(g) over every row.
 static void normVJP(OpBuilder &b, Operation *op, Value g, Value x, Value w,
-                    StringRef kind, APFloat eps, SmallVectorImpl<Value> &out) {
+                    NormKind kind, APFloat eps, SmallVectorImpl<Value> &out) {
   auto grad = b.create<NormGradOp>(
       op->getLoc(), TypeRange{x.getType(), w.getType(), w.getType()}, g, x, w,
-      b.getStringAttr(kind), b.getF64FloatAttr(eps.convertToDouble()));
+      NormKindAttr::get(b.getContext(), kind),
+      b.getF64FloatAttr(eps.convertToDouble()));
   out.push_back(grad.getInputGrad());
   out.push_back(grad.getWeightGrad());
-  if (kind == "layernorm")
+  if (kind == NormKind::LayerNorm)
     out.push_back(grad.getBiasGrad());
 }
 
 LogicalResult LayerNormOp::buildVJP(OpBuilder &b, ValueRange grads,
                                     SmallVectorImpl<Value> &out) {
-  normVJP(b, *this, grads[0], getInput(), getWeight(), "layernorm", getEps(),
-          out);
+  normVJP(b, *this, grads[0], getInput(), getWeight(), NormKind::LayerNorm,
+          getEps(), out);
   return success();
 }
 
 LogicalResult RMSNormOp::buildVJP(OpBuilder &b, ValueRange grads,
                                   SmallVectorImpl<Value> &out) {
-  normVJP(b, *this, grads[0], getInput(), getWeight(), "rmsnorm", getEps(),
-          out);
+  normVJP(b, *this, grads[0], getInput(), getWeight(), NormKind::RMSNorm,
+          getEps(), out);
   return success();
 }
 
@@ -312,7 +313,8 @@ LogicalResult GeluOp::buildVJP(OpBuilder &b, ValueRange grads,
                                SmallVectorImpl<Value> &out) {
   out.push_back(b.create<ActivationGradOp>(
       getLoc(), getType(), grads[0], getInput(),
-      getApproximate() == "tanh" ? "gelu_tanh" : "gelu"));
+      getApproximate() == GeluApproximation::Tanh ? Activation::GeluTanh
+                                                  : Activation::Gelu));
   return success();
 }
 
@@ -381,30 +383,31 @@ LogicalResult CastOp::buildVJP(OpBuilder &b, ValueRange grads,
 
 namespace {
 LogicalResult reduceVJP(Operation *op, OpBuilder &b, Value g, Value x,
-                        StringRef kind, DenseI64ArrayAttr axes, BoolAttr keep,
+                        ReduceKind kind, DenseI64ArrayAttr axes, BoolAttr keep,
                         SmallVectorImpl<Value> &out) {
-  out.push_back(b.create<ReduceGradOp>(op->getLoc(), x.getType(), g, x,
-                                       b.getStringAttr(kind), axes, keep));
+  out.push_back(b.create<ReduceGradOp>(
+      op->getLoc(), x.getType(), g, x,
+      ReduceKindAttr::get(b.getContext(), kind), axes, keep));
   return success();
 }
 } // namespace
 
 LogicalResult ReduceSumOp::buildVJP(OpBuilder &b, ValueRange grads,
                                     SmallVectorImpl<Value> &out) {
-  return reduceVJP(*this, b, grads[0], getInput(), "sum", getAxesAttr(),
-                   getKeepdimAttr(), out);
+  return reduceVJP(*this, b, grads[0], getInput(), ReduceKind::Sum,
+                   getAxesAttr(), getKeepdimAttr(), out);
 }
 
 LogicalResult ReduceMeanOp::buildVJP(OpBuilder &b, ValueRange grads,
                                      SmallVectorImpl<Value> &out) {
-  return reduceVJP(*this, b, grads[0], getInput(), "mean", getAxesAttr(),
-                   getKeepdimAttr(), out);
+  return reduceVJP(*this, b, grads[0], getInput(), ReduceKind::Mean,
+                   getAxesAttr(), getKeepdimAttr(), out);
 }
 
 LogicalResult ReduceMaxOp::buildVJP(OpBuilder &b, ValueRange grads,
                                     SmallVectorImpl<Value> &out) {
-  return reduceVJP(*this, b, grads[0], getInput(), "max", getAxesAttr(),
-                   getKeepdimAttr(), out);
+  return reduceVJP(*this, b, grads[0], getInput(), ReduceKind::Max,
+                   getAxesAttr(), getKeepdimAttr(), out);
 }
 
 // The mask is a function of the seed, the step and the element index, so the

@@ -34,8 +34,8 @@ bool availableBefore(Value v, Operation *at) {
   return true;
 }
 
-void fuse(Operation *norm, Value input, Value weight, Value bias,
-          StringRef kind, double eps) {
+void fuse(Operation *norm, Value input, Value weight, Value bias, NormKind kind,
+          double eps) {
   auto add = input.getDefiningOp<AddOp>();
   if (!add || add.getLhs().getType() != add.getType() ||
       add.getRhs().getType() != add.getType() ||
@@ -64,10 +64,10 @@ struct FuseAddNormPass : kiln::impl::FuseAddNormBase<FuseAddNormPass> {
     });
     for (Operation *op : norms) {
       if (auto ln = llvm::dyn_cast<LayerNormOp>(op))
-        fuse(op, ln.getInput(), ln.getWeight(), ln.getBias(), "layernorm",
-             ln.getEps().convertToDouble());
+        fuse(op, ln.getInput(), ln.getWeight(), ln.getBias(),
+             NormKind::LayerNorm, ln.getEps().convertToDouble());
       else if (auto rn = llvm::dyn_cast<RMSNormOp>(op))
-        fuse(op, rn.getInput(), rn.getWeight(), Value(), "rmsnorm",
+        fuse(op, rn.getInput(), rn.getWeight(), Value(), NormKind::RMSNorm,
              rn.getEps().convertToDouble());
     }
   }

@@ -53,7 +53,7 @@ void fuse(MatmulOp mm) {
   SmallVector<Operation *> chain{mm};
   Value bias, residual;
   double scale = 1.0;
-  StringRef act = "none";
+  Activation act = Activation::None;
 
   if (auto add = llvm::dyn_cast_or_null<AddOp>(onlyUser(cur))) {
     Value b = otherOperand(add, cur);
@@ -74,15 +74,17 @@ void fuse(MatmulOp mm) {
     }
   }
   if (Operation *user = onlyUser(cur)) {
-    StringRef kind =
-        llvm::TypeSwitch<Operation *, StringRef>(user)
-            .Case([](ReluOp) { return "relu"; })
-            .Case([](SiluOp) { return "silu"; })
+    Activation kind =
+        llvm::TypeSwitch<Operation *, Activation>(user)
+            .Case([](ReluOp) { return Activation::Relu; })
+            .Case([](SiluOp) { return Activation::Silu; })
             .Case([](GeluOp g) {
-              return g.getApproximate() == "tanh" ? "gelu_tanh" : "gelu";
+              return g.getApproximate() == GeluApproximation::Tanh
+                         ? Activation::GeluTanh
+                         : Activation::Gelu;
             })
-            .Default([](Operation *) { return ""; });
-    if (!kind.empty()) {
+            .Default([](Operation *) { return Activation::None; });
+    if (kind != Activation::None) {
       act = kind;
       cur = user->getResult(0);
       chain.push_back(user);

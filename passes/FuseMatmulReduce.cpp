@@ -47,7 +47,7 @@ void fuse(ReduceSumOp sum) {
   auto fused = builder.create<FusedMatmulOp>(
       FusedLoc::get(builder.getContext(), {mm.getLoc(), sum.getLoc()}),
       sum.getType(), mm.getLhs(), mm.getRhs(), Value(), Value(), true, false,
-      "none", llvm::APFloat(1.0), true);
+      Activation::None, llvm::APFloat(1.0), true);
   LLVM_DEBUG(llvm::dbgs() << "fused " << fused << "\n");
   sum.getResult().replaceAllUsesWith(fused.getResult());
   sum.erase();

@@ -108,9 +108,9 @@ def FuseMatmulEpilogue : Pass<"kiln-fuse-matmul-epilogue", "mlir::func::FuncOp">
     ```mlir
     %y = kiln.matmul %x, %w {transpose_b = true} : ...
     %z = kiln.add %y, %b : ...
-    %a = kiln.gelu %z {approximate = "tanh"} : ...
+    %a = kiln.gelu %z {approximate = #kiln<gelu tanh>} : ...
     ```
-    becomes `%a = kiln.fused_matmul %x, %w bias %b {activation = "gelu_tanh",
+    becomes `%a = kiln.fused_matmul %x, %w bias %b {activation = #kiln<activation gelu_tanh>,
     transpose_b = true}`.
   }];
   let dependentDialects = ["::kiln::KilnDialect"];
@@ -147,7 +147,7 @@ def FuseAddNorm : Pass<"kiln-fuse-add-norm", "mlir::func::FuncOp"> {
     broadcasting).
 
     Example: `%s = kiln.add %x, %r` and `%y = kiln.layernorm %s, %g, %b`
-    become `%s, %y = kiln.add_norm %x, %r, %g bias %b {kind = "layernorm"}`.
+    become `%s, %y = kiln.add_norm %x, %r, %g bias %b {kind = #kiln<norm layernorm>}`.
   }];
   let dependentDialects = ["::kiln::KilnDialect"];
 }

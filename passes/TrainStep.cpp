@@ -24,7 +24,8 @@ struct TrainStepPass : kiln::impl::TrainStepBase<TrainStepPass> {
           << gradName << "'; run kiln-autodiff first";
       return signalPassFailure();
     }
-    if (optimizer != "adamw" && optimizer != "sgd") {
+    std::optional<OptimizerKind> kind = symbolizeOptimizerKind(optimizer);
+    if (!kind) {
       module.emitError("kiln-train-step: optimizer must be adamw or sgd, got '")
           << optimizer << "'";
       return signalPassFailure();
@@ -59,7 +60,8 @@ struct TrainStepPass : kiln::impl::TrainStepBase<TrainStepPass> {
       Value param = b.create<ParamOp>(p.getLoc(), type, p.getSymName());
       double wd = type.getRank() >= 2 ? weightDecay : 0.0;
       b.create<OptimizerUpdateOp>(
-          p.getLoc(), param, g, norm, lr, count, b.getStringAttr(optimizer),
+          p.getLoc(), param, g, norm, lr, count,
+          OptimizerKindAttr::get(b.getContext(), *kind),
           b.getF64FloatAttr(beta1), b.getF64FloatAttr(beta2),
           b.getF64FloatAttr(eps), b.getF64FloatAttr(wd),
           b.getF64FloatAttr(momentum), b.getF64FloatAttr(maxNorm));

@@ -130,8 +130,9 @@ func.func @f16(%a: tensor<4x8xf32>) {
 // -----
 
 func.func @f17(%a: tensor<4x8xf32>) {
-  // expected-error @+1 {{approximate must be "none" or "tanh", got "fast"}}
-  %r = kiln.gelu %a {approximate = "fast"} : tensor<4x8xf32>
+  // expected-error @+2 {{expected ::kiln::GeluApproximation to be one of: none, tanh}}
+  // expected-error @+1 {{failed to parse Kiln_GeluApproximationAttr parameter 'value'}}
+  %r = kiln.gelu %a {approximate = #kiln<gelu fast>} : tensor<4x8xf32>
   return
 }
 
@@ -496,8 +497,9 @@ func.func @f58(%x: tensor<2x4x16xf32>) {
 // -----
 
 func.func @f59(%x: tensor<2x4x16xf32>) {
-  // expected-error @+1 {{style must be "interleaved" or "half", got "gptj"}}
-  %r = kiln.rope %x {head_dim = 8 : i64, theta = 1.0e4 : f64, style = "gptj"} : tensor<2x4x16xf32>
+  // expected-error @+2 {{expected ::kiln::RopeStyle to be one of: interleaved, half}}
+  // expected-error @+1 {{failed to parse Kiln_RopeStyleAttr parameter 'value'}}
+  %r = kiln.rope %x {head_dim = 8 : i64, theta = 1.0e4 : f64, style = #kiln<rope gptj>} : tensor<2x4x16xf32>
   return
 }
 
@@ -700,8 +702,16 @@ func.func @ce_grad_scalar(%s: tensor<f32>, %i: tensor<i32>, %g: tensor<f32>) {
 // -----
 
 func.func @f(%g: tensor<4x8xf32>, %x: tensor<4x8xf32>) {
-  // expected-error @+1 {{kind must be "relu", "gelu", "gelu_tanh" or "silu", got "elu"}}
+  // expected-error @+1 {{attribute 'kind' failed to satisfy constraint: activation function}}
   %0 = kiln.activation_grad %g, %x {kind = "elu"} : tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%g: tensor<4x8xf32>, %x: tensor<4x8xf32>) {
+  // expected-error @+1 {{kind must be relu, gelu, gelu_tanh or silu, not none}}
+  %0 = kiln.activation_grad %g, %x {kind = #kiln<activation none>} : tensor<4x8xf32>
   return
 }
 
@@ -758,8 +768,9 @@ func.func @f(%g: tensor<3x8xf32>, %x: tensor<4x8xf32>) {
 // -----
 
 func.func @f(%g: tensor<4xf32>, %x: tensor<4x8xf32>) {
-  // expected-error @+1 {{kind must be "sum", "mean" or "max", got "min"}}
-  %0 = kiln.reduce_grad %g, %x {kind = "min", axes = array<i64: 1>} : tensor<4xf32>, tensor<4x8xf32>
+  // expected-error @+2 {{expected ::kiln::ReduceKind to be one of: sum, mean, max}}
+  // expected-error @+1 {{failed to parse Kiln_ReduceKindAttr parameter 'value'}}
+  %0 = kiln.reduce_grad %g, %x {kind = #kiln<reduce min>, axes = array<i64: 1>} : tensor<4xf32>, tensor<4x8xf32>
   return
 }
 
@@ -767,7 +778,7 @@ func.func @f(%g: tensor<4xf32>, %x: tensor<4x8xf32>) {
 
 func.func @f(%g: tensor<8xf32>, %x: tensor<4x8xf32>) {
   // expected-error @+1 {{gradient 'tensor<8xf32>' does not match the reduction's result 'tensor<4xf32>'}}
-  %0 = kiln.reduce_grad %g, %x {kind = "sum", axes = array<i64: 1>} : tensor<8xf32>, tensor<4x8xf32>
+  %0 = kiln.reduce_grad %g, %x {kind = #kiln<reduce sum>, axes = array<i64: 1>} : tensor<8xf32>, tensor<4x8xf32>
   return
 }
 
@@ -831,7 +842,7 @@ func.func @f(%q: tensor<1x4x8xf32>, %lse: tensor<1x2x4xf32>, %b: tensor<2x4x4xf3
 
 func.func @f(%g: tensor<4xf32>, %n: tensor<f32>) {
   // expected-error @+1 {{updates a parameter: its first operand must come from kiln.param}}
-  kiln.optimizer_update %g, %g, %n, %n, %n {kind = "adamw", beta1 = 0.9 : f64, beta2 = 0.999 : f64, eps = 1.0e-8 : f64, weight_decay = 0.0 : f64, momentum = 0.0 : f64, max_norm = 1.0 : f64} : tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<f32>
+  kiln.optimizer_update %g, %g, %n, %n, %n {kind = #kiln<optimizer adamw>, beta1 = 0.9 : f64, beta2 = 0.999 : f64, eps = 1.0e-8 : f64, weight_decay = 0.0 : f64, momentum = 0.0 : f64, max_norm = 1.0 : f64} : tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<f32>
   return
 }
 
@@ -841,7 +852,7 @@ kiln.parameter @p : tensor<4xf32> {init = "zeros"}
 func.func @f(%g: tensor<5xf32>, %n: tensor<f32>) {
   %p = kiln.param @p : tensor<4xf32>
   // expected-error @+1 {{gradient 'tensor<5xf32>' does not match the parameter 'tensor<4xf32>'}}
-  kiln.optimizer_update %p, %g, %n, %n, %n {kind = "adamw", beta1 = 0.9 : f64, beta2 = 0.999 : f64, eps = 1.0e-8 : f64, weight_decay = 0.0 : f64, momentum = 0.0 : f64, max_norm = 1.0 : f64} : tensor<4xf32>, tensor<5xf32>, tensor<f32>, tensor<f32>, tensor<f32>
+  kiln.optimizer_update %p, %g, %n, %n, %n {kind = #kiln<optimizer adamw>, beta1 = 0.9 : f64, beta2 = 0.999 : f64, eps = 1.0e-8 : f64, weight_decay = 0.0 : f64, momentum = 0.0 : f64, max_norm = 1.0 : f64} : tensor<4xf32>, tensor<5xf32>, tensor<f32>, tensor<f32>, tensor<f32>
   return
 }
 
@@ -850,8 +861,9 @@ func.func @f(%g: tensor<5xf32>, %n: tensor<f32>) {
 kiln.parameter @p : tensor<4xf32> {init = "zeros"}
 func.func @f(%g: tensor<4xf32>, %n: tensor<f32>) {
   %p = kiln.param @p : tensor<4xf32>
-  // expected-error @+1 {{kind must be "adamw" or "sgd", got "lion"}}
-  kiln.optimizer_update %p, %g, %n, %n, %n {kind = "lion", beta1 = 0.9 : f64, beta2 = 0.999 : f64, eps = 1.0e-8 : f64, weight_decay = 0.0 : f64, momentum = 0.0 : f64, max_norm = 1.0 : f64} : tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<f32>
+  // expected-error @+2 {{expected ::kiln::OptimizerKind to be one of: adamw, sgd}}
+  // expected-error @+1 {{failed to parse Kiln_OptimizerKindAttr parameter 'value'}}
+  kiln.optimizer_update %p, %g, %n, %n, %n {kind = #kiln<optimizer lion>, beta1 = 0.9 : f64, beta2 = 0.999 : f64, eps = 1.0e-8 : f64, weight_decay = 0.0 : f64, momentum = 0.0 : f64, max_norm = 1.0 : f64} : tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<f32>
   return
 }
 
@@ -861,7 +873,7 @@ kiln.parameter @p : tensor<4xf32> {init = "zeros"}
 func.func @f(%g: tensor<4xf32>, %n: tensor<f32>) {
   %p = kiln.param @p : tensor<4xf32>
   // expected-error @+1 {{betas and momentum must be in [0, 1), eps positive, weight_decay and max_norm non-negative}}
-  kiln.optimizer_update %p, %g, %n, %n, %n {kind = "adamw", beta1 = 1.0 : f64, beta2 = 0.999 : f64, eps = 1.0e-8 : f64, weight_decay = 0.0 : f64, momentum = 0.0 : f64, max_norm = 1.0 : f64} : tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<f32>
+  kiln.optimizer_update %p, %g, %n, %n, %n {kind = #kiln<optimizer adamw>, beta1 = 1.0 : f64, beta2 = 0.999 : f64, eps = 1.0e-8 : f64, weight_decay = 0.0 : f64, momentum = 0.0 : f64, max_norm = 1.0 : f64} : tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<f32>
   return
 }
 
@@ -876,9 +888,9 @@ func.func @f() {
 // -----
 
 func.func @f(%a: tensor<2x8x16xf32>, %w: tensor<32x16xf32>) {
-  // expected-error @+2 {{activation must be none, relu, gelu, gelu_tanh or silu, got "swish"}}
-  // expected-error @+1 {{failed to infer returned types}}
-  %0 = kiln.fused_matmul %a, %w {transpose_b = true, activation = "swish"} : (tensor<2x8x16xf32>, tensor<32x16xf32>) -> tensor<2x8x32xf32>
+  // expected-error @+2 {{expected ::kiln::Activation to be one of: none, relu, gelu, gelu_tanh, silu}}
+  // expected-error @+1 {{failed to parse Kiln_ActivationAttr parameter 'value'}}
+  %0 = kiln.fused_matmul %a, %w {transpose_b = true, activation = #kiln<activation swish>} : (tensor<2x8x16xf32>, tensor<32x16xf32>) -> tensor<2x8x32xf32>
   return
 }
 
@@ -914,16 +926,16 @@ func.func @f(%a: tensor<2x8x16xf32>, %b: tensor<2x16x4xf32>) {
 func.func @f(%x: tensor<2x8xf32>, %w: tensor<8xf32>) {
   // expected-error @+2 {{layernorm takes a bias and rmsnorm none}}
   // expected-error @+1 {{failed to infer returned types}}
-  %0:2 = kiln.add_norm %x, %x, %w {kind = "layernorm", eps = 1.0e-5 : f64} : (tensor<2x8xf32>, tensor<2x8xf32>, tensor<8xf32>) -> (tensor<2x8xf32>, tensor<2x8xf32>)
+  %0:2 = kiln.add_norm %x, %x, %w {kind = #kiln<norm layernorm>, eps = 1.0e-5 : f64} : (tensor<2x8xf32>, tensor<2x8xf32>, tensor<8xf32>) -> (tensor<2x8xf32>, tensor<2x8xf32>)
   return
 }
 
 // -----
 
 func.func @f(%x: tensor<2x8xf32>, %w: tensor<8xf32>) {
-  // expected-error @+2 {{kind must be "layernorm" or "rmsnorm", got "batchnorm"}}
-  // expected-error @+1 {{failed to infer returned types}}
-  %0:3 = kiln.norm_grad %x, %x, %w {kind = "batchnorm", eps = 1.0e-5 : f64} : tensor<2x8xf32>, tensor<2x8xf32>, tensor<8xf32> -> tensor<2x8xf32>, tensor<8xf32>, tensor<8xf32>
+  // expected-error @+2 {{expected ::kiln::NormKind to be one of: layernorm, rmsnorm}}
+  // expected-error @+1 {{failed to parse Kiln_NormKindAttr parameter 'value'}}
+  %0:3 = kiln.norm_grad %x, %x, %w {kind = #kiln<norm batchnorm>, eps = 1.0e-5 : f64} : tensor<2x8xf32>, tensor<2x8xf32>, tensor<8xf32> -> tensor<2x8xf32>, tensor<8xf32>, tensor<8xf32>
   return
 }
 

@@ -57,8 +57,8 @@ func.func @all_ops(%tok: tensor<?x?xi32>, %mask: tensor<?x?xi32>, %pos: tensor<?
   %u7 = kiln.relu %u6 : tensor<?x?x16xf32>
   // CHECK: kiln.silu
   %u8 = kiln.silu %u7 : tensor<?x?x16xf32>
-  // CHECK: kiln.gelu %{{.*}} {approximate = "tanh"}
-  %u9 = kiln.gelu %u8 {approximate = "tanh"} : tensor<?x?x16xf32>
+  // CHECK: kiln.gelu %{{.*}} {approximate = #kiln<gelu tanh>}
+  %u9 = kiln.gelu %u8 {approximate = #kiln<gelu tanh>} : tensor<?x?x16xf32>
   // CHECK: kiln.gelu %{{.*}} : tensor
   %u10 = kiln.gelu %u9 : tensor<?x?x16xf32>
   // CHECK: kiln.cast %{{.*}} : tensor<?x?xi32> -> tensor<?x?xf32>
@@ -92,8 +92,8 @@ func.func @all_ops(%tok: tensor<?x?xi32>, %mask: tensor<?x?xi32>, %pos: tensor<?
   %dr = kiln.dropout %sm {rate = 0.1 : f64, seed = 7 : i64} : tensor<?x?x16xf32>
   // CHECK: kiln.rope %{{.*}} {head_dim = 8 : i64, theta = 1.000000e+04 : f64}
   %q = kiln.rope %dr {head_dim = 8 : i64, theta = 10000.0 : f64} : tensor<?x?x16xf32>
-  // CHECK: kiln.rope %{{.*}} positions %{{.*}} : tensor<?xi32> {head_dim = 8 : i64, style = "half"
-  %k = kiln.rope %dr positions %pos : tensor<?xi32> {head_dim = 8 : i64, theta = 10000.0 : f64, style = "half"} : tensor<?x?x16xf32>
+  // CHECK: kiln.rope %{{.*}} positions %{{.*}} : tensor<?xi32> {head_dim = 8 : i64, style = #kiln<rope half>
+  %k = kiln.rope %dr positions %pos : tensor<?xi32> {head_dim = 8 : i64, theta = 10000.0 : f64, style = #kiln<rope half>} : tensor<?x?x16xf32>
   // CHECK: kiln.relative_position_bucket
   %bk = kiln.relative_position_bucket %q, %k {bidirectional = true, num_buckets = 32 : i64, max_distance = 128 : i64} : tensor<?x?x16xf32>, tensor<?x?x16xf32> -> tensor<?x?xi32>
   %bias = kiln.constant dense<0.0> : tensor<2x1x1xf32>
@@ -115,8 +115,8 @@ func.func @all_ops(%tok: tensor<?x?xi32>, %mask: tensor<?x?xi32>, %pos: tensor<?
   %dq2, %dk2, %dv2, %db = kiln.attention_grad %o3, %q, %k, %dr, %o3, %lse mask %mask bias %bias {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.35 : f64} : (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x2x?xf32>, tensor<?x?xi32>, tensor<2x1x1xf32>) -> (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<2x1x1xf32>)
   // CHECK: kiln.embedding_grad %{{.*}}, %{{.*}} {num_embeddings = 64 : i64}
   %de = kiln.embedding_grad %dq, %tok {num_embeddings = 64 : i64} : tensor<?x?x16xf32>, tensor<?x?xi32> -> tensor<64x16xf32>
-  // CHECK: kiln.activation_grad %{{.*}}, %{{.*}} {kind = "gelu"} : tensor<?x?x16xf32>
-  %da = kiln.activation_grad %dq, %q {kind = "gelu"} : tensor<?x?x16xf32>
+  // CHECK: kiln.activation_grad %{{.*}}, %{{.*}} {kind = #kiln<activation gelu>} : tensor<?x?x16xf32>
+  %da = kiln.activation_grad %dq, %q {kind = #kiln<activation gelu>} : tensor<?x?x16xf32>
   // CHECK: kiln.slice_grad %{{.*}}, %{{.*}} {axis = 1 : i64, start = 2 : i64} : tensor<?x?x16xf32>, tensor<?x?x16xf32>
   %ds = kiln.slice_grad %da, %q {axis = 1 : i64, start = 2 : i64} : tensor<?x?x16xf32>, tensor<?x?x16xf32>
   // CHECK: kiln.reshape_like %{{.*}}, %{{.*}} : tensor<?x?x16xf32>, tensor<?x?x2x8xf32>
@@ -124,14 +124,14 @@ func.func @all_ops(%tok: tensor<?x?xi32>, %mask: tensor<?x?xi32>, %pos: tensor<?
   %dh = kiln.reshape_like %ds, %h4 : tensor<?x?x16xf32>, tensor<?x?x2x8xf32>
   // CHECK: kiln.zeros_like %{{.*}} : tensor<?x?x2x8xf32>
   %zl = kiln.zeros_like %dh : tensor<?x?x2x8xf32>
-  // CHECK: kiln.reduce_grad %{{.*}}, %{{.*}} {axes = array<i64: -1>, keepdim = true, kind = "max"}
+  // CHECK: kiln.reduce_grad %{{.*}}, %{{.*}} {axes = array<i64: -1>, keepdim = true, kind = #kiln<reduce max>}
   %mxq = kiln.reduce_max %q {axes = array<i64: -1>, keepdim = true} : tensor<?x?x16xf32> -> tensor<?x?x1xf32>
-  %dmx = kiln.reduce_grad %mxq, %q {kind = "max", axes = array<i64: -1>, keepdim = true} : tensor<?x?x1xf32>, tensor<?x?x16xf32>
+  %dmx = kiln.reduce_grad %mxq, %q {kind = #kiln<reduce max>, axes = array<i64: -1>, keepdim = true} : tensor<?x?x1xf32>, tensor<?x?x16xf32>
   // CHECK: kiln.concat_grad %{{.*}}, %{{.*}}, %{{.*}} {axis = -1 : i64}
   %c1, %c2 = kiln.concat_grad %q, %p#0, %p#1 {axis = -1 : i64} : (tensor<?x?x16xf32>, tensor<?x?x8xf32>, tensor<?x?x8xf32>) -> (tensor<?x?x8xf32>, tensor<?x?x8xf32>)
   // CHECK: %[[N:.*]] = kiln.global_norm %{{.*}}, %{{.*}} : tensor<64x16xf32>, tensor<?x?x16xf32> -> tensor<f32>
   %gn = kiln.global_norm %de, %dq : tensor<64x16xf32>, tensor<?x?x16xf32> -> tensor<f32>
   // CHECK: kiln.optimizer_update %{{.*}}, %{{.*}}, %[[N]], %{{.*}}, %{{.*}} {beta1
-  kiln.optimizer_update %w, %de, %gn, %ce, %ce {kind = "adamw", beta1 = 0.9 : f64, beta2 = 0.999 : f64, eps = 1.0e-8 : f64, weight_decay = 0.1 : f64, momentum = 0.0 : f64, max_norm = 1.0 : f64} : tensor<64x16xf32>, tensor<64x16xf32>, tensor<f32>, tensor<f32>, tensor<f32>
+  kiln.optimizer_update %w, %de, %gn, %ce, %ce {kind = #kiln<optimizer adamw>, beta1 = 0.9 : f64, beta2 = 0.999 : f64, eps = 1.0e-8 : f64, weight_decay = 0.1 : f64, momentum = 0.0 : f64, max_norm = 1.0 : f64} : tensor<64x16xf32>, tensor<64x16xf32>, tensor<f32>, tensor<f32>, tensor<f32>
   return %ce : tensor<f32>
 }

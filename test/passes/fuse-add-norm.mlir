@@ -5,7 +5,7 @@
 kiln.parameter @ln.weight : tensor<8xf32> {init = "ones"}
 kiln.parameter @ln.bias : tensor<8xf32> {init = "zeros"}
 // CHECK-LABEL: func.func @block
-// CHECK: %[[SUM:.*]], %[[Y:.*]] = kiln.add_norm %arg0, %arg1, %{{.*}} bias %{{.*}} {eps = 1.000000e-05 : f64, kind = "layernorm"}
+// CHECK: %[[SUM:.*]], %[[Y:.*]] = kiln.add_norm %arg0, %arg1, %{{.*}} bias %{{.*}} {eps = 1.000000e-05 : f64, kind = #kiln<norm layernorm>}
 // CHECK-NOT: kiln.layernorm
 // CHECK: return %[[SUM]], %[[Y]]
 func.func @block(%x: tensor<?x?x8xf32>, %r: tensor<?x?x8xf32>) -> (tensor<?x?x8xf32>, tensor<?x?x8xf32>) {
@@ -19,7 +19,7 @@ func.func @block(%x: tensor<?x?x8xf32>, %r: tensor<?x?x8xf32>) -> (tensor<?x?x8x
 // -----
 
 // CHECK-LABEL: func.func @rms
-// CHECK: %{{.*}}, %[[Y:.*]] = kiln.add_norm %arg0, %arg1, %arg2 {{{.*}}kind = "rmsnorm"}
+// CHECK: %{{.*}}, %[[Y:.*]] = kiln.add_norm %arg0, %arg1, %arg2 {{{.*}}kind = #kiln<norm rmsnorm>}
 // CHECK: return %[[Y]]
 func.func @rms(%x: tensor<?x?x8xf32>, %r: tensor<?x?x8xf32>, %w: tensor<8xf32>) -> tensor<?x?x8xf32> {
   %s = kiln.add %x, %r : tensor<?x?x8xf32>, tensor<?x?x8xf32> -> tensor<?x?x8xf32>

@@ -3,7 +3,7 @@
 // Bias, scale, activation and residual all fold into one fused_matmul.
 // CHECK-LABEL: func.func @mlp
 // CHECK-SAME: (%[[X:.*]]: tensor<2x8x16xf32>, %[[W:.*]]: tensor<32x16xf32>, %[[B:.*]]: tensor<32xf32>, %[[R:.*]]: tensor<2x8x32xf32>)
-// CHECK: %[[Y:.*]] = kiln.fused_matmul %[[X]], %[[W]] bias %[[B]] residual %[[R]] {activation = "gelu_tanh", scale = 5.000000e-01 : f64, transpose_b = true}
+// CHECK: %[[Y:.*]] = kiln.fused_matmul %[[X]], %[[W]] bias %[[B]] residual %[[R]] {activation = #kiln<activation gelu_tanh>, scale = 5.000000e-01 : f64, transpose_b = true}
 // CHECK-NOT: kiln.add
 // CHECK-NOT: kiln.gelu
 // CHECK: return %[[Y]]
@@ -12,7 +12,7 @@ func.func @mlp(%x: tensor<2x8x16xf32>, %w: tensor<32x16xf32>, %b: tensor<32xf32>
   %1 = kiln.add %0, %b : tensor<2x8x32xf32>, tensor<32xf32> -> tensor<2x8x32xf32>
   %c = kiln.constant dense<0.5> : tensor<f32>
   %2 = kiln.mul %1, %c : tensor<2x8x32xf32>, tensor<f32> -> tensor<2x8x32xf32>
-  %3 = kiln.gelu %2 {approximate = "tanh"} : tensor<2x8x32xf32>
+  %3 = kiln.gelu %2 {approximate = #kiln<gelu tanh>} : tensor<2x8x32xf32>
   %4 = kiln.add %r, %3 : tensor<2x8x32xf32>, tensor<2x8x32xf32> -> tensor<2x8x32xf32>
   return %4 : tensor<2x8x32xf32>
 }

@@ -12,7 +12,7 @@ kiln.parameter @b : tensor<3xf32> {init = "zeros"}
 // CHECK: %[[L:.*]] = kiln.cross_entropy
 // CHECK: %[[N:.*]] = kiln.global_norm %[[GW:.*]], %[[GB:.*]] : tensor<4x3xf32>, tensor<3xf32> -> tensor<f32>
 // CHECK: %[[W:.*]] = kiln.param @w
-// CHECK: kiln.optimizer_update %[[W]], %[[GW]], %[[N]], %arg2, %arg3 {{{.*}}kind = "adamw", max_norm = 5.000000e-01 : f64{{.*}}weight_decay = 1.000000e-01 : f64}
+// CHECK: kiln.optimizer_update %[[W]], %[[GW]], %[[N]], %arg2, %arg3 {{{.*}}kind = #kiln<optimizer adamw>, max_norm = 5.000000e-01 : f64{{.*}}weight_decay = 1.000000e-01 : f64}
 // CHECK: %[[B:.*]] = kiln.param @b
 // CHECK: kiln.optimizer_update %[[B]], %[[GB]], %[[N]], %arg2, %arg3 {{{.*}}weight_decay = 0.000000e+00 : f64}
 // CHECK: return %[[L]], %[[N]]
