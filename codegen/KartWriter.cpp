@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "codegen/KartWriter.h"
+#include "codegen/KernelEncoding.h"
 #include "ir/KilnOps.h"
 #include "ir/Locations.h"
 #include "runtime/Memory.h"
@@ -51,79 +52,6 @@ std::optional<kart::DType> dtypeOf(Type t) {
   if (t.isInteger(1))
     return kart::DType::Bool;
   return std::nullopt;
-}
-
-/// The body of a kiln.fused_elementwise as the runtime's tile program
-/// (runtime/Kernels.h): registers are the inputs, then the constants
-/// (`floats`), then one per instruction; `ints` is
-/// [count, (op, variant, a, b) per instruction..., result register].
-LogicalResult encodeElementwise(FusedElementwiseOp f,
-                                std::vector<int64_t> &ints,
-                                std::vector<double> &floats) {
-  Block &body = f.getBody().front();
-  llvm::DenseMap<Value, int64_t> reg;
-  for (BlockArgument a : body.getArguments())
-    reg[a] = a.getArgNumber();
-  int64_t next = body.getNumArguments();
-  for (auto c : body.getOps<ConstantOp>()) {
-    auto attr = llvm::dyn_cast<DenseElementsAttr>(c.getValue());
-    if (!attr || !attr.isSplat())
-      return c.emitError("a fused body takes scalar constants only");
-    floats.push_back(attr.getSplatValue<APFloat>().convertToDouble());
-    reg[c.getResult()] = next++;
-  }
-  std::vector<int64_t> code;
-  int64_t count = 0;
-  for (Operation &op : body) {
-    if (llvm::isa<ConstantOp>(op))
-      continue;
-    if (auto y = llvm::dyn_cast<YieldOp>(op)) {
-      ints.push_back(count);
-      ints.insert(ints.end(), code.begin(), code.end());
-      ints.push_back(reg.at(y.getValue()));
-      return success();
-    }
-    int64_t variant = 0;
-    kart::Op k;
-    if (auto g = llvm::dyn_cast<GeluOp>(op)) {
-      k = kart::Op::Gelu;
-      variant = g.getApproximate() == GeluApproximation::Tanh;
-    } else if (auto a = llvm::dyn_cast<ActivationGradOp>(op)) {
-      k = kart::Op::ActivationGrad;
-      // The runtime numbers relu, gelu, gelu_tanh, silu from 0; the verifier
-      // rejects none.
-      variant = static_cast<int64_t>(a.getKind()) - 1;
-    } else {
-      k = llvm::TypeSwitch<Operation *, kart::Op>(&op)
-              .Case([](AddOp) { return kart::Op::Add; })
-              .Case([](SubOp) { return kart::Op::Sub; })
-              .Case([](MulOp) { return kart::Op::Mul; })
-              .Case([](DivOp) { return kart::Op::Div; })
-              .Case([](MaxOp) { return kart::Op::Max; })
-              .Case([](MinOp) { return kart::Op::Min; })
-              .Case([](PowOp) { return kart::Op::Pow; })
-              .Case([](NegOp) { return kart::Op::Neg; })
-              .Case([](ExpOp) { return kart::Op::Exp; })
-              .Case([](LogOp) { return kart::Op::Log; })
-              .Case([](SqrtOp) { return kart::Op::Sqrt; })
-              .Case([](RsqrtOp) { return kart::Op::Rsqrt; })
-              .Case([](TanhOp) { return kart::Op::Tanh; })
-              .Case([](SigmoidOp) { return kart::Op::Sigmoid; })
-              .Case([](ReluOp) { return kart::Op::Relu; })
-              .Case([](SiluOp) { return kart::Op::Silu; })
-              .Default([](Operation *) { return kart::Op::Embedding; });
-      if (k == kart::Op::Embedding)
-        return op.emitError("cannot run '")
-               << op.getName() << "' in a fused elementwise body";
-    }
-    code.push_back(static_cast<int64_t>(k));
-    code.push_back(variant);
-    code.push_back(reg.at(op.getOperand(0)));
-    code.push_back(op.getNumOperands() > 1 ? reg.at(op.getOperand(1)) : -1);
-    reg[op.getResult(0)] = next++;
-    ++count;
-  }
-  return f.emitError("fused body has no kiln.yield");
 }
 
 class Writer {
@@ -348,307 +276,12 @@ Writer::writeFunction(func::FuncOp fn,
     }
 
     // A kernel.
-    std::vector<int> in, outIds;
-    std::vector<int64_t> ints;
-    std::vector<double> floats;
-    std::vector<fb::Offset<kart::Dim>> dims;
-    std::string text;
-    bool hasText = false;
-    kart::Op code = kart::Op::Embedding;
-    auto operand = [&](Value v) { return v ? ids.at(v) : -1; };
-    for (Value v : op.getOperands())
-      in.push_back(operand(v));
-    LogicalResult mapped =
-        llvm::TypeSwitch<Operation *, LogicalResult>(&op)
-            .Case([&](EmbeddingOp) {
-              code = kart::Op::Embedding;
-              return success();
-            })
-            .Case([&](MatmulOp m) {
-              code = kart::Op::Matmul;
-              ints = {m.getTransposeA(), m.getTransposeB()};
-              return success();
-            })
-            .Case([&](AddOp) {
-              code = kart::Op::Add;
-              return success();
-            })
-            .Case([&](SubOp) {
-              code = kart::Op::Sub;
-              return success();
-            })
-            .Case([&](MulOp) {
-              code = kart::Op::Mul;
-              return success();
-            })
-            .Case([&](DivOp) {
-              code = kart::Op::Div;
-              return success();
-            })
-            .Case([&](MaxOp) {
-              code = kart::Op::Max;
-              return success();
-            })
-            .Case([&](MinOp) {
-              code = kart::Op::Min;
-              return success();
-            })
-            .Case([&](PowOp) {
-              code = kart::Op::Pow;
-              return success();
-            })
-            .Case([&](NegOp) {
-              code = kart::Op::Neg;
-              return success();
-            })
-            .Case([&](ExpOp) {
-              code = kart::Op::Exp;
-              return success();
-            })
-            .Case([&](LogOp) {
-              code = kart::Op::Log;
-              return success();
-            })
-            .Case([&](SqrtOp) {
-              code = kart::Op::Sqrt;
-              return success();
-            })
-            .Case([&](RsqrtOp) {
-              code = kart::Op::Rsqrt;
-              return success();
-            })
-            .Case([&](TanhOp) {
-              code = kart::Op::Tanh;
-              return success();
-            })
-            .Case([&](SigmoidOp) {
-              code = kart::Op::Sigmoid;
-              return success();
-            })
-            .Case([&](ReluOp) {
-              code = kart::Op::Relu;
-              return success();
-            })
-            .Case([&](SiluOp) {
-              code = kart::Op::Silu;
-              return success();
-            })
-            .Case([&](GeluOp g) {
-              code = kart::Op::Gelu;
-              text = stringifyEnum(g.getApproximate()).str();
-              hasText = true;
-              return success();
-            })
-            .Case([&](CastOp) {
-              code = kart::Op::Cast;
-              return success();
-            })
-            .Case([&](ReshapeOp r) -> LogicalResult {
-              code = kart::Op::Reshape;
-              for (Attribute a : r.getShape()) {
-                auto d = dimExpr(a, loc);
-                if (failed(d))
-                  return failure();
-                dims.push_back(*d);
-              }
-              return success();
-            })
-            .Case([&](TransposeOp t) {
-              code = kart::Op::Transpose;
-              ints.assign(t.getPerm().begin(), t.getPerm().end());
-              return success();
-            })
-            .Case([&](SliceOp s) -> LogicalResult {
-              code = kart::Op::Slice;
-              ints = {static_cast<int64_t>(s.getAxis()),
-                      static_cast<int64_t>(s.getStart())};
-              auto d = dimExpr(s.getEnd(), loc);
-              if (failed(d))
-                return failure();
-              dims.push_back(*d);
-              return success();
-            })
-            .Case([&](ConcatOp c) {
-              code = kart::Op::Concat;
-              ints = {static_cast<int64_t>(c.getAxis())};
-              return success();
-            })
-            .Case([&](SplitOp s) {
-              code = kart::Op::Split;
-              ints = {static_cast<int64_t>(s.getAxis())};
-              return success();
-            })
-            .Case<ReduceSumOp, ReduceMeanOp, ReduceMaxOp>([&](auto r) {
-              code = llvm::isa<ReduceSumOp>(op)    ? kart::Op::ReduceSum
-                     : llvm::isa<ReduceMeanOp>(op) ? kart::Op::ReduceMean
-                                                   : kart::Op::ReduceMax;
-              ints = {r.getKeepdim()};
-              ints.insert(ints.end(), r.getAxes().begin(), r.getAxes().end());
-              return success();
-            })
-            .Case([&](LayerNormOp l) {
-              code = kart::Op::LayerNorm;
-              floats = {l.getEps().convertToDouble()};
-              return success();
-            })
-            .Case([&](RMSNormOp l) {
-              code = kart::Op::RMSNorm;
-              floats = {l.getEps().convertToDouble()};
-              return success();
-            })
-            .Case([&](SoftmaxOp s) {
-              code = kart::Op::Softmax;
-              ints = {static_cast<int64_t>(s.getAxis())};
-              return success();
-            })
-            .Case([&](DropoutOp d) {
-              code = kart::Op::Dropout;
-              ints = {static_cast<int64_t>(d.getSeed())};
-              floats = {d.getRate().convertToDouble()};
-              return success();
-            })
-            .Case([&](RopeOp r) {
-              code = kart::Op::Rope;
-              in = {operand(r.getInput()), operand(r.getPositions())};
-              ints = {static_cast<int64_t>(r.getHeadDim()), r.getInverse()};
-              floats = {r.getTheta().convertToDouble()};
-              text = stringifyEnum(r.getStyle()).str();
-              hasText = true;
-              return success();
-            })
-            .Case([&](AttentionOp a) {
-              code = kart::Op::Attention;
-              in = {operand(a.getQuery()), operand(a.getKey()),
-                    operand(a.getValue()), operand(a.getMask()),
-                    operand(a.getBias())};
-              ints = {static_cast<int64_t>(a.getNumHeads()),
-                      static_cast<int64_t>(a.getNumKvHeads()), a.getCausal()};
-              floats = {a.getScale().convertToDouble()};
-              return success();
-            })
-            .Case([&](RelativePositionBucketOp r) {
-              code = kart::Op::RelativePositionBucket;
-              ints = {r.getBidirectional(),
-                      static_cast<int64_t>(r.getNumBuckets()),
-                      static_cast<int64_t>(r.getMaxDistance())};
-              return success();
-            })
-            .Case([&](CrossEntropyOp c) {
-              code = kart::Op::CrossEntropy;
-              ints = {static_cast<int64_t>(c.getIgnoreIndex())};
-              return success();
-            })
-            .Case([&](CrossEntropyGradOp c) {
-              code = kart::Op::CrossEntropyGrad;
-              ints = {static_cast<int64_t>(c.getIgnoreIndex())};
-              return success();
-            })
-            .Case([&](GlobalNormOp) {
-              code = kart::Op::GlobalNorm;
-              return success();
-            })
-            .Case([&](OptimizerUpdateOp u) {
-              code = kart::Op::OptimizerUpdate;
-              text = stringifyEnum(u.getKind()).str();
-              hasText = true;
-              floats = {u.getBeta1().convertToDouble(),
-                        u.getBeta2().convertToDouble(),
-                        u.getEps().convertToDouble(),
-                        u.getWeightDecay().convertToDouble(),
-                        u.getMomentum().convertToDouble(),
-                        u.getMaxNorm().convertToDouble()};
-              return success();
-            })
-            .Case([&](EmbeddingGradOp e) {
-              code = kart::Op::EmbeddingGrad;
-              ints = {static_cast<int64_t>(e.getNumEmbeddings())};
-              return success();
-            })
-            .Case([&](ActivationGradOp a) {
-              code = kart::Op::ActivationGrad;
-              text = stringifyEnum(a.getKind()).str();
-              hasText = true;
-              return success();
-            })
-            .Case([&](SliceGradOp s) {
-              code = kart::Op::SliceGrad;
-              ints = {static_cast<int64_t>(s.getAxis()),
-                      static_cast<int64_t>(s.getStart())};
-              return success();
-            })
-            .Case([&](ReshapeLikeOp) {
-              code = kart::Op::ReshapeLike;
-              return success();
-            })
-            .Case([&](ZerosLikeOp) {
-              code = kart::Op::ZerosLike;
-              return success();
-            })
-            .Case([&](ReduceGradOp r) {
-              code = kart::Op::ReduceGrad;
-              ints = {r.getKeepdim()};
-              ints.insert(ints.end(), r.getAxes().begin(), r.getAxes().end());
-              text = stringifyEnum(r.getKind()).str();
-              hasText = true;
-              return success();
-            })
-            .Case([&](ConcatGradOp c) {
-              code = kart::Op::ConcatGrad;
-              ints = {static_cast<int64_t>(c.getAxis())};
-              return success();
-            })
-            .Case([&](AttentionGradOp a) {
-              code = kart::Op::AttentionGrad;
-              in = {operand(a.getGrad()), operand(a.getQuery()),
-                    operand(a.getKey()),  operand(a.getValue()),
-                    operand(a.getOut()),  operand(a.getLse()),
-                    operand(a.getMask()), operand(a.getBias())};
-              ints = {static_cast<int64_t>(a.getNumHeads()),
-                      static_cast<int64_t>(a.getNumKvHeads()), a.getCausal()};
-              floats = {a.getScale().convertToDouble()};
-              return success();
-            })
-            .Case([&](FusedMatmulOp m) {
-              code = kart::Op::FusedMatmul;
-              in = {operand(m.getLhs()), operand(m.getRhs()),
-                    operand(m.getBias()), operand(m.getResidual())};
-              ints = {m.getTransposeA(), m.getTransposeB(), m.getReduceBatch()};
-              floats = {m.getScale().convertToDouble()};
-              text = stringifyEnum(m.getActivation()).str();
-              hasText = true;
-              return success();
-            })
-            .Case([&](AddNormOp a) {
-              code = kart::Op::AddNorm;
-              in = {operand(a.getInput()), operand(a.getResidual()),
-                    operand(a.getWeight()), operand(a.getBias())};
-              floats = {a.getEps().convertToDouble()};
-              text = stringifyEnum(a.getKind()).str();
-              hasText = true;
-              return success();
-            })
-            .Case([&](NormGradOp n) {
-              code = kart::Op::NormGrad;
-              floats = {n.getEps().convertToDouble()};
-              text = stringifyEnum(n.getKind()).str();
-              hasText = true;
-              return success();
-            })
-            .Case([&](SoftmaxCrossEntropyOp c) {
-              code = kart::Op::SoftmaxCrossEntropy;
-              ints = {static_cast<int64_t>(c.getIgnoreIndex())};
-              return success();
-            })
-            .Case([&](FusedElementwiseOp f) {
-              code = kart::Op::FusedElementwise;
-              return encodeElementwise(f, ints, floats);
-            })
-            .Default([&](Operation *o) {
-              return o->emitError("the CPU backend cannot lower '")
-                     << o->getName() << "'";
-            });
-    if (failed(mapped))
+    auto encoded = encodeKernel(
+        &op, fbb, [&](Attribute a, Location l) { return dimExpr(a, l); },
+        [&](Value v) { return ids.at(v); });
+    if (failed(encoded))
       return failure();
+    std::vector<int> outIds;
 
     // Outputs take free slots; an input's slot is released only after the
     // kernel's outputs are placed, so no kernel writes over what it reads.
@@ -680,15 +313,15 @@ Writer::writeFunction(func::FuncOp fn,
       llvm::SmallVector<int64_t> slots;
       for (int id : outIds)
         slots.push_back(slotOf[id]);
-      op.setAttr("kiln.kernel",
-                 StringAttr::get(op.getContext(), kart::EnumNameOp(code)));
+      op.setAttr("kiln.kernel", StringAttr::get(op.getContext(),
+                                                kart::EnumNameOp(encoded->op)));
       op.setAttr("kiln.slots", DenseI64ArrayAttr::get(op.getContext(), slots));
     }
     // Run-time errors name the user's line as compile-time ones do.
     std::string where = describeLocation(loc);
     kernels.push_back(kart::CreateKernelDirect(
-        fbb, code, &in, &outIds, &ints, &floats, &dims,
-        hasText ? text.c_str() : nullptr, where.c_str()));
+        fbb, encoded->op, &encoded->inputs, &outIds, encoded->attrsType,
+        encoded->attrs, where.c_str()));
     ++kernelIndex;
   }
 
@@ -776,9 +409,10 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
   for (Param &p : params) {
     auto type = llvm::cast<RankedTensorType>(p.op.getType());
     std::vector<int64_t> shape(type.getShape());
+    // Dense f32 storage is the default (no Storage table).
     paramTable.push_back(kart::CreateParameterDirect(
         fbb, p.op.getSymName().str().c_str(), kart::DType::F32, &shape,
-        p.offset, p.size));
+        p.offset, p.size, /*storage=*/0, /*trainable=*/!p.op.getFrozen()));
   }
   std::vector<fb::Offset<kart::HParam>> hparams;
   if (auto hp = module->getAttrOfType<DictionaryAttr>("kiln.hparams"))

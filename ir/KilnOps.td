@@ -161,15 +161,22 @@ def Kiln_ParameterOp : Kiln_Op<"parameter", [Symbol, HasParent<"::mlir::ModuleOp
     - `uniform`: two arguments, the bounds `low < high`;
     - `constant`: one argument, the value.
 
+    A `frozen` parameter is not trained: `kiln-train-step` gives it no
+    optimizer update, and the artifact marks it not trainable, so a
+    `Trainer` keeps no optimizer state for it (the base weights of a LoRA
+    fine-tune, say).
+
     Example:
     ```mlir
     kiln.parameter @wte : tensor<50257x768xf32> {init = "normal", init_args = array<f64: 0.02>}
+    kiln.parameter @base : tensor<64x64xf32> {init = "zeros", frozen}
     ```
   }];
   let arguments = (ins SymbolNameAttr:$sym_name,
                    TypeAttrOf<Kiln_Tensor>:$type,
                    StrAttr:$init,
-                   DefaultValuedAttr<DenseF64ArrayAttr, "{}">:$init_args);
+                   DefaultValuedAttr<DenseF64ArrayAttr, "{}">:$init_args,
+                   UnitAttr:$frozen);
   let assemblyFormat = "$sym_name `:` $type attr-dict";
   let hasVerifier = 1;
 }

@@ -53,9 +53,21 @@ struct TrainStepPass : kiln::impl::TrainStepBase<TrainStepPass> {
       return signalPassFailure();
     }
     b.setInsertionPoint(ret);
-    SmallVector<Value> grads(ret.getOperands().drop_front());
+    // Frozen parameters are neither clipped with nor updated.
+    SmallVector<Value> grads;
+    SmallVector<ParameterOp> trained;
+    for (auto [p, g] : llvm::zip(params, ret.getOperands().drop_front()))
+      if (!p.getFrozen()) {
+        trained.push_back(p);
+        grads.push_back(g);
+      }
+    if (grads.empty()) {
+      module.emitError("kiln-train-step: every parameter is frozen; there is "
+                       "nothing to train");
+      return signalPassFailure();
+    }
     Value norm = b.create<GlobalNormOp>(loc, scalar, grads);
-    for (auto [p, g] : llvm::zip(params, grads)) {
+    for (auto [p, g] : llvm::zip(trained, grads)) {
       auto type = llvm::cast<RankedTensorType>(p.getType());
       Value param = b.create<ParamOp>(p.getLoc(), type, p.getSymName());
       double wd = type.getRank() >= 2 ? weightDecay : 0.0;

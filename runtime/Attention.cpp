@@ -194,12 +194,13 @@ Problem problemOf(const KernelContext &c, int q, int k, int v, int mask,
   p.B = qs[0];
   p.Tq = qs[1];
   p.Tk = ks[1];
-  p.H = c.kernel.ints()->Get(0);
-  p.Hkv = c.kernel.ints()->Get(1);
+  const kart::AttentionAttrs *attrs = c.kernel.attrs_as_AttentionAttrs();
+  p.H = attrs->heads();
+  p.Hkv = attrs->kv_heads();
   p.pattern = cpu::attentionPattern(c.kernel, p.Tq, p.Tk);
   p.D = qs[2] / p.H;
   p.Dv = vs[2] / p.Hkv;
-  p.scale = static_cast<float>(c.kernel.floats()->Get(0));
+  p.scale = static_cast<float>(attrs->scale());
   p.q = c.in[q].as<float>();
   p.k = c.in[k].as<float>();
   p.v = c.in[v].as<float>();

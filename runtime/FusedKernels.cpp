@@ -53,10 +53,11 @@ int64_t index(const View &ids, int64_t i) {
 
 /// sum = x + r; y = norm(sum). Statistics in double, as the unfused kernel.
 Status addNorm(KernelContext &c) {
-  bool layer = c.kernel.text()->str() == "layernorm";
+  const kart::FusedNormAttrs *attrs = c.kernel.attrs_as_FusedNormAttrs();
+  bool layer = attrs->kind() == kart::NormKind::LayerNorm;
   int64_t C = c.in[0].shape->back();
   int64_t rows = c.in[0].numel() / std::max<int64_t>(C, 1);
-  float eps = static_cast<float>(c.kernel.floats()->Get(0));
+  float eps = static_cast<float>(attrs->eps());
   const float *x = c.in[0].as<float>(), *r = c.in[1].as<float>();
   const float *w = c.in[2].as<float>(), *b = c.in[3].as<float>();
   float *s = c.out[0].as<float>(), *y = c.out[1].as<float>();
@@ -80,10 +81,11 @@ Status addNorm(KernelContext &c) {
 /// over a fixed partition of the rows and combined in thread order, so the
 /// result does not depend on scheduling.
 Status normGrad(KernelContext &c) {
-  bool layer = c.kernel.text()->str() == "layernorm";
+  const kart::FusedNormAttrs *attrs = c.kernel.attrs_as_FusedNormAttrs();
+  bool layer = attrs->kind() == kart::NormKind::LayerNorm;
   int64_t C = c.in[1].shape->back();
   int64_t rows = c.in[1].numel() / std::max<int64_t>(C, 1);
-  float eps = static_cast<float>(c.kernel.floats()->Get(0));
+  float eps = static_cast<float>(attrs->eps());
   const float *g = c.in[0].as<float>(), *x = c.in[1].as<float>(),
               *w = c.in[2].as<float>();
   float *dx = c.out[0].as<float>(), *dw = c.out[1].as<float>(),
@@ -142,7 +144,8 @@ Status normGrad(KernelContext &c) {
 Status softmaxCrossEntropy(KernelContext &c) {
   const Shape &ls = *c.in[0].shape;
   int64_t V = ls.back(), rows = c.in[0].numel() / std::max<int64_t>(V, 1);
-  int64_t ignore = c.kernel.ints()->Get(0), counted;
+  int64_t ignore = c.kernel.attrs_as_CrossEntropyAttrs()->ignore_index(),
+          counted;
   if (Status s = countTargets(c, rows, V, ignore, counted); !s)
     return s;
   float scale = c.in[2].as<float>()[0] /
@@ -254,25 +257,24 @@ float geluOf(float x, bool tanhForm) {
   return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865476f));
 }
 
-/// d act(x)/dx * g for the activation_grad variants (0 relu, 1 gelu,
-/// 2 gelu_tanh, 3 silu).
-float activationGradOf(int64_t variant, float g, float x) {
-  switch (variant) {
-  case 0:
+/// d act(x)/dx * g for an activation_grad kind.
+float activationGradOf(kart::Activation kind, float g, float x) {
+  switch (kind) {
+  case kart::Activation::Relu:
     return x > 0 ? g : 0.0f;
-  case 1: {
+  case kart::Activation::Gelu: {
     float cdf = 0.5f * (1.0f + std::erf(x * 0.7071067811865476f));
     float pdf = std::exp(-0.5f * x * x) * 0.3989422804014327f;
     return g * (cdf + x * pdf);
   }
-  case 2: {
+  case kart::Activation::GeluTanh: {
     const float k = 0.7978845608028654f;
     float u = k * (x + 0.044715f * x * x * x);
     float th = std::tanh(u);
     float du = k * (1.0f + 3.0f * 0.044715f * x * x);
     return g * (0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du);
   }
-  default: {
+  default: { // silu (the loader refuses none)
     float s = 1.0f / (1.0f + std::exp(-x));
     return g * s * (1.0f + x * (1.0f - s));
   }
@@ -366,23 +368,26 @@ apply(Op op, int64_t variant, const float *a, const float *b, float *y,
     return;
   case Op::ActivationGrad:
     for (int64_t i = 0; i < n; ++i)
-      y[i] = activationGradOf(variant, a[i], b[i]);
+      y[i] =
+          activationGradOf(static_cast<kart::Activation>(variant), a[i], b[i]);
     return;
   default:
     return;
   }
 }
 
-/// The program (see Kernels.h): registers are the inputs, the constants,
-/// then one per instruction. Each thread evaluates whole tiles.
+/// The program (kart::ElementwiseProgram): registers are the inputs, the
+/// constants, then one per instruction. Each thread evaluates whole tiles.
 Status fusedElementwise(KernelContext &c) {
-  const kart::Kernel &k = c.kernel;
+  const kart::ElementwiseProgram &program =
+      *c.kernel.attrs_as_ElementwiseProgram();
+  const auto *constants = program.constants();
   const Shape &out = *c.out[0].shape;
   int64_t total = c.out[0].numel();
-  int64_t nin = c.in.size(), nconst = k.floats() ? k.floats()->size() : 0;
-  int64_t count = k.ints()->Get(0);
+  int64_t nin = c.in.size(), nconst = constants ? constants->size() : 0;
+  int64_t count = program.code()->size();
   int64_t nreg = nin + nconst + count;
-  int64_t result = k.ints()->Get(1 + 4 * count);
+  int64_t result = program.result();
   std::vector<Operand> operands;
   for (const View &v : c.in)
     operands.push_back(classify(v, out));
@@ -394,16 +399,16 @@ Status fusedElementwise(KernelContext &c) {
     auto reg = [&](int64_t r) { return regs.data() + r * kTile; };
     for (int64_t i = 0; i < nconst; ++i)
       std::fill(reg(nin + i), reg(nin + i) + kTile,
-                static_cast<float>(k.floats()->Get(i)));
+                static_cast<float>(constants->Get(i)));
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; ++t) {
       int64_t start = t * kTile, n = std::min(kTile, total - start);
       for (int64_t i = 0; i < nin; ++i)
         load(operands[i], out, start, n, reg(i));
       for (int64_t i = 0; i < count; ++i) {
-        const auto *ins = k.ints()->data() + 1 + 4 * i;
-        apply(static_cast<Op>(ins[0]), ins[1], reg(ins[2]),
-              ins[3] >= 0 ? reg(ins[3]) : nullptr, reg(nin + nconst + i), n);
+        const kart::Instruction &ins = *program.code()->Get(i);
+        apply(ins.op(), ins.variant(), reg(ins.a()),
+              ins.b() >= 0 ? reg(ins.b()) : nullptr, reg(nin + nconst + i), n);
       }
       std::memcpy(y + start, reg(result), n * sizeof(float));
     }
@@ -420,7 +425,9 @@ Status kiln::runtime::inferFusedShapes(const kart::Kernel &k,
   switch (k.op()) {
   case Op::FusedMatmul: {
     const Shape &a = shape(0), &b = shape(1);
-    bool ta = k.ints()->Get(0), tb = k.ints()->Get(1), rb = k.ints()->Get(2);
+    const kart::FusedMatmulAttrs *attrs = k.attrs_as_FusedMatmulAttrs();
+    bool ta = attrs->transpose_a(), tb = attrs->transpose_b(),
+         rb = attrs->reduce_batch();
     if (a.size() < 2 || b.size() < 2)
       return fail(k, "operands " + str(a) + " and " + str(b) +
                          " must have rank >= 2");
@@ -525,8 +532,9 @@ Status kiln::runtime::executeFused(KernelContext &c) {
 /// then the epilogue in the op's order.
 Status kiln::runtime::fusedMatmulReference(KernelContext &c) {
   const Shape &a = *c.in[0].shape, &b = *c.in[1].shape, &o = *c.out[0].shape;
-  bool ta = c.kernel.ints()->Get(0), tb = c.kernel.ints()->Get(1);
-  bool reduceBatch = c.kernel.ints()->Get(2);
+  const kart::FusedMatmulAttrs *attrs = c.kernel.attrs_as_FusedMatmulAttrs();
+  bool ta = attrs->transpose_a(), tb = attrs->transpose_b();
+  bool reduceBatch = attrs->reduce_batch();
   int64_t M = o[o.size() - 2], N = o.back();
   int64_t K = ta ? a[a.size() - 2] : a.back();
   int64_t batches = reduceBatch ? numelOf(Shape(a.begin(), a.end() - 2))
@@ -552,8 +560,8 @@ Status kiln::runtime::fusedMatmulReference(KernelContext &c) {
   const float *A = c.in[0].as<float>(), *B = c.in[1].as<float>();
   const float *bias = c.in[2].as<float>(), *res = c.in[3].as<float>();
   float *Y = c.out[0].as<float>();
-  float scale = static_cast<float>(c.kernel.floats()->Get(0));
-  std::string act = c.kernel.text()->str();
+  float scale = static_cast<float>(attrs->scale());
+  kart::Activation act = attrs->activation();
   int64_t outBatches = reduceBatch ? 1 : batches;
   std::vector<double> acc(static_cast<size_t>(M) * N);
   for (int64_t ob = 0; ob < outBatches; ++ob) {
@@ -572,11 +580,12 @@ Status kiln::runtime::fusedMatmulReference(KernelContext &c) {
     for (int64_t i = 0; i < M * N; ++i) {
       float v = static_cast<float>(acc[i]) + (bias ? bias[i % N] : 0.0f);
       v *= scale;
-      if (act == "relu")
+      if (act == kart::Activation::Relu)
         v = v > 0 ? v : 0.0f;
-      else if (act == "gelu" || act == "gelu_tanh")
-        v = geluOf(v, act == "gelu_tanh");
-      else if (act == "silu")
+      else if (act == kart::Activation::Gelu ||
+               act == kart::Activation::GeluTanh)
+        v = geluOf(v, act == kart::Activation::GeluTanh);
+      else if (act == kart::Activation::Silu)
         v = v / (1.0f + std::exp(-v));
       int64_t at = ob * M * N + i;
       Y[at] = v + (res ? res[at] : 0.0f);
@@ -595,35 +604,40 @@ kiln::runtime::checkFusedKernel(const kart::Kernel &k,
         return false;
     return true;
   };
-  std::string text = k.text() ? k.text()->str() : "";
   switch (k.op()) {
-  case Op::FusedMatmul:
+  case Op::FusedMatmul: {
+    const kart::FusedMatmulAttrs *a = k.attrs_as_FusedMatmulAttrs();
     if (!allF32(in) || !allF32(out) || in[0].rank < 2 || in[1].rank < 2)
       return "needs f32 operands of rank >= 2";
-    if (text != "none" && text != "relu" && text != "gelu" &&
-        text != "gelu_tanh" && text != "silu")
-      return "has an unknown activation '" + text + "'";
-    if (k.ints()->Get(2) &&
-        (!k.ints()->Get(0) || k.ints()->Get(1) || in[2].present ||
-         in[3].present || text != "none" || in[0].rank != in[1].rank ||
-         in[0].rank < 3 || out[0].rank != 2))
+    if (a->activation() > kart::Activation::MAX)
+      return "has an unknown activation " +
+             std::to_string(static_cast<int>(a->activation()));
+    if (a->reduce_batch() &&
+        (!a->transpose_a() || a->transpose_b() || in[2].present ||
+         in[3].present || a->activation() != kart::Activation::None ||
+         in[0].rank != in[1].rank || in[0].rank < 3 || out[0].rank != 2))
       return "reduce_batch needs transpose_a, operands of one rank >= 3 and "
              "no epilogue";
     if ((in[2].present && in[2].rank != 1) ||
         (in[3].present && in[3].rank != out[0].rank))
       return "bias must be a vector and the residual shaped like the result";
     return "";
+  }
   case Op::AddNorm:
-  case Op::NormGrad:
-    if (text != "layernorm" && text != "rmsnorm")
-      return "has an unknown normalization '" + text + "'";
+  case Op::NormGrad: {
+    kart::NormKind kind = k.attrs_as_FusedNormAttrs()->kind();
+    if (kind != kart::NormKind::LayerNorm && kind != kart::NormKind::RMSNorm)
+      return "has an unknown normalization " +
+             std::to_string(static_cast<int>(kind));
+    bool layer = kind == kart::NormKind::LayerNorm;
     if (!allF32(in) || !allF32(out) || in[2].rank != 1 || in[0].rank < 1 ||
         in[0].rank != in[1].rank)
       return "needs f32 inputs and a weight vector";
-    if (k.op() == Op::AddNorm && (in[3].present != (text == "layernorm") ||
-                                  (in[3].present && in[3].rank != 1)))
+    if (k.op() == Op::AddNorm &&
+        (in[3].present != layer || (in[3].present && in[3].rank != 1)))
       return "layernorm takes a bias vector and rmsnorm none";
     return "";
+  }
   case Op::SoftmaxCrossEntropy:
     if (!in[0].f32 || in[0].rank < 1 || !in[1].integer ||
         in[1].rank != in[0].rank - 1 || !in[2].f32 || in[2].rank != 0 ||
@@ -635,29 +649,38 @@ kiln::runtime::checkFusedKernel(const kart::Kernel &k,
   case Op::FusedElementwise: {
     if (!allF32(in) || !allF32(out))
       return "needs f32 operands";
-    const auto *ints = k.ints();
-    int64_t count = ints->Get(0);
-    int64_t nin = in.size(), nconst = k.floats() ? k.floats()->size() : 0;
-    if (count < 1 || count > 4096 ||
-        static_cast<int64_t>(ints->size()) != 2 + 4 * count)
-      return "has a malformed program (" + std::to_string(ints->size()) +
-             " integers for " + std::to_string(count) + " instructions)";
+    const kart::ElementwiseProgram &program = *k.attrs_as_ElementwiseProgram();
+    int64_t count = program.code()->size();
+    int64_t nin = in.size(),
+            nconst = program.constants() ? program.constants()->size() : 0;
+    if (count < 1 || count > 4096)
+      return "has a malformed program (" + std::to_string(count) +
+             " instructions)";
     for (int64_t i = 0; i < count; ++i) {
-      int64_t op = ints->Get(1 + 4 * i), a = ints->Get(3 + 4 * i),
-              b = ints->Get(4 + 4 * i), defined = nin + nconst + i;
-      Op o = static_cast<Op>(op);
-      bool binaryOp = (o >= Op::Add && o <= Op::Pow) || o == Op::ActivationGrad;
-      bool unaryOp = o >= Op::Neg && o <= Op::Gelu;
-      if (op < 0 || op > static_cast<int64_t>(Op::MAX) ||
-          (!binaryOp && !unaryOp))
+      const kart::Instruction &ins = *program.code()->Get(i);
+      int64_t a = ins.a(), b = ins.b(), defined = nin + nconst + i;
+      const OpInfo *info = findOp(ins.op());
+      bool fusible = info && info->has(kFusible);
+      bool binaryOp = fusible && info->inputs.min == 2;
+      bool variantOk =
+          ins.op() == Op::Gelu
+              ? ins.variant() >= 0 &&
+                    ins.variant() <=
+                        static_cast<int>(kart::GeluApproximation::MAX)
+          : ins.op() == Op::ActivationGrad
+              ? ins.variant() > 0 &&
+                    ins.variant() <= static_cast<int>(kart::Activation::MAX)
+              : ins.variant() == 0;
+      if (!fusible || !variantOk)
         return "program instruction " + std::to_string(i) + " has op code " +
-               std::to_string(op);
+               std::to_string(static_cast<int>(ins.op())) + " (variant " +
+               std::to_string(ins.variant()) + ")";
       if (a < 0 || a >= defined || (binaryOp && (b < 0 || b >= defined)) ||
-          (unaryOp && b != -1))
+          (!binaryOp && b != -1))
         return "program instruction " + std::to_string(i) +
                " reads a register not yet defined";
     }
-    int64_t result = ints->Get(1 + 4 * count);
+    int64_t result = program.result();
     if (result < 0 || result >= nin + nconst + count)
       return "program result register " + std::to_string(result) +
              " is out of range";

@@ -31,7 +31,8 @@ namespace {
 /// The naive batched matmul that the oneDNN primitive is checked against.
 Status matmulReference(KernelContext &c) {
   const Shape &a = *c.in[0].shape, &b = *c.in[1].shape, &o = *c.out[0].shape;
-  bool ta = ival(c.kernel, 0), tb = ival(c.kernel, 1);
+  const kart::MatmulAttrs *attrs = c.kernel.attrs_as_MatmulAttrs();
+  bool ta = attrs->transpose_a(), tb = attrs->transpose_b();
   size_t r = o.size();
   int64_t M = o[r - 2], N = o[r - 1];
   int64_t K = ta ? a[a.size() - 2] : a.back();
@@ -157,7 +158,9 @@ Status unary(KernelContext &c) {
   float *y = c.out[0].as<float>();
   int64_t n = c.out[0].numel();
   Op op = c.kernel.op();
-  bool approx = op == Op::Gelu && c.kernel.text()->str() == "tanh";
+  bool approx =
+      op == Op::Gelu && c.kernel.attrs_as_GeluAttrs()->approximation() ==
+                            kart::GeluApproximation::Tanh;
 #pragma omp parallel for if (n > 32768)
   for (int64_t i = 0; i < n; ++i) {
     float v = x[i];
@@ -250,7 +253,7 @@ Status transpose(KernelContext &c) {
     xst[i] = xst[i + 1] * xs[i + 1];
   std::vector<int64_t> src(r);
   for (size_t d = 0; d < r; ++d)
-    src[d] = xst[ival(c.kernel, d)];
+    src[d] = xst[c.kernel.attrs_as_TransposeAttrs()->perm()->Get(d)];
   int64_t n = c.out[0].numel();
   const char *x = static_cast<const char *>(c.in[0].data);
   char *y = static_cast<char *>(c.out[0].data);
@@ -333,14 +336,15 @@ void reduceBlock(Op op, const float *x, float *y, int64_t outer, int64_t R,
 
 Status reduce(KernelContext &c) {
   const Shape &xs = *c.in[0].shape;
+  const auto &axes = *c.kernel.attrs_as_ReduceAttrs()->axes();
   std::vector<bool> red(xs.size(), false);
-  for (size_t i = 1; i < c.kernel.ints()->size(); ++i)
-    red[normAxis(ival(c.kernel, i), xs.size())] = true;
+  for (int64_t a : axes)
+    red[normAxis(a, xs.size())] = true;
   Op op = c.kernel.op();
   // One contiguous block of reduced axes (the common case: a bias gradient
   // over [B, T], a norm over the last axis) takes the blocked kernel.
   int64_t first, last;
-  if (reducedBlock(c.kernel, xs.size(), first, last)) {
+  if (reducedBlock(axes, xs.size(), first, last)) {
     int64_t outer = 1, R = 1, inner = 1;
     for (int64_t d = 0; d < static_cast<int64_t>(xs.size()); ++d)
       (d < first ? outer : d <= last ? R : inner) *= xs[d];
@@ -383,7 +387,7 @@ Status norm(KernelContext &c) {
   bool layer = c.kernel.op() == Op::LayerNorm;
   const Shape &xs = *c.in[0].shape;
   int64_t C = xs.back(), rows = c.in[0].numel() / std::max<int64_t>(C, 1);
-  float eps = static_cast<float>(fval(c.kernel, 0));
+  float eps = static_cast<float>(c.kernel.attrs_as_NormAttrs()->eps());
   const float *x = c.in[0].as<float>(), *w = c.in[1].as<float>();
   const float *b = layer ? c.in[2].as<float>() : nullptr;
   float *y = c.out[0].as<float>();
@@ -401,7 +405,7 @@ Status norm(KernelContext &c) {
 
 Status softmax(KernelContext &c) {
   const Shape &xs = *c.in[0].shape;
-  int64_t axis = normAxis(ival(c.kernel, 0), xs.size());
+  int64_t axis = normAxis(c.kernel.attrs_as_AxisAttrs()->axis(), xs.size());
   int64_t outer = 1, inner = 1, n = xs[axis];
   for (int64_t d = 0; d < axis; ++d)
     outer *= xs[d];
@@ -430,10 +434,11 @@ Status softmax(KernelContext &c) {
 
 Status rope(KernelContext &c) {
   const Shape &xs = *c.in[0].shape; // [B, T, C]
-  int64_t B = xs[0], T = xs[1], C = xs[2], hd = ival(c.kernel, 0);
-  double theta = fval(c.kernel, 0);
-  bool half = c.kernel.text()->str() == "half";
-  bool inverse = c.kernel.ints()->size() > 1 && ival(c.kernel, 1);
+  const kart::RopeAttrs *attrs = c.kernel.attrs_as_RopeAttrs();
+  int64_t B = xs[0], T = xs[1], C = xs[2], hd = attrs->head_dim();
+  double theta = attrs->theta();
+  bool half = attrs->style() == kart::RopeStyle::Half;
+  bool inverse = attrs->inverse();
   const View &pos = c.in[1];
   const float *x = c.in[0].as<float>();
   float *y = c.out[0].as<float>();
@@ -464,10 +469,11 @@ Status rope(KernelContext &c) {
 Status attentionReference(KernelContext &c) {
   const Shape &qs = *c.in[0].shape, &ks = *c.in[1].shape, &vs = *c.in[2].shape;
   int64_t B = qs[0], Tq = qs[1], Tk = ks[1];
-  int64_t H = ival(c.kernel, 0), Hkv = ival(c.kernel, 1);
+  const kart::AttentionAttrs *attrs = c.kernel.attrs_as_AttentionAttrs();
+  int64_t H = attrs->heads(), Hkv = attrs->kv_heads();
   attention::Pattern pattern = attentionPattern(c.kernel, Tq, Tk);
   int64_t D = qs[2] / H, Dv = vs[2] / Hkv, group = H / Hkv;
-  float scale = static_cast<float>(fval(c.kernel, 0));
+  float scale = static_cast<float>(attrs->scale());
   const View &mask = c.in[3], &bias = c.in[4];
   Shape full = {B, H, Tq, Tk};
   std::vector<int64_t> bst;
@@ -527,8 +533,10 @@ Status attentionReference(KernelContext &c) {
 Status relativePositionBucket(KernelContext &c) {
   const Shape &os = *c.out[0].shape;
   int64_t Tq = os[0], Tk = os[1];
-  bool bidir = ival(c.kernel, 0);
-  int64_t nb = ival(c.kernel, 1), maxDist = ival(c.kernel, 2);
+  const kart::RelativePositionBucketAttrs *attrs =
+      c.kernel.attrs_as_RelativePositionBucketAttrs();
+  bool bidir = attrs->bidirectional();
+  int64_t nb = attrs->buckets(), maxDist = attrs->max_distance();
   int32_t *y = c.out[0].as<int32_t>();
   for (int64_t i = 0; i < Tq; ++i)
     for (int64_t j = 0; j < Tk; ++j) {
@@ -562,7 +570,8 @@ Status relativePositionBucket(KernelContext &c) {
 Status crossEntropy(KernelContext &c) {
   const Shape &ls = *c.in[0].shape;
   int64_t V = ls.back(), rows = c.in[0].numel() / std::max<int64_t>(V, 1);
-  int64_t ignore = ival(c.kernel, 0), counted;
+  int64_t ignore = c.kernel.attrs_as_CrossEntropyAttrs()->ignore_index(),
+          counted;
   if (Status s = countTargets(c, rows, V, ignore, counted); !s)
     return s;
   const float *l = c.in[0].as<float>();
@@ -588,7 +597,8 @@ Status crossEntropy(KernelContext &c) {
 Status crossEntropyGrad(KernelContext &c) {
   const Shape &ls = *c.in[0].shape;
   int64_t V = ls.back(), rows = c.in[0].numel() / std::max<int64_t>(V, 1);
-  int64_t ignore = ival(c.kernel, 0), counted;
+  int64_t ignore = c.kernel.attrs_as_CrossEntropyAttrs()->ignore_index(),
+          counted;
   if (Status s = countTargets(c, rows, V, ignore, counted); !s)
     return s;
   float scale = c.in[2].as<float>()[0] /
@@ -608,11 +618,11 @@ Status crossEntropyGrad(KernelContext &c) {
 
 } // namespace
 
-bool kiln::runtime::reducedBlock(const kart::Kernel &k, size_t rank,
-                                 int64_t &first, int64_t &last) {
+bool kiln::runtime::reducedBlock(const flatbuffers::Vector<int64_t> &axes,
+                                 size_t rank, int64_t &first, int64_t &last) {
   std::vector<bool> red(rank, false);
-  for (size_t i = 1; i < k.ints()->size(); ++i)
-    red[normAxis(ival(k, i), rank)] = true;
+  for (int64_t a : axes)
+    red[normAxis(a, rank)] = true;
   first = last = -1;
   for (size_t d = 0; d < rank; ++d)
     if (red[d]) {
@@ -662,7 +672,7 @@ Status kiln::runtime::execute(KernelContext &c) {
   case Op::Cast:
     return cast(c);
   case Op::Dropout:
-    if (c.training && fval(k, 0) > 0)
+    if (c.training && k.attrs_as_DropoutAttrs()->rate() > 0)
       return dropoutTraining(c);
     [[fallthrough]]; // inference: the identity
   case Op::Reshape:
@@ -674,12 +684,16 @@ Status kiln::runtime::execute(KernelContext &c) {
   case Op::Transpose:
     return transpose(c);
   case Op::Slice: {
-    int64_t axis = normAxis(ival(k, 0), c.in[0].shape->size());
-    copyAxis(c.in[0], ival(k, 1), c.out[0], 0, (*c.out[0].shape)[axis], axis);
+    const kart::SliceAttrs *attrs = k.attrs_as_SliceAttrs();
+    int64_t axis = normAxis(attrs->axis(), c.in[0].shape->size());
+    copyAxis(c.in[0], attrs->start(), c.out[0], 0, (*c.out[0].shape)[axis],
+             axis);
     return Status::ok();
   }
   case Op::Concat: {
-    int64_t axis = normAxis(ival(k, 0), c.out[0].shape->size()), at = 0;
+    int64_t axis = normAxis(k.attrs_as_AxisAttrs()->axis(),
+                            c.out[0].shape->size()),
+            at = 0;
     for (const View &in : c.in) {
       copyAxis(in, 0, c.out[0], at, (*in.shape)[axis], axis);
       at += (*in.shape)[axis];
@@ -687,7 +701,9 @@ Status kiln::runtime::execute(KernelContext &c) {
     return Status::ok();
   }
   case Op::Split: {
-    int64_t axis = normAxis(ival(k, 0), c.in[0].shape->size()), at = 0;
+    int64_t axis =
+                normAxis(k.attrs_as_AxisAttrs()->axis(), c.in[0].shape->size()),
+            at = 0;
     for (const View &out : c.out) {
       copyAxis(c.in[0], at, out, 0, (*out.shape)[axis], axis);
       at += (*out.shape)[axis];
@@ -730,13 +746,17 @@ Status kiln::runtime::execute(KernelContext &c) {
     std::memset(c.out[0].data, 0, c.out[0].numel() * dtypeSize(c.out[0].dtype));
     return Status::ok();
   case Op::SliceGrad: {
-    int64_t axis = normAxis(ival(k, 0), c.out[0].shape->size());
+    const kart::SliceGradAttrs *attrs = k.attrs_as_SliceGradAttrs();
+    int64_t axis = normAxis(attrs->axis(), c.out[0].shape->size());
     std::memset(c.out[0].data, 0, c.out[0].numel() * dtypeSize(c.out[0].dtype));
-    copyAxis(c.in[0], 0, c.out[0], ival(k, 1), (*c.in[0].shape)[axis], axis);
+    copyAxis(c.in[0], 0, c.out[0], attrs->start(), (*c.in[0].shape)[axis],
+             axis);
     return Status::ok();
   }
   case Op::ConcatGrad: {
-    int64_t axis = normAxis(ival(k, 0), c.in[0].shape->size()), at = 0;
+    int64_t axis =
+                normAxis(k.attrs_as_AxisAttrs()->axis(), c.in[0].shape->size()),
+            at = 0;
     for (const View &out : c.out) {
       copyAxis(c.in[0], at, out, 0, (*out.shape)[axis], axis);
       at += (*out.shape)[axis];

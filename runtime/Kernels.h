@@ -1,67 +1,27 @@
 //===- Kernels.h - CPU kernels and their run-time shape rules ---*- C++ -*-===//
 //
-// Each kart::Op has a signature (operand counts, which generic attribute
-// fields it uses), a shape rule evaluated when a call binds its symbolic
-// dimensions, and a CPU implementation. Attribute conventions:
+// Each kart::Op is declared once in the op table (core/OpTable.h): its
+// operands, results, flags, attribute table (runtime/schema/kart.fbs) and
+// rules. This header is the CPU side: the context a kernel runs in, the
+// executor's entry points and the helpers the kernel files share.
 //
-//   Embedding        in [table, ids]
-//   Matmul           in [a, b]            ints [transpose_a, transpose_b]
-//   Add..Pow         in [a, b]            (NumPy broadcasting)
-//   Neg..Silu        in [x]
-//   Gelu             in [x]               text "none" | "tanh"
-//   Cast             in [x]               (output dtype from its value)
-//   Reshape          in [x]               dims = target shape
-//   Transpose        in [x]               ints = perm
-//   Slice            in [x]               ints [axis, start], dims [end]
-//   Concat           in [x...]            ints [axis]
-//   Split            in [x] out [y...]    ints [axis]
-//   Reduce*          in [x]               ints [keepdim, axes...]
-//   LayerNorm        in [x, w, b]         floats [eps]
-//   RMSNorm          in [x, w]            floats [eps]
-//   Softmax          in [x]               ints [axis]
-//   Dropout          in [x]               ints [seed], floats [rate]
-//   Rope             in [x, pos|-1]       ints [head_dim], floats [theta],
-//                                         text "interleaved" | "half"
-//   Attention        in [q, k, v, mask|-1, bias|-1]
-//                                         ints [heads, kv_heads, causal],
-//                                         floats [scale]
-//   RelativePositionBucket in [q, k]      ints [bidirectional, buckets, max]
-//   CrossEntropy     in [logits, targets] ints [ignore_index]
-//   CrossEntropyGrad in [logits, targets, upstream] ints [ignore_index]
-//   EmbeddingGrad    in [grad, ids]       ints [num_embeddings]
-//   ActivationGrad   in [grad, x]         text "relu" | "gelu" | "gelu_tanh"
-//                                         | "silu"
-//   SliceGrad        in [grad, like]      ints [axis, start]
-//   ReshapeLike      in [x, like]
-//   ZerosLike        in [like]
-//   ReduceGrad       in [grad, x]         ints [keepdim, axes...],
-//                                         text "sum" | "mean" | "max"
-//   ConcatGrad       in [grad, like...] out [piece...]   ints [axis]
-//   GlobalNorm       in [x...]            (out: rank-0 f32)
-//   OptimizerUpdate  in [param, grad, grad_norm, lr, step] out []
-//                    text "adamw" | "sgd", floats [beta1, beta2, eps,
-//                    weight_decay, momentum, max_norm]; writes the parameter
+// Operand conventions the kernels rely on ("like" operands only supply
+// shapes; -1 marks an absent optional operand):
+//
+//   Attention        in [q, k, v, mask|-1, bias|-1] out [y, lse?]
 //   AttentionGrad    in [grad, q, k, v, out, lse, mask|-1, bias|-1]
-//                    out [dq, dk, dv, dbias?]   ints/floats as Attention
+//                    out [dq, dk, dv, dbias?]
+//   Rope             in [x, positions|-1]
 //   FusedMatmul      in [a, b, bias|-1, residual|-1]
-//                    ints [transpose_a, transpose_b, reduce_batch],
-//                    floats [scale], text activation
 //   AddNorm          in [x, residual, w, b|-1] out [sum, y]
-//                    floats [eps], text "layernorm" | "rmsnorm"
-//   NormGrad         in [grad, x, w] out [dx, dw, db]  floats [eps], text kind
+//   NormGrad         in [grad, x, w] out [dx, dw, db]
 //   SoftmaxCrossEntropy in [logits, targets, upstream] out [loss, dlogits]
-//                    ints [ignore_index]
-//   FusedElementwise in [x...]  floats = constants, ints = the program
-//                    [count, (op, variant, a, b) x count, result]: registers
-//                    are the inputs, the constants, then one per
-//                    instruction; op is a kart::Op among Add..Gelu and
-//                    ActivationGrad, variant the Gelu form (1 = tanh) or the
-//                    activation_grad kind (relu, gelu, gelu_tanh, silu =
-//                    0..3), b = -1 for unary ops
+//   OptimizerUpdate  in [param, grad, grad_norm, lr, step] out []; writes
+//                    the parameter
+//   ConcatGrad       in [grad, like...] out [piece...]
 //
-// Attention may have a second output, lse [B, H, Tq]; Rope a second int,
-// `inverse`. "like" operands only supply shapes. In training (see
-// KernelContext) Dropout draws its mask; otherwise it is the identity.
+// In training (see KernelContext) Dropout draws its mask; otherwise it is
+// the identity.
 //
 //===----------------------------------------------------------------------===//
 #ifndef KILN_RUNTIME_KERNELS_H
@@ -69,6 +29,7 @@
 
 #include "runtime/Optimizer.h"
 #include "runtime/Tensor.h"
+#include "runtime/core/OpTable.h"
 #include "runtime/kart_generated.h"
 
 #include <memory>
@@ -76,30 +37,6 @@
 #include <vector>
 
 namespace kiln::runtime {
-
-/// Elementwise ops with NumPy broadcasting (Add .. Pow).
-inline bool isBinary(kart::Op op) {
-  return op >= kart::Op::Add && op <= kart::Op::Pow;
-}
-/// Elementwise f32 activations and math functions (Neg .. Gelu).
-inline bool isUnary(kart::Op op) {
-  return op >= kart::Op::Neg && op <= kart::Op::Gelu;
-}
-
-/// What load-time verification checks for each op.
-struct OpSignature {
-  int minInputs, maxInputs; // -1: any number >= minInputs
-  int outputs;              // -1: any number >= 1; 0: none
-  int ints;                 // exact count; -1: at least `minInts`
-  int minInts;
-  int floats; // exact count; -1: any
-  int dims;
-  bool text;
-  /// In place: output `inPlaceOutput` may take over the storage of input
-  /// `inPlaceInput` when nothing later reads that input (-1: never).
-  int inPlaceInput = -1, inPlaceOutput = 0;
-};
-const OpSignature &signatureOf(kart::Op op);
 
 /// A tensor the executor hands to a kernel: contiguous, row-major.
 struct View {
@@ -123,6 +60,7 @@ struct KernelContext {
   uint64_t seed = 0;     // the run's dropout seed (set per training step)
   OptimizerState *optimizer = nullptr; // for OptimizerUpdate
   int64_t paramIndex = -1;             // the parameter OptimizerUpdate writes
+  bool paramFrozen = false;            // ... and it is not trainable
   /// For weight prepacking: the parameter each input is (-1 if none), the
   /// parameters' versions (bumped whenever they may have changed) and the
   /// model's store of reordered copies.
@@ -139,11 +77,11 @@ Status inferShapes(const kart::Kernel &k,
                    const std::vector<int64_t> &symbols,
                    std::vector<std::vector<int64_t>> &outShapes);
 
-/// For a reduction (ints [keepdim, axes...]) of a rank-`rank` input: true
+/// For a reduction over `axes` of a rank-`rank` input: true
 /// when the reduced axes form one contiguous block [first, last], which
 /// kiln's blocked reduction kernel handles (oneDNN takes the others).
-bool reducedBlock(const kart::Kernel &k, size_t rank, int64_t &first,
-                  int64_t &last);
+bool reducedBlock(const flatbuffers::Vector<int64_t> &axes, size_t rank,
+                  int64_t &first, int64_t &last);
 
 /// Runs one kernel. Run-time data errors (an id out of range) are reported,
 /// not undefined behaviour.

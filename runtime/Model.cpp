@@ -81,9 +81,18 @@ static Status checkWideVectorAlignment(const kart::Program *p,
           const kart::Kernel *k = fn->kernels()->Get(i);
           std::string where =
               "function '" + name + "' kernel " + std::to_string(i);
-          if (Status s = check(k->ints(), where + " ints"); !s)
-            return s;
-          if (Status s = check(k->floats(), where + " floats"); !s)
+          if (!k)
+            continue;
+          Status s = Status::ok();
+          if (const auto *a = k->attrs_as_TransposeAttrs())
+            s = check(a->perm(), where + " perm");
+          else if (const auto *a = k->attrs_as_ReduceAttrs())
+            s = check(a->axes(), where + " axes");
+          else if (const auto *a = k->attrs_as_ReduceGradAttrs())
+            s = check(a->axes(), where + " axes");
+          else if (const auto *a = k->attrs_as_ElementwiseProgram())
+            s = check(a->constants(), where + " constants");
+          if (!s)
             return s;
         }
       if (fn->constants())
@@ -130,6 +139,15 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
         "kiln");
   if (Status s = checkWideVectorAlignment(p, data); !s)
     return s;
+  if (p->executables() && p->executables()->size()) {
+    const kart::Executable *e = p->executables()->Get(0);
+    return Status::error(
+        "the artifact holds " + std::to_string(p->executables()->size()) +
+        " backend executable(s) (the first for device " +
+        (e->device() <= kart::Device::MAX ? kart::EnumNameDevice(e->device())
+                                          : "unknown") +
+        "); this runtime runs the CPU only — compile the model for the CPU");
+  }
   if (!p->functions() || !p->parameters() || !p->weights() || !p->model())
     return Status::error("the artifact is missing its functions, parameters "
                          "or weights");
@@ -192,6 +210,21 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
     };
     if (name.empty() || !pr->shape())
       return bad("is missing its name or shape");
+    if (const kart::Storage *st = pr->storage()) {
+      if (st->type() != kart::StorageType::F32)
+        return bad(std::string("is stored as ") +
+                   (st->type() <= kart::StorageType::MAX
+                        ? kart::EnumNameStorageType(st->type())
+                        : "an unknown type") +
+                   (st->block_size() > 0
+                        ? " in blocks of " + std::to_string(st->block_size())
+                        : std::string()) +
+                   "; this runtime reads dense f32 parameters only");
+      if (st->block_size() != 0 || st->axis() != -1 || st->scales() != -1 ||
+          st->zero_points() != -1 || st->second_level_scales() != -1)
+        return bad("is dense f32 but names quantization blocks, scales or "
+                   "zero points");
+    }
     if (!computable(pr->dtype()))
       return bad("has an element type the CPU runtime does not compute in");
     uint64_t n = 1;
@@ -227,7 +260,7 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
                    "-byte weights section");
       paramData_.push_back(weights + pr->offset());
     }
-    params_.push_back({name, fromKart(pr->dtype()), shape});
+    params_.push_back({name, fromKart(pr->dtype()), shape, pr->trainable()});
   }
   if (!external.empty())
     return Status::error("external weights " + wfile +

@@ -29,7 +29,7 @@
 namespace kiln::runtime {
 
 /// The artifact format this runtime reads and writes.
-constexpr uint32_t kFormatVersion = 1;
+constexpr uint32_t kFormatVersion = 2;
 
 /// The most threads a model or call may ask for: more than any machine has
 /// (GNU OpenMP fails creating far more). The CLI's --threads and Python's
@@ -57,6 +57,9 @@ struct ParameterInfo {
   std::string name;
   DType dtype;
   std::vector<int64_t> shape;
+  /// False for a frozen parameter: training leaves it as it is and keeps no
+  /// optimizer state for it.
+  bool trainable = true;
 };
 
 /// Memory needed by one call, for given symbolic-dimension sizes.

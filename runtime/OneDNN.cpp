@@ -119,21 +119,61 @@ Shape padTo(const Shape &s, size_t rank) {
   return r;
 }
 
-/// Identifies a primitive: the op, every attribute (axes, perms, flags,
-/// epsilons, variants) and the operand shapes.
+/// The attributes a primitive depends on, so kernels that agree share one.
+/// An attribute table not listed keys by the kernel itself (never shared,
+/// never wrongly shared).
+void writeAttrs(std::ostringstream &k, const kart::Kernel &kernel) {
+  using kart::Attrs;
+  switch (kernel.attrs_type()) {
+  case Attrs::NONE:
+    return;
+  case Attrs::MatmulAttrs: {
+    const auto *a = kernel.attrs_as_MatmulAttrs();
+    k << a->transpose_a() << a->transpose_b();
+    return;
+  }
+  case Attrs::FusedMatmulAttrs: {
+    const auto *a = kernel.attrs_as_FusedMatmulAttrs();
+    k << a->transpose_a() << a->transpose_b() << a->reduce_batch() << ","
+      << a->scale() << "," << static_cast<int>(a->activation());
+    return;
+  }
+  case Attrs::GeluAttrs:
+    k << static_cast<int>(kernel.attrs_as_GeluAttrs()->approximation());
+    return;
+  case Attrs::ActivationGradAttrs:
+    k << static_cast<int>(kernel.attrs_as_ActivationGradAttrs()->kind());
+    return;
+  case Attrs::AxisAttrs:
+    k << kernel.attrs_as_AxisAttrs()->axis();
+    return;
+  case Attrs::NormAttrs:
+    k << kernel.attrs_as_NormAttrs()->eps();
+    return;
+  case Attrs::ReduceAttrs: {
+    const auto *a = kernel.attrs_as_ReduceAttrs();
+    k << a->keepdim();
+    for (int64_t v : *a->axes())
+      k << "," << v;
+    return;
+  }
+  case Attrs::TransposeAttrs:
+    for (int64_t v : *kernel.attrs_as_TransposeAttrs()->perm())
+      k << v << ",";
+    return;
+  default:
+    k << "@" << static_cast<const void *>(&kernel);
+    return;
+  }
+}
+
+/// Identifies a primitive: the op, the attributes it depends on and the
+/// operand shapes.
 std::string keyOf(const KernelContext &c, const std::string &extra = "") {
   std::ostringstream k;
   k << std::setprecision(17) << static_cast<int>(c.kernel.op()) << "|" << extra
-    << "|i";
-  if (c.kernel.ints())
-    for (int64_t v : *c.kernel.ints())
-      k << v << ",";
-  k << "|f";
-  if (c.kernel.floats())
-    for (double v : *c.kernel.floats())
-      k << v << ",";
-  if (c.kernel.text())
-    k << "|t" << c.kernel.text()->str();
+    << "|a";
+  writeAttrs(k, c.kernel);
   for (const View &v : c.in)
     if (v.data) {
       k << "|";
@@ -273,12 +313,17 @@ dnnl::primitive *packedMatmul(KernelContext &c, const std::string &key,
 bool matmul(KernelContext &c) {
   const Shape &a = *c.in[0].shape, &b = *c.in[1].shape, &o = *c.out[0].shape;
   bool fused = c.kernel.op() == Op::FusedMatmul;
-  bool ta = c.kernel.ints()->Get(0), tb = c.kernel.ints()->Get(1);
-  bool reduceBatch = fused && c.kernel.ints()->Get(2);
+  const kart::FusedMatmulAttrs *f =
+      fused ? c.kernel.attrs_as_FusedMatmulAttrs() : nullptr;
+  const kart::MatmulAttrs *m =
+      fused ? nullptr : c.kernel.attrs_as_MatmulAttrs();
+  bool ta = f ? f->transpose_a() : m->transpose_a();
+  bool tb = f ? f->transpose_b() : m->transpose_b();
+  bool reduceBatch = f && f->reduce_batch();
   const View *bias = fused && c.in[2].data ? &c.in[2] : nullptr;
   const View *residual = fused && c.in[3].data ? &c.in[3] : nullptr;
-  float scale = fused ? static_cast<float>(c.kernel.floats()->Get(0)) : 1.0f;
-  std::string act = fused ? c.kernel.text()->str() : "none";
+  float scale = f ? static_cast<float>(f->scale()) : 1.0f;
+  kart::Activation act = f ? f->activation() : kart::Activation::None;
 
   Shape as = a, os = o;
   if (reduceBatch) {
@@ -301,13 +346,13 @@ bool matmul(KernelContext &c) {
     dnnl::post_ops po;
     if (scale != 1.0f)
       po.append_eltwise(1.0f, A::eltwise_linear, scale, 0.0f);
-    if (act == "relu")
+    if (act == kart::Activation::Relu)
       po.append_eltwise(1.0f, A::eltwise_relu, 0.0f, 0.0f);
-    else if (act == "gelu")
+    else if (act == kart::Activation::Gelu)
       po.append_eltwise(1.0f, A::eltwise_gelu_erf, 0.0f, 0.0f);
-    else if (act == "gelu_tanh")
+    else if (act == kart::Activation::GeluTanh)
       po.append_eltwise(1.0f, A::eltwise_gelu_tanh, 0.0f, 0.0f);
-    else if (act == "silu")
+    else if (act == kart::Activation::Silu)
       po.append_eltwise(1.0f, A::eltwise_swish, 1.0f, 0.0f);
     if (residual)
       po.append_binary(A::binary_add, dst);
@@ -330,7 +375,7 @@ bool matmul(KernelContext &c) {
   if (bias)
     args[DNNL_ARG_BIAS] = mem(c, biasDesc, bias->data);
   if (residual) {
-    int index = (scale != 1.0f) + (act != "none");
+    int index = (scale != 1.0f) + (act != kart::Activation::None);
     args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(index) | DNNL_ARG_SRC_1] =
         mem(c, dst, residual->data);
   }
@@ -375,8 +420,10 @@ bool eltwise(KernelContext &c) {
     alpha = 1;
     break;
   case Op::Gelu:
-    alg = c.kernel.text()->str() == "tanh" ? A::eltwise_gelu_tanh
-                                           : A::eltwise_gelu_erf;
+    alg = c.kernel.attrs_as_GeluAttrs()->approximation() ==
+                  kart::GeluApproximation::Tanh
+              ? A::eltwise_gelu_tanh
+              : A::eltwise_gelu_erf;
     break;
   default:
     return false;
@@ -397,19 +444,23 @@ bool eltwise(KernelContext &c) {
 /// Gradients of activations: oneDNN's eltwise backward primitives.
 bool activationGrad(KernelContext &c) {
   using A = dnnl::algorithm;
-  const std::string kind = c.kernel.text()->str();
   A alg;
   float alpha = 0;
-  if (kind == "relu") {
+  switch (c.kernel.attrs_as_ActivationGradAttrs()->kind()) {
+  case kart::Activation::Relu:
     alg = A::eltwise_relu;
-  } else if (kind == "gelu") {
+    break;
+  case kart::Activation::Gelu:
     alg = A::eltwise_gelu_erf;
-  } else if (kind == "gelu_tanh") {
+    break;
+  case kart::Activation::GeluTanh:
     alg = A::eltwise_gelu_tanh;
-  } else if (kind == "silu") {
+    break;
+  case kart::Activation::Silu:
     alg = A::eltwise_swish;
     alpha = 1;
-  } else {
+    break;
+  default:
     return false;
   }
   auto md = plain({c.out[0].numel()});
@@ -487,7 +538,7 @@ bool binary(KernelContext &c) {
 
 bool softmax(KernelContext &c) {
   const Shape &s = *c.in[0].shape;
-  int64_t axis = c.kernel.ints()->Get(0);
+  int64_t axis = c.kernel.attrs_as_AxisAttrs()->axis();
   axis = axis < 0 ? axis + static_cast<int64_t>(s.size()) : axis;
   auto md = plain(s);
   auto &p = cached(c, keyOf(c), [&] {
@@ -508,7 +559,7 @@ bool layerNorm(KernelContext &c) {
   // oneDNN normalizes over the last dimension of a [rows, C] view.
   auto md = plain({c.in[0].numel() / std::max<int64_t>(C, 1), C});
   auto wd = plain({C});
-  float eps = static_cast<float>(c.kernel.floats()->Get(0));
+  float eps = static_cast<float>(c.kernel.attrs_as_NormAttrs()->eps());
   auto &p = cached(c, keyOf(c), [&] {
     return dnnl::layer_normalization_forward(
         dnnl::layer_normalization_forward::primitive_desc(
@@ -534,18 +585,17 @@ bool reduction(KernelContext &c) {
   A alg = c.kernel.op() == Op::ReduceSum    ? A::reduction_sum
           : c.kernel.op() == Op::ReduceMean ? A::reduction_mean
                                             : A::reduction_max;
+  const auto &axes = *c.kernel.attrs_as_ReduceAttrs()->axes();
   Shape kept = s;
-  for (size_t i = 1; i < c.kernel.ints()->size(); ++i) {
-    int64_t a = c.kernel.ints()->Get(i);
+  for (int64_t a : axes)
     kept[a < 0 ? a + static_cast<int64_t>(s.size()) : a] = 1;
-  }
   if (kept == s)
     return false; // nothing to reduce: oneDNN wants a real reduction
   // One contiguous block of reduced axes: kiln's blocked kernel is faster
   // than oneDNN 2.6's reduction there (4-10x on bias gradients), and
   // deterministic.
   int64_t first, last;
-  if (reducedBlock(c.kernel, s.size(), first, last))
+  if (reducedBlock(axes, s.size(), first, last))
     return false;
   // The result is contiguous either way; describe it with kept dimensions.
   auto ms = plain(s), md = plain(kept);
@@ -578,7 +628,7 @@ bool transpose(KernelContext &c) {
   dnnl::memory::dims inStrides = stridesOf({in.begin(), in.end()});
   dnnl::memory::dims od(out.begin(), out.end()), st(out.size());
   for (size_t i = 0; i < out.size(); ++i)
-    st[i] = inStrides[c.kernel.ints()->Get(i)];
+    st[i] = inStrides[c.kernel.attrs_as_TransposeAttrs()->perm()->Get(i)];
   // The source seen through the permutation: output dims, permuted strides.
   dnnl::memory::desc src(od, type, st), dst(od, type, stridesOf(od));
   auto &p = cached(c, keyOf(c), [&] {

@@ -91,6 +91,8 @@ Status Trainer::create(Model &model, const TrainConfig &config,
   st.m.assign(params.size(), {});
   st.v.assign(params.size(), {});
   for (size_t i = 0; i < params.size(); ++i) {
+    if (!params[i].trainable) // frozen: no state, never updated
+      continue;
     st.m[i].assign(t->sizes_[i], 0.0f);
     if (config.optimizer == "adamw")
       st.v[i].assign(t->sizes_[i], 0.0f);
@@ -208,7 +210,8 @@ Status Trainer::step(int64_t count, const MicroBatchSource &next,
   // train_step agree bit for bit.
   std::vector<std::pair<const float *, int64_t>> ts;
   for (size_t i = 0; i < np; ++i)
-    ts.push_back({grad[i], static_cast<int64_t>(sizes_[i])});
+    if (params[i].trainable)
+      ts.push_back({grad[i], static_cast<int64_t>(sizes_[i])});
   float norm = static_cast<float>(std::sqrt(sumOfSquares(ts)));
   double lr = learningRate(step_);
   ++step_;
@@ -217,6 +220,8 @@ Status Trainer::step(int64_t count, const MicroBatchSource &next,
   OptimizerState &st = model_.optimizerState();
   auto writing = model_.lockParameters(); // no call reads half-updated weights
   for (size_t i = 0; i < np; ++i) {
+    if (!params[i].trainable)
+      continue;
     UpdateRule r = rule;
     if (params[i].shape.size() < 2)
       r.weightDecay = 0;
@@ -305,6 +310,8 @@ Status Trainer::saveOptimizer(const std::string &path) const {
   const auto &params = model_.parameters();
   bool adam = config_.optimizer == "adamw";
   for (size_t i = 0; i < params.size(); ++i) {
+    if (!params[i].trainable)
+      continue;
     Tensor m(DType::F32, params[i].shape);
     std::memcpy(m.data(), st.m[i].data(), m.bytes());
     t.emplace_back((adam ? "exp_avg/" : "momentum/") + params[i].name,
@@ -349,6 +356,8 @@ Status Trainer::loadOptimizer(const std::string &path) {
   const auto &params = model_.parameters();
   bool adam = config_.optimizer == "adamw";
   for (size_t i = 0; i < params.size(); ++i) {
+    if (!params[i].trainable)
+      continue;
     if (Status s = take((adam ? "exp_avg/" : "momentum/") + params[i].name,
                         params[i], m[i]);
         !s)

@@ -66,9 +66,10 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
     KernelContext ctx{*k, {}, {}, symbols, primitives};
     ctx.training = options.training;
     ctx.seed = options.seed;
-    if (k->op() == kart::Op::OptimizerUpdate) {
+    if (opInfo(k->op()).has(kWritesParameter)) {
       ctx.optimizer = &optimizer;
       ctx.paramIndex = fn.values()->Get(k->inputs()->Get(0))->index();
+      ctx.paramFrozen = !prog.parameters()->Get(ctx.paramIndex)->trainable();
       ++paramVersion[ctx.paramIndex];
     }
     ctx.paramVersions = &paramVersion;

@@ -1,8 +1,9 @@
 //===- Verify.cpp - load-time checks of a function ------------------------===//
 #include "runtime/core/FunctionState.h"
 
+#include "runtime/core/OpTable.h"
+
 #include <algorithm>
-#include <set>
 
 using namespace kiln;
 using namespace kiln::runtime;
@@ -22,48 +23,31 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
   };
   if (!k || !k->inputs() || !k->outputs())
     return bad("missing operand lists");
-  if (k->op() < Op::MIN || k->op() > Op::MAX)
-    return bad("unknown op code " + std::to_string(static_cast<int>(k->op())));
+  const OpInfo *info = findOp(k->op());
+  if (!info)
+    return bad("unknown op code " + std::to_string(static_cast<int>(k->op())) +
+               " (an artifact from a newer kiln?)");
   where += " (" + std::string(kart::EnumNameOp(k->op())) + ")";
-  const OpSignature &sig = signatureOf(k->op());
-  int nin = k->inputs()->size(), nout = k->outputs()->size();
-  if (nin < sig.minInputs || (sig.maxInputs >= 0 && nin > sig.maxInputs))
-    return bad("has " + std::to_string(nin) + " inputs");
-  if ((sig.outputs >= 0 && nout != sig.outputs) ||
-      (nout < 1 && sig.outputs != 0))
-    return bad("has " + std::to_string(nout) + " outputs");
-  int nints = k->ints() ? k->ints()->size() : 0;
-  int nfloats = k->floats() ? k->floats()->size() : 0;
-  int ndims = k->dims() ? k->dims()->size() : 0;
-  if ((sig.ints >= 0 && nints != sig.ints) || nints < sig.minInts)
-    return bad("has " + std::to_string(nints) + " integer attributes");
-  if (sig.floats >= 0 && nfloats != sig.floats)
-    return bad("has " + std::to_string(nfloats) + " float attributes");
-  if ((sig.dims >= 0 && ndims != sig.dims) || (sig.dims < 0 && ndims < 1))
-    return bad("has " + std::to_string(ndims) + " dimension attributes");
-  if (sig.text && !k->text())
-    return bad("is missing its text attribute");
-  for (int i = 0; i < ndims; ++i) {
-    const kart::Dim *d = k->dims()->Get(i);
-    if (!d || d->factor() <= 0)
-      return bad("dimension attribute " + std::to_string(i) + " is invalid");
-    if (d->symbols())
-      for (uint32_t s : *d->symbols())
-        if (s >= symbols.size())
-          return bad("dimension attribute names symbol " + std::to_string(s));
-  }
+  if (k->location() && k->location()->size())
+    where += " at " + printable(k->location()->str());
+  if (k->device() != kart::Device::CPU)
+    return bad(std::string("runs on device ") +
+               (k->device() <= kart::Device::MAX
+                    ? kart::EnumNameDevice(k->device())
+                    : std::to_string(static_cast<int>(k->device())).c_str()) +
+               "; this runtime runs kernels on the CPU only");
+  if (k->executable() != -1)
+    return bad("names backend executable " + std::to_string(k->executable()) +
+               "; the CPU runtime runs its own kernels");
+  if (std::string why = checkAgainstRow(*k); !why.empty())
+    return bad(why);
   int nvalues = fn.values()->size();
   auto value = [&](int id) { return fn.values()->Get(id); };
-  std::vector<const kart::Value *> in, out;
-  for (int i = 0; i < nin; ++i) {
+  KernelOperands operands{*k, {}, {}, symbols.size()};
+  for (size_t i = 0; i < k->inputs()->size(); ++i) {
     int id = k->inputs()->Get(i);
-    bool optional = (k->op() == Op::Rope && i == 1) ||
-                    (k->op() == Op::Attention && i >= 3) ||
-                    (k->op() == Op::AttentionGrad && i >= 6) ||
-                    (k->op() == Op::FusedMatmul && i >= 2) ||
-                    (k->op() == Op::AddNorm && i == 3);
-    if (id == -1 && optional) {
-      in.push_back(nullptr);
+    if (id == -1 && info->optional(i)) {
+      operands.in.push_back(nullptr);
       continue;
     }
     if (id < 0 || id >= nvalues)
@@ -72,9 +56,9 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
     if (!written[id])
       return bad("reads value " + std::to_string(id) +
                  " before any kernel writes it");
-    in.push_back(value(id));
+    operands.in.push_back(value(id));
   }
-  for (int i = 0; i < nout; ++i) {
+  for (size_t i = 0; i < k->outputs()->size(); ++i) {
     int id = k->outputs()->Get(i);
     if (id < 0 || id >= nvalues)
       return bad("output " + std::to_string(i) + " names value " +
@@ -85,232 +69,11 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
     if (written[id])
       return bad("writes value " + std::to_string(id) + " a second time");
     written[id] = true;
-    out.push_back(value(id));
+    operands.out.push_back(value(id));
   }
-  // Ranks and element types are static: check what kernels rely on.
-  auto rank = [](const kart::Value *v) {
-    return static_cast<int64_t>(v->shape()->size());
-  };
-  auto isF32 = [](const kart::Value *v) {
-    return v->dtype() == kart::DType::F32;
-  };
-  auto isInt = [](const kart::Value *v) {
-    return v->dtype() == kart::DType::I32 || v->dtype() == kart::DType::I64;
-  };
-  auto axisOk = [](int64_t axis, int64_t r) { return axis >= -r && axis < r; };
-  const kart::Kernel &kk = *k;
-  auto ival = [&](int i) { return kk.ints()->Get(i); };
-  if (isBinary(k->op()) &&
-      (in[0]->dtype() != in[1]->dtype() || out[0]->dtype() != in[0]->dtype() ||
-       !(isF32(in[0]) || isInt(in[0]))))
-    return bad("needs operands and result of one type (f32, i32 or i64)");
-  if (isUnary(k->op()) && (!isF32(in[0]) || !isF32(out[0])))
-    return bad("needs f32 operands");
-  switch (k->op()) {
-  case Op::Embedding:
-    if (rank(in[0]) != 2 || !isF32(in[0]) || !isInt(in[1]) || !isF32(out[0]))
-      return bad("needs an f32 [V, D] table, integer ids and an f32 result");
-    break;
-  case Op::Matmul:
-    if (rank(in[0]) < 2 || rank(in[1]) < 2 || !isF32(in[0]) || !isF32(in[1]) ||
-        !isF32(out[0]))
-      return bad("needs f32 operands of rank >= 2");
-    break;
-  case Op::Cast:
-    break;
-  case Op::Reshape:
-  case Op::Dropout:
-    if (out[0]->dtype() != in[0]->dtype())
-      return bad("changes the element type");
-    break;
-  case Op::Transpose: {
-    std::set<int64_t> seen;
-    for (int i = 0; i < nints; ++i)
-      if (ival(i) < 0 || ival(i) >= rank(in[0]) || !seen.insert(ival(i)).second)
-        return bad("perm is not a permutation of the input's dimensions");
-    if (nints != rank(in[0]) || out[0]->dtype() != in[0]->dtype())
-      return bad("perm does not match the input");
-    break;
-  }
-  case Op::Slice:
-    if (!axisOk(ival(0), rank(in[0])) || ival(1) < 0 ||
-        out[0]->dtype() != in[0]->dtype())
-      return bad("axis or start is out of range");
-    break;
-  case Op::Concat:
-  case Op::Split:
-    for (const kart::Value *v : k->op() == Op::Concat ? in : out)
-      if (rank(v) != rank(k->op() == Op::Concat ? out[0] : in[0]) ||
-          v->dtype() != (k->op() == Op::Concat ? out[0] : in[0])->dtype())
-        return bad("operands differ in rank or element type");
-    if (!axisOk(ival(0), rank(in[0])))
-      return bad("axis is out of range");
-    break;
-  case Op::ReduceSum:
-  case Op::ReduceMean:
-  case Op::ReduceMax:
-    for (int i = 1; i < nints; ++i)
-      if (!axisOk(ival(i), rank(in[0])))
-        return bad("axis is out of range");
-    if (!isF32(in[0]) || !isF32(out[0]))
-      return bad("needs f32 operands");
-    break;
-  case Op::Softmax:
-    if (!axisOk(ival(0), rank(in[0])) || !isF32(in[0]) || !isF32(out[0]))
-      return bad("needs f32 operands and an axis in range");
-    break;
-  case Op::LayerNorm:
-  case Op::RMSNorm:
-    for (size_t i = 1; i < in.size(); ++i)
-      if (rank(in[i]) != 1 || !isF32(in[i]))
-        return bad("weight and bias must be f32 vectors");
-    if (rank(in[0]) < 1 || !isF32(in[0]) || !isF32(out[0]))
-      return bad("needs an f32 input of rank >= 1");
-    break;
-  case Op::Rope:
-    if (nints > 2)
-      return bad("has " + std::to_string(nints) + " integer attributes");
-    if (rank(in[0]) != 3 || !isF32(in[0]) || !isF32(out[0]) || ival(0) <= 0 ||
-        ival(0) % 2 ||
-        (in[1] && (!isInt(in[1]) || rank(in[1]) < 1 || rank(in[1]) > 2)))
-      return bad("needs f32 [B, T, C], an even head_dim and [T] or [B, T] "
-                 "integer positions");
-    break;
-  case Op::Attention:
-    for (int i = 0; i < 3; ++i)
-      if (rank(in[i]) != 3 || !isF32(in[i]))
-        return bad("q, k and v must be f32 [B, T, C]");
-    if (ival(0) <= 0 || ival(1) <= 0 || ival(0) % ival(1) || !isF32(out[0]))
-      return bad("head counts are invalid");
-    if (in[3] && (rank(in[3]) != 2 || in[3]->dtype() == kart::DType::F16 ||
-                  in[3]->dtype() == kart::DType::BF16))
-      return bad("mask must be a [B, Tk] tensor");
-    if (in[4] && ((rank(in[4]) != 3 && rank(in[4]) != 4) || !isF32(in[4])))
-      return bad("bias must be an f32 tensor of rank 3 or 4");
-    if (nout > 2 || (nout == 2 && (rank(out[1]) != 3 || !isF32(out[1]))))
-      return bad("has outputs other than the result and an f32 lse");
-    break;
-  case Op::GlobalNorm:
-    for (const kart::Value *v : in)
-      if (!isF32(v))
-        return bad("needs f32 operands");
-    if (!isF32(out[0]) || rank(out[0]) != 0)
-      return bad("needs a scalar f32 result");
-    break;
-  case Op::OptimizerUpdate: {
-    std::string kind = k->text()->str();
-    if (kind != "adamw" && kind != "sgd")
-      return bad("has an unknown optimizer '" + kind + "'");
-    if (in[0]->kind() != kart::ValueKind::Parameter)
-      return bad("must update a parameter");
-    if (!isF32(in[0]) || !isF32(in[1]) || rank(in[0]) != rank(in[1]))
-      return bad("needs an f32 parameter and a gradient of its shape");
-    for (int i = 2; i < 5; ++i)
-      if (!isF32(in[i]) || rank(in[i]) != 0)
-        return bad("grad_norm, lr and step must be scalar f32 values");
-    break;
-  }
-  case Op::EmbeddingGrad:
-    if (rank(in[0]) != rank(in[1]) + 1 || !isF32(in[0]) || !isInt(in[1]) ||
-        rank(out[0]) != 2 || !isF32(out[0]) || ival(0) <= 0)
-      return bad("needs an f32 gradient, integer ids and an f32 [V, D] "
-                 "result");
-    break;
-  case Op::ActivationGrad: {
-    std::string kind = k->text()->str();
-    if (kind != "relu" && kind != "gelu" && kind != "gelu_tanh" &&
-        kind != "silu")
-      return bad("has an unknown activation '" + kind + "'");
-    if (!isF32(in[0]) || !isF32(in[1]) || !isF32(out[0]))
-      return bad("needs f32 operands");
-    break;
-  }
-  case Op::ZerosLike:
-  case Op::ReshapeLike:
-    if (out[0]->dtype() != in.back()->dtype() ||
-        in[0]->dtype() != out[0]->dtype())
-      return bad("changes the element type");
-    break;
-  case Op::SliceGrad:
-    if (!axisOk(ival(0), rank(in[1])) || ival(1) < 0 ||
-        rank(in[0]) != rank(in[1]) || in[0]->dtype() != in[1]->dtype() ||
-        out[0]->dtype() != in[1]->dtype())
-      return bad("axis, start or operand types are invalid");
-    break;
-  case Op::ReduceGrad: {
-    std::string kind = k->text()->str();
-    if (kind != "sum" && kind != "mean" && kind != "max")
-      return bad("has an unknown reduction '" + kind + "'");
-    for (int i = 1; i < nints; ++i)
-      if (!axisOk(ival(i), rank(in[1])))
-        return bad("axis is out of range");
-    if (!isF32(in[0]) || !isF32(in[1]) || !isF32(out[0]))
-      return bad("needs f32 operands");
-    break;
-  }
-  case Op::ConcatGrad:
-    if (nout != nin - 1 || !axisOk(ival(0), rank(in[0])))
-      return bad("needs one output per input piece and an axis in range");
-    for (int i = 1; i < nin; ++i)
-      if (rank(in[i]) != rank(in[0]) || in[i]->dtype() != in[0]->dtype() ||
-          out[i - 1]->dtype() != in[0]->dtype())
-        return bad("operands differ in rank or element type");
-    break;
-  case Op::AttentionGrad:
-    for (int i = 0; i < 5; ++i)
-      if (rank(in[i]) != 3 || !isF32(in[i]))
-        return bad("gradient, q, k, v and output must be f32 [B, T, C]");
-    if (rank(in[5]) != 3 || !isF32(in[5]))
-      return bad("lse must be f32 [B, H, Tq]");
-    if (ival(0) <= 0 || ival(1) <= 0 || ival(0) % ival(1))
-      return bad("head counts are invalid");
-    if (in[6] && (rank(in[6]) != 2 || in[6]->dtype() == kart::DType::F16 ||
-                  in[6]->dtype() == kart::DType::BF16))
-      return bad("mask must be a [B, Tk] tensor");
-    if (in[7] && ((rank(in[7]) != 3 && rank(in[7]) != 4) || !isF32(in[7])))
-      return bad("bias must be an f32 tensor of rank 3 or 4");
-    if (nout != (in[7] ? 4 : 3))
-      return bad("needs a gradient for q, k, v and, with a bias, the bias");
-    for (const kart::Value *v : out)
-      if (!isF32(v))
-        return bad("gradients must be f32");
-    break;
-  case Op::RelativePositionBucket:
-    if (rank(in[0]) < 2 || rank(in[1]) < 2 || ival(1) < 4 || ival(2) < 2 ||
-        out[0]->dtype() != kart::DType::I32)
-      return bad("needs rank >= 2 operands, valid bucket counts and an i32 "
-                 "result");
-    break;
-  case Op::CrossEntropy:
-    if (rank(in[0]) < 1 || !isF32(in[0]) || !isInt(in[1]) ||
-        rank(in[1]) != rank(in[0]) - 1 || !isF32(out[0]) || rank(out[0]) != 0)
-      return bad("needs f32 logits, integer targets and a scalar f32 result");
-    break;
-  case Op::CrossEntropyGrad:
-    if (rank(in[0]) < 1 || !isF32(in[0]) || !isInt(in[1]) ||
-        rank(in[1]) != rank(in[0]) - 1 || !isF32(in[2]) || rank(in[2]) != 0 ||
-        !isF32(out[0]) || rank(out[0]) != rank(in[0]))
-      return bad("needs f32 logits, integer targets, a scalar f32 upstream "
-                 "gradient and an f32 result shaped like the logits");
-    break;
-  case Op::FusedMatmul:
-  case Op::AddNorm:
-  case Op::NormGrad:
-  case Op::SoftmaxCrossEntropy:
-  case Op::FusedElementwise: {
-    std::vector<FusedOperand> ins, outs;
-    for (const kart::Value *v : in)
-      ins.push_back(v ? FusedOperand{true, isF32(v), isInt(v), rank(v)}
-                      : FusedOperand{});
-    for (const kart::Value *v : out)
-      outs.push_back({true, isF32(v), isInt(v), rank(v)});
-    if (std::string why = checkFusedKernel(*k, ins, outs); !why.empty())
+  if (info->check)
+    if (std::string why = info->check(operands); !why.empty())
       return bad(why);
-    break;
-  }
-  default:
-    break;
-  }
   return Status::ok();
 }
 
@@ -354,6 +117,13 @@ Status FunctionState::verify() {
     const kart::Value *v = fn.values()->Get(id);
     if (!v || !v->shape())
       return valueError(id, "is malformed");
+    if (v->memory_space() != kart::MemorySpace::Host)
+      return valueError(id,
+                        std::string("lives in memory space ") +
+                            (v->memory_space() <= kart::MemorySpace::MAX
+                                 ? kart::EnumNameMemorySpace(v->memory_space())
+                                 : "unknown") +
+                            "; this runtime keeps values in host memory");
     if (!computable(v->dtype()))
       return valueError(id, std::string("has element type ") +
                                 dtypeName(fromKart(v->dtype())) +
@@ -462,11 +232,11 @@ Status FunctionState::verify() {
   aliasOf.assign(nvalues, -1);
   for (int k = 0; k < nk; ++k) {
     const kart::Kernel *kk = fn.kernels()->Get(k);
-    const OpSignature &sig = signatureOf(kk->op());
-    if (sig.inPlaceInput < 0)
+    const OpInfo &info = opInfo(kk->op());
+    if (info.inPlaceInput < 0)
       continue;
-    int in = kk->inputs()->Get(sig.inPlaceInput);
-    int out = kk->outputs()->Get(sig.inPlaceOutput);
+    int in = kk->inputs()->Get(info.inPlaceInput);
+    int out = kk->outputs()->Get(info.inPlaceOutput);
     if (fn.values()->Get(in)->kind() == kart::ValueKind::Intermediate &&
         fn.values()->Get(in)->dtype() == fn.values()->Get(out)->dtype() &&
         lastUse[in] == k)

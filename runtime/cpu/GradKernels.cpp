@@ -23,14 +23,14 @@ namespace kiln::runtime::cpu {
 /// draw from (run seed, op seed, i) falls below the rate, so the backward
 /// pass regenerates exactly the forward mask.
 Status dropoutTraining(KernelContext &c) {
-  double rate = fval(c.kernel, 0);
+  const kart::DropoutAttrs *attrs = c.kernel.attrs_as_DropoutAttrs();
+  double rate = attrs->rate();
   int64_t n = c.in[0].numel();
   const float *x = c.in[0].as<float>();
   float *y = c.out[0].as<float>();
-  uint64_t base =
-      SplitMix64{c.seed ^ (static_cast<uint64_t>(ival(c.kernel, 0)) *
-                           0xd1b54a32d192ed03ull)}
-          .next();
+  uint64_t base = SplitMix64{c.seed ^ (static_cast<uint64_t>(attrs->seed()) *
+                                       0xd1b54a32d192ed03ull)}
+                      .next();
   float keep = static_cast<float>(1.0 / (1.0 - rate));
 #pragma omp parallel for if (n > 32768)
   for (int64_t i = 0; i < n; ++i) {
@@ -60,30 +60,29 @@ Status embeddingGrad(KernelContext &c) {
 }
 
 Status activationGrad(KernelContext &c) {
-  const std::string kind = c.kernel.text()->str();
+  const kart::Activation kind = c.kernel.attrs_as_ActivationGradAttrs()->kind();
   const float *g = c.in[0].as<float>(), *x = c.in[1].as<float>();
   float *y = c.out[0].as<float>();
   int64_t n = c.out[0].numel();
-  int k = kind == "relu" ? 0 : kind == "gelu" ? 1 : kind == "gelu_tanh" ? 2 : 3;
 #pragma omp parallel for if (n > 32768)
   for (int64_t i = 0; i < n; ++i) {
     double v = x[i], d;
-    switch (k) {
-    case 0:
+    switch (kind) {
+    case kart::Activation::Relu:
       d = v > 0 ? 1.0 : 0.0;
       break;
-    case 1:
+    case kart::Activation::Gelu:
       d = 0.5 * (1.0 + std::erf(v * 0.7071067811865476)) +
           v * std::exp(-0.5 * v * v) * 0.3989422804014327;
       break;
-    case 2: {
+    case kart::Activation::GeluTanh: {
       const double kk = 0.7978845608028654, cc = 0.044715;
       double t = std::tanh(kk * (v + cc * v * v * v));
       d = 0.5 * (1.0 + t) +
           0.5 * v * (1.0 - t * t) * kk * (1.0 + 3.0 * cc * v * v);
       break;
     }
-    default: {
+    default: { // silu (the loader refuses none)
       double sg = 1.0 / (1.0 + std::exp(-v));
       d = sg * (1.0 + v * (1.0 - sg));
       break;
@@ -96,10 +95,11 @@ Status activationGrad(KernelContext &c) {
 
 Status reduceGrad(KernelContext &c) {
   const Shape &xs = *c.in[1].shape;
+  const kart::ReduceGradAttrs *attrs = c.kernel.attrs_as_ReduceGradAttrs();
   std::vector<bool> red(xs.size(), false);
-  for (size_t i = 1; i < c.kernel.ints()->size(); ++i)
-    red[normAxis(ival(c.kernel, i), xs.size())] = true;
-  const std::string kind = c.kernel.text()->str();
+  for (int64_t a : *attrs->axes())
+    red[normAxis(a, xs.size())] = true;
+  const kart::ReduceKind kind = attrs->kind();
   const float *g = c.in[0].as<float>(), *x = c.in[1].as<float>();
   float *y = c.out[0].as<float>();
   int64_t count = 1;
@@ -122,7 +122,7 @@ Status reduceGrad(KernelContext &c) {
     }
     return o;
   };
-  if (kind == "max") {
+  if (kind == kart::ReduceKind::Max) {
     std::vector<float> mx(on, -INFINITY);
     std::vector<int64_t> ties(on, 0);
     for (int64_t i = 0; i < n; ++i)
@@ -135,7 +135,8 @@ Status reduceGrad(KernelContext &c) {
     }
     return Status::ok();
   }
-  float scale = kind == "mean" ? 1.0f / static_cast<float>(count) : 1.0f;
+  float scale =
+      kind == kart::ReduceKind::Mean ? 1.0f / static_cast<float>(count) : 1.0f;
 #pragma omp parallel for if (n > 32768)
   for (int64_t i = 0; i < n; ++i)
     y[i] = g[outIndex(i)] * scale;
@@ -151,10 +152,11 @@ Status attentionGrad(KernelContext &c) {
              &ov = c.in[4], &lv = c.in[5], &mask = c.in[6], &bias = c.in[7];
   const Shape &qs = *qv.shape, &ks = *kv.shape, &vs = *vv.shape;
   int64_t B = qs[0], Tq = qs[1], Tk = ks[1];
-  int64_t H = ival(c.kernel, 0), Hkv = ival(c.kernel, 1);
+  const kart::AttentionAttrs *attrs = c.kernel.attrs_as_AttentionAttrs();
+  int64_t H = attrs->heads(), Hkv = attrs->kv_heads();
   attention::Pattern pattern = attentionPattern(c.kernel, Tq, Tk);
   int64_t D = qs[2] / H, Dv = vs[2] / Hkv, group = H / Hkv;
-  float scale = static_cast<float>(fval(c.kernel, 0));
+  float scale = static_cast<float>(attrs->scale());
   Shape full = {B, H, Tq, Tk};
   std::vector<int64_t> bst;
   if (bias.data)
@@ -231,7 +233,8 @@ Status optimizerUpdate(KernelContext &c) {
   if (!c.optimizer || c.paramIndex < 0)
     return fail(c.kernel, "has no optimizer state to update");
   UpdateRule r;
-  r.adamw = c.kernel.text()->str() == "adamw";
+  const kart::OptimizerAttrs *attrs = c.kernel.attrs_as_OptimizerAttrs();
+  r.adamw = attrs->kind() == kart::OptimizerKind::AdamW;
   r.lr = c.in[3].as<float>()[0];
   float step = c.in[4].as<float>()[0];
   if (!(step >= 1) || !(r.lr >= 0))
@@ -239,15 +242,17 @@ Status optimizerUpdate(KernelContext &c) {
                               std::to_string(r.lr) + " and step " +
                               std::to_string(step));
   r.step = static_cast<int64_t>(std::lround(step));
-  r.beta1 = static_cast<float>(fval(c.kernel, 0));
-  r.beta2 = static_cast<float>(fval(c.kernel, 1));
-  r.eps = static_cast<float>(fval(c.kernel, 2));
-  r.weightDecay = static_cast<float>(fval(c.kernel, 3));
-  r.momentum = static_cast<float>(fval(c.kernel, 4));
-  r.clip = clipScale(c.in[2].as<float>()[0], fval(c.kernel, 5));
+  r.beta1 = static_cast<float>(attrs->beta1());
+  r.beta2 = static_cast<float>(attrs->beta2());
+  r.eps = static_cast<float>(attrs->eps());
+  r.weightDecay = static_cast<float>(attrs->weight_decay());
+  r.momentum = static_cast<float>(attrs->momentum());
+  r.clip = clipScale(c.in[2].as<float>()[0], attrs->max_norm());
   int64_t n = c.in[0].numel();
   OptimizerState &st = *c.optimizer;
   size_t i = static_cast<size_t>(c.paramIndex);
+  if (c.paramFrozen)
+    return fail(c.kernel, "updates a frozen parameter (trainable = false)");
   if (st.m.size() <= i)
     st.m.resize(i + 1);
   if (st.v.size() <= i)

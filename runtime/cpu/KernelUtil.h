@@ -43,13 +43,6 @@ inline int64_t normAxis(int64_t axis, int64_t rank) {
   return axis < 0 ? axis + rank : axis;
 }
 
-inline int64_t ival(const kart::Kernel &k, size_t i) {
-  return k.ints()->Get(i);
-}
-inline double fval(const kart::Kernel &k, size_t i) {
-  return k.floats()->Get(i);
-}
-
 inline bool broadcast(const Shape &a, const Shape &b, Shape &out) {
   size_t r = std::max(a.size(), b.size());
   out.assign(r, 1);
@@ -99,12 +92,15 @@ template <typename T> inline T readAs(const View &v, int64_t i) {
   }
 }
 
-/// The pattern an Attention or AttentionGrad kernel describes (ints[2]:
-/// causal) for Tq queries and Tk keys: the one place the kernels read it.
+/// The pattern an Attention or AttentionGrad kernel describes for Tq
+/// queries and Tk keys: the one place the kernels read it (the loader has
+/// refused kinds other than dense and causal).
 inline attention::Pattern attentionPattern(const kart::Kernel &k, int64_t Tq,
                                            int64_t Tk) {
-  return ival(k, 2) ? attention::Pattern::causal(Tq, Tk)
-                    : attention::Pattern::dense();
+  return k.attrs_as_AttentionAttrs()->pattern()->kind() ==
+                 kart::PatternKind::Causal
+             ? attention::Pattern::causal(Tq, Tk)
+             : attention::Pattern::dense();
 }
 
 /// The reference attention kernels' visibility: the pattern (dense or

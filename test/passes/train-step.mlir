@@ -24,3 +24,36 @@ func.func @loss(%x: tensor<?x4xf32>, %t: tensor<?xi32>) -> tensor<f32> {
   %l = kiln.cross_entropy %z, %t : tensor<?x3xf32>, tensor<?xi32> -> tensor<f32>
   return %l : tensor<f32>
 }
+
+// -----
+
+// A frozen parameter is neither clipped with nor updated.
+kiln.parameter @w : tensor<4x3xf32> {init = "normal", init_args = array<f64: 0.5>}
+kiln.parameter @b : tensor<3xf32> {frozen, init = "zeros"}
+
+// CHECK-LABEL: func.func @train_step
+// CHECK: %[[N:.*]] = kiln.global_norm %[[GW:[^ ]*]] : tensor<4x3xf32> -> tensor<f32>
+// CHECK: kiln.optimizer_update %{{.*}}, %[[GW]], %[[N]]
+// CHECK-NOT: kiln.optimizer_update
+// CHECK: return
+func.func @loss(%x: tensor<?x4xf32>, %t: tensor<?xi32>) -> tensor<f32> {
+  %w = kiln.param @w : tensor<4x3xf32>
+  %b = kiln.param @b : tensor<3xf32>
+  %y = kiln.matmul %x, %w : tensor<?x4xf32>, tensor<4x3xf32> -> tensor<?x3xf32>
+  %z = kiln.add %y, %b : tensor<?x3xf32>, tensor<3xf32> -> tensor<?x3xf32>
+  %l = kiln.cross_entropy %z, %t : tensor<?x3xf32>, tensor<?xi32> -> tensor<f32>
+  return %l : tensor<f32>
+}
+
+// -----
+
+// expected-error @+1 {{kiln-train-step: every parameter is frozen; there is nothing to train}}
+module {
+  kiln.parameter @b : tensor<3xf32> {frozen, init = "zeros"}
+  func.func @loss(%x: tensor<?x3xf32>, %t: tensor<?xi32>) -> tensor<f32> {
+    %b = kiln.param @b : tensor<3xf32>
+    %z = kiln.add %x, %b : tensor<?x3xf32>, tensor<3xf32> -> tensor<?x3xf32>
+    %l = kiln.cross_entropy %z, %t : tensor<?x3xf32>, tensor<?xi32> -> tensor<f32>
+    return %l : tensor<f32>
+  }
+}

@@ -48,16 +48,20 @@ def root_version_offset(data):
     return root + field
 
 
-def test_newer_format_version(tmp_path, artifact, tokens):
+@pytest.mark.parametrize("version,relation", [(3, "is newer than"),
+                                              (1, "is not")])
+def test_other_format_versions(tmp_path, artifact, tokens, version, relation):
+    """Version 1 (before typed kernel attributes and the storage, device
+    and pattern tables) and anything newer are refused with the fix."""
     data = bytearray(artifact.read_bytes())
     off = root_version_offset(data)
-    assert struct.unpack_from("<I", data, off)[0] == 1
-    struct.pack_into("<I", data, off, 2)
-    bad = tmp_path / "newer.kart"
+    assert struct.unpack_from("<I", data, off)[0] == 2
+    struct.pack_into("<I", data, off, version)
+    bad = tmp_path / "other.kart"
     bad.write_bytes(bytes(data))
     expect_error(run_kiln("run", bad, f"--input=tokens=@{tokens}"),
-                 "artifact format version 2 is newer than the version this "
-                 "runtime reads (1)")
+                 f"artifact format version {version} {relation} the version "
+                 "this runtime reads (2)", "recompile the model")
 
 
 def table_field(data, table, index):
@@ -291,25 +295,29 @@ def test_external_weights(tmp_path, tokens):
 
 
 def fused_program(data):
-    """Byte offset of the ints vector of the first kernel of the first
-    function (Program.functions -> Function.kernels -> Kernel.ints)."""
+    """Byte offset of the ElementwiseProgram of the first kernel of the
+    first function (Program.functions -> Function.kernels -> Kernel.attrs)."""
     root = struct.unpack_from("<I", data, 0)[0]
     functions = deref(data, table_field(data, root, 5))
     fn = deref(data, functions + 4)
     kernels = deref(data, table_field(data, fn, 5))
     kernel = deref(data, kernels + 4)
-    return deref(data, table_field(data, kernel, 3))
+    assert struct.unpack_from("<B", data, table_field(data, kernel, 3))[0] \
+        == 21, "Kernel.attrs_type is ElementwiseProgram"
+    return deref(data, table_field(data, kernel, 4))
 
 
-@pytest.mark.parametrize("slot,value,message", [
-    (3, 1000, "program instruction 0 reads a register not yet defined"),
-    (1, 999, "program instruction 0 has op code 999"),
-    (0, 1 << 40, "has a malformed program"),
+# Instruction: op (int16) at 0, variant (int8) at 2, a (int32) at 4, b at 8.
+@pytest.mark.parametrize("field,value,message", [
+    ("a", 1000, "program instruction 0 reads a register not yet defined"),
+    ("op", 999, "program instruction 0 has op code 999"),
+    ("variant", 7, "program instruction 0 has op code 4 (variant 7)"),
+    ("result", 1000, "program result register 1000 is out of range"),
 ])
-def test_corrupted_fused_program(tmp_path, tokens, slot, value, message):
-    """A fused elementwise kernel's program (op codes and register numbers)
-    is checked when the artifact loads: a damaged one is an error naming
-    the kernel, never an out-of-bounds read."""
+def test_corrupted_fused_program(tmp_path, tokens, field, value, message):
+    """A fused elementwise kernel's program (op codes, variants and register
+    numbers) is checked when the artifact loads: a damaged one is an error
+    naming the kernel, never an out-of-bounds read."""
     src = tmp_path / "f.kiln"
     src.write_text("model f(C = 4) {\n  dim B\n"
                    "  fn forward(x: f32[B, C]) -> f32[B, C] {\n"
@@ -317,11 +325,19 @@ def test_corrupted_fused_program(tmp_path, tokens, slot, value, message):
     art = tmp_path / "f.kart"
     kiln("compile", src, "-o", art)
     data = bytearray(art.read_bytes())
-    vec = fused_program(data)
-    count = struct.unpack_from("<I", data, vec)[0]
-    ints = list(struct.unpack_from(f"<{count}q", data, vec + 4))
-    assert ints[0] == 3, ints  # mul, tanh, add
-    struct.pack_into("<q", data, vec + 4 + 8 * slot, value)
+    program = fused_program(data)
+    code = deref(data, table_field(data, program, 0))
+    count = struct.unpack_from("<I", data, code)[0]
+    assert count == 3, count  # mul, tanh, add
+    first = code + 4
+    if field == "result":
+        struct.pack_into("<i", data, table_field(data, program, 2), value)
+    elif field == "op":
+        struct.pack_into("<h", data, first, value)
+    elif field == "variant":
+        struct.pack_into("<b", data, first + 2, value)
+    else:
+        struct.pack_into("<i", data, first + 4, value)
     bad = tmp_path / "bad.kart"
     bad.write_bytes(bytes(data))
     np.save(tmp_path / "x.npy", np.ones((2, 4), np.float32))

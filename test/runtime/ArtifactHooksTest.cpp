@@ -1,0 +1,275 @@
+//===- ArtifactHooksTest.cpp - what the loader refuses, and frozen params -===//
+//
+// Artifacts built here with the FlatBuffers object API (no compiler): one
+// valid program, then one field at a time set to what a later kiln may
+// write — a CUDA kernel, device memory, a backend executable, quantized
+// parameter storage, an attention pattern this runtime does not know, a
+// wrong attribute table — each refused when it loads with a message that
+// names it. And a frozen (not trainable) parameter: the Trainer keeps no
+// optimizer state for it and never changes it.
+//
+//===----------------------------------------------------------------------===//
+#include "runtime/Model.h"
+#include "runtime/Trainer.h"
+#include "runtime/kart_generated.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+using namespace kiln;
+using namespace kiln::runtime;
+
+namespace {
+
+std::unique_ptr<kart::DimT> dim(int64_t v) {
+  auto d = std::make_unique<kart::DimT>();
+  d->factor = v;
+  return d;
+}
+
+std::unique_ptr<kart::ValueT> value(kart::ValueKind kind,
+                                    std::vector<int64_t> shape, int index,
+                                    int slot = -1) {
+  auto v = std::make_unique<kart::ValueT>();
+  v->kind = kind;
+  v->dtype = kart::DType::F32;
+  for (int64_t d : shape)
+    v->shape.push_back(dim(d));
+  v->index = index;
+  v->slot = slot;
+  return v;
+}
+
+std::unique_ptr<kart::KernelT> kernel(kart::Op op, std::vector<int> in,
+                                      std::vector<int> out) {
+  auto k = std::make_unique<kart::KernelT>();
+  k->op = op;
+  k->inputs = std::move(in);
+  k->outputs = std::move(out);
+  k->location = "hooks.kiln:3:5";
+  return k;
+}
+
+void addParameter(kart::ProgramT &p, const std::string &name, int64_t n,
+                  bool trainable) {
+  auto pr = std::make_unique<kart::ParameterT>();
+  pr->name = name;
+  pr->dtype = kart::DType::F32;
+  pr->shape = {n};
+  pr->offset = p.weights.size();
+  pr->size = n * 4;
+  pr->trainable = trainable;
+  std::vector<float> init(n, 1.0f);
+  const uint8_t *b = reinterpret_cast<const uint8_t *>(init.data());
+  p.weights.insert(p.weights.end(), b, b + n * 4);
+  p.parameters.push_back(std::move(pr));
+}
+
+/// relu(x) for x: f32[4], and a parameter w: f32[4].
+kart::ProgramT validProgram() {
+  kart::ProgramT p;
+  p.version = kFormatVersion;
+  p.model = "hooks";
+  addParameter(p, "w", 4, true);
+  auto fn = std::make_unique<kart::FunctionT>();
+  fn->name = "f";
+  fn->inputs = {0};
+  fn->input_names = {"x"};
+  fn->outputs = {1};
+  fn->values.push_back(value(kart::ValueKind::Input, {4}, 0));
+  fn->values.push_back(value(kart::ValueKind::Intermediate, {4}, -1, 0));
+  fn->kernels.push_back(kernel(kart::Op::Relu, {0}, {1}));
+  fn->num_slots = 1;
+  p.functions.push_back(std::move(fn));
+  return p;
+}
+
+std::vector<uint8_t> bytesOf(const kart::ProgramT &p) {
+  flatbuffers::FlatBufferBuilder fbb;
+  kart::FinishProgramBuffer(fbb, kart::Program::Pack(fbb, &p));
+  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
+}
+
+Status load(const kart::ProgramT &p, std::unique_ptr<Model> &m) {
+  return Model::fromBytes(bytesOf(p), m, ".");
+}
+
+/// Loading fails, and the message holds each of `parts`.
+void expectRefused(const kart::ProgramT &p,
+                   std::initializer_list<const char *> parts) {
+  std::unique_ptr<Model> m;
+  Status s = load(p, m);
+  ASSERT_FALSE(s) << "loaded";
+  for (const char *part : parts)
+    EXPECT_NE(s.message().find(part), std::string::npos)
+        << "'" << part << "' not in: " << s.message();
+}
+
+TEST(ArtifactHooks, TheValidProgramLoadsAndRuns) {
+  std::unique_ptr<Model> m;
+  kart::ProgramT p = validProgram();
+  ASSERT_TRUE(load(p, m));
+  Tensor x(DType::F32, {4});
+  float in[4] = {-1, 2, -3, 4};
+  std::memcpy(x.data(), in, sizeof in);
+  std::vector<Tensor> out;
+  ASSERT_TRUE(m->run("f", {{"x", x}}, out));
+  const float *y = out[0].as<float>();
+  EXPECT_EQ(y[0], 0.0f);
+  EXPECT_EQ(y[1], 2.0f);
+  EXPECT_EQ(y[3], 4.0f);
+  EXPECT_TRUE(m->parameters()[0].trainable);
+}
+
+TEST(ArtifactHooks, KernelsOnOtherDevicesAreRefused) {
+  kart::ProgramT p = validProgram();
+  p.functions[0]->kernels[0]->device = kart::Device::CUDA;
+  expectRefused(
+      p, {"kernel 0 (Relu)", "hooks.kiln:3:5", "device CUDA", "CPU only"});
+}
+
+TEST(ArtifactHooks, KernelsNamingExecutablesAreRefused) {
+  kart::ProgramT p = validProgram();
+  p.functions[0]->kernels[0]->executable = 0;
+  expectRefused(p, {"backend executable 0"});
+}
+
+TEST(ArtifactHooks, ValuesInDeviceMemoryAreRefused) {
+  kart::ProgramT p = validProgram();
+  p.functions[0]->values[1]->memory_space = kart::MemorySpace::DeviceGlobal;
+  expectRefused(p, {"value 1", "memory space DeviceGlobal", "host memory"});
+}
+
+TEST(ArtifactHooks, BackendExecutablesAreRefused) {
+  kart::ProgramT p = validProgram();
+  auto e = std::make_unique<kart::ExecutableT>();
+  e->device = kart::Device::CUDA;
+  e->format = "fatbin";
+  e->data = {1, 2, 3};
+  p.executables.push_back(std::move(e));
+  expectRefused(p, {"1 backend executable", "device CUDA", "CPU only"});
+}
+
+TEST(ArtifactHooks, QuantizedStorageIsRefused) {
+  for (kart::StorageType type :
+       {kart::StorageType::BF16, kart::StorageType::Int8,
+        kart::StorageType::Int4, kart::StorageType::NF4}) {
+    kart::ProgramT p = validProgram();
+    p.parameters[0]->storage = std::make_unique<kart::StorageT>();
+    p.parameters[0]->storage->type = type;
+    p.parameters[0]->storage->block_size = 64;
+    expectRefused(p, {"parameter 0 ('w')", "is stored as",
+                      kart::EnumNameStorageType(type), "blocks of 64",
+                      "dense f32 parameters only"});
+  }
+  kart::ProgramT p = validProgram();
+  p.parameters[0]->storage = std::make_unique<kart::StorageT>();
+  p.parameters[0]->storage->scales = 0;
+  expectRefused(p, {"dense f32 but names quantization"});
+  // Dense f32 spelled out is what the absent table means.
+  kart::ProgramT dense = validProgram();
+  dense.parameters[0]->storage = std::make_unique<kart::StorageT>();
+  std::unique_ptr<Model> m;
+  EXPECT_TRUE(load(dense, m));
+}
+
+TEST(ArtifactHooks, UnknownOpsAndWrongAttributesAreRefused) {
+  kart::ProgramT p = validProgram();
+  p.functions[0]->kernels[0]->op = static_cast<kart::Op>(999);
+  expectRefused(p, {"unknown op code 999", "newer kiln"});
+  p = validProgram();
+  p.functions[0]->kernels[0]->attrs.Set(kart::MatmulAttrsT());
+  expectRefused(p, {"(Relu)", "carries attributes MatmulAttrs, not NONE"});
+  p = validProgram();
+  p.functions[0]->kernels[0]->op = kart::Op::Gelu;
+  expectRefused(p, {"(Gelu)", "carries attributes NONE, not GeluAttrs"});
+  p.functions[0]->kernels[0]->attrs.Set(kart::GeluAttrsT());
+  std::unique_ptr<Model> m;
+  EXPECT_TRUE(load(p, m));
+  p.functions[0]->kernels[0]->inputs = {-1};
+  expectRefused(p, {"input 0 is absent but not optional"});
+}
+
+TEST(ArtifactHooks, UnknownAttentionPatternsAreRefused) {
+  kart::ProgramT p = validProgram();
+  auto &fn = *p.functions[0];
+  fn.inputs = {0};
+  fn.values[0] = value(kart::ValueKind::Input, {1, 2, 4}, 0);
+  fn.values[1] = value(kart::ValueKind::Intermediate, {1, 2, 4}, -1, 0);
+  fn.kernels[0] = kernel(kart::Op::Attention, {0, 0, 0, -1, -1}, {1});
+  kart::AttentionAttrsT a;
+  a.heads = 2;
+  a.kv_heads = 2;
+  a.scale = 0.5;
+  a.pattern = std::make_unique<kart::AttentionPatternT>();
+  a.pattern->kind = kart::PatternKind::Causal;
+  fn.kernels[0]->attrs.Set(a);
+  std::unique_ptr<Model> m;
+  ASSERT_TRUE(load(p, m));
+  fn.kernels[0]->attrs.AsAttentionAttrs()->pattern->kind =
+      static_cast<kart::PatternKind>(7);
+  expectRefused(p, {"(Attention)", "attention pattern 7", "dense and causal"});
+}
+
+/// loss(x) = sum(x * w + x * b): gradients x for both w and b.
+kart::ProgramT trainableProgram() {
+  kart::ProgramT p;
+  p.version = kFormatVersion;
+  p.model = "frozen";
+  addParameter(p, "w", 4, true);
+  addParameter(p, "b", 4, false);
+  for (std::string name : {"loss", "loss_grad"}) {
+    auto fn = std::make_unique<kart::FunctionT>();
+    fn->name = name;
+    fn->inputs = {0};
+    fn->input_names = {"x"};
+    fn->values.push_back(value(kart::ValueKind::Input, {4}, 0));
+    fn->values.push_back(value(kart::ValueKind::Parameter, {4}, 0));
+    fn->values.push_back(value(kart::ValueKind::Parameter, {4}, 1));
+    fn->values.push_back(value(kart::ValueKind::Intermediate, {4}, -1, 0));
+    fn->values.push_back(value(kart::ValueKind::Intermediate, {4}, -1, 1));
+    fn->values.push_back(value(kart::ValueKind::Intermediate, {4}, -1, 0));
+    fn->values.push_back(value(kart::ValueKind::Intermediate, {}, -1, 1));
+    fn->kernels.push_back(kernel(kart::Op::Mul, {0, 1}, {3}));
+    fn->kernels.push_back(kernel(kart::Op::Mul, {0, 2}, {4}));
+    fn->kernels.push_back(kernel(kart::Op::Add, {3, 4}, {5}));
+    fn->kernels.push_back(kernel(kart::Op::ReduceSum, {5}, {6}));
+    kart::ReduceAttrsT sum;
+    sum.axes = {0};
+    fn->kernels.back()->attrs.Set(sum);
+    fn->num_slots = 2;
+    fn->outputs = {6};
+    if (name == "loss_grad")
+      fn->outputs = {6, 0, 0};
+    p.functions.push_back(std::move(fn));
+  }
+  return p;
+}
+
+TEST(ArtifactHooks, FrozenParametersGetNoOptimizerStateAndStayPut) {
+  std::unique_ptr<Model> m;
+  ASSERT_TRUE(load(trainableProgram(), m));
+  ASSERT_TRUE(m->parameters()[0].trainable);
+  ASSERT_FALSE(m->parameters()[1].trainable);
+  TrainConfig config;
+  config.lr = 0.1;
+  config.clipNorm = 0;
+  std::unique_ptr<Trainer> t;
+  ASSERT_TRUE(Trainer::create(*m, config, t));
+  EXPECT_EQ(m->optimizerState().m[0].size(), 4u);
+  EXPECT_TRUE(m->optimizerState().m[1].empty());
+  EXPECT_TRUE(m->optimizerState().v[1].empty());
+  Tensor x(DType::F32, {4});
+  for (int i = 0; i < 4; ++i)
+    x.as<float>()[i] = 1.0f + i;
+  StepStats stats;
+  ASSERT_TRUE(t->step({{{"x", x}}}, stats));
+  EXPECT_FLOAT_EQ(stats.loss, 2 * (1 + 2 + 3 + 4));
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_LT(m->parameterData(0)[i], 1.0f) << "w moves against x";
+    EXPECT_EQ(m->parameterData(1)[i], 1.0f) << "b is frozen";
+  }
+}
+
+} // namespace
