@@ -104,6 +104,9 @@ encodeProgram(FusedElementwiseOp f, fb::FlatBufferBuilder &fbb) {
     reg[c.getResult()] = next++;
   }
   std::vector<kart::Instruction> code;
+  // Each instruction is encoded as a kernel to find its runtime op; the
+  // attribute tables that builds are dropped (the variant carries them).
+  fb::FlatBufferBuilder scratch(256);
   for (Operation &op : body) {
     if (llvm::isa<ConstantOp>(op))
       continue;
@@ -115,8 +118,9 @@ encodeProgram(FusedElementwiseOp f, fb::FlatBufferBuilder &fbb) {
       variant = static_cast<int8_t>(toKart(g.getApproximate()));
     else if (auto a = llvm::dyn_cast<ActivationGradOp>(op))
       variant = static_cast<int8_t>(toKart(a.getKind()));
+    scratch.Clear();
     auto inner = encodeKernel(
-        &op, fbb,
+        &op, scratch,
         [](Attribute, Location loc) -> FailureOr<fb::Offset<kart::Dim>> {
           return emitError(loc, "a fused body has no shapes");
         },
