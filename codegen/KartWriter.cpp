@@ -125,7 +125,7 @@ LogicalResult
 Writer::writeFunction(func::FuncOp fn,
                       std::vector<fb::Offset<kart::Function>> &out) {
   llvm::DenseMap<Value, int> ids;
-  // Value tables are written at the end, once liveness has assigned slots.
+  // Value tables are written at the end, once results know their dims.
   struct ValueRecord {
     kart::ValueKind kind;
     kart::DType dtype;
@@ -137,7 +137,6 @@ Writer::writeFunction(func::FuncOp fn,
   std::vector<fb::Offset<kart::Constant>> constants;
   std::vector<int> inputs;
   std::vector<fb::Offset<fb::String>> inputNames;
-  std::vector<int> slotOf; // per value id, -1 unless intermediate
 
   auto typeOf = [&](Value v) {
     return llvm::cast<RankedTensorType>(v.getType());
@@ -156,7 +155,6 @@ Writer::writeFunction(func::FuncOp fn,
       return emitError(v.getLoc(), "unsupported element type");
     int id = values.size();
     ids[v] = id;
-    slotOf.push_back(-1);
     values.push_back({kind, *dt, std::move(dims), index});
     return id;
   };
@@ -188,21 +186,9 @@ Writer::writeFunction(func::FuncOp fn,
     inputNames.push_back(fbb.CreateString(argName));
   }
 
-  // Liveness: the last kernel index that reads each value.
-  llvm::DenseMap<Value, int> lastUse;
-  int kernelIndex = 0;
-  for (Operation &op : body) {
-    if (llvm::isa<ParamOp, ConstantOp>(op))
-      continue;
-    for (Value v : op.getOperands())
-      lastUse[v] = llvm::isa<func::ReturnOp>(op) ? INT32_MAX : kernelIndex;
-    ++kernelIndex;
-  }
-
-  std::vector<int> freeSlots;
-  int numSlots = 0;
+  // Memory is planned by the runtime when a call binds the symbolic sizes
+  // (runtime/core/MemoryPlan.cpp); the artifact records values and kernels.
   std::vector<int> outputs;
-  kernelIndex = 0;
   for (Operation &op : body) {
     Location loc = op.getLoc();
     if (auto ret = llvm::dyn_cast<func::ReturnOp>(op)) {
@@ -283,56 +269,31 @@ Writer::writeFunction(func::FuncOp fn,
       return failure();
     std::vector<int> outIds;
 
-    // Outputs take free slots; an input's slot is released only after the
-    // kernel's outputs are placed, so no kernel writes over what it reads.
     for (Value r : op.getResults()) {
       auto id = addValue(r, kart::ValueKind::Intermediate, -1,
                          staticShape(typeOf(r)));
       if (failed(id))
         return failure();
-      int slot;
-      if (!freeSlots.empty()) {
-        slot = freeSlots.back();
-        freeSlots.pop_back();
-      } else {
-        slot = numSlots++;
-      }
-      slotOf[*id] = slot;
       outIds.push_back(*id);
     }
-    for (Value r : op.getResults())
-      if (!lastUse.count(r)) // never read: free right away
-        freeSlots.push_back(slotOf[ids.at(r)]);
-    llvm::SmallDenseSet<Value, 4> released;
-    for (Value v : op.getOperands())
-      if (v && lastUse.lookup(v) == kernelIndex && released.insert(v).second &&
-          slotOf[ids.at(v)] >= 0)
-        freeSlots.push_back(slotOf[ids.at(v)]);
-
-    if (options.annotate) {
-      llvm::SmallVector<int64_t> slots;
-      for (int id : outIds)
-        slots.push_back(slotOf[id]);
+    if (options.annotate)
       op.setAttr("kiln.kernel", StringAttr::get(op.getContext(),
                                                 kart::EnumNameOp(encoded->op)));
-      op.setAttr("kiln.slots", DenseI64ArrayAttr::get(op.getContext(), slots));
-    }
     // Run-time errors name the user's line as compile-time ones do.
     std::string where = describeLocation(loc);
     kernels.push_back(kart::CreateKernelDirect(
         fbb, encoded->op, &encoded->inputs, &outIds, encoded->attrsType,
         encoded->attrs, where.c_str()));
-    ++kernelIndex;
   }
 
   std::vector<fb::Offset<kart::Value>> table;
   for (size_t id = 0; id < values.size(); ++id)
     table.push_back(kart::CreateValueDirect(fbb, values[id].kind,
                                             values[id].dtype, &values[id].dims,
-                                            values[id].index, slotOf[id]));
-  out.push_back(kart::CreateFunctionDirect(
-      fbb, fn.getName().str().c_str(), &inputs, &inputNames, &outputs, &table,
-      &kernels, &constants, numSlots));
+                                            values[id].index));
+  out.push_back(kart::CreateFunctionDirect(fbb, fn.getName().str().c_str(),
+                                           &inputs, &inputNames, &outputs,
+                                           &table, &kernels, &constants));
   return success();
 }
 

@@ -19,9 +19,8 @@ struct ArtifactOptions {
   /// Trained weights by parameter name. When set, every parameter must be
   /// present with its exact shape and no other tensor may be.
   const runtime::NamedTensors *weights = nullptr;
-  /// Record the plan on the IR (`kiln compile --emit=lowered`): each op that
-  /// becomes a kernel gets `kiln.kernel` (the runtime op) and `kiln.slots`
-  /// (the arena slot of each result).
+  /// Record the lowering on the IR (`kiln compile --emit=lowered`): each op
+  /// that becomes a kernel gets `kiln.kernel` (the runtime op).
   bool annotate = false;
   /// Keep the weights out of the artifact: they are returned here (by
   /// parameter name, for the caller to write as .safetensors) and the
@@ -36,9 +35,9 @@ struct ArtifactOptions {
 };
 
 /// Lowers a verified kiln module to the CPU execution plan and serializes it
-/// with the initialized weights: every kiln op becomes a kernel record,
-/// intermediates get arena slots by liveness, parameters are laid out
-/// 64-byte aligned. Errors are reported at op locations.
+/// with the initialized weights: every kiln op becomes a kernel record (the
+/// runtime plans the intermediates' memory per call), parameters are laid
+/// out 64-byte aligned. Errors are reported at op locations.
 mlir::LogicalResult writeArtifact(mlir::ModuleOp module,
                                   const ArtifactOptions &options,
                                   std::vector<uint8_t> &out);

@@ -284,7 +284,6 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
     info.name = f->name()->str();
     info.kernels = f->kernels()->size();
     info.values = f->values()->size();
-    info.slots = f->num_slots();
     auto arg = [&](int id, std::string name) {
       ArgInfo a;
       a.name = std::move(name);
@@ -303,8 +302,6 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
         std::string n = "%" + std::to_string(id);
         if (v->kind() == kart::ValueKind::Parameter)
           n += "<" + p->parameters()->Get(v->index())->name()->str() + ">";
-        else if (v->kind() == kart::ValueKind::Intermediate)
-          n += "[slot " + std::to_string(v->slot()) + "]";
         return n;
       };
       for (size_t i = 0; i < k->inputs()->size(); ++i)

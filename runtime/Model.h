@@ -48,8 +48,7 @@ struct FunctionInfo {
   std::vector<ArgInfo> outputs;
   size_t kernels = 0;
   size_t values = 0;
-  size_t slots = 0;
-  /// One line per kernel: "Matmul %4, %7 -> %8[slot 2]  (gpt2.kiln:20:5)".
+  /// One line per kernel: "Matmul %4, %7<w> -> %8  gpt2.kiln:20:5".
   std::vector<std::string> plan;
 };
 

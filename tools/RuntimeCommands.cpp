@@ -235,8 +235,7 @@ std::string describeModel(Model &model,
       o.name = "";
       os << (i ? ", " : "") << signature(o).substr(2);
     }
-    os << ")\n  " << f.kernels << " kernels, " << f.values << " values, "
-       << f.slots << " arena slots\n";
+    os << ")\n  " << f.kernels << " kernels, " << f.values << " values\n";
     if (!dims.empty()) {
       MemoryReport r;
       if (Status s = model.memoryReport(f.name, dims, r); !s) {

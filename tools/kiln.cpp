@@ -79,10 +79,10 @@ const CommandHelp kCommands[] = {
 
 compile options:
   --emit=STAGE       what to produce: mlir (default), ast, lowered (the IR
-                     with each op's runtime kernel and arena slots), params
+                     with each op's runtime kernel), params
                      (a table of the parameters), kart (the artifact; the
                      default when -o ends in .kart) or plan (the artifact's
-                     functions, memory plan and kernel list)
+                     functions and kernel list)
   -D NAME=VALUE      override a hyperparameter (repeatable), e.g. -D n_layer=2
   -o FILE            write the output to FILE instead of standard output
   --seed=N           seed for the parameter initializers (default 0)

@@ -222,7 +222,7 @@ class Model:
     def ir(self, stage: str = "mlir") -> str:
         """The text of a compilation stage: ``ast``, ``mlir`` (after the
         frontend pipeline, and autodiff when compiled with ``grad``),
-        ``lowered`` (with kernels and arena slots) or ``params``."""
+        ``lowered`` (with runtime kernels) or ``params``."""
         if self._request is None:
             raise ValueError("ir() needs a model made by kiln.compile(); "
                              "this one was loaded from an artifact")

@@ -87,7 +87,6 @@ private:
   std::vector<int64_t> symbols;
   std::vector<bool> bound;
   std::vector<Shape> shapes;
-  std::vector<size_t> slotBytes;
   // Lifetimes of intermediates (first and last kernel touching them) and,
   // per binding of the symbols, their byte offsets in the arena.
   std::vector<int> defAt, lastUse;

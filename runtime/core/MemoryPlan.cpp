@@ -173,7 +173,6 @@ Status FunctionState::planShapes() {
       shapes[id].assign(c->shape()->begin(), c->shape()->end());
     }
   }
-  std::fill(slotBytes.begin(), slotBytes.end(), 0);
   std::vector<const Shape *> in;
   std::vector<Shape> out;
   for (const kart::Kernel *k : *fn.kernels()) {
@@ -209,7 +208,6 @@ Status FunctionState::planShapes() {
               shapeString(fromKart(v->dtype()), out[i]) +
               ", more than kiln allocates for one value (" +
               formatBytes(kMaxValueBytes) + "); use smaller inputs");
-      slotBytes[v->slot()] = std::max(slotBytes[v->slot()], alignUp(bytes));
     }
   }
   return Status::ok();

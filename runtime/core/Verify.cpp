@@ -86,13 +86,6 @@ Status FunctionState::verify() {
   size_t nsym = prog.symbols() ? prog.symbols()->size() : 0;
   symbols.assign(nsym, 0);
   int nvalues = fn.values()->size();
-  // Each arena slot holds at least one of the function's values: a larger
-  // count is damage, and must not decide an allocation.
-  if (fn.num_slots() < 0 || fn.num_slots() > nvalues)
-    return Status::error("function '" + name + "' declares " +
-                         std::to_string(fn.num_slots()) + " arena slots for " +
-                         std::to_string(nvalues) +
-                         " values; the artifact is damaged");
   size_t nconst = fn.constants() ? fn.constants()->size() : 0;
   for (size_t c = 0; c < nconst; ++c) {
     const kart::Constant *k = fn.constants()->Get(c);
@@ -183,9 +176,6 @@ Status FunctionState::verify() {
       break;
     }
     case kart::ValueKind::Intermediate:
-      if (v->slot() < 0 || v->slot() >= fn.num_slots())
-        return valueError(id, "uses arena slot " + std::to_string(v->slot()) +
-                                  " of " + std::to_string(fn.num_slots()));
       break;
     default:
       return valueError(id, "has an unknown kind");
@@ -208,7 +198,6 @@ Status FunctionState::verify() {
                            std::to_string(i) + " is never computed");
   }
   shapes.resize(nvalues);
-  slotBytes.resize(fn.num_slots());
   // Lifetimes: an intermediate lives from the kernel that writes it to the
   // last kernel that reads it (function outputs to the end).
   int nk = static_cast<int>(fn.kernels()->size());

@@ -395,22 +395,6 @@ def test_directories_and_fifos_as_inputs(tmp_path, artifact, tokens):
                  "w.bin: is not a regular file")
 
 
-def test_slot_count_is_bounded_by_the_artifact(tmp_path, artifact, tokens):
-    """num_slots is read from the file: 2^31-1 slots made kiln allocate
-    16.8 GB for a 15 KB artifact. Each slot holds at least one value."""
-    data = bytearray(artifact.read_bytes())
-    root = struct.unpack_from("<I", data, 0)[0]
-    functions = deref(data, table_field(data, root, 5))  # Program.functions
-    first = deref(data, functions + 4)
-    slots = table_field(data, first, 7)  # Function.num_slots
-    assert slots, "num_slots is stored"
-    struct.pack_into("<i", data, slots, 2**31 - 1)
-    bad = tmp_path / "slots.kart"
-    bad.write_bytes(bytes(data))
-    expect_error(run_kiln("run", bad, f"--input=tokens=@{tokens}"),
-                 "declares 2147483647 arena slots for", "damaged")
-
-
 # A fresh, small interpreter starts kiln and reports its peak memory: a
 # process forked from pytest would count pytest's own (over 1 GB, with
 # torch) in its maximum resident set size, exec or not.

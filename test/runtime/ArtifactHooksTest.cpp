@@ -28,16 +28,14 @@ std::unique_ptr<kart::DimT> dim(int64_t v) {
   return d;
 }
 
-std::unique_ptr<kart::ValueT> value(kart::ValueKind kind,
-                                    std::vector<int64_t> shape, int index,
-                                    int slot = -1) {
+std::unique_ptr<kart::ValueT>
+value(kart::ValueKind kind, std::vector<int64_t> shape, int index = -1) {
   auto v = std::make_unique<kart::ValueT>();
   v->kind = kind;
   v->dtype = kart::DType::F32;
   for (int64_t d : shape)
     v->shape.push_back(dim(d));
   v->index = index;
-  v->slot = slot;
   return v;
 }
 
@@ -78,9 +76,8 @@ kart::ProgramT validProgram() {
   fn->input_names = {"x"};
   fn->outputs = {1};
   fn->values.push_back(value(kart::ValueKind::Input, {4}, 0));
-  fn->values.push_back(value(kart::ValueKind::Intermediate, {4}, -1, 0));
+  fn->values.push_back(value(kart::ValueKind::Intermediate, {4}));
   fn->kernels.push_back(kernel(kart::Op::Relu, {0}, {1}));
-  fn->num_slots = 1;
   p.functions.push_back(std::move(fn));
   return p;
 }
@@ -196,7 +193,7 @@ TEST(ArtifactHooks, UnknownAttentionPatternsAreRefused) {
   auto &fn = *p.functions[0];
   fn.inputs = {0};
   fn.values[0] = value(kart::ValueKind::Input, {1, 2, 4}, 0);
-  fn.values[1] = value(kart::ValueKind::Intermediate, {1, 2, 4}, -1, 0);
+  fn.values[1] = value(kart::ValueKind::Intermediate, {1, 2, 4});
   fn.kernels[0] = kernel(kart::Op::Attention, {0, 0, 0, -1, -1}, {1});
   kart::AttentionAttrsT a;
   a.heads = 2;
@@ -227,10 +224,10 @@ kart::ProgramT trainableProgram() {
     fn->values.push_back(value(kart::ValueKind::Input, {4}, 0));
     fn->values.push_back(value(kart::ValueKind::Parameter, {4}, 0));
     fn->values.push_back(value(kart::ValueKind::Parameter, {4}, 1));
-    fn->values.push_back(value(kart::ValueKind::Intermediate, {4}, -1, 0));
-    fn->values.push_back(value(kart::ValueKind::Intermediate, {4}, -1, 1));
-    fn->values.push_back(value(kart::ValueKind::Intermediate, {4}, -1, 0));
-    fn->values.push_back(value(kart::ValueKind::Intermediate, {}, -1, 1));
+    fn->values.push_back(value(kart::ValueKind::Intermediate, {4}));
+    fn->values.push_back(value(kart::ValueKind::Intermediate, {4}));
+    fn->values.push_back(value(kart::ValueKind::Intermediate, {4}));
+    fn->values.push_back(value(kart::ValueKind::Intermediate, {}));
     fn->kernels.push_back(kernel(kart::Op::Mul, {0, 1}, {3}));
     fn->kernels.push_back(kernel(kart::Op::Mul, {0, 2}, {4}));
     fn->kernels.push_back(kernel(kart::Op::Add, {3, 4}, {5}));
@@ -238,7 +235,6 @@ kart::ProgramT trainableProgram() {
     kart::ReduceAttrsT sum;
     sum.axes = {0};
     fn->kernels.back()->attrs.Set(sum);
-    fn->num_slots = 2;
     fn->outputs = {6};
     if (name == "loss_grad")
       fn->outputs = {6, 0, 0};
