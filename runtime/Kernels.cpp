@@ -1,4 +1,4 @@
-//===- Kernels.cpp - CPU reference kernels and their dispatch ------------===//
+//===- Kernels.cpp - CPU reference kernels --------------------------------===//
 //
 // Kernels are written for clarity first: each is the naive reference that
 // the fused, vectorized kernels of later work are checked against. Loops over
@@ -26,7 +26,7 @@ using kart::Op;
 // Kernels
 //===----------------------------------------------------------------------===//
 
-namespace {
+namespace kiln::runtime::cpu::reference {
 
 /// The naive batched matmul that the oneDNN primitive is checked against.
 Status matmulReference(KernelContext &c) {
@@ -616,7 +616,7 @@ Status crossEntropyGrad(KernelContext &c) {
   return Status::ok();
 }
 
-} // namespace
+} // namespace kiln::runtime::cpu::reference
 
 bool kiln::runtime::reducedBlock(const flatbuffers::Vector<int64_t> &axes,
                                  size_t rank, int64_t &first, int64_t &last) {
@@ -653,125 +653,4 @@ Status kiln::runtime::countTargets(const KernelContext &c, int64_t rows,
     ++counted;
   }
   return Status::ok();
-}
-
-Status kiln::runtime::execute(KernelContext &c) {
-  const kart::Kernel &k = c.kernel;
-  Status fast;
-  if (executeOneDNN(c, fast))
-    return fast;
-  if (isBinary(k.op()))
-    return binary(c);
-  if (isUnary(k.op()))
-    return unary(c);
-  switch (k.op()) {
-  case Op::Embedding:
-    return embedding(c);
-  case Op::Matmul:
-    return matmulReference(c);
-  case Op::Cast:
-    return cast(c);
-  case Op::Dropout:
-    if (c.training && k.attrs_as_DropoutAttrs()->rate() > 0)
-      return dropoutTraining(c);
-    [[fallthrough]]; // inference: the identity
-  case Op::Reshape:
-  case Op::ReshapeLike:
-    if (c.out[0].data != c.in[0].data)
-      std::memcpy(c.out[0].data, c.in[0].data,
-                  c.in[0].numel() * dtypeSize(c.in[0].dtype));
-    return Status::ok();
-  case Op::Transpose:
-    return transpose(c);
-  case Op::Slice: {
-    const kart::SliceAttrs *attrs = k.attrs_as_SliceAttrs();
-    int64_t axis = normAxis(attrs->axis(), c.in[0].shape->size());
-    copyAxis(c.in[0], attrs->start(), c.out[0], 0, (*c.out[0].shape)[axis],
-             axis);
-    return Status::ok();
-  }
-  case Op::Concat: {
-    int64_t axis = normAxis(k.attrs_as_AxisAttrs()->axis(),
-                            c.out[0].shape->size()),
-            at = 0;
-    for (const View &in : c.in) {
-      copyAxis(in, 0, c.out[0], at, (*in.shape)[axis], axis);
-      at += (*in.shape)[axis];
-    }
-    return Status::ok();
-  }
-  case Op::Split: {
-    int64_t axis =
-                normAxis(k.attrs_as_AxisAttrs()->axis(), c.in[0].shape->size()),
-            at = 0;
-    for (const View &out : c.out) {
-      copyAxis(c.in[0], at, out, 0, (*out.shape)[axis], axis);
-      at += (*out.shape)[axis];
-    }
-    return Status::ok();
-  }
-  case Op::ReduceSum:
-  case Op::ReduceMean:
-  case Op::ReduceMax:
-    return reduce(c);
-  case Op::LayerNorm:
-  case Op::RMSNorm:
-    return norm(c);
-  case Op::Softmax:
-    return softmax(c);
-  case Op::Rope:
-    return rope(c);
-  case Op::Attention:
-    return useReferenceKernels() ? attentionReference(c) : flashAttention(c);
-  case Op::RelativePositionBucket:
-    return relativePositionBucket(c);
-  case Op::CrossEntropy:
-    return crossEntropy(c);
-  case Op::CrossEntropyGrad:
-    return crossEntropyGrad(c);
-  case Op::EmbeddingGrad:
-    return embeddingGrad(c);
-  case Op::GlobalNorm:
-    return globalNorm(c);
-  case Op::OptimizerUpdate:
-    return optimizerUpdate(c);
-  case Op::ActivationGrad:
-    return activationGrad(c);
-  case Op::ReduceGrad:
-    return reduceGrad(c);
-  case Op::AttentionGrad:
-    return useReferenceKernels() || c.in[7].data ? attentionGrad(c)
-                                                 : flashAttentionGrad(c);
-  case Op::ZerosLike:
-    std::memset(c.out[0].data, 0, c.out[0].numel() * dtypeSize(c.out[0].dtype));
-    return Status::ok();
-  case Op::SliceGrad: {
-    const kart::SliceGradAttrs *attrs = k.attrs_as_SliceGradAttrs();
-    int64_t axis = normAxis(attrs->axis(), c.out[0].shape->size());
-    std::memset(c.out[0].data, 0, c.out[0].numel() * dtypeSize(c.out[0].dtype));
-    copyAxis(c.in[0], 0, c.out[0], attrs->start(), (*c.in[0].shape)[axis],
-             axis);
-    return Status::ok();
-  }
-  case Op::ConcatGrad: {
-    int64_t axis =
-                normAxis(k.attrs_as_AxisAttrs()->axis(), c.in[0].shape->size()),
-            at = 0;
-    for (const View &out : c.out) {
-      copyAxis(c.in[0], at, out, 0, (*out.shape)[axis], axis);
-      at += (*out.shape)[axis];
-    }
-    return Status::ok();
-  }
-  case Op::FusedMatmul:
-    return fusedMatmulReference(c);
-  case Op::AddNorm:
-  case Op::NormGrad:
-  case Op::SoftmaxCrossEntropy:
-  case Op::FusedElementwise:
-    return executeFused(c);
-  default:
-    break;
-  }
-  return fail(k, "unknown op");
 }

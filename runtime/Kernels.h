@@ -27,6 +27,7 @@
 #ifndef KILN_RUNTIME_KERNELS_H
 #define KILN_RUNTIME_KERNELS_H
 
+#include "runtime/Model.h"
 #include "runtime/Optimizer.h"
 #include "runtime/Tensor.h"
 #include "runtime/core/OpTable.h"
@@ -57,6 +58,7 @@ struct KernelContext {
   const std::vector<int64_t> &symbols; // bound symbolic dimension sizes
   PrimitiveCache &primitives;
   bool training = false; // dropout draws its mask
+  KernelChoice choice = KernelChoice::Fast;
   uint64_t seed = 0;     // the run's dropout seed (set per training step)
   OptimizerState *optimizer = nullptr; // for OptimizerUpdate
   int64_t paramIndex = -1;             // the parameter OptimizerUpdate writes
@@ -82,10 +84,6 @@ Status inferShapes(const kart::Kernel &k,
 /// kiln's blocked reduction kernel handles (oneDNN takes the others).
 bool reducedBlock(const flatbuffers::Vector<int64_t> &axes, size_t rank,
                   int64_t &first, int64_t &last);
-
-/// Runs one kernel. Run-time data errors (an id out of range) are reported,
-/// not undefined behaviour.
-Status execute(KernelContext &ctx);
 
 /// oneDNN primitives, created once per op, attributes and shapes and reused
 /// by every later call.
@@ -121,15 +119,10 @@ private:
   std::unique_ptr<Impl> impl_;
 };
 
-/// Runs the kernel as a oneDNN primitive when oneDNN has one for it (matmul,
-/// eltwise, binary, softmax, layer normalization, reduction, transpose as
-/// reorder).
-/// Returns false when the op or its operands need the reference kernel.
-bool executeOneDNN(KernelContext &ctx, Status &status);
-
-/// True when KILN_REFERENCE_KERNELS is set: every op then runs its naive
-/// reference kernel, which the tests compare with the fast path.
-bool useReferenceKernels();
+/// The kernels a call runs when it does not say: the reference kernels
+/// when KILN_REFERENCE_KERNELS is set (a switch for whole programs, such as
+/// the CLI under test), the fast ones otherwise.
+KernelChoice defaultKernelChoice();
 
 /// Checks every target of a cross-entropy kernel (in[1]) against the class
 /// count `V`; `counted` is how many are not `ignore`.

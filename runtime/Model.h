@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <utility>
@@ -74,9 +75,18 @@ struct StatePool;
 /// How a call runs. Training mode draws dropout masks from `seed` (the
 /// trainer derives one per step and micro-batch); inference leaves dropout
 /// the identity.
+/// Which implementation of each op a call runs: the fast kernels (oneDNN
+/// primitives, blocked and vectorized loops), or the naive reference
+/// kernels that define what each op computes — slower, for checking the
+/// fast ones and for debugging a result.
+enum class KernelChoice { Fast, Reference };
+
 struct RunOptions {
   bool training = false;
   uint64_t seed = 0;
+  /// Unset: KILN_REFERENCE_KERNELS=1 in the environment chooses the
+  /// reference kernels, anything else the fast ones.
+  std::optional<KernelChoice> kernels;
 };
 
 /// Threads for kiln's kernels and oneDNN (one OpenMP pool) in calls made

@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/Kernels.h"
+#include "runtime/cpu/KernelUtil.h"
 
 #include <dnnl.hpp>
 
@@ -85,14 +86,6 @@ size_t PackedWeights::bytes() const {
     for (const auto &c : p.copies)
       n += c.desc.get_size();
   return n;
-}
-
-bool kiln::runtime::useReferenceKernels() {
-  static const bool reference = [] {
-    const char *v = std::getenv("KILN_REFERENCE_KERNELS");
-    return v && *v && std::string(v) != "0";
-  }();
-  return reference;
 }
 
 namespace {
@@ -644,37 +637,33 @@ bool transpose(KernelContext &c) {
 
 } // namespace
 
-bool kiln::runtime::executeOneDNN(KernelContext &c, Status &status) {
-  if (useReferenceKernels() || c.out.empty() || c.out[0].numel() == 0)
+namespace {
+/// A primitive as a fast kernel: empty results are left to the reference
+/// kernels, and oneDNN's errors become the kernel's status.
+template <bool (*Primitive)(KernelContext &)>
+bool guarded(KernelContext &c, Status &status) {
+  if (c.out.empty() || c.out[0].numel() == 0)
     return false;
   try {
-    Op op = c.kernel.op();
-    if (isUnary(op))
-      return eltwise(c);
-    if (isBinary(op))
-      return binary(c);
-    switch (op) {
-    case Op::Matmul:
-    case Op::FusedMatmul:
-      return matmul(c);
-    case Op::Softmax:
-      return softmax(c);
-    case Op::LayerNorm:
-      return layerNorm(c);
-    case Op::ReduceSum:
-    case Op::ReduceMean:
-    case Op::ReduceMax:
-      return reduction(c);
-    case Op::Transpose:
-      return transpose(c);
-    case Op::ActivationGrad:
-      return activationGrad(c);
-    default:
-      return false;
-    }
+    return Primitive(c);
   } catch (const dnnl::error &e) {
     status = Status::error(std::string(kart::EnumNameOp(c.kernel.op())) +
                            ": oneDNN failed: " + e.what());
     return true;
   }
 }
+} // namespace
+
+#define KILN_ONEDNN_KERNEL(Name, primitive)                                    \
+  bool kiln::runtime::cpu::Name(KernelContext &c, Status &s) {                 \
+    return guarded<::primitive>(c, s);                                         \
+  }
+KILN_ONEDNN_KERNEL(onednnMatmul, matmul)
+KILN_ONEDNN_KERNEL(onednnEltwise, eltwise)
+KILN_ONEDNN_KERNEL(onednnBinary, binary)
+KILN_ONEDNN_KERNEL(onednnSoftmax, softmax)
+KILN_ONEDNN_KERNEL(onednnLayerNorm, layerNorm)
+KILN_ONEDNN_KERNEL(onednnReduction, reduction)
+KILN_ONEDNN_KERNEL(onednnTranspose, transpose)
+KILN_ONEDNN_KERNEL(onednnActivationGrad, activationGrad)
+#undef KILN_ONEDNN_KERNEL

@@ -105,8 +105,10 @@ int runCommand(const std::vector<std::string> &args) {
   std::vector<std::string> outputs;
   int64_t repeat = 0;
   int threads = 0;
+  std::string kernels;
   LoadOptions load;
   OptionParser p("run");
+  p.choice("--kernels", kernels, {"fast", "reference"});
   artifactOptions(p, path, load);
   p.integer("--threads", threads, limits::kThreads);
   p.integer("--repeat", repeat, limits::kRepeat);
@@ -140,15 +142,19 @@ int runCommand(const std::vector<std::string> &args) {
   if (Status s = Model::load(path, model, load); !s)
     return fail(s.message());
   model->setThreads(threads);
+  RunOptions run;
+  if (!kernels.empty())
+    run.kernels =
+        kernels == "reference" ? KernelChoice::Reference : KernelChoice::Fast;
   std::vector<Tensor> results;
-  if (Status s = model->run(function, inputs, results); !s)
+  if (Status s = model->run(function, inputs, results, run); !s)
     return fail(s.message());
   if (repeat > 0) {
     // Timing after one warm-up run (primitives created, arena allocated).
     std::vector<double> ms;
     for (int64_t r = 0; r < repeat; ++r) {
       auto t0 = std::chrono::steady_clock::now();
-      if (Status s = model->run(function, inputs, results); !s)
+      if (Status s = model->run(function, inputs, results, run); !s)
         return fail(s.message());
       ms.push_back(std::chrono::duration<double, std::milli>(
                        std::chrono::steady_clock::now() - t0)

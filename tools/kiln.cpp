@@ -119,6 +119,9 @@ run options:
                      results without a file are summarized on stdout
   --threads=N        threads for the kernels (see "threads" below)
   --repeat=N         run N more times and report the median time
+  --kernels=KIND     fast (default) or reference: the naive kernels that
+                     define each op, to check a result (the default follows
+                     KILN_REFERENCE_KERNELS=1)
   --weights-file=F   the external weights, when not beside the artifact
 )"},
     {"inspect", R"(usage: kiln inspect MODEL.kart [options]

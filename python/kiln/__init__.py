@@ -153,9 +153,15 @@ class Model:
         """The hyperparameters the model was compiled with."""
         return self._impl.hyperparameters()
 
-    def run(self, function: str, **inputs: np.ndarray):
-        """Runs ``function``; returns an array or a tuple of arrays."""
-        out = self._impl.run(function, inputs)
+    def run(self, function: str, /, *, kernels: Optional[str] = None,
+            **inputs: np.ndarray):
+        """Runs ``function``; returns an array or a tuple of arrays.
+
+        ``kernels="reference"`` runs the naive reference kernels that
+        define each op instead of the fast ones (``"fast"``, the default
+        unless ``KILN_REFERENCE_KERNELS=1``): slower, for checking a
+        result."""
+        out = self._impl.run(function, inputs, kernels or "")
         return out[0] if len(out) == 1 else tuple(out)
 
     def __getattr__(self, name: str):

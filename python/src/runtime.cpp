@@ -220,13 +220,23 @@ void kiln::python::registerRuntime(py::module_ &m) {
            })
       .def(
           "run",
-          [](Model &m, const std::string &name, const py::dict &inputs) {
+          [](Model &m, const std::string &name, const py::dict &inputs,
+             const std::string &kernels) {
+            RunOptions run;
+            if (kernels == "reference")
+              run.kernels = KernelChoice::Reference;
+            else if (kernels == "fast")
+              run.kernels = KernelChoice::Fast;
+            else if (!kernels.empty())
+              throw py::value_error("kernels must be 'fast' or 'reference', "
+                                    "got '" +
+                                    kernels + "'");
             std::map<std::string, Tensor> in = functionInputs(m, name, inputs);
             std::vector<Tensor> out;
             Status s;
             {
               py::gil_scoped_release release;
-              s = m.run(name, in, out);
+              s = m.run(name, in, out, run);
             }
             if (!s) {
               // Sizes that disagree across inputs are the caller's shapes.
@@ -239,7 +249,7 @@ void kiln::python::registerRuntime(py::module_ &m) {
               res.append(toNumpy(t));
             return res;
           },
-          py::arg("function"), py::arg("inputs"))
+          py::arg("function"), py::arg("inputs"), py::arg("kernels") = "")
       .def("parameters",
            [](const Model &m) {
              py::dict d;

@@ -1,5 +1,6 @@
 //===- Executor.cpp - running the kernels of one call ---------------------===//
 #include "runtime/Memory.h"
+#include "runtime/core/Device.h"
 #include "runtime/core/FunctionState.h"
 
 #include <omp.h>
@@ -62,9 +63,11 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
     return e && *e && std::string(e) != "0";
   }();
   std::map<std::string, double> opTime;
+  const KernelChoice choice = options.kernels.value_or(defaultKernelChoice());
   for (const kart::Kernel *k : *fn.kernels()) {
     KernelContext ctx{*k, {}, {}, symbols, primitives};
     ctx.training = options.training;
+    ctx.choice = choice;
     ctx.seed = options.seed;
     if (opInfo(k->op()).has(kWritesParameter)) {
       ctx.optimizer = &optimizer;
@@ -89,7 +92,8 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
           View{ptr[id], fromKart(fn.values()->Get(id)->dtype()), &shapes[id]});
     auto t0 = profile ? std::chrono::steady_clock::now()
                       : std::chrono::steady_clock::time_point();
-    if (Status s = execute(ctx); !s)
+    // The loader admits only kernels for devices this runtime has.
+    if (Status s = findDevice(k->device())->run(ctx); !s)
       return s;
     if (profile)
       opTime[kart::EnumNameOp(k->op())] +=

@@ -86,15 +86,8 @@ constexpr OpInfo kOps[] = {
 };
 // clang-format on
 
-constexpr bool inEnumOrder() {
-  for (size_t i = 0; i < std::size(kOps); ++i)
-    if (static_cast<size_t>(kOps[i].op) != i)
-      return false;
-  return true;
-}
-static_assert(inEnumOrder(), "op table rows must follow kart::Op");
-static_assert(std::size(kOps) == static_cast<size_t>(Op::MAX) + 1,
-              "every kart::Op needs a row in the op table");
+static_assert(oneRowPerOp(kOps), "the op table needs one row per kart::Op, "
+                                 "in enum order");
 
 } // namespace
 

@@ -78,6 +78,18 @@ struct OpInfo {
   bool has(OpFlag f) const { return flags & f; }
 };
 
+/// True when `rows` (the op table, a device's kernel registry) has one row
+/// per kart::Op, in enum order: the tables index rows by op code.
+template <typename Row, size_t N>
+constexpr bool oneRowPerOp(const Row (&rows)[N]) {
+  if (N != static_cast<size_t>(kart::Op::MAX) + 1)
+    return false;
+  for (size_t i = 0; i < N; ++i)
+    if (static_cast<size_t>(rows[i].op) != i)
+      return false;
+  return true;
+}
+
 /// The op's row, or null for an op code this runtime does not know (an
 /// artifact from a newer kiln, or damage).
 const OpInfo *findOp(kart::Op op);

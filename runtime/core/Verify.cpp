@@ -1,6 +1,7 @@
 //===- Verify.cpp - load-time checks of a function ------------------------===//
 #include "runtime/core/FunctionState.h"
 
+#include "runtime/core/Device.h"
 #include "runtime/core/OpTable.h"
 
 #include <algorithm>
@@ -30,7 +31,8 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
   where += " (" + std::string(kart::EnumNameOp(k->op())) + ")";
   if (k->location() && k->location()->size())
     where += " at " + printable(k->location()->str());
-  if (k->device() != kart::Device::CPU)
+  const Device *device = findDevice(k->device());
+  if (!device)
     return bad(std::string("runs on device ") +
                (k->device() <= kart::Device::MAX
                     ? kart::EnumNameDevice(k->device())
@@ -41,6 +43,8 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
                "; the CPU runtime runs its own kernels");
   if (std::string why = checkAgainstRow(*k); !why.empty())
     return bad(why);
+  if (!device->kernel(k->op()))
+    return bad("has no kernel on this device");
   int nvalues = fn.values()->size();
   auto value = [&](int id) { return fn.values()->Get(id); };
   KernelOperands operands{*k, {}, {}, symbols.size()};

@@ -126,6 +126,39 @@ inline float referenceScore(const float *qi, const float *kj, int64_t D,
   return dot;
 }
 
+// Reference kernels (Kernels.cpp): the meaning of each op, in plain loops.
+namespace reference {
+Status matmulReference(KernelContext &c);
+Status binary(KernelContext &c);
+Status unary(KernelContext &c);
+Status cast(KernelContext &c);
+Status embedding(KernelContext &c);
+Status transpose(KernelContext &c);
+Status reduce(KernelContext &c);
+Status norm(KernelContext &c);
+Status softmax(KernelContext &c);
+Status rope(KernelContext &c);
+Status attentionReference(KernelContext &c);
+Status relativePositionBucket(KernelContext &c);
+Status crossEntropy(KernelContext &c);
+Status crossEntropyGrad(KernelContext &c);
+/// Copies `count` entries along `axis` between [outer, axis, inner] views
+/// (slice, concat, split and their gradients).
+void copyAxis(const View &from, int64_t fromStart, const View &to,
+              int64_t toStart, int64_t count, int64_t axis);
+} // namespace reference
+
+// oneDNN primitives (OneDNN.cpp) as fast kernels: each declines what it
+// does not cover (and empty results), and reports oneDNN's own errors.
+bool onednnMatmul(KernelContext &c, Status &s);
+bool onednnEltwise(KernelContext &c, Status &s);
+bool onednnBinary(KernelContext &c, Status &s);
+bool onednnSoftmax(KernelContext &c, Status &s);
+bool onednnLayerNorm(KernelContext &c, Status &s);
+bool onednnReduction(KernelContext &c, Status &s);
+bool onednnTranspose(KernelContext &c, Status &s);
+bool onednnActivationGrad(KernelContext &c, Status &s);
+
 // Training kernels (GradKernels.cpp).
 Status dropoutTraining(KernelContext &c);
 Status embeddingGrad(KernelContext &c);

@@ -62,6 +62,36 @@ def test_results_equal_the_cli_bit_for_bit(tmp_path, model):
         ["forward", "loss", "loss_grad"]
 
 
+def test_reference_kernels_per_call(tmp_path, model):
+    """kernels="reference" (Python) and --kernels=reference (CLI) run the
+    naive kernels for that call only: they agree with the fast kernels to
+    float32 rounding, the CLI and Python agree bit for bit on each, and the
+    fast results are unchanged after a reference call."""
+    x, y = tokens(), tokens(seed=1)
+    fast = model.run("loss_grad", tokens=x, targets=y)
+    ref = model.run("loss_grad", kernels="reference", tokens=x, targets=y)
+    again = model.run("loss_grad", kernels="fast", tokens=x, targets=y)
+    differs = False
+    for f, r, a in zip(fast, ref, again):
+        assert np.array_equal(f, a)
+        np.testing.assert_allclose(f, r, rtol=1e-4, atol=1e-5)
+        differs |= not np.array_equal(f, r)
+    assert differs, "the reference kernels are other code than the fast ones"
+    art = tmp_path / "m.kart"
+    kiln_cli("compile", EXAMPLES / "gpt2.kiln", *defines(TINY), "--seed=3",
+             "-o", art)
+    np.save(tmp_path / "x.npy", x)
+    for kind in ("fast", "reference"):
+        kiln_cli("run", art, f"--kernels={kind}",
+                 f"--input=tokens=@{tmp_path / 'x.npy'}",
+                 f"--output=@{tmp_path / (kind + '.npy')}")
+        assert np.array_equal(np.load(tmp_path / (kind + ".npy")),
+                              model.forward(tokens=x, kernels=kind))
+    with pytest.raises(ValueError, match="kernels must be 'fast' or "
+                                         "'reference', got 'slow'"):
+        model.forward(tokens=x, kernels="slow")
+
+
 def test_gpt2_matches_pytorch(tmp_path):
     w = random_weights(parameter_table("gpt2.kiln", GPT2), 1)
     m = kiln.compile(EXAMPLES / "gpt2.kiln", defines=GPT2)
