@@ -129,8 +129,8 @@ KernelChoice defaultKernelChoice();
 Status countTargets(const KernelContext &c, int64_t rows, int64_t V,
                     int64_t ignore, int64_t &counted);
 
-/// Blocked (flash) attention and its backward (runtime/Attention.cpp); the
-/// backward takes no bias (the per-row kernel in Kernels.cpp handles it).
+/// Blocked (flash) attention and its backward (attention/Flash.cpp); the
+/// backward takes no bias (the per-row reference kernel handles it).
 Status flashAttention(KernelContext &ctx);
 Status flashAttentionGrad(KernelContext &ctx);
 

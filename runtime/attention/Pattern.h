@@ -2,7 +2,7 @@
 //-*-===//
 //
 // An attention pattern says which (query, key) pairs are visible. The
-// blocked kernels (runtime/Attention.cpp) never look at it directly: they
+// blocked kernels (attention/Flash.cpp) never look at it directly: they
 // iterate over the block list it produces — for each (batch, head) and each
 // query block, the key blocks with at least one visible pair — and mask
 // inside a block with its predicate only where the block is not wholly

@@ -2,7 +2,7 @@
 //-*-===//
 //
 // Internal to the runtime: each op's load-time check (core/OpChecks.cpp)
-// and run-time shape rule (ShapeRules.cpp), referenced by its row in
+// and run-time shape rule (core/ShapeRules.cpp), referenced by its row in
 // core/OpTable.cpp. A null check means the counts and the attribute table
 // are all there is to check.
 //

@@ -200,9 +200,8 @@ void run(KernelContext &c, const dnnl::primitive &p,
   if (size_t bytes = scratch ? dnnl_memory_desc_get_size(scratch) : 0) {
     if (impl.scratch.size() < bytes)
       impl.scratch.resize(bytes);
-    args[DNNL_ARG_SCRATCHPAD] =
-        dnnl::memory(dnnl::memory::desc(*scratch), impl.engine,
-                     impl.scratch.data());
+    args[DNNL_ARG_SCRATCHPAD] = dnnl::memory(dnnl::memory::desc(*scratch),
+                                             impl.engine, impl.scratch.data());
   }
   p.execute(impl.stream, args);
   impl.stream.wait();
@@ -464,8 +463,8 @@ bool activationGrad(KernelContext &c) {
                                     alpha, 0.f),
         engine);
     return dnnl::eltwise_backward(dnnl::eltwise_backward::primitive_desc(
-        dnnl::eltwise_backward::desc(alg, md, md, alpha, 0.f),
-        userScratchpad(), engine, hint));
+        dnnl::eltwise_backward::desc(alg, md, md, alpha, 0.f), userScratchpad(),
+        engine, hint));
   });
   run(c, p,
       {{DNNL_ARG_DIFF_DST, mem(c, md, c.in[0].data)},

@@ -1,4 +1,4 @@
-//===- Attention.cpp - blocked (flash) attention, forward and backward ----===//
+//===- Flash.cpp - blocked (flash) attention, forward and backward -------===//
 //
 // Attention as an iteration over (query block, key block) pairs taken from a
 // block list (runtime/attention/Pattern.h): dense, causal (blocks above the
@@ -19,7 +19,7 @@
 //
 // The hot loops are written for the vectorizer (fixed block sizes, unit
 // strides) and compiled twice, for AVX2+FMA and for the baseline, chosen at
-// run time (target_clones). Kernels.cpp keeps the naive per-row kernels as
+// run time (target_clones). cpu/Kernels.cpp keeps the naive per-row kernels as
 // the reference these are tested against (KILN_REFERENCE_KERNELS=1).
 //
 //===----------------------------------------------------------------------===//
