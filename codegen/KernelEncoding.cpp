@@ -19,6 +19,16 @@ namespace fb = flatbuffers;
 
 namespace {
 
+/// An attention op's pattern with its causality: what the artifact stores.
+template <typename AttentionLike>
+runtime::attention::PatternSpec patternOf(AttentionLike a) {
+  runtime::attention::PatternSpec s;
+  if (AttentionPatternAttr p = a.getPatternAttr())
+    s = p.getSpec();
+  s.causal = a.getCausal();
+  return s;
+}
+
 // The dialect's kinds and the schema's share their cases (ir/KilnEnums.td,
 // kart.fbs); these keep the two numbering-independent.
 kart::Activation toKart(Activation a) {
@@ -250,9 +260,11 @@ kiln::encodeKernel(Operation *op, fb::FlatBufferBuilder &fbb, DimEncoder dim,
                            toKart(r.getStyle()), r.getInverse())));
           })
           .Case<AttentionOp, AttentionGradOp>([&](auto a) {
+            runtime::attention::PatternSpec ps = patternOf(a);
             auto pattern = kart::CreateAttentionPattern(
-                fbb, a.getCausal() ? kart::PatternKind::Causal
-                                   : kart::PatternKind::Dense);
+                fbb, static_cast<kart::PatternKind>(ps.kind), ps.causal,
+                ps.window, ps.block, ps.local, ps.globalBlocks, ps.random,
+                ps.seed, ps.stride, ps.summary, ps.globalTokens);
             return set(llvm::isa<AttentionOp>(op) ? Op::Attention
                                                   : Op::AttentionGrad,
                        Attrs::AttentionAttrs,

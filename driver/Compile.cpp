@@ -3,6 +3,7 @@
 
 #include "codegen/KartWriter.h"
 #include "frontend/AST.h"
+#include "ir/AttentionPattern.h"
 #include "ir/KilnDialect.h"
 #include "runtime/Llama2c.h"
 #include "runtime/Safetensors.h"
@@ -112,6 +113,27 @@ bool Compilation::checkFunctionNames(mlir::ModuleOp module) {
   if (r.recompute && r.grad.empty())
     return fail("recompute applies to the gradient function; give the loss "
                 "to differentiate as well (--grad=FN, grad=\"loss\")");
+  if ((!r.attentionFunctions.empty() || !r.attentionBlocks.empty()) &&
+      r.attention.empty())
+    return fail("attention functions and blocks select where an attention "
+                "pattern applies; give the pattern as well "
+                "(--attention=sliding_window:512)");
+  if (!r.attention.empty()) {
+    runtime::attention::PatternSpec spec;
+    std::string error;
+    if (!parsePatternText(r.attention, spec, error))
+      return fail("attention pattern '" + r.attention + "': " + error);
+    for (const std::string &name : r.attentionFunctions)
+      if (!has(name))
+        return fail(
+            "the model has no function '" + name +
+            "' to give an attention pattern; it has: " + functionList(module));
+    for (const std::string &sel : r.attentionBlocks) {
+      blockSelected(sel, "", error);
+      if (!error.empty())
+        return fail(error);
+    }
+  }
   return true;
 }
 
@@ -169,6 +191,9 @@ bool Compilation::run() {
   // --mlir-print-ir-after-all and the other MLIR options when asked.
   mlir::PassManager pm(&ctx);
   CompilePipelineOptions pipeline;
+  pipeline.attention = r.attention;
+  pipeline.attentionFunctions = r.attentionFunctions;
+  pipeline.attentionBlocks = r.attentionBlocks;
   pipeline.grad = r.grad;
   pipeline.recompute = r.recompute;
   if (artifactStage()) {

@@ -60,6 +60,12 @@ struct CompileRequest {
   /// Write the weights to this .safetensors file instead of embedding them;
   /// the artifact names the file (runtime/Model.h finds it beside itself).
   std::string externalWeights;
+  /// A sparse attention pattern for the model's attention ops, written as
+  /// on the command line ("sliding_window:512", ir/AttentionPattern.h),
+  /// restricted to some functions and block instances ("h", "h.3",
+  /// "h.0-5") when those lists are not empty.
+  std::string attention;
+  std::vector<std::string> attentionFunctions, attentionBlocks;
   /// Derive `grad`_grad (reverse-mode autodiff), recomputing block
   /// activations in it with `recompute`.
   std::string grad;

@@ -487,6 +487,7 @@ std::vector<BuiltinDef> makeBuiltins() {
        {"heads", K::Int, true, {}},
        {"kv_heads", K::Int, false, {}},
        {"causal", K::Bool, false, {}},
+       {"pattern", K::Pattern, false, {}},
        {"mask", K::Tensor, false, {}},
        {"bias", K::Tensor, false, {}},
        {"scale", K::Float, false, {}}},
@@ -569,11 +570,16 @@ std::vector<BuiltinDef> makeBuiltins() {
         auto optDv = mulDims(*dv, SymDim::of(h));
         Shape out = {bsz, tq, *optDv};
         auto &b = c.gen.builder();
+        AttentionPatternAttr patternAttr;
+        if (c.has("pattern") && c.args.at("pattern").pattern.sparse())
+          patternAttr = AttentionPatternAttr::get(b.getContext(),
+                                                  c.args.at("pattern").pattern);
         auto op = b.create<AttentionOp>(
             c.gen.loc(c.call.loc), c.gen.mlirType(q.elt, out), mlir::Type(),
             q.value, k.value, v.value, mask, bias, b.getI64IntegerAttr(h),
             b.getI64IntegerAttr(hkv), b.getF64FloatAttr(scale),
-            b.getBoolAttr(c.boolean("causal", false)), mlir::UnitAttr());
+            b.getBoolAttr(c.boolean("causal", false)), patternAttr,
+            mlir::UnitAttr());
         return Val::ofTensor(c.gen.make(op, q.elt, out));
       });
 
@@ -665,6 +671,83 @@ const BuiltinDef *gen::findBuiltin(llvm::StringRef name) {
   return nullptr;
 }
 
+bool Gen::pattern(const ast::Expr &ex, const std::string &what,
+                  runtime::attention::PatternSpec &out) {
+  namespace attn = runtime::attention;
+  const ast::Expr *callee =
+      ex.kind == ast::ExprKind::Call ? ex.base.get() : &ex;
+  if (!callee || callee->kind != ast::ExprKind::Name)
+    return error(ex.loc, what +
+                             " must be a pattern such as "
+                             "sliding_window(256); the patterns are " +
+                             attn::patternKindList());
+  const attn::PatternKindInfo *info = attn::findPatternKind(callee->name);
+  if (!info)
+    return error(callee->loc, "unknown attention pattern '" + callee->name +
+                                  "'; the patterns are " +
+                                  attn::patternKindList());
+  std::string kind = info->name;
+  std::vector<const attn::PatternParam *> params;
+  std::string names;
+  for (const attn::PatternParam &p : info->params)
+    params.push_back(&p);
+  params.push_back(&attn::globalTokensParam());
+  for (const attn::PatternParam *p : params)
+    names += (names.empty() ? "" : ", ") + std::string(p->name);
+  attn::PatternSpec spec;
+  spec.kind = info->kind;
+  std::vector<std::string> given;
+  std::vector<std::pair<std::string, SMLoc>> locs;
+  auto set = [&](const attn::PatternParam &p, const ast::Expr &v,
+                 SMLoc l) -> bool {
+    if (llvm::is_contained(given, p.name))
+      return error(l, "'" + std::string(p.name) + "' of " + kind +
+                          "() is given twice");
+    std::optional<Val> val = eval(v);
+    if (!val)
+      return false;
+    if (val->kind != Val::Int || !val->dim.isStatic())
+      return error(v.loc, "'" + std::string(p.name) + "' of " + kind +
+                              "() must be an integer, got " + describe(*val));
+    spec.*(p.field) = val->dim.factor;
+    given.push_back(p.name);
+    locs.push_back({p.name, l});
+    return true;
+  };
+  if (ex.kind == ast::ExprKind::Call) {
+    if (ex.items.size() > info->params.size())
+      return error(ex.items[info->params.size()]->loc,
+                   kind + "() takes " + llvm::Twine(info->params.size()) +
+                       " positional argument" +
+                       (info->params.size() == 1 ? "" : "s") +
+                       "; its parameters are " + names);
+    for (size_t i = 0; i < ex.items.size(); ++i)
+      if (!set(info->params[i], *ex.items[i], ex.items[i]->loc))
+        return false;
+    for (const ast::KeywordArg &k : ex.keywords) {
+      auto p = llvm::find_if(params, [&](const attn::PatternParam *p) {
+        return k.name == p->name;
+      });
+      if (p == params.end())
+        return error(k.loc, kind + "() has no parameter '" + k.name +
+                                "'; its parameters are " + names);
+      if (!set(**p, *k.value, k.loc))
+        return false;
+    }
+  }
+  std::string bad = attn::checkPattern(spec, &given);
+  if (!bad.empty()) {
+    // At the parameter the message names, else at the pattern's name.
+    SMLoc at = callee->loc;
+    for (auto it = locs.rbegin(); it != locs.rend(); ++it)
+      if (bad.find("'" + it->first + "'") != std::string::npos)
+        at = it->second;
+    return error(at, "attention pattern " + bad);
+  }
+  out = spec;
+  return true;
+}
+
 std::optional<Val> Gen::callBuiltin(const BuiltinDef &def, const ast::Expr &e) {
   BuiltinCall call{*this, e, def.name, {}};
   std::string name = def.name;
@@ -679,6 +762,12 @@ std::optional<Val> Gen::callBuiltin(const BuiltinDef &def, const ast::Expr &e) {
         "argument '" + std::string(spec.name) + "' of " + name + "()";
     BuiltinCall::Bound bound;
     bound.loc = l;
+    if (spec.kind == ArgKind::Pattern) {
+      if (!pattern(ex, what, bound.pattern))
+        return false;
+      call.args[spec.name] = bound;
+      return true;
+    }
     if (spec.kind == ArgKind::Enum || spec.kind == ArgKind::Dtype) {
       bool ok = ex.kind == ast::ExprKind::Name;
       if (ok && spec.kind == ArgKind::Enum)
@@ -759,6 +848,7 @@ std::optional<Val> Gen::callBuiltin(const BuiltinDef &def, const ast::Expr &e) {
     }
     case ArgKind::Enum:
     case ArgKind::Dtype:
+    case ArgKind::Pattern:
       break;
     }
     bound.val = *v;

@@ -171,6 +171,7 @@ struct BuiltinCall {
     Val val;
     llvm::SMLoc loc;
     std::string word; // Enum / Dtype arguments
+    runtime::attention::PatternSpec pattern; // Pattern arguments
   };
   std::map<std::string, Bound> args;
 
@@ -207,7 +208,8 @@ enum class ArgKind {
   Shape,
   Dtype,
   TensorList,
-  Number, // a tensor or a compile-time number
+  Number,  // a tensor or a compile-time number
+  Pattern, // an attention pattern: `sliding_window(256)` (PatternSpec.h)
 };
 
 struct ArgSpec {
@@ -252,6 +254,10 @@ public:
                                      llvm::SMLoc l);
   gen::Tensor make(mlir::Operation *op, mlir::Type elt, Shape shape);
   std::optional<mlir::Type> dtype(llvm::StringRef name);
+  /// Reads an attention pattern argument (`sliding_window(256)`), reporting
+  /// bad parameters at their location.
+  bool pattern(const ast::Expr &e, const std::string &what,
+               runtime::attention::PatternSpec &out);
   int64_t nextDropoutSeed() { return dropoutSeed++; }
 
 private:

@@ -12,6 +12,18 @@
 #include "mlir/Interfaces/InferTypeOpInterface.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
+#include "runtime/attention/PatternSpec.h"
+#include "llvm/ADT/Hashing.h"
+
+namespace kiln::runtime::attention {
+/// For the dialect's attribute storage (#kiln.pattern).
+inline llvm::hash_code hash_value(const PatternSpec &s) {
+  return llvm::hash_combine(static_cast<int>(s.kind), s.causal, s.window,
+                            s.block, s.local, s.globalBlocks, s.random, s.seed,
+                            s.stride, s.summary, s.globalTokens);
+}
+} // namespace kiln::runtime::attention
+
 #include "ir/KilnEnums.h.inc"
 #define GET_ATTRDEF_CLASSES
 #include "ir/KilnAttrs.h.inc"

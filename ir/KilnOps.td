@@ -53,6 +53,27 @@ def Kiln_NormKindAttr : EnumAttr<Kiln_Dialect, Kiln_NormKind, "norm">;
 def Kiln_OptimizerKindAttr
     : EnumAttr<Kiln_Dialect, Kiln_OptimizerKind, "optimizer">;
 
+// Which (query, key) pairs `kiln.attention` computes: one of the patterns of
+// runtime/attention/PatternSpec.h (the table the language, the command line,
+// this attribute, the artifact and the kernels share). Causality stays the
+// op's own `causal` flag and combines with every pattern.
+def Kiln_AttentionPatternAttr : AttrDef<Kiln_Dialect, "AttentionPattern"> {
+  let mnemonic = "pattern";
+  let summary = "a sparse attention pattern";
+  let description = [{
+    The kind and its parameters, named as in the language:
+    `#kiln.pattern<sliding_window, window = 256>`,
+    `#kiln.pattern<block_sparse, block = 64, local = 1, global = 1,
+    random = 3, seed = 0>`, `#kiln.pattern<strided, stride = 128>`,
+    `#kiln.pattern<fixed, stride = 128, summary = 8>`; every kind takes
+    `global_tokens = g`. Verified with the runtime's own check (bounds, a
+    power-of-two block, a seed with random blocks).
+  }];
+  let parameters = (ins "::kiln::runtime::attention::PatternSpec":$spec);
+  let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Types and attribute constraints
 //===----------------------------------------------------------------------===//
@@ -548,6 +569,10 @@ def Kiln_AttentionOp : Kiln_InferOp<"attention", [AttrSizedOperandSegments, Decl
 
     - `causal`: query `i` sees keys `j <= i + (Tk - Tq)` (aligned at the end,
       so decoding with a cache works).
+    - `pattern` (optional): a sparse pattern (`#kiln.pattern<...>`) that
+      limits which keys each query sees, combined with `causal` and `mask`
+      (runtime/attention/PatternSpec.h gives the exact semantics). A query
+      that sees no key yields zeros.
     - `mask` (optional): `[B, Tk]` key padding mask; zero means "do not
       attend".
     - `bias` (optional): an additive bias broadcastable to `[B, H, Tq, Tk]`
@@ -571,6 +596,7 @@ def Kiln_AttentionOp : Kiln_InferOp<"attention", [AttrSizedOperandSegments, Decl
                    Optional<Kiln_FloatTensor>:$bias,
                    I64Attr:$num_heads, I64Attr:$num_kv_heads, F64Attr:$scale,
                    DefaultValuedAttr<BoolAttr, "false">:$causal,
+                   OptionalAttr<Kiln_AttentionPatternAttr>:$pattern,
                    UnitAttr:$save_lse);
   let results = (outs Kiln_FloatTensor:$result,
                  Optional<RankedTensorOf<[F32]>>:$lse);
@@ -815,7 +841,8 @@ def Kiln_AttentionGradOp : Kiln_Op<"attention_grad",
                    Optional<Kiln_MaskTensor>:$mask,
                    Optional<Kiln_FloatTensor>:$bias,
                    I64Attr:$num_heads, I64Attr:$num_kv_heads, F64Attr:$scale,
-                   DefaultValuedAttr<BoolAttr, "false">:$causal);
+                   DefaultValuedAttr<BoolAttr, "false">:$causal,
+                   OptionalAttr<Kiln_AttentionPatternAttr>:$pattern);
   let results = (outs Kiln_FloatTensor:$query_grad,
                  Kiln_FloatTensor:$key_grad, Kiln_FloatTensor:$value_grad,
                  Optional<Kiln_FloatTensor>:$bias_grad);

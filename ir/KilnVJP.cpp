@@ -447,7 +447,7 @@ LogicalResult AttentionOp::buildVJP(OpBuilder &b, ValueRange grads,
       getLoc(), getQuery().getType(), getKey().getType(), getValue().getType(),
       bias ? bias.getType() : Type(), g, getQuery(), getKey(), getValue(),
       getResult(), getLse(), getMask(), bias, getNumHeadsAttr(),
-      getNumKvHeadsAttr(), getScaleAttr(), getCausalAttr());
+      getNumKvHeadsAttr(), getScaleAttr(), getCausalAttr(), getPatternAttr());
   out.push_back(op.getQueryGrad());
   out.push_back(op.getKeyGrad());
   out.push_back(op.getValueGrad());

@@ -64,3 +64,17 @@ std::string kiln::describeLocation(Location loc) {
            "called from " + text(caller) + ")";
   return out;
 }
+
+llvm::StringRef kiln::blockInstance(mlir::Location loc) {
+  if (auto fused = llvm::dyn_cast<FusedLoc>(loc))
+    return fused.getLocations().empty()
+               ? StringRef()
+               : blockInstance(fused.getLocations().front());
+  if (auto call = llvm::dyn_cast<CallSiteLoc>(loc)) {
+    if (auto name = llvm::dyn_cast<NameLoc>(call.getCaller()))
+      return name.getName().strref();
+    StringRef inner = blockInstance(call.getCallee());
+    return inner.empty() ? blockInstance(call.getCaller()) : inner;
+  }
+  return StringRef();
+}

@@ -26,6 +26,10 @@ mlir::FileLineColLoc fileLocation(mlir::Location loc);
 /// its places, separated by ", ".
 std::string describeLocation(mlir::Location loc);
 
+/// The block instance an op was inlined from ("h.3"): the name the frontend
+/// gives the call site of a block's function, or empty.
+llvm::StringRef blockInstance(mlir::Location loc);
+
 } // namespace kiln
 
 #endif

@@ -1,5 +1,6 @@
 //===- Autodiff.cpp - reverse-mode automatic differentiation --------------===//
 #include "ir/KilnOps.h"
+#include "ir/Locations.h"
 #include "passes/Passes.h"
 
 #include "mlir/IR/IRMapping.h"
@@ -17,22 +18,6 @@ using namespace mlir;
 using namespace kiln;
 
 namespace {
-
-/// The block instance an op was inlined from ("h.3"): the name the frontend
-/// gives the call site of a block's function, or empty.
-StringRef blockInstance(Location loc) {
-  if (auto fused = llvm::dyn_cast<FusedLoc>(loc))
-    return fused.getLocations().empty()
-               ? StringRef()
-               : blockInstance(fused.getLocations().front());
-  if (auto call = llvm::dyn_cast<CallSiteLoc>(loc)) {
-    if (auto name = llvm::dyn_cast<NameLoc>(call.getCaller()))
-      return name.getName().strref();
-    StringRef inner = blockInstance(call.getCallee());
-    return inner.empty() ? blockInstance(call.getCaller()) : inner;
-  }
-  return StringRef();
-}
 
 /// Activation recomputation (see the pass description). `forward` lists the
 /// forward ops of the gradient function; everything after them is backward.
@@ -137,7 +122,7 @@ struct AutodiffPass : kiln::impl::AutodiffBase<AutodiffPass> {
           a.getLoc(), a.getResult().getType(), lseType, a.getQuery(),
           a.getKey(), a.getValue(), a.getMask(), a.getBias(),
           a.getNumHeadsAttr(), a.getNumKvHeadsAttr(), a.getScaleAttr(),
-          a.getCausalAttr(), b.getUnitAttr());
+          a.getCausalAttr(), a.getPatternAttr(), b.getUnitAttr());
       a.getResult().replaceAllUsesWith(saving.getResult());
       a.erase();
     }

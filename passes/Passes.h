@@ -10,6 +10,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace kiln {
 
@@ -30,6 +31,11 @@ void buildFusionPipeline(mlir::OpPassManager &pm);
 
 /// What the one compile pipeline runs after the frontend's passes.
 struct CompilePipelineOptions {
+  /// Apply this attention pattern (command-line form, ir/AttentionPattern.h)
+  /// to the attention ops of `attentionFunctions` and `attentionBlocks`
+  /// (all when empty) before autodiff, when not empty.
+  std::string attention;
+  std::vector<std::string> attentionFunctions, attentionBlocks;
   /// Derive `grad`_grad (reverse-mode autodiff) when not empty.
   std::string grad;
   bool recompute = false;

@@ -88,6 +88,40 @@ def TrainStep : Pass<"kiln-train-step", "mlir::ModuleOp"> {
   let dependentDialects = ["::kiln::KilnDialect"];
 }
 
+def SparsifyAttention : Pass<"kiln-sparsify-attention", "mlir::ModuleOp"> {
+  let summary = "Give attention ops a sparse pattern without editing the model";
+  let description = [{
+    Sets the pattern of every `kiln.attention` (and `kiln.attention_grad`)
+    op in the selected functions and blocks to `pattern`, written as on the
+    command line (`sliding_window:512`, `block_sparse:block=64,local=1,
+    global=1,random=3,seed=0`, `strided:128`, `fixed:128,8`, `dense`; see
+    ir/AttentionPattern.h). A pattern written in the model is replaced;
+    `dense` removes it. The op's `causal` flag and key mask are kept and
+    combine with the pattern. Run it before `kiln-autodiff`, which copies
+    the forward op's pattern into its gradient.
+
+    `functions` restricts it to the named functions, `blocks` to ops inlined
+    from the named block instances (`h` for every layer of block `h`,
+    `h.3`, `h.0-5`). Selecting no attention op is an error, as is an unknown
+    function name.
+
+    Example: `kiln-opt --kiln-sparsify-attention="pattern=sliding_window:512
+    blocks=h.0-5"` turns the first six layers' `kiln.attention ... {causal =
+    true, ...}` into `{causal = true, pattern = #kiln.pattern<sliding_window,
+    window = 512>, ...}`.
+  }];
+  let options = [
+    Option<"pattern", "pattern", "std::string", /*default=*/"\"\"",
+           "The pattern, as on the command line (sliding_window:512)">,
+    ListOption<"functions", "functions", "std::string",
+               "Only these functions (default: all)">,
+    ListOption<"blocks", "blocks", "std::string",
+               "Only ops in these block instances: h, h.3, h.0-5 "
+               "(default: all)">
+  ];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
 //===----------------------------------------------------------------------===//
 // Fusion (the CPU pipeline runs them before lowering; kiln compile
 // --no-fuse turns them off)

@@ -27,6 +27,13 @@ void kiln::buildFusionPipeline(mlir::OpPassManager &pm) {
 void kiln::buildCompilePipeline(mlir::OpPassManager &pm,
                                 const CompilePipelineOptions &options) {
   buildFrontendPipeline(pm);
+  if (!options.attention.empty()) {
+    SparsifyAttentionOptions sparsify;
+    sparsify.pattern = options.attention;
+    sparsify.functions = options.attentionFunctions;
+    sparsify.blocks = options.attentionBlocks;
+    pm.addPass(createSparsifyAttention(sparsify));
+  }
   if (!options.grad.empty()) {
     AutodiffOptions autodiff;
     autodiff.function = options.grad;
@@ -57,6 +64,9 @@ struct CompilePipelineCLOptions
                          llvm::cl::init(false)};
   Option<bool> fuse{*this, "fuse", llvm::cl::desc("run the fusion passes"),
                     llvm::cl::init(false)};
+  Option<std::string> attention{
+      *this, "attention",
+      llvm::cl::desc("apply an attention pattern (sliding_window:512)")};
 };
 } // namespace
 
@@ -74,6 +84,7 @@ void kiln::registerAllKilnPasses() {
           options.trainStep->function = o.grad;
         }
         options.fuse = o.fuse;
+        options.attention = o.attention;
         buildCompilePipeline(pm, options);
       });
   registerKilnPasses();

@@ -4,6 +4,7 @@
 #include "runtime/Kernels.h"
 #include "runtime/Memory.h"
 #include "runtime/Safetensors.h"
+#include "runtime/attention/KartPattern.h"
 #include "runtime/core/FunctionState.h"
 
 #include <flatbuffers/flatbuffers.h>
@@ -311,6 +312,12 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
         line += (i ? ", " : " ") + name(k->outputs()->Get(i));
       if (k->location())
         line += "  " + k->location()->str();
+      if (k->op() == kart::Op::Attention) {
+        const kart::AttentionAttrs *a = k->attrs_as_AttentionAttrs();
+        info.attention.push_back(
+            {info.plan.size(), k->location() ? k->location()->str() : "",
+             a->heads(), a->kv_heads(), attention::specOf(*a->pattern())});
+      }
       info.plan.push_back(line);
     }
     for (size_t i = 0; i < f->inputs()->size(); ++i)

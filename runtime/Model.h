@@ -16,6 +16,7 @@
 #include "runtime/Optimizer.h"
 #include "runtime/Tensor.h"
 #include "runtime/Tokenizer.h"
+#include "runtime/attention/PatternSpec.h"
 
 #include <atomic>
 #include <map>
@@ -30,7 +31,7 @@
 namespace kiln::runtime {
 
 /// The artifact format this runtime reads and writes.
-constexpr uint32_t kFormatVersion = 2;
+constexpr uint32_t kFormatVersion = 3;
 
 /// The most threads a model or call may ask for: more than any machine has
 /// (GNU OpenMP fails creating far more). The CLI's --threads and Python's
@@ -43,6 +44,15 @@ struct ArgInfo {
   std::vector<std::string> dims; // "B", "T", "768"
 };
 
+/// An attention kernel and its pattern (`kiln inspect --attention-layout`
+/// draws its block layout: runtime/attention/Layout.h).
+struct AttentionSite {
+  size_t kernel = 0;    // index in the function's plan
+  std::string location; // where the model wrote it
+  int64_t heads = 0, kvHeads = 0;
+  attention::PatternSpec pattern;
+};
+
 struct FunctionInfo {
   std::string name;
   std::vector<ArgInfo> inputs;
@@ -51,6 +61,8 @@ struct FunctionInfo {
   size_t values = 0;
   /// One line per kernel: "Matmul %4, %7<w> -> %8  gpt2.kiln:20:5".
   std::vector<std::string> plan;
+  /// The forward attention kernels (their gradients share the pattern).
+  std::vector<AttentionSite> attention;
 };
 
 struct ParameterInfo {

@@ -3,6 +3,7 @@
 #define KILN_TOOLS_COMMANDS_H
 
 #include "codegen/KartWriter.h"
+#include "driver/Compile.h"
 #include "frontend/MLIRGen.h"
 #include "passes/Passes.h"
 #include "runtime/Model.h"
@@ -28,6 +29,23 @@ int usageError(const llvm::Twine &msg);
 std::string describeModel(runtime::Model &model,
                           const std::map<std::string, int64_t> &dims,
                           bool withPlan);
+
+class OptionParser;
+
+/// --attention, --attention-functions and --attention-blocks, as kiln
+/// compile and kiln train read them.
+struct AttentionOptions {
+  std::string pattern, functions, blocks;
+  /// Declares the options on `p`.
+  void declare(OptionParser &p);
+  /// Checks them and copies them into `r`; returns an exit status (a usage
+  /// error naming the option) or -1.
+  int apply(CompileRequest &r) const;
+};
+
+/// `kiln inspect --attention-layout=T`: each attention kernel's pattern and
+/// the blocks its kernels compute at sequence length T, per head.
+std::string describeAttention(runtime::Model &model, int64_t T);
 
 int compileCommand(const std::vector<std::string> &args);
 int runCommand(const std::vector<std::string> &args);

@@ -3,6 +3,7 @@
 // These commands use only the runtime library, as a deployed program would.
 //
 //===----------------------------------------------------------------------===//
+#include "runtime/attention/Layout.h"
 #include "tools/Commands.h"
 #include "tools/Options.h"
 
@@ -183,11 +184,13 @@ int runCommand(const std::vector<std::string> &args) {
 int inspectCommand(const std::vector<std::string> &args) {
   std::string path, dimsText;
   bool withPlan = false;
+  int64_t layoutT = 0;
   LoadOptions load;
   OptionParser p("inspect");
   artifactOptions(p, path, load);
   p.text("--dims", dimsText, "NAME=SIZE[,NAME=SIZE...], e.g. --dims=B=1,T=128");
   p.flag("--plan", withPlan);
+  p.integer("--attention-layout", layoutT, limits::kSeq);
   if (int rc = p.parse(args); rc >= 0)
     return rc;
   if (path.empty())
@@ -200,7 +203,46 @@ int inspectCommand(const std::vector<std::string> &args) {
   if (Status s = Model::load(path, model, load); !s)
     return fail(s.message());
   std::cout << describeModel(*model, dims, withPlan);
+  if (layoutT > 0)
+    std::cout << describeAttention(*model, layoutT);
   return 0;
+}
+
+std::string describeAttention(Model &model, int64_t T) {
+  std::ostringstream os;
+  os << "attention layouts at T=" << T << " (blocks of "
+     << attention::kKernelBlockQ << "x" << attention::kKernelBlockK
+     << " queries x keys; # computed, + computed with a mask inside, . "
+        "skipped)\n";
+  size_t sites = 0;
+  for (const FunctionInfo &f : model.functions())
+    for (const AttentionSite &a : f.attention) {
+      ++sites;
+      attention::Layout l = attention::describeLayout(a.pattern, T, T, a.heads);
+      os << "fn " << f.name << ", kernel " << a.kernel;
+      if (!a.location.empty())
+        os << " at " << a.location;
+      os << ": " << attention::formatPattern(a.pattern)
+         << (a.pattern.causal ? ", causal" : "") << ", " << a.heads
+         << " heads\n";
+      for (size_t h = 0; h < l.heads.size(); ++h) {
+        const attention::HeadLayout &hl = l.heads[h];
+        char density[32];
+        std::snprintf(density, sizeof density, "%.1f%%",
+                      100.0 * static_cast<double>(hl.computed) /
+                          static_cast<double>(std::max<int64_t>(1, l.total())));
+        os << "  "
+           << (l.heads.size() == 1 ? "every head" : "head " + std::to_string(h))
+           << ": " << hl.computed << " of " << l.total() << " blocks ("
+           << density << "), " << hl.masked << " masked inside\n";
+        std::istringstream rows(hl.text);
+        for (std::string row; std::getline(rows, row);)
+          os << "    " << row << "\n";
+      }
+    }
+  if (!sites)
+    os << "the model has no attention\n";
+  return os.str();
 }
 
 std::string describeModel(Model &model,

@@ -34,6 +34,7 @@
 
 using namespace kiln;
 using namespace kiln::runtime;
+using kiln::tools::AttentionOptions;
 using kiln::tools::usageError;
 
 namespace {
@@ -54,6 +55,7 @@ struct Options {
   LoadOptions load; // --weights-file, for an artifact
   double evalFraction = 0.1;
   bool resume = false, recompute = false, fuse = true;
+  AttentionOptions attention;
   uint64_t seed = 0;
   TrainConfig train;
   std::vector<Define> defines;
@@ -162,6 +164,7 @@ int parse(const std::vector<std::string> &args, Options &o) {
   p.flag("--resume", o.resume);
   p.flag("--recompute", o.recompute);
   p.flag("--no-fuse", o.fuse, false);
+  o.attention.declare(p);
   p.custom("--define", [&](llvm::StringRef def) {
     auto [name, v] = def.split('=');
     if (name.trim().empty() || v.trim().empty())
@@ -207,10 +210,11 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
   bool kart = llvm::StringRef(o.input).ends_with(".kart");
   std::string kind = o.tokenizer.empty() ? "char" : o.tokenizer;
   if (kart) {
-    if (!o.defines.empty() || o.recompute || !o.fuse)
+    if (!o.defines.empty() || o.recompute || !o.fuse ||
+        !o.attention.pattern.empty())
       return usageError(
-          "-D, --recompute and --no-fuse apply to .kiln models; an "
-          "artifact is already compiled");
+          "-D, --recompute, --no-fuse and --attention apply to .kiln "
+          "models; an artifact is already compiled");
     if (Status s = Model::load(o.input, model, o.load); !s)
       return fail(o.input + ": " + s.message());
     if (!model->tokenizer().empty()) {
@@ -255,6 +259,8 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
   r.grad = o.loss;
   r.recompute = o.recompute;
   r.fuse = o.fuse;
+  if (int rc = o.attention.apply(r); rc >= 0)
+    return rc;
   // The training step is compiled too: forward, backward and the optimizer
   // update in one function (used for steps without accumulation).
   TrainStepOptions step;

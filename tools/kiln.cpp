@@ -13,6 +13,7 @@
 #include "codegen/KartWriter.h"
 #include "driver/Compile.h"
 #include "frontend/Driver.h"
+#include "ir/AttentionPattern.h"
 #include "ir/KilnDialect.h"
 #include "passes/Passes.h"
 #include "runtime/File.h"
@@ -106,6 +107,13 @@ compile options:
   --no-fuse          skip the fusion passes (matmul epilogues, add + norm,
                      softmax cross-entropy, elementwise chains), for
                      comparing against the unfused kernels
+  --attention=PAT    give the model's attention ops a sparse pattern
+                     (docs/sparse-attention.md): sliding_window:512,
+                     block_sparse:block=64,local=1,global=1,random=3,seed=0,
+                     strided:128, fixed:128,8, dense; any takes
+                     global_tokens=G
+  --attention-functions=F,G   only in these functions
+  --attention-blocks=h.0-5    only in these block instances (h, h.3, h.0-5)
   --mlir-*           MLIR's own options for the one compile pipeline, e.g.
                      --mlir-timing (time per pass), --mlir-print-ir-after-all
                      (the IR after each pass, on stderr)
@@ -129,6 +137,9 @@ run options:
 inspect options:
   --dims=B=1,T=128   bind symbolic dimensions: report the arena size at them
   --plan             list every kernel of every function
+  --attention-layout=T  draw each attention kernel's block layout at
+                     sequence length T: which 64x64 blocks are computed,
+                     per head, and the density (docs/sparse-attention.md)
   --weights-file=F   the external weights, when not beside the artifact
 )"},
     {"generate", R"(usage: kiln generate MODEL.kart --max-tokens=N [options]
@@ -184,6 +195,8 @@ train options (see docs/training.md):
                      the checkpoint directory when there is one)
   --recompute        recompute activations per block in the backward pass
   --no-fuse          compile without the fusion passes
+  --attention=PAT    a sparse attention pattern, as in kiln compile
+                     (--attention-functions, --attention-blocks too)
   --threads=N        threads for the kernels (see "threads" below)
   --seed=S, -D NAME=VALUE, --loss=FN (default loss),
   --weights-file=F (an artifact's external weights)
@@ -252,7 +265,46 @@ int writeOutput(llvm::StringRef path, llvm::StringRef text) {
 
 } // namespace
 
+void kiln::tools::AttentionOptions::declare(OptionParser &p) {
+  p.text("--attention", pattern,
+         "an attention pattern, e.g. --attention=sliding_window:512");
+  p.text("--attention-functions", functions,
+         "function names, e.g. --attention-functions=forward,loss");
+  p.text("--attention-blocks", blocks,
+         "block instances, e.g. --attention-blocks=h.0-5");
+}
+
+int kiln::tools::AttentionOptions::apply(CompileRequest &r) const {
+  if (pattern.empty()) {
+    if (!functions.empty() || !blocks.empty())
+      return usageError("--attention-functions and --attention-blocks "
+                        "select where --attention applies; give the pattern "
+                        "too, e.g. --attention=sliding_window:512");
+    return -1;
+  }
+  runtime::attention::PatternSpec spec;
+  std::string error;
+  if (!parsePatternText(pattern, spec, error))
+    return usageError("--attention=" + pattern + ": " + error);
+  auto split = [](const std::string &list, std::vector<std::string> &out) {
+    llvm::SmallVector<llvm::StringRef> items;
+    llvm::StringRef(list).split(items, ',', -1, false);
+    for (llvm::StringRef i : items)
+      out.push_back(i.trim().str());
+  };
+  r.attention = pattern;
+  split(functions, r.attentionFunctions);
+  split(blocks, r.attentionBlocks);
+  for (const std::string &sel : r.attentionBlocks) {
+    blockSelected(sel, "", error);
+    if (!error.empty())
+      return usageError("--attention-blocks: " + error);
+  }
+  return -1;
+}
+
 int kiln::tools::compileCommand(const std::vector<std::string> &args) {
+  AttentionOptions attention;
   std::string output, emit;
   std::string saveWeightsPath;
   std::vector<std::string> mlirOptions;
@@ -284,6 +336,7 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   p.seed("--seed", r.seed);
   p.flag("--recompute", r.recompute);
   p.flag("--no-fuse", r.fuse, false);
+  attention.declare(p);
   // MLIR's own options (--mlir-timing, --mlir-print-ir-after-all, ...).
   p.prefix("--mlir-", mlirOptions);
   if (int rc = p.parse(args); rc >= 0)
@@ -322,6 +375,8 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   if (r.recompute && r.grad.empty())
     return usageError("--recompute applies to the gradient function; add "
                       "--grad=FN");
+  if (int rc = attention.apply(r); rc >= 0)
+    return rc;
   if (!mlirOptions.empty()) {
     // Through LLVM's option registry, where MLIR reads them.
     kiln::registerMLIROptions();

@@ -149,6 +149,18 @@ class Model:
         """Each function's name, inputs and outputs (name, dtype, dims)."""
         return self._impl.functions()
 
+    def attention_layout(self, T: int) -> List[Dict[str, Any]]:
+        """Each attention op's pattern and the 64x64 blocks its kernels
+        compute at sequence length ``T``, as ``kiln inspect
+        --attention-layout=T`` shows them: per op, ``function``,
+        ``location``, ``pattern``, ``causal``, ``num_heads``, ``blocks``
+        (query and key blocks) and ``heads``, one entry when every head has
+        the same layout, else one per head, each with ``computed`` and
+        ``masked`` block counts, ``density`` and ``layout``: rows of ``#``
+        (computed whole), ``+`` (computed with a mask inside) and ``.``
+        (skipped)."""
+        return self._impl.attention_layout(int(T))
+
     def hyperparameters(self) -> Dict[str, float]:
         """The hyperparameters the model was compiled with."""
         return self._impl.hyperparameters()
@@ -271,7 +283,10 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
             recompute: bool = False, fuse: bool = True,
             tokenizer: Optional[PathLike] = None,
             threads: Optional[int] = None,
-            external_weights: Optional[PathLike] = None) -> Model:
+            external_weights: Optional[PathLike] = None,
+            attention: Optional[str] = None,
+            attention_functions: Optional[Sequence[str]] = None,
+            attention_blocks: Optional[Sequence[str]] = None) -> Model:
     """Compiles a model from a .kiln file or from model text.
 
     ``defines`` overrides hyperparameters (``{"n_layer": 2}``), ``seed``
@@ -285,8 +300,11 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
     ``external_weights`` writes the weights to that .safetensors file and
     keeps them out of the artifact, as ``kiln compile --external-weights``
     (the model reads them from there; ``save_weights`` exports them again
-    after training). Raises ``CompileError`` with the file, line and column
-    of the first error.
+    after training). ``attention="sliding_window:512"`` gives the model's
+    attention ops a sparse pattern, as ``kiln compile --attention`` (see
+    docs/sparse-attention.md), restricted to ``attention_functions`` and
+    ``attention_blocks`` (``["h.0-5"]``) when given. Raises
+    ``CompileError`` with the file, line and column of the first error.
     """
     if target != "cpu":
         raise ValueError(f"target '{target}' is not available in this build; "
@@ -302,7 +320,9 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
         tokenizer=os.fspath(tokenizer) if tokenizer else "",
         grad=grad or "", recompute=bool(recompute), fuse=bool(fuse),
         external_weights=os.fspath(external_weights) if external_weights
-        else "", train_step=None)
+        else "", train_step=None, attention=attention or "",
+        attention_functions=[str(f) for f in attention_functions or []],
+        attention_blocks=[str(b) for b in attention_blocks or []])
     ok, data, errors = _kiln.compile(**dict(request, stage="kart"))
     if not ok:
         raise CompileError(errors)

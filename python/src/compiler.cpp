@@ -51,7 +51,10 @@ void kiln::python::registerCompiler(py::module_ &m) {
          uint64_t seed, const std::string &weights,
          const std::string &tokenizer, const std::string &grad, bool recompute,
          bool fuse, const std::string &stage,
-         const std::string &externalWeights, py::object trainStep) {
+         const std::string &externalWeights, py::object trainStep,
+         const std::string &attention,
+         const std::vector<std::string> &attentionFunctions,
+         const std::vector<std::string> &attentionBlocks) {
         CompileRequest r;
         (isPath ? r.path : r.source) = source;
         for (const auto &[k, v] : defines)
@@ -63,6 +66,9 @@ void kiln::python::registerCompiler(py::module_ &m) {
         r.recompute = recompute;
         r.fuse = fuse;
         r.externalWeights = externalWeights;
+        r.attention = attention;
+        r.attentionFunctions = attentionFunctions;
+        r.attentionBlocks = attentionBlocks;
         std::optional<CompileStage> s = parseStage(stage);
         if (!s)
           throw py::value_error("unknown stage '" + stage + "'");
@@ -92,6 +98,9 @@ void kiln::python::registerCompiler(py::module_ &m) {
       py::arg("seed"), py::arg("weights"), py::arg("tokenizer"),
       py::arg("grad"), py::arg("recompute"), py::arg("fuse"), py::arg("stage"),
       py::arg("external_weights") = "", py::arg("train_step") = py::none(),
+      py::arg("attention") = "",
+      py::arg("attention_functions") = std::vector<std::string>(),
+      py::arg("attention_blocks") = std::vector<std::string>(),
       "Compiles a model through kiln's one compile driver; returns (ok, bytes "
       "or text, [(file, line, column, message)]).");
 }

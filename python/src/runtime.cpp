@@ -12,6 +12,7 @@
 #include "runtime/Generate.h"
 #include "runtime/Model.h"
 #include "runtime/Safetensors.h"
+#include "runtime/attention/Layout.h"
 
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
@@ -211,6 +212,43 @@ void kiln::python::registerRuntime(py::module_ &m) {
              }
              return out;
            })
+      .def(
+          "attention_layout",
+          [](const Model &m, int64_t T) {
+            if (T < 1 || T > (int64_t(1) << 20))
+              throw py::value_error("attention_layout: T must be between 1 "
+                                    "and 1048576, got " +
+                                    std::to_string(T));
+            py::list out;
+            for (const FunctionInfo &f : m.functions())
+              for (const AttentionSite &a : f.attention) {
+                attention::Layout l =
+                    attention::describeLayout(a.pattern, T, T, a.heads);
+                py::dict d;
+                d["function"] = f.name;
+                d["kernel"] = a.kernel;
+                d["location"] = a.location;
+                d["pattern"] = attention::formatPattern(a.pattern);
+                d["causal"] = a.pattern.causal;
+                d["num_heads"] = a.heads;
+                d["block"] = py::make_tuple(l.blockQ, l.blockK);
+                d["blocks"] = py::make_tuple(l.qBlocks, l.kBlocks);
+                py::list heads;
+                for (const attention::HeadLayout &h : l.heads) {
+                  py::dict hd;
+                  hd["computed"] = h.computed;
+                  hd["masked"] = h.masked;
+                  hd["density"] = static_cast<double>(h.computed) /
+                                  static_cast<double>(l.total());
+                  hd["layout"] = h.text;
+                  heads.append(hd);
+                }
+                d["heads"] = heads;
+                out.append(d);
+              }
+            return out;
+          },
+          py::arg("T"))
       .def("hyperparameters",
            [](const Model &m) {
              py::dict d;

@@ -25,6 +25,7 @@
 //===----------------------------------------------------------------------===//
 #include "runtime/Kernels.h"
 #include "runtime/Vector.h"
+#include "runtime/attention/Layout.h"
 #include "runtime/attention/Pattern.h"
 #include "runtime/cpu/KernelUtil.h"
 
@@ -38,7 +39,8 @@ using Shape = std::vector<int64_t>;
 
 namespace {
 
-constexpr int64_t kBlockQ = 64, kBlockK = 64;
+constexpr int64_t kBlockQ = attention::kKernelBlockQ,
+                  kBlockK = attention::kKernelBlockK;
 
 /// What a kernel needs to know about one (batch, head) slice.
 struct Problem {
@@ -99,7 +101,7 @@ void blockScores(const Problem &p, int64_t b, int64_t h, int64_t i0, int64_t ni,
                  int64_t j0, int64_t nj, const float *kt, float *s) {
   blockProduct(p.q + (b * p.Tq + i0) * p.qRow() + h * p.D, p.qRow(), ni, p.D,
                kt, p.scale, s);
-  bool whole = p.pattern.allVisible(i0, i0 + ni, j0, j0 + nj);
+  bool whole = p.pattern.allVisible(h, i0, i0 + ni, j0, j0 + nj);
   if (whole && !p.mask->data && !p.bias->data && nj == kBlockK)
     return;
   const auto &bs = p.biasStrides;
@@ -107,7 +109,7 @@ void blockScores(const Problem &p, int64_t b, int64_t h, int64_t i0, int64_t ni,
     for (int64_t j = 0; j < kBlockK; ++j) {
       float &x = s[i * kBlockK + j];
       int64_t gi = i0 + i, gj = j0 + j;
-      bool visible = j < nj && (whole || p.pattern.visible(gi, gj));
+      bool visible = j < nj && (whole || p.pattern.visible(h, gi, gj));
       if (visible && p.mask->data)
         visible = maskAt(*p.mask, b * p.Tk + gj) != 0;
       if (!visible)
@@ -224,8 +226,8 @@ Problem problemOf(const KernelContext &c, int q, int k, int v, int mask,
 
 Status kiln::runtime::flashAttention(KernelContext &c) {
   Problem p = problemOf(c, 0, 1, 2, 3, 4);
-  attention::BlockLists lists = attention::makeBlockLists(
-      p.pattern, p.Tq, p.Tk, kBlockQ, kBlockK, p.B, p.H);
+  attention::BlockLists lists =
+      attention::makeBlockLists(p.pattern, kBlockQ, kBlockK);
   float *o = c.out[0].as<float>();
   float *lse = c.out.size() > 1 ? c.out[1].as<float>() : nullptr;
   int64_t group = p.H / p.Hkv;
@@ -239,7 +241,7 @@ Status kiln::runtime::flashAttention(KernelContext &c) {
     for (int64_t t = 0; t < tasks; ++t) {
       int64_t qb = t % qBlocks, h = (t / qBlocks) % p.H,
               b = t / (qBlocks * p.H), hk = h / group;
-      const attention::BlockRows &list = lists.of(b, h);
+      const attention::BlockRows &list = lists.of(h);
       int64_t i0 = qb * kBlockQ, ni = std::min(kBlockQ, p.Tq - i0);
       std::fill(acc.begin(), acc.end(), 0.0f);
       std::fill(m.begin(), m.end(), -INFINITY);
@@ -327,18 +329,10 @@ blockBackward(const Problem &p, int64_t b, int64_t h, int64_t i0, int64_t ni,
 Status kiln::runtime::flashAttentionGrad(KernelContext &c) {
   // in [grad, q, k, v, out, lse, mask, bias]
   Problem p = problemOf(c, 1, 2, 3, 6, 7);
-  attention::BlockLists lists = attention::makeBlockLists(
-      p.pattern, p.Tq, p.Tk, kBlockQ, kBlockK, p.B, p.H);
-  // For each key block, the query blocks that visit it (one table per
-  // list: shared by every head when the pattern is uniform).
-  std::vector<std::vector<std::vector<int64_t>>> visitors;
-  for (size_t i = 0; i < lists.lists.size(); ++i)
-    visitors.push_back(lists.visitors(static_cast<int64_t>(i) / p.H,
-                                      static_cast<int64_t>(i) % p.H));
-  auto visitorsOf =
-      [&](int64_t b, int64_t h) -> const std::vector<std::vector<int64_t>> & {
-    return visitors.size() == 1 ? visitors[0] : visitors[b * p.H + h];
-  };
+  // For each key block, the query blocks that visit it (one list shared by
+  // every head when the pattern is uniform).
+  attention::BlockLists visitors =
+      attention::makeBlockLists(p.pattern, kBlockQ, kBlockK).transposed();
   const float *g = c.in[0].as<float>(), *o = c.in[4].as<float>(),
               *lse = c.in[5].as<float>();
   float *dq = c.out[0].as<float>(), *dk = c.out[1].as<float>(),
@@ -363,7 +357,7 @@ Status kiln::runtime::flashAttentionGrad(KernelContext &c) {
               d += gi[e] * oi[e];
             Drow[(h - hk * group) * p.Tq + i] = d;
           }
-        for (int64_t kb = 0; kb < lists.kBlocks; ++kb) {
+        for (int64_t kb = 0; kb < visitors.qBlocks; ++kb) {
           int64_t j0 = kb * kBlockK, nj = std::min(kBlockK, p.Tk - j0);
           std::fill(dkAcc.begin(), dkAcc.end(), 0.0f);
           std::fill(dvAcc.begin(), dvAcc.end(), 0.0f);
@@ -371,7 +365,10 @@ Status kiln::runtime::flashAttentionGrad(KernelContext &c) {
           transposeBlock(p.v + (b * p.Tk + j0) * p.vRow() + hk * p.Dv, p.vRow(),
                          nj, p.Dv, vt.data());
           for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
-            for (int64_t qb : visitorsOf(b, h)[kb]) {
+            const attention::BlockRows &byKey = visitors.of(h);
+            for (int64_t e = byKey.rowStart[kb]; e < byKey.rowStart[kb + 1];
+                 ++e) {
+              int64_t qb = byKey.cols[e];
               int64_t i0 = qb * kBlockQ, ni = std::min(kBlockQ, p.Tq - i0);
               const float *gb = g + b * p.Tq * p.oRow() + h * p.Dv;
               blockScores(p, b, h, i0, ni, j0, nj, kt.data(), s.data());

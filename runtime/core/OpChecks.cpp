@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/Kernels.h"
+#include "runtime/attention/KartPattern.h"
 #include "runtime/core/OpRules.h"
 
 #include <set>
@@ -54,10 +55,16 @@ std::string checkAttentionAttrs(const kart::AttentionAttrs &a) {
   if (a.heads() <= 0 || a.kv_heads() <= 0 || a.heads() % a.kv_heads())
     return "head counts are invalid";
   kart::PatternKind kind = a.pattern()->kind();
-  if (kind != kart::PatternKind::Dense && kind != kart::PatternKind::Causal)
-    return "uses attention pattern " + std::to_string(static_cast<int>(kind)) +
-           ", which this runtime does not implement (it knows dense and "
-           "causal); recompile the model with this kiln";
+  if (kind < kart::PatternKind::MIN || kind > kart::PatternKind::MAX)
+    return "uses attention pattern kind " +
+           std::to_string(static_cast<int>(kind)) +
+           ", which this runtime does not implement (it knows " +
+           attention::patternKindList() +
+           "); recompile the model with this "
+           "kiln";
+  std::string bad = attention::checkPattern(attention::specOf(*a.pattern()));
+  if (!bad.empty())
+    return "has an invalid attention pattern: " + bad;
   return "";
 }
 

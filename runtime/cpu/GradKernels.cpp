@@ -186,7 +186,7 @@ Status attentionGrad(KernelContext &c) {
           for (int64_t d = 0; d < Dv; ++d)
             di += gi[d] * oi[d];
           for (int64_t j = 0; j < Tk; ++j) {
-            if (!referenceVisible(pattern, mask, b, Tk, i, j))
+            if (!referenceVisible(pattern, mask, b, h, Tk, i, j))
               continue;
             const float *kj = k + (b * Tk + j) * Hkv * D + hk * D;
             const float *vj = v + (b * Tk + j) * Hkv * Dv + hk * Dv;

@@ -9,6 +9,7 @@
 #define KILN_RUNTIME_CPU_KERNELUTIL_H
 
 #include "runtime/Kernels.h"
+#include "runtime/attention/KartPattern.h"
 #include "runtime/attention/Pattern.h"
 
 #include <algorithm>
@@ -92,23 +93,21 @@ template <typename T> inline T readAs(const View &v, int64_t i) {
   }
 }
 
-/// The pattern an Attention or AttentionGrad kernel describes for Tq
-/// queries and Tk keys: the one place the kernels read it (the loader has
-/// refused kinds other than dense and causal).
+/// That pattern bound to Tq queries and Tk keys: the one place the kernels
+/// read it.
 inline attention::Pattern attentionPattern(const kart::Kernel &k, int64_t Tq,
                                            int64_t Tk) {
-  return k.attrs_as_AttentionAttrs()->pattern()->kind() ==
-                 kart::PatternKind::Causal
-             ? attention::Pattern::causal(Tq, Tk)
-             : attention::Pattern::dense();
+  return attention::Pattern(
+      attention::specOf(*k.attrs_as_AttentionAttrs()->pattern()), Tq, Tk,
+      k.attrs_as_AttentionAttrs()->heads());
 }
 
-/// The reference attention kernels' visibility: the pattern (dense or
-/// causal, attention/Pattern.h) and the key mask of batch row `b`.
+/// The reference attention kernels' visibility: the pattern for head h
+/// (attention/Pattern.h) and the key mask of batch row `b`.
 inline bool referenceVisible(const attention::Pattern &pattern,
-                             const View &mask, int64_t b, int64_t Tk, int64_t i,
-                             int64_t j) {
-  return pattern.visible(i, j) &&
+                             const View &mask, int64_t b, int64_t h, int64_t Tk,
+                             int64_t i, int64_t j) {
+  return pattern.visible(h, i, j) &&
          (!mask.data || readAs<double>(mask, b * Tk + j) != 0);
 }
 

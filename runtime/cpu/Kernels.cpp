@@ -494,7 +494,7 @@ Status attentionReference(KernelContext &c) {
           const float *qi = q + (b * Tq + i) * H * D + h * D;
           float m = -INFINITY;
           for (int64_t j = 0; j < Tk; ++j) {
-            if (!referenceVisible(pattern, mask, b, Tk, i, j)) {
+            if (!referenceVisible(pattern, mask, b, h, Tk, i, j)) {
               s[j] = -INFINITY;
               continue;
             }

@@ -962,3 +962,51 @@ func.func @f(%x: tensor<2x8xf32>) {
   }
   return
 }
+
+// -----
+
+func.func @f(%q: tensor<2x4x16xf32>) -> tensor<2x4x16xf32> {
+  // expected-error @+1 {{unknown attention pattern 'longformer'; expected one of dense, sliding_window, block_sparse, strided, fixed}}
+  %r = kiln.attention %q, %q, %q {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.25 : f64, pattern = #kiln.pattern<longformer, window = 2>} : (tensor<2x4x16xf32>, tensor<2x4x16xf32>, tensor<2x4x16xf32>) -> tensor<2x4x16xf32>
+  return %r : tensor<2x4x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<2x4x16xf32>) -> tensor<2x4x16xf32> {
+  // expected-error @+1 {{'sliding_window' has no parameter 'stride'; it takes window, global_tokens}}
+  %r = kiln.attention %q, %q, %q {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.25 : f64, pattern = #kiln.pattern<sliding_window, stride = 2>} : (tensor<2x4x16xf32>, tensor<2x4x16xf32>, tensor<2x4x16xf32>) -> tensor<2x4x16xf32>
+  return %r : tensor<2x4x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<2x4x16xf32>) -> tensor<2x4x16xf32> {
+  // expected-error @+1 {{sliding_window: 'window' is required (keys within this distance of the query)}}
+  %r = kiln.attention %q, %q, %q {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.25 : f64, pattern = #kiln.pattern<sliding_window>} : (tensor<2x4x16xf32>, tensor<2x4x16xf32>, tensor<2x4x16xf32>) -> tensor<2x4x16xf32>
+  return %r : tensor<2x4x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<2x4x16xf32>) -> tensor<2x4x16xf32> {
+  // expected-error @+1 {{block_sparse: 'block' must be a power of two, got 100}}
+  %r = kiln.attention %q, %q, %q {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.25 : f64, pattern = #kiln.pattern<block_sparse, block = 100>} : (tensor<2x4x16xf32>, tensor<2x4x16xf32>, tensor<2x4x16xf32>) -> tensor<2x4x16xf32>
+  return %r : tensor<2x4x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<2x4x16xf32>) -> tensor<2x4x16xf32> {
+  // expected-error @+1 {{block_sparse: 'random' blocks need a 'seed' (random = 2)}}
+  %r = kiln.attention %q, %q, %q {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.25 : f64, pattern = #kiln.pattern<block_sparse, block = 64, random = 2>} : (tensor<2x4x16xf32>, tensor<2x4x16xf32>, tensor<2x4x16xf32>) -> tensor<2x4x16xf32>
+  return %r : tensor<2x4x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<2x4x16xf32>) -> tensor<2x4x16xf32> {
+  // expected-error @+1 {{fixed: 'summary' (9) must not exceed 'stride' (4)}}
+  %r = kiln.attention %q, %q, %q {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.25 : f64, pattern = #kiln.pattern<fixed, stride = 4, summary = 9>} : (tensor<2x4x16xf32>, tensor<2x4x16xf32>, tensor<2x4x16xf32>) -> tensor<2x4x16xf32>
+  return %r : tensor<2x4x16xf32>
+}

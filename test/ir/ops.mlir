@@ -101,6 +101,15 @@ func.func @all_ops(%tok: tensor<?x?xi32>, %mask: tensor<?x?xi32>, %pos: tensor<?
   %o = kiln.attention %q, %k, %dr {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.35 : f64, causal = true} : (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>) -> tensor<?x?x16xf32>
   // CHECK: kiln.attention %{{.*}}, %{{.*}}, %{{.*}} mask %{{.*}} bias %{{.*}} {
   %o2 = kiln.attention %q, %p#0, %p#1 mask %mask bias %bias {num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.35 : f64} : (tensor<?x?x16xf32>, tensor<?x?x8xf32>, tensor<?x?x8xf32>, tensor<?x?xi32>, tensor<2x1x1xf32>) -> tensor<?x?x16xf32>
+  // Patterns print their parameters in the table's order.
+  // CHECK: kiln.attention {{.*}}causal = true{{.*}}pattern = #kiln.pattern<sliding_window, window = 256, global_tokens = 2>
+  %s3 = kiln.attention %q, %k, %dr {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.35 : f64, causal = true, pattern = #kiln.pattern<sliding_window, global_tokens = 2, window = 256>} : (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>) -> tensor<?x?x16xf32>
+  // CHECK: pattern = #kiln.pattern<block_sparse, block = 64, local = 1, global = 1, random = 3, seed = 0>
+  %s4 = kiln.attention %q, %k, %dr {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.35 : f64, pattern = #kiln.pattern<block_sparse, block = 64, local = 1, global = 1, random = 3, seed = 0>} : (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>) -> tensor<?x?x16xf32>
+  // CHECK: pattern = #kiln.pattern<strided, stride = 128>
+  %s5 = kiln.attention %q, %k, %dr {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.35 : f64, causal = true, pattern = #kiln.pattern<strided, stride = 128>} : (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>) -> tensor<?x?x16xf32>
+  // CHECK: pattern = #kiln.pattern<fixed, stride = 128, summary = 8>
+  %s6 = kiln.attention %q, %k, %dr {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.35 : f64, pattern = #kiln.pattern<fixed, stride = 128, summary = 8>} : (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>) -> tensor<?x?x16xf32>
   // CHECK: kiln.cross_entropy %{{.*}}, %{{.*}} {ignore_index = 0 : i64}
   %ce = kiln.cross_entropy %l, %tok {ignore_index = 0 : i64} : tensor<?x?x64xf32>, tensor<?x?xi32> -> tensor<f32>
   // CHECK: kiln.cross_entropy_grad %{{.*}}, %{{.*}}, %{{.*}} {ignore_index = 0 : i64}

@@ -200,13 +200,33 @@ TEST(ArtifactHooks, UnknownAttentionPatternsAreRefused) {
   a.kv_heads = 2;
   a.scale = 0.5;
   a.pattern = std::make_unique<kart::AttentionPatternT>();
-  a.pattern->kind = kart::PatternKind::Causal;
+  a.pattern->kind = kart::PatternKind::SlidingWindow;
+  a.pattern->causal = true;
+  a.pattern->window = 4;
   fn.kernels[0]->attrs.Set(a);
   std::unique_ptr<Model> m;
   ASSERT_TRUE(load(p, m));
-  fn.kernels[0]->attrs.AsAttentionAttrs()->pattern->kind =
-      static_cast<kart::PatternKind>(7);
-  expectRefused(p, {"(Attention)", "attention pattern 7", "dense and causal"});
+  kart::AttentionPatternT &pattern =
+      *fn.kernels[0]->attrs.AsAttentionAttrs()->pattern;
+  pattern.kind = static_cast<kart::PatternKind>(7);
+  expectRefused(p, {"(Attention)", "attention pattern kind 7",
+                    "dense, sliding_window, block_sparse, strided, fixed"});
+  // Parameters are bounded before a kernel sizes anything by them.
+  pattern.kind = kart::PatternKind::SlidingWindow;
+  pattern.window = 0;
+  expectRefused(p, {"(Attention)", "'window' must be positive, got 0"});
+  pattern.window = 4;
+  pattern.kind = kart::PatternKind::BlockSparse;
+  expectRefused(p, {"(Attention)", "block_sparse", "'block' must be between"});
+  pattern.window = 0;
+  pattern.block = 64;
+  pattern.random = 1000000;
+  expectRefused(p, {"'random' must be between 0 and 64"});
+  pattern.random = 3;
+  pattern.block = 96;
+  expectRefused(p, {"'block' must be a power of two, got 96"});
+  pattern.block = 64;
+  ASSERT_TRUE(load(p, m));
 }
 
 /// loss(x) = sum(x * w + x * b): gradients x for both w and b.

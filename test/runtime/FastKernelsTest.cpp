@@ -215,25 +215,61 @@ std::vector<Case> cases() {
                b.kernel(Op::ActivationGrad, {g, x}, {{2, 8}}, attrs(a));
          }});
   // Attention forward, then its gradient from the forward's output and
-  // lse, with grouped key/value heads, dense and causal.
-  for (auto kind : {kart::PatternKind::Dense, kart::PatternKind::Causal})
+  // lse, with grouped key/value heads and every pattern kind, causal or
+  // not (T = 150 crosses blocks; the random blocks differ per head).
+  std::vector<std::pair<std::string, kart::AttentionPatternT>> patterns;
+  for (bool causal : {false, true}) {
+    auto add = [&](std::string name, auto set) {
+      kart::AttentionPatternT p;
+      p.causal = causal;
+      set(p);
+      patterns.push_back({name + (causal ? " causal" : ""), p});
+    };
+    add("dense", [](auto &) {});
+    add("sliding_window(40)", [](auto &p) {
+      p.kind = kart::PatternKind::SlidingWindow;
+      p.window = 40;
+    });
+    add("sliding_window(70) global_tokens 3", [](auto &p) {
+      p.kind = kart::PatternKind::SlidingWindow;
+      p.window = 70;
+      p.global_tokens = 3;
+    });
+    add("block_sparse(16, 1, 1, 2)", [](auto &p) {
+      p.kind = kart::PatternKind::BlockSparse;
+      p.block = 16;
+      p.local = 1;
+      p.global_blocks = 1;
+      p.random = 2;
+      p.seed = 5;
+    });
+    add("strided(9)", [](auto &p) {
+      p.kind = kart::PatternKind::Strided;
+      p.stride = 9;
+    });
+    add("fixed(32, 4)", [](auto &p) {
+      p.kind = kart::PatternKind::Fixed;
+      p.stride = 32;
+      p.summary = 4;
+    });
+  }
+  for (const auto &[name, pattern] : patterns)
     for (Op op : {Op::Attention, Op::AttentionGrad})
-      cs.push_back({std::string(kart::EnumNameOp(op)) + " " +
-                        kart::EnumNamePatternKind(kind),
-                    op, false, [kind, op](auto &b) {
+      cs.push_back({std::string(kart::EnumNameOp(op)) + " " + name, op, false,
+                    [pattern = pattern, op](auto &b) {
                       auto make = [&] {
                         kart::AttentionAttrsT a;
                         a.heads = 4;
                         a.kv_heads = 2;
                         a.scale = 0.35;
-                        a.pattern = std::make_unique<kart::AttentionPatternT>();
-                        a.pattern->kind = kind;
+                        a.pattern =
+                            std::make_unique<kart::AttentionPatternT>(pattern);
                         return attrs(a);
                       };
-                      int q = b.input({2, 37, 16}), k = b.input({2, 37, 8}),
-                          v = b.input({2, 37, 8}), g = b.input({2, 37, 16});
+                      int q = b.input({2, 150, 16}), k = b.input({2, 150, 8}),
+                          v = b.input({2, 150, 8}), g = b.input({2, 150, 16});
                       auto fwd = b.kernel(Op::Attention, {q, k, v, -1, -1},
-                                          {{2, 37, 16}, {2, 4, 37}}, make());
+                                          {{2, 150, 16}, {2, 4, 150}}, make());
                       if (op == Op::Attention) {
                         b.fn->outputs = fwd;
                         return;
@@ -241,7 +277,7 @@ std::vector<Case> cases() {
                       b.fn->outputs = b.kernel(
                           Op::AttentionGrad,
                           {g, q, k, v, fwd[0], fwd[1], -1, -1},
-                          {{2, 37, 16}, {2, 37, 8}, {2, 37, 8}}, make());
+                          {{2, 150, 16}, {2, 150, 8}, {2, 150, 8}}, make());
                     }});
   return cs;
 }
