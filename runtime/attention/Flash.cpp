@@ -17,20 +17,26 @@
 // probabilities from the saved log-sum-exp; dV += P^T dO, dS = P (dO V^T -
 // D), dQ += dS K, dK += dS^T Q (D = rowsum(dO * O)).
 //
-// The hot loops are written for the vectorizer (fixed block sizes, unit
-// strides) and compiled twice, for AVX2+FMA and for the baseline, chosen at
-// run time (target_clones). cpu/Kernels.cpp keeps the naive per-row kernels as
-// the reference these are tested against (KILN_REFERENCE_KERNELS=1).
+// Every block product (Q Kᵀ, P V; dO Vᵀ, Pᵀ dO, dS K, dSᵀ Q) goes through
+// the register-blocked micro-kernels of attention/BlockGemm.h, for the best
+// instruction set the CPU has (AVX-512, AVX2, or plain loops). The forward
+// pass packs each key block it needs transposed once per call, not once per
+// query block. The softmax loops are written for the vectorizer and compiled
+// for AVX2+FMA and the baseline (target_clones). cpu/Kernels.cpp keeps the
+// naive per-row kernels as the reference these are tested against.
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/Kernels.h"
 #include "runtime/Vector.h"
+#include "runtime/attention/BlockGemm.h"
+#include "runtime/attention/BlockSoftmax.h"
 #include "runtime/attention/Layout.h"
 #include "runtime/attention/Pattern.h"
 #include "runtime/cpu/KernelUtil.h"
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 using namespace kiln;
@@ -51,6 +57,9 @@ struct Problem {
   const float *q, *k, *v;
   const View *mask, *bias;
   std::vector<int64_t> biasStrides;
+  /// The key padding mask as 0 (attend) or -inf, [B, Tk].
+  std::vector<float> maskAdd;
+  attention::Isa isa = attention::bestIsa();
   int64_t qRow() const { return H * D; } // element stride between rows
   int64_t kRow() const { return Hkv * D; }
   int64_t vRow() const { return Hkv * Dv; }
@@ -74,50 +83,51 @@ double maskAt(const View &m, int64_t i) {
   }
 }
 
-/// out[i][j] = scale * a_i . bt[:, j] for up to kBlockQ rows of `a` (row
-/// stride aRow) and a block stored transposed, [D][kBlockK], so the inner
-/// loop runs along j with unit stride.
-__attribute__((target_clones("arch=x86-64-v3", "default"))) void
-blockProduct(const float *a, int64_t aRow, int64_t ni, int64_t D,
-             const float *bt, float scale, float *out) {
-  for (int64_t i = 0; i < ni; ++i) {
-    float acc[kBlockK] = {};
-    const float *ai = a + i * aRow;
-    for (int64_t d = 0; d < D; ++d) {
-      float ad = ai[d] * scale;
-      const float *bd = bt + d * kBlockK;
-#pragma omp simd
-      for (int64_t j = 0; j < kBlockK; ++j)
-        acc[j] += ad * bd[j];
-    }
-    std::copy(acc, acc + kBlockK, out + i * kBlockK);
-  }
-}
-
 /// S[i][j] = scale * q_i . k_j (+ bias) for one block, -inf where masked.
 /// `kt` is the key block transposed to [D][kBlockK] so the inner loop runs
 /// along keys with unit stride.
 void blockScores(const Problem &p, int64_t b, int64_t h, int64_t i0, int64_t ni,
                  int64_t j0, int64_t nj, const float *kt, float *s) {
-  blockProduct(p.q + (b * p.Tq + i0) * p.qRow() + h * p.D, p.qRow(), ni, p.D,
-               kt, p.scale, s);
+  attention::blockGemm(p.isa, ni, kBlockK, p.D, p.scale,
+                       p.q + (b * p.Tq + i0) * p.qRow() + h * p.D, p.qRow(), 1,
+                       kt, kBlockK, s, kBlockK, /*accumulate=*/false);
   bool whole = p.pattern.allVisible(h, i0, i0 + ni, j0, j0 + nj);
   if (whole && !p.mask->data && !p.bias->data && nj == kBlockK)
     return;
+  const float *keyMask =
+      p.mask->data ? p.maskAdd.data() + b * p.Tk + j0 : nullptr;
   const auto &bs = p.biasStrides;
-  for (int64_t i = 0; i < ni; ++i)
-    for (int64_t j = 0; j < kBlockK; ++j) {
-      float &x = s[i * kBlockK + j];
-      int64_t gi = i0 + i, gj = j0 + j;
-      bool visible = j < nj && (whole || p.pattern.visible(h, gi, gj));
-      if (visible && p.mask->data)
-        visible = maskAt(*p.mask, b * p.Tk + gj) != 0;
-      if (!visible)
-        x = -INFINITY;
-      else if (p.bias->data)
-        x += p.bias
-                 ->as<float>()[b * bs[0] + h * bs[1] + gi * bs[2] + gj * bs[3]];
+  std::pair<int64_t, int64_t> spans[8];
+  for (int64_t i = 0; i < ni; ++i) {
+    float *si = s + i * kBlockK;
+    int64_t gi = i0 + i;
+    // What the pattern hides: outside the row's intervals, or key by key.
+    int n = whole ? -2 : p.pattern.rowIntervals(h, gi, j0, j0 + nj, spans, 8);
+    if (n == -2) {
+      std::fill(si + nj, si + kBlockK, -INFINITY);
+    } else if (n >= 0) {
+      int64_t at = 0;
+      for (int e = 0; e < n; ++e) {
+        std::fill(si + at, si + (spans[e].first - j0), -INFINITY);
+        at = spans[e].second - j0;
+      }
+      std::fill(si + at, si + kBlockK, -INFINITY);
+    } else {
+      for (int64_t j = 0; j < kBlockK; ++j)
+        if (j >= nj || !p.pattern.visible(h, gi, j0 + j))
+          si[j] = -INFINITY;
     }
+    // The key padding mask adds 0 or -inf.
+    if (keyMask)
+      for (int64_t j = 0; j < nj; ++j)
+        si[j] += keyMask[j];
+    if (p.bias->data) {
+      const float *bias =
+          p.bias->as<float>() + b * bs[0] + h * bs[1] + gi * bs[2];
+      for (int64_t j = 0; j < nj; ++j)
+        si[j] += bias[(j0 + j) * bs[3]];
+    }
+  }
 }
 
 /// out[d][j] = rows[j][d] for `n` rows of width D (zeros past the end).
@@ -137,56 +147,11 @@ void transposeKeys(const Problem &p, int64_t b, int64_t hk, int64_t j0,
 }
 
 /// acc[i][:] += sum_j P[i][j] v_j for one block.
-__attribute__((target_clones("arch=x86-64-v3", "default"))) void
-accumulatePV(const Problem &p, int64_t b, int64_t hk, int64_t ni, int64_t j0,
-             int64_t nj, const float *P, float *acc) {
-  const float *v = p.v + (b * p.Tk + j0) * p.vRow() + hk * p.Dv;
-  for (int64_t i = 0; i < ni; ++i) {
-    float *ai = acc + i * p.Dv;
-    for (int64_t j = 0; j < nj; ++j) {
-      float pj = P[i * kBlockK + j];
-      if (pj == 0.0f)
-        continue;
-      const float *vj = v + j * p.vRow();
-#pragma omp simd
-      for (int64_t d = 0; d < p.Dv; ++d)
-        ai[d] += pj * vj[d];
-    }
-  }
-}
-
-/// Online softmax of one block of scores: updates the running maximum m
-/// and sum l, rescales acc, and turns s into probabilities relative to the
-/// new maximum.
-__attribute__((target_clones("arch=x86-64-v3", "default"))) void
-onlineSoftmax(int64_t ni, int64_t Dv, float *s, float *m, float *l,
-              float *acc) {
-  for (int64_t i = 0; i < ni; ++i) {
-    float *si = s + i * kBlockK;
-    float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-    for (int64_t j = 0; j < kBlockK; ++j)
-      mx = std::max(mx, si[j]);
-    float mnew = std::max(m[i], mx);
-    if (mnew == -INFINITY) { // nothing visible yet
-#pragma omp simd
-      for (int64_t j = 0; j < kBlockK; ++j)
-        si[j] = 0.0f;
-      continue;
-    }
-    float alpha = vexp(m[i] - mnew), sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < kBlockK; ++j) {
-      si[j] = vexp(si[j] - mnew);
-      sum += si[j];
-    }
-    l[i] = l[i] * alpha + sum;
-    m[i] = mnew;
-    float *ai = acc + i * Dv;
-#pragma omp simd
-    for (int64_t d = 0; d < Dv; ++d)
-      ai[d] *= alpha;
-  }
+void accumulatePV(const Problem &p, int64_t b, int64_t hk, int64_t ni,
+                  int64_t j0, int64_t nj, const float *P, float *acc) {
+  attention::blockGemm(p.isa, ni, p.Dv, nj, 1.0f, P, kBlockK, 1,
+                       p.v + (b * p.Tk + j0) * p.vRow() + hk * p.Dv, p.vRow(),
+                       acc, p.Dv, /*accumulate=*/true);
 }
 
 Problem problemOf(const KernelContext &c, int q, int k, int v, int mask,
@@ -208,6 +173,11 @@ Problem problemOf(const KernelContext &c, int q, int k, int v, int mask,
   p.v = c.in[v].as<float>();
   p.mask = &c.in[mask];
   p.bias = &c.in[bias];
+  if (p.mask->data) {
+    p.maskAdd.resize(static_cast<size_t>(p.B * p.Tk));
+    for (int64_t i = 0; i < p.B * p.Tk; ++i)
+      p.maskAdd[i] = maskAt(*p.mask, i) != 0 ? 0.0f : -INFINITY;
+  }
   if (p.bias->data) {
     // Row-major strides of the bias broadcast to [B, H, Tq, Tk].
     const Shape &s = *p.bias->shape;
@@ -231,12 +201,35 @@ Status kiln::runtime::flashAttention(KernelContext &c) {
   float *o = c.out[0].as<float>();
   float *lse = c.out.size() > 1 ? c.out[1].as<float>() : nullptr;
   int64_t group = p.H / p.Hkv;
-  int64_t qBlocks = lists.qBlocks;
+  int64_t qBlocks = lists.qBlocks, kBlocks = lists.kBlocks;
+  // Each key block some query block visits, transposed once: [D][kBlockK]
+  // per (batch, key/value head, key block), in the order of `slot`.
+  std::vector<int64_t> slot(static_cast<size_t>(kBlocks), -1);
+  int64_t packed = 0;
+  for (const attention::BlockRows &rows : lists.lists)
+    for (int32_t kb : rows.cols)
+      if (slot[kb] < 0)
+        slot[kb] = packed++;
+  std::vector<int64_t> order(static_cast<size_t>(packed));
+  for (int64_t kb = 0; kb < kBlocks; ++kb)
+    if (slot[kb] >= 0)
+      order[slot[kb]] = kb;
+  int64_t tile = p.D * kBlockK;
+  // Every element is written by transposeKeys (zeros past the last key).
+  std::unique_ptr<float[]> kpack(
+      new float[static_cast<size_t>(p.B * p.Hkv * packed * tile)]);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t bh = 0; bh < p.B * p.Hkv; ++bh)
+    for (int64_t e = 0; e < packed; ++e) {
+      int64_t j0 = order[e] * kBlockK, nj = std::min(kBlockK, p.Tk - j0);
+      transposeKeys(p, bh / p.Hkv, bh % p.Hkv, j0, nj,
+                    kpack.get() + (bh * packed + e) * tile);
+    }
   int64_t tasks = p.B * p.H * qBlocks;
 #pragma omp parallel
   {
-    std::vector<float> kt(p.D * kBlockK), s(kBlockQ * kBlockK),
-        acc(kBlockQ * p.Dv), m(kBlockQ), l(kBlockQ);
+    std::vector<float> s(kBlockQ * kBlockK), acc(kBlockQ * p.Dv), m(kBlockQ),
+        l(kBlockQ);
 #pragma omp for schedule(dynamic)
     for (int64_t t = 0; t < tasks; ++t) {
       int64_t qb = t % qBlocks, h = (t / qBlocks) % p.H,
@@ -246,11 +239,13 @@ Status kiln::runtime::flashAttention(KernelContext &c) {
       std::fill(acc.begin(), acc.end(), 0.0f);
       std::fill(m.begin(), m.end(), -INFINITY);
       std::fill(l.begin(), l.end(), 0.0f);
+      const float *kt = kpack.get() + (b * p.Hkv + hk) * packed * tile;
       for (int64_t e = list.rowStart[qb]; e < list.rowStart[qb + 1]; ++e) {
-        int64_t j0 = list.cols[e] * kBlockK, nj = std::min(kBlockK, p.Tk - j0);
-        transposeKeys(p, b, hk, j0, nj, kt.data());
-        blockScores(p, b, h, i0, ni, j0, nj, kt.data(), s.data());
-        onlineSoftmax(ni, p.Dv, s.data(), m.data(), l.data(), acc.data());
+        int64_t kb = list.cols[e];
+        int64_t j0 = kb * kBlockK, nj = std::min(kBlockK, p.Tk - j0);
+        blockScores(p, b, h, i0, ni, j0, nj, kt + slot[kb] * tile, s.data());
+        attention::onlineSoftmax(p.isa, ni, p.Dv, s.data(), m.data(), l.data(),
+                                 acc.data());
         accumulatePV(p, b, hk, ni, j0, nj, s.data(), acc.data());
       }
       for (int64_t i = 0; i < ni; ++i) {
@@ -269,59 +264,26 @@ Status kiln::runtime::flashAttention(KernelContext &c) {
 
 namespace {
 
-/// The backward of one (query block, key block) pair for head h, given the
-/// block's scores `s` and dP = dO V^T (`dp`, from blockProduct): P from the
-/// saved log-sum-exp, dV += P^T dO, dS = P (dP - D) scale, dQ += dS K,
-/// dK += dS^T Q.
-__attribute__((target_clones("arch=x86-64-v3", "default"))) void
-blockBackward(const Problem &p, int64_t b, int64_t h, int64_t i0, int64_t ni,
-              int64_t j0, int64_t nj, const float *s, const float *dp,
-              const float *lse, const float *g, const float *Drow, float *dq,
-              float *dkAcc, float *dvAcc, float *dsBuf) {
+/// The backward of one (query block, key block) pair for head h, given
+/// P and dS (attention/BlockSoftmax.h): dV += Pᵀ dO, dQ += dS K,
+/// dK += dSᵀ Q.
+void blockBackward(const Problem &p, int64_t b, int64_t h, int64_t i0,
+                   int64_t ni, int64_t j0, int64_t nj, const float *pr,
+                   const float *ds, const float *g, float *dq, float *dkAcc,
+                   float *dvAcc) {
   int64_t hk = h / (p.H / p.Hkv);
   const float *k = p.k + (b * p.Tk + j0) * p.kRow() + hk * p.D;
   const float *q = p.q + (b * p.Tq + i0) * p.qRow() + h * p.D;
-  for (int64_t i = 0; i < ni; ++i) {
-    float li = lse[i], di = Drow[i];
-    const float *si = s + i * kBlockK, *dpi = dp + i * kBlockK;
-    float *dsi = dsBuf + i * kBlockK;
-    if (li == -INFINITY) { // a fully masked row has no gradient
-      std::fill(dsi, dsi + kBlockK, 0.0f);
-      continue;
-    }
-    float pr[kBlockK];
-#pragma omp simd
-    for (int64_t j = 0; j < kBlockK; ++j) {
-      pr[j] = vexp(si[j] - li); // masked scores are -inf: p = 0
-      dsi[j] = pr[j] * (dpi[j] - di) * p.scale;
-    }
-    const float *gi = g + (i0 + i) * p.oRow();
-    for (int64_t j = 0; j < nj; ++j) {
-      if (pr[j] == 0.0f)
-        continue;
-      float *dvj = dvAcc + j * p.Dv;
-#pragma omp simd
-      for (int64_t d = 0; d < p.Dv; ++d)
-        dvj[d] += pr[j] * gi[d];
-    }
-  }
-  for (int64_t i = 0; i < ni; ++i) {
-    const float *dsi = dsBuf + i * kBlockK;
-    float *dqi = dq + (i0 + i) * p.qRow();
-    const float *qi = q + i * p.qRow();
-    for (int64_t j = 0; j < nj; ++j) {
-      float ds = dsi[j];
-      if (ds == 0.0f)
-        continue;
-      const float *kj = k + j * p.kRow();
-      float *dkj = dkAcc + j * p.D;
-#pragma omp simd
-      for (int64_t d = 0; d < p.D; ++d) {
-        dqi[d] += ds * kj[d];
-        dkj[d] += ds * qi[d];
-      }
-    }
-  }
+  const float *gi = g + i0 * p.oRow();
+  // dV[j] += sum_i P[i][j] dO[i]: P read transposed.
+  attention::blockGemm(p.isa, nj, p.Dv, ni, 1.0f, pr, 1, kBlockK, gi, p.oRow(),
+                       dvAcc, p.Dv, true);
+  // dQ[i] += sum_j dS[i][j] K[j].
+  attention::blockGemm(p.isa, ni, p.D, nj, 1.0f, ds, kBlockK, 1, k, p.kRow(),
+                       dq + i0 * p.qRow(), p.qRow(), true);
+  // dK[j] += sum_i dS[i][j] Q[i].
+  attention::blockGemm(p.isa, nj, p.D, ni, 1.0f, ds, 1, kBlockK, q, p.qRow(),
+                       dkAcc, p.D, true);
 }
 
 } // namespace
@@ -342,8 +304,9 @@ Status kiln::runtime::flashAttentionGrad(KernelContext &c) {
 #pragma omp parallel
   {
     std::vector<float> kt(p.D * kBlockK), vt(p.Dv * kBlockK),
-        s(kBlockQ * kBlockK), dp(kBlockQ * kBlockK), ds(kBlockQ * kBlockK),
-        dkAcc(kBlockK * p.D), dvAcc(kBlockK * p.Dv), Drow(group * p.Tq);
+        s(kBlockQ * kBlockK), dp(kBlockQ * kBlockK), pr(kBlockQ * kBlockK),
+        ds(kBlockQ * kBlockK), dkAcc(kBlockK * p.D), dvAcc(kBlockK * p.Dv),
+        Drow(group * p.Tq);
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t b = 0; b < p.B; ++b)
       for (int64_t hk = 0; hk < p.Hkv; ++hk) {
@@ -372,13 +335,18 @@ Status kiln::runtime::flashAttentionGrad(KernelContext &c) {
               int64_t i0 = qb * kBlockQ, ni = std::min(kBlockQ, p.Tq - i0);
               const float *gb = g + b * p.Tq * p.oRow() + h * p.Dv;
               blockScores(p, b, h, i0, ni, j0, nj, kt.data(), s.data());
-              blockProduct(gb + i0 * p.oRow(), p.oRow(), ni, p.Dv, vt.data(),
-                           1.0f, dp.data());
-              blockBackward(p, b, h, i0, ni, j0, nj, s.data(), dp.data(),
-                            lse + (b * p.H + h) * p.Tq + i0, gb,
-                            Drow.data() + (h - hk * group) * p.Tq + i0,
+              // dP = dO Vᵀ.
+              attention::blockGemm(p.isa, ni, kBlockK, p.Dv, 1.0f,
+                                   gb + i0 * p.oRow(), p.oRow(), 1, vt.data(),
+                                   kBlockK, dp.data(), kBlockK, false);
+              attention::probabilities(p.isa, ni, p.scale, s.data(), dp.data(),
+                                       lse + (b * p.H + h) * p.Tq + i0,
+                                       Drow.data() + (h - hk * group) * p.Tq +
+                                           i0,
+                                       pr.data(), ds.data());
+              blockBackward(p, b, h, i0, ni, j0, nj, pr.data(), ds.data(), gb,
                             dq + b * p.Tq * p.qRow() + h * p.D, dkAcc.data(),
-                            dvAcc.data(), ds.data());
+                            dvAcc.data());
             }
           }
           for (int64_t j = 0; j < nj; ++j) {

@@ -182,6 +182,52 @@ bool Pattern::allVisible(int64_t h, int64_t q0, int64_t q1, int64_t k0,
   return baseAll(h, p0, p1, k0, k1);
 }
 
+int Pattern::rowIntervals(int64_t h, int64_t i, int64_t k0, int64_t k1,
+                          std::pair<int64_t, int64_t> *out, int max) const {
+  int64_t p = i + offset, hi = s.causal ? std::min(k1, p + 1) : k1;
+  int n = 0;
+  // Appends [a, b) clipped to [k0, hi), merging with the previous one.
+  auto add = [&](int64_t a, int64_t b) {
+    a = std::max(a, k0);
+    b = std::min(b, hi);
+    if (a >= b)
+      return true;
+    if (n > 0 && a <= out[n - 1].second) {
+      out[n - 1].second = std::max(out[n - 1].second, b);
+      return true;
+    }
+    if (n == max)
+      return false;
+    out[n++] = {a, b};
+    return true;
+  };
+  if (hi <= k0)
+    return 0;
+  if (p < s.globalTokens)
+    return add(k0, hi) ? n : -1;
+  // Global keys come first: every other interval starts after them or
+  // overlaps them.
+  if (!add(0, s.globalTokens))
+    return -1;
+  switch (s.kind) {
+  case PatternKind::Dense:
+    return add(k0, hi) ? n : -1;
+  case PatternKind::SlidingWindow:
+    return add(p - s.window + 1, s.causal ? hi : p + s.window) ? n : -1;
+  case PatternKind::BlockSparse: {
+    int64_t b = s.block, I = p / b;
+    for (int64_t J = k0 / b; J * b < hi; ++J)
+      if (blockVisible(h, I, J) && !add(J * b, (J + 1) * b))
+        return -1;
+    return n;
+  }
+  case PatternKind::Strided:
+  case PatternKind::Fixed:
+    return -1;
+  }
+  return -1;
+}
+
 std::vector<std::pair<int64_t, int64_t>>
 Pattern::candidates(int64_t h, int64_t q0, int64_t q1) const {
   std::vector<std::pair<int64_t, int64_t>> r;

@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace kiln::runtime::attention {
@@ -51,6 +52,13 @@ public:
                   int64_t k1) const;
   bool allVisible(int64_t h, int64_t q0, int64_t q1, int64_t k0,
                   int64_t k1) const;
+  /// The keys of [k0, k1) that query row i of head h sees, as at most
+  /// `max` ascending, disjoint intervals [first, second) written to `out`:
+  /// returns their count, or -1 when the row needs more (strided and fixed
+  /// patterns), and the caller tests `visible` key by key. What the kernels
+  /// use to mask a block the pattern cuts, a row at a time.
+  int rowIntervals(int64_t h, int64_t i, int64_t k0, int64_t k1,
+                   std::pair<int64_t, int64_t> *out, int max) const;
   /// True when every head sees the same pattern (no random blocks).
   bool uniform() const {
     return !(s.kind == PatternKind::BlockSparse && s.random > 0);

@@ -181,3 +181,42 @@ def test_training_with_a_window_keeps_it(tmp_path):
     assert layouts and all(
         lay["pattern"] == "sliding_window(window = 16)" and lay["causal"]
         for lay in layouts)
+
+
+def test_bert_with_a_window_and_a_global_cls_token():
+    """A BERT-style encoder with Longformer attention: a window and a
+    global first token ([CLS]), with padding. A window wider than the
+    sequence is exactly dense attention; a narrow one changes the result,
+    and the [CLS] row and column of the layout are computed whole."""
+    cfg = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2,
+               num_attention_heads=2, intermediate_size=64,
+               max_position_embeddings=128)
+    T = 96
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 60, (2, T)).astype(np.int32)
+    types = np.zeros((2, T), np.int32)
+    mask = np.ones((2, T), np.int32)
+    mask[1, 70:] = 0
+    inputs = dict(input_ids=ids, token_type_ids=types, attention_mask=mask)
+    bert = EXAMPLES / "bert.kiln"
+    dense = kiln.compile(bert, defines=cfg, seed=2)
+    wide = kiln.compile(bert, defines=cfg, seed=2,
+                        attention="sliding_window:200,global_tokens=1")
+    narrow = kiln.compile(bert, defines=cfg, seed=2, grad="loss",
+                          attention="sliding_window:8,global_tokens=1")
+    d = dense.run("forward", **inputs)
+    assert np.array_equal(wide.run("forward", **inputs), d)
+    n = narrow.run("forward", **inputs)
+    assert np.isfinite(n).all() and not np.allclose(n, d, atol=1e-3)
+    labels = np.where(rng.random((2, T)) < 0.15, ids, -100).astype(np.int32)
+    loss, *grads = narrow.run("loss_grad", labels=labels, **inputs)
+    assert np.isfinite(loss) and all(np.isfinite(g).all() for g in grads)
+    layout = narrow.attention_layout(T)[0]
+    assert layout["pattern"] == \
+        "sliding_window(window = 8, global_tokens = 1)"
+    assert not layout["causal"]
+    rows = layout["heads"][0]["layout"].splitlines()
+    # 96 tokens: two 64-blocks. Block (0, 0) holds [CLS] and the window;
+    # block (0, 1): [CLS] sees every key, others only the window's edge;
+    # block (1, 0): every query sees [CLS] (key 0).
+    assert all(c != "." for row in rows for c in row)

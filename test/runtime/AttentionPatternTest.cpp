@@ -140,8 +140,30 @@ void checkAgainstBruteForce(const PatternSpec &ps, const Sizes &s,
         // with the pattern.
         bool all = p.allVisible(h, q0, q1, k0, k1);
         ASSERT_TRUE(!all || visible == total) << "block " << qb << "," << kb;
-        if (ps.globalTokens == 0)
+        if (ps.globalTokens == 0) {
           ASSERT_EQ(all, visible == total) << "block " << qb << "," << kb;
+        }
+        // rowIntervals, where it answers, lists exactly the visible keys.
+        for (int64_t i = q0; i < q1; ++i) {
+          std::pair<int64_t, int64_t> spans[8];
+          int n = p.rowIntervals(h, i, k0, k1, spans, 8);
+          if (n < 0) {
+            ASSERT_TRUE(ps.kind == PatternKind::Strided ||
+                        ps.kind == PatternKind::Fixed ||
+                        ps.kind == PatternKind::BlockSparse);
+            continue;
+          }
+          std::vector<bool> listed(static_cast<size_t>(k1 - k0), false);
+          for (int e = 0; e < n; ++e) {
+            ASSERT_LT(spans[e].first, spans[e].second);
+            ASSERT_TRUE(e == 0 || spans[e - 1].second < spans[e].first);
+            for (int64_t j = spans[e].first; j < spans[e].second; ++j)
+              listed[static_cast<size_t>(j - k0)] = true;
+          }
+          for (int64_t j = k0; j < k1; ++j)
+            ASSERT_EQ(listed[static_cast<size_t>(j - k0)], p.visible(h, i, j))
+                << "row " << i << " key " << j;
+        }
       }
     }
     // transposed() lists, for each key block, the query blocks visiting it.
