@@ -49,6 +49,7 @@ struct View {
 };
 
 class PrimitiveCache;
+class Workspace;
 class PackedWeights;
 
 struct KernelContext {
@@ -57,6 +58,10 @@ struct KernelContext {
   std::vector<View> out;
   const std::vector<int64_t> &symbols; // bound symbolic dimension sizes
   PrimitiveCache &primitives;
+  /// Scratch memory that outlives the call (the function state's): a
+  /// kernel that needs a large temporary takes it here instead of
+  /// allocating, and touching, fresh memory every call.
+  Workspace *workspace = nullptr;
   bool training = false; // dropout draws its mask
   KernelChoice choice = KernelChoice::Fast;
   uint64_t seed = 0;     // the run's dropout seed (set per training step)
@@ -84,6 +89,25 @@ Status inferShapes(const kart::Kernel &k,
 /// kiln's blocked reduction kernel handles (oneDNN takes the others).
 bool reducedBlock(const flatbuffers::Vector<int64_t> &axes, size_t rank,
                   int64_t &first, int64_t &last);
+
+/// Scratch memory a function state keeps between calls. `floats(n)` returns
+/// at least n floats of unspecified contents, valid until the next
+/// `floats` call on the same workspace (one kernel runs at a time per
+/// state; a kernel's threads share the one buffer).
+class Workspace {
+public:
+  float *floats(size_t n) {
+    if (size_ < n) {
+      buffer_.reset(new float[n]);
+      size_ = n;
+    }
+    return buffer_.get();
+  }
+
+private:
+  std::unique_ptr<float[]> buffer_;
+  size_t size_ = 0;
+};
 
 /// oneDNN primitives, created once per op, attributes and shapes and reused
 /// by every later call.

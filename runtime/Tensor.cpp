@@ -60,6 +60,14 @@ Tensor::Tensor(DType dtype, std::vector<int64_t> shape)
   data_.assign(bytes(), 0);
 }
 
+Tensor Tensor::uninitialized(DType dtype, std::vector<int64_t> shape) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = std::move(shape);
+  t.data_.resize(t.bytes());
+  return t;
+}
+
 int64_t Tensor::numel() const {
   return std::accumulate(shape_.begin(), shape_.end(), int64_t(1),
                          std::multiplies<int64_t>());

@@ -51,11 +51,32 @@ enum class DType : int8_t { F32 = 0, F16, BF16, F64, I32, I64, Bool };
 size_t dtypeSize(DType t);
 const char *dtypeName(DType t);
 
+/// std::allocator, except that resizing leaves new elements uninitialized
+/// (a tensor about to be overwritten is not zeroed first).
+template <typename T> struct DefaultInitAllocator : std::allocator<T> {
+  template <typename U> struct rebind {
+    using other = DefaultInitAllocator<U>;
+  };
+  DefaultInitAllocator() = default;
+  template <typename U>
+  DefaultInitAllocator(const DefaultInitAllocator<U> &) noexcept {}
+  template <typename U> void construct(U *p) {
+    ::new (static_cast<void *>(p)) U;
+  }
+  template <typename U, typename... Args> void construct(U *p, Args &&...args) {
+    ::new (static_cast<void *>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
 /// A dense, row-major host tensor that owns its bytes.
 class Tensor {
 public:
   Tensor() = default;
+  /// Zero-filled.
   Tensor(DType dtype, std::vector<int64_t> shape);
+  /// With storage whose contents are unspecified: for results the caller
+  /// writes in full.
+  static Tensor uninitialized(DType dtype, std::vector<int64_t> shape);
   /// A tensor over memory it does not own (row-major, `data` valid for as
   /// long as the tensor is used): inputs passed without a copy. Copies of a
   /// view are views of the same memory.
@@ -68,6 +89,8 @@ public:
   size_t bytes() const {
     return static_cast<size_t>(numel()) * dtypeSize(dtype_);
   }
+  /// False for a view of memory the tensor does not own.
+  bool ownsStorage() const { return !view_; }
   /// Whether storage for every element exists (false for a default Tensor).
   bool allocated() const { return view_ || data_.size() == bytes(); }
   void *data() { return view_ ? view_ : data_.data(); }
@@ -83,7 +106,7 @@ public:
 private:
   DType dtype_ = DType::F32;
   std::vector<int64_t> shape_;
-  std::vector<uint8_t> data_;
+  std::vector<uint8_t, DefaultInitAllocator<uint8_t>> data_;
   void *view_ = nullptr; // set for views; data_ is then empty
 };
 

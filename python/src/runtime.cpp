@@ -47,11 +47,19 @@ const char *numpyType(DType t) {
   }
 }
 
-py::array toNumpy(const Tensor &t) {
-  py::array a(py::dtype(numpyType(t.dtype())),
-              std::vector<py::ssize_t>(t.shape().begin(), t.shape().end()));
-  std::memcpy(a.mutable_data(), t.data(), t.bytes());
-  return a;
+/// The tensor as a NumPy array: without a copy when the tensor owns its
+/// storage (the array keeps it alive), else copied.
+py::array toNumpy(Tensor t) {
+  std::vector<py::ssize_t> shape(t.shape().begin(), t.shape().end());
+  py::dtype dtype(numpyType(t.dtype()));
+  if (!t.ownsStorage() || t.bytes() == 0) {
+    py::array a(dtype, shape);
+    std::memcpy(a.mutable_data(), t.data(), t.bytes());
+    return a;
+  }
+  auto *held = new Tensor(std::move(t));
+  py::capsule owner(held, [](void *p) { delete static_cast<Tensor *>(p); });
+  return py::array(dtype, shape, held->data(), owner);
 }
 
 } // namespace
@@ -283,8 +291,8 @@ void kiln::python::registerRuntime(py::module_ &m) {
               raise(s);
             }
             py::list res;
-            for (const Tensor &t : out)
-              res.append(toNumpy(t));
+            for (Tensor &t : out)
+              res.append(toNumpy(std::move(t)));
             return res;
           },
           py::arg("function"), py::arg("inputs"), py::arg("kernels") = "")
@@ -295,7 +303,7 @@ void kiln::python::registerRuntime(py::module_ &m) {
                Tensor t;
                if (Status s = m.parameter(p.name, t); !s)
                  raise(s);
-               d[py::str(p.name)] = toNumpy(t);
+               d[py::str(p.name)] = toNumpy(std::move(t));
              }
              return d;
            })

@@ -216,14 +216,17 @@ Status kiln::runtime::flashAttention(KernelContext &c) {
       order[slot[kb]] = kb;
   int64_t tile = p.D * kBlockK;
   // Every element is written by transposeKeys (zeros past the last key).
-  std::unique_ptr<float[]> kpack(
-      new float[static_cast<size_t>(p.B * p.Hkv * packed * tile)]);
+  // Kept in the function state's workspace: the same memory every call.
+  size_t packFloats = static_cast<size_t>(p.B * p.Hkv * packed * tile);
+  std::unique_ptr<float[]> own;
+  float *kpack = c.workspace ? c.workspace->floats(packFloats)
+                             : (own.reset(new float[packFloats]), own.get());
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t bh = 0; bh < p.B * p.Hkv; ++bh)
     for (int64_t e = 0; e < packed; ++e) {
       int64_t j0 = order[e] * kBlockK, nj = std::min(kBlockK, p.Tk - j0);
       transposeKeys(p, bh / p.Hkv, bh % p.Hkv, j0, nj,
-                    kpack.get() + (bh * packed + e) * tile);
+                    kpack + (bh * packed + e) * tile);
     }
   int64_t tasks = p.B * p.H * qBlocks;
 #pragma omp parallel
@@ -239,7 +242,7 @@ Status kiln::runtime::flashAttention(KernelContext &c) {
       std::fill(acc.begin(), acc.end(), 0.0f);
       std::fill(m.begin(), m.end(), -INFINITY);
       std::fill(l.begin(), l.end(), 0.0f);
-      const float *kt = kpack.get() + (b * p.Hkv + hk) * packed * tile;
+      const float *kt = kpack + (b * p.Hkv + hk) * packed * tile;
       for (int64_t e = list.rowStart[qb]; e < list.rowStart[qb + 1]; ++e) {
         int64_t kb = list.cols[e];
         int64_t j0 = kb * kBlockK, nj = std::min(kBlockK, p.Tk - j0);

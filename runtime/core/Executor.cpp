@@ -65,7 +65,7 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
   std::map<std::string, double> opTime;
   const KernelChoice choice = options.kernels.value_or(defaultKernelChoice());
   for (const kart::Kernel *k : *fn.kernels()) {
-    KernelContext ctx{*k, {}, {}, symbols, primitives};
+    KernelContext ctx{*k, {}, {}, symbols, primitives, &workspace};
     ctx.training = options.training;
     ctx.choice = choice;
     ctx.seed = options.seed;
@@ -125,7 +125,7 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
     DType dt = fromKart(fn.values()->Get(id)->dtype());
     if (outputs[i].dtype() != dt || outputs[i].shape() != shapes[id] ||
         !outputs[i].allocated())
-      outputs[i] = Tensor(dt, shapes[id]);
+      outputs[i] = Tensor::uninitialized(dt, shapes[id]);
     std::memcpy(outputs[i].data(), ptr[id], outputs[i].bytes());
   }
   return Status::ok();

@@ -99,6 +99,7 @@ private:
   void planOffsets();
   std::vector<uint8_t> arenaStorage;
   PrimitiveCache primitives;
+  Workspace workspace;
 };
 
 /// The execution contexts of one function. A call borrows an idle one, or
