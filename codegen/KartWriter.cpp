@@ -16,6 +16,7 @@
 #include "runtime/Model.h"
 #include "runtime/Random.h"
 #include "runtime/kart_generated.h"
+#include "runtime/quant/Serialize.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/DenseMap.h"
@@ -26,6 +27,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <set>
 #include <unistd.h>
 
 using namespace mlir;
@@ -342,24 +345,186 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
               !s)
             return forward.emitError(s.message());
 
-  // Parameters: lay out and initialize the weights section.
+  // Parameters: the model's, in declaration order (function values index
+  // them), then the tensors that go with quantized ones (scales, zero
+  // points, second-level scales and map), each a parameter of its own.
+  struct Stored {
+    std::string name;
+    kart::DType dtype = kart::DType::F32;
+    std::vector<int64_t> shape;
+    size_t offset = 0, size = 0;
+  };
   struct Param {
     ParameterOp op;
-    size_t offset, size;
+    size_t offset = 0, size = 0;
+    std::optional<runtime::quant::QuantSpec> quant;
+    // Indices of its auxiliary tensors in the parameter table.
+    int scales = -1, zeros = -1, second = -1, map = -1;
   };
   std::vector<Param> params;
+  std::vector<Stored> aux;
+  const size_t modelParams = countParameters(module);
   size_t total = 0;
+  auto place = [&](size_t size) {
+    size_t at = total;
+    total += (size + kAlign - 1) / kAlign * kAlign;
+    return at;
+  };
   for (ParameterOp p : module.getOps<ParameterOp>()) {
     auto type = llvm::cast<RankedTensorType>(p.getType());
     if (!type.getElementType().isF32())
       return p.emitError("the CPU backend stores f32 parameters only");
-    size_t size = type.getNumElements() * sizeof(float);
+    Param param{p};
+    size_t n = static_cast<size_t>(type.getNumElements());
+    param.size = n * sizeof(float);
+    if (std::optional<StringRef> q = p.getQuant()) {
+      runtime::quant::QuantSpec spec;
+      std::string error;
+      if (!runtime::quant::parseQuantSpec(q->str(), spec, error))
+        return p.emitError(error);
+      if (options.externalWeights)
+        return p.emitError("parameter '")
+               << p.getSymName()
+               << "' is quantized; quantized weights are kept in the "
+                  "artifact, not in --external-weights files";
+      param.quant = spec;
+      int base = static_cast<int>(modelParams + aux.size());
+      auto addAux = [&](const char *suffix, kart::DType dt,
+                        std::vector<int64_t> shape, size_t bytes) {
+        aux.push_back(
+            {p.getSymName().str() + suffix, dt, std::move(shape), 0, bytes});
+        return base++;
+      };
+      int64_t rows = type.getDimSize(0), cols = n / rows;
+      switch (spec.format) {
+      case runtime::quant::Format::Int8:
+        param.size = n;
+        param.scales = addAux(".scale", kart::DType::F32, {rows}, rows * 4);
+        break;
+      case runtime::quant::Format::Int4: {
+        int64_t groups = (cols + spec.group - 1) / spec.group;
+        param.size = rows * ((cols + 1) / 2);
+        param.scales = addAux(".scale", kart::DType::F32, {rows, groups},
+                              rows * groups * 4);
+        param.zeros = addAux(".zero_point", kart::DType::F32, {rows, groups},
+                             rows * groups * 4);
+        break;
+      }
+      case runtime::quant::Format::NF4: {
+        int64_t blocks = (n + spec.block - 1) / spec.block;
+        param.size = (n + 1) / 2;
+        if (spec.doubleQuant) {
+          int64_t groups = (blocks + 255) / 256;
+          param.scales = addAux(".absmax", kart::DType::U8, {blocks}, blocks);
+          param.second =
+              addAux(".nested_absmax", kart::DType::F32, {groups}, groups * 4);
+          param.map =
+              addAux(".nested_quant_map", kart::DType::F32, {256}, 256 * 4);
+        } else {
+          param.scales =
+              addAux(".absmax", kart::DType::F32, {blocks}, blocks * 4);
+        }
+        break;
+      }
+      }
+    }
+    param.offset = place(param.size);
     paramIndex[p.getSymName()] = params.size();
-    params.push_back({p, total, size});
-    total += (size + kAlign - 1) / kAlign * kAlign;
+    params.push_back(std::move(param));
   }
+  for (Stored &a : aux)
+    a.offset = place(a.size);
   if (failed(checkWeightsFit(total)))
     return failure();
+
+  // Where each parameter's values come from: a tensor of the weights (f32,
+  // or a quantized checkpoint), else its initializer. Quantized parameters
+  // are quantized now (their scales go into the parameter table).
+  std::map<std::string, const runtime::Tensor *> byName;
+  if (options.weights)
+    for (const auto &[name, t] : *options.weights)
+      byName[name] = &t;
+  std::set<std::string> used;
+  std::vector<runtime::Tensor> f32Of(params.size());
+  std::vector<std::optional<runtime::quant::QuantizedWeight>> quantized(
+      params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    Param &p = params[i];
+    auto type = llvm::cast<RankedTensorType>(p.op.getType());
+    std::vector<int64_t> shape(type.getShape());
+    std::string name = p.op.getSymName().str();
+    runtime::Tensor &f32 = f32Of[i];
+    runtime::quant::QuantizedWeight q;
+    bool haveQuantized = false;
+    if (options.weights) {
+      if (runtime::quant::holdsQuantized(name, byName)) {
+        // A quantized checkpoint (bitsandbytes' NF4, kiln's int8 / int4).
+        std::vector<std::string> names;
+        if (runtime::Status s =
+                runtime::quant::readQuantized(name, byName, q, &names);
+            !s)
+          return p.op.emitError("weight '") << name << "': " << s.message();
+        used.insert(names.begin(), names.end());
+        if (q.shape != shape)
+          return p.op.emitError("weight '")
+                 << name << "' is "
+                 << runtime::shapeString(runtime::DType::F32, q.shape)
+                 << " (quantized) in the weights, but the model declares "
+                 << type;
+        haveQuantized = true;
+      } else {
+        auto it = byName.find(name);
+        if (it == byName.end())
+          return p.op.emitError("the weights have no tensor '")
+                 << name << "' for this parameter";
+        const runtime::Tensor &t = *it->second;
+        if (t.dtype() != runtime::DType::F32 || t.shape() != shape)
+          return p.op.emitError("weight '")
+                 << name << "' is " << t.describe()
+                 << " in the weights, but the model declares " << type;
+        used.insert(name);
+        f32 = runtime::Tensor::view(runtime::DType::F32, shape,
+                                    const_cast<void *>(t.data()));
+      }
+    }
+    // A quantized checkpoint for a parameter kept quantized the same way is
+    // stored as it is; otherwise it is dequantized (and requantized).
+    bool same = haveQuantized && p.quant && q.format == p.quant->format &&
+                (q.format != runtime::quant::Format::Int4 ||
+                 q.int4.group == p.quant->group) &&
+                (q.format != runtime::quant::Format::NF4 ||
+                 (q.nf4.blockSize == p.quant->block &&
+                  q.nf4.nested == p.quant->doubleQuant &&
+                  (!q.nf4.nested || q.nf4.nestedBlockSize == 256)));
+    if (haveQuantized && !same) {
+      if (runtime::Status s = runtime::quant::dequantize(q, f32); !s)
+        return p.op.emitError("weight '") << name << "': " << s.message();
+      haveQuantized = false;
+    }
+    if (!p.quant)
+      continue;
+    if (!haveQuantized) {
+      if (!f32.allocated()) {
+        f32 = runtime::Tensor(runtime::DType::F32, shape);
+        initializeParameter(name, p.op.getInit(), p.op.getInitArgs(),
+                            options.seed, f32.as<float>(),
+                            static_cast<size_t>(f32.numel()));
+      }
+      if (runtime::Status s = runtime::quant::quantize(f32, *p.quant, q); !s)
+        return p.op.emitError("parameter '") << name << "': " << s.message();
+      f32 = runtime::Tensor();
+    }
+    quantized[i] = std::move(q);
+  }
+  if (options.weights && used.size() != byName.size()) {
+    std::string names;
+    for (const auto &e : byName)
+      if (!used.count(e.first))
+        names += (names.empty() ? "" : ", ") + e.first;
+    return module.emitError("the weights hold tensors the model does not "
+                            "declare: ")
+           << names;
+  }
 
   std::vector<fb::Offset<kart::Function>> functions;
   for (func::FuncOp fn : module.getOps<func::FuncOp>())
@@ -371,10 +536,44 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
     auto type = llvm::cast<RankedTensorType>(p.op.getType());
     std::vector<int64_t> shape(type.getShape());
     // Dense f32 storage is the default (no Storage table).
+    fb::Offset<kart::Storage> storage = 0;
+    if (p.quant) {
+      kart::StorageBuilder sb(fbb);
+      switch (p.quant->format) {
+      case runtime::quant::Format::Int8:
+        sb.add_type(kart::StorageType::Int8);
+        sb.add_axis(0);
+        break;
+      case runtime::quant::Format::Int4:
+        sb.add_type(kart::StorageType::Int4);
+        sb.add_block_size(static_cast<int>(p.quant->group));
+        sb.add_axis(1);
+        sb.add_zero_points(p.zeros);
+        break;
+      case runtime::quant::Format::NF4:
+        sb.add_type(kart::StorageType::NF4);
+        sb.add_block_size(static_cast<int>(p.quant->block));
+        if (p.second >= 0) {
+          const runtime::quant::Nf4Tensor &t =
+              quantized[&p - params.data()]->nf4;
+          sb.add_second_level_scales(p.second);
+          sb.add_second_level_block_size(static_cast<int>(t.nestedBlockSize));
+          sb.add_second_level_offset(t.offset);
+          sb.add_second_level_map(p.map);
+        }
+        break;
+      }
+      sb.add_scales(p.scales);
+      storage = sb.Finish();
+    }
     paramTable.push_back(kart::CreateParameterDirect(
         fbb, p.op.getSymName().str().c_str(), kart::DType::F32, &shape,
-        p.offset, p.size, /*storage=*/0, /*trainable=*/!p.op.getFrozen()));
+        p.offset, p.size, storage, /*trainable=*/!p.op.getFrozen()));
   }
+  for (Stored &a : aux)
+    paramTable.push_back(kart::CreateParameterDirect(
+        fbb, a.name.c_str(), a.dtype, &a.shape, a.offset, a.size,
+        /*storage=*/0, /*trainable=*/false));
   std::vector<fb::Offset<kart::HParam>> hparams;
   if (auto hp = module->getAttrOfType<DictionaryAttr>("kiln.hparams"))
     for (NamedAttribute a : hp) {
@@ -410,39 +609,43 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
     weightsVec = fbb.CreateUninitializedVector(total, 1, &weights);
     std::memset(weights, 0, total);
   }
-  if (options.weights) {
-    llvm::StringMap<const runtime::Tensor *> byName;
-    for (const auto &[name, t] : *options.weights)
-      byName[name] = &t;
-    for (Param &p : params) {
-      auto it = byName.find(p.op.getSymName());
-      if (it == byName.end())
-        return p.op.emitError("the weights have no tensor '")
-               << p.op.getSymName() << "' for this parameter";
-      const runtime::Tensor &t = *it->second;
-      auto type = llvm::cast<RankedTensorType>(p.op.getType());
-      if (t.dtype() != runtime::DType::F32 ||
-          t.shape() != std::vector<int64_t>(type.getShape()))
-        return p.op.emitError("weight '")
-               << p.op.getSymName() << "' is " << t.describe()
-               << " in the weights, but the model declares " << type;
-      std::memcpy(weights + p.offset, t.data(), p.size);
-      byName.erase(it);
+  // Each parameter's values, from the weights or its initializer, copied
+  // into the section (or the staging buffer); quantized ones were made
+  // above.
+  for (size_t i = 0; i < params.size(); ++i) {
+    Param &p = params[i];
+    std::string name = p.op.getSymName().str();
+    if (quantized[i]) {
+      // The codes in the parameter's own bytes, the rest in its
+      // auxiliaries.
+      runtime::NamedTensors parts;
+      runtime::quant::appendTensors(name, *quantized[i], parts);
+      auto copyTo = [&](int index, const runtime::Tensor &t) {
+        const Stored &a = aux[index - params.size()];
+        std::memcpy(weights + a.offset, t.data(), std::min(a.size, t.bytes()));
+      };
+      for (auto &[part, t] : parts) {
+        llvm::StringRef suffix = llvm::StringRef(part).drop_front(name.size());
+        if (suffix.empty())
+          std::memcpy(weights + p.offset, t.data(),
+                      std::min(p.size, t.bytes()));
+        else if (suffix == ".scale" || suffix == ".absmax")
+          copyTo(p.scales, t);
+        else if (suffix == ".zero_point")
+          copyTo(p.zeros, t);
+        else if (suffix == ".nested_absmax")
+          copyTo(p.second, t);
+        else if (suffix == ".nested_quant_map")
+          copyTo(p.map, t);
+      }
+      continue;
     }
-    if (!byName.empty()) {
-      std::string names;
-      for (const auto &e : byName)
-        names += (names.empty() ? "" : ", ") + e.first().str();
-      return module.emitError("the weights hold tensors the model does not "
-                              "declare: ")
-             << names;
-    }
-  } else {
-    for (Param &p : params)
-      initializeParameter(p.op.getSymName(), p.op.getInit(), p.op.getInitArgs(),
-                          options.seed,
-                          reinterpret_cast<float *>(weights + p.offset),
-                          p.size / sizeof(float));
+    float *dst = reinterpret_cast<float *>(weights + p.offset);
+    if (f32Of[i].allocated())
+      std::memcpy(dst, f32Of[i].data(), p.size);
+    else
+      initializeParameter(name, p.op.getInit(), p.op.getInitArgs(),
+                          options.seed, dst, p.size / sizeof(float));
   }
 
   fb::Offset<fb::String> weightsFile;

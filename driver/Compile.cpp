@@ -7,6 +7,7 @@
 #include "ir/KilnDialect.h"
 #include "runtime/Llama2c.h"
 #include "runtime/Safetensors.h"
+#include "runtime/quant/Serialize.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/AsmState.h"
@@ -118,6 +119,15 @@ bool Compilation::checkFunctionNames(mlir::ModuleOp module) {
     return fail("attention functions and blocks select where an attention "
                 "pattern applies; give the pattern as well "
                 "(--attention=sliding_window:512)");
+  if (!r.quantizeParams.empty() && r.quantize.empty())
+    return fail("the parameters to quantize were given without a "
+                "quantization (--quantize=nf4)");
+  if (!r.quantize.empty()) {
+    runtime::quant::QuantSpec spec;
+    std::string error;
+    if (!runtime::quant::parseQuantSpec(r.quantize, spec, error))
+      return fail("quantization '" + r.quantize + "': " + error);
+  }
   if (!r.attention.empty()) {
     runtime::attention::PatternSpec spec;
     std::string error;
@@ -191,6 +201,8 @@ bool Compilation::run() {
   // --mlir-print-ir-after-all and the other MLIR options when asked.
   mlir::PassManager pm(&ctx);
   CompilePipelineOptions pipeline;
+  pipeline.quantize = r.quantize;
+  pipeline.quantizeParams = r.quantizeParams;
   pipeline.attention = r.attention;
   pipeline.attentionFunctions = r.attentionFunctions;
   pipeline.attentionBlocks = r.attentionBlocks;
@@ -254,8 +266,10 @@ bool Compilation::writeArtifact(mlir::ModuleOp module) {
     runtime::Llama2cConfig config;
     runtime::Status s = llvm::StringRef(r.weights).ends_with(".bin")
                             ? runtime::readLlama2c(r.weights, config, weights)
-                            : runtime::readSafetensors(r.weights, weights,
-                                                       countParameters(module));
+                            : runtime::readSafetensors(
+                                  r.weights, weights,
+                                  countParameters(module) *
+                                      runtime::quant::kMaxTensorsPerWeight);
     if (!s)
       return fail(s.message());
     artifact.weights = &weights;

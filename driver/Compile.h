@@ -66,6 +66,12 @@ struct CompileRequest {
   /// "h.0-5") when those lists are not empty.
   std::string attention;
   std::vector<std::string> attentionFunctions, attentionBlocks;
+  /// Store weights quantized (runtime/quant/QuantSpec.h: "int8",
+  /// "int4:group=128", "nf4"): the parameters matching `quantizeParams`
+  /// (globs over parameter paths), or by default every matrix that only
+  /// feeds matmuls. They are frozen.
+  std::string quantize;
+  std::vector<std::string> quantizeParams;
   /// Derive `grad`_grad (reverse-mode autodiff), recomputing block
   /// activations in it with `recompute`.
   std::string grad;

@@ -5,6 +5,7 @@
 #include "ir/Locations.h"
 #include "passes/Passes.h"
 #include "runtime/Memory.h"
+#include "runtime/quant/QuantSpec.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Diagnostics.h"
@@ -102,8 +103,11 @@ void kiln::printParameterSummary(mlir::ModuleOp module, llvm::raw_ostream &os) {
     width = std::max(width, p.getSymName().size());
   os << llvm::left_justify("name", width) << "  "
      << llvm::left_justify("shape", 16) << "  dtype  "
-     << llvm::right_justify("count", 13) << "  init\n";
+     << llvm::right_justify("count", 13) << "  "
+     << llvm::left_justify("storage", 25) << llvm::right_justify("bytes", 13)
+     << "  init\n";
   int64_t total = 0, tensors = 0;
+  uint64_t stored = 0;
   for (ParameterOp p : module.getOps<ParameterOp>()) {
     auto type = llvm::cast<mlir::RankedTensorType>(p.getType());
     std::string shape = "[";
@@ -123,15 +127,30 @@ void kiln::printParameterSummary(mlir::ModuleOp module, llvm::raw_ostream &os) {
     std::string dtype;
     llvm::raw_string_ostream ds(dtype);
     ds << type.getElementType();
+    // How it is stored: f32, or quantized (codes and scales together).
+    std::string storage = "f32";
+    uint64_t bytes = 4 * static_cast<uint64_t>(type.getNumElements());
+    kiln::runtime::quant::QuantSpec spec;
+    std::string error;
+    if (std::optional<llvm::StringRef> q = p.getQuant())
+      if (kiln::runtime::quant::parseQuantSpec(q->str(), spec, error)) {
+        storage = q->str();
+        uint64_t rows = type.getRank() == 2 ? type.getDimSize(0) : 1;
+        bytes = kiln::runtime::quant::storedBytes(spec, rows,
+                                                  type.getNumElements() / rows);
+      }
     os << llvm::left_justify(p.getSymName(), width) << "  "
        << llvm::left_justify(shape, 16) << "  " << llvm::left_justify(dtype, 5)
        << "  " << llvm::right_justify(withCommas(type.getNumElements()), 13)
-       << "  " << init << "\n";
+       << "  " << llvm::left_justify(storage, 25)
+       << llvm::right_justify(withCommas(bytes), 13) << "  " << init << "\n";
     total += type.getNumElements();
+    stored += bytes;
     ++tensors;
   }
   os << "total: " << withCommas(total) << " parameters in " << tensors
-     << " tensors\n";
+     << " tensors, " << withCommas(stored) << " bytes stored ("
+     << llvm::format("%.1f", stored / 1048576.0) << " MiB)\n";
 }
 
 kiln::DiagnosticCapture::DiagnosticCapture(llvm::SourceMgr &sm,

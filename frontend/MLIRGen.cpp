@@ -359,7 +359,8 @@ bool Gen::addParam(const std::string &name, mlir::Type elt, const Shape &shape,
   mlir::OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToEnd(module.getBody());
   b.create<ParameterOp>(loc(l), name, info->type, init,
-                        b.getDenseF64ArrayAttr(args));
+                        b.getDenseF64ArrayAttr(args), /*frozen=*/false,
+                        /*quant=*/mlir::StringAttr());
   scope.entries[rel].param = info.get();
   params[name] = std::move(info);
   return true;

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 #include "ir/KilnOps.h"
 #include "ir/ShapeUtils.h"
+#include "runtime/quant/QuantSpec.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
@@ -149,6 +150,26 @@ LogicalResult ParameterOp::verify() {
   if (init == "uniform" && !(args[0] < args[1]))
     return emitOpError("uniform initializer needs low < high, got [")
            << args[0] << ", " << args[1] << "]";
+  if (std::optional<StringRef> quant = getQuant()) {
+    runtime::quant::QuantSpec spec;
+    std::string error;
+    if (!runtime::quant::parseQuantSpec(quant->str(), spec, error))
+      return emitOpError("parameter '")
+             << getSymName() << "' has quant = \"" << *quant << "\": " << error;
+    if (!type.getElementType().isF32())
+      return emitOpError("parameter '")
+             << getSymName() << "' is quantized from f32 weights, not " << type;
+    if (!getFrozen())
+      return emitOpError("parameter '")
+             << getSymName()
+             << "' is quantized but not frozen; quantized weights are not "
+                "trained (train adapters beside them)";
+    if (spec.format != runtime::quant::Format::NF4 && type.getRank() != 2)
+      return emitOpError("parameter '")
+             << getSymName() << "' is " << type << "; "
+             << runtime::quant::formatName(spec.format)
+             << " quantizes matrices [out, in]";
+  }
   return success();
 }
 

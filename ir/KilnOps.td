@@ -187,17 +187,27 @@ def Kiln_ParameterOp : Kiln_Op<"parameter", [Symbol, HasParent<"::mlir::ModuleOp
     `Trainer` keeps no optimizer state for it (the base weights of a LoRA
     fine-tune, say).
 
+    `quant` stores the parameter quantized (runtime/quant/QuantSpec.h:
+    `int8`, `int4:group=G`, `nf4:block=B,double=BOOL`): the artifact holds
+    its codes and scales instead of f32 values, quantized from the
+    initializer or the imported weights when the artifact is written. Its
+    type stays the f32 tensor it stands for. A quantized parameter is
+    frozen and f32; int8 and int4 quantize matrices (`[out, in]` rows).
+    `kiln-quantize-weights` sets it.
+
     Example:
     ```mlir
     kiln.parameter @wte : tensor<50257x768xf32> {init = "normal", init_args = array<f64: 0.02>}
     kiln.parameter @base : tensor<64x64xf32> {init = "zeros", frozen}
+    kiln.parameter @fc : tensor<3072x768xf32> {init = "normal", init_args = array<f64: 0.02>, frozen, quant = "nf4:block=64,double=true"}
     ```
   }];
   let arguments = (ins SymbolNameAttr:$sym_name,
                    TypeAttrOf<Kiln_Tensor>:$type,
                    StrAttr:$init,
                    DefaultValuedAttr<DenseF64ArrayAttr, "{}">:$init_args,
-                   UnitAttr:$frozen);
+                   UnitAttr:$frozen,
+                   OptionalAttr<StrAttr>:$quant);
   let assemblyFormat = "$sym_name `:` $type attr-dict";
   let hasVerifier = 1;
 }

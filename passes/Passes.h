@@ -31,6 +31,10 @@ void buildFusionPipeline(mlir::OpPassManager &pm);
 
 /// What the one compile pipeline runs after the frontend's passes.
 struct CompilePipelineOptions {
+  /// Store the parameters `quantizeParams` selects (globs; default: every
+  /// matmul weight) quantized as `quantize` says, when not empty.
+  std::string quantize;
+  std::vector<std::string> quantizeParams;
   /// Apply this attention pattern (command-line form, ir/AttentionPattern.h)
   /// to the attention ops of `attentionFunctions` and `attentionBlocks`
   /// (all when empty) before autodiff, when not empty.

@@ -88,6 +88,40 @@ def TrainStep : Pass<"kiln-train-step", "mlir::ModuleOp"> {
   let dependentDialects = ["::kiln::KilnDialect"];
 }
 
+def QuantizeWeights : Pass<"kiln-quantize-weights", "mlir::ModuleOp"> {
+  let summary = "Store selected weights quantized (int8, int4, NF4)";
+  let description = [{
+    Marks parameters to be stored quantized: sets `quant` (the spec in
+    canonical form, runtime/quant/QuantSpec.h) and `frozen` on each selected
+    `kiln.parameter`. The artifact writer quantizes their values from the
+    initializer or the imported weights; the runtime's matmul kernels read
+    the codes directly.
+
+    `format` is the spec as on the command line: `int8`, `int4:group=128`,
+    `nf4` (`nf4:block=64,double=true`). `params` selects parameters by glob
+    over their paths (`h.*.mlp.*`, `*.c_attn.weight`); by default every
+    matrix whose every use is the right-hand side of a matmul — the weights
+    of linear layers, not embeddings, norms, biases or an output projection
+    tied to the embedding (which the embedding also reads). A parameter a
+    glob names must be such a matrix too; one that is not is an error naming
+    its other use, as is a selection that matches nothing.
+
+    Run it before `kiln-autodiff`: quantized weights are frozen, and the
+    gradient of a matmul's input reads them through the same kernels.
+
+    Example: `kiln-opt --kiln-quantize-weights="format=nf4"` turns
+    `kiln.parameter @h.0.mlp.c_fc.weight : tensor<3072x768xf32> {...}` into
+    `{..., frozen, quant = "nf4:block=64,double=true"}`.
+  }];
+  let options = [
+    Option<"format", "format", "std::string", /*default=*/"\"nf4\"",
+           "The quantization: int8, int4[:group=G], nf4[:block=B,double=BOOL]">,
+    ListOption<"params", "params", "std::string",
+               "Globs over parameter paths (default: every matmul weight)">
+  ];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
 def SparsifyAttention : Pass<"kiln-sparsify-attention", "mlir::ModuleOp"> {
   let summary = "Give attention ops a sparse pattern without editing the model";
   let description = [{

@@ -27,6 +27,12 @@ void kiln::buildFusionPipeline(mlir::OpPassManager &pm) {
 void kiln::buildCompilePipeline(mlir::OpPassManager &pm,
                                 const CompilePipelineOptions &options) {
   buildFrontendPipeline(pm);
+  if (!options.quantize.empty()) {
+    QuantizeWeightsOptions quantize;
+    quantize.format = options.quantize;
+    quantize.params = options.quantizeParams;
+    pm.addPass(createQuantizeWeights(quantize));
+  }
   if (!options.attention.empty()) {
     SparsifyAttentionOptions sparsify;
     sparsify.pattern = options.attention;
@@ -67,6 +73,9 @@ struct CompilePipelineCLOptions
   Option<std::string> attention{
       *this, "attention",
       llvm::cl::desc("apply an attention pattern (sliding_window:512)")};
+  Option<std::string> quantize{
+      *this, "quantize",
+      llvm::cl::desc("store matmul weights quantized (int8, int4, nf4)")};
 };
 } // namespace
 
@@ -85,6 +94,7 @@ void kiln::registerAllKilnPasses() {
         }
         options.fuse = o.fuse;
         options.attention = o.attention;
+        options.quantize = o.quantize;
         buildCompilePipeline(pm, options);
       });
   registerKilnPasses();

@@ -40,10 +40,18 @@
 namespace kiln::runtime {
 
 /// A tensor the executor hands to a kernel: contiguous, row-major.
+namespace quant {
+struct QuantView;
+}
+
 struct View {
   void *data = nullptr;
   DType dtype = DType::F32;
   const std::vector<int64_t> *shape = nullptr;
+  /// Set for a quantized parameter: `data` then holds its codes, and only
+  /// the kernels that take quantized operands (matmuls' right-hand sides)
+  /// ever see one (the loader checks).
+  const quant::QuantView *quant = nullptr;
   int64_t numel() const;
   template <typename T> T *as() const { return static_cast<T *>(data); }
 };
@@ -188,6 +196,17 @@ Status executeFused(KernelContext &ctx);
 
 /// The naive FusedMatmul that the oneDNN post-op path is checked against.
 Status fusedMatmulReference(KernelContext &ctx);
+
+/// GELU, exact (erf) or the tanh approximation, as the fused kernels apply
+/// it.
+float gelu(float x, bool tanhForm);
+
+/// Matmul and FusedMatmul with a quantized right-hand side (View::quant):
+/// tiles dequantized in cache (runtime/quant/QuantMatmul.cpp), and the
+/// oracle, which dequantizes the whole weight and runs `dense` on it.
+Status quantizedMatmul(KernelContext &ctx);
+Status quantizedMatmulReference(KernelContext &ctx,
+                                Status (*dense)(KernelContext &));
 
 /// Evaluates a kart::Dim with the bound symbols.
 int64_t evalDim(const kart::Dim *d, const std::vector<int64_t> &symbols);

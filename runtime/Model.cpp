@@ -6,12 +6,15 @@
 #include "runtime/Safetensors.h"
 #include "runtime/attention/KartPattern.h"
 #include "runtime/core/FunctionState.h"
+#include "runtime/quant/Formats.h"
+#include "runtime/quant/Serialize.h"
 
 #include <flatbuffers/flatbuffers.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -211,22 +214,28 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
     };
     if (name.empty() || !pr->shape())
       return bad("is missing its name or shape");
-    if (const kart::Storage *st = pr->storage()) {
-      if (st->type() != kart::StorageType::F32)
-        return bad(std::string("is stored as ") +
-                   (st->type() <= kart::StorageType::MAX
-                        ? kart::EnumNameStorageType(st->type())
-                        : "an unknown type") +
-                   (st->block_size() > 0
-                        ? " in blocks of " + std::to_string(st->block_size())
-                        : std::string()) +
-                   "; this runtime reads dense f32 parameters only");
-      if (st->block_size() != 0 || st->axis() != -1 || st->scales() != -1 ||
-          st->zero_points() != -1 || st->second_level_scales() != -1)
-        return bad("is dense f32 but names quantization blocks, scales or "
-                   "zero points");
-    }
-    if (!computable(pr->dtype()))
+    const kart::Storage *st = pr->storage();
+    bool quantized = st && st->type() != kart::StorageType::F32;
+    if (quantized && st->type() != kart::StorageType::Int8 &&
+        st->type() != kart::StorageType::Int4 &&
+        st->type() != kart::StorageType::NF4)
+      return bad(std::string("is stored as ") +
+                 (st->type() <= kart::StorageType::MAX
+                      ? kart::EnumNameStorageType(st->type())
+                      : "an unknown type") +
+                 "; this runtime reads f32, int8, int4 and nf4 parameters");
+    if (st && !quantized &&
+        (st->block_size() != 0 || st->axis() != -1 || st->scales() != -1 ||
+         st->zero_points() != -1 || st->second_level_scales() != -1 ||
+         st->second_level_map() != -1))
+      return bad("is dense f32 but names quantization blocks, scales or "
+                 "zero points");
+    if (quantized &&
+        (pr->dtype() != kart::DType::F32 || !wfile.empty() || pr->trainable()))
+      return bad("is quantized, so it must stand for f32 values, be frozen "
+                 "and be embedded in the artifact");
+    if (!computable(pr->dtype()) && pr->dtype() != kart::DType::U8 &&
+        pr->dtype() != kart::DType::I8)
       return bad("has an element type the CPU runtime does not compute in");
     uint64_t n = 1;
     for (int64_t d : *pr->shape()) {
@@ -237,6 +246,14 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
         return bad("is too large");
     }
     uint64_t want = n * dtypeSize(fromKart(pr->dtype()));
+    if (quantized) {
+      // The codes only: int8 one byte each, int4 two per byte in rows,
+      // nf4 two per byte of the flattened tensor.
+      uint64_t rows = pr->shape()->Get(0), cols = n / rows;
+      want = st->type() == kart::StorageType::Int8   ? n
+             : st->type() == kart::StorageType::Int4 ? rows * ((cols + 1) / 2)
+                                                     : (n + 1) / 2;
+    }
     if (pr->size() != want)
       return bad("declares " + std::to_string(pr->size()) +
                  " bytes but its shape needs " + std::to_string(want));
@@ -263,6 +280,8 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
     }
     params_.push_back({name, fromKart(pr->dtype()), shape, pr->trainable()});
   }
+  if (Status s = loadQuantized(p); !s)
+    return s;
   if (!external.empty())
     return Status::error("external weights " + wfile +
                          " hold tensors the artifact does not use, e.g. '" +
@@ -272,8 +291,8 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
   for (const kart::Function *f : *p->functions()) {
     if (!f)
       return Status::error("the artifact has an empty function entry");
-    auto st = std::make_unique<FunctionState>(*p, *f, paramData_, optimizer_,
-                                              paramVersion_, *packed_);
+    auto st = std::make_unique<FunctionState>(
+        *p, *f, paramData_, quantViews_, optimizer_, paramVersion_, *packed_);
     if (Status s = st->verify(); !s)
       return s;
     auto pool = std::make_unique<StatePool>();
@@ -398,6 +417,10 @@ Status Model::setParameters(
       return Status::error("parameter '" + p.name + "' is " +
                            it->second->describe() + ", the model expects " +
                            shapeString(p.dtype, p.shape));
+    if (const quant::QuantView *q = quantViews_[&p - params_.data()])
+      return Status::error("parameter '" + p.name + "' is stored quantized (" +
+                           q->spec +
+                           ") and frozen; its values are not replaced");
     source.push_back(it->second);
     byName.erase(it);
   }
@@ -465,8 +488,168 @@ Status Model::memoryReport(const std::string &function,
 
 std::unique_ptr<FunctionState> Model::newState(const StatePool &pool) {
   return std::make_unique<FunctionState>(*pool.program, *pool.function,
-                                         paramData_, optimizer_,
+                                         paramData_, quantViews_, optimizer_,
                                          paramVersion_, *packed_);
+}
+
+Status Model::loadQuantized(const void *program) {
+  const kart::Program &p = *static_cast<const kart::Program *>(program);
+  size_t count = params_.size();
+  // For each auxiliary tensor, the quantized parameter it belongs to.
+  std::vector<int> owner(count, -1);
+  quantOwned_.clear();
+  quantViews_.assign(count, nullptr);
+  for (size_t i = 0; i < count; ++i) {
+    const kart::Parameter *pr = p.parameters()->Get(i);
+    const kart::Storage *st = pr->storage();
+    if (!st || st->type() == kart::StorageType::F32)
+      continue;
+    const ParameterInfo &info = params_[i];
+    auto bad = [&](const std::string &msg) {
+      return Status::error("parameter " + std::to_string(i) + " ('" +
+                           info.name + "'): " + msg);
+    };
+    // One auxiliary tensor, checked for its type and shape.
+    auto aux = [&](int index, const char *what, DType dt, Shape shape,
+                   const void *&data) -> Status {
+      if (index < 0 || static_cast<size_t>(index) >= count ||
+          static_cast<size_t>(index) == i)
+        return bad(std::string("its ") + what + " name parameter " +
+                   std::to_string(index) + ", which is not another parameter");
+      if (owner[index] != -1)
+        return bad(std::string("its ") + what + " ('" + params_[index].name +
+                   "') belong to another weight as well");
+      const kart::Parameter *a = p.parameters()->Get(index);
+      if ((a->storage() && a->storage()->type() != kart::StorageType::F32) ||
+          a->trainable() || params_[index].dtype != dt ||
+          params_[index].shape != shape)
+        return bad(std::string("its ") + what + " ('" + params_[index].name +
+                   "') are " +
+                   shapeString(params_[index].dtype, params_[index].shape) +
+                   (a->trainable() ? ", trainable" : "") +
+                   "; expected frozen " + shapeString(dt, shape));
+      owner[index] = static_cast<int>(i);
+      data = paramData_[index];
+      return Status::ok();
+    };
+    auto v = std::make_unique<quant::QuantView>();
+    int64_t n = 1;
+    for (int64_t d : info.shape)
+      n *= d;
+    v->rows = info.shape[0];
+    v->cols = n / v->rows;
+    v->codes = paramData_[i];
+    const void *data = nullptr;
+    quant::QuantSpec spec;
+    switch (st->type()) {
+    case kart::StorageType::Int8:
+      spec.format = v->format = quant::Format::Int8;
+      if (info.shape.size() != 2)
+        return bad("is int8 but not a matrix");
+      if (Status s = aux(st->scales(), "scales", DType::F32, {v->rows}, data);
+          !s)
+        return s;
+      v->scales = static_cast<const float *>(data);
+      break;
+    case kart::StorageType::Int4: {
+      spec.format = v->format = quant::Format::Int4;
+      v->block = spec.group = st->block_size();
+      if (info.shape.size() != 2)
+        return bad("is int4 but not a matrix");
+      if (v->block < 2 || v->block > 4096 || v->block % 2)
+        return bad("has int4 groups of " + std::to_string(v->block) +
+                   "; groups are even, from 2 to 4096");
+      int64_t groups = (v->cols + v->block - 1) / v->block;
+      if (Status s =
+              aux(st->scales(), "scales", DType::F32, {v->rows, groups}, data);
+          !s)
+        return s;
+      v->scales = static_cast<const float *>(data);
+      if (Status s = aux(st->zero_points(), "zero points", DType::F32,
+                         {v->rows, groups}, data);
+          !s)
+        return s;
+      v->zeros = static_cast<const float *>(data);
+      break;
+    }
+    default: { // NF4, the loop over parameters admitted no other
+      spec.format = v->format = quant::Format::NF4;
+      v->block = spec.block = st->block_size();
+      if (!quant::validNf4BlockSize(v->block))
+        return bad("has NF4 blocks of " + std::to_string(v->block) +
+                   "; blocks are powers of two from 64 to 4096");
+      int64_t blocks = (n + v->block - 1) / v->block;
+      spec.doubleQuant = st->second_level_scales() >= 0;
+      if (!spec.doubleQuant) {
+        if (Status s = aux(st->scales(), "scales", DType::F32, {blocks}, data);
+            !s)
+          return s;
+        v->absmax = v->scales = static_cast<const float *>(data);
+        break;
+      }
+      v->nestedBlock = st->second_level_block_size();
+      if (!quant::validNf4BlockSize(v->nestedBlock))
+        return bad("has second-level blocks of " +
+                   std::to_string(v->nestedBlock) +
+                   "; blocks are powers of two from 64 to 4096");
+      v->offset = st->second_level_offset();
+      if (!std::isfinite(v->offset))
+        return bad("has a second-level offset that is not finite");
+      int64_t groups = (blocks + v->nestedBlock - 1) / v->nestedBlock;
+      if (Status s = aux(st->scales(), "scales", DType::U8, {blocks}, data); !s)
+        return s;
+      v->absmaxCodes = static_cast<const uint8_t *>(data);
+      if (Status s = aux(st->second_level_scales(), "second-level scales",
+                         DType::F32, {groups}, data);
+          !s)
+        return s;
+      v->nestedAbsmax = static_cast<const float *>(data);
+      if (Status s = aux(st->second_level_map(), "second-level map", DType::F32,
+                         {256}, data);
+          !s)
+        return s;
+      v->nestedMap = static_cast<const float *>(data);
+      for (int k = 0; k < 256; ++k)
+        if (!(v->nestedMap[k] >= -1.0f && v->nestedMap[k] <= 1.0f))
+          return bad("has a second-level map value " +
+                     std::to_string(v->nestedMap[k]) + " at index " +
+                     std::to_string(k) + "; map values lie in [-1, 1]");
+      // The block scales, decoded once as bitsandbytes decodes them.
+      v->decoded.resize(static_cast<size_t>(blocks));
+      for (int64_t b = 0; b < blocks; ++b)
+        v->decoded[b] = v->nestedMap[v->absmaxCodes[b]] *
+                            v->nestedAbsmax[b / v->nestedBlock] +
+                        v->offset;
+      v->scales = v->decoded.data();
+      break;
+    }
+    }
+    v->spec = quant::formatQuantSpec(spec);
+    quantViews_[i] = v.get();
+    quantOwned_.push_back(std::move(v));
+  }
+  // The auxiliary tensors close the table, after every model parameter;
+  // tensors of codes and scales are nothing else.
+  size_t first = count;
+  while (first > 0 && owner[first - 1] != -1)
+    --first;
+  for (size_t i = 0; i < count; ++i) {
+    if (i < first && owner[i] != -1)
+      return Status::error("parameter " + std::to_string(i) + " ('" +
+                           params_[i].name + "') holds the scales of '" +
+                           params_[owner[i]].name +
+                           "' but comes before model parameters; an "
+                           "artifact lists its model's parameters first");
+    if (i < first &&
+        (params_[i].dtype == DType::U8 || params_[i].dtype == DType::I8))
+      return Status::error("parameter " + std::to_string(i) + " ('" +
+                           params_[i].name + "') is " +
+                           dtypeName(params_[i].dtype) +
+                           ", which only a quantized weight's scales are");
+  }
+  params_.resize(first);
+  quantViews_.resize(first);
+  return Status::ok();
 }
 
 Status Model::parameter(const std::string &name, Tensor &out) const {
@@ -474,7 +657,11 @@ Status Model::parameter(const std::string &name, Tensor &out) const {
   for (size_t i = 0; i < params_.size(); ++i)
     if (params_[i].name == name) {
       out = Tensor(params_[i].dtype, params_[i].shape);
-      std::memcpy(out.data(), paramData_[i], out.bytes());
+      if (const quant::QuantView *q = quantViews_[i])
+        quant::dequantizeRect(*q, 0, q->rows, 0, q->cols, out.as<float>(),
+                              q->cols);
+      else
+        std::memcpy(out.data(), paramData_[i], out.bytes());
       return Status::ok();
     }
   return Status::error("the model has no parameter '" + name + "'");
@@ -483,6 +670,14 @@ Status Model::parameter(const std::string &name, Tensor &out) const {
 Status Model::saveWeights(const std::string &path) const {
   NamedTensors tensors;
   for (const ParameterInfo &p : params_) {
+    if (const quant::QuantView *q = quantViews_[&p - params_.data()]) {
+      // As a quantized checkpoint (bitsandbytes' NF4 tensors, kiln's
+      // int8 / int4), which --weights reads back.
+      std::shared_lock<std::shared_mutex> reading(paramsMutex_);
+      quant::appendTensors(p.name, quant::toQuantizedWeight(*q, p.shape),
+                           tensors);
+      continue;
+    }
     Tensor t;
     if (Status s = parameter(p.name, t); !s)
       return s;

@@ -17,6 +17,7 @@
 #include "runtime/Tensor.h"
 #include "runtime/Tokenizer.h"
 #include "runtime/attention/PatternSpec.h"
+#include "runtime/quant/QuantView.h"
 
 #include <atomic>
 #include <map>
@@ -220,6 +221,10 @@ public:
 private:
   Model() = default;
   Status init(const std::string &dir, const LoadOptions &options);
+  /// Checks the quantized parameters' storage against their auxiliary
+  /// tensors (which must close the parameter table) and builds their views;
+  /// the auxiliary tensors then leave params_.
+  Status loadQuantized(const void *program);
   std::unique_ptr<FunctionState> newState(const StatePool &pool);
 
   std::vector<uint8_t> bytes_;
@@ -229,6 +234,8 @@ private:
   std::vector<ParameterInfo> params_;
   std::vector<std::pair<std::string, double>> hparams_;
   std::vector<const uint8_t *> paramData_;
+  std::vector<std::unique_ptr<quant::QuantView>> quantOwned_;
+  std::vector<const quant::QuantView *> quantViews_; // per model parameter
   std::vector<Tensor> externalWeights_;
   Tokenizer tokenizer_;
   bool tokenizerChanged_ = false; // saveArtifact serializes it again

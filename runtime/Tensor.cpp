@@ -22,6 +22,8 @@ size_t kiln::runtime::dtypeSize(DType t) {
   case DType::I64:
     return 8;
   case DType::Bool:
+  case DType::U8:
+  case DType::I8:
     return 1;
   }
   return 0;
@@ -43,6 +45,10 @@ const char *kiln::runtime::dtypeName(DType t) {
     return "i64";
   case DType::Bool:
     return "bool";
+  case DType::U8:
+    return "u8";
+  case DType::I8:
+    return "i8";
   }
   return "?";
 }

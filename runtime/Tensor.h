@@ -46,7 +46,9 @@ private:
   bool failed_ = false;
 };
 
-enum class DType : int8_t { F32 = 0, F16, BF16, F64, I32, I64, Bool };
+/// Element types; the values match kart.fbs's DType (append only). U8 and
+/// I8 hold quantized weights' codes, not values kernels compute with.
+enum class DType : int8_t { F32 = 0, F16, BF16, F64, I32, I64, Bool, U8, I8 };
 
 size_t dtypeSize(DType t);
 const char *dtypeName(DType t);

@@ -43,6 +43,15 @@ struct AttentionOptions {
   int apply(CompileRequest &r) const;
 };
 
+/// --quantize and --quantize-params, as kiln compile and kiln train read
+/// them.
+struct QuantizeOptions {
+  std::string spec, params;
+  void declare(OptionParser &p);
+  /// Checks them and copies them into `r`; an exit status or -1.
+  int apply(CompileRequest &r) const;
+};
+
 /// `kiln inspect --attention-layout=T`: each attention kernel's pattern and
 /// the blocks its kernels compute at sequence length T, per head.
 std::string describeAttention(runtime::Model &model, int64_t T);

@@ -56,6 +56,7 @@ struct Options {
   double evalFraction = 0.1;
   bool resume = false, recompute = false, fuse = true;
   AttentionOptions attention;
+  kiln::tools::QuantizeOptions quantize;
   uint64_t seed = 0;
   TrainConfig train;
   std::vector<Define> defines;
@@ -165,6 +166,7 @@ int parse(const std::vector<std::string> &args, Options &o) {
   p.flag("--recompute", o.recompute);
   p.flag("--no-fuse", o.fuse, false);
   o.attention.declare(p);
+  o.quantize.declare(p);
   p.custom("--define", [&](llvm::StringRef def) {
     auto [name, v] = def.split('=');
     if (name.trim().empty() || v.trim().empty())
@@ -211,10 +213,10 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
   std::string kind = o.tokenizer.empty() ? "char" : o.tokenizer;
   if (kart) {
     if (!o.defines.empty() || o.recompute || !o.fuse ||
-        !o.attention.pattern.empty())
+        !o.attention.pattern.empty() || !o.quantize.spec.empty())
       return usageError(
-          "-D, --recompute, --no-fuse and --attention apply to .kiln "
-          "models; an artifact is already compiled");
+          "-D, --recompute, --no-fuse, --attention and --quantize apply to "
+          ".kiln models; an artifact is already compiled");
     if (Status s = Model::load(o.input, model, o.load); !s)
       return fail(o.input + ": " + s.message());
     if (!model->tokenizer().empty()) {
@@ -260,6 +262,8 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
   r.recompute = o.recompute;
   r.fuse = o.fuse;
   if (int rc = o.attention.apply(r); rc >= 0)
+    return rc;
+  if (int rc = o.quantize.apply(r); rc >= 0)
     return rc;
   // The training step is compiled too: forward, backward and the optimizer
   // update in one function (used for steps without accumulation).

@@ -19,6 +19,7 @@
 #include "runtime/File.h"
 #include "runtime/Llama2c.h"
 #include "runtime/Model.h"
+#include "runtime/quant/QuantSpec.h"
 #include "tools/Commands.h"
 #include "tools/Options.h"
 
@@ -114,6 +115,12 @@ compile options:
                      global_tokens=G
   --attention-functions=F,G   only in these functions
   --attention-blocks=h.0-5    only in these block instances (h, h.3, h.0-5)
+  --quantize=Q       store weights quantized (docs/quantization.md): int8,
+                     int4[:group=G] (32), nf4[:block=B][,double=BOOL] (64,
+                     true; bitsandbytes' NF4); quantized weights are frozen
+  --quantize-params=GLOBS   which parameters, e.g. 'h.*.mlp.*' (default:
+                     every matrix that only feeds matmuls: linear layers,
+                     not embeddings, norms or a tied output projection)
   --mlir-*           MLIR's own options for the one compile pipeline, e.g.
                      --mlir-timing (time per pass), --mlir-print-ir-after-all
                      (the IR after each pass, on stderr)
@@ -197,6 +204,8 @@ train options (see docs/training.md):
   --no-fuse          compile without the fusion passes
   --attention=PAT    a sparse attention pattern, as in kiln compile
                      (--attention-functions, --attention-blocks too)
+  --quantize=Q       store the matmul weights quantized and frozen, as in
+                     kiln compile (--quantize-params too)
   --threads=N        threads for the kernels (see "threads" below)
   --seed=S, -D NAME=VALUE, --loss=FN (default loss),
   --weights-file=F (an artifact's external weights)
@@ -303,8 +312,36 @@ int kiln::tools::AttentionOptions::apply(CompileRequest &r) const {
   return -1;
 }
 
+void kiln::tools::QuantizeOptions::declare(OptionParser &p) {
+  p.text("--quantize", spec,
+         "a quantization, e.g. --quantize=nf4 or --quantize=int4:group=128");
+  p.text("--quantize-params", params,
+         "parameter globs, e.g. --quantize-params='h.*.mlp.*'");
+}
+
+int kiln::tools::QuantizeOptions::apply(CompileRequest &r) const {
+  if (spec.empty()) {
+    if (!params.empty())
+      return usageError("--quantize-params selects what --quantize stores "
+                        "quantized; give the quantization too, e.g. "
+                        "--quantize=nf4");
+    return -1;
+  }
+  runtime::quant::QuantSpec parsed;
+  std::string error;
+  if (!runtime::quant::parseQuantSpec(spec, parsed, error))
+    return usageError("--quantize=" + spec + ": " + error);
+  r.quantize = spec;
+  llvm::SmallVector<llvm::StringRef> items;
+  llvm::StringRef(params).split(items, ',', -1, false);
+  for (llvm::StringRef i : items)
+    r.quantizeParams.push_back(i.trim().str());
+  return -1;
+}
+
 int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   AttentionOptions attention;
+  QuantizeOptions quantize;
   std::string output, emit;
   std::string saveWeightsPath;
   std::vector<std::string> mlirOptions;
@@ -337,6 +374,7 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   p.flag("--recompute", r.recompute);
   p.flag("--no-fuse", r.fuse, false);
   attention.declare(p);
+  quantize.declare(p);
   // MLIR's own options (--mlir-timing, --mlir-print-ir-after-all, ...).
   p.prefix("--mlir-", mlirOptions);
   if (int rc = p.parse(args); rc >= 0)
@@ -375,6 +413,8 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   if (r.recompute && r.grad.empty())
     return usageError("--recompute applies to the gradient function; add "
                       "--grad=FN");
+  if (int rc = quantize.apply(r); rc >= 0)
+    return rc;
   if (int rc = attention.apply(r); rc >= 0)
     return rc;
   if (!mlirOptions.empty()) {

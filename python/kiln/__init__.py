@@ -30,7 +30,7 @@ if "OMP_WAIT_POLICY" not in os.environ and \
 from . import _kiln  # noqa: E402
 
 __all__ = ["AdamW", "CompileError", "Model", "SGD", "Tokenizer", "Trainer",
-           "compile", "load"]
+           "compile", "dequantize", "load", "quantize"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -286,7 +286,9 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
             external_weights: Optional[PathLike] = None,
             attention: Optional[str] = None,
             attention_functions: Optional[Sequence[str]] = None,
-            attention_blocks: Optional[Sequence[str]] = None) -> Model:
+            attention_blocks: Optional[Sequence[str]] = None,
+            quantize: Optional[str] = None,
+            quantize_params: Optional[Sequence[str]] = None) -> Model:
     """Compiles a model from a .kiln file or from model text.
 
     ``defines`` overrides hyperparameters (``{"n_layer": 2}``), ``seed``
@@ -303,7 +305,11 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
     after training). ``attention="sliding_window:512"`` gives the model's
     attention ops a sparse pattern, as ``kiln compile --attention`` (see
     docs/sparse-attention.md), restricted to ``attention_functions`` and
-    ``attention_blocks`` (``["h.0-5"]``) when given. Raises
+    ``attention_blocks`` (``["h.0-5"]``) when given. ``quantize="nf4"``
+    (or ``"int8"``, ``"int4:group=128"``) stores the model's matmul weights
+    quantized and frozen, as ``kiln compile --quantize`` (see
+    docs/quantization.md), or the parameters ``quantize_params`` selects
+    (globs: ``["h.*.mlp.*"]``). Raises
     ``CompileError`` with the file, line and column of the first error.
     """
     if target != "cpu":
@@ -322,7 +328,9 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
         external_weights=os.fspath(external_weights) if external_weights
         else "", train_step=None, attention=attention or "",
         attention_functions=[str(f) for f in attention_functions or []],
-        attention_blocks=[str(b) for b in attention_blocks or []])
+        attention_blocks=[str(b) for b in attention_blocks or []],
+        quantize=quantize or "",
+        quantize_params=[str(p) for p in quantize_params or []])
     ok, data, errors = _kiln.compile(**dict(request, stage="kart"))
     if not ok:
         raise CompileError(errors)
@@ -342,6 +350,33 @@ def load(path: PathLike, threads: Optional[int] = None,
         os.fspath(path),
         os.fspath(weights_file) if weights_file is not None else ""),
         threads=threads)
+
+
+def quantize(weight: np.ndarray, spec: str = "nf4",
+             name: str = "weight") -> Dict[str, np.ndarray]:
+    """Quantizes an f32 weight as ``kiln compile --quantize=SPEC`` does, and
+    returns the tensors a checkpoint stores for it, named after ``name``
+    (docs/quantization.md):
+
+    - ``"nf4"`` (``nf4:block=64,double=true``): bitsandbytes' NF4, byte for
+      byte — ``name`` (packed codes, uint8), ``name.absmax``,
+      ``name.quant_map``, ``name.nested_absmax``, ``name.nested_quant_map``
+      and ``name.quant_state.bitsandbytes__nf4`` (uint8 JSON);
+    - ``"int8"``: ``name`` (int8 [N, K]) and ``name.scale`` (one per row);
+    - ``"int4"`` (``int4:group=32``): ``name`` (uint8, two codes a byte),
+      ``name.scale``, ``name.zero_point`` and
+      ``name.quant_state.kiln__int4``.
+    """
+    return _kiln.quantize(weight, spec, name)
+
+
+def dequantize(tensors: Mapping[str, np.ndarray],
+               name: str = "weight") -> np.ndarray:
+    """The f32 weight that the quantized tensors named after ``name`` stand
+    for (any of the formats ``quantize`` writes, including a bitsandbytes
+    NF4 state dict). Every tensor's dtype and shape, and the quant state's
+    fields, are checked; ValueError names the one that is wrong."""
+    return _kiln.dequantize(dict(tensors), name)
 
 
 @dataclass

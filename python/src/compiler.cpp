@@ -54,7 +54,9 @@ void kiln::python::registerCompiler(py::module_ &m) {
          const std::string &externalWeights, py::object trainStep,
          const std::string &attention,
          const std::vector<std::string> &attentionFunctions,
-         const std::vector<std::string> &attentionBlocks) {
+         const std::vector<std::string> &attentionBlocks,
+         const std::string &quantize,
+         const std::vector<std::string> &quantizeParams) {
         CompileRequest r;
         (isPath ? r.path : r.source) = source;
         for (const auto &[k, v] : defines)
@@ -69,6 +71,8 @@ void kiln::python::registerCompiler(py::module_ &m) {
         r.attention = attention;
         r.attentionFunctions = attentionFunctions;
         r.attentionBlocks = attentionBlocks;
+        r.quantize = quantize;
+        r.quantizeParams = quantizeParams;
         std::optional<CompileStage> s = parseStage(stage);
         if (!s)
           throw py::value_error("unknown stage '" + stage + "'");
@@ -101,6 +105,8 @@ void kiln::python::registerCompiler(py::module_ &m) {
       py::arg("attention") = "",
       py::arg("attention_functions") = std::vector<std::string>(),
       py::arg("attention_blocks") = std::vector<std::string>(),
+      py::arg("quantize") = "",
+      py::arg("quantize_params") = std::vector<std::string>(),
       "Compiles a model through kiln's one compile driver; returns (ok, bytes "
       "or text, [(file, line, column, message)]).");
 }

@@ -7,4 +7,5 @@ PYBIND11_MODULE(_kiln, m) {
   kiln::python::registerRuntime(m);
   m.attr("MAX_THREADS") = kiln::runtime::kMaxThreads;
   kiln::python::registerTraining(m);
+  kiln::python::registerQuant(m);
 }

@@ -40,6 +40,10 @@ const char *numpyType(DType t) {
     return "int64";
   case DType::Bool:
     return "bool";
+  case DType::U8:
+    return "uint8";
+  case DType::I8:
+    return "int8";
   case DType::F16:
     return "float16";
   default:

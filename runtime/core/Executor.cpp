@@ -82,11 +82,17 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
                                             kart::ValueKind::Parameter
                                  ? fn.values()->Get(id)->index()
                                  : -1);
-    for (int id : *k->inputs())
-      ctx.in.push_back(id < 0 ? View{}
-                              : View{ptr[id],
-                                     fromKart(fn.values()->Get(id)->dtype()),
-                                     &shapes[id]});
+    for (int id : *k->inputs()) {
+      if (id < 0) {
+        ctx.in.push_back(View{});
+        continue;
+      }
+      const kart::Value *v = fn.values()->Get(id);
+      ctx.in.push_back(View{ptr[id], fromKart(v->dtype()), &shapes[id],
+                            v->kind() == kart::ValueKind::Parameter
+                                ? quantViews[v->index()]
+                                : nullptr});
+    }
     for (int id : *k->outputs())
       ctx.out.push_back(
           View{ptr[id], fromKart(fn.values()->Get(id)->dtype()), &shapes[id]});

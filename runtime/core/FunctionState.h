@@ -58,10 +58,11 @@ class FunctionState {
 public:
   FunctionState(const kart::Program &p, const kart::Function &f,
                 const std::vector<const uint8_t *> &params,
+                const std::vector<const quant::QuantView *> &quantViews,
                 OptimizerState &optimizer, std::vector<uint64_t> &versions,
                 PackedWeights &packed)
-      : prog(p), fn(f), paramData(params), optimizer(optimizer),
-        paramVersion(versions), packed(packed) {}
+      : prog(p), fn(f), paramData(params), quantViews(quantViews),
+        optimizer(optimizer), paramVersion(versions), packed(packed) {}
 
   Status verify();
   Status bindInputs(const std::map<std::string, Tensor> &inputs);
@@ -74,6 +75,9 @@ public:
   const kart::Program &prog;
   const kart::Function &fn;
   const std::vector<const uint8_t *> &paramData;
+  /// One per model parameter (the auxiliary tensors of quantized weights
+  /// come after them in the table): the quantized ones' views, else null.
+  const std::vector<const quant::QuantView *> &quantViews;
   OptimizerState &optimizer;
   std::vector<uint64_t> &paramVersion;
   PackedWeights &packed;

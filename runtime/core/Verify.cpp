@@ -60,6 +60,17 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
     if (!written[id])
       return bad("reads value " + std::to_string(id) +
                  " before any kernel writes it");
+    // Quantized weights are read by matmuls only, as the right-hand side:
+    // no other kernel knows their codes.
+    if (value(id)->kind() == kart::ValueKind::Parameter &&
+        quantViews[value(id)->index()] &&
+        !((k->op() == kart::Op::Matmul || k->op() == kart::Op::FusedMatmul) &&
+          i == 1))
+      return bad("reads the quantized parameter '" +
+                 prog.parameters()->Get(value(id)->index())->name()->str() +
+                 "' as input " + std::to_string(i) +
+                 "; quantized weights are read by matmuls only, as the "
+                 "right-hand side");
     operands.in.push_back(value(id));
   }
   for (size_t i = 0; i < k->outputs()->size(); ++i) {
@@ -151,6 +162,10 @@ Status FunctionState::verify() {
         return valueError(id, "names parameter " + std::to_string(idx) +
                                   ", which does not exist");
       const kart::Parameter *p = prog.parameters()->Get(idx);
+      if (idx >= static_cast<int>(quantViews.size()))
+        return valueError(id, "reads '" + p->name()->str() +
+                                  "', which holds a quantized weight's "
+                                  "scales, not a model parameter");
       bool same =
           p->dtype() == v->dtype() && p->shape()->size() == v->shape()->size();
       for (size_t d = 0; same && d < p->shape()->size(); ++d)
@@ -200,6 +215,11 @@ Status FunctionState::verify() {
     if (id < 0 || id >= nvalues || !written[id])
       return Status::error("function '" + name + "', output " +
                            std::to_string(i) + " is never computed");
+    if (fn.values()->Get(id)->kind() == kart::ValueKind::Parameter &&
+        quantViews[fn.values()->Get(id)->index()])
+      return Status::error("function '" + name + "', output " +
+                           std::to_string(i) +
+                           " returns a quantized parameter's codes");
   }
   shapes.resize(nvalues);
   // Lifetimes: an intermediate lives from the kernel that writes it to the

@@ -78,6 +78,25 @@ Status sliceGrad(KernelContext &c) {
   return Status::ok();
 }
 
+// Matmuls whose right-hand side is a quantized weight take their own
+// kernels (runtime/quant/QuantMatmul.cpp), fast and reference alike.
+Status matmulOrQuantized(KernelContext &c) {
+  return c.in[1].quant ? quantizedMatmulReference(c, matmulReference)
+                       : matmulReference(c);
+}
+
+Status fusedMatmulOrQuantized(KernelContext &c) {
+  return c.in[1].quant ? quantizedMatmulReference(c, fusedMatmulReference)
+                       : fusedMatmulReference(c);
+}
+
+bool matmulFast(KernelContext &c, Status &s) {
+  if (!c.in[1].quant)
+    return onednnMatmul(c, s);
+  s = quantizedMatmul(c);
+  return true;
+}
+
 bool flash(KernelContext &c, Status &s) {
   s = flashAttention(c);
   return true;
@@ -94,7 +113,7 @@ bool flashGrad(KernelContext &c, Status &s) {
 // clang-format off
 constexpr KernelImpl kCpuKernels[] = {
     {Op::Embedding,              embedding,              nullptr},
-    {Op::Matmul,                 matmulReference,        onednnMatmul},
+    {Op::Matmul,                 matmulOrQuantized,      matmulFast},
     {Op::Add,                    binary,                 onednnBinary},
     {Op::Sub,                    binary,                 onednnBinary},
     {Op::Mul,                    binary,                 onednnBinary},
@@ -140,7 +159,7 @@ constexpr KernelImpl kCpuKernels[] = {
     {Op::AttentionGrad,          attentionGrad,          flashGrad},
     {Op::GlobalNorm,             globalNorm,             nullptr},
     {Op::OptimizerUpdate,        optimizerUpdate,        nullptr},
-    {Op::FusedMatmul,            fusedMatmulReference,   onednnMatmul},
+    {Op::FusedMatmul,            fusedMatmulOrQuantized, matmulFast},
     {Op::AddNorm,                executeFused,           nullptr},
     {Op::NormGrad,               executeFused,           nullptr},
     {Op::SoftmaxCrossEntropy,    executeFused,           nullptr},

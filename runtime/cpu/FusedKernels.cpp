@@ -714,3 +714,7 @@ kiln::runtime::crossEntropyRow(const float *lr, float *dr, int64_t V, int64_t t,
   dr[t] -= scale;
   return std::log(static_cast<double>(sum)) + m - target;
 }
+
+float kiln::runtime::gelu(float x, bool tanhForm) {
+  return geluOf(x, tanhForm);
+}

@@ -22,6 +22,10 @@ bool dtypeFromDescr(const std::string &d, DType &t) {
     t = DType::I64;
   else if (d == "|b1")
     t = DType::Bool;
+  else if (d == "|u1")
+    t = DType::U8;
+  else if (d == "|i1")
+    t = DType::I8;
   else
     return false;
   return true;
@@ -39,6 +43,10 @@ const char *descrOf(DType t) {
     return "<i8";
   case DType::Bool:
     return "|b1";
+  case DType::U8:
+    return "|u1";
+  case DType::I8:
+    return "|i1";
   default:
     return nullptr;
   }

@@ -295,11 +295,10 @@ private:
 };
 
 bool dtypeFrom(const std::string &s, DType &t) {
-  static const std::map<std::string, DType> names = {{"F32", DType::F32},
-                                                     {"F64", DType::F64},
-                                                     {"I32", DType::I32},
-                                                     {"I64", DType::I64},
-                                                     {"BOOL", DType::Bool}};
+  static const std::map<std::string, DType> names = {
+      {"F32", DType::F32}, {"F64", DType::F64},   {"I32", DType::I32},
+      {"I64", DType::I64}, {"BOOL", DType::Bool}, {"U8", DType::U8},
+      {"I8", DType::I8}};
   auto it = names.find(s);
   if (it == names.end())
     return false;
@@ -319,6 +318,10 @@ const char *dtypeTo(DType t) {
     return "I64";
   case DType::Bool:
     return "BOOL";
+  case DType::U8:
+    return "U8";
+  case DType::I8:
+    return "I8";
   default:
     return nullptr;
   }
@@ -370,8 +373,8 @@ Status kiln::runtime::readSafetensors(const std::string &path,
   std::string error;
   HeaderParser parser(header, maxTensors);
   if (maxTensors != kMaxSafetensorsTensors)
-    parser.limitReason =
-        "but the model has only " + std::to_string(maxTensors) + " to load";
+    parser.limitReason = "but a checkpoint of this model holds at most " +
+                         std::to_string(maxTensors);
   if (!parser.parse(parsed, error))
     return bad(error);
   uint64_t dataSize = size - 8 - headerLen;

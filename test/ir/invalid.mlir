@@ -1010,3 +1010,23 @@ func.func @f(%q: tensor<2x4x16xf32>) -> tensor<2x4x16xf32> {
   %r = kiln.attention %q, %q, %q {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.25 : f64, pattern = #kiln.pattern<fixed, stride = 4, summary = 9>} : (tensor<2x4x16xf32>, tensor<2x4x16xf32>, tensor<2x4x16xf32>) -> tensor<2x4x16xf32>
   return %r : tensor<2x4x16xf32>
 }
+
+// -----
+
+// expected-error @+1 {{parameter 'p' has quant = "int5": unknown quantization 'int5' (expected int8, int4 or nf4)}}
+kiln.parameter @p : tensor<4x4xf32> {init = "zeros", frozen, quant = "int5"}
+
+// -----
+
+// expected-error @+1 {{parameter 'p' is quantized but not frozen; quantized weights are not trained}}
+kiln.parameter @p : tensor<4x4xf32> {init = "zeros", quant = "int8"}
+
+// -----
+
+// expected-error @+1 {{parameter 'p' is quantized from f32 weights, not 'tensor<4x4xi32>'}}
+kiln.parameter @p : tensor<4x4xi32> {init = "zeros", frozen, quant = "nf4"}
+
+// -----
+
+// expected-error @+1 {{parameter 'p' is 'tensor<4xf32>'; int4 quantizes matrices [out, in]}}
+kiln.parameter @p : tensor<4xf32> {init = "zeros", frozen, quant = "int4:group=2"}

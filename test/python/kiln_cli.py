@@ -30,7 +30,8 @@ def data_file(name):
     return path
 
 _DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32",
-           np.dtype(np.int64): "I64", np.dtype(np.float64): "F64"}
+           np.dtype(np.int64): "I64", np.dtype(np.float64): "F64",
+           np.dtype(np.uint8): "U8", np.dtype(np.int8): "I8"}
 
 
 def write_safetensors(path, tensors):

@@ -148,18 +148,97 @@ TEST(ArtifactHooks, BackendExecutablesAreRefused) {
   expectRefused(p, {"1 backend executable", "device CUDA", "CPU only"});
 }
 
-TEST(ArtifactHooks, QuantizedStorageIsRefused) {
-  for (kart::StorageType type :
-       {kart::StorageType::BF16, kart::StorageType::Int8,
-        kart::StorageType::Int4, kart::StorageType::NF4}) {
-    kart::ProgramT p = validProgram();
-    p.parameters[0]->storage = std::make_unique<kart::StorageT>();
-    p.parameters[0]->storage->type = type;
-    p.parameters[0]->storage->block_size = 64;
-    expectRefused(p, {"parameter 0 ('w')", "is stored as",
-                      kart::EnumNameStorageType(type), "blocks of 64",
-                      "dense f32 parameters only"});
+/// validProgram() whose parameter w is an int8 matrix [2, 2] (codes
+/// 1, -2, 3, -4) with its scales w.scale = [0.5, 2] after it, read by a
+/// matmul y = x · wᵀ for x: f32[1, 2].
+kart::ProgramT int8Program() {
+  kart::ProgramT p = validProgram();
+  kart::ParameterT &w = *p.parameters[0];
+  w.shape = {2, 2};
+  w.size = 4;
+  w.trainable = false;
+  const int8_t codes[4] = {1, -2, 3, -4};
+  std::memcpy(p.weights.data() + w.offset, codes, 4);
+  w.storage = std::make_unique<kart::StorageT>();
+  w.storage->type = kart::StorageType::Int8;
+  w.storage->axis = 0;
+  w.storage->scales = 1;
+  addParameter(p, "w.scale", 2, false);
+  float scales[2] = {0.5f, 2.0f};
+  std::memcpy(p.weights.data() + p.parameters[1]->offset, scales, 8);
+  kart::FunctionT &f = *p.functions[0];
+  f.values[0] = value(kart::ValueKind::Input, {1, 2}, 0);
+  f.values[1] = value(kart::ValueKind::Intermediate, {1, 2});
+  f.values.push_back(value(kart::ValueKind::Parameter, {2, 2}, 0));
+  f.kernels[0] = kernel(kart::Op::Matmul, {0, 2}, {1});
+  kart::MatmulAttrsT attrs;
+  attrs.transpose_b = true;
+  f.kernels[0]->attrs.Set(attrs);
+  return p;
+}
+
+TEST(ArtifactHooks, QuantizedStorageIsCheckedAndRuns) {
+  std::unique_ptr<Model> m;
+  kart::ProgramT good = int8Program();
+  ASSERT_TRUE(load(good, m));
+  // The scales are no parameter of the model's own.
+  ASSERT_EQ(m->parameters().size(), 1u);
+  Tensor x(DType::F32, {1, 2});
+  float in[2] = {1, 1};
+  std::memcpy(x.data(), in, sizeof in);
+  for (KernelChoice choice : {KernelChoice::Fast, KernelChoice::Reference}) {
+    std::vector<Tensor> out;
+    RunOptions options;
+    options.kernels = choice;
+    ASSERT_TRUE(m->run("f", {{"x", x}}, out, options));
+    // w = [[0.5, -1], [6, -8]]: rows sum to -0.5 and -2.
+    EXPECT_EQ(out[0].as<float>()[0], -0.5f);
+    EXPECT_EQ(out[0].as<float>()[1], -2.0f);
   }
+  Tensor w;
+  ASSERT_TRUE(m->parameter("w", w));
+  EXPECT_EQ(w.as<float>()[3], -8.0f);
+
+  auto refused = [](void (*change)(kart::ProgramT &),
+                    std::initializer_list<const char *> parts) {
+    kart::ProgramT p = int8Program();
+    change(p);
+    expectRefused(p, parts);
+  };
+  refused(
+      [](kart::ProgramT &p) {
+        p.parameters[0]->storage->type = kart::StorageType::BF16;
+      },
+      {"parameter 0 ('w')", "is stored as BF16", "f32, int8, int4 and nf4"});
+  refused([](kart::ProgramT &p) { p.parameters[0]->trainable = true; },
+          {"is quantized", "be frozen"});
+  refused([](kart::ProgramT &p) { p.parameters[0]->size = 16; },
+          {"declares 16 bytes but its shape needs 4"});
+  refused([](kart::ProgramT &p) { p.parameters[0]->storage->scales = 7; },
+          {"its scales name parameter 7, which is not another parameter"});
+  refused(
+      [](kart::ProgramT &p) {
+        p.parameters[1]->shape = {1};
+        p.parameters[1]->size = 4;
+      },
+      {"its scales ('w.scale') are f32[1]; expected frozen f32[2]"});
+  refused(
+      [](kart::ProgramT &p) {
+        p.functions[0]->kernels[0]->op = kart::Op::Relu;
+        p.functions[0]->kernels[0]->attrs.Reset();
+        p.functions[0]->kernels[0]->inputs = {2};
+        p.functions[0]->values[1] =
+            value(kart::ValueKind::Intermediate, {2, 2});
+      },
+      {"kernel 0 (Relu)", "reads the quantized parameter 'w' as input 0",
+       "matmuls only"});
+  refused(
+      [](kart::ProgramT &p) {
+        p.functions[0]->values[2]->index = 1;
+        p.functions[0]->values[2]->shape.clear();
+        p.functions[0]->values[2]->shape.push_back(dim(2));
+      },
+      {"reads 'w.scale', which holds a quantized weight's scales"});
   kart::ProgramT p = validProgram();
   p.parameters[0]->storage = std::make_unique<kart::StorageT>();
   p.parameters[0]->storage->scales = 0;
@@ -167,7 +246,6 @@ TEST(ArtifactHooks, QuantizedStorageIsRefused) {
   // Dense f32 spelled out is what the absent table means.
   kart::ProgramT dense = validProgram();
   dense.parameters[0]->storage = std::make_unique<kart::StorageT>();
-  std::unique_ptr<Model> m;
   EXPECT_TRUE(load(dense, m));
 }
 

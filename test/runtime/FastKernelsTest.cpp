@@ -299,10 +299,11 @@ TEST(FastKernels, EveryFastKernelIsCovered) {
     const KernelImpl *k = cpuDevice().kernel(static_cast<Op>(i));
     ASSERT_NE(k, nullptr);
     ASSERT_NE(k->reference, nullptr);
-    if (k->fast)
+    if (k->fast) {
       EXPECT_TRUE(covered.count(k->op))
           << kart::EnumNameOp(k->op)
           << " has a fast kernel but no case in FastKernelsTest";
+    }
   }
 }
 

@@ -1,0 +1,334 @@
+//===- Gemv.cpp - a few rows times a quantized weight (decoding) ----------===//
+//
+// y[m][n] = sum_k x[m][k] W[n][k] for up to kGemvRows rows of x — a token
+// being decoded — and a quantized weight W [N, K] read as a linear layer
+// reads it (transpose_b). Such products are bound by the bytes of the
+// weight, so the codes are decoded in registers and never written out:
+//
+//   nf4   32 bytes = 64 codes per step: the high nibbles (even elements)
+//         and the low ones (odd) index the 16 levels in a register
+//         (vpermps), multiplied with x split into even and odd elements
+//         once per call; each block's sum is scaled by its absmax.
+//   int8  16 codes widened to f32 per step; the row's scale at the end.
+//   int4  as nf4, the codes themselves the values; per group scale *
+//         (sum q x - zero * sum x), the groups' sums of x found once.
+//
+// AVX-512 and AVX2 paths (runtime/attention/BlockGemm.h picks the ISA);
+// weights these do not cover (NF4 blocks or int4 groups that straddle rows
+// or vectors) go
+// through the tiled kernel of QuantMatmul.cpp.
+//
+//===----------------------------------------------------------------------===//
+#include "runtime/quant/Gemv.h"
+#include "runtime/quant/Formats.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <vector>
+
+// The vector helpers take and return vector types; they are only inlined
+// into the per-ISA entry points.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+using namespace kiln::runtime;
+using namespace kiln::runtime::quant;
+using attention::Isa;
+
+namespace {
+
+#define KILN_AVX512 __attribute__((target("avx512f,avx512bw,fma")))
+#define KILN_AVX2 __attribute__((target("avx2,fma")))
+
+// --- AVX-512 ----------------------------------------------------------------
+
+KILN_AVX512 inline float sum512(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+/// One row of NF4 codes (K values, K a multiple of 64, blocks of `block`
+/// that start at the row) against M rows of x split into even and odd
+/// elements (xe, xo: [M][K/2]).
+template <int M>
+KILN_AVX512 void nf4Row512(const uint8_t *codes, const float *scales,
+                           int64_t K, int64_t block, const float *xe,
+                           const float *xo, float *out) {
+  const __m512 table = _mm512_loadu_ps(kNf4Levels.data());
+  const __m512i low = _mm512_set1_epi32(0x0f);
+  __m512 total[M], part[M];
+  for (int64_t m = 0; m < M; ++m)
+    total[m] = _mm512_setzero_ps();
+  for (int64_t k0 = 0; k0 < K; k0 += block) {
+    for (int64_t m = 0; m < M; ++m)
+      part[m] = _mm512_setzero_ps();
+    for (int64_t k = k0; k < k0 + block; k += 32) {
+      __m512i b = _mm512_cvtepu8_epi32(
+          _mm_loadu_si128(reinterpret_cast<const __m128i *>(codes + k / 2)));
+      __m512 even = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), table);
+      __m512 odd = _mm512_permutexvar_ps(_mm512_and_si512(b, low), table);
+      for (int64_t m = 0; m < M; ++m) {
+        const float *e = xe + m * (K / 2) + k / 2, *o = xo + m * (K / 2) + k / 2;
+        part[m] = _mm512_fmadd_ps(even, _mm512_loadu_ps(e), part[m]);
+        part[m] = _mm512_fmadd_ps(odd, _mm512_loadu_ps(o), part[m]);
+      }
+    }
+    __m512 s = _mm512_set1_ps(scales[k0 / block]);
+    for (int64_t m = 0; m < M; ++m)
+      total[m] = _mm512_fmadd_ps(part[m], s, total[m]);
+  }
+  for (int64_t m = 0; m < M; ++m)
+    out[m] = sum512(total[m]);
+}
+
+template <int M>
+KILN_AVX512 void int8Row512(const int8_t *codes, float scale, int64_t K,
+                            const float *x, int64_t ldx, float *out) {
+  __m512 acc[M];
+  for (int64_t m = 0; m < M; ++m)
+    acc[m] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+        _mm_loadu_si128(reinterpret_cast<const __m128i *>(codes + k))));
+    for (int64_t m = 0; m < M; ++m)
+      acc[m] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + m * ldx + k), acc[m]);
+  }
+  for (int64_t m = 0; m < M; ++m) {
+    float s = sum512(acc[m]);
+    for (int64_t j = k; j < K; ++j)
+      s += codes[j] * x[m * ldx + j];
+    out[m] = s * scale;
+  }
+}
+
+/// One row of int4 codes (groups of G, a multiple of 32, tiling the row):
+/// sum_g scale_g * (sum_k q_k x_k - zero_g * sum_k x_k), with the groups'
+/// sums of x precomputed (xsum: [M][K/G]).
+template <int M>
+KILN_AVX512 void int4Row512(const uint8_t *codes, const float *scales,
+                            const float *zeros, int64_t K, int64_t G,
+                            const float *xe, const float *xo,
+                            const float *xsum, float *out) {
+  const __m512i low = _mm512_set1_epi32(0x0f);
+  float total[M] = {};
+  for (int64_t k0 = 0, g = 0; k0 < K; k0 += G, ++g) {
+    __m512 part[M];
+    for (int m = 0; m < M; ++m)
+      part[m] = _mm512_setzero_ps();
+    for (int64_t k = k0; k < k0 + G; k += 32) {
+      __m512i b = _mm512_cvtepu8_epi32(
+          _mm_loadu_si128(reinterpret_cast<const __m128i *>(codes + k / 2)));
+      __m512 even = _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4));
+      __m512 odd = _mm512_cvtepi32_ps(_mm512_and_si512(b, low));
+      for (int m = 0; m < M; ++m) {
+        const float *e = xe + m * (K / 2) + k / 2, *o = xo + m * (K / 2) + k / 2;
+        part[m] = _mm512_fmadd_ps(even, _mm512_loadu_ps(e), part[m]);
+        part[m] = _mm512_fmadd_ps(odd, _mm512_loadu_ps(o), part[m]);
+      }
+    }
+    for (int m = 0; m < M; ++m)
+      total[m] += scales[g] * (sum512(part[m]) - zeros[g] * xsum[m * (K / G) + g]);
+  }
+  for (int m = 0; m < M; ++m)
+    out[m] = total[m];
+}
+
+// --- AVX2 -------------------------------------------------------------------
+
+KILN_AVX2 inline float sum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+/// The levels of eight 4-bit codes: two 8-entry permutes, chosen by bit 3.
+KILN_AVX2 inline __m256 lookup256(__m256i idx, __m256 lo, __m256 hi) {
+  __m256 a = _mm256_permutevar8x32_ps(lo, idx),
+         b = _mm256_permutevar8x32_ps(hi, idx);
+  __m256 upper = _mm256_castsi256_ps(
+      _mm256_cmpgt_epi32(idx, _mm256_set1_epi32(7)));
+  return _mm256_blendv_ps(a, b, upper);
+}
+
+template <int M>
+KILN_AVX2 void nf4Row256(const uint8_t *codes, const float *scales, int64_t K,
+                         int64_t block, const float *xe, const float *xo,
+                         float *out) {
+  const __m256 lo = _mm256_loadu_ps(kNf4Levels.data()),
+               hi = _mm256_loadu_ps(kNf4Levels.data() + 8);
+  const __m256i low = _mm256_set1_epi32(0x0f);
+  __m256 total[M], part[M];
+  for (int64_t m = 0; m < M; ++m)
+    total[m] = _mm256_setzero_ps();
+  for (int64_t k0 = 0; k0 < K; k0 += block) {
+    for (int64_t m = 0; m < M; ++m)
+      part[m] = _mm256_setzero_ps();
+    for (int64_t k = k0; k < k0 + block; k += 16) {
+      __m256i b = _mm256_cvtepu8_epi32(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i *>(codes + k / 2)));
+      __m256 even = lookup256(_mm256_srli_epi32(b, 4), lo, hi);
+      __m256 odd = lookup256(_mm256_and_si256(b, low), lo, hi);
+      for (int64_t m = 0; m < M; ++m) {
+        const float *e = xe + m * (K / 2) + k / 2, *o = xo + m * (K / 2) + k / 2;
+        part[m] = _mm256_fmadd_ps(even, _mm256_loadu_ps(e), part[m]);
+        part[m] = _mm256_fmadd_ps(odd, _mm256_loadu_ps(o), part[m]);
+      }
+    }
+    __m256 s = _mm256_set1_ps(scales[k0 / block]);
+    for (int64_t m = 0; m < M; ++m)
+      total[m] = _mm256_fmadd_ps(part[m], s, total[m]);
+  }
+  for (int64_t m = 0; m < M; ++m)
+    out[m] = sum256(total[m]);
+}
+
+template <int M>
+KILN_AVX2 void int8Row256(const int8_t *codes, float scale, int64_t K,
+                          const float *x, int64_t ldx, float *out) {
+  __m256 acc[M];
+  for (int64_t m = 0; m < M; ++m)
+    acc[m] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 w = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+        _mm_loadl_epi64(reinterpret_cast<const __m128i *>(codes + k))));
+    for (int64_t m = 0; m < M; ++m)
+      acc[m] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + m * ldx + k), acc[m]);
+  }
+  for (int64_t m = 0; m < M; ++m) {
+    float s = sum256(acc[m]);
+    for (int64_t j = k; j < K; ++j)
+      s += codes[j] * x[m * ldx + j];
+    out[m] = s * scale;
+  }
+}
+
+template <int M>
+KILN_AVX2 void int4Row256(const uint8_t *codes, const float *scales,
+                          const float *zeros, int64_t K, int64_t G,
+                          const float *xe, const float *xo, const float *xsum,
+                          float *out) {
+  const __m256i low = _mm256_set1_epi32(0x0f);
+  float total[M] = {};
+  for (int64_t k0 = 0, g = 0; k0 < K; k0 += G, ++g) {
+    __m256 part[M];
+    for (int m = 0; m < M; ++m)
+      part[m] = _mm256_setzero_ps();
+    for (int64_t k = k0; k < k0 + G; k += 16) {
+      __m256i b = _mm256_cvtepu8_epi32(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i *>(codes + k / 2)));
+      __m256 even = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
+      __m256 odd = _mm256_cvtepi32_ps(_mm256_and_si256(b, low));
+      for (int m = 0; m < M; ++m) {
+        const float *e = xe + m * (K / 2) + k / 2, *o = xo + m * (K / 2) + k / 2;
+        part[m] = _mm256_fmadd_ps(even, _mm256_loadu_ps(e), part[m]);
+        part[m] = _mm256_fmadd_ps(odd, _mm256_loadu_ps(o), part[m]);
+      }
+    }
+    for (int m = 0; m < M; ++m)
+      total[m] += scales[g] * (sum256(part[m]) - zeros[g] * xsum[m * (K / G) + g]);
+  }
+  for (int m = 0; m < M; ++m)
+    out[m] = total[m];
+}
+
+} // namespace
+
+namespace {
+
+/// Every row of W against M rows of x (M known at compile time, so the
+/// accumulators stay in registers).
+template <int M>
+void rows(Isa isa, const QuantView &w, const float *x, int64_t ldx,
+          const float *xe, const float *xo, const float *xsum, float *y,
+          int64_t ldy) {
+  const int64_t N = w.rows, K = w.cols;
+  const bool wide = isa == Isa::Avx512;
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    float out[M];
+    if (w.format == Format::Int8) {
+      const int8_t *codes = reinterpret_cast<const int8_t *>(w.codes) + n * K;
+      if (wide)
+        int8Row512<M>(codes, w.scales[n], K, x, ldx, out);
+      else
+        int8Row256<M>(codes, w.scales[n], K, x, ldx, out);
+    } else if (w.format == Format::Int4) {
+      const int64_t groups = K / w.block;
+      const uint8_t *codes = w.codes + n * K / 2;
+      const float *scales = w.scales + n * groups,
+                  *zeros = w.zeros + n * groups;
+      if (wide)
+        int4Row512<M>(codes, scales, zeros, K, w.block, xe, xo, xsum, out);
+      else
+        int4Row256<M>(codes, scales, zeros, K, w.block, xe, xo, xsum, out);
+    } else {
+      const uint8_t *codes = w.codes + n * K / 2;
+      const float *scales = w.scales + n * K / w.block;
+      if (wide)
+        nf4Row512<M>(codes, scales, K, w.block, xe, xo, out);
+      else
+        nf4Row256<M>(codes, scales, K, w.block, xe, xo, out);
+    }
+    for (int m = 0; m < M; ++m)
+      y[m * ldy + n] = out[m];
+  }
+}
+
+} // namespace
+
+bool kiln::runtime::quant::gemvCovers(Isa isa, const QuantView &w,
+                                      int64_t M) {
+  if (isa == Isa::Baseline || M < 1 || M > kGemvRows)
+    return false;
+  switch (w.format) {
+  case Format::Int8:
+    return true;
+  case Format::NF4:
+    // Whole blocks per row, and whole vectors of codes per block.
+    return w.cols % w.block == 0 && w.block % 64 == 0;
+  case Format::Int4:
+    // Whole groups of whole vectors (rows then start on a byte too).
+    return w.cols % w.block == 0 && w.block % 32 == 0;
+  }
+  return false;
+}
+
+void kiln::runtime::quant::gemv(Isa isa, const QuantView &w, int64_t M,
+                                const float *x, int64_t ldx, float *y,
+                                int64_t ldy) {
+  const int64_t N = w.rows, K = w.cols;
+  // NF4 pairs codes in bytes: x's even and odd elements, once per call.
+  // int4 and NF4 pair codes in bytes: x's even and odd elements, once per
+  // call; int4 also each group's sum of x.
+  std::vector<float> xe, xo, xsum;
+  if (w.format != Format::Int8) {
+    xe.resize(static_cast<size_t>(M * K / 2));
+    xo.resize(xe.size());
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t k = 0; k < K / 2; ++k) {
+        xe[m * (K / 2) + k] = x[m * ldx + 2 * k];
+        xo[m * (K / 2) + k] = x[m * ldx + 2 * k + 1];
+      }
+  }
+  if (w.format == Format::Int4) {
+    int64_t groups = K / w.block;
+    xsum.assign(static_cast<size_t>(M * groups), 0.0f);
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t k = 0; k < K; ++k)
+        xsum[m * groups + k / w.block] += x[m * ldx + k];
+  }
+  switch (M) {
+  case 1:
+    return rows<1>(isa, w, x, ldx, xe.data(), xo.data(), xsum.data(), y,
+                   ldy);
+  case 2:
+    return rows<2>(isa, w, x, ldx, xe.data(), xo.data(), xsum.data(), y,
+                   ldy);
+  case 3:
+    return rows<3>(isa, w, x, ldx, xe.data(), xo.data(), xsum.data(), y,
+                   ldy);
+  default:
+    return rows<4>(isa, w, x, ldx, xe.data(), xo.data(), xsum.data(), y,
+                   ldy);
+  }
+}

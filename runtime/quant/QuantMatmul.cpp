@@ -1,0 +1,220 @@
+//===- QuantMatmul.cpp - matmuls whose weight is quantized ----------------===//
+//
+// kiln.matmul and kiln.fused_matmul when the right-hand side is a quantized
+// parameter (View::quant, runtime/quant/QuantView.h):
+//
+//   decoding   up to four rows of x times an int8 or NF4 weight decode the
+//              codes in registers (runtime/quant/Gemv.h);
+//   fast       tiles of the weight are dequantized into a per-thread buffer
+//              that stays in cache and multiplied with oneDNN's sgemm; the
+//              f32 weight is never whole in memory. y = x Wᵀ (a linear
+//              layer, W [N, K]) runs over tiles of W's rows, one tile per
+//              task; y = x W (the input's gradient) over column chunks of
+//              the output, each summing row tiles of W.
+//   reference  dequantizes the whole weight, then runs the dense reference
+//              kernel on it: the oracle the fast path is tested against.
+//
+// The epilogue of a fused matmul is the dense kernel's: act(scale * (x W +
+// bias)) + residual.
+//
+//===----------------------------------------------------------------------===//
+#include "runtime/Kernels.h"
+#include "runtime/kart_generated.h"
+#include "runtime/quant/Formats.h"
+#include "runtime/quant/Gemv.h"
+#include "runtime/quant/QuantView.h"
+
+#include <dnnl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+using namespace kiln;
+using namespace kiln::runtime;
+using Shape = std::vector<int64_t>;
+
+void kiln::runtime::quant::dequantizeRect(const QuantView &w, int64_t r0,
+                                          int64_t r1, int64_t c0, int64_t c1,
+                                          float *out, int64_t ldo) {
+  switch (w.format) {
+  case Format::Int8:
+    for (int64_t r = r0; r < r1; ++r) {
+      const int8_t *q = reinterpret_cast<const int8_t *>(w.codes) + r * w.cols;
+      float s = w.scales[r];
+      float *o = out + (r - r0) * ldo - c0;
+      for (int64_t c = c0; c < c1; ++c)
+        o[c] = q[c] * s;
+    }
+    return;
+  case Format::Int4: {
+    int64_t groups = (w.cols + w.block - 1) / w.block,
+            rowBytes = (w.cols + 1) / 2;
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t *q = w.codes + r * rowBytes;
+      const float *s = w.scales + r * groups, *z = w.zeros + r * groups;
+      float *o = out + (r - r0) * ldo - c0;
+      for (int64_t c = c0; c < c1; ++c) {
+        uint8_t code = (c % 2 == 0) ? q[c / 2] >> 4 : q[c / 2] & 0x0f;
+        int64_t g = c / w.block;
+        o[c] = (static_cast<float>(code) - z[g]) * s[g];
+      }
+    }
+    return;
+  }
+  case Format::NF4:
+    for (int64_t r = r0; r < r1; ++r) {
+      float *o = out + (r - r0) * ldo - c0;
+      for (int64_t c = c0; c < c1; ++c) {
+        int64_t i = r * w.cols + c;
+        uint8_t code =
+            (i % 2 == 0) ? w.codes[i / 2] >> 4 : w.codes[i / 2] & 0x0f;
+        o[c] = kNf4Levels[code] * w.scales[i / w.block];
+      }
+    }
+    return;
+  }
+}
+
+namespace {
+
+struct Product {
+  const float *x; // [M, K] rows (or [K, M] with transposeA)
+  bool transposeA, transposeB;
+  int64_t M, N, K;
+  const quant::QuantView *w;
+  float *y; // [M, N]
+};
+
+/// The operands of a matmul with a quantized right-hand side, checked: the
+/// left-hand side's batch dimensions fold into its rows (without
+/// transpose_a), the weight is a plain matrix.
+Status productOf(KernelContext &c, bool transposeA, bool transposeB,
+                 Product &p) {
+  const Shape &a = *c.in[0].shape, &o = *c.out[0].shape;
+  p.w = c.in[1].quant;
+  p.transposeA = transposeA;
+  p.transposeB = transposeB;
+  p.N = o.back();
+  p.K = transposeB ? p.w->cols : p.w->rows;
+  if ((transposeB ? p.w->rows : p.w->cols) != p.N)
+    return Status::error("the quantized weight " + p.w->spec + " is " +
+                         std::to_string(p.w->rows) + " x " +
+                         std::to_string(p.w->cols) +
+                         ", which does not give the result's " +
+                         std::to_string(p.N) + " columns");
+  if (transposeA && a.size() != 2)
+    return Status::error("a transposed left-hand side of rank " +
+                         std::to_string(a.size()) + " with a quantized weight");
+  p.M = c.out[0].numel() / std::max<int64_t>(p.N, 1);
+  p.x = c.in[0].as<float>();
+  p.y = c.out[0].as<float>();
+  return Status::ok();
+}
+
+/// Row tile of W dequantized at a time: 64 rows of up to 4096 values is
+/// 1 MiB at most, and usually far less (768 columns: 192 KiB).
+constexpr int64_t kTileRows = 64, kTileCols = 256;
+
+void multiply(const Product &p) {
+  // A token or a few being decoded: codes decoded in registers.
+  attention::Isa isa = attention::bestIsa();
+  if (p.transposeB && !p.transposeA && quant::gemvCovers(isa, *p.w, p.M)) {
+    quant::gemv(isa, *p.w, p.M, p.x, p.K, p.y, p.N);
+    return;
+  }
+  const int64_t lda = p.transposeA ? p.M : p.K;
+  const char ta = p.transposeA ? 'T' : 'N';
+  if (p.transposeB) {
+    // y[:, n0:n1] = x · W[n0:n1, :]ᵀ, one task per tile of W's rows.
+    int64_t tiles = (p.N + kTileRows - 1) / kTileRows;
+#pragma omp parallel
+    {
+      std::vector<float> tile(static_cast<size_t>(kTileRows * p.K));
+#pragma omp for schedule(dynamic)
+      for (int64_t t = 0; t < tiles; ++t) {
+        int64_t n0 = t * kTileRows, n1 = std::min(p.N, n0 + kTileRows);
+        quant::dequantizeRect(*p.w, n0, n1, 0, p.K, tile.data(), p.K);
+        dnnl_sgemm(ta, 'T', p.M, n1 - n0, p.K, 1.0f, p.x, lda, tile.data(), p.K,
+                   0.0f, p.y + n0, p.N);
+      }
+    }
+    return;
+  }
+  // y[:, c0:c1] = sum over row tiles r of x[:, r0:r1] · W[r0:r1, c0:c1].
+  int64_t chunks = (p.N + kTileCols - 1) / kTileCols;
+#pragma omp parallel
+  {
+    std::vector<float> tile(static_cast<size_t>(kTileRows * kTileCols));
+#pragma omp for schedule(dynamic)
+    for (int64_t t = 0; t < chunks; ++t) {
+      int64_t c0 = t * kTileCols, c1 = std::min(p.N, c0 + kTileCols);
+      for (int64_t r0 = 0; r0 < p.K; r0 += kTileRows) {
+        int64_t r1 = std::min(p.K, r0 + kTileRows);
+        quant::dequantizeRect(*p.w, r0, r1, c0, c1, tile.data(), c1 - c0);
+        const float *xa = p.transposeA ? p.x + r0 * p.M : p.x + r0;
+        dnnl_sgemm(ta, 'N', p.M, c1 - c0, r1 - r0, 1.0f, xa, lda, tile.data(),
+                   c1 - c0, r0 == 0 ? 0.0f : 1.0f, p.y + c0, p.N);
+      }
+    }
+  }
+}
+
+/// act(scale * (y + bias)) + residual, in place, as the dense kernels do.
+void epilogue(KernelContext &c, const Product &p) {
+  const kart::FusedMatmulAttrs *attrs = c.kernel.attrs_as_FusedMatmulAttrs();
+  const float *bias = c.in[2].as<float>(), *res = c.in[3].as<float>();
+  float scale = static_cast<float>(attrs->scale());
+  kart::Activation act = attrs->activation();
+  int64_t total = p.M * p.N;
+#pragma omp parallel for
+  for (int64_t i = 0; i < total; ++i) {
+    float v = p.y[i] + (bias ? bias[i % p.N] : 0.0f);
+    v *= scale;
+    if (act == kart::Activation::Relu)
+      v = v > 0 ? v : 0.0f;
+    else if (act == kart::Activation::Gelu || act == kart::Activation::GeluTanh)
+      v = gelu(v, act == kart::Activation::GeluTanh);
+    else if (act == kart::Activation::Silu)
+      v = v / (1.0f + std::exp(-v));
+    p.y[i] = v + (res ? res[i] : 0.0f);
+  }
+}
+
+} // namespace
+
+Status kiln::runtime::quantizedMatmul(KernelContext &c) {
+  bool fused = c.kernel.op() == kart::Op::FusedMatmul;
+  bool ta, tb;
+  if (fused) {
+    const kart::FusedMatmulAttrs *a = c.kernel.attrs_as_FusedMatmulAttrs();
+    if (a->reduce_batch())
+      return Status::error("a batch-reducing matmul cannot read a quantized "
+                           "weight");
+    ta = a->transpose_a();
+    tb = a->transpose_b();
+  } else {
+    const kart::MatmulAttrs *a = c.kernel.attrs_as_MatmulAttrs();
+    ta = a->transpose_a();
+    tb = a->transpose_b();
+  }
+  Product p;
+  if (Status s = productOf(c, ta, tb, p); !s)
+    return s;
+  multiply(p);
+  if (fused)
+    epilogue(c, p);
+  return Status::ok();
+}
+
+Status
+kiln::runtime::quantizedMatmulReference(KernelContext &c,
+                                        Status (*dense)(KernelContext &)) {
+  const quant::QuantView &w = *c.in[1].quant;
+  std::vector<float> full(static_cast<size_t>(w.rows * w.cols));
+  quant::dequantizeRect(w, 0, w.rows, 0, w.cols, full.data(), w.cols);
+  KernelContext d = c;
+  d.in[1].data = full.data();
+  d.in[1].quant = nullptr;
+  return dense(d);
+}

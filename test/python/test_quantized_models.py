@@ -1,0 +1,179 @@
+"""Models compiled with quantized weights (kiln compile --quantize=).
+
+A small GPT-2 is compiled with each format. Its quantized matmuls are
+checked against the model whose f32 weights are the dequantized ones (the
+same weights, computed densely: the float64 reference of kiln's own
+numerics tests agrees with that model), against the reference kernels
+(dequantize everything, then the naive matmul), forward and through the
+input gradient. Its checkpoint round-trips in bitsandbytes' / kiln's tensor
+names, and what cannot be quantized says why.
+"""
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from kiln_cli import (BUILD, EXAMPLES, kiln as kiln_cli, read_safetensors,
+                      write_safetensors)
+
+sys.path.insert(0, str(BUILD / "python"))
+import kiln  # noqa: E402
+
+GPT = EXAMPLES / "gpt2.kiln"
+SMALL = {"n_layer": 2, "n_embd": 64, "n_head": 2, "vocab_size": 96,
+         "n_positions": 32}
+RNG = np.random.default_rng(3)
+TOKENS = RNG.integers(0, 96, size=(2, 16)).astype(np.int32)
+TARGETS = RNG.integers(0, 96, size=(2, 16)).astype(np.int32)
+SPECS = ["int8", "int4:group=32", "nf4", "nf4:double=false"]
+MATRICES = ["attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
+            "mlp.c_proj.weight"]
+
+
+def dense_twin(model, tmp_path, **kw):
+    """The f32 model whose weights are `model`'s dequantized values."""
+    path = tmp_path / "dequantized.safetensors"
+    write_safetensors(path, model.parameters())
+    return kiln.compile(GPT, defines=SMALL, weights=path, **kw)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_forward_matches_the_dequantized_model(spec, tmp_path):
+    q = kiln.compile(GPT, defines=SMALL, quantize=spec)
+    f = dense_twin(q, tmp_path)
+    got, want = q.forward(tokens=TOKENS), f.forward(tokens=TOKENS)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    ref = q.run("forward", kernels="reference", tokens=TOKENS)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    # Only the linear layers' weights are quantized, and they decode to
+    # values near the initial f32 ones.
+    plain = kiln.compile(GPT, defines=SMALL).parameters()
+    for name, w in q.parameters().items():
+        quantized = any(name.endswith(m) for m in MATRICES)
+        if quantized:
+            step = np.abs(plain[name]).max() * (0.35 if "nf4" in spec
+                                                else 0.1)
+            assert np.abs(w - plain[name]).max() <= step, name
+        else:
+            np.testing.assert_array_equal(w, plain[name], err_msg=name)
+
+
+@pytest.mark.parametrize("spec", ["int8", "nf4"])
+def test_gradients_flow_through_quantized_weights(spec, tmp_path):
+    q = kiln.compile(GPT, defines=SMALL, quantize=spec, grad="loss")
+    f = dense_twin(q, tmp_path, grad="loss")
+    got = q.run("loss_grad", tokens=TOKENS, targets=TARGETS)
+    want = f.run("loss_grad", tokens=TOKENS, targets=TARGETS)
+    ref = q.run("loss_grad", kernels="reference", tokens=TOKENS,
+                targets=TARGETS)
+    names = ["loss"] + list(q.parameters())
+    for name, g, w, r in zip(names, got, want, ref):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("width", [72, 128])
+def test_batches_of_one_row_and_odd_shapes(width):
+    """Decoding's few rows (in registers for int8, and for NF4 when its
+    blocks tile the rows: width 128), and weights whose rows are not a
+    multiple of the tiles."""
+    src = """
+model m(K = 72) {
+  dim B
+  param fc = linear(K, 100)
+  fn forward(x: f32[B, K]) -> f32[B, 100] { return fc(x) }
+  fn back(x: f32[B, 100]) -> f32[B, K] { return x @ fc.weight }
+}
+"""
+    for spec in SPECS:
+        q = kiln.compile(src, defines={"K": width}, quantize=spec,
+                         quantize_params=["fc.weight"])
+        w = q.parameters()["fc.weight"]
+        b = q.parameters()["fc.bias"]
+        for rows in (1, 3, 4, 5):
+            x = RNG.standard_normal((rows, width)).astype(np.float32)
+            np.testing.assert_allclose(q.forward(x=x), x @ w.T + b,
+                                       rtol=1e-5, atol=1e-5)
+            y = RNG.standard_normal((rows, 100)).astype(np.float32)
+            np.testing.assert_allclose(q.back(x=y), y @ w, rtol=1e-5,
+                                       atol=1e-5)
+
+
+def test_params_table_shows_storage_and_bytes():
+    out = kiln_cli("compile", GPT, "-D", "n_layer=1", "--quantize=nf4",
+                   "--emit=params").stdout
+    row = next(r for r in out.splitlines()
+               if r.startswith("h.0.mlp.c_fc.weight "))
+    assert "nf4:block=64,double=true" in row
+    n = 768 * 3072
+    stored = n // 2 + n // 64 + 4 * (n // 64 // 256) + 4 * 256
+    assert f"{stored:,}" in row
+    wte = next(r for r in out.splitlines() if r.startswith("wte.weight "))
+    assert " f32 " in wte and f"{50257 * 768 * 4:,}" in wte
+    assert "bytes stored" in out.splitlines()[-1]
+
+
+def test_checkpoints_round_trip(tmp_path):
+    q = kiln.compile(GPT, defines=SMALL, quantize="nf4")
+    path = tmp_path / "q.safetensors"
+    q.save_weights(path)
+    tensors = read_safetensors(path)
+    name = "h.0.mlp.c_fc.weight"
+    assert tensors[name].dtype == np.uint8
+    assert tensors[name].shape == (64 * 256 // 2, 1)
+    state = json.loads(bytes(tensors[name + ".quant_state.bitsandbytes__nf4"]))
+    assert state["quant_type"] == "nf4" and state["shape"] == [256, 64]
+    np.testing.assert_array_equal(kiln.dequantize(tensors, name),
+                                  q.parameters()[name])
+    # Read back quantized as it is, or dequantized into an f32 model.
+    again = kiln.compile(GPT, defines=SMALL, quantize="nf4", weights=path)
+    np.testing.assert_array_equal(again.forward(tokens=TOKENS),
+                                  q.forward(tokens=TOKENS))
+    dense = kiln.compile(GPT, defines=SMALL, weights=path)
+    np.testing.assert_allclose(dense.forward(tokens=TOKENS),
+                               q.forward(tokens=TOKENS), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_quantized_artifacts_are_smaller(tmp_path):
+    sizes = {}
+    for spec in ["", "int8", "nf4"]:
+        out = tmp_path / f"m{spec.replace(':', '_')}.kart"
+        args = ["compile", GPT, "-D", "n_layer=2", "-o", out]
+        if spec:
+            args.append(f"--quantize={spec}")
+        kiln_cli(*args)
+        sizes[spec] = out.stat().st_size
+    # The embedding stays f32: the matmul weights are 14.2M of 39.0M values.
+    matrices = 2 * 12 * 768 * 768 * 4  # bytes in f32
+    assert sizes[""] - sizes["int8"] > 0.7 * matrices
+    assert sizes[""] - sizes["nf4"] > 0.85 * matrices
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--quantize=int5"],
+     "--quantize=int5: unknown quantization 'int5' (expected int8, int4 or "
+     "nf4)"),
+    (["--quantize-params=h.*"],
+     "--quantize-params selects what --quantize stores quantized"),
+    (["--quantize=nf4", "--quantize-params=wte.weight"],
+     "'kiln.embedding' reads parameter 'wte.weight'; quantized weights feed "
+     "matmuls only"),
+    (["--quantize=nf4", "--quantize-params=h.*.ln_1.*"],
+     "parameter 'h.0.ln_1.weight' is 'tensor<768xf32>'; only f32 matrices that "
+     "feed matmuls are quantized"),
+    (["--quantize=int4:group=64", "--quantize-params=nothing.*"],
+     "no parameter matches the selection"),
+])
+def test_bad_quantization_requests(args, message):
+    r = kiln_cli("compile", GPT, "-D", "n_layer=1", "-o", "/dev/null", *args,
+                 check=False)
+    assert r.returncode != 0
+    assert message in r.stderr
+
+
+def test_quantized_weights_are_frozen():
+    q = kiln.compile(GPT, defines=SMALL, quantize="int8")
+    with pytest.raises(Exception, match="stored quantized .* and frozen"):
+        q.load_weights(q.parameters())
