@@ -397,11 +397,13 @@ def write_report(out, res):
              "memory is the outputs and gradients (linear in T), where "
              "PyTorch's grows with T^2.\n")
     L.append("![speedups](images/performance.png)\n")
-    # bench/sparse_attention.py's section is its own: kept as it was.
-    begin, end = "<!-- sparse-attention -->", "<!-- /sparse-attention -->"
+    # bench/sparse_attention.py's and bench/quantization.py's sections are
+    # their own: kept as they were.
     old = out.read_text() if out.exists() else ""
-    if begin in old and end in old:
-        L.append(old[old.index(begin):old.index(end) + len(end)] + "\n")
+    for mark in ("sparse-attention", "quantization"):
+        begin, end = f"<!-- {mark} -->", f"<!-- /{mark} -->"
+        if begin in old and end in old:
+            L.append(old[old.index(begin):old.index(end) + len(end)] + "\n")
     out.write_text("\n".join(L))
 
 

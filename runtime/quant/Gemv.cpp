@@ -131,6 +131,57 @@ KILN_AVX512 void int4Row512(const uint8_t *codes, const float *scales,
     out[m] = total[m];
 }
 
+/// Rows [r0, r1) of W decoded to f32 (whole rows, the layouts gemv()
+/// covers): the codes' values in order, scaled, stored at out + (r - r0) *
+/// ldo.
+KILN_AVX512 void decode512(const QuantView &w, int64_t r0, int64_t r1,
+                           float *out, int64_t ldo) {
+  const int64_t K = w.cols;
+  const __m512 table = _mm512_loadu_ps(kNf4Levels.data());
+  const __m512i low = _mm512_set1_epi32(0x0f);
+  // Lane i of `even` is element 2i, of `odd` element 2i + 1.
+  const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5,
+                                          21, 6, 22, 7, 23),
+                second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28,
+                                           13, 29, 14, 30, 15, 31);
+  for (int64_t r = r0; r < r1; ++r) {
+    float *o = out + (r - r0) * ldo;
+    if (w.format == Format::Int8) {
+      const int8_t *q = reinterpret_cast<const int8_t *>(w.codes) + r * K;
+      __m512 s = _mm512_set1_ps(w.scales[r]);
+      int64_t k = 0;
+      for (; k + 16 <= K; k += 16)
+        _mm512_storeu_ps(
+            o + k, _mm512_mul_ps(
+                       _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                           reinterpret_cast<const __m128i *>(q + k)))),
+                       s));
+      for (; k < K; ++k)
+        o[k] = q[k] * w.scales[r];
+      continue;
+    }
+    const uint8_t *codes = w.codes + r * K / 2;
+    for (int64_t k = 0; k < K; k += 32) {
+      __m512i b = _mm512_cvtepu8_epi32(
+          _mm_loadu_si128(reinterpret_cast<const __m128i *>(codes + k / 2)));
+      __m512i hi = _mm512_srli_epi32(b, 4), lo = _mm512_and_si512(b, low);
+      __m512 even, odd;
+      if (w.format == Format::NF4) {
+        __m512 s = _mm512_set1_ps(w.scales[(r * K + k) / w.block]);
+        even = _mm512_mul_ps(_mm512_permutexvar_ps(hi, table), s);
+        odd = _mm512_mul_ps(_mm512_permutexvar_ps(lo, table), s);
+      } else {
+        int64_t g = r * (K / w.block) + k / w.block;
+        __m512 s = _mm512_set1_ps(w.scales[g]), z = _mm512_set1_ps(w.zeros[g]);
+        even = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(hi), z), s);
+        odd = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(lo), z), s);
+      }
+      _mm512_storeu_ps(o + k, _mm512_permutex2var_ps(even, first, odd));
+      _mm512_storeu_ps(o + k + 16, _mm512_permutex2var_ps(even, second, odd));
+    }
+  }
+}
+
 // --- AVX2 -------------------------------------------------------------------
 
 KILN_AVX2 inline float sum256(__m256 v) {
@@ -229,6 +280,54 @@ KILN_AVX2 void int4Row256(const uint8_t *codes, const float *scales,
   }
   for (int m = 0; m < M; ++m)
     out[m] = total[m];
+}
+
+KILN_AVX2 void decode256(const QuantView &w, int64_t r0, int64_t r1, float *out,
+                         int64_t ldo) {
+  const int64_t K = w.cols;
+  const __m256 lo8 = _mm256_loadu_ps(kNf4Levels.data()),
+               hi8 = _mm256_loadu_ps(kNf4Levels.data() + 8);
+  const __m256i low = _mm256_set1_epi32(0x0f);
+  for (int64_t r = r0; r < r1; ++r) {
+    float *o = out + (r - r0) * ldo;
+    if (w.format == Format::Int8) {
+      const int8_t *q = reinterpret_cast<const int8_t *>(w.codes) + r * K;
+      __m256 s = _mm256_set1_ps(w.scales[r]);
+      int64_t k = 0;
+      for (; k + 8 <= K; k += 8)
+        _mm256_storeu_ps(
+            o + k, _mm256_mul_ps(
+                       _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                           reinterpret_cast<const __m128i *>(q + k)))),
+                       s));
+      for (; k < K; ++k)
+        o[k] = q[k] * w.scales[r];
+      continue;
+    }
+    const uint8_t *codes = w.codes + r * K / 2;
+    for (int64_t k = 0; k < K; k += 16) {
+      __m256i b = _mm256_cvtepu8_epi32(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i *>(codes + k / 2)));
+      __m256i hi = _mm256_srli_epi32(b, 4), lo = _mm256_and_si256(b, low);
+      __m256 even, odd;
+      if (w.format == Format::NF4) {
+        __m256 s = _mm256_set1_ps(w.scales[(r * K + k) / w.block]);
+        even = _mm256_mul_ps(lookup256(hi, lo8, hi8), s);
+        odd = _mm256_mul_ps(lookup256(lo, lo8, hi8), s);
+      } else {
+        int64_t g = r * (K / w.block) + k / w.block;
+        __m256 s = _mm256_set1_ps(w.scales[g]), z = _mm256_set1_ps(w.zeros[g]);
+        even = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(hi), z), s);
+        odd = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(lo), z), s);
+      }
+      // e0 o0 e1 o1 | e4 o4 e5 o5 and e2 o2 e3 o3 | e6 o6 e7 o7, then the
+      // halves in order.
+      __m256 a = _mm256_unpacklo_ps(even, odd),
+             c = _mm256_unpackhi_ps(even, odd);
+      _mm256_storeu_ps(o + k, _mm256_permute2f128_ps(a, c, 0x20));
+      _mm256_storeu_ps(o + k + 8, _mm256_permute2f128_ps(a, c, 0x31));
+    }
+  }
 }
 
 } // namespace
@@ -331,4 +430,15 @@ void kiln::runtime::quant::gemv(Isa isa, const QuantView &w, int64_t M,
     return rows<4>(isa, w, x, ldx, xe.data(), xo.data(), xsum.data(), y,
                    ldy);
   }
+}
+
+bool kiln::runtime::quant::decodeRows(Isa isa, const QuantView &w, int64_t r0,
+                                      int64_t r1, float *out, int64_t ldo) {
+  if (!gemvCovers(isa, w, 1))
+    return false;
+  if (isa == Isa::Avx512)
+    decode512(w, r0, r1, out, ldo);
+  else
+    decode256(w, r0, r1, out, ldo);
+  return true;
 }

@@ -25,6 +25,12 @@ bool gemvCovers(attention::Isa isa, const QuantView &w, int64_t M);
 void gemv(attention::Isa isa, const QuantView &w, int64_t M, const float *x,
           int64_t ldx, float *y, int64_t ldy);
 
+/// Rows [r0, r1) of W as f32, whole rows, vectorized (the tiled kernel's
+/// dequantization): false, doing nothing, where gemvCovers(isa, w, 1) is
+/// false.
+bool decodeRows(attention::Isa isa, const QuantView &w, int64_t r0, int64_t r1,
+                float *out, int64_t ldo);
+
 } // namespace kiln::runtime::quant
 
 #endif

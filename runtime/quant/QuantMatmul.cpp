@@ -19,6 +19,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/Kernels.h"
+#include "runtime/Vector.h"
 #include "runtime/kart_generated.h"
 #include "runtime/quant/Formats.h"
 #include "runtime/quant/Gemv.h"
@@ -134,7 +135,8 @@ void multiply(const Product &p) {
 #pragma omp for schedule(dynamic)
       for (int64_t t = 0; t < tiles; ++t) {
         int64_t n0 = t * kTileRows, n1 = std::min(p.N, n0 + kTileRows);
-        quant::dequantizeRect(*p.w, n0, n1, 0, p.K, tile.data(), p.K);
+        if (!quant::decodeRows(isa, *p.w, n0, n1, tile.data(), p.K))
+          quant::dequantizeRect(*p.w, n0, n1, 0, p.K, tile.data(), p.K);
         dnnl_sgemm(ta, 'T', p.M, n1 - n0, p.K, 1.0f, p.x, lda, tile.data(), p.K,
                    0.0f, p.y + n0, p.N);
       }
@@ -160,25 +162,67 @@ void multiply(const Product &p) {
   }
 }
 
-/// act(scale * (y + bias)) + residual, in place, as the dense kernels do.
+/// y = act(scale * (y + bias)) + residual over n values starting at
+/// element `at` of the [M, N] result, vectorized: GELU's tanh form as
+/// x sigmoid(2u) (the same function), through the vectorizable vexp; the
+/// erf form stays scalar.
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void
+epilogueRange(float *y, const float *bias, const float *res, int64_t at,
+              int64_t n, int64_t N, float scale, kart::Activation act) {
+  for (int64_t i = at; i < at + n;) {
+    // One row at a time, so the bias lines up with the columns.
+    int64_t col = i % N, len = std::min(N - col, at + n - i);
+    float *yi = y + i;
+    const float *bi = bias ? bias + col : nullptr;
+#pragma omp simd
+    for (int64_t j = 0; j < len; ++j)
+      yi[j] = (yi[j] + (bi ? bi[j] : 0.0f)) * scale;
+    switch (act) {
+    case kart::Activation::Relu:
+#pragma omp simd
+      for (int64_t j = 0; j < len; ++j)
+        yi[j] = yi[j] > 0 ? yi[j] : 0.0f;
+      break;
+    case kart::Activation::GeluTanh:
+#pragma omp simd
+      for (int64_t j = 0; j < len; ++j) {
+        float x = yi[j];
+        float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+        yi[j] = x / (1.0f + vexp(-2.0f * u));
+      }
+      break;
+    case kart::Activation::Gelu:
+      for (int64_t j = 0; j < len; ++j)
+        yi[j] = gelu(yi[j], false);
+      break;
+    case kart::Activation::Silu:
+#pragma omp simd
+      for (int64_t j = 0; j < len; ++j)
+        yi[j] = yi[j] / (1.0f + vexp(-yi[j]));
+      break;
+    default:
+      break;
+    }
+    if (res) {
+      const float *ri = res + i;
+#pragma omp simd
+      for (int64_t j = 0; j < len; ++j)
+        yi[j] += ri[j];
+    }
+    i += len;
+  }
+}
+
 void epilogue(KernelContext &c, const Product &p) {
   const kart::FusedMatmulAttrs *attrs = c.kernel.attrs_as_FusedMatmulAttrs();
   const float *bias = c.in[2].as<float>(), *res = c.in[3].as<float>();
   float scale = static_cast<float>(attrs->scale());
   kart::Activation act = attrs->activation();
-  int64_t total = p.M * p.N;
-#pragma omp parallel for
-  for (int64_t i = 0; i < total; ++i) {
-    float v = p.y[i] + (bias ? bias[i % p.N] : 0.0f);
-    v *= scale;
-    if (act == kart::Activation::Relu)
-      v = v > 0 ? v : 0.0f;
-    else if (act == kart::Activation::Gelu || act == kart::Activation::GeluTanh)
-      v = gelu(v, act == kart::Activation::GeluTanh);
-    else if (act == kart::Activation::Silu)
-      v = v / (1.0f + std::exp(-v));
-    p.y[i] = v + (res ? res[i] : 0.0f);
-  }
+  int64_t total = p.M * p.N, chunk = 4096;
+#pragma omp parallel for schedule(static)
+  for (int64_t at = 0; at < total; at += chunk)
+    epilogueRange(p.y, bias, res, at, std::min(chunk, total - at), p.N, scale,
+                  act);
 }
 
 } // namespace

@@ -234,3 +234,49 @@ TEST(QuantFormats, DecodingGemvMatchesTheDequantizedProduct) {
     }
   }
 }
+
+TEST(QuantFormats, VectorDecodingEqualsTheDequantizer) {
+  const int64_t N = 9, K = 192;
+  Tensor w(DType::F32, {N, K});
+  for (int64_t i = 0; i < w.numel(); ++i)
+    w.as<float>()[i] = std::cos(0.37f * i) * (1 + i % 5);
+  for (const char *text : {"int8", "nf4", "int4:group=32", "int4:group=64"}) {
+    QuantSpec spec;
+    std::string error;
+    ASSERT_TRUE(parseQuantSpec(text, spec, error));
+    QuantizedWeight q;
+    ASSERT_TRUE(quantize(w, spec, q));
+    Tensor dense;
+    ASSERT_TRUE(dequantize(q, dense));
+    QuantView v;
+    v.format = spec.format;
+    v.rows = N;
+    v.cols = K;
+    std::vector<float> scales;
+    if (spec.format == Format::Int8) {
+      v.codes = reinterpret_cast<const uint8_t *>(q.int8.q.data());
+      v.scales = q.int8.scales.data();
+    } else if (spec.format == Format::Int4) {
+      v.block = q.int4.group;
+      v.codes = q.int4.packed.data();
+      v.scales = q.int4.scales.data();
+      v.zeros = q.int4.zeros.data();
+    } else {
+      v.block = q.nf4.blockSize;
+      v.codes = q.nf4.packed.data();
+      scales = q.nf4.blockScales();
+      v.scales = scales.data();
+    }
+    for (attention::Isa isa : attention::supportedIsas()) {
+      std::vector<float> out(static_cast<size_t>((N - 2) * K), -1.0f);
+      bool done = decodeRows(isa, v, 2, N, out.data(), K);
+      EXPECT_EQ(done, isa != attention::Isa::Baseline) << text;
+      if (!done)
+        continue;
+      EXPECT_EQ(std::memcmp(out.data(), dense.as<float>() + 2 * K,
+                            out.size() * sizeof(float)),
+                0)
+          << text << " " << attention::isaName(isa);
+    }
+  }
+}
