@@ -407,6 +407,21 @@ def write_report(out, res):
     out.write_text("\n".join(L))
 
 
+def write_section(path, section, begin, end):
+    """Puts `section` (which starts with `begin` and ends with `end`) in the
+    file at `path`, replacing the text between those markers, or appended
+    when the file has none: how bench/sparse_attention.py and
+    bench/quantization.py keep their sections of docs/performance.md."""
+    p = Path(path)
+    text = p.read_text() if p.exists() else ""
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + section + \
+            text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    p.write_text(text)
+
+
 def plot(path, res):
     import matplotlib
     matplotlib.use("Agg")

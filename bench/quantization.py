@@ -37,7 +37,7 @@ sys.path.insert(0, str(BUILD / "python"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import kiln  # noqa: E402
-from performance import data_file, machine  # noqa: E402
+from performance import data_file, machine, write_section  # noqa: E402
 
 SPECS = [None, "int8", "int4:group=32", "nf4"]
 BEGIN, END = "<!-- quantization -->", "<!-- /quantization -->"
@@ -207,15 +207,7 @@ def write(path, res):
         for k, v in a.items():
             L.append(f"| {k} | {v:.4f} | {100 * (v / a['f32'] - 1):+.2f}% |")
     L += ["", END]
-    section = "\n".join(L)
-    p = Path(path)
-    text = p.read_text() if p.exists() else ""
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + section + \
-            text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    p.write_text(text)
+    write_section(path, "\n".join(L), BEGIN, END)
 
 
 def main():

@@ -46,7 +46,8 @@ sys.path.insert(0, str(BUILD / "python"))
 sys.path.insert(0, str(ROOT / "test" / "python"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from performance import reset_peak_rss, status_bytes  # noqa: E402
+from performance import (reset_peak_rss, status_bytes,  # noqa: E402
+                         write_section)
 
 H, D = 12, 64
 LAYOUTS = {
@@ -302,15 +303,7 @@ def write(path, rows, peak, machine):
                 f"{r['extra'] / 2**20:,.0f} MiB | {tf} | {tb} | {tm} | "
                 f"{agree} |")
     lines += ["", END]
-    section = "\n".join(lines)
-    p = Path(path)
-    text = p.read_text() if p.exists() else ""
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + section + \
-            text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    p.write_text(text)
+    write_section(path, "\n".join(lines), BEGIN, END)
     print(f"wrote {path}")
 
 

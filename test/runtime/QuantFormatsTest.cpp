@@ -174,6 +174,31 @@ TEST(QuantFormats, ReadersRefuseDamagedStates) {
   }
 }
 
+/// The view the loader builds for `q` (an N x K weight); NF4's decoded
+/// block scales go to `scales`.
+QuantView viewOf(const QuantizedWeight &q, int64_t N, int64_t K,
+                 std::vector<float> &scales) {
+  QuantView v;
+  v.format = q.format;
+  v.rows = N;
+  v.cols = K;
+  if (q.format == Format::Int8) {
+    v.codes = reinterpret_cast<const uint8_t *>(q.int8.q.data());
+    v.scales = q.int8.scales.data();
+  } else if (q.format == Format::Int4) {
+    v.block = q.int4.group;
+    v.codes = q.int4.packed.data();
+    v.scales = q.int4.scales.data();
+    v.zeros = q.int4.zeros.data();
+  } else {
+    v.block = q.nf4.blockSize;
+    v.codes = q.nf4.packed.data();
+    scales = q.nf4.blockScales();
+    v.scales = scales.data();
+  }
+  return v;
+}
+
 TEST(QuantFormats, DecodingGemvMatchesTheDequantizedProduct) {
   // Rows of 128 and 192 values (NF4 blocks of 64 tile them; 192 in blocks
   // of 64 only), 1 to 4 rows of x, every ISA the CPU runs.
@@ -191,26 +216,8 @@ TEST(QuantFormats, DecodingGemvMatchesTheDequantizedProduct) {
       ASSERT_TRUE(quantize(w, spec, q));
       Tensor dense;
       ASSERT_TRUE(dequantize(q, dense));
-      // The view the loader would build.
-      QuantView v;
-      v.format = spec.format;
-      v.rows = N;
-      v.cols = K;
       std::vector<float> scales;
-      if (spec.format == Format::Int8) {
-        v.codes = reinterpret_cast<const uint8_t *>(q.int8.q.data());
-        v.scales = q.int8.scales.data();
-      } else if (spec.format == Format::Int4) {
-        v.block = q.int4.group;
-        v.codes = q.int4.packed.data();
-        v.scales = q.int4.scales.data();
-        v.zeros = q.int4.zeros.data();
-      } else {
-        v.block = q.nf4.blockSize;
-        v.codes = q.nf4.packed.data();
-        scales = q.nf4.blockScales();
-        v.scales = scales.data();
-      }
+      QuantView v = viewOf(q, N, K, scales);
       for (attention::Isa isa : attention::supportedIsas())
         for (int64_t M = 1; M <= kGemvRows; ++M) {
           if (!gemvCovers(isa, v, M)) {
@@ -248,25 +255,8 @@ TEST(QuantFormats, VectorDecodingEqualsTheDequantizer) {
     ASSERT_TRUE(quantize(w, spec, q));
     Tensor dense;
     ASSERT_TRUE(dequantize(q, dense));
-    QuantView v;
-    v.format = spec.format;
-    v.rows = N;
-    v.cols = K;
     std::vector<float> scales;
-    if (spec.format == Format::Int8) {
-      v.codes = reinterpret_cast<const uint8_t *>(q.int8.q.data());
-      v.scales = q.int8.scales.data();
-    } else if (spec.format == Format::Int4) {
-      v.block = q.int4.group;
-      v.codes = q.int4.packed.data();
-      v.scales = q.int4.scales.data();
-      v.zeros = q.int4.zeros.data();
-    } else {
-      v.block = q.nf4.blockSize;
-      v.codes = q.nf4.packed.data();
-      scales = q.nf4.blockScales();
-      v.scales = scales.data();
-    }
+    QuantView v = viewOf(q, N, K, scales);
     for (attention::Isa isa : attention::supportedIsas()) {
       std::vector<float> out(static_cast<size_t>((N - 2) * K), -1.0f);
       bool done = decodeRows(isa, v, 2, N, out.data(), K);
