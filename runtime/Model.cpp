@@ -410,6 +410,28 @@ Status Model::setParameters(
     byName[name] = &t;
   std::vector<const Tensor *> source;
   for (const ParameterInfo &p : params_) {
+    if (const quant::QuantView *q = quantViews_[&p - params_.data()]) {
+      // Frozen: a checkpoint (saveWeights, a training run's) holds the same
+      // codes and scales, which are checked and left as they are.
+      if (!quant::holdsQuantized(p.name, byName))
+        return Status::error("parameter '" + p.name +
+                             "' is stored quantized (" + q->spec +
+                             ") and frozen; its values are not replaced");
+      NamedTensors mine;
+      quant::appendTensors(p.name, quant::toQuantizedWeight(*q, p.shape), mine);
+      for (const auto &[name, t] : mine) {
+        auto it = byName.find(name);
+        if (it == byName.end() || it->second->dtype() != t.dtype() ||
+            it->second->shape() != t.shape() ||
+            std::memcmp(it->second->data(), t.data(), t.bytes()) != 0)
+          return Status::error(
+              "parameter '" + p.name + "' is stored quantized (" + q->spec +
+              ") and frozen, but '" + name + "' differs from the model's");
+        byName.erase(it);
+      }
+      source.push_back(nullptr);
+      continue;
+    }
     auto it = byName.find(p.name);
     if (it == byName.end())
       return Status::error("missing parameter '" + p.name + "'");
@@ -417,10 +439,6 @@ Status Model::setParameters(
       return Status::error("parameter '" + p.name + "' is " +
                            it->second->describe() + ", the model expects " +
                            shapeString(p.dtype, p.shape));
-    if (const quant::QuantView *q = quantViews_[&p - params_.data()])
-      return Status::error("parameter '" + p.name + "' is stored quantized (" +
-                           q->spec +
-                           ") and frozen; its values are not replaced");
     source.push_back(it->second);
     byName.erase(it);
   }
@@ -429,7 +447,8 @@ Status Model::setParameters(
                          "' is not a parameter of the model");
   auto writing = lockParameters();
   for (size_t i = 0; i < params_.size(); ++i)
-    std::memcpy(parameterData(i), source[i]->data(), source[i]->bytes());
+    if (source[i])
+      std::memcpy(parameterData(i), source[i]->data(), source[i]->bytes());
   return Status::ok();
 }
 

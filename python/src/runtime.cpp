@@ -13,6 +13,7 @@
 #include "runtime/Model.h"
 #include "runtime/Safetensors.h"
 #include "runtime/attention/Layout.h"
+#include "runtime/quant/Serialize.h"
 
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
@@ -345,8 +346,9 @@ void kiln::python::registerRuntime(py::module_ &m) {
           "load_weights",
           [](Model &m, const std::string &path) {
             NamedTensors tensors;
-            if (Status s =
-                    readSafetensors(path, tensors, m.parameters().size());
+            if (Status s = readSafetensors(path, tensors,
+                                           m.parameters().size() *
+                                               quant::kMaxTensorsPerWeight);
                 !s)
               raise(s);
             if (Status s = m.setParameters(tensors); !s)

@@ -4,6 +4,7 @@
 
 #include "runtime/File.h"
 #include "runtime/Random.h"
+#include "runtime/quant/Serialize.h"
 
 #include <algorithm>
 #include <cmath>
@@ -383,7 +384,10 @@ Status Trainer::loadOptimizer(const std::string &path) {
 
 Status Trainer::loadWeights(const std::string &path) {
   NamedTensors t;
-  if (Status s = readSafetensors(path, t, model_.parameters().size()); !s)
+  // Quantized weights take up to kMaxTensorsPerWeight tensors each.
+  if (Status s = readSafetensors(
+          path, t, model_.parameters().size() * quant::kMaxTensorsPerWeight);
+      !s)
     return s;
   if (Status s = model_.setParameters(t); !s)
     return Status::error(path + ": " + s.message());

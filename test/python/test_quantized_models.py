@@ -173,7 +173,33 @@ def test_bad_quantization_requests(args, message):
     assert message in r.stderr
 
 
-def test_quantized_weights_are_frozen():
+def test_quantized_weights_are_frozen(tmp_path):
     q = kiln.compile(GPT, defines=SMALL, quantize="int8")
     with pytest.raises(Exception, match="stored quantized .* and frozen"):
         q.load_weights(q.parameters())
+    # Its own checkpoint loads (the codes are checked, not replaced); one
+    # with other codes does not.
+    path = tmp_path / "q.safetensors"
+    q.save_weights(path)
+    q.load_weights(path)
+    t = read_safetensors(path)
+    t["h.0.mlp.c_fc.weight.scale"] = t["h.0.mlp.c_fc.weight.scale"] * 2
+    write_safetensors(path, t)
+    with pytest.raises(Exception, match="'h.0.mlp.c_fc.weight.scale' "
+                                        "differs from the model's"):
+        q.load_weights(path)
+
+
+def test_training_resumes_around_quantized_weights(tmp_path):
+    """kiln train --quantize writes checkpoints whose quantized weights
+    --resume reads back (they are frozen: checked, not replaced)."""
+    data = tmp_path / "text.txt"
+    data.write_text("to be or not to be, that is the question. " * 200)
+    args = ["train", GPT, f"--data={data}", "-D", "n_layer=1", "-D",
+            "n_embd=64", "-D", "n_head=2", "-D", "n_positions=32",
+            "--batch=4", "--seq=16", "--quantize=nf4",
+            f"--checkpoint-dir={tmp_path / 'ck'}", "--checkpoint-every=5",
+            "-o", tmp_path / "m.kart"]
+    kiln_cli(*args, "--steps=10", "--stop-after=5")
+    r = kiln_cli(*args, "--steps=10", "--resume")
+    assert "step 10/10" in r.stdout + r.stderr
