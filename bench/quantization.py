@@ -10,11 +10,13 @@ Measures, for f32 and each format (int8, int4:group=32, nf4):
   every weight comes from memory as it does when a model decodes; the
   time per matmul, the weight bytes it reads per second, and the
   machine's memory bandwidth (a NumPy copy of 512 MiB) as the limit;
-- GPT-2 124M forward at B=1, T=128 (the best of several calls);
+- GPT-2 124M forward at B=1, T=128 (the best of several calls), with the
+  default selection and with the tied embedding quantized too;
 - the stored size of GPT-2 124M (`--emit=params`: codes and scales);
 - accuracy: the held-out loss of the demo's Shakespeare model (scripts/
   demo.sh trains it into build/demo/shakespeare) on every 64-token window
-  of the last 10% of tinyshakespeare, with its linear layers quantized.
+  of the last 10% of tinyshakespeare, with its linear layers quantized; and
+  stories260K's loss on its own greedy stories.
 
 kiln's threads: all cores. The section goes between the
 `<!-- quantization -->` markers of docs/performance.md (bench/
@@ -103,7 +105,7 @@ def decode():
     return out
 
 
-def stored_bytes(source, spec, defines=None):
+def stored_bytes(source, spec, defines=None, params=None):
     """The parameters' stored bytes, from --emit=params' total line."""
     with tempfile.NamedTemporaryFile("w", suffix=".kiln") as f:
         if isinstance(source, Path):
@@ -117,6 +119,8 @@ def stored_bytes(source, spec, defines=None):
             args += ["-D", f"{k}={v}"]
         if spec:
             args.append(f"--quantize={spec}")
+        if params:
+            args.append("--quantize-params=" + ",".join(params))
         text = subprocess.run(args, capture_output=True, text=True,
                               check=True).stdout
     total = text.strip().splitlines()[-1]
@@ -125,18 +129,44 @@ def stored_bytes(source, spec, defines=None):
 
 
 def gpt2_forward():
+    """f32 and each format with the default selection (linear layers), then
+    int8 and NF4 with the tied embedding / output projection too."""
     tokens = np.random.default_rng(1).integers(0, 50257, (1, 128)).astype(
         np.int32)
     out, ref = {}, None
-    for spec in SPECS:
-        m = kiln.compile(GPT2, quantize=spec)
+    runs = [(spec, None) for spec in SPECS] + [
+        ("int8", ["*.weight"]), ("nf4", ["*.weight"])]
+    for spec, params in runs:
+        m = kiln.compile(GPT2, quantize=spec, quantize_params=params)
         y = m.forward(tokens=tokens)
         if ref is None:
             ref = y
-        out[name(spec)] = dict(
-            ms=best(lambda: m.forward(tokens=tokens), 5) * 1e3,
-            bytes=stored_bytes(GPT2, spec),
+        key = name(spec) + (" + tied wte" if params else "")
+        out[key] = dict(
+            ms=best(lambda: m.forward(tokens=tokens), 7) * 1e3,
+            bytes=stored_bytes(GPT2, spec, params=params),
             rel=float(np.abs(y - ref).max() / np.abs(ref).max()))
+    return out
+
+
+def stories_accuracy(prompts=8, tokens=192):
+    """stories260K (llama2.c's checkpoint through examples/llama.kiln) on
+    its own greedy stories: from BOS and each of `prompts` first tokens, f32
+    greedy decoding writes `tokens` tokens; the loss of every model on
+    predicting them."""
+    ckpt = data_file("stories260K.bin")
+    llama = ROOT / "examples" / "llama.kiln"
+    f32 = kiln.compile(llama, weights=ckpt)
+    starts = np.random.default_rng(2).integers(3, 512, prompts)
+    texts = [np.asarray(f32.generate(prompt_ids=[1, int(s)],
+                                     max_tokens=tokens, temperature=0),
+                        np.int32) for s in starts]
+    out = {}
+    for spec in SPECS:
+        m = kiln.compile(llama, weights=ckpt, quantize=spec)
+        losses = [float(m.loss(tokens=t[None, :-1], targets=t[None, 1:]))
+                  for t in texts]
+        out[name(spec)] = sum(losses) / len(losses)
     return out
 
 
@@ -184,7 +214,7 @@ def write(path, res):
     for k, r in res["decode"].items():
         L.append(f"| {k} | {r['us']:.0f} us | {r['gbs']:.1f} GB/s | "
                  f"{f32 / r['us']:.2f}x | {r['rel']:.1e} |")
-    L += ["", "**GPT-2 124M** (forward at B=1, T=128, the best of 5 calls; "
+    L += ["", "**GPT-2 124M** (forward at B=1, T=128, the best of 7 calls; "
           "stored size of the parameters; logits' largest difference from "
           "f32 relative to the largest logit, random weights):", "",
           "| weights | forward | vs f32 | stored | smaller by | logits rel. diff |",
@@ -195,15 +225,29 @@ def write(path, res):
                  f"| {r['bytes'] / 2**20:.1f} MiB | "
                  f"{g['f32']['bytes'] / r['bytes']:.2f}x | {r['rel']:.1e} |")
     L.append("")
-    L.append("The tied 50257 x 768 embedding (147 MiB) stays f32 — the "
-             "embedding lookup reads it — so the whole model shrinks less "
-             "than its linear layers.")
+    L.append("By default the tied 50257 x 768 embedding (147 MiB) stays f32, "
+             "so the whole model shrinks less than its linear layers and the "
+             "f32 output projection (10 of the forward's 32 GFLOP) bounds "
+             "the speed-up; `--quantize-params='*.weight'` quantizes it too "
+             "(\"+ tied wte\": the embedding dequantizes the rows it "
+             "gathers, the output projection runs the quantized matmul). "
+             "int8 quantizes each token's activations to int8 (absmax / "
+             "127) and multiplies s8 x s8 in oneDNN (VNNI on this CPU).")
     if res["accuracy"]:
         a = res["accuracy"]
         L += ["", "**Accuracy**: the demo's Shakespeare model (scripts/"
               "demo.sh), held-out loss on every 64-token window of the last "
               "10% of tinyshakespeare, its linear layers quantized:", "",
               "| weights | held-out loss | vs f32 |", "|---|---|---|"]
+        for k, v in a.items():
+            L.append(f"| {k} | {v:.4f} | {100 * (v / a['f32'] - 1):+.2f}% |")
+    if res.get("stories"):
+        a = res["stories"]
+        L += ["", "stories260K (llama2.c's checkpoint, examples/llama.kiln), "
+              "the loss on its own greedy stories (f32 greedy decoding of "
+              "192 tokens from BOS and 8 random first tokens), every linear "
+              "layer quantized:", "",
+              "| weights | loss | vs f32 |", "|---|---|---|"]
         for k, v in a.items():
             L.append(f"| {k} | {v:.4f} | {100 * (v / a['f32'] - 1):+.2f}% |")
     L += ["", END]
@@ -221,6 +265,8 @@ def main():
     print("decode", res["decode"], flush=True)
     res["accuracy"] = accuracy()
     print("accuracy", res["accuracy"], flush=True)
+    res["stories"] = stories_accuracy()
+    print("stories", res["stories"], flush=True)
     res["gpt2"] = gpt2_forward()
     print("gpt2", res["gpt2"], flush=True)
     write(args.out, res)

@@ -102,9 +102,12 @@ def QuantizeWeights : Pass<"kiln-quantize-weights", "mlir::ModuleOp"> {
     over their paths (`h.*.mlp.*`, `*.c_attn.weight`); by default every
     matrix whose every use is the right-hand side of a matmul — the weights
     of linear layers, not embeddings, norms, biases or an output projection
-    tied to the embedding (which the embedding also reads). A parameter a
-    glob names must be such a matrix too; one that is not is an error naming
-    its other use, as is a selection that matches nothing.
+    tied to the embedding (which the embedding also reads). A selection may
+    also name embedding tables (tied or not): their rows are dequantized as
+    they are gathered. A wildcard pattern picks the f32 matrices it matches
+    that can be quantized and skips the rest (`*.weight` passes over norms'
+    weights); a parameter named exactly must be quantizable, or it is an
+    error naming its other use; a selection that picks nothing is an error.
 
     Run it before `kiln-autodiff`: quantized weights are frozen, and the
     gradient of a matmul's input reads them through the same kernels.

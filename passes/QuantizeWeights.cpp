@@ -12,6 +12,7 @@
 #include "runtime/quant/QuantSpec.h"
 
 #include "llvm/ADT/MapVector.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/Debug.h"
 #include "llvm/Support/GlobPattern.h"
 
@@ -27,15 +28,25 @@ using namespace kiln;
 
 namespace {
 
-/// Where a parameter's value goes: nothing, or the first use that is not
-/// the right-hand side of a matmul (what keeps it from being quantized).
-Operation *otherUse(ParamOp read) {
-  for (OpOperand &use : read.getResult().getUses()) {
-    Operation *user = use.getOwner();
-    if (isa<MatmulOp, FusedMatmulOp>(user) && use.getOperandNumber() == 1)
-      continue;
-    return user;
-  }
+/// Whether `use` reads a weight as the runtime's quantized kernels can: a
+/// matmul's right-hand side, or an embedding's table (rows dequantized as
+/// they are gathered). runtime/quant/QuantView.h's readsQuantizedWeight is
+/// the runtime's side of the same rule.
+bool quantizedRead(OpOperand &use, bool embeddings) {
+  Operation *user = use.getOwner();
+  if (isa<MatmulOp, FusedMatmulOp>(user) && use.getOperandNumber() == 1)
+    return true;
+  return embeddings && isa<EmbeddingOp>(user) && use.getOperandNumber() == 0;
+}
+
+/// The first use of a parameter read that is not a quantized read: nothing
+/// when every use is one. By default only matmuls' weights are chosen (so
+/// not embeddings or a tied output projection); a parameter named by the
+/// selection may be an embedding table too.
+Operation *otherUse(ParamOp read, bool embeddings) {
+  for (OpOperand &use : read.getResult().getUses())
+    if (!quantizedRead(use, embeddings))
+      return use.getOwner();
   return nullptr;
 }
 
@@ -52,8 +63,12 @@ struct QuantizeWeights : kiln::impl::QuantizeWeightsBase<QuantizeWeights> {
     std::string error;
     if (!runtime::quant::parseQuantSpec(format, spec, error))
       return fail(error);
+    // Exact names must be quantizable; wildcard patterns pick what is.
     std::vector<llvm::GlobPattern> globs;
+    llvm::StringSet<> exact;
     for (const std::string &g : params) {
+      if (g.find_first_of("*?[\\") == std::string::npos)
+        exact.insert(g);
       llvm::Expected<llvm::GlobPattern> p = llvm::GlobPattern::create(g);
       if (!p)
         return fail("the parameter pattern '" + g +
@@ -62,12 +77,14 @@ struct QuantizeWeights : kiln::impl::QuantizeWeightsBase<QuantizeWeights> {
     }
 
     // Every read of every parameter, and the first that is not a matmul
-    // weight's.
-    llvm::MapVector<StringRef, Operation *> blocker;
+    // weight's (byDefault) or not a quantized kernel's (named).
+    llvm::MapVector<StringRef, std::pair<Operation *, Operation *>> blocker;
     module.walk([&](ParamOp read) {
-      Operation *&first = blocker[read.getName()];
-      if (!first)
-        first = otherUse(read);
+      auto &[byDefault, named] = blocker[read.getName()];
+      if (!byDefault)
+        byDefault = otherUse(read, /*embeddings=*/false);
+      if (!named)
+        named = otherUse(read, /*embeddings=*/true);
     });
 
     StringAttr quant =
@@ -79,10 +96,13 @@ struct QuantizeWeights : kiln::impl::QuantizeWeightsBase<QuantizeWeights> {
           globs, [&](const llvm::GlobPattern &g) { return g.match(name); });
       if (!globs.empty() && !named)
         continue;
+      bool mustQuantize = exact.contains(name);
       auto type = llvm::cast<RankedTensorType>(p.getType());
       auto it = blocker.find(name);
       bool read = it != blocker.end();
-      Operation *other = read ? it->second : nullptr;
+      Operation *other = !read   ? nullptr
+                         : named ? it->second.second
+                                 : it->second.first;
       bool matrix = type.getRank() == 2 && type.getElementType().isF32();
       if (matrix && read && !other) {
         p.setQuantAttr(quant);
@@ -92,8 +112,8 @@ struct QuantizeWeights : kiln::impl::QuantizeWeightsBase<QuantizeWeights> {
                                 << quant.getValue() << "\n");
         continue;
       }
-      if (!named)
-        continue; // by default, only what qualifies
+      if (!mustQuantize)
+        continue; // by default and by wildcard, only what qualifies
       if (!matrix) {
         p.emitError("kiln-quantize-weights: parameter '")
             << name << "' is " << type
@@ -108,8 +128,8 @@ struct QuantizeWeights : kiln::impl::QuantizeWeightsBase<QuantizeWeights> {
       InFlightDiagnostic d = other->emitError("kiln-quantize-weights: '")
                              << other->getName() << "' reads parameter '"
                              << name
-                             << "'; quantized weights feed matmuls only (as "
-                                "the right-hand side)";
+                             << "'; quantized weights feed matmuls (as the "
+                                "right-hand side) and embeddings only";
       d.attachNote(p.getLoc()) << "the parameter is declared here";
       return signalPassFailure();
     }
@@ -117,7 +137,8 @@ struct QuantizeWeights : kiln::impl::QuantizeWeightsBase<QuantizeWeights> {
       return fail(globs.empty()
                       ? Twine("the model has no weight matrix that only "
                               "feeds matmuls, so nothing is quantized")
-                      : Twine("no parameter matches the selection"));
+                      : Twine("no parameter the selection matches can be "
+                              "quantized"));
   }
 };
 

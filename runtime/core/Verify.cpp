@@ -3,6 +3,7 @@
 
 #include "runtime/core/Device.h"
 #include "runtime/core/OpTable.h"
+#include "runtime/quant/QuantView.h"
 
 #include <algorithm>
 
@@ -60,17 +61,15 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
     if (!written[id])
       return bad("reads value " + std::to_string(id) +
                  " before any kernel writes it");
-    // Quantized weights are read by matmuls only, as the right-hand side:
-    // no other kernel knows their codes.
+    // Quantized weights are read only by the kernels that know their codes.
     if (value(id)->kind() == kart::ValueKind::Parameter &&
         quantViews[value(id)->index()] &&
-        !((k->op() == kart::Op::Matmul || k->op() == kart::Op::FusedMatmul) &&
-          i == 1))
+        !quant::readsQuantizedWeight(k->op(), i))
       return bad("reads the quantized parameter '" +
                  prog.parameters()->Get(value(id)->index())->name()->str() +
                  "' as input " + std::to_string(i) +
-                 "; quantized weights are read by matmuls only, as the "
-                 "right-hand side");
+                 "; quantized weights are read by matmuls (as the "
+                 "right-hand side) and embeddings only");
     operands.in.push_back(value(id));
   }
   for (size_t i = 0; i < k->outputs()->size(); ++i) {

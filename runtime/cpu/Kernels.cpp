@@ -10,6 +10,7 @@
 #include "runtime/Random.h"
 #include "runtime/Vector.h"
 #include "runtime/cpu/KernelUtil.h"
+#include "runtime/quant/QuantView.h"
 
 #include <algorithm>
 #include <cmath>
@@ -239,8 +240,12 @@ Status embedding(KernelContext &c) {
       return fail(c.kernel, "index " + std::to_string(id) + " at position " +
                                 std::to_string(i) + " is outside [0, " +
                                 std::to_string(v) + ")");
-    std::memcpy(c.out[0].as<float>() + i * d, table.as<float>() + id * d,
-                d * sizeof(float));
+    if (table.quant) // a quantized table: the row's values, dequantized
+      quant::dequantizeRect(*table.quant, id, id + 1, 0, d,
+                            c.out[0].as<float>() + i * d, d);
+    else
+      std::memcpy(c.out[0].as<float>() + i * d, table.as<float>() + id * d,
+                  d * sizeof(float));
   }
   return Status::ok();
 }

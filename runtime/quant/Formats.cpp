@@ -357,6 +357,37 @@ Status kiln::runtime::quant::dequantizeInt8(const Int8Tensor &t, float *out) {
   return Status::ok();
 }
 
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3",
+                             "default"))) void
+kiln::runtime::quant::quantizeActivations(const float *x, int64_t rows,
+                                          int64_t cols, int levels,
+                                          int8_t *codes, float *scales) {
+  // Adding and subtracting 1.5 * 2^23 rounds |v| < 2^22 to the nearest
+  // integer, ties to even, in vector registers (this file is compiled
+  // without FMA contraction, so v is x * inv rounded to f32 first).
+  const float magic = 12582912.0f, top = static_cast<float>(levels);
+#pragma omp parallel for schedule(static) if (rows * cols > 65536)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *xr = x + r * cols;
+    float absmax = 0.0f;
+#pragma omp simd reduction(max : absmax)
+    for (int64_t k = 0; k < cols; ++k) {
+      float a = xr[k] < 0 ? -xr[k] : xr[k];
+      absmax = a > absmax ? a : absmax;
+    }
+    float inv = absmax > 0.0f ? top / absmax : 0.0f;
+    scales[r] = absmax / top;
+    int8_t *qr = codes + r * cols;
+#pragma omp simd
+    for (int64_t k = 0; k < cols; ++k) {
+      float v = (xr[k] * inv + magic) - magic;
+      v = v > top ? top : v;
+      v = v < -top ? -top : v;
+      qr[k] = static_cast<int8_t>(static_cast<int32_t>(v));
+    }
+  }
+}
+
 // --- int4 -------------------------------------------------------------------
 
 Status Int4Tensor::check() const {

@@ -129,6 +129,15 @@ Status quantizeInt8(const float *w, int64_t rows, int64_t cols,
                     Int8Tensor &out);
 Status dequantizeInt8(const Int8Tensor &t, float *out);
 
+/// Activations for the int8 matmul, one scale per row (token): for each of
+/// `rows` rows of `cols` values, scale = absmax / L and code = x *
+/// (L / absmax) in f32, rounded to nearest, ties to even, for L = `levels`
+/// (127, or 63 where the integer GEMM needs 7 bits: QuantMatmul.cpp); a
+/// row of zeros has scale 0 and codes 0. Vectorized; rows in parallel when
+/// there are many.
+void quantizeActivations(const float *x, int64_t rows, int64_t cols, int levels,
+                         int8_t *codes, float *scales);
+
 // --- int4 -------------------------------------------------------------------
 
 struct Int4Tensor {

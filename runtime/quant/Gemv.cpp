@@ -2,14 +2,14 @@
 //
 // y[m][n] = sum_k x[m][k] W[n][k] for up to kGemvRows rows of x — a token
 // being decoded — and a quantized weight W [N, K] read as a linear layer
-// reads it (transpose_b). Such products are bound by the bytes of the
-// weight, so the codes are decoded in registers and never written out:
+// reads it (transpose_b), for int4 and NF4 (int8 runs on integers:
+// QuantMatmul.cpp). Such products are bound by the bytes of the weight, so
+// the codes are decoded in registers and never written out:
 //
 //   nf4   32 bytes = 64 codes per step: the high nibbles (even elements)
 //         and the low ones (odd) index the 16 levels in a register
 //         (vpermps), multiplied with x split into even and odd elements
 //         once per call; each block's sum is scaled by its absmax.
-//   int8  16 codes widened to f32 per step; the row's scale at the end.
 //   int4  as nf4, the codes themselves the values; per group scale *
 //         (sum q x - zero * sum x), the groups' sums of x found once.
 //
@@ -78,27 +78,6 @@ KILN_AVX512 void nf4Row512(const uint8_t *codes, const float *scales,
     out[m] = sum512(total[m]);
 }
 
-template <int M>
-KILN_AVX512 void int8Row512(const int8_t *codes, float scale, int64_t K,
-                            const float *x, int64_t ldx, float *out) {
-  __m512 acc[M];
-  for (int64_t m = 0; m < M; ++m)
-    acc[m] = _mm512_setzero_ps();
-  int64_t k = 0;
-  for (; k + 16 <= K; k += 16) {
-    __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-        _mm_loadu_si128(reinterpret_cast<const __m128i *>(codes + k))));
-    for (int64_t m = 0; m < M; ++m)
-      acc[m] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + m * ldx + k), acc[m]);
-  }
-  for (int64_t m = 0; m < M; ++m) {
-    float s = sum512(acc[m]);
-    for (int64_t j = k; j < K; ++j)
-      s += codes[j] * x[m * ldx + j];
-    out[m] = s * scale;
-  }
-}
-
 /// One row of int4 codes (groups of G, a multiple of 32, tiling the row):
 /// sum_g scale_g * (sum_k q_k x_k - zero_g * sum_k x_k), with the groups'
 /// sums of x precomputed (xsum: [M][K/G]).
@@ -146,20 +125,6 @@ KILN_AVX512 void decode512(const QuantView &w, int64_t r0, int64_t r1,
                                            13, 29, 14, 30, 15, 31);
   for (int64_t r = r0; r < r1; ++r) {
     float *o = out + (r - r0) * ldo;
-    if (w.format == Format::Int8) {
-      const int8_t *q = reinterpret_cast<const int8_t *>(w.codes) + r * K;
-      __m512 s = _mm512_set1_ps(w.scales[r]);
-      int64_t k = 0;
-      for (; k + 16 <= K; k += 16)
-        _mm512_storeu_ps(
-            o + k, _mm512_mul_ps(
-                       _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
-                           reinterpret_cast<const __m128i *>(q + k)))),
-                       s));
-      for (; k < K; ++k)
-        o[k] = q[k] * w.scales[r];
-      continue;
-    }
     const uint8_t *codes = w.codes + r * K / 2;
     for (int64_t k = 0; k < K; k += 32) {
       __m512i b = _mm512_cvtepu8_epi32(
@@ -233,27 +198,6 @@ KILN_AVX2 void nf4Row256(const uint8_t *codes, const float *scales, int64_t K,
 }
 
 template <int M>
-KILN_AVX2 void int8Row256(const int8_t *codes, float scale, int64_t K,
-                          const float *x, int64_t ldx, float *out) {
-  __m256 acc[M];
-  for (int64_t m = 0; m < M; ++m)
-    acc[m] = _mm256_setzero_ps();
-  int64_t k = 0;
-  for (; k + 8 <= K; k += 8) {
-    __m256 w = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
-        _mm_loadl_epi64(reinterpret_cast<const __m128i *>(codes + k))));
-    for (int64_t m = 0; m < M; ++m)
-      acc[m] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + m * ldx + k), acc[m]);
-  }
-  for (int64_t m = 0; m < M; ++m) {
-    float s = sum256(acc[m]);
-    for (int64_t j = k; j < K; ++j)
-      s += codes[j] * x[m * ldx + j];
-    out[m] = s * scale;
-  }
-}
-
-template <int M>
 KILN_AVX2 void int4Row256(const uint8_t *codes, const float *scales,
                           const float *zeros, int64_t K, int64_t G,
                           const float *xe, const float *xo, const float *xsum,
@@ -290,20 +234,6 @@ KILN_AVX2 void decode256(const QuantView &w, int64_t r0, int64_t r1, float *out,
   const __m256i low = _mm256_set1_epi32(0x0f);
   for (int64_t r = r0; r < r1; ++r) {
     float *o = out + (r - r0) * ldo;
-    if (w.format == Format::Int8) {
-      const int8_t *q = reinterpret_cast<const int8_t *>(w.codes) + r * K;
-      __m256 s = _mm256_set1_ps(w.scales[r]);
-      int64_t k = 0;
-      for (; k + 8 <= K; k += 8)
-        _mm256_storeu_ps(
-            o + k, _mm256_mul_ps(
-                       _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                           reinterpret_cast<const __m128i *>(q + k)))),
-                       s));
-      for (; k < K; ++k)
-        o[k] = q[k] * w.scales[r];
-      continue;
-    }
     const uint8_t *codes = w.codes + r * K / 2;
     for (int64_t k = 0; k < K; k += 16) {
       __m256i b = _mm256_cvtepu8_epi32(
@@ -345,13 +275,7 @@ void rows(Isa isa, const QuantView &w, const float *x, int64_t ldx,
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     float out[M];
-    if (w.format == Format::Int8) {
-      const int8_t *codes = reinterpret_cast<const int8_t *>(w.codes) + n * K;
-      if (wide)
-        int8Row512<M>(codes, w.scales[n], K, x, ldx, out);
-      else
-        int8Row256<M>(codes, w.scales[n], K, x, ldx, out);
-    } else if (w.format == Format::Int4) {
+    if (w.format == Format::Int4) {
       const int64_t groups = K / w.block;
       const uint8_t *codes = w.codes + n * K / 2;
       const float *scales = w.scales + n * groups,
@@ -381,7 +305,7 @@ bool kiln::runtime::quant::gemvCovers(Isa isa, const QuantView &w,
     return false;
   switch (w.format) {
   case Format::Int8:
-    return true;
+    return false; // QuantMatmul.cpp's integer path (oneDNN s8 x s8)
   case Format::NF4:
     // Whole blocks per row, and whole vectors of codes per block.
     return w.cols % w.block == 0 && w.block % 64 == 0;
@@ -396,19 +320,14 @@ void kiln::runtime::quant::gemv(Isa isa, const QuantView &w, int64_t M,
                                 const float *x, int64_t ldx, float *y,
                                 int64_t ldy) {
   const int64_t N = w.rows, K = w.cols;
-  // NF4 pairs codes in bytes: x's even and odd elements, once per call.
   // int4 and NF4 pair codes in bytes: x's even and odd elements, once per
   // call; int4 also each group's sum of x.
-  std::vector<float> xe, xo, xsum;
-  if (w.format != Format::Int8) {
-    xe.resize(static_cast<size_t>(M * K / 2));
-    xo.resize(xe.size());
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t k = 0; k < K / 2; ++k) {
-        xe[m * (K / 2) + k] = x[m * ldx + 2 * k];
-        xo[m * (K / 2) + k] = x[m * ldx + 2 * k + 1];
-      }
-  }
+  std::vector<float> xe(static_cast<size_t>(M * K / 2)), xo(xe.size()), xsum;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < K / 2; ++k) {
+      xe[m * (K / 2) + k] = x[m * ldx + 2 * k];
+      xo[m * (K / 2) + k] = x[m * ldx + 2 * k + 1];
+    }
   if (w.format == Format::Int4) {
     int64_t groups = K / w.block;
     xsum.assign(static_cast<size_t>(M * groups), 0.0f);

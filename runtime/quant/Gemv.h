@@ -16,7 +16,7 @@ namespace kiln::runtime::quant {
 /// The most rows of x the decoding path takes (a batch of a few tokens).
 constexpr int64_t kGemvRows = 4;
 
-/// Whether gemv() handles `w` with M rows on `isa`: int8, NF4 whose blocks
+/// Whether gemv() handles `w` with M rows on `isa`: NF4 whose blocks
 /// (a multiple of 64) tile each row, and int4 whose groups (a multiple of
 /// 32) do, on AVX2 or AVX-512.
 bool gemvCovers(attention::Isa isa, const QuantView &w, int64_t M);

@@ -3,7 +3,14 @@
 // kiln.matmul and kiln.fused_matmul when the right-hand side is a quantized
 // parameter (View::quant, runtime/quant/QuantView.h):
 //
-//   decoding   up to four rows of x times an int8 or NF4 weight decode the
+//   int8       y = x Wᵀ with an int8 W: each row of x (a token) is
+//              quantized to int8 with its own scale (absmax / 127), oneDNN
+//              multiplies s8 by s8 into s32 (VNNI where the CPU has it) and
+//              the result is scaled back by the row's and the output
+//              channel's scales. Every row count takes this path, so a
+//              token's result does not depend on how many are decoded
+//              together;
+//   decoding   up to four rows of x times an int4 or NF4 weight decode the
 //              codes in registers (runtime/quant/Gemv.h);
 //   fast       tiles of the weight are dequantized into a per-thread buffer
 //              that stays in cache and multiplied with oneDNN's sgemm; the
@@ -11,8 +18,10 @@
 //              layer, W [N, K]) runs over tiles of W's rows, one tile per
 //              task; y = x W (the input's gradient) over column chunks of
 //              the output, each summing row tiles of W.
-//   reference  dequantizes the whole weight, then runs the dense reference
-//              kernel on it: the oracle the fast path is tested against.
+//   reference  dequantizes the whole weight (and, where the int8 path
+//              quantizes x, x's rows as that path does), then runs the dense
+//              reference kernel on them: the oracle the fast paths are
+//              tested against.
 //
 // The epilogue of a fused matmul is the dense kernel's: act(scale * (x W +
 // bias)) + residual.
@@ -29,6 +38,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 using namespace kiln;
@@ -113,11 +123,86 @@ Status productOf(KernelContext &c, bool transposeA, bool transposeB,
   return Status::ok();
 }
 
+/// A matmul kernel's transpose flags, fused or not.
+void transposes(const kart::Kernel &k, bool &ta, bool &tb) {
+  if (k.op() == kart::Op::FusedMatmul) {
+    ta = k.attrs_as_FusedMatmulAttrs()->transpose_a();
+    tb = k.attrs_as_FusedMatmulAttrs()->transpose_b();
+  } else {
+    ta = k.attrs_as_MatmulAttrs()->transpose_a();
+    tb = k.attrs_as_MatmulAttrs()->transpose_b();
+  }
+}
+
+/// Whether the product quantizes its activations: an int8 weight in a
+/// linear layer (y = x Wᵀ). The input's gradient (y = x W) stays in f32.
+bool quantizesActivations(quant::Format format, bool transposeA,
+                          bool transposeB) {
+  return format == quant::Format::Int8 && transposeB && !transposeA;
+}
+
+/// Whether oneDNN's integer GEMM runs on VNNI here (vpdpbusd sums
+/// products in s32 exactly). Without it, it sums pairs of u8 x s8 products
+/// in saturating s16 (vpmaddubsw), which full-range codes overflow.
+bool exactIntegerGemm() {
+  switch (dnnl_get_effective_cpu_isa()) {
+  case dnnl_cpu_isa_avx512_core_vnni:
+  case dnnl_cpu_isa_avx512_core_bf16:
+  case dnnl_cpu_isa_avx512_core_amx:
+  case dnnl_cpu_isa_avx2_vnni:
+    return true;
+  default:
+    return false;
+  }
+}
+
+/// The largest activation code: 127 with VNNI; otherwise 63, so codes
+/// offset by 64 lie in [1, 127] and a pair of products stays below 2^15.
+int activationLevels() { return exactIntegerGemm() ? 127 : 63; }
+
+/// y = x Wᵀ for an int8 W through oneDNN's integer GEMM: s8 x s8 with
+/// VNNI, else 7-bit activations offset into u8 (u8 x s8, the offset taken
+/// back out by oneDNN's zero point).
+void multiplyInt8(const Product &p) {
+  // Left uninitialized: every element is written before it is read.
+  std::unique_ptr<int8_t[]> qx(new int8_t[p.M * p.K]);
+  std::unique_ptr<float[]> sx(new float[p.M]);
+  std::unique_ptr<int32_t[]> acc(new int32_t[p.M * p.N]);
+  const int levels = activationLevels();
+  quant::quantizeActivations(p.x, p.M, p.K, levels, qx.get(), sx.get());
+  const int32_t noOffset = 0;
+  const int8_t *w = reinterpret_cast<const int8_t *>(p.w->codes);
+  if (levels == 127) {
+    dnnl_gemm_s8s8s32('N', 'T', 'F', p.M, p.N, p.K, 1.0f, qx.get(), p.K, 0, w,
+                      p.K, 0, 0.0f, acc.get(), p.N, &noOffset);
+  } else {
+    std::unique_ptr<uint8_t[]> ux(new uint8_t[p.M * p.K]);
+#pragma omp parallel for simd if (p.M * p.K > 65536)
+    for (int64_t i = 0; i < p.M * p.K; ++i)
+      ux[i] = static_cast<uint8_t>(qx[i] + 64);
+    dnnl_gemm_u8s8s32('N', 'T', 'F', p.M, p.N, p.K, 1.0f, ux.get(), p.K, 64, w,
+                      p.K, 0, 0.0f, acc.get(), p.N, &noOffset);
+  }
+  const float *sw = p.w->scales;
+#pragma omp parallel for schedule(static) if (p.M * p.N > 65536)
+  for (int64_t m = 0; m < p.M; ++m) {
+    const int32_t *a = acc.get() + m * p.N;
+    float *y = p.y + m * p.N, s = sx[m];
+#pragma omp simd
+    for (int64_t n = 0; n < p.N; ++n)
+      y[n] = static_cast<float>(a[n]) * (s * sw[n]);
+  }
+}
+
 /// Row tile of W dequantized at a time: 64 rows of up to 4096 values is
 /// 1 MiB at most, and usually far less (768 columns: 192 KiB).
 constexpr int64_t kTileRows = 64, kTileCols = 256;
 
 void multiply(const Product &p) {
+  if (quantizesActivations(p.w->format, p.transposeA, p.transposeB)) {
+    multiplyInt8(p);
+    return;
+  }
   // A token or a few being decoded: codes decoded in registers.
   attention::Isa isa = attention::bestIsa();
   if (p.transposeB && !p.transposeA && quant::gemvCovers(isa, *p.w, p.M)) {
@@ -229,19 +314,11 @@ void epilogue(KernelContext &c, const Product &p) {
 
 Status kiln::runtime::quantizedMatmul(KernelContext &c) {
   bool fused = c.kernel.op() == kart::Op::FusedMatmul;
+  if (fused && c.kernel.attrs_as_FusedMatmulAttrs()->reduce_batch())
+    return Status::error("a batch-reducing matmul cannot read a quantized "
+                         "weight");
   bool ta, tb;
-  if (fused) {
-    const kart::FusedMatmulAttrs *a = c.kernel.attrs_as_FusedMatmulAttrs();
-    if (a->reduce_batch())
-      return Status::error("a batch-reducing matmul cannot read a quantized "
-                           "weight");
-    ta = a->transpose_a();
-    tb = a->transpose_b();
-  } else {
-    const kart::MatmulAttrs *a = c.kernel.attrs_as_MatmulAttrs();
-    ta = a->transpose_a();
-    tb = a->transpose_b();
-  }
+  transposes(c.kernel, ta, tb);
   Product p;
   if (Status s = productOf(c, ta, tb, p); !s)
     return s;
@@ -260,5 +337,21 @@ kiln::runtime::quantizedMatmulReference(KernelContext &c,
   KernelContext d = c;
   d.in[1].data = full.data();
   d.in[1].quant = nullptr;
+  bool ta, tb;
+  transposes(c.kernel, ta, tb);
+  std::vector<float> x;
+  if (quantizesActivations(w.format, ta, tb) && w.cols > 0) {
+    // x as the int8 path sees it: its rows' codes times their scales.
+    int64_t rows = c.in[0].numel() / w.cols;
+    std::vector<int8_t> q(static_cast<size_t>(rows * w.cols));
+    std::vector<float> scales(static_cast<size_t>(rows));
+    quant::quantizeActivations(c.in[0].as<float>(), rows, w.cols,
+                               activationLevels(), q.data(), scales.data());
+    x.resize(q.size());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < w.cols; ++k)
+        x[r * w.cols + k] = q[r * w.cols + k] * scales[r];
+    d.in[0].data = x.data();
+  }
   return dense(d);
 }

@@ -1,13 +1,16 @@
 // kiln-quantize-weights: by default every matrix that only feeds matmuls
 // (as the right-hand side) is quantized and frozen; an embedding table that
 // the output projection shares, a bias and a weight read elsewhere are not.
-// Globs select parameters, and a selected one that cannot be quantized is
-// an error at the use that stops it.
+// Globs select parameters (an embedding table too: its rows are
+// dequantized as they are gathered), and a selected one that cannot be
+// quantized is an error at the use that stops it.
 // RUN: kiln-opt %s --kiln-quantize-weights="format=nf4" | FileCheck %s --check-prefix=NF4
 // RUN: kiln-opt %s --kiln-quantize-weights="format=int4:group=4 params=fc*" | FileCheck %s --check-prefix=GLOB
 // RUN: kiln-opt %s --kiln-quantize-weights="format=int8" --kiln-autodiff="function=loss" | FileCheck %s --check-prefix=GRAD
-// RUN: not kiln-opt %s --kiln-quantize-weights="format=int8 params=wte" 2>&1 | FileCheck %s --check-prefix=TIED
+// RUN: kiln-opt %s --kiln-quantize-weights="format=int8 params=wte" | FileCheck %s --check-prefix=TIED
+// RUN: not kiln-opt %s --kiln-quantize-weights="format=int8 params=other" 2>&1 | FileCheck %s --check-prefix=OTHER
 // RUN: not kiln-opt %s --kiln-quantize-weights="format=int8 params=b" 2>&1 | FileCheck %s --check-prefix=VECTOR
+// RUN: kiln-opt %s --kiln-quantize-weights="format=int8 params=*" | FileCheck %s --check-prefix=WILD
 // RUN: not kiln-opt %s --kiln-quantize-weights="format=int8 params=nothing*" 2>&1 | FileCheck %s --check-prefix=NONE
 // RUN: not kiln-opt %s --kiln-quantize-weights="format=int5" 2>&1 | FileCheck %s --check-prefix=BAD
 
@@ -25,10 +28,18 @@
 // GRAD-LABEL: func.func @loss_grad
 // GRAD: %[[W:.*]] = kiln.param @fc2
 // GRAD: kiln.matmul %{{.*}}, %[[W]] : tensor<?x8xf32>, tensor<8x16xf32>
-// TIED: error: kiln-quantize-weights: 'kiln.embedding' reads parameter 'wte'; quantized weights feed matmuls only (as the right-hand side)
-// TIED: note: the parameter is declared here
+// TIED: kiln.parameter @wte : tensor<10x8xf32> {frozen, {{.*}}quant = "int8"}
+// TIED: kiln.parameter @fc1 : tensor<16x8xf32> {init
+// OTHER: error: kiln-quantize-weights: 'kiln.mul' reads parameter 'other'; quantized weights feed matmuls (as the right-hand side) and embeddings only
+// OTHER: note: the parameter is declared here
 // VECTOR: error: kiln-quantize-weights: parameter 'b' is 'tensor<16xf32>'; only f32 matrices that feed matmuls are quantized
-// NONE: error: kiln-quantize-weights: no parameter matches the selection
+// A wildcard skips what cannot be quantized (the vector b, `other`).
+// WILD: kiln.parameter @wte : tensor<10x8xf32> {frozen, {{.*}}quant = "int8"}
+// WILD: kiln.parameter @fc1 : tensor<16x8xf32> {frozen, {{.*}}quant = "int8"}
+// WILD: kiln.parameter @fc2 : tensor<8x16xf32> {frozen, {{.*}}quant = "int8"}
+// WILD: kiln.parameter @b : tensor<16xf32> {init = "zeros"}
+// WILD: kiln.parameter @other : tensor<8x8xf32> {init
+// NONE: error: kiln-quantize-weights: no parameter the selection matches can be quantized
 // BAD: error: kiln-quantize-weights: unknown quantization 'int5' (expected int8, int4 or nf4)
 
 kiln.parameter @wte : tensor<10x8xf32> {init = "normal", init_args = array<f64: 0.02>}

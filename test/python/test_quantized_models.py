@@ -9,6 +9,9 @@ input gradient. Its checkpoint round-trips in bitsandbytes' / kiln's tensor
 names, and what cannot be quantized says why.
 """
 import json
+import os
+import re
+import subprocess
 import sys
 
 import numpy as np
@@ -31,6 +34,26 @@ MATRICES = ["attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
             "mlp.c_proj.weight"]
 
 
+def token_quantized(x, levels=127):
+    """x as kiln's int8 matmuls see it: each row's int8 codes (x times
+    L/absmax in f32, rounded half to even) times its scale absmax/L; L is
+    127 where oneDNN has VNNI (this machine), 63 otherwise."""
+    x = np.asarray(x, np.float32)
+    top = np.float32(levels)
+    absmax = np.abs(x).max(axis=-1, keepdims=True)
+    inv = np.where(absmax > 0, top / np.maximum(absmax, 1e-30),
+                   0).astype(np.float32)
+    q = np.clip(np.rint(x * inv), -levels, levels)
+    return q.astype(np.float64) * (absmax / top).astype(np.float64)
+
+
+def close_in_norm(got, want, tol):
+    """The activations' int8 rounding moves every value a little: compare
+    as vectors."""
+    err = np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30)
+    assert err <= tol, err
+
+
 def dense_twin(model, tmp_path, **kw):
     """The f32 model whose weights are `model`'s dequantized values."""
     path = tmp_path / "dequantized.safetensors"
@@ -43,7 +66,10 @@ def test_forward_matches_the_dequantized_model(spec, tmp_path):
     q = kiln.compile(GPT, defines=SMALL, quantize=spec)
     f = dense_twin(q, tmp_path)
     got, want = q.forward(tokens=TOKENS), f.forward(tokens=TOKENS)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    if spec == "int8":  # the activations are quantized per token too
+        close_in_norm(got, want, 2e-2)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     ref = q.run("forward", kernels="reference", tokens=TOKENS)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     # Only the linear layers' weights are quantized, and they decode to
@@ -59,6 +85,31 @@ def test_forward_matches_the_dequantized_model(spec, tmp_path):
             np.testing.assert_array_equal(w, plain[name], err_msg=name)
 
 
+@pytest.mark.parametrize("spec", SPECS)
+def test_tied_embeddings_quantized_on_request(spec, tmp_path):
+    """`*.weight` picks GPT-2's tied wte too (its rows dequantized as the
+    embedding gathers them, the output projection through the quantized
+    matmul) and passes over norms' weights and wpe (read by a slice)."""
+    q = kiln.compile(GPT, defines=SMALL, quantize=spec,
+                     quantize_params=["*.weight"])
+    f = dense_twin(q, tmp_path)
+    got, want = q.forward(tokens=TOKENS), f.forward(tokens=TOKENS)
+    if spec == "int8":
+        close_in_norm(got, want, 2e-2)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    ref = q.run("forward", kernels="reference", tokens=TOKENS)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    params = kiln_cli("compile", GPT, *[f"-D{k}={v}" for k, v in
+                                        SMALL.items()],
+                      f"--quantize={spec}", "--quantize-params=*.weight",
+                      "--emit=params").stdout
+    storage = {m.group(1): m.group(2) for m in re.finditer(
+        r"^(\S+)\s+\[.*?\]\s+\S+\s+[\d,]+\s+(\S+)", params, re.M)}
+    assert storage["wte.weight"].startswith(spec.split(":")[0])
+    assert storage["wpe.weight"] == "f32" == storage["h.0.ln_1.weight"]
+
+
 @pytest.mark.parametrize("spec", ["int8", "nf4"])
 def test_gradients_flow_through_quantized_weights(spec, tmp_path):
     q = kiln.compile(GPT, defines=SMALL, quantize=spec, grad="loss")
@@ -69,15 +120,19 @@ def test_gradients_flow_through_quantized_weights(spec, tmp_path):
                 targets=TARGETS)
     names = ["loss"] + list(q.parameters())
     for name, g, w, r in zip(names, got, want, ref):
-        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6, err_msg=name)
+        if spec == "int8":  # forward through per-token int8 activations
+            close_in_norm(g, w, 5e-2)
+        else:
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6,
+                                       err_msg=name)
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
 @pytest.mark.parametrize("width", [72, 128])
 def test_batches_of_one_row_and_odd_shapes(width):
-    """Decoding's few rows (in registers for int8, and for NF4 when its
-    blocks tile the rows: width 128), and weights whose rows are not a
-    multiple of the tiles."""
+    """Decoding's few rows (in registers for int4, and for NF4 when its
+    blocks tile the rows: width 128; int8 quantizes each row of x), and
+    weights whose rows are not a multiple of the tiles."""
     src = """
 model m(K = 72) {
   dim B
@@ -93,11 +148,52 @@ model m(K = 72) {
         b = q.parameters()["fc.bias"]
         for rows in (1, 3, 4, 5):
             x = RNG.standard_normal((rows, width)).astype(np.float32)
-            np.testing.assert_allclose(q.forward(x=x), x @ w.T + b,
+            xs = token_quantized(x) if spec == "int8" else x
+            np.testing.assert_allclose(q.forward(x=x), xs @ w.T + b,
                                        rtol=1e-5, atol=1e-5)
             y = RNG.standard_normal((rows, 100)).astype(np.float32)
             np.testing.assert_allclose(q.back(x=y), y @ w, rtol=1e-5,
                                        atol=1e-5)
+
+
+INT8_WITHOUT_VNNI = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import kiln
+src = '''
+model m(K = 256) {
+  dim B
+  param fc = linear(K, 64, bias = false)
+  fn forward(x: f32[B, K]) -> f32[B, 64] { return fc(x) }
+}
+'''
+q = kiln.compile(src, quantize="int8", seed=1)
+rng = np.random.default_rng(0)
+# Full-range codes of one sign in each row: every pair of products is as
+# large as it gets, which overflows 16-bit pair sums.
+x = np.abs(rng.standard_normal((5, 256))).astype(np.float32) + 1
+x[1] *= -1
+w = q.parameters()["fc.weight"]
+np.save(sys.argv[2], np.stack([q.forward(x=x),
+                               q.run("forward", kernels="reference", x=x)]))
+np.save(sys.argv[3], x)
+np.save(sys.argv[4], w)
+"""
+
+
+@pytest.mark.parametrize("isa", ["AVX2", "SSE41"])
+def test_int8_without_vnni_does_not_saturate(isa, tmp_path):
+    """Without VNNI, oneDNN's integer GEMM sums pairs of u8 x s8 products in
+    saturating 16 bits: kiln quantizes activations to 7 bits there."""
+    out, xs, ws = (tmp_path / f for f in ("y.npy", "x.npy", "w.npy"))
+    subprocess.run([sys.executable, "-c", INT8_WITHOUT_VNNI,
+                    str(BUILD / "python"), out, xs, ws], check=True,
+                   env={**os.environ, "DNNL_MAX_CPU_ISA": isa})
+    got, ref = np.load(out)
+    want = token_quantized(np.load(xs), levels=63) @ np.load(ws).T
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
 
 
 def test_params_table_shows_storage_and_bytes():
@@ -157,14 +253,14 @@ def test_quantized_artifacts_are_smaller(tmp_path):
      "nf4)"),
     (["--quantize-params=h.*"],
      "--quantize-params selects what --quantize stores quantized"),
-    (["--quantize=nf4", "--quantize-params=wte.weight"],
-     "'kiln.embedding' reads parameter 'wte.weight'; quantized weights feed "
-     "matmuls only"),
-    (["--quantize=nf4", "--quantize-params=h.*.ln_1.*"],
+    (["--quantize=nf4", "--quantize-params=wpe.weight"],
+     "'kiln.slice' reads parameter 'wpe.weight'; quantized weights feed "
+     "matmuls (as the right-hand side) and embeddings only"),
+    (["--quantize=nf4", "--quantize-params=h.0.ln_1.weight"],
      "parameter 'h.0.ln_1.weight' is 'tensor<768xf32>'; only f32 matrices that "
      "feed matmuls are quantized"),
-    (["--quantize=int4:group=64", "--quantize-params=nothing.*"],
-     "no parameter matches the selection"),
+    (["--quantize=int4:group=64", "--quantize-params=h.*.ln_1.*"],
+     "no parameter the selection matches can be quantized"),
 ])
 def test_bad_quantization_requests(args, message):
     r = kiln_cli("compile", GPT, "-D", "n_layer=1", "-o", "/dev/null", *args,

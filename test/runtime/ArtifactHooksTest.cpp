@@ -231,7 +231,7 @@ TEST(ArtifactHooks, QuantizedStorageIsCheckedAndRuns) {
             value(kart::ValueKind::Intermediate, {2, 2});
       },
       {"kernel 0 (Relu)", "reads the quantized parameter 'w' as input 0",
-       "matmuls only"});
+       "matmuls (as the right-hand side) and embeddings only"});
   refused(
       [](kart::ProgramT &p) {
         p.functions[0]->values[2]->index = 1;
