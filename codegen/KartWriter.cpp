@@ -16,6 +16,7 @@
 #include "runtime/Model.h"
 #include "runtime/Random.h"
 #include "runtime/kart_generated.h"
+#include "runtime/lora/LoraSpec.h"
 #include "runtime/quant/Serialize.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -445,6 +446,23 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
     for (const auto &[name, t] : *options.weights)
       byName[name] = &t;
   std::set<std::string> used;
+  // LoRA adapters absent from the weights start from their initializers
+  // (fine-tuning a pretrained base); present, they are read like the rest.
+  std::set<std::string> adapters;
+  if (auto lora = module->getAttrOfType<DictionaryAttr>("kiln.lora"))
+    for (Attribute t : lora.getAs<ArrayAttr>("targets")) {
+      std::string target = llvm::cast<StringAttr>(t).str();
+      adapters.insert(runtime::lora::loraA(target));
+      adapters.insert(runtime::lora::loraB(target));
+    }
+  std::map<std::string, const runtime::Tensor *> adapterValues;
+  if (options.adapters)
+    for (const auto &[name, t] : *options.adapters) {
+      if (!adapters.count(name))
+        return module.emitError("the adapter holds '")
+               << name << "', which is not one of the model's LoRA adapters";
+      adapterValues[name] = &t;
+    }
   std::vector<runtime::Tensor> f32Of(params.size());
   std::vector<std::optional<runtime::quant::QuantizedWeight>> quantized(
       params.size());
@@ -456,6 +474,18 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
     runtime::Tensor &f32 = f32Of[i];
     runtime::quant::QuantizedWeight q;
     bool haveQuantized = false;
+    if (adapterValues.count(name)) {
+      {
+        const runtime::Tensor &t = *adapterValues[name];
+        if (t.dtype() != runtime::DType::F32 || t.shape() != shape)
+          return p.op.emitError("adapter '")
+                 << name << "' is " << t.describe()
+                 << " in the adapter, but the model declares " << type;
+        f32 = runtime::Tensor::view(runtime::DType::F32, shape,
+                                    const_cast<void *>(t.data()));
+        continue;
+      }
+    }
     if (options.weights) {
       if (runtime::quant::holdsQuantized(name, byName)) {
         // A quantized checkpoint (bitsandbytes' NF4, kiln's int8 / int4).
@@ -474,6 +504,8 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
         haveQuantized = true;
       } else {
         auto it = byName.find(name);
+        if (it == byName.end() && adapters.count(name))
+          continue; // initialized below
         if (it == byName.end())
           return p.op.emitError("the weights have no tensor '")
                  << name << "' for this parameter";
@@ -665,6 +697,16 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
   const runtime::Tokenizer *tok =
       options.tokenizer && !options.tokenizer->empty() ? options.tokenizer
                                                        : nullptr;
+  fb::Offset<kart::LoraConfig> loraConfig = 0;
+  if (auto lora = module->getAttrOfType<DictionaryAttr>("kiln.lora")) {
+    std::vector<std::string> targets;
+    for (Attribute t : lora.getAs<ArrayAttr>("targets"))
+      targets.push_back(llvm::cast<StringAttr>(t).str());
+    loraConfig = kart::CreateLoraConfig(
+        fbb, lora.getAs<IntegerAttr>("rank").getInt(),
+        lora.getAs<FloatAttr>("alpha").getValueAsDouble(),
+        fbb.CreateVectorOfStrings(targets));
+  }
   auto program = kart::CreateProgram(
       fbb, runtime::kFormatVersion,
       fbb.CreateString(name ? name.str() : "model"), fbb.CreateVector(symbols),
@@ -673,7 +715,8 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
       tok ? fbb.CreateString(tok->kind()) : 0,
       tok ? fbb.CreateVectorOfStrings(tok->pieces()) : 0,
       tok && !tok->scores().empty() ? fbb.CreateVector(tok->scores()) : 0,
-      tok ? tok->bos() : -1, tok ? tok->eos() : -1);
+      tok ? tok->bos() : -1, tok ? tok->eos() : -1, /*executables=*/0,
+      loraConfig);
   kart::FinishProgramBuffer(fbb, program);
   bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   return success();

@@ -19,6 +19,10 @@ struct ArtifactOptions {
   /// Trained weights by parameter name. When set, every parameter must be
   /// present with its exact shape and no other tensor may be.
   const runtime::NamedTensors *weights = nullptr;
+  /// LoRA adapters' values by parameter name (a PEFT adapter the driver
+  /// read): used before `weights`; an adapter in neither starts from its
+  /// initializer. Every tensor must be one of the model's adapters.
+  const runtime::NamedTensors *adapters = nullptr;
   /// Record the lowering on the IR (`kiln compile --emit=lowered`): each op
   /// that becomes a kernel gets `kiln.kernel` (the runtime op).
   bool annotate = false;

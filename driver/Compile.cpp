@@ -2,6 +2,7 @@
 #include "driver/Compile.h"
 
 #include "codegen/KartWriter.h"
+#include "driver/Adapter.h"
 #include "frontend/AST.h"
 #include "ir/AttentionPattern.h"
 #include "ir/KilnDialect.h"
@@ -76,6 +77,7 @@ private:
     return r.stage == CompileStage::Kart || r.stage == CompileStage::Lowered;
   }
   bool checkFunctionNames(mlir::ModuleOp module);
+  bool readLora();
   bool writeArtifact(mlir::ModuleOp module);
 
   const CompileRequest &r;
@@ -84,7 +86,36 @@ private:
   mlir::MLIRContext ctx;
   std::optional<DiagnosticCapture> capture;
   std::optional<mlir::SourceMgrDiagnosticHandler> printer;
+  /// The adapters asked for (--lora, --adapter) and the adapter's values.
+  std::optional<runtime::lora::LoraSpec> lora;
+  runtime::NamedTensors adapterTensors;
 };
+
+bool Compilation::readLora() {
+  namespace rl = runtime::lora;
+  std::string error;
+  if (!r.lora.empty()) {
+    lora.emplace();
+    if (!rl::parseLoraSpec(r.lora, *lora, error))
+      return fail("LoRA '" + r.lora + "': " + error);
+  }
+  if (r.adapter.empty())
+    return true;
+  rl::LoraSpec fromFile;
+  if (runtime::Status s = readAdapter(r.adapter, fromFile, adapterTensors); !s)
+    return fail(s.message());
+  if (!lora) {
+    lora = fromFile;
+    return true;
+  }
+  if (lora->rank != fromFile.rank || lora->alpha != fromFile.alpha)
+    return fail("the adapter in " + r.adapter + " has rank " +
+                std::to_string(fromFile.rank) + " and alpha " +
+                std::to_string(fromFile.alpha) + ", but --lora asks for rank " +
+                std::to_string(lora->rank) + " and alpha " +
+                std::to_string(lora->alpha));
+  return true;
+}
 
 /// "forward, loss" for messages.
 std::string functionList(mlir::ModuleOp module) {
@@ -122,6 +153,10 @@ bool Compilation::checkFunctionNames(mlir::ModuleOp module) {
   if (!r.quantizeParams.empty() && r.quantize.empty())
     return fail("the parameters to quantize were given without a "
                 "quantization (--quantize=nf4)");
+  if (!r.lora.empty() || !r.adapter.empty()) {
+    if (!artifactStage() && !r.adapter.empty())
+      return fail("an adapter's values go into artifacts");
+  }
   if (!r.quantize.empty()) {
     runtime::quant::QuantSpec spec;
     std::string error;
@@ -203,6 +238,15 @@ bool Compilation::run() {
   CompilePipelineOptions pipeline;
   pipeline.quantize = r.quantize;
   pipeline.quantizeParams = r.quantizeParams;
+  if (!readLora())
+    return false;
+  if (lora) {
+    LoraOptions o;
+    o.rank = lora->rank;
+    o.alpha = lora->alpha;
+    o.targets = lora->targets;
+    pipeline.lora = o;
+  }
   pipeline.attention = r.attention;
   pipeline.attentionFunctions = r.attentionFunctions;
   pipeline.attentionBlocks = r.attentionBlocks;
@@ -274,6 +318,8 @@ bool Compilation::writeArtifact(mlir::ModuleOp module) {
       return fail(s.message());
     artifact.weights = &weights;
   }
+  if (!adapterTensors.empty())
+    artifact.adapters = &adapterTensors;
   runtime::NamedTensors external;
   if (!r.externalWeights.empty()) {
     // The artifact names the file only; the runtime looks for it beside

@@ -20,6 +20,7 @@
 #include "frontend/MLIRGen.h"
 #include "passes/Passes.h"
 #include "runtime/Tokenizer.h"
+#include "runtime/lora/LoraSpec.h"
 
 #include <cstdint>
 #include <optional>
@@ -72,6 +73,12 @@ struct CompileRequest {
   /// feeds matmuls. They are frozen.
   std::string quantize;
   std::vector<std::string> quantizeParams;
+  /// LoRA adapters (runtime/lora/LoraSpec.h: "rank=8,alpha=16,targets=GLOB")
+  /// beside linear layers, everything else frozen; and/or a PEFT adapter
+  /// directory to start them from (driver/Adapter.h), whose config gives
+  /// the rank, alpha and targets when `lora` is empty.
+  std::string lora;
+  std::string adapter;
   /// Derive `grad`_grad (reverse-mode autodiff), recomputing block
   /// activations in it with `recompute`.
   std::string grad;

@@ -5,6 +5,7 @@
 
 #include "mlir/IR/IRMapping.h"
 #include "llvm/ADT/MapVector.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/Debug.h"
 
 #define DEBUG_TYPE "kiln-autodiff"
@@ -146,6 +147,25 @@ struct AutodiffPass : kiln::impl::AutodiffBase<AutodiffPass> {
     SmallVector<Operation *> forward;
     for (Operation &op : body.without_terminator())
       forward.push_back(&op);
+    // Activity: the values that depend on a trainable parameter. Gradients
+    // flow only into those, so frozen weights (quantized, or the base under
+    // LoRA adapters) get no gradient products at all.
+    llvm::StringSet<> frozen;
+    for (ParameterOp p : module.getOps<ParameterOp>())
+      if (p.getFrozen())
+        frozen.insert(p.getSymName());
+    llvm::DenseSet<Value> varied;
+    for (Operation *op : forward) {
+      bool active = false;
+      if (auto p = llvm::dyn_cast<ParamOp>(op))
+        active = !frozen.contains(p.getName());
+      else
+        active = llvm::any_of(op->getOperands(),
+                              [&](Value v) { return varied.contains(v); });
+      if (active)
+        for (Value r : op->getResults())
+          varied.insert(r);
+    }
     for (Operation *op : llvm::reverse(forward)) {
       SmallVector<Value> resultGrads;
       bool reached = false;
@@ -175,7 +195,7 @@ struct AutodiffPass : kiln::impl::AutodiffBase<AutodiffPass> {
       if (failed(diff.buildVJP(b, resultGrads, operandGrads)))
         return signalPassFailure();
       for (auto [operand, g] : llvm::zip(op->getOperands(), operandGrads))
-        if (g)
+        if (g && varied.contains(operand))
           accumulate(grads, operand, g, op->getLoc());
     }
 

@@ -35,6 +35,8 @@ struct CompilePipelineOptions {
   /// matmul weight) quantized as `quantize` says, when not empty.
   std::string quantize;
   std::vector<std::string> quantizeParams;
+  /// Add LoRA adapters (kiln-lora) and freeze everything else, when set.
+  std::optional<LoraOptions> lora;
   /// Apply this attention pattern (command-line form, ir/AttentionPattern.h)
   /// to the attention ops of `attentionFunctions` and `attentionBlocks`
   /// (all when empty) before autodiff, when not empty.

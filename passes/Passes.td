@@ -88,6 +88,36 @@ def TrainStep : Pass<"kiln-train-step", "mlir::ModuleOp"> {
   let dependentDialects = ["::kiln::KilnDialect"];
 }
 
+def Lora : Pass<"kiln-lora", "mlir::ModuleOp"> {
+  let summary = "Add LoRA adapters to linear layers and freeze the rest";
+  let description = [{
+    Low-rank adaptation (Hu et al. 2021), as PEFT builds it: each selected
+    weight `X.weight` (`[out, in]`, read as a linear layer reads it, `x Xᵀ`)
+    gets two trainable parameters, `X.lora_A.weight` `[rank, in]`
+    (Kaiming-uniform: uniform in ±1/sqrt(in)) and `X.lora_B.weight`
+    `[out, rank]` (zeros), and every product `x Xᵀ` becomes
+    `x Xᵀ + (alpha / rank) · (x Aᵀ) Bᵀ`. Every other parameter is frozen,
+    so only the adapters train (and get gradients and optimizer state); the
+    base may be quantized (run `kiln-quantize-weights` first). The module
+    gets `kiln.lora = {rank, alpha, targets}`, which the artifact records.
+
+    `targets` selects weights by glob over parameter paths (`*.c_attn.weight`);
+    by default every f32 matrix whose every use is a linear layer's product
+    (not embeddings or a tied output projection). A weight a glob names
+    exactly that is read otherwise is an error naming the use.
+
+    Example: `kiln-opt --kiln-lora="rank=8 alpha=16 targets=*.c_attn.weight"`.
+  }];
+  let options = [
+    Option<"rank", "rank", "int64_t", /*default=*/"8", "The adapters' rank">,
+    Option<"alpha", "alpha", "double", /*default=*/"8.0",
+           "The adapters' scale is alpha / rank">,
+    ListOption<"targets", "targets", "std::string",
+               "Globs over parameter paths (default: every linear weight)">
+  ];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
 def QuantizeWeights : Pass<"kiln-quantize-weights", "mlir::ModuleOp"> {
   let summary = "Store selected weights quantized (int8, int4, NF4)";
   let description = [{

@@ -33,6 +33,9 @@ void kiln::buildCompilePipeline(mlir::OpPassManager &pm,
     quantize.params = options.quantizeParams;
     pm.addPass(createQuantizeWeights(quantize));
   }
+  // After quantization, which would otherwise pick the adapters too.
+  if (options.lora)
+    pm.addPass(createLora(*options.lora));
   if (!options.attention.empty()) {
     SparsifyAttentionOptions sparsify;
     sparsify.pattern = options.attention;

@@ -30,7 +30,7 @@ namespace {
 
 /// Whether `use` reads a weight as the runtime's quantized kernels can: a
 /// matmul's right-hand side, or an embedding's table (rows dequantized as
-/// they are gathered). runtime/quant/QuantView.h's readsQuantizedWeight is
+/// they are gathered). runtime/Kernels.h's readsQuantizedWeight is
 /// the runtime's side of the same rule.
 bool quantizedRead(OpOperand &use, bool embeddings) {
   Operation *user = use.getOwner();

@@ -201,6 +201,16 @@ Status fusedMatmulReference(KernelContext &ctx);
 /// it.
 float gelu(float x, bool tanhForm);
 
+/// Whether input `input` of a kernel of `op` may be a quantized weight: a
+/// matmul's right-hand side (runtime/quant/QuantMatmul.cpp) or an
+/// embedding's table (its gathered rows dequantized). The compiler's
+/// kiln-quantize-weights pass selects by the same rule.
+inline bool readsQuantizedWeight(kart::Op op, size_t input) {
+  return ((op == kart::Op::Matmul || op == kart::Op::FusedMatmul) &&
+          input == 1) ||
+         (op == kart::Op::Embedding && input == 0);
+}
+
 /// Matmul and FusedMatmul with a quantized right-hand side (View::quant):
 /// tiles dequantized in cache (runtime/quant/QuantMatmul.cpp), and the
 /// oracle, which dequantizes the whole weight and runs `dense` on it.

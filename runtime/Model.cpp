@@ -282,6 +282,8 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
   }
   if (Status s = loadQuantized(p); !s)
     return s;
+  if (Status s = loadLora(p); !s)
+    return s;
   if (!external.empty())
     return Status::error("external weights " + wfile +
                          " hold tensors the artifact does not use, e.g. '" +
@@ -686,21 +688,74 @@ Status Model::parameter(const std::string &name, Tensor &out) const {
   return Status::error("the model has no parameter '" + name + "'");
 }
 
+Status Model::loadLora(const void *program) {
+  const auto *p = static_cast<const kart::Program *>(program);
+  const kart::LoraConfig *c = p->lora();
+  if (!c)
+    return Status::ok();
+  auto bad = [](const std::string &why) {
+    return Status::error("the artifact's LoRA record " + why);
+  };
+  if (c->rank() < 1 || c->rank() > 4096)
+    return bad("has rank " + std::to_string(c->rank()) +
+               "; expected 1 to 4096");
+  if (!(c->alpha() > 0) || !std::isfinite(c->alpha()))
+    return bad("has alpha " + std::to_string(c->alpha()) +
+               "; expected a positive number");
+  if (!c->targets() || c->targets()->size() == 0 ||
+      c->targets()->size() > params_.size())
+    return bad(
+        "names " + std::to_string(c->targets() ? c->targets()->size() : 0) +
+        " targets for " + std::to_string(params_.size()) + " parameters");
+  std::map<std::string, const ParameterInfo *> byName;
+  for (const ParameterInfo &pi : params_)
+    byName[pi.name] = &pi;
+  lora::LoraSpec spec;
+  spec.rank = c->rank();
+  spec.alpha = c->alpha();
+  for (const flatbuffers::String *t : *c->targets()) {
+    std::string target = t ? t->str() : "";
+    auto w = byName.find(target);
+    if (w == byName.end() || w->second->shape.size() != 2)
+      return bad("names '" + target + "', which is not a matrix parameter");
+    int64_t out = w->second->shape[0], in = w->second->shape[1];
+    for (auto [name, shape] : {std::pair<std::string, std::vector<int64_t>>{
+                                   lora::loraA(target), {spec.rank, in}},
+                               {lora::loraB(target), {out, spec.rank}}}) {
+      auto a = byName.find(name);
+      if (a == byName.end() || a->second->dtype != DType::F32 ||
+          a->second->shape != shape || !a->second->trainable)
+        return bad("adapts '" + target + "', but its adapter '" + name +
+                   "' is missing or not a trainable f32 " +
+                   shapeString(DType::F32, shape));
+    }
+    spec.targets.push_back(target);
+  }
+  lora_ = std::move(spec);
+  return Status::ok();
+}
+
+Status Model::appendStored(const ParameterInfo &p,
+                           NamedTensors &tensors) const {
+  if (const quant::QuantView *q = quantViews_[&p - params_.data()]) {
+    // As a quantized checkpoint (bitsandbytes' NF4 tensors, kiln's int8 /
+    // int4), which --weights reads back.
+    std::shared_lock<std::shared_mutex> reading(paramsMutex_);
+    quant::appendTensors(p.name, quant::toQuantizedWeight(*q, p.shape),
+                         tensors);
+    return Status::ok();
+  }
+  Tensor t;
+  if (Status s = parameter(p.name, t); !s)
+    return s;
+  tensors.emplace_back(p.name, std::move(t));
+  return Status::ok();
+}
+
 Status Model::saveWeights(const std::string &path) const {
   NamedTensors tensors;
-  for (const ParameterInfo &p : params_) {
-    if (const quant::QuantView *q = quantViews_[&p - params_.data()]) {
-      // As a quantized checkpoint (bitsandbytes' NF4 tensors, kiln's
-      // int8 / int4), which --weights reads back.
-      std::shared_lock<std::shared_mutex> reading(paramsMutex_);
-      quant::appendTensors(p.name, quant::toQuantizedWeight(*q, p.shape),
-                           tensors);
-      continue;
-    }
-    Tensor t;
-    if (Status s = parameter(p.name, t); !s)
+  for (const ParameterInfo &p : params_)
+    if (Status s = appendStored(p, tensors); !s)
       return s;
-    tensors.emplace_back(p.name, std::move(t));
-  }
   return writeSafetensors(path, tensors);
 }

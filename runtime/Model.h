@@ -17,6 +17,7 @@
 #include "runtime/Tensor.h"
 #include "runtime/Tokenizer.h"
 #include "runtime/attention/PatternSpec.h"
+#include "runtime/lora/LoraSpec.h"
 #include "runtime/quant/QuantView.h"
 
 #include <atomic>
@@ -218,6 +219,21 @@ public:
   /// Writes every parameter, by name, as a .safetensors file.
   Status saveWeights(const std::string &path) const;
 
+  /// The model's LoRA adapters (kiln compile --lora), if it has them: rank,
+  /// alpha and the adapted weights; each target X.weight has parameters
+  /// X.lora_A.weight and X.lora_B.weight (runtime/lora/LoraSpec.h).
+  const std::optional<lora::LoraSpec> &lora() const { return lora_; }
+  /// Writes the adapters as PEFT does (runtime/lora/Adapter.h) into `dir`
+  /// (created if needed): adapter_model.safetensors, adapter_config.json.
+  Status saveAdapter(const std::string &dir) const;
+  /// The weights with the adapters folded in, as a checkpoint the model's
+  /// source compiles from without --lora: each target becomes W + (alpha /
+  /// r) B A (summed in double) — f32, or quantized as `requantize` says —
+  /// the adapters are left out, and every other parameter is as
+  /// saveWeights writes it.
+  Status mergeAdapters(std::vector<std::pair<std::string, Tensor>> &out,
+                       const quant::QuantSpec *requantize = nullptr) const;
+
 private:
   Model() = default;
   Status init(const std::string &dir, const LoadOptions &options);
@@ -225,6 +241,12 @@ private:
   /// tensors (which must close the parameter table) and builds their views;
   /// the auxiliary tensors then leave params_.
   Status loadQuantized(const void *program);
+  /// Appends parameter `p` as saveWeights stores it (f32, or a quantized
+  /// checkpoint's tensors).
+  Status appendStored(const ParameterInfo &p,
+                      std::vector<std::pair<std::string, Tensor>> &out) const;
+  /// Checks the artifact's LoRA record against the parameter table.
+  Status loadLora(const void *program);
   std::unique_ptr<FunctionState> newState(const StatePool &pool);
 
   std::vector<uint8_t> bytes_;
@@ -238,6 +260,7 @@ private:
   std::vector<const quant::QuantView *> quantViews_; // per model parameter
   std::vector<Tensor> externalWeights_;
   Tokenizer tokenizer_;
+  std::optional<lora::LoraSpec> lora_;
   bool tokenizerChanged_ = false; // saveArtifact serializes it again
   std::atomic<int> threads_{0};
   OptimizerState optimizer_;

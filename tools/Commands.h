@@ -52,6 +52,14 @@ struct QuantizeOptions {
   int apply(CompileRequest &r) const;
 };
 
+/// --lora and --adapter, as kiln compile and kiln train read them.
+struct AdapterOptions {
+  std::string lora, adapter;
+  void declare(OptionParser &p);
+  /// Checks them and copies them into `r`; an exit status or -1.
+  int apply(CompileRequest &r) const;
+};
+
 /// `kiln inspect --attention-layout=T`: each attention kernel's pattern and
 /// the blocks its kernels compute at sequence length T, per head.
 std::string describeAttention(runtime::Model &model, int64_t T);
@@ -59,6 +67,7 @@ std::string describeAttention(runtime::Model &model, int64_t T);
 int compileCommand(const std::vector<std::string> &args);
 int runCommand(const std::vector<std::string> &args);
 int inspectCommand(const std::vector<std::string> &args);
+int mergeCommand(const std::vector<std::string> &args);
 int generateCommand(const std::vector<std::string> &args);
 int trainCommand(const std::vector<std::string> &args);
 

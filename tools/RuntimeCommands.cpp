@@ -208,6 +208,46 @@ int inspectCommand(const std::vector<std::string> &args) {
   return 0;
 }
 
+int mergeCommand(const std::vector<std::string> &args) {
+  std::string path, output, quantize;
+  LoadOptions load;
+  OptionParser p("merge");
+  artifactOptions(p, path, load);
+  p.text("--output", output, "a file, e.g. -o merged.safetensors");
+  p.alias("-o", "--output");
+  p.text("--quantize", quantize,
+         "a quantization for the merged weights, e.g. --quantize=nf4");
+  if (int rc = p.parse(args); rc >= 0)
+    return rc;
+  if (path.empty())
+    return usageError("'kiln merge' needs an artifact with LoRA adapters");
+  if (!llvm::StringRef(output).ends_with(".safetensors"))
+    return usageError("'kiln merge' writes a .safetensors checkpoint: give "
+                      "-o FILE.safetensors");
+  quant::QuantSpec spec;
+  std::string error;
+  if (!quantize.empty() && !quant::parseQuantSpec(quantize, spec, error))
+    return usageError("--quantize=" + quantize + ": " + error);
+  std::unique_ptr<Model> model;
+  if (Status s = Model::load(path, model, load); !s)
+    return fail(s.message());
+  NamedTensors merged;
+  if (Status s =
+          model->mergeAdapters(merged, quantize.empty() ? nullptr : &spec);
+      !s)
+    return fail(path + ": " + s.message());
+  if (Status s = writeSafetensors(output, merged); !s)
+    return fail(s.message());
+  std::cout << "merged " << model->lora()->targets.size() << " adapters (rank "
+            << model->lora()->rank << ", alpha " << model->lora()->alpha
+            << ") into " << output
+            << (quantize.empty() ? std::string() : " as " + quantize)
+            << "; compile it with --weights=" << output
+            << (quantize.empty() ? std::string() : " --quantize=" + quantize)
+            << "\n";
+  return 0;
+}
+
 std::string describeAttention(Model &model, int64_t T) {
   std::ostringstream os;
   os << "attention layouts at T=" << T << " (blocks of "

@@ -57,6 +57,8 @@ struct Options {
   bool resume = false, recompute = false, fuse = true;
   AttentionOptions attention;
   kiln::tools::QuantizeOptions quantize;
+  kiln::tools::AdapterOptions adapters;
+  std::string weights, saveAdapter;
   uint64_t seed = 0;
   TrainConfig train;
   std::vector<Define> defines;
@@ -167,6 +169,13 @@ int parse(const std::vector<std::string> &args, Options &o) {
   p.flag("--no-fuse", o.fuse, false);
   o.attention.declare(p);
   o.quantize.declare(p);
+  o.adapters.declare(p);
+  p.text("--weights", o.weights,
+         "a .safetensors file or llama2.c checkpoint, e.g. "
+         "--weights=base.safetensors");
+  p.text("--save-adapter", o.saveAdapter,
+         "a directory, e.g. "
+         "--save-adapter=adapter");
   p.custom("--define", [&](llvm::StringRef def) {
     auto [name, v] = def.split('=');
     if (name.trim().empty() || v.trim().empty())
@@ -213,10 +222,13 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
   std::string kind = o.tokenizer.empty() ? "char" : o.tokenizer;
   if (kart) {
     if (!o.defines.empty() || o.recompute || !o.fuse ||
-        !o.attention.pattern.empty() || !o.quantize.spec.empty())
+        !o.attention.pattern.empty() || !o.quantize.spec.empty() ||
+        !o.adapters.lora.empty() || !o.adapters.adapter.empty() ||
+        !o.weights.empty())
       return usageError(
-          "-D, --recompute, --no-fuse, --attention and --quantize apply to "
-          ".kiln models; an artifact is already compiled");
+          "-D, --recompute, --no-fuse, --attention, --quantize, --lora, "
+          "--adapter and --weights apply to .kiln models; an artifact is "
+          "already compiled");
     if (Status s = Model::load(o.input, model, o.load); !s)
       return fail(o.input + ": " + s.message());
     if (!model->tokenizer().empty()) {
@@ -265,6 +277,9 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
     return rc;
   if (int rc = o.quantize.apply(r); rc >= 0)
     return rc;
+  if (int rc = o.adapters.apply(r); rc >= 0)
+    return rc;
+  r.weights = o.weights;
   // The training step is compiled too: forward, backward and the optimizer
   // update in one function (used for steps without accumulation).
   TrainStepOptions step;
@@ -304,6 +319,9 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
   if (int rc = loadModel(o, text, tok, model))
     return rc;
   model->setThreads(static_cast<int>(o.threads));
+  if (!o.saveAdapter.empty() && !model->lora())
+    return usageError("--save-adapter writes LoRA adapters; the model has "
+                      "none (train with --lora=rank=8,...)");
 
   // The loss must be loss(tokens, targets) over [B, T] token ids.
   const FunctionInfo *lossFn = nullptr;
@@ -414,15 +432,20 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
       return fail(o.metrics + ": cannot write the metrics file");
   }
   bool tty = isatty(2);
-  size_t params = 0;
+  size_t params = 0, trainable = 0;
   for (const ParameterInfo &p : model->parameters()) {
     size_t n = 1;
     for (int64_t d : p.shape)
       n *= static_cast<size_t>(d);
     params += n;
+    trainable += p.trainable ? n : 0;
   }
   llvm::errs() << "kiln train: " << model->modelName() << ", " << params
-               << " parameters, " << tok.kind() << " tokenizer (" << tok.size()
+               << " parameters"
+               << (trainable < params
+                       ? " (" + std::to_string(trainable) + " trained)"
+                       : std::string())
+               << ", " << tok.kind() << " tokenizer (" << tok.size()
                << " tokens); " << data.trainTokens() << " training and "
                << data.evalTokens() << " held-out tokens; " << o.steps
                << " steps of " << o.batch << "x" << o.seq
@@ -546,6 +569,9 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
 
   if (Status s = model->saveArtifact(o.output); !s)
     return fail(s.message());
+  if (!o.saveAdapter.empty())
+    if (Status s = model->saveAdapter(o.saveAdapter); !s)
+      return fail(s.message());
   if (!o.plot.empty()) {
     std::string err;
     if (!writeLossPlot(o.plot, trainCurve, evalCurve, err))
@@ -559,6 +585,8 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
   if (!std::isnan(lastEval))
     llvm::errs() << ", eval loss " << llvm::format("%.4f", lastEval);
   llvm::errs() << "; wrote " << o.output;
+  if (!o.saveAdapter.empty())
+    llvm::errs() << ", the adapter in " << o.saveAdapter;
   if (!o.plot.empty())
     llvm::errs() << " and " << o.plot;
   llvm::errs() << "\n";

@@ -64,6 +64,8 @@ usage:
                                       with a tokenizer, token ids without
   kiln train MODEL.kiln|MODEL.kart --data=TEXT --steps=N [options]
                                       train a language model on a text file
+  kiln merge MODEL.kart -o MERGED.safetensors [--quantize=Q]
+                                      fold LoRA adapters into the base weights
   kiln COMMAND --help                 the options of one command
   kiln --help                         show this help
   kiln --version                      show the version
@@ -121,6 +123,12 @@ compile options:
   --quantize-params=GLOBS   which parameters, e.g. 'h.*.mlp.*' (default:
                      every matrix that only feeds matmuls: linear layers,
                      not embeddings, norms or a tied output projection)
+  --lora=rank=R,alpha=A,targets=GLOBS   LoRA adapters beside linear
+                     layers (default rank 8, alpha 8, every linear layer);
+                     everything else is frozen (docs/quantization.md)
+  --adapter=DIR      start the adapters from a PEFT adapter directory
+                     (adapter_config.json, adapter_model.safetensors); alone,
+                     its config sets --lora
   --mlir-*           MLIR's own options for the one compile pipeline, e.g.
                      --mlir-timing (time per pass), --mlir-print-ir-after-all
                      (the IR after each pass, on stderr)
@@ -147,6 +155,20 @@ inspect options:
   --attention-layout=T  draw each attention kernel's block layout at
                      sequence length T: which 64x64 blocks are computed,
                      per head, and the density (docs/sparse-attention.md)
+  --weights-file=F   the external weights, when not beside the artifact
+)"},
+    {"merge", R"(usage: kiln merge MODEL.kart -o MERGED.safetensors [options]
+
+Folds a model's LoRA adapters (kiln compile/train --lora) into its base
+weights: each adapted weight becomes W + (alpha / rank) B A, the adapters
+are left out, and the checkpoint compiles from the model's source without
+--lora (kiln compile MODEL.kiln --weights=MERGED.safetensors).
+
+merge options:
+  -o FILE            the merged checkpoint (.safetensors)
+  --quantize=Q       store the merged weights quantized (int8, int4[:group=G],
+                     nf4[...]); compile with the same --quantize to keep
+                     them as they are. Default: f32
   --weights-file=F   the external weights, when not beside the artifact
 )"},
     {"generate", R"(usage: kiln generate MODEL.kart --max-tokens=N [options]
@@ -206,6 +228,9 @@ train options (see docs/training.md):
                      (--attention-functions, --attention-blocks too)
   --quantize=Q       store the matmul weights quantized and frozen, as in
                      kiln compile (--quantize-params too)
+  --lora=SPEC        train LoRA adapters only, as in kiln compile (QLoRA
+                     with --quantize=nf4); --adapter=DIR starts from one
+  --save-adapter=DIR write the trained adapters as PEFT's files
   --threads=N        threads for the kernels (see "threads" below)
   --seed=S, -D NAME=VALUE, --loss=FN (default loss),
   --weights-file=F (an artifact's external weights)
@@ -339,9 +364,31 @@ int kiln::tools::QuantizeOptions::apply(CompileRequest &r) const {
   return -1;
 }
 
+void kiln::tools::AdapterOptions::declare(OptionParser &p) {
+  p.text(
+      "--lora", lora,
+      "LoRA adapters, e.g. --lora=rank=8,alpha=16,targets='*.c_attn.weight'");
+  p.text("--adapter", adapter,
+         "a PEFT adapter directory (adapter_config.json, "
+         "adapter_model.safetensors)");
+}
+
+int kiln::tools::AdapterOptions::apply(CompileRequest &r) const {
+  if (!lora.empty()) {
+    runtime::lora::LoraSpec parsed;
+    std::string error;
+    if (!runtime::lora::parseLoraSpec(lora, parsed, error))
+      return usageError("--lora=" + lora + ": " + error);
+  }
+  r.lora = lora;
+  r.adapter = adapter;
+  return -1;
+}
+
 int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   AttentionOptions attention;
   QuantizeOptions quantize;
+  AdapterOptions adapters;
   std::string output, emit;
   std::string saveWeightsPath;
   std::vector<std::string> mlirOptions;
@@ -375,6 +422,7 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   p.flag("--no-fuse", r.fuse, false);
   attention.declare(p);
   quantize.declare(p);
+  adapters.declare(p);
   // MLIR's own options (--mlir-timing, --mlir-print-ir-after-all, ...).
   p.prefix("--mlir-", mlirOptions);
   if (int rc = p.parse(args); rc >= 0)
@@ -414,6 +462,8 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
     return usageError("--recompute applies to the gradient function; add "
                       "--grad=FN");
   if (int rc = quantize.apply(r); rc >= 0)
+    return rc;
+  if (int rc = adapters.apply(r); rc >= 0)
     return rc;
   if (int rc = attention.apply(r); rc >= 0)
     return rc;
@@ -515,7 +565,7 @@ int main(int argc, char **argv) {
   if (cmd == "help") { // kiln help [COMMAND]
     if (args.size() > 2 || (args.size() == 2 && helpText(args[1]).empty()))
       return usageError("'kiln help' takes one of: compile, run, inspect, "
-                        "generate, train");
+                        "generate, train, merge");
     llvm::outs() << helpText(args.size() == 2 ? args[1] : "");
     return 0;
   }
@@ -535,7 +585,9 @@ int main(int argc, char **argv) {
     return kiln::tools::generateCommand(rest);
   if (cmd == "train")
     return kiln::tools::trainCommand(rest);
+  if (cmd == "merge")
+    return kiln::tools::mergeCommand(rest);
   return usageError(
       "unknown command '" + cmd +
-      "'; the commands are: compile, run, inspect, generate, train");
+      "'; the commands are: compile, run, inspect, generate, train, merge");
 }

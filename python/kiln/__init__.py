@@ -201,6 +201,26 @@ class Model:
         """Writes every parameter to a .safetensors file."""
         self._impl.save_weights(os.fspath(path))
 
+    @property
+    def lora(self) -> Optional[dict]:
+        """The model's LoRA adapters (``compile(lora=...)``): ``{"rank",
+        "alpha", "targets"}``, or None."""
+        return self._impl.lora
+
+    def save_adapter(self, directory: PathLike) -> None:
+        """Writes the LoRA adapters as PEFT does: ``adapter_model.safetensors``
+        and ``adapter_config.json`` in ``directory`` (created if needed);
+        ``compile(adapter=directory)`` and PEFT read them back."""
+        self._impl.save_adapter(os.fspath(directory))
+
+    def merge_adapters(self, path: PathLike,
+                       quantize: Optional[str] = None) -> None:
+        """Writes the weights with the LoRA adapters folded in (each adapted
+        weight W + alpha/rank B A; f32, or quantized as ``quantize`` says) to
+        a .safetensors file that ``compile(source, weights=path)`` reads
+        without ``lora``: ``kiln merge``."""
+        self._impl.merge_adapters(os.fspath(path), quantize or "")
+
     def save(self, path: PathLike) -> None:
         """Writes the artifact (.kart), with the current parameter values."""
         self._impl.save(os.fspath(path))
@@ -288,7 +308,9 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
             attention_functions: Optional[Sequence[str]] = None,
             attention_blocks: Optional[Sequence[str]] = None,
             quantize: Optional[str] = None,
-            quantize_params: Optional[Sequence[str]] = None) -> Model:
+            quantize_params: Optional[Sequence[str]] = None,
+            lora: Optional[str] = None,
+            adapter: Optional[PathLike] = None) -> Model:
     """Compiles a model from a .kiln file or from model text.
 
     ``defines`` overrides hyperparameters (``{"n_layer": 2}``), ``seed``
@@ -309,7 +331,10 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
     (or ``"int8"``, ``"int4:group=128"``) stores the model's matmul weights
     quantized and frozen, as ``kiln compile --quantize`` (see
     docs/quantization.md), or the parameters ``quantize_params`` selects
-    (globs: ``["h.*.mlp.*"]``). Raises
+    (globs: ``["h.*.mlp.*"]``). ``lora="rank=8,alpha=16"`` (and
+    ``targets=GLOB``) adds LoRA adapters beside the linear layers and freezes
+    everything else, as ``kiln compile --lora``; ``adapter`` starts them
+    from a PEFT adapter directory (alone, its config sets ``lora``). Raises
     ``CompileError`` with the file, line and column of the first error.
     """
     if target != "cpu":
@@ -330,7 +355,8 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
         attention_functions=[str(f) for f in attention_functions or []],
         attention_blocks=[str(b) for b in attention_blocks or []],
         quantize=quantize or "",
-        quantize_params=[str(p) for p in quantize_params or []])
+        quantize_params=[str(p) for p in quantize_params or []],
+        lora=lora or "", adapter=os.fspath(adapter) if adapter else "")
     ok, data, errors = _kiln.compile(**dict(request, stage="kart"))
     if not ok:
         raise CompileError(errors)

@@ -56,7 +56,8 @@ void kiln::python::registerCompiler(py::module_ &m) {
          const std::vector<std::string> &attentionFunctions,
          const std::vector<std::string> &attentionBlocks,
          const std::string &quantize,
-         const std::vector<std::string> &quantizeParams) {
+         const std::vector<std::string> &quantizeParams,
+         const std::string &lora, const std::string &adapter) {
         CompileRequest r;
         (isPath ? r.path : r.source) = source;
         for (const auto &[k, v] : defines)
@@ -73,6 +74,8 @@ void kiln::python::registerCompiler(py::module_ &m) {
         r.attentionBlocks = attentionBlocks;
         r.quantize = quantize;
         r.quantizeParams = quantizeParams;
+        r.lora = lora;
+        r.adapter = adapter;
         std::optional<CompileStage> s = parseStage(stage);
         if (!s)
           throw py::value_error("unknown stage '" + stage + "'");
@@ -107,6 +110,7 @@ void kiln::python::registerCompiler(py::module_ &m) {
       py::arg("attention_blocks") = std::vector<std::string>(),
       py::arg("quantize") = "",
       py::arg("quantize_params") = std::vector<std::string>(),
+      py::arg("lora") = "", py::arg("adapter") = "",
       "Compiles a model through kiln's one compile driver; returns (ok, bytes "
       "or text, [(file, line, column, message)]).");
 }

@@ -363,6 +363,44 @@ void kiln::python::registerRuntime(py::module_ &m) {
           },
           py::arg("path"))
       .def(
+          "save_adapter",
+          [](const Model &m, const std::string &dir) {
+            if (Status s = m.saveAdapter(dir); !s)
+              raise(s);
+          },
+          py::arg("dir"))
+      .def(
+          "merge_adapters",
+          [](const Model &m, const std::string &path,
+             const std::string &quantize) {
+            quant::QuantSpec spec;
+            std::string error;
+            if (!quantize.empty() &&
+                !quant::parseQuantSpec(quantize, spec, error))
+              throw py::value_error(error);
+            NamedTensors merged;
+            Status s;
+            {
+              py::gil_scoped_release release;
+              s = m.mergeAdapters(merged, quantize.empty() ? nullptr : &spec);
+              if (s)
+                s = writeSafetensors(path, merged);
+            }
+            if (!s)
+              raise(s);
+          },
+          py::arg("path"), py::arg("quantize") = "")
+      .def_property_readonly("lora",
+                             [](const Model &m) -> py::object {
+                               if (!m.lora())
+                                 return py::none();
+                               py::dict d;
+                               d["rank"] = m.lora()->rank;
+                               d["alpha"] = m.lora()->alpha;
+                               d["targets"] = m.lora()->targets;
+                               return d;
+                             })
+      .def(
           "generate",
           [](Model &m, const std::vector<int32_t> &prompt, int64_t maxTokens,
              double temperature, double topP, uint64_t seed) {

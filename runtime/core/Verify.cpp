@@ -1,9 +1,9 @@
 //===- Verify.cpp - load-time checks of a function ------------------------===//
 #include "runtime/core/FunctionState.h"
 
+#include "runtime/Kernels.h"
 #include "runtime/core/Device.h"
 #include "runtime/core/OpTable.h"
-#include "runtime/quant/QuantView.h"
 
 #include <algorithm>
 
@@ -63,8 +63,7 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
                  " before any kernel writes it");
     // Quantized weights are read only by the kernels that know their codes.
     if (value(id)->kind() == kart::ValueKind::Parameter &&
-        quantViews[value(id)->index()] &&
-        !quant::readsQuantizedWeight(k->op(), i))
+        quantViews[value(id)->index()] && !readsQuantizedWeight(k->op(), i))
       return bad("reads the quantized parameter '" +
                  prog.parameters()->Get(value(id)->index())->name()->str() +
                  "' as input " + std::to_string(i) +

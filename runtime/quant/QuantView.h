@@ -14,7 +14,6 @@
 #ifndef KILN_RUNTIME_QUANT_QUANTVIEW_H
 #define KILN_RUNTIME_QUANT_QUANTVIEW_H
 
-#include "runtime/kart_generated.h"
 #include "runtime/quant/QuantSpec.h"
 
 #include <cstdint>
@@ -48,16 +47,6 @@ struct QuantView {
   /// "nf4:block=64,double=true" and the like, for messages and inspect.
   std::string spec;
 };
-
-/// Whether input `input` of a kernel of `op` may be a quantized weight: a
-/// matmul's right-hand side (runtime/quant/QuantMatmul.cpp) or an
-/// embedding's table (its gathered rows dequantized). The compiler's
-/// kiln-quantize-weights pass selects by the same rule.
-inline bool readsQuantizedWeight(kart::Op op, size_t input) {
-  return ((op == kart::Op::Matmul || op == kart::Op::FusedMatmul) &&
-          input == 1) ||
-         (op == kart::Op::Embedding && input == 0);
-}
 
 struct QuantizedWeight;
 

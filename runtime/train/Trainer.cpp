@@ -248,15 +248,22 @@ Status Trainer::estimateMemory(const std::map<std::string, int64_t> &dims,
     return s;
   if (Status s = model_.memoryReport(config_.loss, dims, eval); !s)
     return s;
-  uint64_t weights = 0;
-  for (size_t n : sizes_)
-    weights += static_cast<uint64_t>(n) * sizeof(float);
-  // Weights; gradients (loss_grad's results; a second copy accumulates
-  // micro-batches); moments (two for AdamW, one for SGD's momentum).
-  uint64_t copies = 1 + (fn == "train_step" ? 0 : 1) + (accumulate > 1) +
+  uint64_t weights = 0, trained = 0;
+  const auto &params = model_.parameters();
+  for (size_t i = 0; i < sizes_.size(); ++i) {
+    uint64_t bytes = static_cast<uint64_t>(sizes_[i]) * sizeof(float);
+    weights += bytes;
+    if (params[i].trainable)
+      trained += bytes;
+  }
+  // Weights (as f32: an upper bound for quantized ones); for the trained
+  // ones, gradients (loss_grad's results; a second copy accumulates
+  // micro-batches) and moments (two for AdamW, one for SGD's momentum).
+  // Frozen weights have neither (autodiff builds no gradient for them).
+  uint64_t copies = (fn == "train_step" ? 0 : 1) + (accumulate > 1) +
                     (config_.optimizer == "adamw" ? 2 : 1);
   out.activations = report.arenaBytes + eval.arenaBytes;
-  out.state = weights * copies;
+  out.state = weights + trained * copies;
   return Status::ok();
 }
 

@@ -120,6 +120,11 @@ def test_gradients_flow_through_quantized_weights(spec, tmp_path):
                 targets=TARGETS)
     names = ["loss"] + list(q.parameters())
     for name, g, w, r in zip(names, got, want, ref):
+        if any(name.endswith(m) for m in MATRICES):
+            # Frozen: autodiff builds no gradient for them (zeros), but the
+            # gradient still flows through them to the layers below.
+            assert not g.any() and not r.any(), name
+            continue
         if spec == "int8":  # forward through per-token int8 activations
             close_in_norm(g, w, 5e-2)
         else:
