@@ -199,11 +199,14 @@ struct AutodiffPass : kiln::impl::AutodiffBase<AutodiffPass> {
           accumulate(grads, operand, g, op->getLoc());
     }
 
-    // Results: the loss, then one gradient per parameter.
+    // Results: the loss, then one gradient per trainable parameter (frozen
+    // ones have none: no zeros to compute, store or return).
     SmallVector<Value> results{loss};
     SmallVector<Type> types{loss.getType()};
     SmallVector<Attribute> names{b.getStringAttr("loss")};
     for (ParameterOp p : module.getOps<ParameterOp>()) {
+      if (p.getFrozen())
+        continue;
       auto type = llvm::cast<RankedTensorType>(p.getType());
       Value g = paramGrads.lookup(p.getSymName());
       if (!g)

@@ -26,9 +26,11 @@ def Autodiff : Pass<"kiln-autodiff", "mlir::ModuleOp"> {
   let description = [{
     For the function named by `function` (default `loss`), whose first result
     is a rank-0 f32 loss, adds `<function>_grad`: the same arguments, and as
-    results the loss followed by the gradient of every model parameter, in
-    the module's parameter order (zeros for parameters the loss does not
-    use). The pass walks the function backwards and asks each op for its
+    results the loss followed by the gradient of every trainable model
+    parameter, in the module's parameter order (zeros for parameters the
+    loss does not use). Frozen parameters have no result, and gradients
+    flow only into values that depend on a trainable parameter, so a frozen
+    weight's gradient product is never built. The pass walks the function backwards and asks each op for its
     vector-Jacobian product through DifferentiableOpInterface, summing the
     gradients of values used more than once. An op without a rule is an
     error that names it and its location.

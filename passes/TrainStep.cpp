@@ -46,21 +46,20 @@ struct TrainStepPass : kiln::impl::TrainStepBase<TrainStepPass> {
     Value lr = body.addArgument(scalar, loc);
     Value count = body.addArgument(scalar, loc);
     auto ret = llvm::cast<func::ReturnOp>(body.getTerminator());
-    if (ret.getNumOperands() != params.size() + 1) {
+    // Frozen parameters have no gradient, and are neither clipped with nor
+    // updated.
+    SmallVector<ParameterOp> trained;
+    for (ParameterOp p : params)
+      if (!p.getFrozen())
+        trained.push_back(p);
+    if (ret.getNumOperands() != trained.size() + 1) {
       grad.emitError("kiln-train-step: '")
           << gradName << "' must return the loss and one gradient per "
-          << "parameter";
+          << "trainable parameter";
       return signalPassFailure();
     }
     b.setInsertionPoint(ret);
-    // Frozen parameters are neither clipped with nor updated.
-    SmallVector<Value> grads;
-    SmallVector<ParameterOp> trained;
-    for (auto [p, g] : llvm::zip(params, ret.getOperands().drop_front()))
-      if (!p.getFrozen()) {
-        trained.push_back(p);
-        grads.push_back(g);
-      }
+    SmallVector<Value> grads(ret.getOperands().drop_front());
     if (grads.empty()) {
       module.emitError("kiln-train-step: every parameter is frozen; there is "
                        "nothing to train");

@@ -688,6 +688,28 @@ Status Model::parameter(const std::string &name, Tensor &out) const {
   return Status::error("the model has no parameter '" + name + "'");
 }
 
+std::string Model::storage(size_t i) const {
+  if (const quant::QuantView *q = quantViews_[i])
+    return q->spec;
+  return dtypeName(params_[i].dtype);
+}
+
+uint64_t Model::storedBytes(size_t i) const {
+  const ParameterInfo &p = params_[i];
+  uint64_t n = 1;
+  for (int64_t d : p.shape)
+    n *= static_cast<uint64_t>(d);
+  if (const quant::QuantView *q = quantViews_[i]) {
+    quant::QuantSpec spec;
+    std::string error;
+    if (quant::parseQuantSpec(q->spec, spec, error))
+      return spec.format == quant::Format::NF4
+                 ? quant::storedBytes(spec, 1, n)
+                 : quant::storedBytes(spec, q->rows, q->cols);
+  }
+  return n * dtypeSize(p.dtype);
+}
+
 Status Model::loadLora(const void *program) {
   const auto *p = static_cast<const kart::Program *>(program);
   const kart::LoraConfig *c = p->lora();

@@ -219,6 +219,12 @@ public:
   /// Writes every parameter, by name, as a .safetensors file.
   Status saveWeights(const std::string &path) const;
 
+  /// How parameter `i` is stored: "f32" (its dtype) or its quantization
+  /// ("nf4:block=64,double=true"), and the bytes it takes (codes, scales
+  /// and second-level values included).
+  std::string storage(size_t i) const;
+  uint64_t storedBytes(size_t i) const;
+
   /// The model's LoRA adapters (kiln compile --lora), if it has them: rank,
   /// alpha and the adapted weights; each target X.weight has parameters
   /// X.lora_A.weight and X.lora_B.weight (runtime/lora/LoraSpec.h).

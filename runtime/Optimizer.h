@@ -2,17 +2,71 @@
 #ifndef KILN_RUNTIME_OPTIMIZER_H
 #define KILN_RUNTIME_OPTIMIZER_H
 
+#include "runtime/Tensor.h"
+
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
 namespace kiln::runtime {
 
+/// One parameter's moment: its own heap memory, or a view of pages of the
+/// state's file (OptimizerState::mapFile). Copies are heap memory.
+class MomentBuffer {
+public:
+  MomentBuffer() = default;
+  MomentBuffer(const MomentBuffer &o) : heap_(o.data(), o.data() + o.size()) {}
+  MomentBuffer &operator=(const MomentBuffer &o) {
+    if (this != &o) {
+      std::vector<float> copy(o.data(), o.data() + o.size());
+      heap_ = std::move(copy);
+      mapped_ = nullptr;
+      n_ = 0;
+    }
+    return *this;
+  }
+  MomentBuffer(MomentBuffer &&) = default;
+  MomentBuffer &operator=(MomentBuffer &&) = default;
+
+  size_t size() const { return mapped_ ? n_ : heap_.size(); }
+  float *data() { return mapped_ ? mapped_ : heap_.data(); }
+  const float *data() const { return mapped_ ? mapped_ : heap_.data(); }
+  /// n copies of `value`: in place when the buffer already holds n (a
+  /// mapped one stays mapped), else in fresh heap memory.
+  void assign(size_t n, float value);
+  /// Makes the buffer a view of n floats at `at` (pages of a mapped file).
+  void view(float *at, size_t n) {
+    heap_ = std::vector<float>();
+    mapped_ = at;
+    n_ = n;
+  }
+  bool empty() const { return size() == 0; }
+  bool mapped() const { return mapped_ != nullptr; }
+
+private:
+  std::vector<float> heap_;
+  float *mapped_ = nullptr;
+  size_t n_ = 0;
+};
+
+class MappedFile;
+
 /// Optimizer state per parameter (in the artifact's parameter order): AdamW's
 /// first and second moments, or SGD's momentum buffer in `m`. Owned by the
 /// Model; kiln.optimizer_update kernels and the Trainer share it.
 struct OptimizerState {
-  std::vector<std::vector<float>> m, v;
+  std::vector<MomentBuffer> m, v;
+  /// Puts the moments in the file at `path` (created or truncated, then
+  /// memory-mapped shared) instead of RAM, so the kernel pages them out
+  /// under memory pressure: `sizes[i]` floats for parameter i's m (and v
+  /// with `second`), 0 for none, each zero. The file keeps the state as
+  /// training writes it.
+  Status mapFile(const std::string &path, const std::vector<size_t> &sizes,
+                 bool second);
+  /// The mapping, when the moments live in a file.
+  std::shared_ptr<MappedFile> file;
 };
 
 /// One optimizer step for one parameter of n elements; both the compiled

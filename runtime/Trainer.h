@@ -56,6 +56,9 @@ struct TrainConfig {
   /// `<loss>_grad` followed by the update on the host. Both give
   /// bit-identical results.
   bool compiledStep = false;
+  /// Keep the optimizer's moments in this file (created or truncated, then
+  /// memory-mapped) instead of RAM, so they can be paged out; empty: RAM.
+  std::string optimizerStateFile;
 };
 
 struct StepStats {
@@ -137,6 +140,7 @@ private:
   int64_t step_ = 0;
   bool haveTrainStep_ = false;
   std::vector<size_t> sizes_;             // elements per parameter
+  std::vector<int> gradIndex_;            // loss_grad's result (-1: frozen)
   std::vector<std::vector<float>> grads_; // accumulated micro-batch grads
   std::vector<Tensor> out_;               // loss_grad's results, reused
 };

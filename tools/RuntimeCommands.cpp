@@ -294,15 +294,36 @@ std::string describeModel(Model &model,
   for (const auto &[name, value] : model.hyperparameters())
     os << " " << name << "=" << value;
   os << "\n";
-  int64_t total = 0;
-  for (const ParameterInfo &p : model.parameters()) {
+  int64_t total = 0, trained = 0;
+  uint64_t bytes = 0;
+  std::map<std::string, uint64_t> byStorage;
+  for (size_t i = 0; i < model.parameters().size(); ++i) {
+    const ParameterInfo &p = model.parameters()[i];
     int64_t n = 1;
     for (int64_t d : p.shape)
       n *= d;
     total += n;
+    trained += p.trainable ? n : 0;
+    bytes += model.storedBytes(i);
+    byStorage[model.storage(i)] += model.storedBytes(i);
   }
+  auto mib = [](uint64_t b) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.1f MiB", b / 1048576.0);
+    return std::string(text);
+  };
   os << "parameters: " << model.parameters().size() << " tensors, " << total
-     << " values\n";
+     << " values";
+  if (trained < total)
+    os << " (" << trained << " trained)";
+  os << "; " << bytes << " bytes stored (" << mib(bytes);
+  if (byStorage.size() > 1)
+    for (const auto &[storage, b] : byStorage)
+      os << "; " << storage << " " << mib(b);
+  os << ")\n";
+  if (const auto &lora = model.lora())
+    os << "lora: rank " << lora->rank << ", alpha " << lora->alpha << ", "
+       << lora->targets.size() << " adapted weights\n";
   if (const Tokenizer &tok = model.tokenizer(); !tok.empty()) {
     os << "tokenizer: " << tok.kind() << ", " << tok.size() << " tokens";
     if (tok.bos() >= 0)

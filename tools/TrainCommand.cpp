@@ -176,6 +176,8 @@ int parse(const std::vector<std::string> &args, Options &o) {
   p.text("--save-adapter", o.saveAdapter,
          "a directory, e.g. "
          "--save-adapter=adapter");
+  p.text("--optimizer-state", o.train.optimizerStateFile,
+         "a file, e.g. --optimizer-state=/scratch/moments.bin");
   p.custom("--define", [&](llvm::StringRef def) {
     auto [name, v] = def.split('=');
     if (name.trim().empty() || v.trim().empty())

@@ -104,7 +104,7 @@ compile options:
                      when loading). Needed for weights over 1.9 GiB
   --locations        print source locations in the IR (mlir)
   --grad=FN          also derive FN_grad: the loss FN returns and the gradient
-                     of every parameter (reverse-mode autodiff)
+                     of every trainable parameter (reverse-mode autodiff)
   --recompute        with --grad: recompute each block's activations in the
                      backward pass instead of keeping them (less memory)
   --no-fuse          skip the fusion passes (matmul epilogues, add + norm,
@@ -231,6 +231,9 @@ train options (see docs/training.md):
   --lora=SPEC        train LoRA adapters only, as in kiln compile (QLoRA
                      with --quantize=nf4); --adapter=DIR starts from one
   --save-adapter=DIR write the trained adapters as PEFT's files
+  --optimizer-state=F  keep the optimizer's moments in file F (memory-
+                     mapped, so the OS pages them out under memory
+                     pressure) instead of RAM
   --threads=N        threads for the kernels (see "threads" below)
   --seed=S, -D NAME=VALUE, --loss=FN (default loss),
   --weights-file=F (an artifact's external weights)

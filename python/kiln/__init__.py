@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -291,7 +292,15 @@ class Model:
         if not ok:
             raise CompileError(errors)
         impl = _kiln.Model.from_bytes(data, self._directory)
-        impl.set_parameters(self._impl.parameters())
+        if self._request.get("quantize"):
+            # Quantized weights move as their checkpoint tensors (codes and
+            # scales), which is how a model accepts them.
+            with tempfile.TemporaryDirectory() as d:
+                path = os.path.join(d, "weights.safetensors")
+                self._impl.save_weights(path)
+                impl.load_weights(path)
+        else:
+            impl.set_parameters(self._impl.parameters())
         impl.threads = self._impl.threads
         self._impl, self._request = impl, request
         return True
@@ -436,12 +445,16 @@ class Trainer:
         model = kiln.compile("examples/gpt2.kiln", defines=..., grad="loss")
         trainer = kiln.Trainer(model, kiln.AdamW(lr=3e-3), total_steps=100)
         loss = trainer.step({"tokens": x, "targets": y})
+
+    ``optimizer_state="moments.bin"`` keeps the optimizer's moments in that
+    file (memory-mapped) instead of RAM, as ``kiln train
+    --optimizer-state``: the OS pages them out under memory pressure.
     """
 
     def __init__(self, model: Model, optimizer: Union[AdamW, SGD, None] = None,
                  *, loss: str = "loss", clip: float = 1.0, warmup: int = 0,
                  total_steps: int = 1, min_lr_ratio: float = 0.1,
-                 seed: int = 0):
+                 seed: int = 0, optimizer_state: Optional[PathLike] = None):
         opt = optimizer if optimizer is not None else AdamW()
         adam = isinstance(opt, AdamW)
         if not adam and not isinstance(opt, SGD):
@@ -464,7 +477,8 @@ class Trainer:
             float(opt.betas[1]) if adam else 0.999,
             float(opt.eps) if adam else 1e-8,
             0.9 if adam else float(opt.momentum), float(opt.weight_decay),
-            float(clip), int(seed), self.compiled_step)
+            float(clip), int(seed), self.compiled_step,
+            os.fspath(optimizer_state) if optimizer_state else "")
         self.last_lr = 0.0
         self.last_grad_norm = 0.0
 

@@ -22,7 +22,7 @@ void kiln::python::registerTraining(py::module_ &m) {
                        int64_t total, double minLrRatio, double beta1,
                        double beta2, double eps, double momentum,
                        double weightDecay, double clip, uint64_t seed,
-                       bool compiledStep) {
+                       bool compiledStep, const std::string &stateFile) {
              TrainConfig c;
              c.loss = loss;
              c.optimizer = optimizer;
@@ -38,6 +38,7 @@ void kiln::python::registerTraining(py::module_ &m) {
              c.clipNorm = clip;
              c.seed = seed;
              c.compiledStep = compiledStep;
+             c.optimizerStateFile = stateFile;
              std::unique_ptr<Trainer> t;
              if (Status s = Trainer::create(model, c, t); !s)
                throw py::value_error(s.message());
@@ -48,6 +49,7 @@ void kiln::python::registerTraining(py::module_ &m) {
            py::arg("min_lr_ratio"), py::arg("beta1"), py::arg("beta2"),
            py::arg("eps"), py::arg("momentum"), py::arg("weight_decay"),
            py::arg("clip"), py::arg("seed"), py::arg("compiled_step") = false,
+           py::arg("optimizer_state") = "",
            py::keep_alive<1, 2>()) // the model outlives its trainer
       .def(
           "step",

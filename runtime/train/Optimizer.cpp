@@ -2,9 +2,88 @@
 #include "runtime/Optimizer.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 using namespace kiln::runtime;
+
+namespace kiln::runtime {
+/// A file mapped shared into memory, unmapped when the last user goes.
+class MappedFile {
+public:
+  MappedFile(void *at, size_t bytes) : at_(at), bytes_(bytes) {}
+  ~MappedFile() {
+    if (at_)
+      munmap(at_, bytes_);
+  }
+  MappedFile(const MappedFile &) = delete;
+  MappedFile &operator=(const MappedFile &) = delete;
+  float *floats() { return static_cast<float *>(at_); }
+
+private:
+  void *at_;
+  size_t bytes_;
+};
+} // namespace kiln::runtime
+
+void MomentBuffer::assign(size_t n, float value) {
+  if (mapped_ && n == n_) {
+    std::fill(mapped_, mapped_ + n, value);
+    return;
+  }
+  mapped_ = nullptr;
+  n_ = 0;
+  heap_.assign(n, value);
+}
+
+Status OptimizerState::mapFile(const std::string &path,
+                               const std::vector<size_t> &sizes, bool second) {
+  size_t total = 0;
+  for (size_t n : sizes) {
+    if (n > (SIZE_MAX / sizeof(float) - total) / 2)
+      return Status::error(path + ": the optimizer state is too large");
+    total += second ? 2 * n : n;
+  }
+  size_t bytes = std::max<size_t>(total * sizeof(float), 1);
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return Status::error(path + ": cannot create the optimizer state file: " +
+                         std::strerror(errno));
+  // Zero-filled without writing: the file's pages come from the kernel as
+  // they are first touched.
+  if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+    int e = errno;
+    close(fd);
+    return Status::error(path + ": cannot size the optimizer state file to " +
+                         std::to_string(bytes) + " bytes: " + std::strerror(e));
+  }
+  void *at = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  int e = errno;
+  close(fd);
+  if (at == MAP_FAILED)
+    return Status::error(
+        path + ": cannot map the optimizer state file: " + std::strerror(e));
+  auto mapped = std::make_shared<MappedFile>(at, bytes);
+  m.assign(sizes.size(), MomentBuffer());
+  v.assign(sizes.size(), MomentBuffer());
+  float *next = mapped->floats();
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (!sizes[i])
+      continue;
+    m[i].view(next, sizes[i]);
+    next += sizes[i];
+    if (second) {
+      v[i].view(next, sizes[i]);
+      next += sizes[i];
+    }
+  }
+  file = std::move(mapped);
+  return Status::ok();
+}
 
 float kiln::runtime::clipScale(double norm, double maxNorm) {
   return maxNorm > 0 && norm > maxNorm

@@ -59,13 +59,21 @@ Status Trainer::create(Model &model, const TrainConfig &config,
                          "--grad=" +
                          config.loss);
   const auto &params = model.parameters();
-  if (grad->outputs.size() != params.size() + 1)
+  size_t trainable = 0;
+  for (const ParameterInfo &p : params)
+    trainable += p.trainable;
+  if (grad->outputs.size() != trainable + 1)
     return Status::error("'" + gradName + "' returns " +
                          std::to_string(grad->outputs.size()) +
                          " values; expected the loss and one gradient for "
                          "each of the " +
-                         std::to_string(params.size()) + " parameters");
+                         std::to_string(trainable) + " trainable parameters");
   std::unique_ptr<Trainer> t(new Trainer(model, config));
+  // Parameter i's gradient is result gradIndex_[i] of loss_grad (-1:
+  // frozen, none).
+  int next = 1;
+  for (const ParameterInfo &p : params)
+    t->gradIndex_.push_back(p.trainable ? next++ : -1);
   if (config.compiledStep) {
     const FunctionInfo *step = findFunction(model, "train_step");
     const FunctionInfo *loss = findFunction(model, config.loss);
@@ -89,14 +97,25 @@ Status Trainer::create(Model &model, const TrainConfig &config,
     t->sizes_.push_back(n);
   }
   OptimizerState &st = model.optimizerState();
-  st.m.assign(params.size(), {});
-  st.v.assign(params.size(), {});
-  for (size_t i = 0; i < params.size(); ++i) {
-    if (!params[i].trainable) // frozen: no state, never updated
-      continue;
-    st.m[i].assign(t->sizes_[i], 0.0f);
-    if (config.optimizer == "adamw")
-      st.v[i].assign(t->sizes_[i], 0.0f);
+  bool adamw = config.optimizer == "adamw";
+  if (!config.optimizerStateFile.empty()) {
+    // Paged: the moments live in a memory-mapped file.
+    std::vector<size_t> sizes(params.size(), 0);
+    for (size_t i = 0; i < params.size(); ++i)
+      sizes[i] = params[i].trainable ? t->sizes_[i] : 0;
+    if (Status s = st.mapFile(config.optimizerStateFile, sizes, adamw); !s)
+      return s;
+  } else {
+    st.file.reset();
+    st.m.assign(params.size(), {});
+    st.v.assign(params.size(), {});
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (!params[i].trainable) // frozen: no state, never updated
+        continue;
+      st.m[i].assign(t->sizes_[i], 0.0f);
+      if (adamw)
+        st.v[i].assign(t->sizes_[i], 0.0f);
+    }
   }
   out = std::move(t);
   return Status::ok();
@@ -170,7 +189,7 @@ Status Trainer::step(int64_t count, const MicroBatchSource &next,
   float inv = 1.0f / static_cast<float>(nmb);
   if (nmb > 1 && grads_.size() != np)
     for (size_t i = 0; i < np; ++i)
-      grads_.emplace_back(sizes_[i], 0.0f);
+      grads_.emplace_back(params[i].trainable ? sizes_[i] : 0, 0.0f);
   // With one micro-batch the gradients are used where loss_grad left them;
   // with several, their mean is accumulated in grads_.
   std::vector<const float *> grad(np);
@@ -193,7 +212,9 @@ Status Trainer::step(int64_t count, const MicroBatchSource &next,
                            "); lower the learning rate or check the data");
     lossSum += loss;
     for (size_t i = 0; i < np; ++i) {
-      const float *g = out[i + 1].as<float>();
+      if (gradIndex_[i] < 0)
+        continue; // frozen: no gradient
+      const float *g = out[gradIndex_[i]].as<float>();
       if (nmb == 1) {
         grad[i] = g;
         continue;
@@ -345,7 +366,7 @@ Status Trainer::loadOptimizer(const std::string &path) {
       !s)
     return s;
   auto take = [&](const std::string &name, const ParameterInfo &p,
-                  std::vector<float> &into) -> Status {
+                  MomentBuffer &into) -> Status {
     auto it = byName.find(name);
     if (it == byName.end())
       return Status::error(path + ": the optimizer state has no '" + name +
@@ -360,7 +381,7 @@ Status Trainer::loadOptimizer(const std::string &path) {
   };
   // Into copies first: a bad file leaves the current state untouched.
   OptimizerState &st = model_.optimizerState();
-  std::vector<std::vector<float>> m = st.m, v = st.v;
+  std::vector<MomentBuffer> m = st.m, v = st.v;
   const auto &params = model_.parameters();
   bool adam = config_.optimizer == "adamw";
   for (size_t i = 0; i < params.size(); ++i) {
@@ -383,8 +404,18 @@ Status Trainer::loadOptimizer(const std::string &path) {
   if (!byName.empty())
     return Status::error(path + ": unexpected tensor '" +
                          byName.begin()->first + "' in the optimizer state");
-  st.m = std::move(m);
-  st.v = std::move(v);
+  // Into the live buffers (a memory-mapped state stays in its file).
+  auto install = [](std::vector<MomentBuffer> &from,
+                    std::vector<MomentBuffer> &to) {
+    for (size_t i = 0; i < from.size(); ++i)
+      if (i < to.size() && to[i].size() == from[i].size())
+        std::copy(from[i].data(), from[i].data() + from[i].size(),
+                  to[i].data());
+      else if (i < to.size())
+        to[i] = std::move(from[i]);
+  };
+  install(m, st.m);
+  install(v, st.v);
   step_ = step;
   return Status::ok();
 }

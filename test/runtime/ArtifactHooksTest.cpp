@@ -334,8 +334,8 @@ kart::ProgramT trainableProgram() {
     sum.axes = {0};
     fn->kernels.back()->attrs.Set(sum);
     fn->outputs = {6};
-    if (name == "loss_grad")
-      fn->outputs = {6, 0, 0};
+    if (name == "loss_grad") // the loss, then the trainable w's gradient (x)
+      fn->outputs = {6, 0};
     p.functions.push_back(std::move(fn));
   }
   return p;
