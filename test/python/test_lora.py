@@ -333,3 +333,16 @@ def test_optimizer_moments_in_a_memory_mapped_file(tmp_path):
     with pytest.raises(ValueError, match="cannot create the optimizer state"):
         kiln.Trainer(kiln.compile(src, grad="loss"), kiln.AdamW(),
                      optimizer_state=tmp_path / "no" / "such" / "dir.bin")
+
+
+def test_recompute_gives_the_same_adapter_gradients():
+    """--recompute (gradient checkpointing) recomputes each block's
+    activations, adapters' ops included: the same gradients."""
+    tokens = RNG.integers(0, 96, (2, 16)).astype(np.int32)
+    got = [kiln.compile(GPT, defines=SMALL, quantize="nf4", lora="rank=4",
+                        grad="loss", recompute=recompute)
+           .run("loss_grad", tokens=tokens, targets=tokens)
+           for recompute in (False, True)]
+    assert len(got[0]) == len(got[1]) > 1
+    for a, b in zip(*got):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
