@@ -153,10 +153,6 @@ bool Compilation::checkFunctionNames(mlir::ModuleOp module) {
   if (!r.quantizeParams.empty() && r.quantize.empty())
     return fail("the parameters to quantize were given without a "
                 "quantization (--quantize=nf4)");
-  if (!r.lora.empty() || !r.adapter.empty()) {
-    if (!artifactStage() && !r.adapter.empty())
-      return fail("an adapter's values go into artifacts");
-  }
   if (!r.quantize.empty()) {
     runtime::quant::QuantSpec spec;
     std::string error;
@@ -202,10 +198,10 @@ bool Compilation::run() {
     return true;
   }
   if ((!r.weights.empty() || !r.tokenizerPath.empty() || r.tokenizer ||
-       !r.externalWeights.empty() || r.trainStep) &&
+       !r.externalWeights.empty() || r.trainStep || !r.adapter.empty()) &&
       !artifactStage())
-    return fail("weights, tokenizers, external weights and train steps "
-                "apply to artifacts");
+    return fail("weights, adapters, tokenizers, external weights and train "
+                "steps apply to artifacts");
 
   CompileOptions options;
   options.defines = r.defines;

@@ -237,6 +237,17 @@ def test_bad_adapter_files(tmp_path):
     assert "not JSON" in compile_with(broken)
 
 
+def test_adapters_go_into_artifacts(tmp_path):
+    write_adapter(tmp_path / "a", {"fc1.weight": (96, 64)}, 4, 8)
+    src = tmp_path / "mlp.kiln"
+    src.write_text(MLP)
+    r = kiln_cli("compile", src, "--emit=mlir", f"--adapter={tmp_path / 'a'}",
+                 check=False)
+    assert r.returncode != 0
+    assert "weights, adapters, tokenizers, external weights and train steps " \
+           "apply to artifacts" in r.stderr, r.stderr
+
+
 def test_save_adapter_needs_adapters(tmp_path):
     m = kiln.compile(MLP)
     assert m.lora is None
