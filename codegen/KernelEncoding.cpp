@@ -272,6 +272,21 @@ kiln::encodeKernel(Operation *op, fb::FlatBufferBuilder &fbb, DimEncoder dim,
                            fbb, a.getNumHeads(), a.getNumKvHeads(),
                            a.getScale().convertToDouble(), pattern)));
           })
+          .Case([&](CachedAttentionOp a) {
+            runtime::attention::PatternSpec ps;
+            ps.causal = true;
+            if (int64_t w = static_cast<int64_t>(a.getWindow()); w > 0) {
+              ps.kind = runtime::attention::PatternKind::SlidingWindow;
+              ps.window = w;
+            }
+            auto pattern = kart::CreateAttentionPattern(
+                fbb, static_cast<kart::PatternKind>(ps.kind), ps.causal,
+                ps.window);
+            return set(Op::CachedAttention, Attrs::AttentionAttrs,
+                       erase(kart::CreateAttentionAttrs(
+                           fbb, a.getNumHeads(), a.getNumKvHeads(),
+                           a.getScale().convertToDouble(), pattern)));
+          })
           .Case([&](RelativePositionBucketOp r) {
             return set(Op::RelativePositionBucket,
                        Attrs::RelativePositionBucketAttrs,

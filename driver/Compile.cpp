@@ -248,6 +248,12 @@ bool Compilation::run() {
   pipeline.attentionBlocks = r.attentionBlocks;
   pipeline.grad = r.grad;
   pipeline.recompute = r.recompute;
+  // Text stages show decode only when asked for; artifacts get it whenever
+  // the model is a causal decoder.
+  pipeline.decode =
+      artifactStage() || r.decode == CompileRequest::Decode::Required
+          ? r.decode
+          : CompileRequest::Decode::Off;
   if (artifactStage()) {
     pipeline.trainStep = r.trainStep;
     pipeline.fuse = r.fuse;

@@ -86,6 +86,11 @@ struct CompileRequest {
   /// Also derive `train_step` (forward, backward and the optimizer update in
   /// one function) for the loss `trainStep->function`; needs `grad`.
   std::optional<TrainStepOptions> trainStep;
+  /// Derive `decode` from `forward` (kiln-derive-decode): for every causal
+  /// decoder (Auto, in artifacts), always (Required: an error says why it
+  /// cannot be), or never.
+  using Decode = CompilePipelineOptions::Decode;
+  Decode decode = Decode::Auto;
   /// Run the fusion passes (artifact stages).
   bool fuse = true;
   /// Print source locations in `Mlir` text.

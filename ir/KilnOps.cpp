@@ -899,24 +899,79 @@ LogicalResult ConcatGradOp::verify() {
   return success();
 }
 
+/// The result types kiln.attention infers from these operands and
+/// attributes: the rules its gradient and its cached form share.
+static LogicalResult inferAttention(Operation *op, Value q, Value k, Value v,
+                                    Value mask, Value bias, IntegerAttr heads,
+                                    IntegerAttr kvHeads, FloatAttr scale,
+                                    BoolAttr causal, bool saveLse,
+                                    SmallVectorImpl<Type> &out) {
+  AttentionOp::Properties props;
+  props.num_heads = heads;
+  props.num_kv_heads = kvHeads;
+  props.scale = scale;
+  props.causal = causal;
+  if (saveLse)
+    props.save_lse = UnitAttr::get(op->getContext());
+  SmallVector<Value> operands{q, k, v};
+  for (Value optional : {mask, bias})
+    if (optional)
+      operands.push_back(optional);
+  props.operandSegmentSizes = {1, 1, 1, mask ? 1 : 0, bias ? 1 : 0};
+  return AttentionOp::inferReturnTypes(op->getContext(), op->getLoc(), operands,
+                                       nullptr, OpaqueProperties(&props), {},
+                                       out);
+}
+
+LogicalResult CachedAttentionOp::verify() {
+  // The attention rules for this call's tokens, then the cache's.
+  SmallVector<Type> fwd;
+  if (failed(inferAttention(getOperation(), getQuery(), getKey(), getValue(),
+                            {}, {}, getNumHeadsAttr(), getNumKvHeadsAttr(),
+                            getScaleAttr(), BoolAttr::get(getContext(), true),
+                            /*saveLse=*/false, fwd)))
+    return failure();
+  if (!compatibleTypes(TypeRange{getResult().getType()}, TypeRange{fwd[0]}))
+    return emitOpError("result has type ")
+           << getResult().getType() << ", expected " << fwd[0];
+  auto q = ranked(getQuery());
+  int64_t b = q.getDimSize(0), t = q.getDimSize(1);
+  auto kc = ranked(getKeyCache()), vc = ranked(getValueCache());
+  for (auto [what, cache, fresh] :
+       {std::tuple<StringRef, RankedTensorType, RankedTensorType>{
+            "key", kc, ranked(getKey())},
+        {"value", vc, ranked(getValue())}}) {
+    if (cache.getRank() != 3 || cache.getElementType() != q.getElementType() ||
+        !compatibleDims(cache.getDimSize(0), b) ||
+        !compatibleDims(cache.getDimSize(2), fresh.getDimSize(2)))
+      return emitOpError("the ")
+             << what << " cache must be [B, S, " << dimStr(fresh.getDimSize(2))
+             << "] of " << str(q.getElementType()) << ", got " << Type(cache);
+  }
+  if (!compatibleDims(kc.getDimSize(1), vc.getDimSize(1)))
+    return emitOpError("the key and value caches have different lengths: ")
+           << dimStr(kc.getDimSize(1)) << " and " << dimStr(vc.getDimSize(1));
+  auto pos = ranked(getPositions()), len = ranked(getLengths());
+  if (pos.getRank() != 2 || !compatibleDims(pos.getDimSize(0), b) ||
+      !compatibleDims(pos.getDimSize(1), t))
+    return emitOpError("positions must be [B, T] = [")
+           << dimStr(b) << ", " << dimStr(t) << "], got " << Type(pos);
+  if (len.getRank() != 1 || !compatibleDims(len.getDimSize(0), b))
+    return emitOpError("lengths must be [B] = [")
+           << dimStr(b) << "], got " << Type(len);
+  if (static_cast<int64_t>(getWindow()) < 0)
+    return emitOpError("window must be >= 0 (0: none), got ")
+           << static_cast<int64_t>(getWindow());
+  return success();
+}
+
 LogicalResult AttentionGradOp::verify() {
   // The forward op's rules, then the gradients' types.
   SmallVector<Type> fwd;
-  AttentionOp::Properties props;
-  props.num_heads = getNumHeadsAttr();
-  props.num_kv_heads = getNumKvHeadsAttr();
-  props.scale = getScaleAttr();
-  props.causal = getCausalAttr();
-  props.save_lse = UnitAttr::get(getContext());
-  SmallVector<Value> operands{getQuery(), getKey(), getValue()};
-  if (getMask())
-    operands.push_back(getMask());
-  if (getBias())
-    operands.push_back(getBias());
-  props.operandSegmentSizes = {1, 1, 1, getMask() ? 1 : 0, getBias() ? 1 : 0};
-  if (failed(AttentionOp::inferReturnTypes(getContext(), getLoc(), operands,
-                                           nullptr, OpaqueProperties(&props),
-                                           {}, fwd)))
+  if (failed(inferAttention(getOperation(), getQuery(), getKey(), getValue(),
+                            getMask(), getBias(), getNumHeadsAttr(),
+                            getNumKvHeadsAttr(), getScaleAttr(),
+                            getCausalAttr(), /*saveLse=*/true, fwd)))
     return failure();
   auto check = [&](StringRef what, Type got, Type want) -> LogicalResult {
     if (compatibleTypes(TypeRange{got}, TypeRange{want}))

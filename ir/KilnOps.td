@@ -616,6 +616,48 @@ def Kiln_AttentionOp : Kiln_InferOp<"attention", [AttrSizedOperandSegments, Decl
   }];
 }
 
+def Kiln_CachedAttentionOp : Kiln_Op<"cached_attention",
+    [MemoryEffects<[MemRead, MemWrite]>]> {
+  let summary = "causal attention over a key/value cache it appends to";
+  let description = [{
+    Incremental decoding's attention, which `kiln-derive-decode` makes from
+    a causal self-attention. `query[B, T, H*D]`, `key[B, T, Hkv*D]` and
+    `value[B, T, Hkv*Dv]` belong to this call's new tokens;
+    `key_cache[B, S, Hkv*D]` and `value_cache[B, S, Hkv*Dv]` hold the
+    earlier tokens' keys and values, which the op reads and then extends
+    with this call's: position `p` lives in slot `p` or, with a `window` of
+    at most `S` positions, in slot `p mod S` (a rolling cache).
+    `positions[B, T]` gives each new token's position and `lengths[B]` how
+    many of row `b`'s tokens are real: row `b`'s real tokens sit at
+    consecutive positions `positions[b, 0] + t`, `t < lengths[b]`, and the
+    rest of the row is padding, which is neither cached nor attended to
+    and whose result rows are zero.
+
+    A query at position `p` sees the keys at positions `max(0, p - window +
+    1) .. p` (`0 .. p` without a window): exactly `kiln.attention {causal}`
+    (with `sliding_window(window)`) over the whole sequence so far, so a
+    sequence decoded in steps gets the logits of the whole recomputation.
+
+    Example:
+    ```mlir
+    %o = kiln.cached_attention %q, %k, %v, %kc, %vc, %pos, %len {num_heads = 12 : i64, num_kv_heads = 12 : i64, scale = 1.250000e-01 : f64, window = 0 : i64}
+        : (tensor<?x?x768xf32>, tensor<?x?x768xf32>, tensor<?x?x768xf32>, tensor<?x?x768xf32>, tensor<?x?x768xf32>, tensor<?x?xi32>, tensor<?xi32>) -> tensor<?x?x768xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$query, Kiln_FloatTensor:$key,
+                   Kiln_FloatTensor:$value, Kiln_FloatTensor:$key_cache,
+                   Kiln_FloatTensor:$value_cache, TensorOf<[I32]>:$positions,
+                   TensorOf<[I32]>:$lengths,
+                   I64Attr:$num_heads, I64Attr:$num_kv_heads, F64Attr:$scale,
+                   DefaultValuedAttr<I64Attr, "0">:$window);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = [{
+    $query `,` $key `,` $value `,` $key_cache `,` $value_cache `,` $positions
+    `,` $lengths attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 def Kiln_RelativePositionBucketOp : Kiln_InferOp<"relative_position_bucket"> {
   let summary = "T5 relative-position buckets";
   let description = [{

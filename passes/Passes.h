@@ -42,6 +42,10 @@ struct CompilePipelineOptions {
   /// (all when empty) before autodiff, when not empty.
   std::string attention;
   std::vector<std::string> attentionFunctions, attentionBlocks;
+  /// Derive `decode` (incremental decoding with a key/value cache) from
+  /// `forward`: never, when the model is a causal decoder, or always (an
+  /// error explains why it cannot be).
+  enum class Decode { Off, Auto, Required } decode = Decode::Off;
   /// Derive `grad`_grad (reverse-mode autodiff) when not empty.
   std::string grad;
   bool recompute = false;

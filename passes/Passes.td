@@ -191,6 +191,48 @@ def SparsifyAttention : Pass<"kiln-sparsify-attention", "mlir::ModuleOp"> {
   let dependentDialects = ["::kiln::KilnDialect"];
 }
 
+def DeriveDecode : Pass<"kiln-derive-decode", "mlir::ModuleOp"> {
+  let summary = "Derive incremental (KV-cache) decoding from a decoder's forward";
+  let description = [{
+    From a causal decoder's `function` (token ids `[B, T]` to outputs such as
+    logits `[B, T, V]`), adds `decode`: the same computation for new tokens
+    only, reading and extending a key/value cache the caller holds. Its
+    inputs are the tokens, `positions[B, T]` (each token's position),
+    `lengths[B]` (how many of each row's tokens are real; a batch of
+    prompts of different lengths is right-padded) and, per self-attention
+    in order, `cache.<i>.key[B, S, Hkv*D]` and `cache.<i>.value[B, S,
+    Hkv*Dv]` (`S`, a new symbolic dimension, is the cache's length). One
+    function serves both prefill (the prompt, `T` tokens at positions 0..)
+    and each decoding step (`T` = 1).
+
+    Positions reach the computation in three ways, each rewritten:
+    - a causal `kiln.attention` whose query, key and value all come from
+      the tokens becomes `kiln.cached_attention` (its `sliding_window(w)`
+      pattern a rolling cache of `w` slots);
+    - `kiln.rope` without positions gets the positions;
+    - a position table sliced to the sequence (`wpe.weight[0:T]`) becomes a
+      lookup at the positions.
+    Everything else that sees the tokens must treat each position on its
+    own (elementwise ops, matmuls by weights, norms and splits over the
+    features, attention to keys that do not come from the tokens). An op
+    that mixes positions in another way (a reduction over T, a bias or mask
+    on self-attention, a non-causal or block-sparse self-attention) cannot
+    be decoded incrementally: with `required` that is an error naming the op
+    and its place in the source, without it no `decode` is added (kiln
+    compile's default: every causal decoder gets one).
+
+    Example: `kiln-opt --kiln-derive-decode` on GPT-2 adds
+    `@decode(%tokens, %positions, %lengths, %cache.0.key, ...) -> logits`.
+  }];
+  let options = [
+    Option<"function", "function", "std::string", /*default=*/"\"forward\"",
+           "The decoder function to derive from">,
+    Option<"required", "required", "bool", /*default=*/"false",
+           "Fail when the function cannot be decoded incrementally">
+  ];
+  let dependentDialects = ["::kiln::KilnDialect"];
+}
+
 //===----------------------------------------------------------------------===//
 // Fusion (the CPU pipeline runs them before lowering; kiln compile
 // --no-fuse turns them off)

@@ -43,6 +43,14 @@ void kiln::buildCompilePipeline(mlir::OpPassManager &pm,
     sparsify.blocks = options.attentionBlocks;
     pm.addPass(createSparsifyAttention(sparsify));
   }
+  // After the patterns (a sliding window is a rolling cache) and the
+  // adapters (decode runs them too); it adds a function, not a gradient.
+  if (options.decode != CompilePipelineOptions::Decode::Off) {
+    DeriveDecodeOptions decode;
+    decode.required =
+        options.decode == CompilePipelineOptions::Decode::Required;
+    pm.addPass(createDeriveDecode(decode));
+  }
   if (!options.grad.empty()) {
     AutodiffOptions autodiff;
     autodiff.function = options.grad;
@@ -76,6 +84,9 @@ struct CompilePipelineCLOptions
   Option<std::string> attention{
       *this, "attention",
       llvm::cl::desc("apply an attention pattern (sliding_window:512)")};
+  Option<bool> decode{*this, "decode",
+                      llvm::cl::desc("derive decode from forward (required)"),
+                      llvm::cl::init(false)};
   Option<std::string> quantize{
       *this, "quantize",
       llvm::cl::desc("store matmul weights quantized (int8, int4, nf4)")};
@@ -98,6 +109,8 @@ void kiln::registerAllKilnPasses() {
         options.fuse = o.fuse;
         options.attention = o.attention;
         options.quantize = o.quantize;
+        if (o.decode)
+          options.decode = CompilePipelineOptions::Decode::Required;
         buildCompilePipeline(pm, options);
       });
   registerKilnPasses();

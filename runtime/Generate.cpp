@@ -1,42 +1,64 @@
 //===- Generate.cpp - autoregressive decoding -----------------------------===//
 #include "runtime/Generate.h"
 
+#include "runtime/KvCache.h"
 #include "runtime/Random.h"
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cmath>
+#include <memory>
 
 using namespace kiln::runtime;
 
 namespace {
 
-int64_t pickToken(const float *logits, int64_t vocab, double temperature,
-                  double topP, SplitMix64 &rng) {
-  if (temperature == 0)
-    return std::max_element(logits, logits + vocab) - logits;
-  double m = *std::max_element(logits, logits + vocab);
-  std::vector<std::pair<double, int64_t>> p(vocab);
-  double sum = 0;
-  for (int64_t i = 0; i < vocab; ++i) {
-    p[i] = {std::exp((logits[i] - m) / temperature), i};
-    sum += p[i].first;
-  }
-  std::sort(p.begin(), p.end(), [](const auto &a, const auto &b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  });
-  // Nucleus: the smallest prefix whose probability reaches top_p.
-  double kept = 0;
-  size_t n = 0;
-  while (n < p.size() && kept < topP * sum)
-    kept += p[n++].first;
-  double r = rng.uniform() * kept;
-  for (size_t i = 0; i < n; ++i) {
-    r -= p[i].first;
-    if (r < 0)
-      return p[i].second;
-  }
-  return p[n - 1].second;
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+Status checkOptions(const GenerateOptions &o) {
+  if (o.maxTokens < 0 || !(o.temperature >= 0) ||
+      !(o.topP > 0 && o.topP <= 1) || o.topK < 0 ||
+      !(o.repetitionPenalty > 0) || !std::isfinite(o.repetitionPenalty))
+    return Status::error("max_tokens must be >= 0, temperature >= 0, top_k "
+                         ">= 0, top_p in (0, 1] and repetition_penalty > 0");
+  return Status::ok();
+}
+
+/// The model's `forward`, checked to map token ids to logits.
+Status decoderForward(const Model &model, const FunctionInfo *&forward) {
+  forward = nullptr;
+  for (const FunctionInfo &f : model.functions())
+    if (f.name == "forward")
+      forward = &f;
+  if (!forward || forward->inputs.size() != 1 ||
+      forward->inputs[0].dims.size() != 2 || forward->outputs.size() != 1 ||
+      forward->outputs[0].dims.size() != 3 ||
+      (forward->inputs[0].dtype != DType::I32 &&
+       forward->inputs[0].dtype != DType::I64))
+    return Status::error("generate needs a decoder model whose 'forward' "
+                         "takes token ids [B, T] and returns logits [B, T, "
+                         "vocab]");
+  return Status::ok();
+}
+
+/// The context window of a model with learned positions, else unbounded.
+int64_t contextWindow(const Model &model) {
+  int64_t window = INT64_MAX;
+  for (const auto &[name, v] : model.hyperparameters())
+    if (name == "n_positions" || name == "max_position_embeddings")
+      window = std::max<int64_t>(2, static_cast<int64_t>(v));
+  return window;
+}
+
+std::vector<int32_t> newest(const std::vector<int32_t> &seq, int64_t n) {
+  size_t keep = static_cast<size_t>(
+      std::min<int64_t>(n, static_cast<int64_t>(seq.size())));
+  return std::vector<int32_t>(seq.end() - keep, seq.end());
 }
 
 } // namespace
@@ -49,65 +71,257 @@ std::vector<int32_t> kiln::runtime::stopTokens(const Tokenizer &tokenizer) {
   return stop;
 }
 
+Generation::Generation(Model &model, const GenerateOptions &options)
+    : model_(model), options_(options) {}
+
+Generation::~Generation() = default;
+
+Status Generation::start(Model &model,
+                         const std::vector<std::vector<int32_t>> &prompts,
+                         const GenerateOptions &options,
+                         std::unique_ptr<Generation> &out) {
+  if (prompts.empty())
+    return Status::error("there are no prompts");
+  for (size_t b = 0; b < prompts.size(); ++b)
+    if (prompts[b].empty())
+      return Status::error(prompts.size() == 1
+                               ? std::string("the prompt is empty")
+                               : "prompt " + std::to_string(b) + " is empty");
+  if (Status s = checkOptions(options); !s)
+    return s;
+  std::unique_ptr<Generation> g(new Generation(model, options));
+  if (Status s = decoderForward(model, g->forward_); !s)
+    return s;
+  g->window_ = contextWindow(model);
+  g->history_ = prompts;
+  g->out_.assign(prompts.size(), {});
+  g->active_.assign(prompts.size(), options.maxTokens > 0);
+  for (size_t b = 0; b < prompts.size(); ++b) {
+    g->rng_.push_back(options.seed + b * 0xd1b54a32d192ed03ull);
+    g->stats_.promptTokens += static_cast<int64_t>(prompts[b].size());
+  }
+  g->stats_.cached = !options.recompute && KvCache::decodeFunction(model);
+  out = std::move(g);
+  return Status::ok();
+}
+
+bool Generation::done() const {
+  return std::find(active_.begin(), active_.end(), true) == active_.end();
+}
+
+void Generation::advance(size_t b, const float *logits, int64_t vocab,
+                         std::vector<std::pair<size_t, int32_t>> &tokens) {
+  const GenerateOptions &o = options_;
+  std::vector<double> &l = scratch_;
+  l.assign(logits, logits + vocab);
+  if (o.repetitionPenalty != 1.0) {
+    seen_.assign(static_cast<size_t>(vocab), false);
+    for (int32_t id : history_[b])
+      if (id >= 0 && id < vocab && !seen_[id]) {
+        seen_[id] = true;
+        l[id] = l[id] > 0 ? l[id] / o.repetitionPenalty
+                          : l[id] * o.repetitionPenalty;
+      }
+  }
+  int32_t next;
+  if (o.temperature == 0) {
+    next =
+        static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+  } else {
+    double m = *std::max_element(l.begin(), l.end());
+    std::vector<std::pair<double, int64_t>> &p = ranked_;
+    p.resize(static_cast<size_t>(vocab));
+    for (int64_t i = 0; i < vocab; ++i)
+      p[i] = {std::exp((l[i] - m) / o.temperature), i};
+    auto before = [](const auto &x, const auto &y) {
+      return x.first > y.first || (x.first == y.first && x.second < y.second);
+    };
+    size_t n = p.size();
+    if (o.topK > 0 && static_cast<size_t>(o.topK) < n) {
+      n = static_cast<size_t>(o.topK);
+      std::partial_sort(p.begin(), p.begin() + n, p.end(), before);
+    } else {
+      std::sort(p.begin(), p.end(), before);
+    }
+    double sum = 0;
+    for (size_t i = 0; i < n; ++i)
+      sum += p[i].first;
+    // Nucleus: the smallest prefix whose probability reaches top_p.
+    double kept = 0;
+    size_t keep = 0;
+    while (keep < n && kept < o.topP * sum)
+      kept += p[keep++].first;
+    SplitMix64 rng{rng_[b]};
+    double r = rng.uniform() * kept;
+    rng_[b] = rng.state;
+    next = static_cast<int32_t>(p[keep - 1].second);
+    for (size_t i = 0; i < keep; ++i) {
+      r -= p[i].first;
+      if (r < 0) {
+        next = static_cast<int32_t>(p[i].second);
+        break;
+      }
+    }
+  }
+  if (std::find(o.stopTokens.begin(), o.stopTokens.end(), next) !=
+      o.stopTokens.end()) {
+    active_[b] = false;
+    return;
+  }
+  history_[b].push_back(next);
+  out_[b].push_back(next);
+  tokens.push_back({b, next});
+  ++stats_.generatedTokens;
+  if (static_cast<int64_t>(out_[b].size()) >= o.maxTokens)
+    active_[b] = false;
+}
+
+Status Generation::step(std::vector<std::pair<size_t, int32_t>> &tokens) {
+  tokens.clear();
+  if (done())
+    return Status::ok();
+  auto t0 = Clock::now();
+  Status s = stats_.cached ? stepCached(tokens) : stepRecomputing(tokens);
+  (started_ ? stats_.decodeSeconds : stats_.prefillSeconds) += since(t0);
+  started_ = true;
+  return s;
+}
+
+Status Generation::stepCached(std::vector<std::pair<size_t, int32_t>> &tokens) {
+  size_t B = history_.size();
+  if (!cache_) {
+    // The prompts (their newest tokens within the window) are the first
+    // step's new tokens.
+    pending_.resize(B);
+    int64_t longest = 0;
+    for (size_t b = 0; b < B; ++b) {
+      pending_[b] = newest(history_[b], window_);
+      longest =
+          std::max<int64_t>(longest, static_cast<int64_t>(pending_[b].size()));
+    }
+    int64_t length = std::min(window_, longest + options_.maxTokens);
+    if (Status s = KvCache::create(model_, static_cast<int64_t>(B),
+                                   KvCache::slotsFor(model_, length), cache_);
+        !s)
+      return s;
+  }
+  for (size_t b = 0; b < B; ++b)
+    if (!active_[b])
+      pending_[b].clear();
+  if (Status s = cache_->append(model_, pending_, logits_); !s)
+    return s;
+  int64_t T = logits_.shape()[1], vocab = logits_.shape()[2];
+  for (size_t b = 0; b < B; ++b) {
+    if (pending_[b].empty())
+      continue;
+    advance(b, logits_.as<float>() + (b * T + pending_[b].size() - 1) * vocab,
+            vocab, tokens);
+    pending_[b].clear();
+    if (!active_[b])
+      continue;
+    pending_[b] = {history_[b].back()};
+    if (cache_->room(static_cast<int64_t>(b)) < 1) {
+      // The window is full: continue from its newest half.
+      cache_->clearRow(static_cast<int64_t>(b));
+      pending_[b] = newest(history_[b], std::max<int64_t>(1, window_ / 2));
+    }
+  }
+  return Status::ok();
+}
+
+Status
+Generation::stepRecomputing(std::vector<std::pair<size_t, int32_t>> &tokens) {
+  for (size_t b = 0; b < history_.size(); ++b) {
+    if (!active_[b])
+      continue;
+    std::vector<int32_t> seq = newest(history_[b], window_);
+    int64_t len = static_cast<int64_t>(seq.size());
+    Tensor ids(forward_->inputs[0].dtype, {1, len});
+    for (int64_t i = 0; i < len; ++i) {
+      if (ids.dtype() == DType::I32)
+        ids.as<int32_t>()[i] = seq[i];
+      else
+        ids.as<int64_t>()[i] = seq[i];
+    }
+    if (Status s =
+            model_.run("forward", {{forward_->inputs[0].name, ids}}, results_);
+        !s)
+      return s;
+    int64_t vocab = results_[0].shape()[2];
+    advance(b, results_[0].as<float>() + (len - 1) * vocab, vocab, tokens);
+  }
+  return Status::ok();
+}
+
+Status kiln::runtime::generate(Model &model,
+                               const std::vector<std::vector<int32_t>> &prompts,
+                               const GenerateOptions &options,
+                               std::vector<std::vector<int32_t>> &out,
+                               const TokenCallback &onToken,
+                               GenerateStats *stats) {
+  out.assign(prompts.size(), {});
+  std::unique_ptr<Generation> g;
+  if (Status s = Generation::start(model, prompts, options, g); !s)
+    return s;
+  std::vector<std::pair<size_t, int32_t>> tokens;
+  Status s;
+  while (!g->done()) {
+    if (s = g->step(tokens); !s)
+      break;
+    for (auto [row, id] : tokens)
+      if (onToken && !onToken(row, id))
+        g->end(row);
+  }
+  out = g->generated();
+  if (stats)
+    *stats = g->stats();
+  return s;
+}
+
 Status kiln::runtime::generate(Model &model, const std::vector<int32_t> &prompt,
                                const GenerateOptions &options,
                                std::vector<int32_t> &out,
                                const std::function<void(int32_t)> &onToken) {
-  out.clear();
-  if (prompt.empty())
-    return Status::error("the prompt is empty");
-  if (options.maxTokens < 0 || !(options.temperature >= 0) ||
-      !(options.topP > 0 && options.topP <= 1))
-    return Status::error("max_tokens must be >= 0, temperature >= 0 and "
-                         "top_p in (0, 1]");
-  const FunctionInfo *forward = nullptr;
-  for (const FunctionInfo &f : model.functions())
-    if (f.name == "forward")
-      forward = &f;
-  if (!forward || forward->inputs.size() != 1 ||
-      forward->inputs[0].dims.size() != 2 || forward->outputs.size() != 1 ||
-      forward->outputs[0].dims.size() != 3 ||
-      (forward->inputs[0].dtype != DType::I32 &&
-       forward->inputs[0].dtype != DType::I64))
-    return Status::error("generate needs a decoder model whose 'forward' "
-                         "takes token ids [B, T] and returns logits [B, T, "
-                         "vocab]");
-  // Models with learned positions have a context window; keep the most
-  // recent tokens that fit.
-  int64_t window = INT64_MAX;
-  for (const auto &[name, v] : model.hyperparameters())
-    if (name == "n_positions" || name == "max_position_embeddings")
-      window = static_cast<int64_t>(v);
-  std::vector<int32_t> seq = prompt;
-  SplitMix64 rng{options.seed};
-  std::vector<Tensor> result;
-  for (int64_t step = 0; step < options.maxTokens; ++step) {
-    int64_t start =
-        std::max<int64_t>(0, static_cast<int64_t>(seq.size()) - window);
-    int64_t len = static_cast<int64_t>(seq.size()) - start;
-    Tensor tokens(forward->inputs[0].dtype, {1, len});
-    for (int64_t i = 0; i < len; ++i) {
-      if (tokens.dtype() == DType::I32)
-        tokens.as<int32_t>()[i] = seq[start + i];
-      else
-        tokens.as<int64_t>()[i] = seq[start + i];
-    }
-    if (Status s =
-            model.run("forward", {{forward->inputs[0].name, tokens}}, result);
-        !s)
-      return s;
-    const Tensor &logits = result[0];
-    int64_t vocab = logits.shape()[2];
-    int32_t next = static_cast<int32_t>(
-        pickToken(logits.as<float>() + (len - 1) * vocab, vocab,
-                  options.temperature, options.topP, rng));
-    if (std::find(options.stopTokens.begin(), options.stopTokens.end(),
-                  next) != options.stopTokens.end())
-      break;
-    seq.push_back(next);
-    out.push_back(next);
+  std::vector<std::vector<int32_t>> outs;
+  Status s = generate(model, {prompt}, options, outs, [&](size_t, int32_t id) {
     if (onToken)
-      onToken(next);
+      onToken(id);
+    return true;
+  });
+  out = outs.empty() ? std::vector<int32_t>() : outs[0];
+  return s;
+}
+
+std::string StopMatcher::feed(const std::string &text) {
+  if (stopped_)
+    return "";
+  held_ += text;
+  size_t first = std::string::npos;
+  for (const std::string &s : stops_)
+    if (!s.empty())
+      first = std::min(first, held_.find(s));
+  if (first != std::string::npos) {
+    stopped_ = true;
+    std::string shown = held_.substr(0, first);
+    held_.clear();
+    return shown;
   }
-  return Status::ok();
+  // Hold back the longest tail that could still begin a stop string.
+  size_t hold = 0;
+  for (const std::string &s : stops_)
+    for (size_t n = std::min(s.size() - (s.empty() ? 0 : 1), held_.size());
+         n > hold; --n)
+      if (held_.compare(held_.size() - n, n, s, 0, n) == 0) {
+        hold = n;
+        break;
+      }
+  std::string shown = held_.substr(0, held_.size() - hold);
+  held_.erase(0, held_.size() - hold);
+  return shown;
+}
+
+std::string StopMatcher::flush() {
+  std::string rest = stopped_ ? std::string() : held_;
+  held_.clear();
+  return rest;
 }

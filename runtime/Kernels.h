@@ -11,6 +11,8 @@
 //   Attention        in [q, k, v, mask|-1, bias|-1] out [y, lse?]
 //   AttentionGrad    in [grad, q, k, v, out, lse, mask|-1, bias|-1]
 //                    out [dq, dk, dv, dbias?]
+//   CachedAttention  in [q, k, v, key_cache, value_cache, positions, lengths]
+//                    out [y]; writes the caches (function inputs)
 //   Rope             in [x, positions|-1]
 //   FusedMatmul      in [a, b, bias|-1, residual|-1]
 //   AddNorm          in [x, residual, w, b|-1] out [sum, y]
@@ -165,6 +167,10 @@ Status countTargets(const KernelContext &c, int64_t rows, int64_t V,
 /// backward takes no bias (the per-row reference kernel handles it).
 Status flashAttention(KernelContext &ctx);
 Status flashAttentionGrad(KernelContext &ctx);
+/// kiln.cached_attention: the row-by-row reference, and the fast path for
+/// prompts into an empty cache (flash attention), which declines the rest.
+Status cachedAttentionReference(KernelContext &ctx);
+bool cachedAttention(KernelContext &ctx, Status &status);
 
 /// One row of softmax cross-entropy: writes (softmax(x) - onehot(t)) *
 /// scale to `d` (which may be `x` itself) and returns the row's loss term,

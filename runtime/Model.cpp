@@ -339,6 +339,16 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
             {info.plan.size(), k->location() ? k->location()->str() : "",
              a->heads(), a->kv_heads(), attention::specOf(*a->pattern())});
       }
+      if (k->op() == kart::Op::CachedAttention) {
+        // Verified: inputs 3 and 4 are two of the function's inputs.
+        const kart::AttentionPattern *pt =
+            k->attrs_as_AttentionAttrs()->pattern();
+        info.caches.push_back({f->values()->Get(k->inputs()->Get(3))->index(),
+                               f->values()->Get(k->inputs()->Get(4))->index(),
+                               pt->kind() == kart::PatternKind::SlidingWindow
+                                   ? pt->window()
+                                   : 0});
+      }
       info.plan.push_back(line);
     }
     for (size_t i = 0; i < f->inputs()->size(); ++i)

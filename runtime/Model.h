@@ -55,6 +55,14 @@ struct AttentionSite {
   attention::PatternSpec pattern;
 };
 
+/// One attention's key/value cache in a compiled `decode` function: the
+/// numbers of its two inputs, and its window (0: every earlier position;
+/// w: a rolling cache, which needs at least w slots).
+struct CacheInputs {
+  int key = -1, value = -1;
+  int64_t window = 0;
+};
+
 struct FunctionInfo {
   std::string name;
   std::vector<ArgInfo> inputs;
@@ -65,6 +73,8 @@ struct FunctionInfo {
   std::vector<std::string> plan;
   /// The forward attention kernels (their gradients share the pattern).
   std::vector<AttentionSite> attention;
+  /// The key/value caches it reads and extends (kiln.cached_attention).
+  std::vector<CacheInputs> caches;
 };
 
 struct ParameterInfo {

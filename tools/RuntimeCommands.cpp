@@ -371,9 +371,11 @@ int generateCommand(const std::vector<std::string> &args) {
   int64_t maxTokens = -1;
   uint64_t seed = 0;
   int threads = 0;
-  double temperature = 1.0, topP = 1.0;
+  double temperature = 1.0, topP = 1.0, penalty = 1.0;
+  int64_t topK = 0;
   std::vector<int32_t> prompt;
-  bool havePrompt = false, printIds = false;
+  std::vector<std::string> stops;
+  bool havePrompt = false, printIds = false, recompute = false;
   std::optional<std::string> promptText;
   LoadOptions load;
   OptionParser p("generate");
@@ -405,6 +407,15 @@ int generateCommand(const std::vector<std::string> &args) {
   p.flag("--ids", printIds);
   p.real("--temperature", temperature, 0, INFINITY);
   p.real("--top-p", topP, 0, 1, /*minOpen=*/true);
+  p.integer("--top-k", topK, {0, INT32_MAX});
+  p.real("--repetition-penalty", penalty, 0, 1e6, /*minOpen=*/true);
+  p.custom("--stop", [&](llvm::StringRef v) {
+    if (v.empty())
+      return usageError("--stop is empty");
+    stops.push_back(v.str());
+    return 0;
+  });
+  p.flag("--recompute", recompute);
   p.seed("--seed", seed);
   if (int rc = p.parse(args); rc >= 0)
     return rc;
@@ -442,13 +453,19 @@ int generateCommand(const std::vector<std::string> &args) {
           prompt = {static_cast<int32_t>(i)};
     }
   }
+  if (!stops.empty() && tok.empty())
+    return fail(path + ": --stop needs text: the artifact has no tokenizer");
   GenerateOptions g;
   g.maxTokens = maxTokens;
   g.temperature = temperature;
+  g.topK = topK;
   g.topP = topP;
+  g.repetitionPenalty = penalty;
   g.seed = static_cast<uint64_t>(seed);
   g.stopTokens = stopTokens(tok);
-  // Text streams as each token is chosen; ids print on one line at the end.
+  g.recompute = recompute;
+  // Text streams as each token is chosen (held back only while it may be
+  // the start of a --stop string); ids print on one line at the end.
   bool text = !tok.empty() && !printIds;
   int32_t prev = -1;
   if (text) {
@@ -458,13 +475,22 @@ int generateCommand(const std::vector<std::string> &args) {
     }
     std::cout << std::flush;
   }
-  std::vector<int32_t> generated;
-  Status s = generate(*model, prompt, g, generated, [&](int32_t next) {
-    if (text) {
-      std::cout << tok.decode(prev, next) << std::flush;
-      prev = next;
-    }
-  });
+  StopMatcher stop(stops);
+  std::vector<std::vector<int32_t>> generated;
+  GenerateStats stats;
+  Status s = generate(
+      *model, {prompt}, g, generated,
+      [&](size_t, int32_t next) {
+        std::string piece = tok.empty() ? "" : tok.decode(prev, next);
+        prev = next;
+        std::string shown = stop.feed(piece);
+        if (text)
+          std::cout << shown << std::flush;
+        return !stop.stopped();
+      },
+      &stats);
+  if (text)
+    std::cout << stop.flush();
   if (!s) {
     if (text)
       std::cout << "\n";
@@ -472,12 +498,27 @@ int generateCommand(const std::vector<std::string> &args) {
   }
   if (!text) {
     std::string line;
-    for (const std::vector<int32_t> *ids : {&prompt, &generated})
+    for (const std::vector<int32_t> *ids : {&prompt, &generated[0]})
       for (int32_t id : *ids)
         line += (line.empty() ? "" : " ") + std::to_string(id);
     std::cout << line;
   }
-  std::cout << "\n";
+  std::cout << "\n" << std::flush;
+  auto rate = [](int64_t n, double s) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f", s > 0 ? n / s : 0.0);
+    return std::string(buf);
+  };
+  // The first step runs the prompt and picks the first token; the rest
+  // are decoding steps.
+  int64_t steps = std::max<int64_t>(stats.generatedTokens - 1, 0);
+  std::cerr << "kiln: prompt " << stats.promptTokens << " tokens, generated "
+            << stats.generatedTokens << "; prefill "
+            << rate(stats.promptTokens, stats.prefillSeconds)
+            << " tokens/s, decode " << rate(steps, stats.decodeSeconds)
+            << " tokens/s ("
+            << (stats.cached ? "key/value cache" : "recomputing each token")
+            << ")\n";
   return 0;
 }
 

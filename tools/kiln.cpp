@@ -110,6 +110,11 @@ compile options:
   --no-fuse          skip the fusion passes (matmul epilogues, add + norm,
                      softmax cross-entropy, elementwise chains), for
                      comparing against the unfused kernels
+  --decode           insist on `decode`, incremental decoding with a
+                     key/value cache, which artifacts of causal decoders get
+                     by default (kiln generate uses it): an error says why a
+                     model cannot have it; with --emit=mlir, show it
+  --no-decode        leave `decode` out of the artifact
   --attention=PAT    give the model's attention ops a sparse pattern
                      (docs/sparse-attention.md): sliding_window:512,
                      block_sparse:block=64,local=1,global=1,random=3,seed=0,
@@ -184,9 +189,22 @@ generate options:
   --ids              print token ids (the prompt's included, space-separated,
                      one line) instead of text; artifacts without a
                      tokenizer always print ids
+
+Decoder artifacts decode incrementally with a key/value cache (the compiled
+`decode` function); the text streams as it is generated, and a summary line
+on stderr gives the prompt and generated token counts and tokens/s for the
+prompt (prefill) and for decoding.
   --temperature=T    0 is greedy argmax; default 1
+  --top-k=K          sample from the K most likely tokens (default 0: all)
   --top-p=P          nucleus sampling: keep the most likely tokens up to
                      probability P (default 1)
+  --repetition-penalty=R  divide the logits of tokens already in the text
+                     by R (multiply negative ones), as Hugging Face does
+                     (default 1: off)
+  --stop=STRING      end when the text contains STRING, which is not
+                     printed (repeatable; needs a tokenizer)
+  --recompute        run the whole sequence for every token instead of the
+                     compiled key/value-cache decoding (for checking it)
   --seed=S           seed for sampling (default 0)
   --threads=N        threads for the kernels (see "threads" below)
   --weights-file=F   the external weights, when not beside the artifact
@@ -423,6 +441,9 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   p.seed("--seed", r.seed);
   p.flag("--recompute", r.recompute);
   p.flag("--no-fuse", r.fuse, false);
+  bool decode = false, noDecode = false;
+  p.flag("--decode", decode);
+  p.flag("--no-decode", noDecode);
   attention.declare(p);
   quantize.declare(p);
   adapters.declare(p);
@@ -430,6 +451,11 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   p.prefix("--mlir-", mlirOptions);
   if (int rc = p.parse(args); rc >= 0)
     return rc;
+  if (decode && noDecode)
+    return usageError("give --decode or --no-decode, not both");
+  if (decode || noDecode)
+    r.decode =
+        decode ? CompileRequest::Decode::Required : CompileRequest::Decode::Off;
   if (r.path.empty())
     return usageError("'kiln compile' needs a model file, e.g. "
                       "'kiln compile examples/gpt2.kiln'");

@@ -15,7 +15,8 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (Any, Dict, Iterator, List, Mapping, Optional, Sequence,
+                    Tuple, Union)
 
 import numpy as np
 
@@ -226,37 +227,112 @@ class Model:
         """Writes the artifact (.kart), with the current parameter values."""
         self._impl.save(os.fspath(path))
 
-    def generate(self, prompt: Union[str, bytes, Sequence[int], None] = None,
-                 max_tokens: int = 16, temperature: float = 1.0,
-                 top_p: float = 1.0, seed: int = 0, *,
-                 prompt_ids: Optional[Sequence[int]] = None
-                 ) -> Union[str, np.ndarray]:
+    def _prompt_ids(self, prompt: Any) -> List[int]:
+        if isinstance(prompt, (str, bytes)):
+            tok = self.tokenizer
+            if tok is None:
+                raise ValueError("the model has no tokenizer: give token ids, "
+                                 "or compile with tokenizer=...")
+            return tok.encode(prompt)
+        return [int(i) for i in prompt]
+
+    def _generation(self, prompts: List[List[int]], max_tokens: int,
+                    temperature: float, top_k: int, top_p: float,
+                    repetition_penalty: float, seed: int,
+                    recompute: bool) -> Any:
+        return _kiln.Generation(self._impl, prompts, int(max_tokens),
+                                float(temperature), int(top_k), float(top_p),
+                                float(repetition_penalty), int(seed),
+                                bool(recompute))
+
+    def generate(self, prompt: Any = None, max_tokens: int = 16,
+                 temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+                 *, top_k: int = 0, repetition_penalty: float = 1.0,
+                 stop: Union[str, Sequence[str], None] = None,
+                 prompt_ids: Optional[Sequence[int]] = None,
+                 recompute: bool = False, stats: Optional[dict] = None
+                 ) -> Any:
         """Continues a prompt with a decoder model (``forward`` maps token
-        ids [B, T] to logits [B, T, vocab]).
+        ids [B, T] to logits [B, T, vocab]), decoding incrementally with the
+        compiled key/value cache (``recompute=True`` reruns the whole
+        sequence for each token instead, as a check).
 
         A text ``prompt`` needs the model's tokenizer and returns the text:
         the prompt and its continuation, exactly what ``kiln generate
         --prompt`` prints. Token ids (``prompt`` or ``prompt_ids``) return
-        the new ids (int32). ``temperature=0`` is greedy; ``top_p`` < 1
-        samples from the nucleus; the same seed gives the same tokens as
-        ``kiln generate``. With a llama2.c tokenizer generation ends early
-        where the model emits BOS or EOS."""
+        the new ids (int32). A list of prompts (texts, or lists of ids) of
+        any lengths decodes as one batch and returns a list.
+
+        Sampling, in this order: ``repetition_penalty`` (1: off),
+        ``temperature`` (0: greedy), ``top_k`` (0: all), ``top_p``; the same
+        seed gives the same tokens as ``kiln generate``. Generation ends
+        early where the model emits its tokenizer's BOS or EOS (llama2.c
+        tokenizers) or where the text contains a ``stop`` string (which is
+        cut off). ``stats``, a dict, receives the token counts and the
+        prefill and decoding times."""
         if prompt_ids is not None:
             if prompt is not None:
                 raise TypeError("give prompt or prompt_ids, not both")
             prompt = prompt_ids
         if prompt is None:
             raise TypeError("generate needs a prompt: text or token ids")
-        args = (int(max_tokens), float(temperature), float(top_p), int(seed))
-        if isinstance(prompt, (str, bytes)):
-            tok = self.tokenizer
-            if tok is None:
-                raise ValueError("the model has no tokenizer: give token ids, "
-                                 "or compile with tokenizer=...")
-            ids = tok.encode(prompt)
-            new = self._impl.generate(ids, *args)
-            return tok.decode(ids + new.tolist())
-        return self._impl.generate([int(i) for i in prompt], *args)
+        batch = (isinstance(prompt, (list, tuple)) and len(prompt) > 0 and
+                 not isinstance(prompt[0], (int, np.integer)))
+        prompts = list(prompt) if batch else [prompt]
+        text = [isinstance(p, (str, bytes)) for p in prompts]
+        ids = [self._prompt_ids(p) for p in prompts]
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if stops and self.tokenizer is None:
+            raise ValueError("stop strings need the model's tokenizer")
+        gen = self._generation(ids, max_tokens, temperature, top_k, top_p,
+                               repetition_penalty, seed, recompute)
+        cut: Dict[int, int] = {}
+        while not gen.done:
+            for row, _ in gen.step():
+                if stops:
+                    new = self.tokenizer.decode(gen.generated[row])
+                    hits = [new.find(s) for s in stops if s in new]
+                    if hits:
+                        cut[row] = min(hits)
+                        gen.end(row)
+        if stats is not None:
+            stats.update(gen.stats)
+        results = []
+        for row, (p, new) in enumerate(zip(ids, gen.generated)):
+            if text[row] or row in cut:
+                tok = self.tokenizer
+                out = tok.decode(new)
+                if row in cut:
+                    out = out[:cut[row]]
+                results.append(tok.decode(p) + out if text[row] else out)
+            else:
+                results.append(np.asarray(new, dtype=np.int32))
+        return results if batch else results[0]
+
+    def generate_tokens(self, prompt: Any, max_tokens: int = 16,
+                        temperature: float = 1.0, top_p: float = 1.0,
+                        seed: int = 0, *, top_k: int = 0,
+                        repetition_penalty: float = 1.0,
+                        recompute: bool = False) -> Iterator[int]:
+        """Yields the new token ids one at a time as they are decoded (the
+        same tokens ``generate`` returns for these settings); ``prompt`` is
+        text or token ids. Print text as it comes with the tokenizer:
+        ``tok.decode(ids_so_far)``."""
+        gen = self._generation([self._prompt_ids(prompt)], max_tokens,
+                               temperature, top_k, top_p, repetition_penalty,
+                               seed, recompute)
+        while not gen.done:
+            for _, token in gen.step():
+                yield token
+
+    def kv_cache(self, batch: int, slots: int) -> Any:
+        """Key/value caches for ``batch`` sequences of up to ``slots``
+        positions, for driving the compiled ``decode`` function yourself:
+        ``cache.append([[ids...], ...])`` runs each row's new tokens (rows
+        may differ in length, or get none) and returns the logits
+        [B, T, vocab] (row b's valid for its own tokens); ``cache.lengths``
+        gives each row's positions so far."""
+        return _kiln.KvCache(self._impl, int(batch), int(slots))
 
     def ir(self, stage: str = "mlir") -> str:
         """The text of a compilation stage: ``ast``, ``mlir`` (after the
@@ -319,7 +395,8 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
             quantize: Optional[str] = None,
             quantize_params: Optional[Sequence[str]] = None,
             lora: Optional[str] = None,
-            adapter: Optional[PathLike] = None) -> Model:
+            adapter: Optional[PathLike] = None,
+            decode: Optional[bool] = None) -> Model:
     """Compiles a model from a .kiln file or from model text.
 
     ``defines`` overrides hyperparameters (``{"n_layer": 2}``), ``seed``
@@ -343,8 +420,12 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
     (globs: ``["h.*.mlp.*"]``). ``lora="rank=8,alpha=16"`` (and
     ``targets=GLOB``) adds LoRA adapters beside the linear layers and freezes
     everything else, as ``kiln compile --lora``; ``adapter`` starts them
-    from a PEFT adapter directory (alone, its config sets ``lora``). Raises
-    ``CompileError`` with the file, line and column of the first error.
+    from a PEFT adapter directory (alone, its config sets ``lora``).
+    A causal decoder gets ``decode``, incremental decoding with a key/value
+    cache (what ``generate`` uses); ``decode=True`` insists (a model that
+    cannot have it raises ``CompileError`` saying why), ``decode=False``
+    leaves it out. Raises ``CompileError`` with the file, line and column
+    of the first error.
     """
     if target != "cpu":
         raise ValueError(f"target '{target}' is not available in this build; "
@@ -365,7 +446,8 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
         attention_blocks=[str(b) for b in attention_blocks or []],
         quantize=quantize or "",
         quantize_params=[str(p) for p in quantize_params or []],
-        lora=lora or "", adapter=os.fspath(adapter) if adapter else "")
+        lora=lora or "", adapter=os.fspath(adapter) if adapter else "",
+        decode={None: "auto", True: "required", False: "off"}[decode])
     ok, data, errors = _kiln.compile(**dict(request, stage="kart"))
     if not ok:
         raise CompileError(errors)

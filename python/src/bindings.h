@@ -14,6 +14,7 @@ void registerCompiler(pybind11::module_ &m);
 void registerRuntime(pybind11::module_ &m);
 void registerTraining(pybind11::module_ &m);
 void registerQuant(pybind11::module_ &m);
+void registerGeneration(pybind11::module_ &m);
 
 /// A NumPy array as a runtime tensor of `want`; ValueError (naming the
 /// input) on another dtype or rank. With `keepAlive`, a C-contiguous array

@@ -57,8 +57,15 @@ void kiln::python::registerCompiler(py::module_ &m) {
          const std::vector<std::string> &attentionBlocks,
          const std::string &quantize,
          const std::vector<std::string> &quantizeParams,
-         const std::string &lora, const std::string &adapter) {
+         const std::string &lora, const std::string &adapter,
+         const std::string &decode) {
         CompileRequest r;
+        if (decode == "off")
+          r.decode = CompileRequest::Decode::Off;
+        else if (decode == "required")
+          r.decode = CompileRequest::Decode::Required;
+        else if (decode != "auto")
+          throw py::value_error("decode must be None, True or False");
         (isPath ? r.path : r.source) = source;
         for (const auto &[k, v] : defines)
           r.defines.push_back({k, v, ""});
@@ -110,7 +117,7 @@ void kiln::python::registerCompiler(py::module_ &m) {
       py::arg("attention_blocks") = std::vector<std::string>(),
       py::arg("quantize") = "",
       py::arg("quantize_params") = std::vector<std::string>(),
-      py::arg("lora") = "", py::arg("adapter") = "",
+      py::arg("lora") = "", py::arg("adapter") = "", py::arg("decode") = "auto",
       "Compiles a model through kiln's one compile driver; returns (ok, bytes "
       "or text, [(file, line, column, message)]).");
 }

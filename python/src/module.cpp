@@ -8,4 +8,5 @@ PYBIND11_MODULE(_kiln, m) {
   m.attr("MAX_THREADS") = kiln::runtime::kMaxThreads;
   kiln::python::registerTraining(m);
   kiln::python::registerQuant(m);
+  kiln::python::registerGeneration(m);
 }

@@ -9,7 +9,6 @@
 //===----------------------------------------------------------------------===//
 #include "bindings.h"
 
-#include "runtime/Generate.h"
 #include "runtime/Model.h"
 #include "runtime/Safetensors.h"
 #include "runtime/attention/Layout.h"
@@ -400,33 +399,6 @@ void kiln::python::registerRuntime(py::module_ &m) {
                                d["targets"] = m.lora()->targets;
                                return d;
                              })
-      .def(
-          "generate",
-          [](Model &m, const std::vector<int32_t> &prompt, int64_t maxTokens,
-             double temperature, double topP, uint64_t seed) {
-            GenerateOptions g;
-            g.maxTokens = maxTokens;
-            g.temperature = temperature;
-            g.topP = topP;
-            g.seed = seed;
-            g.stopTokens = stopTokens(m.tokenizer());
-            std::vector<int32_t> out;
-            Status s;
-            {
-              py::gil_scoped_release release;
-              s = generate(m, prompt, g, out);
-            }
-            if (!s)
-              throw py::value_error(s.message());
-            py::array_t<int32_t> a(static_cast<py::ssize_t>(out.size()));
-            std::copy(out.begin(), out.end(), a.mutable_data());
-            return a;
-          },
-          py::arg("prompt_ids"), py::arg("max_tokens"), py::arg("temperature"),
-          py::arg("top_p"), py::arg("seed"),
-          "The new token ids; generation ends early where the model picks "
-          "its tokenizer's BOS or EOS (not returned), as kiln generate "
-          "does.")
       .def(
           "save",
           [](const Model &m, const std::string &path) {

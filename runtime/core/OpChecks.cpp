@@ -221,6 +221,32 @@ std::string checkAttention(const Operands &o) {
   return "";
 }
 
+std::string checkCachedAttention(const Operands &o) {
+  const auto &in = o.in;
+  for (int i = 0; i < 5; ++i)
+    if (rank(in[i]) != 3 || !isF32(in[i]))
+      return "q, k, v and the key and value caches must be f32 [B, T, C]";
+  // The kernel writes the caches: they must be the caller's buffers, never
+  // weights or constants.
+  if (in[3]->kind() != kart::ValueKind::Input ||
+      in[4]->kind() != kart::ValueKind::Input || in[3] == in[4])
+    return "its key and value caches must be two of the function's inputs";
+  if (rank(in[5]) != 2 || in[5]->dtype() != kart::DType::I32 ||
+      rank(in[6]) != 1 || in[6]->dtype() != kart::DType::I32)
+    return "needs i32 positions [B, T] and lengths [B]";
+  const kart::AttentionAttrs &a = *o.kernel.attrs_as_AttentionAttrs();
+  if (std::string why = checkAttentionAttrs(a); !why.empty())
+    return why;
+  const kart::AttentionPattern &p = *a.pattern();
+  if (!p.causal() || p.global_tokens() != 0 ||
+      (p.kind() != kart::PatternKind::Dense &&
+       p.kind() != kart::PatternKind::SlidingWindow))
+    return "needs causal attention, dense or with a sliding window";
+  if (!isF32(o.out[0]) || rank(o.out[0]) != 3)
+    return "needs an f32 [B, T, C] result";
+  return "";
+}
+
 std::string checkRelativePositionBucket(const Operands &o) {
   const kart::RelativePositionBucketAttrs *a =
       o.kernel.attrs_as_RelativePositionBucketAttrs();

@@ -231,6 +231,28 @@ RULE(shapeAttention) {
   return Status::ok();
 }
 
+RULE(shapeCachedAttention) {
+  const Shape &q = shapeOf(in, 0), &kk = shapeOf(in, 1), &v = shapeOf(in, 2),
+              &kc = shapeOf(in, 3), &vc = shapeOf(in, 4), &pos = shapeOf(in, 5),
+              &len = shapeOf(in, 6);
+  const kart::AttentionAttrs *a = k.attrs_as_AttentionAttrs();
+  if (Status st = checkAttentionShapes(k, q, kk, v, nullptr, nullptr); !st)
+    return st;
+  if (kk[1] != q[1])
+    return fail(k, "q " + str(q) + " and k " + str(kk) +
+                       " must hold the same new tokens");
+  if (kc.size() != 3 || vc.size() != 3 || kc[0] != q[0] || vc[0] != q[0] ||
+      kc[1] != vc[1] || kc[2] != kk[2] || vc[2] != v[2])
+    return fail(k, "the key cache " + str(kc) + " and value cache " + str(vc) +
+                       " must be [B, S, width] for keys " + str(kk) +
+                       " and values " + str(v));
+  if (pos != Shape{q[0], q[1]} || len != Shape{q[0]})
+    return fail(k, "positions " + str(pos) + " and lengths " + str(len) +
+                       " must be [B, T] and [B] for queries " + str(q));
+  out.push_back({q[0], q[1], v[2] / a->kv_heads() * a->heads()});
+  return Status::ok();
+}
+
 RULE(shapeEmbeddingGrad) {
   const Shape &g = shapeOf(in, 0), &ids = shapeOf(in, 1);
   if (g.size() != ids.size() + 1 ||

@@ -164,6 +164,7 @@ constexpr KernelImpl kCpuKernels[] = {
     {Op::NormGrad,               executeFused,           nullptr},
     {Op::SoftmaxCrossEntropy,    executeFused,           nullptr},
     {Op::FusedElementwise,       executeFused,           nullptr},
+    {Op::CachedAttention,        cachedAttentionReference, cachedAttention},
 };
 // clang-format on
 

@@ -1030,3 +1030,59 @@ kiln.parameter @p : tensor<4x4xi32> {init = "zeros", frozen, quant = "nf4"}
 
 // expected-error @+1 {{parameter 'p' is 'tensor<4xf32>'; int4 quantizes matrices [out, in]}}
 kiln.parameter @p : tensor<4xf32> {init = "zeros", frozen, quant = "int4:group=2"}
+
+// -----
+
+func.func @f(%q: tensor<2x3x8xf32>, %kc: tensor<2x16x4xf32>, %vc: tensor<2x16x8xf32>, %pos: tensor<2x3xi32>, %len: tensor<2xi32>) {
+  // expected-error @+1 {{the key cache must be [B, S, 8] of 'f32', got 'tensor<2x16x4xf32>'}}
+  %o = kiln.cached_attention %q, %q, %q, %kc, %vc, %pos, %len {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64} : (tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x16x4xf32>, tensor<2x16x8xf32>, tensor<2x3xi32>, tensor<2xi32>) -> tensor<2x3x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<2x3x8xf32>, %kc: tensor<2x16x8xf32>, %vc: tensor<3x16x8xf32>, %pos: tensor<2x3xi32>, %len: tensor<2xi32>) {
+  // expected-error @+1 {{the value cache must be [B, S, 8] of 'f32', got 'tensor<3x16x8xf32>'}}
+  %o = kiln.cached_attention %q, %q, %q, %kc, %vc, %pos, %len {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64} : (tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x16x8xf32>, tensor<3x16x8xf32>, tensor<2x3xi32>, tensor<2xi32>) -> tensor<2x3x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<2x3x8xf32>, %kc: tensor<2x16x8xf32>, %vc: tensor<2x12x8xf32>, %pos: tensor<2x3xi32>, %len: tensor<2xi32>) {
+  // expected-error @+1 {{the key and value caches have different lengths: 16 and 12}}
+  %o = kiln.cached_attention %q, %q, %q, %kc, %vc, %pos, %len {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64} : (tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x16x8xf32>, tensor<2x12x8xf32>, tensor<2x3xi32>, tensor<2xi32>) -> tensor<2x3x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<2x3x8xf32>, %kc: tensor<2x16x8xf32>, %vc: tensor<2x16x8xf32>, %pos: tensor<2x4xi32>, %len: tensor<2xi32>) {
+  // expected-error @+1 {{positions must be [B, T] = [2, 3], got 'tensor<2x4xi32>'}}
+  %o = kiln.cached_attention %q, %q, %q, %kc, %vc, %pos, %len {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64} : (tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x16x8xf32>, tensor<2x16x8xf32>, tensor<2x4xi32>, tensor<2xi32>) -> tensor<2x3x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<2x3x8xf32>, %kc: tensor<2x16x8xf32>, %vc: tensor<2x16x8xf32>, %pos: tensor<2x3xi32>, %len: tensor<3xi32>) {
+  // expected-error @+1 {{lengths must be [B] = [2], got 'tensor<3xi32>'}}
+  %o = kiln.cached_attention %q, %q, %q, %kc, %vc, %pos, %len {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64} : (tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x16x8xf32>, tensor<2x16x8xf32>, tensor<2x3xi32>, tensor<3xi32>) -> tensor<2x3x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<2x3x8xf32>, %kc: tensor<2x16x8xf32>, %vc: tensor<2x16x8xf32>, %pos: tensor<2x3xi32>, %len: tensor<2xi32>) {
+  // expected-error @+1 {{window must be >= 0 (0: none), got -1}}
+  %o = kiln.cached_attention %q, %q, %q, %kc, %vc, %pos, %len {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64, window = -1 : i64} : (tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x16x8xf32>, tensor<2x16x8xf32>, tensor<2x3xi32>, tensor<2xi32>) -> tensor<2x3x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<2x3x8xf32>, %kc: tensor<2x16x8xf32>, %vc: tensor<2x16x8xf32>, %pos: tensor<2x3xi32>, %len: tensor<2xi32>) {
+  // expected-error @+1 {{num_heads 3 is not a multiple of num_kv_heads 2}}
+  %o = kiln.cached_attention %q, %q, %q, %kc, %vc, %pos, %len {num_heads = 3 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64} : (tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x16x8xf32>, tensor<2x16x8xf32>, tensor<2x3xi32>, tensor<2xi32>) -> tensor<2x3x8xf32>
+  return
+}

@@ -101,6 +101,12 @@ func.func @all_ops(%tok: tensor<?x?xi32>, %mask: tensor<?x?xi32>, %pos: tensor<?
   %o = kiln.attention %q, %k, %dr {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.35 : f64, causal = true} : (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>) -> tensor<?x?x16xf32>
   // CHECK: kiln.attention %{{.*}}, %{{.*}}, %{{.*}} mask %{{.*}} bias %{{.*}} {
   %o2 = kiln.attention %q, %p#0, %p#1 mask %mask bias %bias {num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.35 : f64} : (tensor<?x?x16xf32>, tensor<?x?x8xf32>, tensor<?x?x8xf32>, tensor<?x?xi32>, tensor<2x1x1xf32>) -> tensor<?x?x16xf32>
+  // CHECK: kiln.cached_attention %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 3.500000e-01 : f64, window = 4 : i64}
+  %cpos = kiln.constant dense<0> : tensor<2x3xi32>
+  %clen = kiln.constant dense<3> : tensor<2xi32>
+  %cq = kiln.constant dense<0.0> : tensor<2x3x16xf32>
+  %kvc = kiln.constant dense<0.0> : tensor<2x8x16xf32>
+  %ca = kiln.cached_attention %cq, %cq, %cq, %kvc, %kvc, %cpos, %clen {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.35 : f64, window = 4 : i64} : (tensor<2x3x16xf32>, tensor<2x3x16xf32>, tensor<2x3x16xf32>, tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x3xi32>, tensor<2xi32>) -> tensor<2x3x16xf32>
   // Patterns print their parameters in the table's order.
   // CHECK: kiln.attention {{.*}}causal = true{{.*}}pattern = #kiln.pattern<sliding_window, window = 256, global_tokens = 2>
   %s3 = kiln.attention %q, %k, %dr {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.35 : f64, causal = true, pattern = #kiln.pattern<sliding_window, global_tokens = 2, window = 256>} : (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>) -> tensor<?x?x16xf32>

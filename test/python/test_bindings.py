@@ -59,7 +59,7 @@ def test_results_equal_the_cli_bit_for_bit(tmp_path, model):
     assert np.array_equal(loaded.forward(tokens=x), model.forward(tokens=x))
     assert loaded.name == "gpt2"
     assert [f["name"] for f in loaded.functions()] == \
-        ["forward", "loss", "loss_grad"]
+        ["forward", "loss", "loss_grad", "decode"]
 
 
 def test_reference_kernels_per_call(tmp_path, model):

@@ -55,8 +55,8 @@ struct ProgramBuilder {
     shapes.push_back(shape);
     return static_cast<int>(fn->values.size()) - 1;
   }
-  int input(const Shape &shape) {
-    int id = value(kart::ValueKind::Input, shape, fn->inputs.size());
+  int input(const Shape &shape, kart::DType dtype = kart::DType::F32) {
+    int id = value(kart::ValueKind::Input, shape, fn->inputs.size(), dtype);
     fn->inputs.push_back(id);
     fn->input_names.push_back("x" + std::to_string(fn->inputs.size() - 1));
     return id;
@@ -93,6 +93,8 @@ struct Case {
   Op op;                 // the op whose fast kernel this case covers
   bool positive = false; // inputs drawn from (0.5, 2) instead of N(0, 1)
   std::function<void(ProgramBuilder &)> build;
+  /// Sets the integer inputs (zero unless this says otherwise).
+  std::function<void(std::map<std::string, Tensor> &)> integers = {};
 };
 
 void runBoth(const Case &c) {
@@ -106,11 +108,19 @@ void runBoth(const Case &c) {
   std::uniform_real_distribution<float> pos(0.5f, 2.0f);
   std::map<std::string, Tensor> in;
   for (size_t i = 0; i < b.fn->inputs.size(); ++i) {
-    Tensor t(DType::F32, b.shapes[b.fn->inputs[i]]);
+    int id = b.fn->inputs[i];
+    if (b.fn->values[id]->dtype != kart::DType::F32) {
+      in[b.fn->input_names[i]] =
+          Tensor(static_cast<DType>(b.fn->values[id]->dtype), b.shapes[id]);
+      continue;
+    }
+    Tensor t(DType::F32, b.shapes[id]);
     for (int64_t j = 0; j < t.numel(); ++j)
       t.as<float>()[j] = c.positive ? pos(rng) : normal(rng);
     in[b.fn->input_names[i]] = std::move(t);
   }
+  if (c.integers)
+    c.integers(in);
   std::vector<Tensor> fast, ref;
   RunOptions o;
   o.kernels = KernelChoice::Fast;
@@ -279,6 +289,39 @@ std::vector<Case> cases() {
                           {g, q, k, v, fwd[0], fwd[1], -1, -1},
                           {{2, 150, 16}, {2, 150, 8}, {2, 150, 8}}, make());
                     }});
+  // A prompt into an empty cache (flash attention) against the row-by-row
+  // kernel: ragged rows, grouped heads, with and without a window.
+  for (int64_t window : {0, 40})
+    cs.push_back({"CachedAttention window " + std::to_string(window),
+                  Op::CachedAttention, false,
+                  [window](auto &b) {
+                    kart::AttentionAttrsT a;
+                    a.heads = 4;
+                    a.kv_heads = 2;
+                    a.scale = 0.35;
+                    a.pattern = std::make_unique<kart::AttentionPatternT>();
+                    a.pattern->causal = true;
+                    if (window) {
+                      a.pattern->kind = kart::PatternKind::SlidingWindow;
+                      a.pattern->window = window;
+                    }
+                    int q = b.input({2, 150, 16}), k = b.input({2, 150, 8}),
+                        v = b.input({2, 150, 8}), kc = b.input({2, 160, 8}),
+                        vc = b.input({2, 160, 8}),
+                        pos = b.input({2, 150}, kart::DType::I32),
+                        len = b.input({2}, kart::DType::I32);
+                    b.fn->outputs = b.kernel(Op::CachedAttention,
+                                             {q, k, v, kc, vc, pos, len},
+                                             {{2, 150, 16}}, attrs(a));
+                  },
+                  [](std::map<std::string, Tensor> &in) {
+                    // Inputs x5 and x6: positions and lengths.
+                    int32_t *pos = in["x5"].as<int32_t>();
+                    for (int64_t i = 0; i < 2 * 150; ++i)
+                      pos[i] = static_cast<int32_t>(i % 150);
+                    in["x6"].as<int32_t>()[0] = 150;
+                    in["x6"].as<int32_t>()[1] = 97;
+                  }});
   return cs;
 }
 

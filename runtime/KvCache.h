@@ -1,0 +1,81 @@
+//===- KvCache.h - key/value caches for compiled decoding -------*- C++ -*-===//
+//
+// A model compiled from a causal decoder has a `decode` function
+// (kiln-derive-decode) that runs new tokens only, reading and extending one
+// key/value cache per attention layer. A KvCache holds those caches for a
+// batch of sequences, allocated once, and feeds `decode` each row's new
+// tokens at the row's next positions:
+//
+//   std::unique_ptr<KvCache> cache;
+//   KvCache::create(model, /*batch=*/2, /*slots=*/256, cache);
+//   cache->append(model, {{1, 15, 7}, {1, 42}}, logits); // ragged prompts
+//   cache->append(model, {{next0}, {next1}}, logits);    // one step each
+//
+// `logits` is what decode returns, [B, T, V] for the longest row's T new
+// tokens; row b's are valid for its own tokens only. A cache belongs to
+// one caller (it is not shared between threads); the model may serve many
+// caches at once.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KILN_RUNTIME_KVCACHE_H
+#define KILN_RUNTIME_KVCACHE_H
+
+#include "runtime/Model.h"
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace kiln::runtime {
+
+class KvCache {
+public:
+  /// The model's `decode` function, or null when it was not compiled with
+  /// one (a model that is not a causal decoder, or --no-decode).
+  static const FunctionInfo *decodeFunction(const Model &model);
+
+  /// The slots a cache needs for sequences of up to `length` positions:
+  /// `length`, or when every layer's cache rolls (sliding-window attention)
+  /// the largest window, if that is less.
+  static int64_t slotsFor(const Model &model, int64_t length);
+
+  /// Caches for `batch` rows of `slots` positions each. When every layer
+  /// has a sliding window no wider than `slots`, the caches roll and rows
+  /// grow without bound; otherwise a row holds at most `slots` positions.
+  /// Refuses sizes whose caches would not fit in memory.
+  static Status create(const Model &model, int64_t batch, int64_t slots,
+                       std::unique_ptr<KvCache> &out);
+
+  int64_t batch() const { return static_cast<int64_t>(lengths_.size()); }
+  int64_t slots() const { return slots_; }
+  /// Whether rows may grow past `slots` (every layer's cache rolls).
+  bool rolling() const { return rolling_; }
+  /// The positions row `row` holds so far.
+  int64_t length(int64_t row) const { return lengths_[row]; }
+  /// How many more positions row `row` can take (INT64_MAX when rolling).
+  int64_t room(int64_t row) const;
+  /// The bytes the caches take.
+  size_t bytes() const;
+
+  /// Runs `decode` on each row's new tokens (a row may get none), which
+  /// the caches then hold. Every row's tokens must fit its room.
+  Status append(Model &model, const std::vector<std::vector<int32_t>> &tokens,
+                Tensor &logits, const RunOptions &options = {});
+
+  /// Empties row `row` (its next tokens start at position 0).
+  void clearRow(int64_t row) { lengths_[row] = 0; }
+
+private:
+  KvCache() = default;
+
+  int64_t slots_ = 0;
+  bool rolling_ = false;
+  DType tokenType_ = DType::I32;
+  std::vector<std::string> names_; // the decode function's cache inputs
+  std::vector<Tensor> caches_;     // [B, slots, width] each
+  std::vector<int64_t> lengths_;
+};
+
+} // namespace kiln::runtime
+
+#endif
