@@ -144,7 +144,8 @@ void attendRow(const CacheProblem &p, int64_t b, int64_t h,
 /// Stores the real tokens' keys and values (the last S of them for a
 /// rolling cache) and zeroes the padding rows' results.
 void storeAndClear(const CacheProblem &p) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(                                             \
+    static) if (p.B * p.T * (p.kRow() + p.vRow()) >= kParallelWork)
   for (int64_t b = 0; b < p.B; ++b) {
     int64_t n = p.len[b], p0 = n > 0 ? p.pos[b * p.T] : 0;
     for (int64_t t = std::max<int64_t>(0, n - p.S); t < n; ++t) {
@@ -165,7 +166,11 @@ Status kiln::runtime::cachedAttentionReference(KernelContext &c) {
   CacheProblem p = problemOf(c);
   if (Status s = checkRows(c, p); !s)
     return s;
-#pragma omp parallel
+  // A decoding step near the start is too little work to wake threads for.
+  int64_t work = 0;
+  for (int64_t b = 0; b < p.B; ++b)
+    work += p.len[b] * (p.pos[b * p.T] + p.len[b]) * p.H * (p.D + p.Dv);
+#pragma omp parallel if (work >= kParallelWork)
   {
     std::vector<float> s;
 #pragma omp for collapse(2) schedule(dynamic)

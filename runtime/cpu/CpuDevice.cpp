@@ -97,6 +97,15 @@ bool matmulFast(KernelContext &c, Status &s) {
   return true;
 }
 
+/// Elementwise ops on a decoding step's few values run on the calling
+/// thread (the reference loop); oneDNN's primitives take the rest.
+bool binaryFast(KernelContext &c, Status &s) {
+  return c.out[0].numel() >= kParallelWork && onednnBinary(c, s);
+}
+bool eltwiseFast(KernelContext &c, Status &s) {
+  return c.out[0].numel() >= kParallelWork && onednnEltwise(c, s);
+}
+
 bool flash(KernelContext &c, Status &s) {
   s = flashAttention(c);
   return true;
@@ -114,23 +123,23 @@ bool flashGrad(KernelContext &c, Status &s) {
 constexpr KernelImpl kCpuKernels[] = {
     {Op::Embedding,              embedding,              nullptr},
     {Op::Matmul,                 matmulOrQuantized,      matmulFast},
-    {Op::Add,                    binary,                 onednnBinary},
-    {Op::Sub,                    binary,                 onednnBinary},
-    {Op::Mul,                    binary,                 onednnBinary},
-    {Op::Div,                    binary,                 onednnBinary},
-    {Op::Max,                    binary,                 onednnBinary},
-    {Op::Min,                    binary,                 onednnBinary},
+    {Op::Add,                    binary,                 binaryFast},
+    {Op::Sub,                    binary,                 binaryFast},
+    {Op::Mul,                    binary,                 binaryFast},
+    {Op::Div,                    binary,                 binaryFast},
+    {Op::Max,                    binary,                 binaryFast},
+    {Op::Min,                    binary,                 binaryFast},
     {Op::Pow,                    binary,                 nullptr},
-    {Op::Neg,                    unary,                  onednnEltwise},
-    {Op::Exp,                    unary,                  onednnEltwise},
-    {Op::Log,                    unary,                  onednnEltwise},
-    {Op::Sqrt,                   unary,                  onednnEltwise},
-    {Op::Rsqrt,                  unary,                  onednnEltwise},
-    {Op::Tanh,                   unary,                  onednnEltwise},
-    {Op::Sigmoid,                unary,                  onednnEltwise},
-    {Op::Relu,                   unary,                  onednnEltwise},
-    {Op::Silu,                   unary,                  onednnEltwise},
-    {Op::Gelu,                   unary,                  onednnEltwise},
+    {Op::Neg,                    unary,                  eltwiseFast},
+    {Op::Exp,                    unary,                  eltwiseFast},
+    {Op::Log,                    unary,                  eltwiseFast},
+    {Op::Sqrt,                   unary,                  eltwiseFast},
+    {Op::Rsqrt,                  unary,                  eltwiseFast},
+    {Op::Tanh,                   unary,                  eltwiseFast},
+    {Op::Sigmoid,                unary,                  eltwiseFast},
+    {Op::Relu,                   unary,                  eltwiseFast},
+    {Op::Silu,                   unary,                  eltwiseFast},
+    {Op::Gelu,                   unary,                  eltwiseFast},
     {Op::Cast,                   cast,                   nullptr},
     {Op::Reshape,                identity,               nullptr},
     {Op::Transpose,              reference::transpose,   onednnTranspose},

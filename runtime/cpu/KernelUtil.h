@@ -20,6 +20,11 @@
 
 namespace kiln::runtime::cpu {
 
+/// Work (values touched) below which a kernel runs on the calling thread:
+/// waking the pool's sleeping threads costs tens of microseconds, more
+/// than a decoding step's norm or attention near the start takes.
+constexpr int64_t kParallelWork = int64_t(1) << 16;
+
 using Shape = std::vector<int64_t>;
 
 inline std::string str(const Shape &s) {

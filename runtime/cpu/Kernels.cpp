@@ -396,7 +396,7 @@ Status norm(KernelContext &c) {
   const float *x = c.in[0].as<float>(), *w = c.in[1].as<float>();
   const float *b = layer ? c.in[2].as<float>() : nullptr;
   float *y = c.out[0].as<float>();
-#pragma omp parallel for
+#pragma omp parallel for if (rows * C >= kParallelWork)
   for (int64_t r = 0; r < rows; ++r) {
     const float *xr = x + r * C;
     float *yr = y + r * C;

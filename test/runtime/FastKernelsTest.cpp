@@ -142,16 +142,17 @@ std::vector<Case> cases() {
   std::vector<Case> cs;
   for (Op op : {Op::Add, Op::Sub, Op::Mul, Op::Div, Op::Max, Op::Min})
     cs.push_back({kart::EnumNameOp(op), op, op == Op::Div, [op](auto &b) {
-                    int x = b.input({2, 3, 4}), y = b.input({4});
-                    b.fn->outputs = b.kernel(op, {x, y}, {{2, 3, 4}});
+                    // Large enough for oneDNN (smaller runs the reference).
+                    int x = b.input({2, 256, 128}), y = b.input({128});
+                    b.fn->outputs = b.kernel(op, {x, y}, {{2, 256, 128}});
                   }});
   for (Op op : {Op::Neg, Op::Exp, Op::Log, Op::Sqrt, Op::Rsqrt, Op::Tanh,
                 Op::Sigmoid, Op::Relu, Op::Silu})
     cs.push_back({kart::EnumNameOp(op), op,
                   op == Op::Log || op == Op::Sqrt || op == Op::Rsqrt,
                   [op](auto &b) {
-                    int x = b.input({2, 3, 8});
-                    b.fn->outputs = b.kernel(op, {x}, {{2, 3, 8}});
+                    int x = b.input({2, 256, 128});
+                    b.fn->outputs = b.kernel(op, {x}, {{2, 256, 128}});
                   }});
   for (auto form :
        {kart::GeluApproximation::None, kart::GeluApproximation::Tanh})
@@ -160,8 +161,8 @@ std::vector<Case> cases() {
          false, [form](auto &b) {
            kart::GeluAttrsT a;
            a.approximation = form;
-           int x = b.input({2, 3, 8});
-           b.fn->outputs = b.kernel(Op::Gelu, {x}, {{2, 3, 8}}, attrs(a));
+           int x = b.input({2, 256, 128});
+           b.fn->outputs = b.kernel(Op::Gelu, {x}, {{2, 256, 128}}, attrs(a));
          }});
   for (bool t : {false, true})
     cs.push_back(
