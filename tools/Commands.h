@@ -69,6 +69,7 @@ int runCommand(const std::vector<std::string> &args);
 int inspectCommand(const std::vector<std::string> &args);
 int mergeCommand(const std::vector<std::string> &args);
 int generateCommand(const std::vector<std::string> &args);
+int tokenizeCommand(const std::vector<std::string> &args);
 int trainCommand(const std::vector<std::string> &args);
 
 } // namespace kiln::tools

@@ -522,4 +522,74 @@ int generateCommand(const std::vector<std::string> &args) {
   return 0;
 }
 
+int tokenizeCommand(const std::vector<std::string> &args) {
+  std::string path, input;
+  bool decode = false;
+  OptionParser p("tokenize");
+  p.text("--tokenizer", path,
+         "a llama2.c tokenizer.bin or an artifact that carries a tokenizer, "
+         "e.g. --tokenizer=tok512.bin");
+  p.flag("--decode", decode);
+  p.positional(input, "text");
+  if (int rc = p.parse(args); rc >= 0)
+    return rc;
+  if (path.empty())
+    return usageError("'kiln tokenize' needs --tokenizer=FILE (a llama2.c "
+                      "tokenizer.bin or a .kart artifact with a tokenizer)");
+  if (input.empty())
+    return usageError("'kiln tokenize' needs the text (or ids with "
+                      "--decode), or - to read standard input");
+  // The tokenizer: an artifact's, or a llama2.c file.
+  Tokenizer own;
+  std::unique_ptr<Model> model;
+  const Tokenizer *tok = &own;
+  if (llvm::StringRef(path).ends_with(".kart")) {
+    if (Status s = Model::load(path, model); !s)
+      return fail(s.message());
+    tok = &model->tokenizer();
+    if (tok->empty())
+      return fail(path + ": the artifact has no tokenizer");
+  } else if (Status s = Tokenizer::readLlama2c(path, own); !s) {
+    return fail(s.message());
+  }
+  std::string text = input;
+  if (input == "-") {
+    std::ostringstream all;
+    all << std::cin.rdbuf();
+    text = all.str();
+  }
+  if (!decode) {
+    std::vector<int32_t> ids;
+    if (Status s = tok->encode(text, ids); !s)
+      return fail(s.message());
+    std::string line;
+    for (int32_t id : ids)
+      line += (line.empty() ? "" : " ") + std::to_string(id);
+    std::cout << line << "\n";
+    return 0;
+  }
+  // Ids separated by spaces, commas or newlines.
+  std::vector<int32_t> ids;
+  llvm::SmallVector<llvm::StringRef> items;
+  llvm::StringRef(text).split(items, ' ', -1, /*KeepEmpty=*/false);
+  for (llvm::StringRef group : items) {
+    llvm::SmallVector<llvm::StringRef> parts;
+    group.split(parts, ',', -1, /*KeepEmpty=*/false);
+    for (llvm::StringRef item : parts) {
+      item = item.trim();
+      if (item.empty())
+        continue;
+      int64_t id;
+      if (item.getAsInteger(10, id) || id < 0 ||
+          id >= static_cast<int64_t>(tok->size()))
+        return fail("--decode: '" + item.take_front(40).str() +
+                    "' is not a token id of this tokenizer (0 to " +
+                    std::to_string(tok->size() - 1) + ")");
+      ids.push_back(static_cast<int32_t>(id));
+    }
+  }
+  std::cout << tok->decode(ids) << "\n";
+  return 0;
+}
+
 } // namespace kiln::tools

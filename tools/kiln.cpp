@@ -62,6 +62,8 @@ usage:
   kiln generate MODEL.kart --max-tokens=N [options]
                                       continue a prompt (decoder models): text
                                       with a tokenizer, token ids without
+  kiln tokenize --tokenizer=FILE [--decode] TEXT|-
+                                      text to token ids (or ids to text)
   kiln train MODEL.kiln|MODEL.kart --data=TEXT --steps=N [options]
                                       train a language model on a text file
   kiln merge MODEL.kart -o MERGED.safetensors [--quantize=Q]
@@ -208,6 +210,18 @@ prompt (prefill) and for decoding.
   --seed=S           seed for sampling (default 0)
   --threads=N        threads for the kernels (see "threads" below)
   --weights-file=F   the external weights, when not beside the artifact
+)"},
+    {"tokenize", R"(usage: kiln tokenize --tokenizer=FILE [--decode] TEXT|-
+
+tokenize options:
+  --tokenizer=FILE   a llama2.c tokenizer.bin, or an artifact (.kart) that
+                     carries a tokenizer (required)
+  --decode           read token ids (separated by spaces or commas) and
+                     print their text, instead of text to ids
+  TEXT               the text (or ids); - reads standard input
+
+Prints the ids on one line, space-separated, as the model sees them (a
+llama2.c tokenizer puts BOS first), or the decoded text.
 )"},
     {"train",
      R"(usage: kiln train MODEL.kiln|MODEL.kart --data=TEXT --steps=N [options]
@@ -594,7 +608,7 @@ int main(int argc, char **argv) {
   if (cmd == "help") { // kiln help [COMMAND]
     if (args.size() > 2 || (args.size() == 2 && helpText(args[1]).empty()))
       return usageError("'kiln help' takes one of: compile, run, inspect, "
-                        "generate, train, merge");
+                        "generate, tokenize, train, merge");
     llvm::outs() << helpText(args.size() == 2 ? args[1] : "");
     return 0;
   }
@@ -612,11 +626,14 @@ int main(int argc, char **argv) {
     return kiln::tools::inspectCommand(rest);
   if (cmd == "generate")
     return kiln::tools::generateCommand(rest);
+  if (cmd == "tokenize")
+    return kiln::tools::tokenizeCommand(rest);
   if (cmd == "train")
     return kiln::tools::trainCommand(rest);
   if (cmd == "merge")
     return kiln::tools::mergeCommand(rest);
   return usageError(
       "unknown command '" + cmd +
-      "'; the commands are: compile, run, inspect, generate, train, merge");
+      "'; the commands are: compile, run, inspect, generate, tokenize, train, "
+      "merge");
 }

@@ -267,3 +267,36 @@ def test_usage_errors(artifact, paths, tmp_path):
              "-o", plain)
     assert "the artifact has no tokenizer" in bad(
         "generate", plain, "--prompt=Once", "--max-tokens=2")
+
+
+def test_kiln_tokenize_command(tmp_path):
+    """kiln tokenize: text to ids as the tokenizer encodes it (from a
+    tokenizer file or an artifact's), ids back to text, standard input read
+    as it is, and clear errors."""
+    tok = data_file("tok512.bin")
+    reference = ref.load_tokenizer(tok)
+    for text in ["Once upon a time", "caf\u00e9 \U0001f600 12"]:
+        ids = [int(t) for t in kiln_cli("tokenize", f"--tokenizer={tok}",
+                                        text).stdout.split()]
+        assert ids == ref.encode(reference, text.encode())
+        back = kiln_cli("tokenize", f"--tokenizer={tok}", "--decode",
+                        ",".join(map(str, ids))).stdout
+        assert back == text + "\n"
+    art = tmp_path / "s.kart"
+    kiln_cli("compile", EXAMPLES / "llama.kiln",
+             f"--weights={data_file('stories260K.bin')}", f"--tokenizer={tok}",
+             "-o", art)
+    r = subprocess.run([KILN, "tokenize", f"--tokenizer={art}", "-"],
+                       input="two\nlines\n", capture_output=True, text=True,
+                       check=True)
+    assert [int(t) for t in r.stdout.split()] == \
+        ref.encode(reference, b"two\nlines\n")
+    bad = kiln_cli("tokenize", f"--tokenizer={tok}", "--decode", "1 512",
+                   check=False)
+    assert bad.returncode == 1
+    assert "'512' is not a token id of this tokenizer (0 to 511)" in bad.stderr
+    assert kiln_cli("tokenize", "text", check=False).returncode == 2
+    plain = tmp_path / "plain.kart"
+    kiln_cli("compile", EXAMPLES / "llama.kiln", "-o", plain)
+    r = kiln_cli("tokenize", f"--tokenizer={plain}", "x", check=False)
+    assert r.returncode == 1 and "the artifact has no tokenizer" in r.stderr
