@@ -29,6 +29,20 @@ runtime::attention::PatternSpec patternOf(AttentionLike a) {
   return s;
 }
 
+/// An attention-like op's heads, scale and pattern: the attribute table
+/// of Attention, AttentionGrad and CachedAttention.
+template <typename AttentionLike>
+fb::Offset<kart::AttentionAttrs>
+attentionAttrs(fb::FlatBufferBuilder &fbb, AttentionLike a,
+               const runtime::attention::PatternSpec &ps) {
+  auto pattern = kart::CreateAttentionPattern(
+      fbb, static_cast<kart::PatternKind>(ps.kind), ps.causal, ps.window,
+      ps.block, ps.local, ps.globalBlocks, ps.random, ps.seed, ps.stride,
+      ps.summary, ps.globalTokens);
+  return kart::CreateAttentionAttrs(fbb, a.getNumHeads(), a.getNumKvHeads(),
+                                    a.getScale().convertToDouble(), pattern);
+}
+
 // The dialect's kinds and the schema's share their cases (ir/KilnEnums.td,
 // kart.fbs); these keep the two numbering-independent.
 kart::Activation toKart(Activation a) {
@@ -260,17 +274,10 @@ kiln::encodeKernel(Operation *op, fb::FlatBufferBuilder &fbb, DimEncoder dim,
                            toKart(r.getStyle()), r.getInverse())));
           })
           .Case<AttentionOp, AttentionGradOp>([&](auto a) {
-            runtime::attention::PatternSpec ps = patternOf(a);
-            auto pattern = kart::CreateAttentionPattern(
-                fbb, static_cast<kart::PatternKind>(ps.kind), ps.causal,
-                ps.window, ps.block, ps.local, ps.globalBlocks, ps.random,
-                ps.seed, ps.stride, ps.summary, ps.globalTokens);
             return set(llvm::isa<AttentionOp>(op) ? Op::Attention
                                                   : Op::AttentionGrad,
                        Attrs::AttentionAttrs,
-                       erase(kart::CreateAttentionAttrs(
-                           fbb, a.getNumHeads(), a.getNumKvHeads(),
-                           a.getScale().convertToDouble(), pattern)));
+                       erase(attentionAttrs(fbb, a, patternOf(a))));
           })
           .Case([&](CachedAttentionOp a) {
             runtime::attention::PatternSpec ps;
@@ -279,13 +286,8 @@ kiln::encodeKernel(Operation *op, fb::FlatBufferBuilder &fbb, DimEncoder dim,
               ps.kind = runtime::attention::PatternKind::SlidingWindow;
               ps.window = w;
             }
-            auto pattern = kart::CreateAttentionPattern(
-                fbb, static_cast<kart::PatternKind>(ps.kind), ps.causal,
-                ps.window);
             return set(Op::CachedAttention, Attrs::AttentionAttrs,
-                       erase(kart::CreateAttentionAttrs(
-                           fbb, a.getNumHeads(), a.getNumKvHeads(),
-                           a.getScale().convertToDouble(), pattern)));
+                       erase(attentionAttrs(fbb, a, ps)));
           })
           .Case([&](RelativePositionBucketOp r) {
             return set(Op::RelativePositionBucket,

@@ -267,8 +267,8 @@ class Model:
         ``temperature`` (0: greedy), ``top_k`` (0: all), ``top_p``; the same
         seed gives the same tokens as ``kiln generate``. Generation ends
         early where the model emits its tokenizer's BOS or EOS (llama2.c
-        tokenizers) or where the text contains a ``stop`` string (which is
-        cut off). ``stats``, a dict, receives the token counts and the
+        tokenizers) or where the text contains a ``stop`` string (cut off
+        a text result; token ids end with the token that completed it). ``stats``, a dict, receives the token counts and the
         prefill and decoding times."""
         if prompt_ids is not None:
             if prompt is not None:
@@ -299,12 +299,12 @@ class Model:
             stats.update(gen.stats)
         results = []
         for row, (p, new) in enumerate(zip(ids, gen.generated)):
-            if text[row] or row in cut:
+            if text[row]:
                 tok = self.tokenizer
                 out = tok.decode(new)
                 if row in cut:
                     out = out[:cut[row]]
-                results.append(tok.decode(p) + out if text[row] else out)
+                results.append(tok.decode(p) + out)
             else:
                 results.append(np.asarray(new, dtype=np.int32))
         return results if batch else results[0]

@@ -261,6 +261,11 @@ def test_stop_strings_and_summary(stories):
     text = model.generate("Once upon a time", max_tokens=100, temperature=0,
                           stop=[" park", "ball"])
     assert text == r.stdout.rstrip("\n")
+    # Token ids end with the token that completed the stop string.
+    ids = model.generate([1], max_tokens=100, temperature=0, stop=" park")
+    tok = model.tokenizer
+    assert " park" in tok.decode([1] + ids.tolist())
+    assert " park" not in tok.decode([1] + ids.tolist()[:-1])
     # The CLI's recomputing path prints the same text.
     again = subprocess.run([KILN, "generate", str(stories), "--recompute",
                             "--max-tokens=100", "--temperature=0",
