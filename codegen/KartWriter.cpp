@@ -15,6 +15,7 @@
 #include "runtime/Memory.h"
 #include "runtime/Model.h"
 #include "runtime/Random.h"
+#include "runtime/core/KartTokenizer.h"
 #include "runtime/kart_generated.h"
 #include "runtime/lora/LoraSpec.h"
 #include "runtime/quant/Serialize.h"
@@ -712,11 +713,9 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
       fbb.CreateString(name ? name.str() : "model"), fbb.CreateVector(symbols),
       fbb.CreateVector(hparams), fbb.CreateVector(paramTable),
       fbb.CreateVector(functions), weightsVec, weightsFile,
-      tok ? fbb.CreateString(tok->kind()) : 0,
-      tok ? fbb.CreateVectorOfStrings(tok->pieces()) : 0,
-      tok && !tok->scores().empty() ? fbb.CreateVector(tok->scores()) : 0,
-      tok ? tok->bos() : -1, tok ? tok->eos() : -1, /*executables=*/0,
-      loraConfig);
+      /*executables=*/0, loraConfig,
+      tok ? kart::TokenizerData::Pack(fbb, runtime::tokenizerToKart(*tok).get())
+          : 0);
   kart::FinishProgramBuffer(fbb, program);
   bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   return success();

@@ -297,8 +297,7 @@ bool Compilation::writeArtifact(mlir::ModuleOp module) {
   artifact.annotate = r.stage == CompileStage::Lowered;
   runtime::Tokenizer fromFile;
   if (!r.tokenizerPath.empty()) {
-    if (runtime::Status s =
-            runtime::Tokenizer::readLlama2c(r.tokenizerPath, fromFile);
+    if (runtime::Status s = runtime::Tokenizer::load(r.tokenizerPath, fromFile);
         !s)
       return fail(s.message());
     artifact.tokenizer = &fromFile;

@@ -6,6 +6,7 @@
 #include "runtime/Safetensors.h"
 #include "runtime/attention/KartPattern.h"
 #include "runtime/core/FunctionState.h"
+#include "runtime/core/KartTokenizer.h"
 #include "runtime/quant/Formats.h"
 #include "runtime/quant/Serialize.h"
 
@@ -156,21 +157,10 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
     return Status::error("the artifact is missing its functions, parameters "
                          "or weights");
   model_ = p->model()->str();
-  if (p->tokenizer() || p->vocab()) {
-    std::vector<std::string> pieces;
-    if (p->vocab())
-      for (const flatbuffers::String *piece : *p->vocab())
-        pieces.push_back(piece->str());
-    std::vector<float> scores;
-    if (p->vocab_scores())
-      scores.assign(p->vocab_scores()->begin(), p->vocab_scores()->end());
-    if (Status s = Tokenizer::fromParts(
-            p->tokenizer() ? p->tokenizer()->str() : "", std::move(pieces),
-            std::move(scores), p->bos_id(), p->eos_id(), tokenizer_);
-        !s)
+  if (const kart::TokenizerData *t = p->tokenizer_data())
+    if (Status s = tokenizerFromKart(*t, tokenizer_); !s)
       return Status::error("the artifact's tokenizer is invalid: " +
                            s.message());
-  }
   if (p->hparams())
     for (const kart::HParam *h : *p->hparams())
       if (h && h->name())
@@ -405,11 +395,8 @@ Status Model::saveArtifact(const std::string &path) const {
   // with it (the weights keep their 64-byte alignment, see kart.fbs).
   std::unique_ptr<kart::ProgramT> program(
       kart::GetProgram(bytes_.data() + base_)->UnPack());
-  program->tokenizer = tokenizer_.kind();
-  program->vocab = tokenizer_.pieces();
-  program->vocab_scores = tokenizer_.scores();
-  program->bos_id = tokenizer_.bos();
-  program->eos_id = tokenizer_.eos();
+  program->tokenizer_data =
+      tokenizer_.empty() ? nullptr : tokenizerToKart(tokenizer_);
   flatbuffers::FlatBufferBuilder fbb;
   kart::FinishProgramBuffer(fbb, kart::Program::Pack(fbb, program.get()));
   return writeFileAtomically(path, {{fbb.GetBufferPointer(), fbb.GetSize()}});

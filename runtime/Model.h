@@ -33,7 +33,7 @@
 namespace kiln::runtime {
 
 /// The artifact format this runtime reads and writes.
-constexpr uint32_t kFormatVersion = 3;
+constexpr uint32_t kFormatVersion = 4;
 
 /// The most threads a model or call may ask for: more than any machine has
 /// (GNU OpenMP fails creating far more). The CLI's --threads and Python's

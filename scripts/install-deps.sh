@@ -12,6 +12,8 @@ PACKAGES=(
   libmlir-19-dev mlir-19-tools llvm-19-dev llvm-19-tools
   zlib1g-dev libzstd-dev
   libdnnl-dev libflatbuffers-dev flatbuffers-compiler pybind11-dev python3-dev
+  # SentencePiece tokenizers (the library; spm_train/spm_encode for the tests)
+  libsentencepiece-dev sentencepiece pkg-config
   # Debian's oneDNN CMake package looks for OpenCL when it is found
   ocl-icd-opencl-dev opencl-c-headers
   # tests and the Python package

@@ -527,19 +527,19 @@ int tokenizeCommand(const std::vector<std::string> &args) {
   bool decode = false;
   OptionParser p("tokenize");
   p.text("--tokenizer", path,
-         "a llama2.c tokenizer.bin or an artifact that carries a tokenizer, "
+         "tokenizer files or an artifact that carries a tokenizer, "
          "e.g. --tokenizer=tok512.bin");
   p.flag("--decode", decode);
   p.positional(input, "text");
   if (int rc = p.parse(args); rc >= 0)
     return rc;
   if (path.empty())
-    return usageError("'kiln tokenize' needs --tokenizer=FILE (a llama2.c "
-                      "tokenizer.bin or a .kart artifact with a tokenizer)");
+    return usageError("'kiln tokenize' needs --tokenizer=PATH (tokenizer "
+                      "files or a .kart artifact with a tokenizer)");
   if (input.empty())
     return usageError("'kiln tokenize' needs the text (or ids with "
                       "--decode), or - to read standard input");
-  // The tokenizer: an artifact's, or a llama2.c file.
+  // The tokenizer: an artifact's, or tokenizer files.
   Tokenizer own;
   std::unique_ptr<Model> model;
   const Tokenizer *tok = &own;
@@ -549,7 +549,7 @@ int tokenizeCommand(const std::vector<std::string> &args) {
     tok = &model->tokenizer();
     if (tok->empty())
       return fail(path + ": the artifact has no tokenizer");
-  } else if (Status s = Tokenizer::readLlama2c(path, own); !s) {
+  } else if (Status s = Tokenizer::load(path, own); !s) {
     return fail(s.message());
   }
   std::string text = input;

@@ -62,7 +62,7 @@ usage:
   kiln generate MODEL.kart --max-tokens=N [options]
                                       continue a prompt (decoder models): text
                                       with a tokenizer, token ids without
-  kiln tokenize --tokenizer=FILE [--decode] TEXT|-
+  kiln tokenize --tokenizer=PATH [--decode] TEXT|-
                                       text to token ids (or ids to text)
   kiln train MODEL.kiln|MODEL.kart --data=TEXT --steps=N [options]
                                       train a language model on a text file
@@ -95,9 +95,14 @@ compile options:
   --weights=FILE     trained weights: .safetensors (names as in the model) or
                      a llama2.c .bin checkpoint, whose header sets the
                      hyperparameters (use with examples/llama.kiln)
-  --tokenizer=FILE   carry a llama2.c tokenizer (tokenizer.bin) in the
-                     artifact, so kiln generate takes and prints text; its
-                     size must equal the model's vocabulary
+  --tokenizer=PATH   carry a tokenizer in the artifact, so kiln generate
+                     takes and prints text: tokenizer.bin (llama2.c; its
+                     size must equal the model's vocabulary), a
+                     SentencePiece .model, tokenizer.json, vocab.json +
+                     merges.txt or encoder.json + vocab.bpe (GPT-2),
+                     vocab.txt (BERT), or a directory holding one;
+                     KIND:PATH picks a kind (gpt2, wordpiece,
+                     sentencepiece, llama2c)
   --save-weights=F   also write the artifact's weights (initialized or
                      imported) to the .safetensors file F
   --external-weights=F  keep the weights out of the artifact: write them to
@@ -211,17 +216,21 @@ prompt (prefill) and for decoding.
   --threads=N        threads for the kernels (see "threads" below)
   --weights-file=F   the external weights, when not beside the artifact
 )"},
-    {"tokenize", R"(usage: kiln tokenize --tokenizer=FILE [--decode] TEXT|-
+    {"tokenize", R"(usage: kiln tokenize --tokenizer=PATH [--decode] TEXT|-
 
 tokenize options:
-  --tokenizer=FILE   a llama2.c tokenizer.bin, or an artifact (.kart) that
+  --tokenizer=PATH   tokenizer files (as for kiln compile --tokenizer:
+                     tokenizer.bin, *.model, tokenizer.json, vocab.json +
+                     merges.txt, encoder.json + vocab.bpe, vocab.txt, a
+                     directory, KIND:PATH), or an artifact (.kart) that
                      carries a tokenizer (required)
   --decode           read token ids (separated by spaces or commas) and
                      print their text, instead of text to ids
   TEXT               the text (or ids); - reads standard input
 
-Prints the ids on one line, space-separated, as the model sees them (a
-llama2.c tokenizer puts BOS first), or the decoded text.
+Prints the ids on one line, space-separated, as the model sees them
+(llama2.c and SentencePiece tokenizers put BOS first, WordPiece [CLS] and
+[SEP] around), or the decoded text.
 )"},
     {"train",
      R"(usage: kiln train MODEL.kiln|MODEL.kart --data=TEXT --steps=N [options]
@@ -451,7 +460,8 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   p.text("--weights", r.weights,
          "a .safetensors or llama2.c .bin file, e.g. --weights=model.bin");
   p.text("--tokenizer", r.tokenizerPath,
-         "a llama2.c tokenizer file, e.g. --tokenizer=tok512.bin");
+         "tokenizer files, e.g. --tokenizer=tok512.bin or "
+         "--tokenizer=gpt2:DIR");
   p.seed("--seed", r.seed);
   p.flag("--recompute", r.recompute);
   p.flag("--no-fuse", r.fuse, false);

@@ -32,7 +32,7 @@ if "OMP_WAIT_POLICY" not in os.environ and \
 from . import _kiln  # noqa: E402
 
 __all__ = ["AdamW", "CompileError", "Model", "SGD", "Tokenizer", "Trainer",
-           "compile", "dequantize", "load", "quantize"]
+           "compile", "dequantize", "load", "load_tokenizer", "quantize"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -63,10 +63,13 @@ def _is_source(text: Union[str, "os.PathLike[str]"]) -> bool:
 
 
 class Tokenizer:
-    """A model's tokenizer: ``encode(text)`` gives token ids, ``decode(ids)``
-    text. ``kind`` is ``"char"``, ``"byte"`` or ``"llama2c"``; ``bos`` and
-    ``eos`` are -1 where the kind has none. llama2c encodes as llama2.c
-    does (BOS first, a leading space, scored merges, byte fallback)."""
+    """A tokenizer: ``encode(text)`` gives token ids, ``decode(ids)`` text.
+    ``kind`` is ``"char"``, ``"byte"``, ``"llama2c"``, ``"gpt2"``,
+    ``"wordpiece"`` or ``"sentencepiece"``; ``bos`` and ``eos`` are -1 where
+    the kind has none. Each kind encodes as its reference does (llama2.c,
+    GPT-2's encoder, BERT's tokenizer, libsentencepiece); see
+    docs/generation.md. Get one from a model (``model.tokenizer``) or from
+    files with ``kiln.load_tokenizer``."""
 
     def __init__(self, impl: Any):
         self._impl = impl
@@ -102,6 +105,15 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"<kiln.Tokenizer {self.kind}, {len(self)} tokens>"
+
+
+def load_tokenizer(path: PathLike) -> Tokenizer:
+    """A tokenizer from its files: a llama2.c ``tokenizer.bin``, a
+    SentencePiece ``.model``, Hugging Face's ``tokenizer.json``, GPT-2's
+    ``vocab.json`` + ``merges.txt`` (or ``encoder.json`` + ``vocab.bpe``), a
+    BERT ``vocab.txt``, or a directory holding one of them; ``"gpt2:DIR"``
+    insists on a kind. Raises ``ValueError`` naming the file and entry."""
+    return Tokenizer(_kiln.load_tokenizer(os.fspath(path)))
 
 
 class Model:

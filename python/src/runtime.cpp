@@ -171,6 +171,21 @@ void kiln::python::registerRuntime(py::module_ &m) {
         return out;
       });
 
+  m.def(
+      "load_tokenizer",
+      [](const std::string &spec) {
+        Tokenizer tok;
+        Status s;
+        {
+          py::gil_scoped_release release;
+          s = Tokenizer::load(spec, tok);
+        }
+        if (!s)
+          throw py::value_error(s.message());
+        return tok;
+      },
+      py::arg("spec"));
+
   py::class_<Model>(m, "Model")
       .def_static(
           "load",

@@ -48,22 +48,24 @@ def root_version_offset(data):
     return root + field
 
 
-@pytest.mark.parametrize("version,relation", [(4, "is newer than"),
+@pytest.mark.parametrize("version,relation", [(5, "is newer than"),
+                                              (3, "is not"),
                                               (2, "is not"),
                                               (1, "is not")])
 def test_other_format_versions(tmp_path, artifact, tokens, version, relation):
     """Version 1 (before typed kernel attributes and the storage, device
     and pattern tables), version 2 (attention patterns without sparse
-    kinds) and anything newer are refused with the fix."""
+    kinds), version 3 (the tokenizer without merges, special tokens or a
+    model) and anything newer are refused with the fix."""
     data = bytearray(artifact.read_bytes())
     off = root_version_offset(data)
-    assert struct.unpack_from("<I", data, off)[0] == 3
+    assert struct.unpack_from("<I", data, off)[0] == 4
     struct.pack_into("<I", data, off, version)
     bad = tmp_path / "other.kart"
     bad.write_bytes(bytes(data))
     expect_error(run_kiln("run", bad, f"--input=tokens=@{tokens}"),
                  f"artifact format version {version} {relation} the version "
-                 "this runtime reads (3)", "recompile the model")
+                 "this runtime reads (4)", "recompile the model")
 
 
 def table_field(data, table, index):

@@ -232,23 +232,27 @@ def test_malformed_tokenizer_files(tmp_path, paths):
         err
 
 
-def program_field(data, index):
-    root = struct.unpack_from("<I", data, 0)[0]
-    vtable = root - struct.unpack_from("<i", data, root)[0]
+def table_field(data, table, index):
+    """The byte offset of field `index` of the FlatBuffers table at
+    `table`."""
+    vtable = table - struct.unpack_from("<i", data, table)[0]
     field = struct.unpack_from("<H", data, vtable + 4 + 2 * index)[0]
     assert field
-    return root + field
+    return table + field
 
 
 def test_damaged_tokenizer_in_an_artifact(tmp_path, artifact):
     data = bytearray(artifact.read_bytes())
-    struct.pack_into("<i", data, program_field(data, 11), 9999)  # bos_id
+    root = struct.unpack_from("<I", data, 0)[0]
+    at = table_field(data, root, 15)  # Program.tokenizer_data
+    tokenizer = at + struct.unpack_from("<I", data, at)[0]
+    struct.pack_into("<i", data, table_field(data, tokenizer, 3), 9999)  # bos
     p = tmp_path / "bad-bos.kart"
     p.write_bytes(bytes(data))
     err = bad("generate", p, "--max-tokens=1")
-    assert "the artifact's tokenizer is invalid: BOS 9999 and EOS 2 must be " \
-        "ids of the tokenizer" in err
-    with pytest.raises(RuntimeError, match="BOS 9999"):
+    assert "the artifact's tokenizer is invalid: BOS/EOS id 9999 is not an " \
+        "id of the 512-token vocabulary" in err
+    with pytest.raises(RuntimeError, match="BOS/EOS id 9999"):
         kiln.load(p)
 
 
