@@ -6,6 +6,7 @@
 #include "frontend/AST.h"
 #include "ir/AttentionPattern.h"
 #include "ir/KilnDialect.h"
+#include "runtime/HuggingFace.h"
 #include "runtime/Llama2c.h"
 #include "runtime/Safetensors.h"
 #include "runtime/quant/Serialize.h"
@@ -79,6 +80,8 @@ private:
   bool checkFunctionNames(mlir::ModuleOp module);
   bool readLora();
   bool writeArtifact(mlir::ModuleOp module);
+  bool bindCheckpointHyperparameters(unsigned id, CompileOptions &options);
+  bool readWeights(mlir::ModuleOp module, runtime::NamedTensors &weights);
 
   const CompileRequest &r;
   CompileResult &out;
@@ -89,6 +92,10 @@ private:
   /// The adapters asked for (--lora, --adapter) and the adapter's values.
   std::optional<runtime::lora::LoraSpec> lora;
   runtime::NamedTensors adapterTensors;
+  /// The kind of --weights and, for a Hugging Face directory, its config.
+  enum class WeightsKind { None, Safetensors, Llama2c, HuggingFace };
+  WeightsKind weightsKind = WeightsKind::None;
+  runtime::HuggingFaceConfig hfConfig;
 };
 
 bool Compilation::readLora() {
@@ -205,23 +212,8 @@ bool Compilation::run() {
 
   CompileOptions options;
   options.defines = r.defines;
-  bool llama2c = llvm::StringRef(r.weights).ends_with(".bin");
-  if (!r.weights.empty() && !llama2c &&
-      !llvm::StringRef(r.weights).ends_with(".safetensors"))
-    return fail("weights must be a .safetensors file or a llama2.c .bin "
-                "checkpoint, got '" +
-                r.weights + "'");
-  if (llama2c) {
-    // The checkpoint's header sets the hyperparameters; a -D that
-    // disagrees is reported against it.
-    runtime::Llama2cConfig config;
-    if (runtime::Status s = runtime::readLlama2cConfig(r.weights, config); !s)
-      return fail(s.message());
-    for (const auto &[name, value] : config.hyperparameters())
-      options.defines.push_back({name, std::to_string(value),
-                                 "the header of " + r.weights + " (" + name +
-                                     "=" + std::to_string(value) + ")"});
-  }
+  if (!bindCheckpointHyperparameters(id, options))
+    return false;
   limitParameters(options, artifactStage() && r.externalWeights.empty());
   mlir::OwningOpRef<mlir::ModuleOp> module =
       elaborateBuffer(ctx, sm, id, options);
@@ -291,34 +283,123 @@ bool Compilation::run() {
   return true;
 }
 
+/// Classifies --weights and, for a checkpoint that carries its own
+/// hyperparameters (a llama2.c header, a Hugging Face config.json), binds
+/// them as overrides; a -D that disagrees is reported against them.
+bool Compilation::bindCheckpointHyperparameters(unsigned id,
+                                                CompileOptions &options) {
+  if (r.weights.empty())
+    return true;
+  llvm::StringRef weights(r.weights);
+  if (runtime::isDirectory(r.weights))
+    weightsKind = WeightsKind::HuggingFace;
+  else if (weights.ends_with(".bin"))
+    weightsKind = WeightsKind::Llama2c;
+  else if (weights.ends_with(".safetensors"))
+    weightsKind = WeightsKind::Safetensors;
+  else
+    return fail("weights must be a .safetensors file, a llama2.c .bin "
+                "checkpoint or a Hugging Face model directory, got '" +
+                r.weights + "'");
+  if (weightsKind == WeightsKind::Llama2c) {
+    runtime::Llama2cConfig config;
+    if (runtime::Status s = runtime::readLlama2cConfig(r.weights, config); !s)
+      return fail(s.message());
+    for (const auto &[name, value] : config.hyperparameters())
+      options.defines.push_back({name, std::to_string(value),
+                                 "the header of " + r.weights + " (" + name +
+                                     "=" + std::to_string(value) + ")"});
+    // A negative vocabulary size in the header marks a separate classifier.
+    if (!config.sharedClassifier)
+      options.defines.push_back(
+          {"tie_word_embeddings", "false",
+           "the header of " + r.weights +
+               " (a separate classifier: tie_word_embeddings=false)"});
+    return true;
+  }
+  if (weightsKind != WeightsKind::HuggingFace)
+    return true;
+  if (runtime::Status s = runtime::readHuggingFaceConfig(r.weights, hfConfig);
+      !s)
+    return fail(s.message());
+  std::optional<ast::Model> model = parseBuffer(sm, id);
+  if (!model)
+    return false;
+  // A model named after another architecture kiln maps is the wrong file;
+  // a model of the user's own name is trusted to follow model_type's names.
+  std::string known = runtime::huggingFaceModelTypes();
+  llvm::SmallVector<llvm::StringRef> types;
+  llvm::StringRef(known).split(types, ", ");
+  if (model->name != hfConfig.modelType &&
+      llvm::is_contained(types, model->name))
+    return fail(r.weights + "/config.json: model_type '" + hfConfig.modelType +
+                "' is a different architecture from " + "model '" +
+                model->name + "'");
+  // config.json's entries named like the model's hyperparameters bind them
+  // (the examples use Hugging Face's config names).
+  for (const ast::HParam &h : model->hparams) {
+    std::string value;
+    if (hfConfig.scalar(h.name, value))
+      options.defines.push_back(
+          {h.name, value,
+           r.weights + "/config.json (" + h.name + "=" + value + ")"});
+  }
+  return true;
+}
+
+/// Reads --weights into tensors named as the model declares them.
+bool Compilation::readWeights(mlir::ModuleOp module,
+                              runtime::NamedTensors &weights) {
+  size_t maxTensors =
+      countParameters(module) * runtime::quant::kMaxTensorsPerWeight;
+  runtime::Status s = runtime::Status::ok();
+  switch (weightsKind) {
+  case WeightsKind::None:
+    return true;
+  case WeightsKind::Llama2c: {
+    runtime::Llama2cConfig config;
+    s = runtime::readLlama2c(r.weights, config, weights);
+    break;
+  }
+  case WeightsKind::Safetensors:
+    s = runtime::readSafetensors(r.weights, weights, maxTensors);
+    runtime::widenHalfTensors(weights);
+    break;
+  case WeightsKind::HuggingFace:
+    // Hugging Face checkpoints add buffers and tied copies the mapping
+    // drops; allow for them in the bound.
+    s = runtime::readHuggingFace(hfConfig, weights, 2 * maxTensors + 16);
+    break;
+  }
+  return s ? true : fail(s.message());
+}
+
 bool Compilation::writeArtifact(mlir::ModuleOp module) {
   ArtifactOptions artifact;
   artifact.seed = r.seed;
   artifact.annotate = r.stage == CompileStage::Lowered;
   runtime::Tokenizer fromFile;
-  if (!r.tokenizerPath.empty()) {
-    if (runtime::Status s = runtime::Tokenizer::load(r.tokenizerPath, fromFile);
+  std::string tokenizerPath = r.tokenizerPath;
+  // A Hugging Face directory's own tokenizer comes along unless one is named.
+  if (tokenizerPath.empty() && !r.tokenizer &&
+      weightsKind == WeightsKind::HuggingFace &&
+      runtime::Tokenizer::inDirectory(r.weights))
+    tokenizerPath = r.weights;
+  if (!tokenizerPath.empty()) {
+    if (runtime::Status s = runtime::Tokenizer::load(tokenizerPath, fromFile);
         !s)
       return fail(s.message());
     artifact.tokenizer = &fromFile;
-    artifact.tokenizerSource = r.tokenizerPath;
+    artifact.tokenizerSource = tokenizerPath;
   } else if (r.tokenizer) {
     artifact.tokenizer = r.tokenizer;
     artifact.tokenizerSource = r.tokenizerSource;
   }
   runtime::NamedTensors weights;
-  if (!r.weights.empty()) {
-    runtime::Llama2cConfig config;
-    runtime::Status s = llvm::StringRef(r.weights).ends_with(".bin")
-                            ? runtime::readLlama2c(r.weights, config, weights)
-                            : runtime::readSafetensors(
-                                  r.weights, weights,
-                                  countParameters(module) *
-                                      runtime::quant::kMaxTensorsPerWeight);
-    if (!s)
-      return fail(s.message());
+  if (!readWeights(module, weights))
+    return false;
+  if (weightsKind != WeightsKind::None)
     artifact.weights = &weights;
-  }
   if (!adapterTensors.empty())
     artifact.adapters = &adapterTensors;
   runtime::NamedTensors external;

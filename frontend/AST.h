@@ -32,12 +32,13 @@ enum class ExprKind {
   Bool,   // true
   Name,   // x
   List,   // [a, b]           items in `items`
-  Unary,  // -x               operand in `base`
+  Unary,  // -x, not c         operand in `base`
   Binary, // a + b            operands in `items[0..1]`
   Call,   // f(a, k = v)      callee in `base`, positional in `items`
   Index,  // x[i, 0:T]        indexed in `base`, subscripts in `items`
   Member, // a.b              object in `base`, field in `name`
   Range,  // lo:hi in a subscript; `items` = {lo or null, hi or null}
+  Cond,   // a if c else b    condition in `base`, `items` = {a, b}
 };
 
 struct Expr {
@@ -90,6 +91,9 @@ struct ParamDecl {
   bool hasType = false;
   TypeExpr type;
   ExprPtr init; // a Call: the initializer or the module constructor
+  /// `param p = ... if COND`: declared only where COND (evaluated from the
+  /// hyperparameters) holds; null when unconditional.
+  ExprPtr condition;
 };
 
 struct BlockDecl {

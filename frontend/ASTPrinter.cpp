@@ -77,6 +77,15 @@ void printExpr(const Expr *e, llvm::raw_ostream &os) {
     printExpr(e->items[1].get(), os);
     os << ")";
     return;
+  case ExprKind::Cond:
+    os << "(if ";
+    printExpr(e->base.get(), os);
+    os << " ";
+    printExpr(e->items[0].get(), os);
+    os << " ";
+    printExpr(e->items[1].get(), os);
+    os << ")";
+    return;
   }
 }
 
@@ -98,6 +107,10 @@ void printParam(const ParamDecl &p, llvm::raw_ostream &os, int indent) {
   }
   os << " = ";
   printExpr(p.init.get(), os);
+  if (p.condition) {
+    os << " if ";
+    printExpr(p.condition.get(), os);
+  }
   os << "\n";
 }
 

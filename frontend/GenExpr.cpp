@@ -126,6 +126,18 @@ std::optional<Val> Gen::lookup(const std::string &name, SMLoc l) {
     candidates.push_back(kv.first);
   for (const auto &kv : modelScope.entries)
     candidates.push_back(llvm::StringRef(kv.first).split('.').first.str());
+  for (const auto &[path, decl] : omittedParams)
+    if (path == name || llvm::StringRef(path).starts_with(name + ".")) {
+      error(l, "parameter '" + path +
+                   "' is not declared in this configuration: its condition "
+                   "at line " +
+                   std::to_string(diags.sourceMgr()
+                                      .getLineAndColumn(decl->condition->loc)
+                                      .first) +
+                   " is false; guard the use with the same condition "
+                   "('... if COND else ...')");
+      return std::nullopt;
+    }
   std::string best;
   unsigned bestDist = 3;
   for (const std::string &c : candidates) {
@@ -246,11 +258,41 @@ std::optional<Val> Gen::eval(const ast::Expr &e) {
   case ast::ExprKind::Range:
     error(e.loc, "a range 'a:b' is only allowed inside a subscript x[a:b]");
     return std::nullopt;
+  case ast::ExprKind::Cond:
+    return evalCond(e);
   }
   return std::nullopt;
 }
 
+std::optional<bool> Gen::evalCondition(const ast::Expr &e,
+                                       llvm::StringRef what) {
+  std::optional<Val> c = eval(e);
+  if (!c)
+    return std::nullopt;
+  if (c->kind != Val::Bool) {
+    error(e.loc, what +
+                     " must be a boolean known when the model is built "
+                     "(from hyperparameters), got " +
+                     describe(*c));
+    return std::nullopt;
+  }
+  return c->b;
+}
+
+/// `a if c else b`: only the chosen branch is built, so the other may use
+/// parameters that a false condition left out.
+std::optional<Val> Gen::evalCond(const ast::Expr &e) {
+  std::optional<bool> c = evalCondition(*e.base, "the condition of 'if'");
+  if (!c)
+    return std::nullopt;
+  return eval(*e.items[*c ? 0 : 1]);
+}
+
 std::optional<Val> Gen::evalUnary(const ast::Expr &e) {
+  if (e.name == "not") {
+    std::optional<bool> c = evalCondition(*e.base, "the operand of 'not'");
+    return c ? std::optional<Val>(Val::ofBool(!*c)) : std::nullopt;
+  }
   std::optional<Val> v = eval(*e.base);
   if (!v)
     return std::nullopt;
@@ -345,6 +387,26 @@ std::optional<Val> Gen::evalBinary(const ast::Expr &e) {
   std::optional<Val> c = eval(*e.items[1]);
   if (!c)
     return std::nullopt;
+  if (op == "==" || op == "!=") {
+    // Compile-time comparisons, for conditions on hyperparameters.
+    bool equal;
+    if (a->kind == Val::Bool && c->kind == Val::Bool)
+      equal = a->b == c->b;
+    else if (a->kind == Val::Int && c->kind == Val::Int)
+      equal = a->dim == c->dim;
+    else if (a->isNumber() && c->isNumber() &&
+             (a->kind != Val::Int || a->dim.isStatic()) &&
+             (c->kind != Val::Int || c->dim.isStatic()))
+      equal = a->asDouble() == c->asDouble();
+    else {
+      error(e.loc, "'" + op +
+                       "' compares numbers or booleans known when "
+                       "the model is built, not " +
+                       describe(*a) + " and " + describe(*c));
+      return std::nullopt;
+    }
+    return Val::ofBool(op == "==" ? equal : !equal);
+  }
   if (a->kind == Val::Tensor || c->kind == Val::Tensor) {
     if (op == "@") {
       if (a->kind != Val::Tensor || c->kind != Val::Tensor) {

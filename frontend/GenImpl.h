@@ -290,6 +290,9 @@ private:
   std::optional<Val> evalIndex(const ast::Expr &e);
   std::optional<Val> evalBinary(const ast::Expr &e);
   std::optional<Val> evalUnary(const ast::Expr &e);
+  std::optional<Val> evalCond(const ast::Expr &e);
+  /// Evaluates a condition (`if c`): it must be a compile-time boolean.
+  std::optional<bool> evalCondition(const ast::Expr &e, llvm::StringRef what);
   std::optional<Val> callModule(const ModuleInfo &m,
                                 const std::vector<Val> &args, llvm::SMLoc l);
   std::optional<Val> callBuiltin(const BuiltinDef &def, const ast::Expr &e);
@@ -323,6 +326,9 @@ private:
   std::vector<std::unique_ptr<ModuleInfo>> modules;
   ParamScope modelScope;
   std::map<std::string, std::unique_ptr<BlockInfo>> blocks;
+  /// Parameters left out because their `if` condition is false (path ->
+  /// declaration), so that a use names the reason.
+  std::map<std::string, const ast::ParamDecl *> omittedParams;
   std::map<std::string, const ast::FnDecl *> fns;
 
   std::vector<Frame> frames;

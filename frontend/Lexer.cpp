@@ -29,6 +29,12 @@ const char *kiln::tokName(Tok t) {
     return "'true'";
   case Tok::KwFalse:
     return "'false'";
+  case Tok::KwIf:
+    return "'if'";
+  case Tok::KwElse:
+    return "'else'";
+  case Tok::KwNot:
+    return "'not'";
   case Tok::LParen:
     return "'('";
   case Tok::RParen:
@@ -51,6 +57,10 @@ const char *kiln::tokName(Tok t) {
     return "'.'";
   case Tok::Equal:
     return "'='";
+  case Tok::EqualEqual:
+    return "'=='";
+  case Tok::NotEqual:
+    return "'!='";
   case Tok::Arrow:
     return "'->'";
   case Tok::Plus:
@@ -164,7 +174,17 @@ Token Lexer::next() {
   case '.':
     return make(Tok::Dot, start);
   case '=':
+    if (cur < end && *cur == '=') {
+      ++cur;
+      return make(Tok::EqualEqual, start);
+    }
     return make(Tok::Equal, start);
+  case '!':
+    if (cur < end && *cur == '=') {
+      ++cur;
+      return make(Tok::NotEqual, start);
+    }
+    break;
   case '+':
     return make(Tok::Plus, start);
   case '/':
@@ -210,6 +230,9 @@ Token Lexer::lexIdent(const char *start) {
                  .Case("return", Tok::KwReturn)
                  .Case("true", Tok::KwTrue)
                  .Case("false", Tok::KwFalse)
+                 .Case("if", Tok::KwIf)
+                 .Case("else", Tok::KwElse)
+                 .Case("not", Tok::KwNot)
                  .Default(Tok::Ident);
   return make(kind, start);
 }

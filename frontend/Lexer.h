@@ -23,6 +23,9 @@ enum class Tok {
   KwReturn,
   KwTrue,
   KwFalse,
+  KwIf,
+  KwElse,
+  KwNot,
   // Punctuation and operators.
   LParen,
   RParen,
@@ -35,6 +38,8 @@ enum class Tok {
   Semicolon,
   Dot,
   Equal,
+  EqualEqual,
+  NotEqual,
   Arrow,
   Plus,
   Minus,

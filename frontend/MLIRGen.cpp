@@ -367,6 +367,16 @@ bool Gen::addParam(const std::string &name, mlir::Type elt, const Shape &shape,
 }
 
 bool Gen::declareParam(const ast::ParamDecl &p, ParamScope &scope) {
+  if (p.condition) {
+    std::optional<bool> c = evalCondition(
+        *p.condition, "the condition of parameter '" + p.path + "'");
+    if (!c)
+      return false;
+    if (!*c) {
+      omittedParams[p.path] = &p;
+      return true;
+    }
+  }
   const ast::Expr &call = *p.init;
   const ast::Expr &callee = *call.base;
   if (callee.kind != ast::ExprKind::Name)

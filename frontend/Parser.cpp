@@ -99,6 +99,7 @@ private:
   bool parseStmt(Stmt &s);
 
   ExprPtr parseExpr();
+  ExprPtr parseTest();
   ExprPtr parseBinary(int minPrec);
   ExprPtr parseUnary();
   ExprPtr parsePower();
@@ -255,7 +256,7 @@ bool Parser::parseParam(ParamDecl &p) {
                                     : "or ':' after the parameter name"))
     return false;
   SMLoc initLoc = tok.loc();
-  p.init = parseExpr();
+  p.init = parseTest(); // a trailing `if` is the declaration's condition
   if (!p.init)
     return false;
   if (p.init->kind != ExprKind::Call) {
@@ -264,6 +265,11 @@ bool Parser::parseParam(ParamDecl &p) {
                                : "expected a module constructor such as "
                                  "linear(n_in, n_out) or layernorm(n)");
     return false;
+  }
+  if (accept(Tok::KwIf)) {
+    p.condition = parseTest();
+    if (!p.condition)
+      return false;
   }
   return true;
 }
@@ -401,18 +407,50 @@ ExprPtr Parser::parseExpr() {
   DepthGuard guard(*this, tok.loc());
   if (!guard.ok)
     return nullptr;
-  return parseBinary(0);
+  ExprPtr value = parseTest();
+  if (!value || !is(Tok::KwIf))
+    return value;
+  // `a if c else b`, as in Python: the condition is decided when the model
+  // is elaborated, and only the chosen branch is built.
+  auto e = std::make_unique<Expr>(ExprKind::Cond, tok.loc());
+  advance();
+  e->base = parseTest();
+  if (!e->base ||
+      !expect(Tok::KwElse, "after the condition of 'a if c else b'"))
+    return nullptr;
+  ExprPtr otherwise = parseExpr();
+  if (!otherwise)
+    return nullptr;
+  e->items.push_back(std::move(value));
+  e->items.push_back(std::move(otherwise));
+  return e;
+}
+
+ExprPtr Parser::parseTest() {
+  if (!is(Tok::KwNot))
+    return parseBinary(0);
+  DepthGuard guard(*this, tok.loc());
+  if (!guard.ok)
+    return nullptr;
+  auto e = std::make_unique<Expr>(ExprKind::Unary, tok.loc());
+  e->name = "not";
+  advance();
+  e->base = parseTest();
+  return e->base ? std::move(e) : nullptr;
 }
 
 static int precedence(Tok t) {
   switch (t) {
+  case Tok::EqualEqual:
+  case Tok::NotEqual:
+    return 1;
   case Tok::Plus:
   case Tok::Minus:
-    return 1;
+    return 2;
   case Tok::Star:
   case Tok::Slash:
   case Tok::At:
-    return 2;
+    return 3;
   default:
     return -1;
   }

@@ -21,8 +21,9 @@ constexpr size_t kMaxSafetensorsTensors = 1 << 16;
 /// Reads a .safetensors file, validating everything before trusting it: the
 /// header size and JSON, each entry's dtype and shape against its byte range,
 /// offsets inside the data section, no overlaps, gaps or repeated names.
-/// Supported dtypes: F32, F64, I32, I64, BOOL, U8, I8. Errors name the file,
-/// the tensor and the field.
+/// Supported dtypes: F32, F16, BF16, F64, I32, I64, BOOL, U8, I8 (F16 and
+/// BF16 stay 16-bit here; widenHalfTensors in HuggingFace.h makes them F32).
+/// Errors name the file, the tensor and the field.
 ///
 /// `maxTensors` bounds the work by what the caller can use (a model passes
 /// its parameter count): the header is parsed entry by entry, without a

@@ -72,6 +72,8 @@ public:
   /// runtime/tokenizer/Load.cpp for the formats. Errors name the file and
   /// the entry (line, byte offset or JSON field).
   static Status load(const std::string &spec, Tokenizer &out);
+  /// Whether the directory holds a file load(dir) would read.
+  static bool inDirectory(const std::string &dir);
   /// A tokenizer from its parts (an artifact's tokenizer fields). Checks
   /// everything the kind relies on (a known kind, a non-empty vocabulary,
   /// ids inside it, merges over its pieces, a readable model, ...).

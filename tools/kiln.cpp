@@ -92,9 +92,11 @@ compile options:
   -D NAME=VALUE      override a hyperparameter (repeatable), e.g. -D n_layer=2
   -o FILE            write the output to FILE instead of standard output
   --seed=N           seed for the parameter initializers (default 0)
-  --weights=FILE     trained weights: .safetensors (names as in the model) or
+  --weights=FILE     trained weights: .safetensors (names as in the model),
                      a llama2.c .bin checkpoint, whose header sets the
-                     hyperparameters (use with examples/llama.kiln)
+                     hyperparameters (use with examples/llama.kiln), or a
+                     Hugging Face model directory (config.json sets the
+                     hyperparameters; its tokenizer comes along)
   --tokenizer=PATH   carry a tokenizer in the artifact, so kiln generate
                      takes and prints text: tokenizer.bin (llama2.c; its
                      size must equal the model's vocabulary), a
@@ -507,9 +509,10 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
     return usageError("--emit=kart writes a binary artifact; give a file "
                       "with -o");
   if (!r.weights.empty() && !llvm::StringRef(r.weights).ends_with(".bin") &&
-      !llvm::StringRef(r.weights).ends_with(".safetensors"))
-    return usageError("--weights takes a .safetensors file or a llama2.c "
-                      ".bin checkpoint, got '" +
+      !llvm::StringRef(r.weights).ends_with(".safetensors") &&
+      !llvm::sys::fs::is_directory(r.weights))
+    return usageError("--weights takes a .safetensors file, a llama2.c .bin "
+                      "checkpoint or a Hugging Face model directory, got '" +
                       r.weights + "'");
   if (r.recompute && r.grad.empty())
     return usageError("--recompute applies to the gradient function; add "

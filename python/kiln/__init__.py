@@ -412,10 +412,11 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
     """Compiles a model from a .kiln file or from model text.
 
     ``defines`` overrides hyperparameters (``{"n_layer": 2}``), ``seed``
-    seeds the initializers, ``weights`` imports trained weights (.safetensors
-    or a llama2.c .bin), ``tokenizer`` carries a llama2.c tokenizer file in
-    the model (for ``generate(prompt=text)``; its size must equal the
-    model's vocabulary), ``grad="loss"`` also derives ``loss_grad``
+    seeds the initializers, ``weights`` imports trained weights (.safetensors,
+    a llama2.c .bin, or a Hugging Face model directory whose config.json
+    sets the hyperparameters and whose tokenizer comes along),
+    ``tokenizer`` carries a tokenizer in the model (a file or directory, as
+    ``kiln compile --tokenizer``; for ``generate(prompt=text)``), ``grad="loss"`` also derives ``loss_grad``
     (``recompute`` recomputes block activations in it). ``fuse=False``
     skips the fusion passes (to compare with the unfused kernels).
     ``threads`` sets the model's thread count (default: one per core).

@@ -296,9 +296,9 @@ private:
 
 bool dtypeFrom(const std::string &s, DType &t) {
   static const std::map<std::string, DType> names = {
-      {"F32", DType::F32}, {"F64", DType::F64},   {"I32", DType::I32},
-      {"I64", DType::I64}, {"BOOL", DType::Bool}, {"U8", DType::U8},
-      {"I8", DType::I8}};
+      {"F32", DType::F32},   {"F16", DType::F16}, {"BF16", DType::BF16},
+      {"F64", DType::F64},   {"I32", DType::I32}, {"I64", DType::I64},
+      {"BOOL", DType::Bool}, {"U8", DType::U8},   {"I8", DType::I8}};
   auto it = names.find(s);
   if (it == names.end())
     return false;
@@ -310,6 +310,10 @@ const char *dtypeTo(DType t) {
   switch (t) {
   case DType::F32:
     return "F32";
+  case DType::F16:
+    return "F16";
+  case DType::BF16:
+    return "BF16";
   case DType::F64:
     return "F64";
   case DType::I32:
@@ -396,7 +400,8 @@ Status kiln::runtime::readSafetensors(const std::string &path,
     e.name = std::move(p.name);
     if (!dtypeFrom(p.dtype, e.dtype))
       return bad(where + "unsupported dtype '" + clip(p.dtype) +
-                 "'; kiln reads F32, F64, I32, I64 and BOOL");
+                 "'; kiln reads F32, F16, BF16, F64, I32, I64, BOOL, U8 "
+                 "and I8");
     if (!p.haveShape)
       return bad(where + "missing 'shape'");
     if (!p.shapeOk)

@@ -389,19 +389,21 @@ Status loadFile(const std::string &path, const std::string &want,
              "vocab.bpe, vocab.txt)");
 }
 
+struct Candidate {
+  const char *file, *kind;
+};
+/// The files a directory is searched for, in order.
+const Candidate kCandidates[] = {{"tokenizer.model", "sentencepiece"},
+                                 {"spiece.model", "sentencepiece"},
+                                 {"tokenizer.json", ""},
+                                 {"vocab.json", "gpt2"},
+                                 {"encoder.json", "gpt2"},
+                                 {"vocab.txt", "wordpiece"},
+                                 {"tokenizer.bin", "llama2c"}};
+
 Status loadDirectory(const std::string &dir, const std::string &want,
                      Tokenizer &out) {
-  struct Candidate {
-    const char *file, *kind;
-  };
-  const Candidate candidates[] = {{"tokenizer.model", "sentencepiece"},
-                                  {"spiece.model", "sentencepiece"},
-                                  {"tokenizer.json", ""},
-                                  {"vocab.json", "gpt2"},
-                                  {"encoder.json", "gpt2"},
-                                  {"vocab.txt", "wordpiece"},
-                                  {"tokenizer.bin", "llama2c"}};
-  for (const Candidate &c : candidates) {
+  for (const Candidate &c : kCandidates) {
     std::string path = join(dir, c.file);
     if (!isFile(path) || (!want.empty() && *c.kind && want != c.kind))
       continue;
@@ -424,6 +426,13 @@ Status loadDirectory(const std::string &dir, const std::string &want,
 }
 
 } // namespace
+
+bool Tokenizer::inDirectory(const std::string &dir) {
+  for (const Candidate &c : kCandidates)
+    if (isFile(join(dir, c.file)))
+      return true;
+  return false;
+}
 
 Status Tokenizer::load(const std::string &spec, Tokenizer &out) {
   out = Tokenizer();

@@ -31,15 +31,26 @@ def data_file(name):
 
 _DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32",
            np.dtype(np.int64): "I64", np.dtype(np.float64): "F64",
-           np.dtype(np.uint8): "U8", np.dtype(np.int8): "I8"}
+           np.dtype(np.uint8): "U8", np.dtype(np.int8): "I8",
+           np.dtype(np.float16): "F16"}
 
 
-def write_safetensors(path, tensors):
-    """Writes {name: ndarray} in the safetensors layout."""
+def bfloat16_bits(a):
+    """The bfloat16 bit patterns (uint16) of a float array, rounded to
+    nearest even as PyTorch rounds."""
+    import torch
+    t = torch.as_tensor(np.asarray(a, dtype=np.float32)).to(torch.bfloat16)
+    return t.view(torch.int16).numpy().view(np.uint16)
+
+
+def write_safetensors(path, tensors, bf16=()):
+    """Writes {name: ndarray} in the safetensors layout; the uint16 arrays
+    named in `bf16` are written as BF16 bit patterns."""
     header, blobs, offset = {}, [], 0
     for name, a in tensors.items():
         a = np.ascontiguousarray(a)
-        header[name] = {"dtype": _DTYPES[a.dtype], "shape": list(a.shape),
+        dtype = "BF16" if name in bf16 else _DTYPES[a.dtype]
+        header[name] = {"dtype": dtype, "shape": list(a.shape),
                         "data_offsets": [offset, offset + a.nbytes]}
         blobs.append(a.tobytes())
         offset += a.nbytes

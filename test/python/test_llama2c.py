@@ -114,7 +114,7 @@ def test_checkpoint_errors(tmp_path, CKPT):
         r.stderr
     r = bad("compile", EXAMPLES / "llama.kiln", f"--weights={tmp_path}/w.pt",
             "-o", tmp_path / "x.kart")
-    assert "--weights takes a .safetensors file or a llama2.c .bin" in r.stderr
+    assert "--weights takes a .safetensors file, a llama2.c .bin" in r.stderr
 
 
 def test_generate_errors(stories, tmp_path):

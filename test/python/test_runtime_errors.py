@@ -252,10 +252,10 @@ def test_bad_weights(tmp_path):
     bad.write_bytes(struct.pack("<Q", len(hdr)) + hdr + b"\0" * 12)
     expect_error(run_kiln("compile", model, *defs, "-o", tmp_path / "a.kart",
                           f"--weights={bad}"), "overlaps")
-    hdr = b'{"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}'
-    bad.write_bytes(struct.pack("<Q", len(hdr)) + hdr + b"\0" * 4)
+    hdr = b'{"a":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}}'
+    bad.write_bytes(struct.pack("<Q", len(hdr)) + hdr + b"\0" * 2)
     expect_error(run_kiln("compile", model, *defs, "-o", tmp_path / "a.kart",
-                          f"--weights={bad}"), "unsupported dtype 'F16'")
+                          f"--weights={bad}"), "unsupported dtype 'F8_E4M3'")
     hdr = b'{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}'
     bad.write_bytes(struct.pack("<Q", len(hdr)) + hdr + b"\0" * 8)
     expect_error(run_kiln("compile", model, *defs, "-o", tmp_path / "a.kart",
