@@ -17,6 +17,33 @@
 
 namespace kiln::runtime {
 
+/// How a pre-tokenized data file stores its ids.
+enum class TokenWidth { Auto, U16, U32 };
+
+/// What readTokenFile found, for messages.
+struct TokenFileInfo {
+  std::string format; // "llm.c (uint16 ids)", "uint16 ids", ...
+  uint64_t headerBytes = 0;
+  unsigned idBytes = 0;
+  int64_t maxId = -1;
+  uint64_t maxIdIndex = 0; // where the largest id is, as an index
+};
+
+/// The header of llm.c's token files: 256 little-endian int32s, the first
+/// three the magic 20240520, the version (1: uint16 ids, GPT-2; 2: uint32
+/// ids, Llama 3) and the number of tokens.
+constexpr int32_t kLlmcTokenMagic = 20240520;
+constexpr uint64_t kLlmcTokenHeader = 256 * 4;
+
+/// Reads pre-tokenized training data: llm.c's files (recognized by their
+/// header) or a headerless flat array of little-endian ids (nanoGPT's
+/// train.bin), `width` wide (Auto: uint16, nanoGPT's choice). The size must
+/// be a whole number of ids and agree with an llm.c header's count; files
+/// holding more than `maxTokens` ids are refused before anything is read.
+Status readTokenFile(const std::string &path, TokenWidth width,
+                     uint64_t maxTokens, std::vector<int32_t> &out,
+                     TokenFileInfo &info);
+
 /// Tokenized text with a training part and a held-out evaluation tail.
 class TextData {
 public:

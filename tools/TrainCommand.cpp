@@ -13,6 +13,7 @@
 #include "tools/Plot.h"
 
 #include "runtime/File.h"
+#include "runtime/Memory.h"
 #include "runtime/Text.h"
 #include "runtime/Tokenizer.h"
 #include "runtime/Trainer.h"
@@ -45,10 +46,11 @@ int fail(const std::string &msg) {
 }
 
 struct Options {
-  // tokenizer: "char" or "byte" as given; empty for the default (the
-  // artifact's own tokenizer, else char).
-  std::string input, data, tokenizer, checkpointDir, metrics, plot, output,
-      loss = "loss";
+  // tokenizer: "char", "byte" or a tokenizer file or directory
+  // (Tokenizer::load) as given; empty for the default (the artifact's own
+  // tokenizer, else char for text and none for token files).
+  std::string input, data, tokenizer, tokenDtype, checkpointDir, metrics, plot,
+      output, loss = "loss";
   int64_t steps = 0, batch = 8, seq = 64, accumulate = 1, evalEvery = 0,
           evalBatches = 8, checkpointEvery = 0, logEvery = 0, threads = 0,
           keep = 2, stopAfter = 0;
@@ -86,18 +88,28 @@ std::optional<std::string> jsonField(const std::string &json,
   return json.substr(at, end - at);
 }
 
+/// The tokenizer's kind, "none" for token data trained without one.
+std::string tokenizerName(const Tokenizer &tok) {
+  return tok.empty() ? "none" : tok.kind();
+}
+
+/// Whether --data names pre-tokenized ids rather than text.
+bool isTokenData(const std::string &path) {
+  return llvm::StringRef(path).ends_with(".bin");
+}
+
 std::string stateJson(const Options &o, const Tokenizer &tok, int64_t step,
                       uint64_t dataRng) {
   char buf[1024];
-  std::snprintf(buf, sizeof buf,
-                "{\n  \"format\": 1,\n  \"step\": %" PRId64
-                ",\n  \"seed\": %" PRIu64 ",\n  \"data_rng\": \"%" PRIu64
-                "\",\n  \"batch\": %" PRId64 ",\n  \"seq\": %" PRId64
-                ",\n  \"accumulate\": %" PRId64
-                ",\n  \"tokenizer\": \"%s\",\n  \"optimizer\": \"%s\",\n"
-                "  \"dropout_seed\": %" PRIu64 "\n}\n",
-                step, o.seed, dataRng, o.batch, o.seq, o.accumulate,
-                tok.kind().c_str(), o.train.optimizer.c_str(), o.train.seed);
+  std::snprintf(
+      buf, sizeof buf,
+      "{\n  \"format\": 1,\n  \"step\": %" PRId64 ",\n  \"seed\": %" PRIu64
+      ",\n  \"data_rng\": \"%" PRIu64 "\",\n  \"batch\": %" PRId64
+      ",\n  \"seq\": %" PRId64 ",\n  \"accumulate\": %" PRId64
+      ",\n  \"tokenizer\": \"%s\",\n  \"optimizer\": \"%s\",\n"
+      "  \"dropout_seed\": %" PRIu64 "\n}\n",
+      step, o.seed, dataRng, o.batch, o.seq, o.accumulate,
+      tokenizerName(tok).c_str(), o.train.optimizer.c_str(), o.train.seed);
   return buf;
 }
 
@@ -119,8 +131,12 @@ int parse(const std::vector<std::string> &args, Options &o) {
   bool haveWarmup = false;
   tools::OptionParser p("train");
   p.positional(o.input, "model");
-  p.text("--data", o.data, "a text file, e.g. --data=text.txt");
-  p.choice("--tokenizer", o.tokenizer, {"char", "byte"});
+  p.text("--data", o.data,
+         "a text file or a .bin file of token ids, e.g. --data=text.txt");
+  p.text("--tokenizer", o.tokenizer,
+         "char, byte, or a tokenizer file or directory, e.g. "
+         "--tokenizer=gpt2:DIR");
+  p.choice("--token-dtype", o.tokenDtype, {"uint16", "uint32"});
   p.integer("--steps", o.steps, kSteps);
   p.integer("--batch", o.batch, kBatch);
   p.integer("--seq", o.seq, kSeq);
@@ -193,7 +209,15 @@ int parse(const std::vector<std::string> &args, Options &o) {
     return usageError("'kiln train' needs a model, e.g. kiln train "
                       "examples/gpt2.kiln --data=text.txt --steps=100");
   if (o.data.empty())
-    return usageError("'kiln train' needs --data=FILE (a text file)");
+    return usageError("'kiln train' needs --data=FILE (a text file, or a "
+                      ".bin file of token ids)");
+  if (!o.tokenDtype.empty() && !isTokenData(o.data))
+    return usageError("--token-dtype applies to token files (--data=FILE.bin)");
+  if (isTokenData(o.data) && (o.tokenizer == "char" || o.tokenizer == "byte"))
+    return usageError("--tokenizer=" + o.tokenizer +
+                      " is built from text; --data=" + o.data +
+                      " holds token ids (name the tokenizer that made them, "
+                      "e.g. --tokenizer=gpt2:DIR, or none)");
   if (o.steps == 0)
     return usageError("'kiln train' needs --steps=N");
   if (o.resume && o.checkpointDir.empty())
@@ -216,12 +240,33 @@ int parse(const std::vector<std::string> &args, Options &o) {
   return -1;
 }
 
+/// The tokenizer --tokenizer asks for: char or byte built from the text,
+/// one read from files, or (token data without --tokenizer) none.
+int makeTokenizer(const Options &o, const std::string &text, Tokenizer &tok,
+                  std::string &source) {
+  bool builtFromText =
+      o.tokenizer.empty() || o.tokenizer == "char" || o.tokenizer == "byte";
+  if (builtFromText && isTokenData(o.data))
+    return 0;
+  if (builtFromText) {
+    std::string kind = o.tokenizer.empty() ? "char" : o.tokenizer;
+    if (Status s = Tokenizer::fromText(kind, text, tok); !s)
+      return fail(o.data + ": " + s.message());
+    source = "the " + kind + " tokenizer of " + o.data;
+    return 0;
+  }
+  if (Status s = Tokenizer::load(o.tokenizer, tok); !s)
+    return fail(s.message());
+  source = "the " + tok.kind() + " tokenizer " + o.tokenizer;
+  return 0;
+}
+
 /// Loads or compiles the model; binds vocab_size to the tokenizer. The
 /// model carries its tokenizer, so the trained artifact generates text.
 int loadModel(Options &o, const std::string &text, Tokenizer &tok,
               std::unique_ptr<Model> &model) {
   bool kart = llvm::StringRef(o.input).ends_with(".kart");
-  std::string kind = o.tokenizer.empty() ? "char" : o.tokenizer;
+  std::string source;
   if (kart) {
     if (!o.defines.empty() || o.recompute || !o.fuse ||
         !o.attention.pattern.empty() || !o.quantize.spec.empty() ||
@@ -235,43 +280,47 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
       return fail(o.input + ": " + s.message());
     if (!model->tokenizer().empty()) {
       tok = model->tokenizer();
-      if (!o.tokenizer.empty() && tok.kind() != o.tokenizer)
+      Tokenizer asked;
+      if (!o.tokenizer.empty())
+        if (int rc = makeTokenizer(o, text, asked, source))
+          return rc;
+      if (!o.tokenizer.empty() && asked.kind() != tok.kind())
         return fail(o.input + ": the artifact has a " + tok.kind() +
                     " tokenizer, not --tokenizer=" + o.tokenizer +
                     "; leave --tokenizer out to train with it");
       return 0;
     }
-    if (Status s = Tokenizer::fromText(kind, text, tok); !s)
-      return fail(o.data + ": " + s.message());
-    if (Status s = model->setTokenizer(tok); !s)
-      return fail("the " + kind + " tokenizer of " + o.data + ": " +
-                  s.message());
+    if (int rc = makeTokenizer(o, text, tok, source))
+      return rc;
+    if (!tok.empty())
+      if (Status s = model->setTokenizer(tok); !s)
+        return fail(source + ": " + s.message());
     return 0;
   }
-  if (Status s = Tokenizer::fromText(kind, text, tok); !s)
-    return fail(o.data + ": " + s.message());
-  bool given = false;
+  if (int rc = makeTokenizer(o, text, tok, source))
+    return rc;
+  bool given = tok.empty();
   for (const Define &d : o.defines)
-    if (d.name == "vocab_size") {
+    if (d.name == "vocab_size" && !tok.empty()) {
       given = true;
       int64_t v;
       if (!llvm::StringRef(d.value).getAsInteger(10, v) &&
           v < static_cast<int64_t>(tok.size()))
-        return fail("the " + kind + " tokenizer of " + o.data + " has " +
-                    std::to_string(tok.size()) +
+        return fail(source + " has " + std::to_string(tok.size()) +
                     " tokens, more than -D vocab_size=" + d.value);
     }
   if (!given)
-    o.defines.push_back({"vocab_size", std::to_string(tok.size()),
-                         "the " + kind + " tokenizer of " + o.data +
-                             " (vocab_size=" + std::to_string(tok.size()) +
-                             ")"});
+    o.defines.push_back(
+        {"vocab_size", std::to_string(tok.size()),
+         source + " (vocab_size=" + std::to_string(tok.size()) + ")"});
   CompileRequest r;
   r.path = o.input;
   r.defines = o.defines;
   r.seed = o.seed;
-  r.tokenizer = &tok;
-  r.tokenizerSource = "the " + kind + " tokenizer of " + o.data;
+  if (!tok.empty()) {
+    r.tokenizer = &tok;
+    r.tokenizerSource = source;
+  }
   r.grad = o.loss;
   r.recompute = o.recompute;
   r.fuse = o.fuse;
@@ -307,15 +356,50 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
   return 0;
 }
 
+/// Token ids from a file must index the model's vocabulary (vocab_size,
+/// else the tokenizer's size); the largest is checked, named by offset.
+int checkTokenIds(const Options &o, const Model &model, const Tokenizer &tok,
+                  const TokenFileInfo &info) {
+  int64_t vocab = tok.empty() ? -1 : static_cast<int64_t>(tok.size());
+  std::string what = "the tokenizer's " + std::to_string(vocab) + " tokens";
+  for (const auto &[name, value] : model.hyperparameters())
+    if (name == "vocab_size") {
+      vocab = static_cast<int64_t>(value);
+      what =
+          "the model's vocabulary (vocab_size=" + std::to_string(vocab) + ")";
+    }
+  if (vocab < 0 || info.maxId < vocab)
+    return 0;
+  return fail(
+      o.data + ": id " + std::to_string(info.maxId) + " at byte offset " +
+      std::to_string(info.headerBytes + info.maxIdIndex * info.idBytes) +
+      " is outside " + what +
+      (info.idBytes == 2 && o.tokenDtype.empty()
+           ? " (ids were read as uint16; --token-dtype=uint32 for "
+             "32-bit ids)"
+           : ""));
+}
+
 } // namespace
 
 int kiln::tools::trainCommand(const std::vector<std::string> &args) {
   Options o;
   if (int rc = parse(args, o); rc >= 0)
     return rc;
+  // Text or token ids, bounded by this machine's memory before reading.
   std::string text;
-  if (Status s = readFile(o.data, text); !s)
+  std::vector<int32_t> ids;
+  TokenFileInfo tokenFile;
+  uint64_t budget = physicalMemory() / 8;
+  if (isTokenData(o.data)) {
+    TokenWidth width = o.tokenDtype == "uint16"   ? TokenWidth::U16
+                       : o.tokenDtype == "uint32" ? TokenWidth::U32
+                                                  : TokenWidth::Auto;
+    if (Status s = readTokenFile(o.data, width, budget / 4, ids, tokenFile); !s)
+      return fail(s.message());
+  } else if (Status s = readFile(o.data, text, budget / 4, "text file"); !s) {
     return fail(s.message());
+  }
   Tokenizer tok;
   std::unique_ptr<Model> model;
   if (int rc = loadModel(o, text, tok, model))
@@ -341,9 +425,12 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
   const std::string tokensName = lossFn->inputs[0].name,
                     targetsName = lossFn->inputs[1].name;
 
-  std::vector<int32_t> ids;
-  if (Status s = tok.encode(text, ids); !s)
-    return fail(o.data + ": " + s.message());
+  if (!isTokenData(o.data)) {
+    if (Status s = tok.encode(text, ids); !s)
+      return fail(o.data + ": " + s.message());
+  } else if (int rc = checkTokenIds(o, *model, tok, tokenFile)) {
+    return rc;
+  }
   TextData data;
   if (Status s = TextData::create(std::move(ids), o.evalFraction, o.seq, data);
       !s)
@@ -389,7 +476,7 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
                                {"batch", std::to_string(o.batch)},
                                {"seq", std::to_string(o.seq)},
                                {"accumulate", std::to_string(o.accumulate)},
-                               {"tokenizer", tok.kind()},
+                               {"tokenizer", tokenizerName(tok)},
                                {"optimizer", o.train.optimizer}})
         if (field(key) != want)
           return fail(dir +
@@ -447,10 +534,14 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
                << (trainable < params
                        ? " (" + std::to_string(trainable) + " trained)"
                        : std::string())
-               << ", " << tok.kind() << " tokenizer (" << tok.size()
-               << " tokens); " << data.trainTokens() << " training and "
-               << data.evalTokens() << " held-out tokens; " << o.steps
-               << " steps of " << o.batch << "x" << o.seq
+               << ", "
+               << (tok.empty() ? std::string("no tokenizer")
+                               : tok.kind() + " tokenizer (" +
+                                     std::to_string(tok.size()) + " tokens)")
+               << (isTokenData(o.data) ? ", " + tokenFile.format : "") << "; "
+               << data.trainTokens() << " training and " << data.evalTokens()
+               << " held-out tokens; " << o.steps << " steps of " << o.batch
+               << "x" << o.seq
                << (o.accumulate > 1
                        ? " x " + std::to_string(o.accumulate) + " micro-batches"
                        : std::string())

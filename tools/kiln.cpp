@@ -235,14 +235,18 @@ Prints the ids on one line, space-separated, as the model sees them
 [SEP] around), or the decoded text.
 )"},
     {"train",
-     R"(usage: kiln train MODEL.kiln|MODEL.kart --data=TEXT --steps=N [options]
+     R"(usage: kiln train MODEL.kiln|MODEL.kart --data=FILE --steps=N [options]
 
 train options (see docs/training.md):
-  --data=FILE        the text to learn (required); the last --eval-fraction
-                     (default 0.1) is held out for evaluation
-  --tokenizer=KIND   char (default: the file's distinct characters) or byte;
+  --data=FILE        the text to learn (required), or FILE.bin: token ids
+                     (nanoGPT's uint16 array, llm.c's format); the last
+                     --eval-fraction (default 0.1) is held out
+  --tokenizer=T      char (default: the file's distinct characters), byte,
+                     or tokenizer files (gpt2:DIR, tokenizer.model, ...);
                      vocab_size is bound to its size unless given with -D;
                      an artifact that has a tokenizer trains with its own
+  --token-dtype=D    uint16 (default) or uint32: the ids of a headerless
+                     token file
   --steps=N          optimizer updates (required)
   --batch=B --seq=T  batch size and sequence length (default 8 and 64;
                      B <= 65536); the memory a step needs is estimated

@@ -315,7 +315,7 @@ def test_finetune_stories260k_with_its_tokenizer(tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["-D", "vocab_size=5"], "tokens, more than -D vocab_size=5"),
     (["--data=/nonexistent.txt"], "/nonexistent.txt: cannot open the file"),
-    (["--tokenizer=word"], "--tokenizer expects char or byte, got 'word'"),
+    (["--tokenizer=word"], "word: cannot open the file"),
     (["--steps=0"], "--steps expects an integer from 1 to 1099511627776, got '0'"),
     (["--lr=fast"], "--lr expects a number, got 'fast'"),
     (["--optimizer=adam"], "--optimizer expects adamw or sgd, got 'adam'"),
