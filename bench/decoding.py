@@ -17,6 +17,8 @@ examples/llama.kiln. It measures:
 - batch 8 (eight prompts decoding together: the weight reads are shared by
   matrix products), tokens/s over all rows;
 - the time per decoded token at position 1,000 against position 10;
+- every timing is the best of three runs, PyTorch's too (the machine is
+  shared, and its bandwidth is measured the same way);
 - PyTorch 1.13 decoding the same weights with a key/value cache (written
   here, as an expert would: torch.no_grad, all cores, preallocated caches),
   in its own process without OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE so that
@@ -92,13 +94,15 @@ with torch.no_grad():
     step(prompt[0], 0)  # warm up (position 0 is written again below)
     for i, t in enumerate(prompt[:-1]):
         step(t, i)
-    tok, out = prompt[-1], []
-    t0 = time.perf_counter()
-    for i in range(n):
-        tok = int(step(tok, len(prompt) - 1 + i).argmax())
-        out.append(tok)
-    dt = time.perf_counter() - t0
-print(json.dumps({"tokens": out, "tok_s": n / dt}))
+    best = float("inf")
+    for rep in range(3):  # the best of three runs, as kiln's is measured
+        tok, out = prompt[-1], []
+        t0 = time.perf_counter()
+        for i in range(n):
+            tok = int(step(tok, len(prompt) - 1 + i).argmax())
+            out.append(tok)
+        best = min(best, time.perf_counter() - t0)
+print(json.dumps({"tokens": out, "tok_s": n / best}))
 '''
 
 
@@ -141,24 +145,32 @@ def weight_bytes():
 def kiln_decoding(model, prompts, tokens):
     # Warm: the first call of a function packs the weights for its kernels.
     model.generate(prompts, max_tokens=2, temperature=0)
-    stats = {}
-    out = model.generate(prompts, max_tokens=tokens, temperature=0,
-                         stats=stats)
-    # The first step runs the prompts; the rest decode one token per row.
-    decoded = stats["generated_tokens"] - len(prompts)
-    return out, decoded / stats["decode_seconds"]
+    best = 0.0
+    for _ in range(3):  # the best of three runs (the machine is shared)
+        stats = {}
+        out = model.generate(prompts, max_tokens=tokens, temperature=0,
+                             stats=stats)
+        # The first step runs the prompts; the rest decode one token per
+        # row.
+        decoded = stats["generated_tokens"] - len(prompts)
+        best = max(best, decoded / stats["decode_seconds"])
+    return out, best
 
 
 def per_token_at(model, position, steps=8):
-    """Seconds per decoding step right after `position` cached tokens."""
+    """Seconds per decoding step right after `position` cached tokens (the
+    best of three runs)."""
     rng = np.random.default_rng(position)
-    cache = model.kv_cache(1, position + steps + 1)
-    cache.append([list(map(int, rng.integers(3, 32000, position)))])
-    cache.append([[5]])  # warm
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        cache.append([[7]])
-    return (time.perf_counter() - t0) / steps
+    best = float("inf")
+    for _ in range(3):
+        cache = model.kv_cache(1, position + steps + 1)
+        cache.append([list(map(int, rng.integers(3, 32000, position)))])
+        cache.append([[5]])  # warm
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            cache.append([[7]])
+        best = min(best, (time.perf_counter() - t0) / steps)
+    return best
 
 
 def torch_decoding(ckpt, prompt, tokens):

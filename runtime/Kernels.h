@@ -202,6 +202,8 @@ Status executeFused(KernelContext &ctx);
 
 /// The naive FusedMatmul that the oneDNN post-op path is checked against.
 Status fusedMatmulReference(KernelContext &ctx);
+/// GELU, exact (erf) or its tanh approximation, as the kernels compute it.
+float geluOf(float x, bool tanhForm);
 
 /// GELU, exact (erf) or the tanh approximation, as the fused kernels apply
 /// it.

@@ -113,15 +113,18 @@ struct RunOptions {
   std::optional<KernelChoice> kernels;
 };
 
-/// Threads for kiln's kernels and oneDNN (one OpenMP pool) in calls made
-/// from the calling thread (OpenMP keeps the count per thread). The default
-/// is every core; `n <= 0` restores it. A Model's own count (setThreads)
-/// takes precedence in its calls.
+/// Threads for kiln's kernels and oneDNN (one OpenMP pool) in calls of
+/// models without their own count (Model::setThreads). The default is
+/// OMP_NUM_THREADS when the environment sets it, else every core; `n <= 0`
+/// restores it. It is kiln's own setting: another library changing
+/// OpenMP's count on the calling thread (importing PyTorch sets it to its
+/// own choice) does not change kiln's.
 void setNumThreads(int n);
 int numThreads();
 
-/// Sets the calling thread's OpenMP thread count for a scope when `n > 0`,
-/// and restores the previous count when it ends.
+/// Sets the calling thread's OpenMP thread count for a scope — to `n`, or
+/// to numThreads() when `n <= 0` — and restores the previous count when it
+/// ends.
 class ThreadScope {
 public:
   explicit ThreadScope(int n);

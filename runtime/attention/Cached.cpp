@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/Kernels.h"
+#include "runtime/attention/BlockGemm.h"
 #include "runtime/cpu/KernelUtil.h"
 
 #include <algorithm>
@@ -92,52 +93,42 @@ Status checkRows(const KernelContext &c, const CacheProblem &p) {
   return Status::ok();
 }
 
-#pragma omp declare simd
-inline float dot(const float *a, const float *b, int64_t n) {
-  float s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i)
-    s += a[i] * b[i];
-  return s;
-}
+// The row kernel, compiled for each instruction set and chosen by
+// attention::bestIsa(); the reference path runs the baseline build.
+#pragma GCC push_options
+#pragma GCC target("avx512f,fma,tune=skylake-avx512")
+namespace avx512 {
+#include "runtime/attention/CachedRow.inc"
+} // namespace avx512
+#pragma GCC pop_options
 
-/// Row b, head h: every real query against the cached and the new keys.
-void attendRow(const CacheProblem &p, int64_t b, int64_t h,
-               std::vector<float> &s) {
-  int64_t hk = h / (p.H / p.Hkv), n = p.len[b], p0 = p.pos[b * p.T];
-  for (int64_t t = 0; t < n; ++t) {
-    int64_t at = p0 + t,
-            lo = p.window > 0 ? std::max<int64_t>(0, at - p.window + 1) : 0;
-    const float *qi = p.q + (b * p.T + t) * p.H * p.D + h * p.D;
-    s.resize(static_cast<size_t>(at - lo + 1));
-    auto key = [&](int64_t j) {
-      return j < p0 ? p.kc + (b * p.S + p.slot(j)) * p.kRow() + hk * p.D
-                    : p.k + (b * p.T + j - p0) * p.kRow() + hk * p.D;
-    };
-    auto value = [&](int64_t j) {
-      return j < p0 ? p.vc + (b * p.S + p.slot(j)) * p.vRow() + hk * p.Dv
-                    : p.v + (b * p.T + j - p0) * p.vRow() + hk * p.Dv;
-    };
-    float m = -INFINITY;
-    for (int64_t j = lo; j <= at; ++j) {
-      s[j - lo] = dot(qi, key(j), p.D) * p.scale;
-      m = std::max(m, s[j - lo]);
-    }
-    float l = 0;
-    for (float &x : s) {
-      x = std::exp(x - m);
-      l += x;
-    }
-    float *oi = p.o + (b * p.T + t) * p.H * p.Dv + h * p.Dv;
-    std::fill(oi, oi + p.Dv, 0.0f);
-    float inv = 1.0f / l;
-    for (int64_t j = lo; j <= at; ++j) {
-      const float *vj = value(j);
-      float w = s[j - lo] * inv;
-#pragma omp simd
-      for (int64_t d = 0; d < p.Dv; ++d)
-        oi[d] += w * vj[d];
-    }
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,tune=haswell")
+namespace avx2 {
+#include "runtime/attention/CachedRow.inc"
+} // namespace avx2
+#pragma GCC pop_options
+
+namespace baseline {
+#include "runtime/attention/CachedRow.inc"
+} // namespace baseline
+
+using RowKernel = void (*)(const CacheProblem &, int64_t, int64_t,
+                           std::vector<float> &);
+
+/// Every (row, head) of a decoding step, one task each.
+void attendAll(const CacheProblem &p, RowKernel row) {
+  // A decoding step near the start is too little work to wake threads for.
+  int64_t work = 0;
+  for (int64_t b = 0; b < p.B; ++b)
+    work += p.len[b] * (p.pos[b * p.T] + p.len[b]) * p.H * (p.D + p.Dv);
+#pragma omp parallel if (work >= kParallelWork)
+  {
+    std::vector<float> s;
+#pragma omp for collapse(2) schedule(dynamic)
+    for (int64_t b = 0; b < p.B; ++b)
+      for (int64_t h = 0; h < p.H; ++h)
+        row(p, b, h, s);
   }
 }
 
@@ -166,18 +157,7 @@ Status kiln::runtime::cachedAttentionReference(KernelContext &c) {
   CacheProblem p = problemOf(c);
   if (Status s = checkRows(c, p); !s)
     return s;
-  // A decoding step near the start is too little work to wake threads for.
-  int64_t work = 0;
-  for (int64_t b = 0; b < p.B; ++b)
-    work += p.len[b] * (p.pos[b * p.T] + p.len[b]) * p.H * (p.D + p.Dv);
-#pragma omp parallel if (work >= kParallelWork)
-  {
-    std::vector<float> s;
-#pragma omp for collapse(2) schedule(dynamic)
-    for (int64_t b = 0; b < p.B; ++b)
-      for (int64_t h = 0; h < p.H; ++h)
-        attendRow(p, b, h, s);
-  }
+  attendAll(p, baseline::attendRow);
   storeAndClear(p);
   return Status::ok();
 }
@@ -187,10 +167,18 @@ bool kiln::runtime::cachedAttention(KernelContext &c, Status &status) {
   bool fresh = p.T > 1;
   for (int64_t b = 0; b < p.B && fresh; ++b)
     fresh = p.len[b] == 0 || p.pos[b * p.T] == 0;
-  if (!fresh)
-    return false; // decoding steps: the row-by-row kernel
   if (status = checkRows(c, p); !status)
     return true;
+  if (!fresh) {
+    // Decoding steps: row by row, with the widest vectors the CPU has.
+    using attention::Isa;
+    Isa isa = attention::bestIsa();
+    attendAll(p, isa == Isa::Avx512 ? avx512::attendRow
+                 : isa == Isa::Avx2 ? avx2::attendRow
+                                    : baseline::attendRow);
+    storeAndClear(p);
+    return true;
+  }
   // A prompt into an empty cache: causal attention among the new tokens.
   // Padding only follows a row's real tokens, which never see it.
   KernelContext flash{c.kernel,     {c.in[0], c.in[1], c.in[2], View{}, View{}},

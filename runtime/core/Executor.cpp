@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -137,17 +138,36 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
   return Status::ok();
 }
 
-void kiln::runtime::setNumThreads(int n) {
-  omp_set_num_threads(n > 0 ? n : omp_get_num_procs());
+namespace {
+
+/// OMP_NUM_THREADS's first count when set and valid, else every core.
+int defaultThreads() {
+  static const int n = [] {
+    if (const char *e = std::getenv("OMP_NUM_THREADS")) {
+      char *end = nullptr;
+      long v = std::strtol(e, &end, 10);
+      if (end != e && v > 0 && v <= 4096)
+        return static_cast<int>(v);
+    }
+    return omp_get_num_procs();
+  }();
+  return n;
 }
 
-int kiln::runtime::numThreads() { return omp_get_max_threads(); }
+std::atomic<int> chosenThreads{0};
+
+} // namespace
+
+void kiln::runtime::setNumThreads(int n) { chosenThreads = n > 0 ? n : 0; }
+
+int kiln::runtime::numThreads() {
+  int n = chosenThreads;
+  return n > 0 ? n : defaultThreads();
+}
 
 ThreadScope::ThreadScope(int n) {
-  if (n > 0) {
-    saved_ = omp_get_max_threads();
-    omp_set_num_threads(n);
-  }
+  saved_ = omp_get_max_threads();
+  omp_set_num_threads(n > 0 ? n : numThreads());
 }
 
 ThreadScope::~ThreadScope() {

@@ -91,6 +91,8 @@ Status fusedMatmulOrQuantized(KernelContext &c) {
 }
 
 bool matmulFast(KernelContext &c, Status &s) {
+  if (skinnyMatmul(c, s))
+    return true;
   if (!c.in[1].quant)
     return onednnMatmul(c, s);
   s = quantizedMatmul(c);

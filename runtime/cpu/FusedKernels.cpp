@@ -249,14 +249,6 @@ void load(const Operand &o, const Shape &out, int64_t start, int64_t n,
   }
 }
 
-float geluOf(float x, bool tanhForm) {
-  if (tanhForm) {
-    const float k = 0.7978845608028654f;
-    return 0.5f * x * (1.0f + std::tanh(k * (x + 0.044715f * x * x * x)));
-  }
-  return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865476f));
-}
-
 /// d act(x)/dx * g for an activation_grad kind.
 float activationGradOf(kart::Activation kind, float g, float x) {
   switch (kind) {
@@ -717,4 +709,12 @@ kiln::runtime::crossEntropyRow(const float *lr, float *dr, int64_t V, int64_t t,
 
 float kiln::runtime::gelu(float x, bool tanhForm) {
   return geluOf(x, tanhForm);
+}
+
+float kiln::runtime::geluOf(float x, bool tanhForm) {
+  if (tanhForm) {
+    const float k = 0.7978845608028654f;
+    return 0.5f * x * (1.0f + std::tanh(k * (x + 0.044715f * x * x * x)));
+  }
+  return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865476f));
 }

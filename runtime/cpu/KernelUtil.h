@@ -130,6 +130,34 @@ inline float referenceScore(const float *qi, const float *kj, int64_t D,
   return dot;
 }
 
+/// What a Matmul or FusedMatmul kernel asks for (its attributes read in
+/// one place): transposes, reduce_batch, and the fused epilogue (null for a
+/// plain Matmul).
+struct MatmulForm {
+  bool ta = false, tb = false, reduceBatch = false;
+  const kart::FusedMatmulAttrs *fused = nullptr;
+};
+inline MatmulForm matmulForm(const kart::Kernel &k) {
+  MatmulForm f;
+  if (k.op() == kart::Op::FusedMatmul) {
+    f.fused = k.attrs_as_FusedMatmulAttrs();
+    f.ta = f.fused->transpose_a();
+    f.tb = f.fused->transpose_b();
+    f.reduceBatch = f.fused->reduce_batch();
+  } else {
+    f.ta = k.attrs_as_MatmulAttrs()->transpose_a();
+    f.tb = k.attrs_as_MatmulAttrs()->transpose_b();
+  }
+  return f;
+}
+
+/// The most rows of x that skinnyMatmul takes: at batch 8 a decoding step
+/// turns compute-bound, and oneDNN's GEMM is faster there.
+constexpr int64_t kSkinnyRows = 4;
+/// x[M, K] @ W[N, K]^T for M <= kSkinnyRows (SkinnyMatmul.cpp): false when
+/// the matmul is not of that form.
+bool skinnyMatmul(KernelContext &c, Status &s);
+
 // Reference kernels (Kernels.cpp): the meaning of each op, in plain loops.
 namespace reference {
 Status matmulReference(KernelContext &c);

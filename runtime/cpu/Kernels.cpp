@@ -447,25 +447,31 @@ Status rope(KernelContext &c) {
   const View &pos = c.in[1];
   const float *x = c.in[0].as<float>();
   float *y = c.out[0].as<float>();
+  // The rotation of pair i at position p is the same for every head:
+  // computed once per position (in double, then rounded), applied to all.
+  std::vector<double> freq(static_cast<size_t>(hd / 2));
+  for (int64_t i = 0; i < hd / 2; ++i)
+    freq[i] = std::pow(theta, -2.0 * i / hd);
+  std::vector<float> cs(freq.size()), sn(freq.size());
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T; ++t) {
       int64_t p = t;
       if (pos.data)
         p = pos.shape->size() == 1 ? index(pos, t) : index(pos, b * T + t);
+      for (int64_t i = 0; i < hd / 2; ++i) {
+        double ang = p * freq[i];
+        cs[i] = static_cast<float>(std::cos(ang));
+        sn[i] = static_cast<float>(inverse ? -std::sin(ang) : std::sin(ang));
+      }
       const float *xr = x + (b * T + t) * C;
       float *yr = y + (b * T + t) * C;
       for (int64_t h = 0; h < C / hd; ++h)
         for (int64_t i = 0; i < hd / 2; ++i) {
-          double freq = std::pow(theta, -2.0 * i / hd);
-          double ang = p * freq;
-          float cs = static_cast<float>(std::cos(ang)),
-                sn = static_cast<float>(inverse ? -std::sin(ang)
-                                                : std::sin(ang));
           int64_t i0 = h * hd + (half ? i : 2 * i);
           int64_t i1 = h * hd + (half ? i + hd / 2 : 2 * i + 1);
           float a = xr[i0], bb = xr[i1];
-          yr[i0] = a * cs - bb * sn;
-          yr[i1] = a * sn + bb * cs;
+          yr[i0] = a * cs[i] - bb * sn[i];
+          yr[i1] = a * sn[i] + bb * cs[i];
         }
     }
   return Status::ok();

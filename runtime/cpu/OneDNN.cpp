@@ -304,14 +304,10 @@ dnnl::primitive *packedMatmul(KernelContext &c, const std::string &key,
 /// activation (eltwise) and the residual (binary_add).
 bool matmul(KernelContext &c) {
   const Shape &a = *c.in[0].shape, &b = *c.in[1].shape, &o = *c.out[0].shape;
-  bool fused = c.kernel.op() == Op::FusedMatmul;
-  const kart::FusedMatmulAttrs *f =
-      fused ? c.kernel.attrs_as_FusedMatmulAttrs() : nullptr;
-  const kart::MatmulAttrs *m =
-      fused ? nullptr : c.kernel.attrs_as_MatmulAttrs();
-  bool ta = f ? f->transpose_a() : m->transpose_a();
-  bool tb = f ? f->transpose_b() : m->transpose_b();
-  bool reduceBatch = f && f->reduce_batch();
+  cpu::MatmulForm form = cpu::matmulForm(c.kernel);
+  const kart::FusedMatmulAttrs *f = form.fused;
+  bool fused = f != nullptr, ta = form.ta, tb = form.tb,
+       reduceBatch = form.reduceBatch;
   const View *bias = fused && c.in[2].data ? &c.in[2] : nullptr;
   const View *residual = fused && c.in[3].data ? &c.in[3] : nullptr;
   float scale = f ? static_cast<float>(f->scale()) : 1.0f;

@@ -290,39 +290,57 @@ std::vector<Case> cases() {
                           {g, q, k, v, fwd[0], fwd[1], -1, -1},
                           {{2, 150, 16}, {2, 150, 8}, {2, 150, 8}}, make());
                     }});
-  // A prompt into an empty cache (flash attention) against the row-by-row
-  // kernel: ragged rows, grouped heads, with and without a window.
-  for (int64_t window : {0, 40})
-    cs.push_back({"CachedAttention window " + std::to_string(window),
-                  Op::CachedAttention, false,
-                  [window](auto &b) {
-                    kart::AttentionAttrsT a;
-                    a.heads = 4;
-                    a.kv_heads = 2;
-                    a.scale = 0.35;
-                    a.pattern = std::make_unique<kart::AttentionPatternT>();
-                    a.pattern->causal = true;
-                    if (window) {
-                      a.pattern->kind = kart::PatternKind::SlidingWindow;
-                      a.pattern->window = window;
-                    }
-                    int q = b.input({2, 150, 16}), k = b.input({2, 150, 8}),
-                        v = b.input({2, 150, 8}), kc = b.input({2, 160, 8}),
-                        vc = b.input({2, 160, 8}),
-                        pos = b.input({2, 150}, kart::DType::I32),
-                        len = b.input({2}, kart::DType::I32);
-                    b.fn->outputs = b.kernel(Op::CachedAttention,
-                                             {q, k, v, kc, vc, pos, len},
-                                             {{2, 150, 16}}, attrs(a));
-                  },
-                  [](std::map<std::string, Tensor> &in) {
-                    // Inputs x5 and x6: positions and lengths.
-                    int32_t *pos = in["x5"].as<int32_t>();
-                    for (int64_t i = 0; i < 2 * 150; ++i)
-                      pos[i] = static_cast<int32_t>(i % 150);
-                    in["x6"].as<int32_t>()[0] = 150;
-                    in["x6"].as<int32_t>()[1] = 97;
-                  }});
+  // kiln.cached_attention on B rows of T new tokens of `width` query
+  // features (4 heads over 2 key/value heads) and a 160-slot cache.
+  auto cached = [](const std::string &name, int64_t window, int64_t B,
+                   int64_t T, int64_t width,
+                   std::function<void(std::map<std::string, Tensor> &)> fill) {
+    return Case{name + " window " + std::to_string(window), Op::CachedAttention,
+                false,
+                [=](auto &b) {
+                  kart::AttentionAttrsT a;
+                  a.heads = 4;
+                  a.kv_heads = 2;
+                  a.scale = 0.35;
+                  a.pattern = std::make_unique<kart::AttentionPatternT>();
+                  a.pattern->causal = true;
+                  if (window) {
+                    a.pattern->kind = kart::PatternKind::SlidingWindow;
+                    a.pattern->window = window;
+                  }
+                  int64_t kv = width / 2;
+                  int q = b.input({B, T, width}), k = b.input({B, T, kv}),
+                      v = b.input({B, T, kv}), kc = b.input({B, 160, kv}),
+                      vc = b.input({B, 160, kv}),
+                      pos = b.input({B, T}, kart::DType::I32),
+                      len = b.input({B}, kart::DType::I32);
+                  b.fn->outputs =
+                      b.kernel(Op::CachedAttention, {q, k, v, kc, vc, pos, len},
+                               {{B, T, width}}, attrs(a));
+                },
+                fill};
+  };
+  for (int64_t window : {0, 40}) {
+    // A prompt into an empty cache (flash attention) against the
+    // row-by-row kernel: ragged rows, grouped heads. Inputs x5 and x6 are
+    // the positions and lengths.
+    cs.push_back(cached("CachedAttention", window, 2, 150, 16, [](auto &in) {
+      int32_t *pos = in["x5"].template as<int32_t>();
+      for (int64_t i = 0; i < 2 * 150; ++i)
+        pos[i] = static_cast<int32_t>(i % 150);
+      in["x6"].template as<int32_t>()[0] = 150;
+      in["x6"].template as<int32_t>()[1] = 97;
+    }));
+    // Decoding steps after a filled cache (the vectorized row kernel):
+    // rows at positions 130, 57 and 0, the last one padding.
+    cs.push_back(cached("CachedAttention step", window, 3, 1, 80, [](auto &in) {
+      const int32_t pos[] = {130, 57, 0}, len[] = {1, 1, 0};
+      for (int i = 0; i < 3; ++i) {
+        in["x5"].template as<int32_t>()[i] = pos[i];
+        in["x6"].template as<int32_t>()[i] = len[i];
+      }
+    }));
+  }
   return cs;
 }
 

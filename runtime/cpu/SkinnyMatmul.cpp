@@ -1,0 +1,152 @@
+//===- SkinnyMatmul.cpp - matmuls of a few rows against a weight ----------===//
+//
+// A decoding step multiplies one row per sequence (a few rows in all) by
+// every weight matrix: y[m, n] = x[m, :] . W[n, :] with W stored [N, K]
+// as a linear layer keeps it. Such a product reads each weight once and
+// does two flops per weight: it is bound by memory bandwidth, and what
+// matters is streaming W at full speed from every core with nothing else
+// in the way. oneDNN's GEMM is built for the other case and pays a fixed
+// cost per call that is a third of a 768 x 768 product's time.
+//
+// Here the threads split W's rows; each walks blocks of NR weight rows,
+// and for each block every group of up to MR rows of x accumulates NR dot
+// products in vector registers, so a weight row is read from memory once
+// and from L1 by the other groups. The epilogue of a FusedMatmul (bias,
+// scale, activation, residual) is applied to each output as it is stored.
+//
+// The vector code is written once over GCC vector types and compiled per
+// ISA (AVX-512, AVX2 + FMA, and the portable baseline), chosen by
+// attention::bestIsa() (capped by KILN_MAX_ISA, so every path is testable
+// on one machine).
+//
+//===----------------------------------------------------------------------===//
+#include "runtime/cpu/SkinnyMatmul.h"
+#include "runtime/Kernels.h"
+#include "runtime/attention/BlockGemm.h"
+#include "runtime/cpu/KernelUtil.h"
+
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+
+using namespace kiln;
+using namespace kiln::runtime;
+using namespace kiln::runtime::cpu;
+using kart::Op;
+
+namespace {
+
+using attention::Isa;
+
+typedef float V4 __attribute__((vector_size(16)));
+typedef float V8 __attribute__((vector_size(32)));
+typedef float V16 __attribute__((vector_size(64)));
+
+struct Problem {
+  const float *x, *w;
+  float *y;
+  int64_t M, N, K;
+  SkinnyEpilogue epi;
+};
+
+// The kernel, compiled for each instruction set (GCC applies a target
+// pragma to the templates defined under it, so nothing is left to the
+// baseline ISA by a failed inline).
+#pragma GCC push_options
+#pragma GCC target("avx512f,fma,tune=skylake-avx512")
+namespace avx512 {
+using V = V16;
+#include "runtime/cpu/SkinnyMatmulKernel.inc"
+void run(const Problem &p, int64_t n0, int64_t n1) { rowsOfW<V, 8>(p, n0, n1); }
+} // namespace avx512
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,tune=haswell")
+namespace avx2 {
+using V = V8;
+#include "runtime/cpu/SkinnyMatmulKernel.inc"
+void run(const Problem &p, int64_t n0, int64_t n1) { rowsOfW<V, 4>(p, n0, n1); }
+} // namespace avx2
+#pragma GCC pop_options
+
+namespace baseline {
+using V = V4;
+#include "runtime/cpu/SkinnyMatmulKernel.inc"
+void run(const Problem &p, int64_t n0, int64_t n1) { rowsOfW<V, 2>(p, n0, n1); }
+} // namespace baseline
+
+} // namespace
+
+float SkinnyEpilogue::apply(float v, int64_t n, int64_t at) const {
+  v = (v + (bias ? bias[n] : 0.0f)) * scale;
+  switch (act) {
+  case kart::Activation::Relu:
+    v = v > 0 ? v : 0.0f;
+    break;
+  case kart::Activation::Gelu:
+  case kart::Activation::GeluTanh:
+    v = geluOf(v, act == kart::Activation::GeluTanh);
+    break;
+  case kart::Activation::Silu:
+    v = v / (1.0f + std::exp(-v));
+    break;
+  default:
+    break;
+  }
+  return v + (residual ? residual[at] : 0.0f);
+}
+
+void kiln::runtime::cpu::skinnyProduct(attention::Isa isa, const float *x,
+                                       const float *w, float *y, int64_t M,
+                                       int64_t N, int64_t K,
+                                       const SkinnyEpilogue &epi) {
+  Problem p{x, w, y, M, N, K, epi};
+  void (*body)(const Problem &, int64_t, int64_t) = baseline::run;
+  if (isa == Isa::Avx512)
+    body = avx512::run;
+  else if (isa == Isa::Avx2)
+    body = avx2::run;
+  if (N * K < kParallelWork) {
+    body(p, 0, N);
+    return;
+  }
+  // Equal shares of W's rows, in multiples of 16 so that no thread's share
+  // starts mid-block.
+#pragma omp parallel
+  {
+    int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    int64_t blocks = (N + 15) / 16;
+    int64_t b0 = blocks * t / nt, b1 = blocks * (t + 1) / nt;
+    body(p, std::min(N, b0 * 16), std::min(N, b1 * 16));
+  }
+}
+
+bool kiln::runtime::cpu::skinnyMatmul(KernelContext &c, Status &s) {
+  const View &a = c.in[0], &b = c.in[1];
+  if (b.quant || a.dtype != DType::F32 || b.dtype != DType::F32 ||
+      b.shape->size() != 2)
+    return false;
+  MatmulForm form = matmulForm(c.kernel);
+  const kart::FusedMatmulAttrs *f = form.fused;
+  if (form.ta || !form.tb || form.reduceBatch)
+    return false;
+  int64_t K = a.shape->back(), N = (*b.shape)[0];
+  if (K != (*b.shape)[1] || K == 0)
+    return false;
+  int64_t M = a.numel() / K;
+  if (M < 1 || M > kSkinnyRows || c.out[0].numel() != M * N)
+    return false;
+  SkinnyEpilogue epi;
+  if (f) {
+    epi.bias = c.in[2].data ? c.in[2].as<float>() : nullptr;
+    epi.residual = c.in[3].data ? c.in[3].as<float>() : nullptr;
+    epi.scale = static_cast<float>(f->scale());
+    epi.act = f->activation();
+  }
+  skinnyProduct(attention::bestIsa(), a.as<float>(), b.as<float>(),
+                c.out[0].as<float>(), M, N, K, epi);
+  s = Status::ok();
+  return true;
+}
