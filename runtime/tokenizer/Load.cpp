@@ -231,9 +231,11 @@ Status member(const JsonValue &json, const std::string &key,
   return Status::ok();
 }
 
-/// Hugging Face's tokenizer.json.
+/// Hugging Face's tokenizer.json. When `want` names another kind than the
+/// file's, the error says so and `*otherKind` (if given) is set, so that a
+/// directory search can go on to the next file.
 Status loadTokenizerJson(const std::string &path, const std::string &want,
-                         Tokenizer &out) {
+                         Tokenizer &out, bool *otherKind = nullptr) {
   JsonValue json;
   if (Status s = readJsonFile(path, json, kMaxTokenizerFile); !s)
     return s;
@@ -270,9 +272,12 @@ Status loadTokenizerJson(const std::string &path, const std::string &want,
                          "' is not read by kiln (BPE and WordPiece are); for "
                          "a SentencePiece model give its tokenizer.model");
   }
-  if (!want.empty() && want != parts.kind)
+  if (!want.empty() && want != parts.kind) {
+    if (otherKind)
+      *otherKind = true;
     return Status::error(path + " is a " + parts.kind + " tokenizer, not " +
                          want);
+  }
   if (Status s = member(*model, "vocab", JsonValue::Kind::Object,
                         path + ": model", vocab);
       !s)
@@ -410,12 +415,12 @@ Status loadDirectory(const std::string &dir, const std::string &want,
     if (*c.kind == 0 && !want.empty()) {
       // tokenizer.json of another kind: keep looking.
       Tokenizer tok;
-      Status s = loadTokenizerJson(path, want, tok);
-      if (s || s.message().find(" tokenizer, not ") == std::string::npos) {
-        out = std::move(tok);
-        return s;
-      }
-      continue;
+      bool otherKind = false;
+      Status s = loadTokenizerJson(path, want, tok, &otherKind);
+      if (otherKind)
+        continue;
+      out = std::move(tok);
+      return s;
     }
     return loadFile(path, want, out);
   }

@@ -264,3 +264,19 @@ def test_malformed_files(tmp_path, gpt2_files):
     odd = tmp_path / "weights.npy"
     odd.write_bytes(b"\x93NUMPY")
     failing(odd, "not a tokenizer file kiln knows")
+
+
+def test_kind_picks_among_a_directorys_files(tmp_path, gpt2_files):
+    """A directory with a byte-level BPE tokenizer.json and a BERT
+    vocab.txt: the plain directory reads tokenizer.json (searched first),
+    `wordpiece:DIR` skips it for vocab.txt, `gpt2:DIR` reads it."""
+    _, tj, _ = hf_files(tmp_path, gpt2_files)
+    (tj / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n")
+    assert kiln.load_tokenizer(tj).kind == "gpt2"
+    assert kiln.load_tokenizer(f"gpt2:{tj}").kind == "gpt2"
+    wp = kiln.load_tokenizer(f"wordpiece:{tj}")
+    assert wp.kind == "wordpiece" and wp.encode("hello") == [2, 4, 3]
+    # Without the vocab.txt there is no wordpiece tokenizer to find.
+    (tj / "vocab.txt").unlink()
+    with pytest.raises(Exception, match="no wordpiece tokenizer files"):
+        kiln.load_tokenizer(f"wordpiece:{tj}")
