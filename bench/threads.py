@@ -129,7 +129,13 @@ def main():
              "back at once. kiln therefore sets `OMP_WAIT_POLICY=PASSIVE` "
              "unless the user chose a policy (`OMP_WAIT_POLICY` or "
              "`GOMP_SPINCOUNT`), and `--threads=N` (Python: `threads=N`) "
-             "sets the count.\n")
+             "sets the count. The default count is kiln's own — "
+             "`OMP_NUM_THREADS` when set, else every core — and is applied "
+             "around each call: another library lowering OpenMP's count on "
+             "the same thread (importing PyTorch sets it to its own choice, "
+             "1 on the development machine) does not make kiln "
+             "single-threaded, and the caller's setting is restored after "
+             "the call.\n")
     args.out.write_text("\n".join(L))
     print(f"wrote {args.out}")
 
