@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/Kernels.h"
+#include "runtime/Vector.h"
 #include "runtime/attention/BlockGemm.h"
 #include "runtime/cpu/KernelUtil.h"
 
