@@ -34,13 +34,15 @@ runtime::attention::PatternSpec patternOf(AttentionLike a) {
 template <typename AttentionLike>
 fb::Offset<kart::AttentionAttrs>
 attentionAttrs(fb::FlatBufferBuilder &fbb, AttentionLike a,
-               const runtime::attention::PatternSpec &ps) {
+               const runtime::attention::PatternSpec &ps,
+               fb::Offset<kart::RelativePositionBucketAttrs> relative = 0) {
   auto pattern = kart::CreateAttentionPattern(
       fbb, static_cast<kart::PatternKind>(ps.kind), ps.causal, ps.window,
       ps.block, ps.local, ps.globalBlocks, ps.random, ps.seed, ps.stride,
       ps.summary, ps.globalTokens);
   return kart::CreateAttentionAttrs(fbb, a.getNumHeads(), a.getNumKvHeads(),
-                                    a.getScale().convertToDouble(), pattern);
+                                    a.getScale().convertToDouble(), pattern,
+                                    relative);
 }
 
 // The dialect's kinds and the schema's share their cases (ir/KilnEnums.td,
@@ -286,8 +288,13 @@ kiln::encodeKernel(Operation *op, fb::FlatBufferBuilder &fbb, DimEncoder dim,
               ps.kind = runtime::attention::PatternKind::SlidingWindow;
               ps.window = w;
             }
+            fb::Offset<kart::RelativePositionBucketAttrs> relative = 0;
+            if (a.getRelativeBias())
+              relative = kart::CreateRelativePositionBucketAttrs(
+                  fbb, a.getRelativeBidirectional(), a.getRelativeBuckets(),
+                  a.getRelativeMaxDistance());
             return set(Op::CachedAttention, Attrs::AttentionAttrs,
-                       erase(attentionAttrs(fbb, a, ps)));
+                       erase(attentionAttrs(fbb, a, ps, relative)));
           })
           .Case([&](RelativePositionBucketOp r) {
             return set(Op::RelativePositionBucket,

@@ -962,6 +962,21 @@ LogicalResult CachedAttentionOp::verify() {
   if (static_cast<int64_t>(getWindow()) < 0)
     return emitOpError("window must be >= 0 (0: none), got ")
            << static_cast<int64_t>(getWindow());
+  if (Value table = getRelativeBias()) {
+    auto t = ranked(table);
+    int64_t buckets = static_cast<int64_t>(getRelativeBuckets());
+    int64_t distance = static_cast<int64_t>(getRelativeMaxDistance());
+    if (buckets < 4 || distance < 2)
+      return emitOpError("relative_buckets must be >= 4 and "
+                         "relative_max_distance >= 2, got ")
+             << buckets << " and " << distance;
+    if (t.getRank() != 2 || t.getElementType() != q.getElementType() ||
+        !compatibleDims(t.getDimSize(0), buckets) ||
+        !compatibleDims(t.getDimSize(1), getNumHeads()))
+      return emitOpError("relative_bias must be [")
+             << buckets << ", " << getNumHeads() << "] of "
+             << str(q.getElementType()) << ", got " << Type(t);
+  }
   return success();
 }
 

@@ -638,6 +638,15 @@ def Kiln_CachedAttentionOp : Kiln_Op<"cached_attention",
     (with `sliding_window(window)`) over the whole sequence so far, so a
     sequence decoded in steps gets the logits of the whole recomputation.
 
+    An optional `relative_bias[num_buckets, H]` table adds T5's relative
+    position bias: the score of the query at position `p` and the key at
+    position `j` gets `relative_bias[bucket(j - p), h]`, with the buckets
+    of `kiln.relative_position_bucket` (`relative_buckets`,
+    `relative_max_distance`, `relative_bidirectional`). It is what
+    `kiln.attention`'s bias `transpose(embedding(table,
+    relative_position_bucket(x, x)), [2, 0, 1])` adds, computed for the
+    cached positions instead of a `[T, T]` square.
+
     Example:
     ```mlir
     %o = kiln.cached_attention %q, %k, %v, %kc, %vc, %pos, %len {num_heads = 12 : i64, num_kv_heads = 12 : i64, scale = 1.250000e-01 : f64, window = 0 : i64}
@@ -648,12 +657,17 @@ def Kiln_CachedAttentionOp : Kiln_Op<"cached_attention",
                    Kiln_FloatTensor:$value, Kiln_FloatTensor:$key_cache,
                    Kiln_FloatTensor:$value_cache, TensorOf<[I32]>:$positions,
                    TensorOf<[I32]>:$lengths,
+                   Optional<Kiln_FloatTensor>:$relative_bias,
                    I64Attr:$num_heads, I64Attr:$num_kv_heads, F64Attr:$scale,
-                   DefaultValuedAttr<I64Attr, "0">:$window);
+                   DefaultValuedAttr<I64Attr, "0">:$window,
+                   DefaultValuedAttr<I64Attr, "0">:$relative_buckets,
+                   DefaultValuedAttr<I64Attr, "0">:$relative_max_distance,
+                   DefaultValuedAttr<BoolAttr, "false">:$relative_bidirectional);
   let results = (outs Kiln_FloatTensor:$result);
   let assemblyFormat = [{
     $query `,` $key `,` $value `,` $key_cache `,` $value_cache `,` $positions
-    `,` $lengths attr-dict `:` functional-type(operands, results)
+    `,` $lengths (`relative_bias` $relative_bias^)? attr-dict `:`
+    functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }

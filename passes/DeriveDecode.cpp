@@ -8,16 +8,23 @@
 // of this call's tokens (and attention a key/value cache of the earlier
 // ones); every other op that sees the tokens is checked to treat each
 // position on its own, so the clone computes, for new tokens, exactly what
-// the whole recomputation computes for them.
+// the whole recomputation computes for them. T5's relative position bias
+// on that self-attention becomes the cached attention's bucketed table; an
+// encoder-decoder's encoder, and whatever else the decoder reads from its
+// other inputs without the tokens, moves into a derived `prepare` that
+// runs once per source.
 //
 //===----------------------------------------------------------------------===//
 #include "ir/KilnOps.h"
 #include "passes/Passes.h"
 
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/IRMapping.h"
 #include "mlir/Interfaces/InferTypeOpInterface.h"
+#include "llvm/ADT/BitVector.h"
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/SetVector.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/Debug.h"
 
@@ -68,13 +75,15 @@ struct DeriveDecode : kiln::impl::DeriveDecodeBase<DeriveDecode> {
 private:
   /// Why `op`, which reads values computed from the tokens (`seen`), cannot
   /// be decoded one position at a time; "" when it can as it is.
-  std::string positionwise(Operation *op,
-                           const llvm::DenseSet<Value> &seen) const;
+  /// `relativeBias`: op is an attention whose bias is the tokens'
+  /// relative position bias, which the cached attention computes.
+  std::string positionwise(Operation *op, const llvm::DenseSet<Value> &seen,
+                           bool relativeBias) const;
 };
 
-std::string
-DeriveDecode::positionwise(Operation *op,
-                           const llvm::DenseSet<Value> &seen) const {
+std::string DeriveDecode::positionwise(Operation *op,
+                                       const llvm::DenseSet<Value> &seen,
+                                       bool relativeBias) const {
   auto sees = [&](Value v) { return seen.contains(v); };
   for (Value v : op->getOperands())
     if (sees(v) && rankOf(v) < 2)
@@ -150,8 +159,11 @@ DeriveDecode::positionwise(Operation *op,
           return "its query, key and value do not all come from the tokens";
         if (!a.getCausal())
           return "it is not causal: every position sees later ones";
-        if (a.getMask() || a.getBias())
-          return "it has a key mask or an additive bias over positions";
+        if (a.getMask() || (a.getBias() && !relativeBias))
+          return "it has a key mask or an additive bias over positions "
+                 "other than a relative position bias";
+        if (relativeBias && a.getPatternAttr())
+          return "it has both a relative position bias and a sparse pattern";
         if (AttentionPatternAttr p = a.getPatternAttr()) {
           const runtime::attention::PatternSpec &s = p.getSpec();
           if (s.kind != PatternKind::SlidingWindow || s.globalTokens != 0)
@@ -172,6 +184,77 @@ DeriveDecode::positionwise(Operation *op,
       });
 }
 
+/// The values computed from `from`, in `body`'s order.
+llvm::DenseSet<Value> reachedFrom(Block &body, ArrayRef<Value> from) {
+  llvm::DenseSet<Value> reached(from.begin(), from.end());
+  for (Operation &op : body)
+    if (llvm::any_of(op.getOperands(),
+                     [&](Value v) { return reached.contains(v); }))
+      reached.insert(op.getResults().begin(), op.getResults().end());
+  return reached;
+}
+
+/// Whether argument `i` can be token ids: integer [B, T], both dimensions
+/// named.
+bool tokenLike(func::FuncOp f, unsigned i) {
+  auto type = llvm::dyn_cast<RankedTensorType>(f.getArgumentTypes()[i]);
+  auto dims = f.getArgAttrOfType<ArrayAttr>(i, "kiln.dims");
+  return type && type.getRank() == 2 && type.getElementType().isInteger() &&
+         dims && dims.size() == 2 && llvm::isa<StringAttr>(dims[0]) &&
+         llvm::isa<StringAttr>(dims[1]);
+}
+
+/// The argument holding the tokens to decode: the only one, or of several
+/// (an encoder-decoder's source ids, mask and target ids) the token ids
+/// that reach a causal attention's query and whose sequence dimension is
+/// the result's (T5's decoder_input_ids [B, T] for logits [B, T, V]; the
+/// source ids [B, S] reach the decoder's later layers too, through the
+/// cross-attention). "" or why there is none.
+std::string decodedArgument(func::FuncOp forward, unsigned &index) {
+  unsigned n = forward.getNumArguments();
+  if (n == 1) {
+    index = 0;
+    return tokenLike(forward, 0)
+               ? ""
+               : "its argument must be token ids [B, T] with symbolic batch "
+                 "and sequence dimensions";
+  }
+  Block &body = forward.getBody().front();
+  auto resultDims = forward.getNumResults() > 0
+                        ? forward.getResultAttrOfType<ArrayAttr>(0, "kiln.dims")
+                        : ArrayAttr();
+  SmallVector<unsigned> found;
+  for (unsigned i = 0; i < n; ++i) {
+    if (!tokenLike(forward, i) || !resultDims || resultDims.size() < 2 ||
+        forward.getArgAttrOfType<ArrayAttr>(i, "kiln.dims")[1] != resultDims[1])
+      continue;
+    llvm::DenseSet<Value> reached = reachedFrom(body, {body.getArgument(i)});
+    bool causal = false;
+    body.walk([&](AttentionOp a) {
+      causal |= a.getCausal() && reached.contains(a.getQuery());
+    });
+    if (causal)
+      found.push_back(i);
+  }
+  if (found.size() != 1)
+    return found.empty() ? "none of its arguments are token ids [B, T] that "
+                           "reach a causal self-attention and share the "
+                           "result's sequence dimension"
+                         : "several of its arguments reach a causal "
+                           "self-attention; which one to decode is ambiguous";
+  index = found[0];
+  return "";
+}
+
+/// T5's relative position bias as the derivation follows it: the buckets of
+/// the tokens' positions, their rows of a table, and those rows as an
+/// [H, T, T] attention bias.
+struct RelativeBias {
+  enum Stage { Buckets, Rows, Bias } stage = Buckets;
+  RelativePositionBucketOp buckets;
+  Value table;
+};
+
 void DeriveDecode::runOnOperation() {
   ModuleOp module = getOperation();
   MLIRContext *ctx = &getContext();
@@ -186,23 +269,18 @@ void DeriveDecode::runOnOperation() {
   auto forward = module.lookupSymbol<func::FuncOp>(function);
   if (!forward || forward.isExternal())
     return reject(module.getLoc(), "the model has no such function");
-  if (module.lookupSymbol("decode"))
-    return reject(forward.getLoc(), "the model already has a 'decode'");
+  for (StringRef name : {"decode", "prepare"})
+    if (module.lookupSymbol(name))
+      return reject(forward.getLoc(), "the model already has a '" + name + "'");
   FunctionType type = forward.getFunctionType();
-  auto tokensType = type.getNumInputs() == 1
-                        ? llvm::dyn_cast<RankedTensorType>(type.getInput(0))
-                        : RankedTensorType();
-  auto tokenDims = forward.getArgAttrOfType<ArrayAttr>(0, "kiln.dims");
-  if (!tokensType || tokensType.getRank() != 2 ||
-      !tokensType.getElementType().isInteger() || !tokenDims ||
-      tokenDims.size() != 2 || !llvm::isa<StringAttr>(tokenDims[0]) ||
-      !llvm::isa<StringAttr>(tokenDims[1]))
-    return reject(forward.getLoc(),
-                  "it must take one argument, token ids [B, T] with symbolic "
-                  "batch and sequence dimensions");
   if (type.getNumResults() == 0)
     return reject(forward.getLoc(), "it returns nothing");
+  unsigned tokenArg = 0;
+  if (std::string why = decodedArgument(forward, tokenArg); !why.empty())
+    return reject(forward.getLoc(), why);
+  auto tokenDims = forward.getArgAttrOfType<ArrayAttr>(tokenArg, "kiln.dims");
   StringRef seqSymbol = llvm::cast<StringAttr>(tokenDims[1]).getValue();
+  unsigned numInputs = type.getNumInputs();
 
   auto decode = llvm::cast<func::FuncOp>(forward->clone());
   // The clone joins the module only once it is complete.
@@ -213,7 +291,6 @@ void DeriveDecode::runOnOperation() {
   decode.setName("decode");
   Location argLoc = forward.getLoc();
   Block &body = decode.getBody().front();
-  Value tokens = body.getArgument(0);
   auto i32 = IntegerType::get(ctx, 32);
   auto dyn = ShapedType::kDynamic;
   auto dimsAttr = [&](ArrayRef<Attribute> dims) {
@@ -227,15 +304,24 @@ void DeriveDecode::runOnOperation() {
               dimsAttr(dims)});
   };
   Attribute batchDim = tokenDims[0], seqDim = tokenDims[1];
+  // decode(tokens, positions, lengths, <forward's other inputs>, memories,
+  // caches): the forward's arguments stay, after the three, until the
+  // unused ones go at the end.
+  (void)decode.insertArgument(0, type.getInput(tokenArg),
+                              forward.getArgAttrDict(tokenArg), argLoc);
   (void)decode.insertArgument(1, RankedTensorType::get({dyn, dyn}, i32),
                               argAttrs("positions", {batchDim, seqDim}),
                               argLoc);
   (void)decode.insertArgument(2, RankedTensorType::get({dyn}, i32),
                               argAttrs("lengths", {batchDim}), argLoc);
-  Value positions = body.getArgument(1), lengths = body.getArgument(2);
+  constexpr unsigned kInputs = 3; // the forward's arguments start here
+  Value tokens = body.getArgument(0), positions = body.getArgument(1),
+        lengths = body.getArgument(2);
+  body.getArgument(kInputs + tokenArg).replaceAllUsesWith(tokens);
   std::string cacheDim = cacheSymbol(module);
 
   llvm::DenseSet<Value> seen{tokens, positions};
+  llvm::DenseMap<Value, RelativeBias> relative;
   SmallVector<Operation *> ops;
   for (Operation &op : body)
     ops.push_back(&op);
@@ -244,11 +330,51 @@ void DeriveDecode::runOnOperation() {
   for (Operation *op : ops) {
     bool readsTokens = llvm::any_of(op->getOperands(),
                                     [&](Value v) { return seen.contains(v); });
-    if (!readsTokens) {
-      if (isa<RelativePositionBucketOp>(op))
+    auto readsRelative = [&](RelativeBias::Stage stage) {
+      return llvm::any_of(op->getOperands(), [&](Value v) {
+        auto it = relative.find(v);
+        return it != relative.end() && it->second.stage == stage;
+      });
+    };
+    if (auto r = llvm::dyn_cast<RelativePositionBucketOp>(op);
+        r && readsTokens) {
+      // Buckets of the tokens' own positions (T5's decoder): the cached
+      // attention computes them for the cached positions.
+      if (r.getQuery() != r.getKey())
+        return abandon(op->getLoc(), "its relative position buckets are not "
+                                     "of the sequence against itself");
+      relative[r.getResult()] = {RelativeBias::Buckets, r, Value()};
+      continue;
+    }
+    if (auto e = llvm::dyn_cast<EmbeddingOp>(op);
+        e && relative.contains(e.getIndices()) &&
+        !seen.contains(e.getTable())) {
+      RelativeBias rb = relative.lookup(e.getIndices());
+      if (rb.stage == RelativeBias::Buckets) {
+        relative[e.getResult()] = {RelativeBias::Rows, rb.buckets,
+                                   e.getTable()};
+        continue;
+      }
+    }
+    if (auto t = llvm::dyn_cast<TransposeOp>(op);
+        t && readsRelative(RelativeBias::Rows) &&
+        t.getPerm() == ArrayRef<int64_t>{2, 0, 1}) {
+      RelativeBias rb = relative.lookup(t.getInput());
+      relative[t.getResult()] = {RelativeBias::Bias, rb.buckets, rb.table};
+      continue;
+    }
+    auto attention = llvm::dyn_cast<AttentionOp>(op);
+    bool relativeBias =
+        attention && attention.getBias() &&
+        relative.contains(attention.getBias()) &&
+        relative.lookup(attention.getBias()).stage == RelativeBias::Bias;
+    for (Value v : op->getOperands())
+      if (relative.contains(v) && !(relativeBias && v == attention.getBias()))
         return abandon(op->getLoc(),
-                       "relative position buckets (T5's attention bias) are "
-                       "not decoded incrementally yet");
+                       "relative position buckets of the tokens are decoded "
+                       "only as transpose(table(buckets), perm = [2, 0, 1]), "
+                       "the bias of a causal self-attention");
+    if (!readsTokens) {
       auto slice = llvm::dyn_cast<SliceOp>(op);
       auto end =
           slice ? llvm::dyn_cast<StringAttr>(slice.getEndAttr()) : StringAttr();
@@ -268,12 +394,12 @@ void DeriveDecode::runOnOperation() {
       seen.insert(lookup.getResult());
       continue;
     }
-    if (std::string why = positionwise(op, seen); !why.empty())
+    if (std::string why = positionwise(op, seen, relativeBias); !why.empty())
       return abandon(op->getLoc(), why);
     if (auto rope = llvm::dyn_cast<RopeOp>(op)) {
       rope->insertOperands(rope->getNumOperands(), {positions});
-    } else if (auto a = llvm::dyn_cast<AttentionOp>(op);
-               a && seen.contains(a.getKey())) {
+    } else if (attention && seen.contains(attention.getKey())) {
+      AttentionOp a = attention;
       int64_t window = 0;
       if (AttentionPatternAttr p = a.getPatternAttr())
         window = p.getSpec().window;
@@ -294,12 +420,18 @@ void DeriveDecode::runOnOperation() {
                      {batchDim, StringAttr::get(ctx, cacheDim),
                       IntegerAttr::get(IntegerType::get(ctx, 64), width)}),
             argLoc);
+      RelativeBias rb;
+      if (relativeBias)
+        rb = relative.lookup(a.getBias());
       b.setInsertionPoint(a);
       auto cached = b.create<CachedAttentionOp>(
           a.getLoc(), a.getResult().getType(), a.getQuery(), a.getKey(),
           a.getValue(), body.getArgument(at), body.getArgument(at + 1),
-          positions, lengths, a.getNumHeadsAttr(), a.getNumKvHeadsAttr(),
-          a.getScaleAttr(), b.getI64IntegerAttr(window));
+          positions, lengths, rb.table, a.getNumHeadsAttr(),
+          a.getNumKvHeadsAttr(), a.getScaleAttr(), b.getI64IntegerAttr(window),
+          b.getI64IntegerAttr(relativeBias ? rb.buckets.getNumBuckets() : 0),
+          b.getI64IntegerAttr(relativeBias ? rb.buckets.getMaxDistance() : 0),
+          b.getBoolAttr(relativeBias && rb.buckets.getBidirectional()));
       a.getResult().replaceAllUsesWith(cached.getResult());
       a->erase();
       seen.insert(cached.getResult());
@@ -315,6 +447,113 @@ void DeriveDecode::runOnOperation() {
   if (caches == 0)
     return abandon(forward.getLoc(), "it has no causal self-attention");
 
+  // What the tokens' computation reads from the forward's other inputs (an
+  // encoder's output, its keys and values for cross-attention) is the same
+  // at every step: `prepare` computes it once, and decode takes it as
+  // memory inputs.
+  SmallVector<Value> inputs;
+  for (unsigned i = 0; i < numInputs; ++i)
+    if (i != tokenArg)
+      inputs.push_back(body.getArgument(kInputs + i));
+  llvm::DenseSet<Value> fromInputs = reachedFrom(body, inputs);
+  llvm::SetVector<Value> memory;
+  for (Operation &op : body)
+    if (llvm::any_of(op.getOperands(),
+                     [&](Value v) { return seen.contains(v); }))
+      for (Value v : op.getOperands())
+        if (!seen.contains(v) && fromInputs.contains(v) &&
+            !llvm::isa<BlockArgument>(v))
+          memory.insert(v);
+  func::FuncOp prepare;
+  if (!memory.empty()) {
+    // The inputs memory is computed from, which name its dimensions.
+    llvm::DenseSet<Value> needed(memory.begin(), memory.end());
+    for (Operation &op : llvm::reverse(body))
+      if (llvm::any_of(op.getResults(),
+                       [&](Value v) { return needed.contains(v); }))
+        needed.insert(op.getOperands().begin(), op.getOperands().end());
+    SmallVector<unsigned> prepareArgs;
+    Attribute memoryDim;
+    for (unsigned i = 0; i < numInputs; ++i) {
+      if (i == tokenArg || !needed.contains(body.getArgument(kInputs + i)))
+        continue;
+      prepareArgs.push_back(i);
+      auto dims = forward.getArgAttrOfType<ArrayAttr>(i, "kiln.dims");
+      if (!dims || dims.size() < 2 || dims[0] != batchDim ||
+          (memoryDim && dims[1] != memoryDim))
+        return abandon(forward.getLoc(),
+                       "the inputs its decoder reads besides the tokens must "
+                       "be [" +
+                           llvm::cast<StringAttr>(batchDim).str() +
+                           ", S, ...] with one source length S");
+      memoryDim = dims[1];
+    }
+    SmallVector<Attribute> memoryDims;
+    for (auto [i, v] : llvm::enumerate(memory)) {
+      auto t = llvm::cast<RankedTensorType>(v.getType());
+      SmallVector<Attribute> dims;
+      for (auto [d, size] : llvm::enumerate(t.getShape())) {
+        if (!ShapedType::isDynamic(size))
+          dims.push_back(IntegerAttr::get(IntegerType::get(ctx, 64), size));
+        else if (d < 2)
+          dims.push_back(d == 0 ? batchDim : memoryDim);
+        else
+          return abandon(v.getLoc(),
+                         "what it reads from its other inputs is not [B, S, "
+                         "features] with known features");
+      }
+      memoryDims.push_back(ArrayAttr::get(ctx, dims));
+    }
+    SmallVector<Type> argTypes, memoryTypes;
+    for (unsigned i : prepareArgs)
+      argTypes.push_back(type.getInput(i));
+    for (Value v : memory)
+      memoryTypes.push_back(v.getType());
+    prepare =
+        func::FuncOp::create(forward.getLoc(), "prepare",
+                             FunctionType::get(ctx, argTypes, memoryTypes));
+    IRMapping map;
+    Block *entry = prepare.addEntryBlock();
+    for (auto [j, i] : llvm::enumerate(prepareArgs)) {
+      prepare.setArgAttrs(j, forward.getArgAttrDict(i));
+      map.map(body.getArgument(kInputs + i), entry->getArgument(j));
+    }
+    b.setInsertionPointToEnd(entry);
+    for (Operation &op : body)
+      if (llvm::any_of(op.getResults(),
+                       [&](Value v) { return needed.contains(v); }))
+        b.clone(op, map);
+    SmallVector<Value> results;
+    for (Value v : memory)
+      results.push_back(map.lookup(v));
+    b.create<func::ReturnOp>(forward.getLoc(), results);
+    for (auto [i, value] : llvm::enumerate(memory)) {
+      Value v = value;
+      prepare.setResultAttrs(
+          i, DictionaryAttr::get(
+                 ctx,
+                 {dimsAttr(llvm::cast<ArrayAttr>(memoryDims[i]).getValue())}));
+      unsigned at = decode.getNumArguments();
+      (void)decode.insertArgument(
+          at, v.getType(),
+          argAttrs("memory." + std::to_string(i),
+                   llvm::cast<ArrayAttr>(memoryDims[i]).getValue()),
+          argLoc);
+      v.replaceAllUsesWith(body.getArgument(at));
+    }
+  }
+  // What only fed the memory (the encoder), the replaced relative bias and
+  // the forward's inputs nothing reads any more go.
+  for (Operation &op : llvm::make_early_inc_range(llvm::reverse(body)))
+    if (!op.hasTrait<OpTrait::IsTerminator>() && !isa<CachedAttentionOp>(op) &&
+        op.use_empty())
+      op.erase();
+  llvm::BitVector unused(decode.getNumArguments());
+  for (unsigned i = 0; i < numInputs; ++i)
+    if (body.getArgument(kInputs + i).use_empty())
+      unused.set(kInputs + i);
+  decode.eraseArguments(unused);
+
   // A position lookup is [B, T, D] where the slice was [T, D]: refresh the
   // types that follow from it.
   for (Operation &op : body) {
@@ -324,8 +563,11 @@ void DeriveDecode::runOnOperation() {
     SmallVector<Type> types;
     if (failed(infer.inferReturnTypes(
             ctx, op.getLoc(), op.getOperands(), op.getAttrDictionary(),
-            op.getPropertiesStorage(), op.getRegions(), types)))
+            op.getPropertiesStorage(), op.getRegions(), types))) {
+      if (prepare)
+        prepare->destroy();
       return abandon(op.getLoc(), "its shapes do not hold per position");
+    }
     for (auto [result, t] : llvm::zip(op.getResults(), types))
       if (llvm::cast<RankedTensorType>(result.getType()).getRank() !=
           llvm::cast<RankedTensorType>(t).getRank())
@@ -334,12 +576,15 @@ void DeriveDecode::runOnOperation() {
   decode.setType(
       FunctionType::get(ctx, body.getArgumentTypes(), ret.getOperandTypes()));
   module.push_back(decode);
+  if (prepare)
+    module.push_back(prepare);
   SmallVector<Attribute> dims;
   if (auto old = module->getAttrOfType<ArrayAttr>("kiln.dims"))
     dims.assign(old.begin(), old.end());
   dims.push_back(StringAttr::get(ctx, cacheDim));
   module->setAttr("kiln.dims", ArrayAttr::get(ctx, dims));
-  LLVM_DEBUG(llvm::dbgs() << "decode: " << caches << " cached attentions\n");
+  LLVM_DEBUG(llvm::dbgs() << "decode: " << caches << " cached attentions, "
+                          << memory.size() << " memory inputs\n");
 }
 
 } // namespace

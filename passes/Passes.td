@@ -221,6 +221,20 @@ def DeriveDecode : Pass<"kiln-derive-decode", "mlir::ModuleOp"> {
     and its place in the source, without it no `decode` is added (kiln
     compile's default: every causal decoder gets one).
 
+    A causal self-attention whose bias is T5's relative position bias of
+    the tokens (`transpose(embedding(table, relative_position_bucket(x,
+    x)), [2, 0, 1])`) becomes a cached attention that buckets the cached
+    positions itself.
+
+    An encoder-decoder's `function` has more inputs: the decoded one is the
+    token ids that reach a causal attention's query and share the result's
+    sequence dimension (T5's `decoder_input_ids`). The other inputs stay
+    inputs of `decode`; what the decoder reads from them that does not
+    depend on the tokens (the encoder's output through each
+    cross-attention's key and value projections) is computed once by a
+    second derived function, `prepare(<those inputs>) -> memory.0, ...`,
+    whose results `decode` takes as inputs `memory.<i>[B, S, features]`.
+
     Example: `kiln-opt --kiln-derive-decode` on GPT-2 adds
     `@decode(%tokens, %positions, %lengths, %cache.0.key, ...) -> logits`.
   }];

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <climits>
 #include <cmath>
+#include <map>
 #include <memory>
 
 using namespace kiln::runtime;
@@ -29,21 +30,91 @@ Status checkOptions(const GenerateOptions &o) {
   return Status::ok();
 }
 
-/// The model's `forward`, checked to map token ids to logits.
-Status decoderForward(const Model &model, const FunctionInfo *&forward) {
+bool tokenIds(const ArgInfo &a) {
+  return a.dims.size() == 2 && (a.dtype == DType::I32 || a.dtype == DType::I64);
+}
+
+/// The model's `forward`, checked to map token ids to logits, and the role
+/// of each of its inputs.
+Status decoderForward(const Model &model, const FunctionInfo *&forward,
+                      ForwardRoles &roles) {
   forward = nullptr;
   for (const FunctionInfo &f : model.functions())
     if (f.name == "forward")
       forward = &f;
-  if (!forward || forward->inputs.size() != 1 ||
-      forward->inputs[0].dims.size() != 2 || forward->outputs.size() != 1 ||
-      forward->outputs[0].dims.size() != 3 ||
-      (forward->inputs[0].dtype != DType::I32 &&
-       forward->inputs[0].dtype != DType::I64))
+  if (!forward || forward->inputs.empty() ||
+      !std::all_of(forward->inputs.begin(), forward->inputs.end(), tokenIds) ||
+      forward->outputs.size() != 1 || forward->outputs[0].dims.size() != 3)
     return Status::error("generate needs a decoder model whose 'forward' "
-                         "takes token ids [B, T] and returns logits [B, T, "
-                         "vocab]");
+                         "takes token ids [B, T] (and, for an "
+                         "encoder-decoder, source ids and masks [B, S]) and "
+                         "returns logits [B, T, vocab]");
+  roles = ForwardRoles();
+  if (forward->inputs.size() == 1)
+    return Status::ok();
+  // An encoder-decoder: the target ids share the logits' sequence
+  // dimension; the first other input is the source, the rest its masks.
+  // Inputs along the target's own sequence besides the ids (BERT's token
+  // types and mask: it is no decoder) are not something generate can fill.
+  roles.target = -1;
+  const std::string &targetDim = forward->outputs[0].dims[1];
+  for (size_t i = 0; i < forward->inputs.size(); ++i) {
+    const ArgInfo &a = forward->inputs[i];
+    if (a.dims[1] == targetDim && roles.target >= 0)
+      return Status::error("generate needs a decoder model whose 'forward' "
+                           "takes token ids [B, T] (and, for an "
+                           "encoder-decoder, source ids and masks [B, S]) "
+                           "and returns logits [B, T, vocab]; '" +
+                           forward->inputs[roles.target].name + "' and '" +
+                           a.name + "' both run along T");
+    if (a.dims[1] == targetDim)
+      roles.target = static_cast<int>(i);
+    else if (roles.source < 0)
+      roles.source = static_cast<int>(i);
+    else if (a.dims[1] == forward->inputs[roles.source].dims[1])
+      roles.masks.push_back(static_cast<int>(i));
+    else
+      return Status::error("generate fills an encoder-decoder's source ids "
+                           "and their masks; 'forward' also takes '" +
+                           a.name + "'");
+  }
+  if (roles.target < 0 || roles.source < 0)
+    return Status::error("generate cannot tell the source ids from the "
+                         "target ids among 'forward''s inputs");
   return Status::ok();
+}
+
+/// Rows of ids (or, with `mask`, 1 where a row has a token) as a [B, L]
+/// tensor of `dtype`, right-padded with zeros.
+Tensor idsTensor(DType dtype, const std::vector<std::vector<int32_t>> &rows,
+                 bool mask = false) {
+  size_t L = 0;
+  for (const std::vector<int32_t> &r : rows)
+    L = std::max(L, r.size());
+  Tensor t(dtype, {static_cast<int64_t>(rows.size()), static_cast<int64_t>(L)});
+  for (size_t b = 0; b < rows.size(); ++b)
+    for (size_t i = 0; i < rows[b].size(); ++i) {
+      int32_t v = mask ? 1 : rows[b][i];
+      if (dtype == DType::I64)
+        t.as<int64_t>()[b * L + i] = v;
+      else
+        t.as<int32_t>()[b * L + i] = v;
+    }
+  return t;
+}
+
+/// The forward's inputs besides the target ids: an encoder-decoder's
+/// source rows and their masks.
+void addSources(const FunctionInfo &forward, const ForwardRoles &roles,
+                const std::vector<std::vector<int32_t>> &sources,
+                std::map<std::string, Tensor> &inputs) {
+  if (roles.source < 0)
+    return;
+  const ArgInfo &src = forward.inputs[roles.source];
+  inputs[src.name] = idsTensor(src.dtype, sources);
+  for (int m : roles.masks)
+    inputs[forward.inputs[m].name] =
+        idsTensor(forward.inputs[m].dtype, sources, /*mask=*/true);
 }
 
 /// The context window of a model with learned positions, else unbounded.
@@ -62,6 +133,12 @@ std::vector<int32_t> newest(const std::vector<int32_t> &seq, int64_t n) {
 }
 
 } // namespace
+
+bool kiln::runtime::isEncoderDecoder(const Model &model) {
+  const FunctionInfo *forward = nullptr;
+  ForwardRoles roles;
+  return decoderForward(model, forward, roles) && roles.source >= 0;
+}
 
 std::vector<int32_t> kiln::runtime::stopTokens(const Tokenizer &tokenizer) {
   std::vector<int32_t> stop;
@@ -90,10 +167,26 @@ Status Generation::start(Model &model,
   if (Status s = checkOptions(options); !s)
     return s;
   std::unique_ptr<Generation> g(new Generation(model, options));
-  if (Status s = decoderForward(model, g->forward_); !s)
+  if (Status s = decoderForward(model, g->forward_, g->roles_); !s)
     return s;
   g->window_ = contextWindow(model);
   g->history_ = prompts;
+  if (g->roles_.source >= 0) {
+    // An encoder-decoder continues no text: the prompts are its sources,
+    // and each target starts from the decoder start token.
+    int64_t start = options.decoderStart;
+    if (start < 0) {
+      start = 0;
+      for (const auto &[name, v] : model.hyperparameters())
+        if (name == "decoder_start_token_id")
+          start = static_cast<int64_t>(v);
+    }
+    if (start < 0 || start > INT32_MAX)
+      return Status::error("the decoder start token " + std::to_string(start) +
+                           " is not a token id");
+    g->sources_ = prompts;
+    g->history_.assign(prompts.size(), {static_cast<int32_t>(start)});
+  }
   g->out_.assign(prompts.size(), {});
   g->active_.assign(prompts.size(), options.maxTokens > 0);
   for (size_t b = 0; b < prompts.size(); ++b) {
@@ -204,6 +297,12 @@ Status Generation::stepCached(std::vector<std::pair<size_t, int32_t>> &tokens) {
                                    KvCache::slotsFor(model_, length), cache_);
         !s)
       return s;
+    if (roles_.source >= 0) {
+      std::map<std::string, Tensor> context;
+      addSources(*forward_, roles_, sources_, context);
+      if (Status s = cache_->setContext(model_, context); !s)
+        return s;
+    }
   }
   for (size_t b = 0; b < B; ++b)
     if (!active_[b])
@@ -236,16 +335,12 @@ Generation::stepRecomputing(std::vector<std::pair<size_t, int32_t>> &tokens) {
       continue;
     std::vector<int32_t> seq = newest(history_[b], window_);
     int64_t len = static_cast<int64_t>(seq.size());
-    Tensor ids(forward_->inputs[0].dtype, {1, len});
-    for (int64_t i = 0; i < len; ++i) {
-      if (ids.dtype() == DType::I32)
-        ids.as<int32_t>()[i] = seq[i];
-      else
-        ids.as<int64_t>()[i] = seq[i];
-    }
-    if (Status s =
-            model_.run("forward", {{forward_->inputs[0].name, ids}}, results_);
-        !s)
+    const ArgInfo &target = forward_->inputs[roles_.target];
+    std::map<std::string, Tensor> inputs{
+        {target.name, idsTensor(target.dtype, {seq})}};
+    if (roles_.source >= 0)
+      addSources(*forward_, roles_, {sources_[b]}, inputs);
+    if (Status s = model_.run("forward", inputs, results_); !s)
       return s;
     int64_t vocab = results_[0].shape()[2];
     advance(b, results_[0].as<float>() + (len - 1) * vocab, vocab, tokens);

@@ -43,7 +43,23 @@ struct GenerateOptions {
   /// Recompute the whole sequence each step even when the model has a
   /// compiled `decode` (for checking it).
   bool recompute = false;
+  /// An encoder-decoder's first target token; -1: the model's
+  /// hyperparameter decoder_start_token_id, else 0 (T5's pad token).
+  int64_t decoderStart = -1;
 };
+
+/// The roles of a generating model's `forward` inputs: the target ids it
+/// returns logits for and, for an encoder-decoder (T5), the source ids (the
+/// prompt) and their key masks (1 on each real source token).
+struct ForwardRoles {
+  int target = 0;
+  int source = -1;
+  std::vector<int> masks;
+};
+
+/// Whether `model` is an encoder-decoder: its prompt is a source to
+/// translate or summarize, not the start of the text it writes.
+bool isEncoderDecoder(const Model &model);
 
 /// What a generate() call did, for the summary line.
 struct GenerateStats {
@@ -97,6 +113,8 @@ private:
   Model &model_;
   GenerateOptions options_;
   const FunctionInfo *forward_ = nullptr;
+  ForwardRoles roles_;
+  std::vector<std::vector<int32_t>> sources_; // an encoder-decoder's prompts
   int64_t window_ = 0;
   std::vector<std::vector<int32_t>> history_, out_, pending_;
   std::vector<bool> active_;
@@ -113,10 +131,11 @@ private:
 
 /// Continues each prompt with a decoder model whose `forward` maps token
 /// ids [B, T] to logits [B, T, vocab]; the prompts (of any lengths) decode
-/// together as one batch. Models with learned positions (hyperparameter
-/// n_positions or max_position_embeddings) have a context window: a
-/// longer prompt keeps its newest tokens, and a sequence that fills the
-/// window continues from its newest half (recomputed into the cache).
+/// together as one batch. An encoder-decoder's prompts are its sources:
+/// the output starts from the decoder start token instead. Models with learned
+/// positions (hyperparameter n_positions or max_position_embeddings) have a
+/// context window: a longer prompt keeps its newest tokens, and a sequence that
+/// fills the window continues from its newest half (recomputed into the cache).
 Status generate(Model &model, const std::vector<std::vector<int32_t>> &prompts,
                 const GenerateOptions &options,
                 std::vector<std::vector<int32_t>> &out,

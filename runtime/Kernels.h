@@ -11,8 +11,9 @@
 //   Attention        in [q, k, v, mask|-1, bias|-1] out [y, lse?]
 //   AttentionGrad    in [grad, q, k, v, out, lse, mask|-1, bias|-1]
 //                    out [dq, dk, dv, dbias?]
-//   CachedAttention  in [q, k, v, key_cache, value_cache, positions, lengths]
-//                    out [y]; writes the caches (function inputs)
+//   CachedAttention  in [q, k, v, key_cache, value_cache, positions, lengths,
+//                    relative_bias|-1] out [y]; writes the caches (function
+//                    inputs)
 //   Rope             in [x, positions|-1]
 //   FusedMatmul      in [a, b, bias|-1, residual|-1]
 //   AddNorm          in [x, residual, w, b|-1] out [sum, y]

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 
 using namespace kiln::runtime;
 
@@ -21,6 +22,13 @@ bool widthOf(const ArgInfo &a, int64_t &width) {
     width = width * 10 + (ch - '0');
   }
   return width > 0;
+}
+
+const FunctionInfo *prepareFunction(const Model &model) {
+  for (const FunctionInfo &f : model.functions())
+    if (f.name == "prepare")
+      return &f;
+  return nullptr;
 }
 
 } // namespace
@@ -88,6 +96,20 @@ Status KvCache::create(const Model &model, int64_t batch, int64_t slots,
       c->caches_.emplace_back(
           Tensor::uninitialized(DType::F32, {batch, slots, width}));
     }
+  // Inputs that are neither the three nor a cache: the forward's other
+  // inputs, and prepare's memory.N.
+  std::vector<bool> cacheInput(f->inputs.size(), false);
+  for (const CacheInputs &ci : f->caches)
+    cacheInput[ci.key] = cacheInput[ci.value] = true;
+  const FunctionInfo *prepare = prepareFunction(model);
+  for (size_t i = 3; i < f->inputs.size(); ++i)
+    if (!cacheInput[i] && f->inputs[i].name.rfind("memory.", 0) != 0)
+      c->contextInputs_.push_back(f->inputs[i].name);
+  if (prepare)
+    for (const ArgInfo &a : prepare->inputs)
+      if (std::find(c->contextInputs_.begin(), c->contextInputs_.end(),
+                    a.name) == c->contextInputs_.end())
+        c->contextInputs_.push_back(a.name);
   c->tokenType_ = f->inputs[0].dtype;
   c->lengths_.assign(static_cast<size_t>(batch), 0);
   out = std::move(c);
@@ -149,9 +171,19 @@ Status KvCache::append(Model &model,
   if (!fp)
     return Status::error("the model has no compiled 'decode' function");
   const FunctionInfo &f = *fp;
+  if (!contextInputs_.empty() && context_.empty()) {
+    std::string names;
+    for (const std::string &n : contextInputs_)
+      names += (names.empty() ? "'" : ", '") + n + "'";
+    return Status::error("this model decodes against a source: give the "
+                         "cache its " +
+                         names + " first (setContext)");
+  }
   std::map<std::string, Tensor> inputs{{f.inputs[0].name, std::move(ids)},
                                        {f.inputs[1].name, std::move(pos)},
                                        {f.inputs[2].name, std::move(len)}};
+  for (auto &[name, t] : context_)
+    inputs[name] = Tensor::view(t.dtype(), t.shape(), t.data());
   for (size_t i = 0; i < caches_.size(); ++i)
     inputs[names_[i]] =
         Tensor::view(DType::F32, caches_[i].shape(), caches_[i].data());
@@ -163,5 +195,54 @@ Status KvCache::append(Model &model,
     return s;
   for (int64_t b = 0; b < B; ++b)
     lengths_[b] += static_cast<int64_t>(tokens[b].size());
+  return Status::ok();
+}
+
+Status KvCache::setContext(Model &model,
+                           const std::map<std::string, Tensor> &inputs,
+                           const RunOptions &options) {
+  if (contextInputs_.empty())
+    return Status::error("this model decodes without a source: it takes no "
+                         "context");
+  for (const std::string &name : contextInputs_) {
+    auto it = inputs.find(name);
+    if (it == inputs.end())
+      return Status::error("the context needs '" + name + "'");
+    if (it->second.rank() < 1 || it->second.shape()[0] != batch())
+      return Status::error("context input '" + name + "' is " +
+                           it->second.describe() +
+                           "; its first dimension "
+                           "must be the cache's batch of " +
+                           std::to_string(batch()));
+  }
+  for (const auto &[name, t] : inputs)
+    if (std::find(contextInputs_.begin(), contextInputs_.end(), name) ==
+        contextInputs_.end())
+      return Status::error("the context takes no input '" + name + "'");
+  std::map<std::string, Tensor> context;
+  if (const FunctionInfo *prepare = prepareFunction(model)) {
+    std::map<std::string, Tensor> args;
+    for (const ArgInfo &a : prepare->inputs) {
+      const Tensor &t = inputs.at(a.name);
+      // prepare reads its inputs only.
+      args[a.name] =
+          Tensor::view(t.dtype(), t.shape(), const_cast<void *>(t.data()));
+    }
+    std::vector<Tensor> memory;
+    if (Status s = model.run("prepare", args, memory, options); !s)
+      return s;
+    for (size_t i = 0; i < memory.size(); ++i)
+      context["memory." + std::to_string(i)] = std::move(memory[i]);
+  }
+  const FunctionInfo *f = decodeFunction(model);
+  for (const ArgInfo &a : f->inputs)
+    if (auto it = inputs.find(a.name); it != inputs.end()) {
+      // A copy of the bytes: the caller's tensor may be a view that goes.
+      Tensor copy =
+          Tensor::uninitialized(it->second.dtype(), it->second.shape());
+      std::memcpy(copy.data(), it->second.data(), copy.bytes());
+      context[a.name] = std::move(copy);
+    }
+  context_ = std::move(context);
   return Status::ok();
 }

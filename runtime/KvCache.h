@@ -16,6 +16,15 @@
 // one caller (it is not shared between threads); the model may serve many
 // caches at once.
 //
+// An encoder-decoder (T5) decodes its target tokens against a source: its
+// decode also reads the forward's other inputs (attention_mask) and what
+// the compiled `prepare` computes from them once (the encoder's keys and
+// values for every cross-attention). setContext gives the cache the
+// sources of all rows before the first append:
+//
+//   cache->setContext(model, {{"input_ids", ids}, {"attention_mask", mask}});
+//   cache->append(model, {{0}, {0}}, logits); // the decoder start tokens
+//
 //===----------------------------------------------------------------------===//
 #ifndef KILN_RUNTIME_KVCACHE_H
 #define KILN_RUNTIME_KVCACHE_H
@@ -23,6 +32,7 @@
 #include "runtime/Model.h"
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -65,6 +75,18 @@ public:
   /// Empties row `row` (its next tokens start at position 0).
   void clearRow(int64_t row) { lengths_[row] = 0; }
 
+  /// The inputs setContext needs (the forward's inputs other than the
+  /// tokens, for every row), or none for a decoder-only model.
+  const std::vector<std::string> &contextInputs() const {
+    return contextInputs_;
+  }
+  /// Runs `prepare` on the sources in `inputs` (by name; dimension 0 is the
+  /// cache's batch) and keeps what it computes, with the inputs decode reads
+  /// itself, for every later append. A new context replaces the old one;
+  /// the rows' tokens so far stay (clear them to start over).
+  Status setContext(Model &model, const std::map<std::string, Tensor> &inputs,
+                    const RunOptions &options = {});
+
 private:
   KvCache() = default;
 
@@ -74,6 +96,10 @@ private:
   std::vector<std::string> names_; // the decode function's cache inputs
   std::vector<Tensor> caches_;     // [B, slots, width] each
   std::vector<int64_t> lengths_;
+  /// Encoder-decoders: what setContext takes, and what decode reads besides
+  /// tokens and caches (those inputs and prepare's memory.N), by name.
+  std::vector<std::string> contextInputs_;
+  std::map<std::string, Tensor> context_;
 };
 
 } // namespace kiln::runtime

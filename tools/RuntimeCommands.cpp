@@ -441,6 +441,12 @@ int generateCommand(const std::vector<std::string> &args) {
       return fail("--prompt: " + s.message());
     havePrompt = true;
   }
+  // An encoder-decoder's prompt is its source (what to translate or
+  // summarize); its output is new text, printed alone.
+  bool encoderDecoder = isEncoderDecoder(*model);
+  if (!havePrompt && encoderDecoder)
+    return usageError(path + " is an encoder-decoder: give its source with "
+                             "--prompt or --prompt-ids");
   if (!havePrompt) {
     if (tok.empty()) {
       prompt = {1}; // BOS, as llama2.c checkpoints expect
@@ -468,7 +474,7 @@ int generateCommand(const std::vector<std::string> &args) {
   // the start of a --stop string); ids print on one line at the end.
   bool text = !tok.empty() && !printIds;
   int32_t prev = -1;
-  if (text) {
+  if (text && !encoderDecoder) {
     for (int32_t id : prompt) {
       std::cout << tok.decode(prev, id);
       prev = id;
@@ -498,7 +504,9 @@ int generateCommand(const std::vector<std::string> &args) {
   }
   if (!text) {
     std::string line;
-    for (const std::vector<int32_t> *ids : {&prompt, &generated[0]})
+    std::vector<int32_t> none;
+    for (const std::vector<int32_t> *ids :
+         {encoderDecoder ? &none : &prompt, &generated[0]})
       for (int32_t id : *ids)
         line += (line.empty() ? "" : " ") + std::to_string(id);
     std::cout << line;

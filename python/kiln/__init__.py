@@ -271,7 +271,9 @@ class Model:
 
         A text ``prompt`` needs the model's tokenizer and returns the text:
         the prompt and its continuation, exactly what ``kiln generate
-        --prompt`` prints. Token ids (``prompt`` or ``prompt_ids``) return
+        --prompt`` prints. An encoder-decoder (T5) takes the prompt as its
+        source and returns only the text it writes, which starts from the
+        model's ``decoder_start_token_id``. Token ids (``prompt`` or ``prompt_ids``) return
         the new ids (int32). A list of prompts (texts, or lists of ids) of
         any lengths decodes as one batch and returns a list.
 
@@ -316,7 +318,10 @@ class Model:
                 out = tok.decode(new)
                 if row in cut:
                     out = out[:cut[row]]
-                results.append(tok.decode(p) + out)
+                # An encoder-decoder's prompt is its source, not the start
+                # of the text it writes.
+                results.append(out if self._impl.encoder_decoder
+                               else tok.decode(p) + out)
             else:
                 results.append(np.asarray(new, dtype=np.int32))
         return results if batch else results[0]
@@ -343,7 +348,11 @@ class Model:
         ``cache.append([[ids...], ...])`` runs each row's new tokens (rows
         may differ in length, or get none) and returns the logits
         [B, T, vocab] (row b's valid for its own tokens); ``cache.lengths``
-        gives each row's positions so far."""
+        gives each row's positions so far. An encoder-decoder (T5) decodes
+        against a source: first ``cache.set_context({"input_ids": ...,
+        "attention_mask": ...})`` (the names in ``cache.context_inputs``),
+        which runs the compiled ``prepare`` (the encoder, and its keys and
+        values for each cross-attention) once."""
         return _kiln.KvCache(self._impl, int(batch), int(slots))
 
     def ir(self, stage: str = "mlir") -> str:

@@ -132,6 +132,38 @@ void kiln::python::registerGeneration(py::module_ &m) {
             return a;
           },
           py::arg("tokens"))
+      .def(
+          "set_context",
+          [](PyKvCache &p, const py::dict &inputs) {
+            // Each input's dtype and rank as the forward declares it.
+            std::map<std::string, Tensor> in;
+            for (auto item : inputs) {
+              std::string name = py::str(item.first);
+              const ArgInfo *arg = nullptr;
+              for (const FunctionInfo &f : p.model->functions())
+                for (const ArgInfo &a : f.inputs)
+                  if (!arg && (f.name == "prepare" || f.name == "decode") &&
+                      a.name == name)
+                    arg = &a;
+              if (!arg)
+                throw py::value_error("the context takes no input '" + name +
+                                      "'");
+              in[name] = fromNumpy(name, item.second, arg->dtype,
+                                   arg->dims.size(), nullptr);
+            }
+            Status s;
+            {
+              py::gil_scoped_release release;
+              std::lock_guard<std::mutex> lock(p.mutex);
+              s = p.cache->setContext(*p.model, in);
+            }
+            if (!s)
+              throw py::value_error(s.message());
+          },
+          py::arg("inputs"))
+      .def_property_readonly(
+          "context_inputs",
+          [](const PyKvCache &p) { return p.cache->contextInputs(); })
       .def("clear_row",
            [](PyKvCache &p, int64_t row) {
              if (row < 0 || row >= p.cache->batch())

@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------===//
 #include "bindings.h"
 
+#include "runtime/Generate.h"
 #include "runtime/Model.h"
 #include "runtime/Safetensors.h"
 #include "runtime/attention/Layout.h"
@@ -222,6 +223,8 @@ void kiln::python::registerRuntime(py::module_ &m) {
             return m.tokenizer().empty() ? nullptr : &m.tokenizer();
           },
           py::return_value_policy::reference_internal)
+      .def_property_readonly("encoder_decoder",
+                             [](const Model &m) { return isEncoderDecoder(m); })
       .def("functions",
            [](const Model &m) {
              py::list out;

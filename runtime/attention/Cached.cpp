@@ -11,6 +11,7 @@
 #include "runtime/Kernels.h"
 #include "runtime/Vector.h"
 #include "runtime/attention/BlockGemm.h"
+#include "runtime/attention/RelativeBucket.h"
 #include "runtime/cpu/KernelUtil.h"
 
 #include <algorithm>
@@ -33,6 +34,10 @@ struct CacheProblem {
   const float *q, *k, *v;
   float *kc, *vc, *o;
   const int32_t *pos, *len;
+  /// T5's relative position bias, [buckets, H], or null.
+  const float *relative = nullptr;
+  int64_t relativeBuckets = 0, relativeMaxDistance = 0;
+  bool relativeBidirectional = false;
   int64_t kRow() const { return Hkv * D; }
   int64_t vRow() const { return Hkv * Dv; }
   /// The cache slot of position p.
@@ -63,6 +68,13 @@ CacheProblem problemOf(const KernelContext &c) {
   p.pos = c.in[5].as<int32_t>();
   p.len = c.in[6].as<int32_t>();
   p.o = c.out[0].as<float>();
+  if (c.in.size() > 7 && c.in[7].data) {
+    const kart::RelativePositionBucketAttrs *r = a->relative();
+    p.relative = c.in[7].as<float>();
+    p.relativeBuckets = r->buckets();
+    p.relativeMaxDistance = r->max_distance();
+    p.relativeBidirectional = r->bidirectional();
+  }
   return p;
 }
 
@@ -165,7 +177,9 @@ Status kiln::runtime::cachedAttentionReference(KernelContext &c) {
 
 bool kiln::runtime::cachedAttention(KernelContext &c, Status &status) {
   CacheProblem p = problemOf(c);
-  bool fresh = p.T > 1;
+  // The blocked kernel has no relative position bias (T5's decoder): its
+  // prompts take the row path too.
+  bool fresh = p.T > 1 && !p.relative;
   for (int64_t b = 0; b < p.B && fresh; ++b)
     fresh = p.len[b] == 0 || p.pos[b * p.T] == 0;
   if (status = checkRows(c, p); !status)

@@ -244,6 +244,14 @@ std::string checkCachedAttention(const Operands &o) {
     return "needs causal attention, dense or with a sliding window";
   if (!isF32(o.out[0]) || rank(o.out[0]) != 3)
     return "needs an f32 [B, T, C] result";
+  const kart::RelativePositionBucketAttrs *r = a.relative();
+  const auto *table = in.size() > 7 ? in[7] : nullptr;
+  if ((table != nullptr) != (r != nullptr))
+    return "needs both or neither of a relative bias table and its buckets";
+  if (r && (rank(table) != 2 || !isF32(table) || r->buckets() < 4 ||
+            r->max_distance() < 2))
+    return "needs an f32 [buckets, H] relative bias table, at least 4 "
+           "buckets and a maximum distance of at least 2";
   return "";
 }
 

@@ -83,7 +83,7 @@ constexpr OpInfo kOps[] = {
 {Op::NormGrad,             {3, 3}, 0,           {3, 3}, -1, 0,   0,                  Attrs::FusedNormAttrs,              checkFused,                  shapeFused},
 {Op::SoftmaxCrossEntropy,  {3, 3}, 0,           kTwo,    0, 1,   0,                  Attrs::CrossEntropyAttrs,           checkFused,                  shapeFused},
 {Op::FusedElementwise,     kMany,  0,           kOne,   -1, 0,   0,                  Attrs::ElementwiseProgram,          checkFused,                  shapeFused},
-{Op::CachedAttention,      {7, 7}, 0,           kOne,   -1, 0,   0,                  Attrs::AttentionAttrs,              checkCachedAttention,        shapeCachedAttention},
+{Op::CachedAttention,      {7, 8}, bits({7}),   kOne,   -1, 0,   0,                  Attrs::AttentionAttrs,              checkCachedAttention,        shapeCachedAttention},
 };
 // clang-format on
 

@@ -249,6 +249,11 @@ RULE(shapeCachedAttention) {
   if (pos != Shape{q[0], q[1]} || len != Shape{q[0]})
     return fail(k, "positions " + str(pos) + " and lengths " + str(len) +
                        " must be [B, T] and [B] for queries " + str(q));
+  if (in.size() > 7 && in[7] &&
+      *in[7] != Shape{a->relative()->buckets(), a->heads()})
+    return fail(k, "the relative bias table " + str(*in[7]) + " must be [" +
+                       std::to_string(a->relative()->buckets()) + ", " +
+                       std::to_string(a->heads()) + "]");
   out.push_back({q[0], q[1], v[2] / a->kv_heads() * a->heads()});
   return Status::ok();
 }

@@ -9,6 +9,7 @@
 #include "runtime/Kernels.h"
 #include "runtime/Random.h"
 #include "runtime/Vector.h"
+#include "runtime/attention/RelativeBucket.h"
 #include "runtime/cpu/KernelUtil.h"
 #include "runtime/quant/QuantView.h"
 
@@ -550,31 +551,8 @@ Status relativePositionBucket(KernelContext &c) {
   int64_t nb = attrs->buckets(), maxDist = attrs->max_distance();
   int32_t *y = c.out[0].as<int32_t>();
   for (int64_t i = 0; i < Tq; ++i)
-    for (int64_t j = 0; j < Tk; ++j) {
-      int64_t rel = j - i, bucket = 0, n = nb;
-      if (bidir) {
-        n /= 2;
-        if (rel > 0)
-          bucket += n;
-        rel = std::abs(rel);
-      } else {
-        rel = -std::min<int64_t>(rel, 0);
-      }
-      int64_t exact = n / 2;
-      if (rel < exact) {
-        bucket += rel;
-      } else {
-        // In float32, as T5's reference computes it, so buckets agree at
-        // the boundaries.
-        float ratio =
-            std::log(static_cast<float>(rel) / static_cast<float>(exact)) /
-            static_cast<float>(std::log(static_cast<double>(maxDist) / exact));
-        int64_t large =
-            exact + static_cast<int64_t>(ratio * static_cast<float>(n - exact));
-        bucket += std::min(large, n - 1);
-      }
-      y[i * Tk + j] = static_cast<int32_t>(bucket);
-    }
+    for (int64_t j = 0; j < Tk; ++j)
+      y[i * Tk + j] = attention::relativeBucket(j - i, bidir, nb, maxDist);
   return Status::ok();
 }
 

@@ -109,7 +109,7 @@ module attributes {kiln.dims = ["B", "T"]} {
 module attributes {kiln.dims = ["B", "T"]} {
   kiln.parameter @emb : tensor<32x16xf32> {init = "normal", init_args = array<f64: 1.0>}
   func.func @forward(%ids: tensor<?x?xi32> {kiln.dims = ["B", "T"], kiln.name = "ids"}, %mask: tensor<?x?xi32> {kiln.dims = ["B", "T"], kiln.name = "mask"}) -> (tensor<?x?x16xf32> {kiln.dims = ["B", "T", 16]}) {
-    // expected-error @-1 {{'forward' cannot be decoded incrementally: it must take one argument, token ids [B, T] with symbolic batch and sequence dimensions}}
+    // expected-error @-1 {{'forward' cannot be decoded incrementally: none of its arguments are token ids [B, T] that reach a causal self-attention and share the result's sequence dimension}}
     %emb = kiln.param @emb : tensor<32x16xf32>
     %x = kiln.embedding %emb, %ids : tensor<32x16xf32>, tensor<?x?xi32> -> tensor<?x?x16xf32>
     return %x : tensor<?x?x16xf32>
@@ -125,6 +125,26 @@ module attributes {kiln.dims = ["B", "T"]} {
     %x = kiln.embedding %emb, %ids : tensor<32x16xf32>, tensor<?x?xi32> -> tensor<?x?x16xf32>
     // expected-error @+1 {{it has a key mask or an additive bias over positions}}
     %a = kiln.attention %x, %x, %x mask %ids {num_heads = 4 : i64, num_kv_heads = 4 : i64, scale = 0.5 : f64, causal = true} : (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?xi32>) -> tensor<?x?x16xf32>
+    return %a : tensor<?x?x16xf32>
+  }
+}
+
+// -----
+
+// Relative position buckets of the tokens serve only as a self-attention's
+// bias.
+module attributes {kiln.dims = ["B", "T"]} {
+  kiln.parameter @emb : tensor<32x16xf32> {init = "normal", init_args = array<f64: 1.0>}
+  kiln.parameter @rel : tensor<8x2xf32> {init = "normal", init_args = array<f64: 1.0>}
+  func.func @forward(%ids: tensor<?x?xi32> {kiln.dims = ["B", "T"], kiln.name = "ids"}) -> (tensor<?x?x16xf32> {kiln.dims = ["B", "T", 16]}) {
+    %emb = kiln.param @emb : tensor<32x16xf32>
+    %x = kiln.embedding %emb, %ids : tensor<32x16xf32>, tensor<?x?xi32> -> tensor<?x?x16xf32>
+    %b = kiln.relative_position_bucket %x, %x {bidirectional = false, max_distance = 12 : i64, num_buckets = 8 : i64} : tensor<?x?x16xf32>, tensor<?x?x16xf32> -> tensor<?x?xi32>
+    %rel = kiln.param @rel : tensor<8x2xf32>
+    %r = kiln.embedding %rel, %b : tensor<8x2xf32>, tensor<?x?xi32> -> tensor<?x?x2xf32>
+    // expected-error @+1 {{'forward' cannot be decoded incrementally: relative position buckets of the tokens are decoded only as transpose(table(buckets), perm = [2, 0, 1]), the bias of a causal self-attention}}
+    %s = kiln.reduce_sum %r {axes = array<i64: 2>, keepdim = false} : tensor<?x?x2xf32> -> tensor<?x?xf32>
+    %a = kiln.attention %x, %x, %x {causal = true, num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 1.0 : f64} : (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>) -> tensor<?x?x16xf32>
     return %a : tensor<?x?x16xf32>
   }
 }

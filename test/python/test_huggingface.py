@@ -338,7 +338,7 @@ T5_CONFIG = {"model_type": "t5", "architectures": ["T5ForConditionalGeneration"]
              "relative_attention_max_distance": 128,
              "layer_norm_epsilon": 1e-6, "dropout_rate": 0.1,
              "feed_forward_proj": "relu", "tie_word_embeddings": True,
-             "is_encoder_decoder": True}
+             "is_encoder_decoder": True, "decoder_start_token_id": 2}
 
 
 def t5_to_hf(w):
@@ -385,6 +385,19 @@ def test_t5_directory(tmp_path):
     (logits,) = run(tmp_path, art, {"input_ids": ids, "attention_mask": mask,
                                     "decoder_input_ids": dec})
     max_error(logits, ref.t5(w, T5_CONFIG, ids, mask, dec))
+    # Generation: the source is the prompt, the output starts from
+    # config.json's decoder_start_token_id, and each greedy token is the
+    # reference's argmax.
+    source = [7, 19, 4, 33, 12]
+    out = kiln("generate", art, "--prompt-ids=" + ",".join(map(str, source)),
+               "--max-tokens=8", "--temperature=0")
+    seq = [2]
+    src = np.array([source], np.int32)
+    for _ in range(8):
+        want = ref.t5(w, T5_CONFIG, src, np.ones_like(src),
+                      np.array([seq], np.int32))
+        seq.append(int(np.argmax(want[0, -1])))
+    assert out.stdout.split() == [str(t) for t in seq[1:]]
 
 
 # ---- errors -------------------------------------------------------------------

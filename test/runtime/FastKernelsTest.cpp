@@ -291,12 +291,15 @@ std::vector<Case> cases() {
                           {{2, 150, 16}, {2, 150, 8}, {2, 150, 8}}, make());
                     }});
   // kiln.cached_attention on B rows of T new tokens of `width` query
-  // features (4 heads over 2 key/value heads) and a 160-slot cache.
+  // features (4 heads over 2 key/value heads) and a 160-slot cache; with
+  // `relative`, T5's relative position bias (8 buckets up to distance 20).
   auto cached = [](const std::string &name, int64_t window, int64_t B,
                    int64_t T, int64_t width,
-                   std::function<void(std::map<std::string, Tensor> &)> fill) {
-    return Case{name + " window " + std::to_string(window), Op::CachedAttention,
-                false,
+                   std::function<void(std::map<std::string, Tensor> &)> fill,
+                   bool relative = false) {
+    return Case{name + " window " + std::to_string(window) +
+                    (relative ? " relative bias" : ""),
+                Op::CachedAttention, false,
                 [=](auto &b) {
                   kart::AttentionAttrsT a;
                   a.heads = 4;
@@ -308,15 +311,23 @@ std::vector<Case> cases() {
                     a.pattern->kind = kart::PatternKind::SlidingWindow;
                     a.pattern->window = window;
                   }
+                  if (relative) {
+                    a.relative =
+                        std::make_unique<kart::RelativePositionBucketAttrsT>();
+                    a.relative->buckets = 8;
+                    a.relative->max_distance = 20;
+                  }
                   int64_t kv = width / 2;
                   int q = b.input({B, T, width}), k = b.input({B, T, kv}),
                       v = b.input({B, T, kv}), kc = b.input({B, 160, kv}),
                       vc = b.input({B, 160, kv}),
                       pos = b.input({B, T}, kart::DType::I32),
                       len = b.input({B}, kart::DType::I32);
-                  b.fn->outputs =
-                      b.kernel(Op::CachedAttention, {q, k, v, kc, vc, pos, len},
-                               {{B, T, width}}, attrs(a));
+                  std::vector<int> in{q, k, v, kc, vc, pos, len};
+                  if (relative)
+                    in.push_back(b.input({8, 4}));
+                  b.fn->outputs = b.kernel(Op::CachedAttention, in,
+                                           {{B, T, width}}, attrs(a));
                 },
                 fill};
   };
@@ -333,13 +344,17 @@ std::vector<Case> cases() {
     }));
     // Decoding steps after a filled cache (the vectorized row kernel):
     // rows at positions 130, 57 and 0, the last one padding.
-    cs.push_back(cached("CachedAttention step", window, 3, 1, 80, [](auto &in) {
+    auto steps = [](auto &in) {
       const int32_t pos[] = {130, 57, 0}, len[] = {1, 1, 0};
       for (int i = 0; i < 3; ++i) {
         in["x5"].template as<int32_t>()[i] = pos[i];
         in["x6"].template as<int32_t>()[i] = len[i];
       }
-    }));
+    };
+    cs.push_back(cached("CachedAttention step", window, 3, 1, 80, steps));
+    if (window == 0)
+      cs.push_back(
+          cached("CachedAttention step", window, 3, 1, 80, steps, true));
   }
   return cs;
 }
