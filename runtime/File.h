@@ -34,6 +34,14 @@ Status commitCheckpoint(const std::string &parent, const std::string &tmpDir,
 /// The directory `parent/latest` names; an error if there is none.
 Status latestCheckpoint(const std::string &parent, std::string &dir);
 
+/// Whether `path` is a regular file (false for a directory, a missing path
+/// or one that cannot be examined; never throws).
+bool isRegularFile(const std::string &path);
+
+/// A name read from an input (a tensor, a shard, a key), shortened to 80
+/// characters for an error message.
+std::string clipName(const std::string &name);
+
 /// Opens `path` for reading, which every reader of kiln's inputs does
 /// through here: a directory, device, FIFO or socket is an error naming the
 /// path (opening a directory "succeeds" with an absurd size; a FIFO blocks

@@ -442,8 +442,12 @@ int generateCommand(const std::vector<std::string> &args) {
     havePrompt = true;
   }
   // An encoder-decoder's prompt is its source (what to translate or
-  // summarize); its output is new text, printed alone.
+  // summarize), which as text ends with EOS as T5 was trained (Hugging
+  // Face's tokenizer appends it too); its output is new text, printed
+  // alone.
   bool encoderDecoder = isEncoderDecoder(*model);
+  if (promptText && encoderDecoder && tok.eos() >= 0)
+    prompt.push_back(tok.eos());
   if (!havePrompt && encoderDecoder)
     return usageError(path + " is an encoder-decoder: give its source with "
                              "--prompt or --prompt-ids");

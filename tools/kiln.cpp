@@ -202,7 +202,9 @@ generate options:
 Decoder artifacts decode incrementally with a key/value cache (the compiled
 `decode` function); the text streams as it is generated, and a summary line
 on stderr gives the prompt and generated token counts and tokens/s for the
-prompt (prefill) and for decoding.
+prompt (prefill) and for decoding. An encoder-decoder (T5) takes the prompt
+as its source (a text source ends with the tokenizer's EOS) and prints only
+the output, which starts from its decoder_start_token_id.
   --temperature=T    0 is greedy argmax; default 1
   --top-k=K          sample from the K most likely tokens (default 0: all)
   --top-p=P          nucleus sampling: keep the most likely tokens up to

@@ -245,7 +245,12 @@ class Model:
             if tok is None:
                 raise ValueError("the model has no tokenizer: give token ids, "
                                  "or compile with tokenizer=...")
-            return tok.encode(prompt)
+            ids = tok.encode(prompt)
+            # An encoder-decoder's source ends with EOS, as T5 was trained
+            # (Hugging Face's tokenizer appends it too).
+            if self._impl.encoder_decoder and tok.eos >= 0:
+                ids.append(tok.eos)
+            return ids
         return [int(i) for i in prompt]
 
     def _generation(self, prompts: List[List[int]], max_tokens: int,

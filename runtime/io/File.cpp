@@ -184,6 +184,15 @@ Status kiln::runtime::commitCheckpoint(const std::string &parent,
   return Status::ok();
 }
 
+bool kiln::runtime::isRegularFile(const std::string &path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::string kiln::runtime::clipName(const std::string &name) {
+  return name.size() <= 80 ? name : name.substr(0, 77) + "...";
+}
+
 Status kiln::runtime::openInput(const std::string &path, std::ifstream &f,
                                 uint64_t &size) {
   struct stat st;

@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/HuggingFace.h"
+#include "runtime/File.h"
 #include "runtime/io/HuggingFaceLayouts.h"
 
 #include <algorithm>
@@ -23,15 +24,6 @@ namespace {
 
 /// config.json and the shard index are small; anything larger is not one.
 constexpr uint64_t kMaxConfigBytes = 16u << 20;
-
-bool isFile(const fs::path &p) {
-  std::error_code ec;
-  return fs::is_regular_file(p, ec);
-}
-
-std::string clip(const std::string &s) {
-  return s.size() <= 80 ? s : s.substr(0, 77) + "...";
-}
 
 float halfToFloat(uint16_t h) {
   uint32_t sign = uint32_t(h & 0x8000) << 16;
@@ -92,7 +84,7 @@ Status readSharded(const fs::path &dir, NamedTensors &out, size_t maxTensors) {
   std::map<std::string, std::string> shardOf;
   std::vector<std::string> shards; // in first-mention order
   for (const auto &[name, file] : map->members) {
-    std::string at = where + ": \"weight_map\" entry '" + clip(name) + "'";
+    std::string at = where + ": \"weight_map\" entry '" + clipName(name) + "'";
     if (!file.isString())
       return Status::error(at + " must name a file, not " + file.kindName());
     const std::string &f = file.string;
@@ -100,7 +92,7 @@ Status readSharded(const fs::path &dir, NamedTensors &out, size_t maxTensors) {
     if (f.empty() || f == "." || f == ".." ||
         f.find_first_of("/\\") != std::string::npos ||
         f.find('\0') != std::string::npos)
-      return Status::error(at + " names '" + clip(f) +
+      return Status::error(at + " names '" + clipName(f) +
                            "'; shards must be plain file names in " +
                            dir.string());
     if (!shardOf.emplace(name, f).second)
@@ -111,8 +103,8 @@ Status readSharded(const fs::path &dir, NamedTensors &out, size_t maxTensors) {
   std::set<std::string> seen;
   for (const std::string &shard : shards) {
     fs::path path = dir / shard;
-    if (!isFile(path))
-      return Status::error(where + " lists shard '" + clip(shard) +
+    if (!isRegularFile(path.string()))
+      return Status::error(where + " lists shard '" + clipName(shard) +
                            "', which is not a file in " + dir.string());
     size_t before = out.size();
     if (Status s = readShard(path, out, maxTensors); !s)
@@ -121,21 +113,22 @@ Status readSharded(const fs::path &dir, NamedTensors &out, size_t maxTensors) {
       const std::string &name = out[i].first;
       auto it = shardOf.find(name);
       if (it == shardOf.end())
-        return Status::error(path.string() + ": tensor '" + clip(name) +
+        return Status::error(path.string() + ": tensor '" + clipName(name) +
                              "' is not in " + where + "'s \"weight_map\"");
       if (it->second != shard)
-        return Status::error(path.string() + ": tensor '" + clip(name) +
+        return Status::error(path.string() + ": tensor '" + clipName(name) +
                              "' is listed in " + where + " as in '" +
-                             clip(it->second) + "'");
+                             clipName(it->second) + "'");
       if (!seen.insert(name).second)
-        return Status::error(path.string() + ": tensor '" + clip(name) +
+        return Status::error(path.string() + ": tensor '" + clipName(name) +
                              "' appears in two shards");
     }
   }
   for (const auto &[name, shard] : shardOf)
     if (!seen.count(name))
-      return Status::error(where + " lists tensor '" + clip(name) + "' in '" +
-                           clip(shard) + "', which does not hold it");
+      return Status::error(where + " lists tensor '" + clipName(name) +
+                           "' in '" + clipName(shard) +
+                           "', which does not hold it");
   return Status::ok();
 }
 
@@ -187,7 +180,7 @@ Status kiln::runtime::readHuggingFaceConfig(const std::string &dir,
   out = HuggingFaceConfig();
   out.dir = dir;
   fs::path path = fs::path(dir) / "config.json";
-  if (!isFile(path))
+  if (!isRegularFile(path.string()))
     return Status::error(dir +
                          ": no config.json; a Hugging Face model directory "
                          "holds config.json and model.safetensors");
@@ -204,7 +197,7 @@ Status kiln::runtime::readHuggingFaceConfig(const std::string &dir,
   const hf::Layout *layout = hf::findLayout(out.modelType);
   if (!layout)
     return Status::error(path.string() + ": model_type '" +
-                         clip(out.modelType) + "' is not one kiln maps (" +
+                         clipName(out.modelType) + "' is not one kiln maps (" +
                          hf::layoutNames() + ")");
   return layout->check(out, path.string());
 }
@@ -216,14 +209,14 @@ Status kiln::runtime::readHuggingFace(const HuggingFaceConfig &config,
   const hf::Layout *layout = hf::findLayout(config.modelType);
   if (!layout)
     return Status::error(config.dir + ": model_type '" +
-                         clip(config.modelType) + "' is not one kiln maps");
+                         clipName(config.modelType) + "' is not one kiln maps");
   Status s = Status::ok();
-  if (isFile(dir / "model.safetensors")) {
+  if (isRegularFile((dir / "model.safetensors").string())) {
     s = readShard(dir / "model.safetensors", out, maxTensors);
-  } else if (isFile(dir / "model.safetensors.index.json")) {
+  } else if (isRegularFile((dir / "model.safetensors.index.json").string())) {
     s = readSharded(dir, out, maxTensors);
-  } else if (isFile(dir / "pytorch_model.bin") ||
-             isFile(dir / "pytorch_model.bin.index.json")) {
+  } else if (isRegularFile((dir / "pytorch_model.bin").string()) ||
+             isRegularFile((dir / "pytorch_model.bin.index.json").string())) {
     return Status::error(
         config.dir +
         ": holds pytorch_model.bin, a pickled PyTorch checkpoint, which kiln "

@@ -331,11 +331,6 @@ const char *dtypeTo(DType t) {
   }
 }
 
-/// A name from the file, shortened for a message.
-std::string clip(const std::string &s) {
-  return s.size() <= 80 ? s : s.substr(0, 77) + "...";
-}
-
 std::string escape(const std::string &s) {
   std::string o;
   for (char c : s) {
@@ -391,7 +386,7 @@ Status kiln::runtime::readSafetensors(const std::string &path,
   std::vector<Entry> entries;
   entries.reserve(parsed.size());
   for (HeaderParser::Entry &p : parsed) {
-    std::string where = "tensor '" + clip(p.name) + "': ";
+    std::string where = "tensor '" + clipName(p.name) + "': ";
     if (!p.isObject)
       return bad(where + "entry is not an object");
     if (!p.haveDtype)
@@ -399,7 +394,7 @@ Status kiln::runtime::readSafetensors(const std::string &path,
     Entry e;
     e.name = std::move(p.name);
     if (!dtypeFrom(p.dtype, e.dtype))
-      return bad(where + "unsupported dtype '" + clip(p.dtype) +
+      return bad(where + "unsupported dtype '" + clipName(p.dtype) +
                  "'; kiln reads F32, F16, BF16, F64, I32, I64, BOOL, U8 "
                  "and I8");
     if (!p.haveShape)
@@ -441,7 +436,7 @@ Status kiln::runtime::readSafetensors(const std::string &path,
         [](const std::string *a, const std::string *b) { return *a < *b; });
     for (size_t i = 1; i < names.size(); ++i)
       if (*names[i] == *names[i - 1])
-        return bad("tensor '" + clip(*names[i]) + "' appears twice");
+        return bad("tensor '" + clipName(*names[i]) + "' appears twice");
   }
   std::vector<const Entry *> sorted;
   for (const Entry &e : entries)

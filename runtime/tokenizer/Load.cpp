@@ -40,11 +40,6 @@ std::string join(const fs::path &dir, const char *name) {
   return (dir / name).string();
 }
 
-bool isFile(const std::string &path) {
-  std::error_code ec;
-  return fs::is_regular_file(path, ec);
-}
-
 std::string baseName(const std::string &path) {
   return fs::path(path).filename().string();
 }
@@ -150,7 +145,7 @@ Status vocabIsCased(const std::vector<std::string> &pieces,
                     const std::string &vocabPath, bool &cased) {
   std::string config =
       join(fs::path(vocabPath).parent_path(), "tokenizer_config.json");
-  if (isFile(config)) {
+  if (isRegularFile(config)) {
     JsonValue json;
     if (Status s = readJsonFile(config, json, kMaxTokenizerFile); !s)
       return s;
@@ -345,7 +340,7 @@ Status loadBpePair(const std::string &path, Tokenizer &out) {
                                       {"encoder.json", "vocab.bpe"}};
   for (const auto &pair : partners) {
     std::string other = join(dir, pair[isVocab ? 1 : 0]);
-    if (isFile(other))
+    if (isRegularFile(other))
       return isVocab ? loadBpeFiles(path, other, out)
                      : loadBpeFiles(other, path, out);
   }
@@ -410,7 +405,7 @@ Status loadDirectory(const std::string &dir, const std::string &want,
                      Tokenizer &out) {
   for (const Candidate &c : kCandidates) {
     std::string path = join(dir, c.file);
-    if (!isFile(path) || (!want.empty() && *c.kind && want != c.kind))
+    if (!isRegularFile(path) || (!want.empty() && *c.kind && want != c.kind))
       continue;
     if (*c.kind == 0 && !want.empty()) {
       // tokenizer.json of another kind: keep looking.
@@ -434,7 +429,7 @@ Status loadDirectory(const std::string &dir, const std::string &want,
 
 bool Tokenizer::inDirectory(const std::string &dir) {
   for (const Candidate &c : kCandidates)
-    if (isFile(join(dir, c.file)))
+    if (isRegularFile(join(dir, c.file)))
       return true;
   return false;
 }

@@ -139,3 +139,26 @@ def test_cli_generates_from_a_source(tmp_path, t5):
     r = kiln_cli("generate", art, "--max-tokens=6", check=False)
     assert r.returncode != 0
     assert "is an encoder-decoder: give its source with --prompt" in r.stderr
+
+
+def test_text_source_ends_with_eos(tmp_path):
+    # A llama2.c tokenizer (BOS 1, EOS 2) on a 512-token T5: the text
+    # source is its ids and EOS, from the CLI and from Python alike.
+    from kiln_cli import data_file
+    tok = data_file("tok512.bin")
+    art = tmp_path / "t5.kart"
+    randomized(kiln.compile(EXAMPLES / "t5.kiln", tokenizer=tok,
+                            defines=dict(T5, vocab_size=512)), 4).save(art)
+    ids = [int(i) for i in kiln_cli("tokenize", f"--tokenizer={tok}",
+                                    "Once upon a time").stdout.split()]
+    by_text = kiln_cli("generate", art, "--prompt=Once upon a time",
+                       "--max-tokens=6", "--temperature=0", "--ids").stdout
+    by_ids = kiln_cli("generate", art, "--prompt-ids=" +
+                      ",".join(map(str, ids + [2])), "--max-tokens=6",
+                      "--temperature=0", "--ids").stdout
+    assert by_text.split() == by_ids.split()
+    model = kiln.load(art)
+    want = model.generate(ids + [2], max_tokens=6, temperature=0).tolist()
+    assert [int(t) for t in by_text.split()] == want
+    assert model.generate("Once upon a time", max_tokens=6,
+                          temperature=0) == model.tokenizer.decode(want)
