@@ -54,6 +54,38 @@ with tempfile.TemporaryDirectory() as d:
             failures.append(f"{name}: kiln-deploy differs from kiln run")
         print(f"runtime-checks: {name} runs under ASan/UBSan, identical to "
               f"kiln run, also from 4 threads at once")
+        if name == "t5":
+            # The derived prepare and decode: cross-attention memory, and
+            # cached attention with the relative position bias, which
+            # writes its caches (one run each: concurrent calls would share
+            # the cache buffers).
+            src = [f"--input={a}" for a in args if "decoder_input" not in a]
+            r = run(kiln, "run", art, "--function=prepare", *src,
+                    f"--output=@{d / 'memory.0.npy'}",
+                    f"--output=@{d / 'memory.1.npy'}")
+            failures += [f"t5 prepare: {r.stderr}"] if r.returncode else []
+            step = {"positions": np.array([[0, 1, 2]], np.int32),
+                    "lengths": np.array([3], np.int32)}
+            step.update({f"cache.0.{kv}": np.zeros((1, 6, 32), np.float32)
+                         for kv in ("key", "value")})
+            for k, v in step.items():
+                np.save(d / f"{k}.npy", v)
+            dec = args + [f"{k}=@{d / (k + '.npy')}" for k in
+                          list(step) + ["memory.0", "memory.1"]]
+            dec = [a for a in dec if not a.startswith("input_ids=")]
+            r1 = run(kiln, "run", art, "--function=decode",
+                     *[f"--input={a}" for a in dec],
+                     f"--output=@{d / 'want.npy'}")
+            r2 = run(deploy, art, "decode",
+                     *[a.replace("=@", "=") for a in dec],
+                     "-o", d / "got.npy")
+            if r1.returncode or r2.returncode:
+                failures.append(f"t5 decode failed:\n{r1.stderr}\n{r2.stderr}")
+            elif (d / "want.npy").read_bytes() != (d / "got.npy").read_bytes():
+                failures.append("t5: decode under kiln-deploy differs")
+            else:
+                print("runtime-checks: t5's prepare and decode run under "
+                      "ASan/UBSan, identical to kiln run")
 
         data = art.read_bytes()
         rng = np.random.default_rng(7)
