@@ -281,6 +281,18 @@ void DeriveDecode::runOnOperation() {
   auto tokenDims = forward.getArgAttrOfType<ArrayAttr>(tokenArg, "kiln.dims");
   StringRef seqSymbol = llvm::cast<StringAttr>(tokenDims[1]).getValue();
   unsigned numInputs = type.getNumInputs();
+  // The other inputs are held for the whole decoding (a source and its
+  // mask); one along the decoded sequence would need a new slice per step.
+  for (unsigned i = 0; i < numInputs; ++i)
+    if (auto dims = forward.getArgAttrOfType<ArrayAttr>(i, "kiln.dims");
+        i != tokenArg && dims &&
+        llvm::is_contained(dims.getValue(), tokenDims[1]))
+      return reject(
+          forward.getLoc(),
+          "it also takes '" +
+              forward.getArgAttrOfType<StringAttr>(i, "kiln.name").str() +
+              "' along the decoded sequence '" + seqSymbol +
+              "', which decode cannot take one step at a time");
 
   auto decode = llvm::cast<func::FuncOp>(forward->clone());
   // The clone joins the module only once it is complete.

@@ -148,3 +148,18 @@ module attributes {kiln.dims = ["B", "T"]} {
     return %a : tensor<?x?x16xf32>
   }
 }
+
+// -----
+
+// An input along the decoded sequence besides the tokens (a padding mask)
+// cannot be held for the whole decoding.
+module attributes {kiln.dims = ["B", "T"]} {
+  kiln.parameter @emb : tensor<32x16xf32> {init = "normal", init_args = array<f64: 1.0>}
+  func.func @forward(%ids: tensor<?x?xi32> {kiln.dims = ["B", "T"], kiln.name = "ids"}, %mask: tensor<?x?xi32> {kiln.dims = ["B", "T"], kiln.name = "mask"}) -> (tensor<?x?x16xf32> {kiln.dims = ["B", "T", 16]}) {
+    // expected-error @-1 {{'forward' cannot be decoded incrementally: it also takes 'mask' along the decoded sequence 'T', which decode cannot take one step at a time}}
+    %emb = kiln.param @emb : tensor<32x16xf32>
+    %x = kiln.embedding %emb, %ids : tensor<32x16xf32>, tensor<?x?xi32> -> tensor<?x?x16xf32>
+    %a = kiln.attention %x, %x, %x mask %mask {causal = true, num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 1.0 : f64} : (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x?xi32>) -> tensor<?x?x16xf32>
+    return %a : tensor<?x?x16xf32>
+  }
+}
