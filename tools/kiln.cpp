@@ -60,8 +60,9 @@ usage:
                                       functions, signatures, parameters, memory
                                       plan (arena at the given sizes), kernels
   kiln generate MODEL.kart --max-tokens=N [options]
-                                      continue a prompt (decoder models): text
-                                      with a tokenizer, token ids without
+                                      continue a prompt (decoder models), or
+                                      write from a source (encoder-decoders):
+                                      text with a tokenizer, ids without
   kiln tokenize --tokenizer=PATH [--decode] TEXT|-
                                       text to token ids (or ids to text)
   kiln train MODEL.kiln|MODEL.kart --data=TEXT --steps=N [options]
