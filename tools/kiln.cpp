@@ -37,7 +37,11 @@
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <dirent.h>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -292,10 +296,13 @@ train options (see docs/training.md):
 
 const char *const kThreads = R"(
 threads: kiln's kernels and oneDNN share one OpenMP pool. By default it has
-one thread per core and its threads sleep as soon as they wait (they do not
-spin), so kiln slows down gracefully when other programs share the cores.
---threads=N (1 to 4096) sets the count; OMP_NUM_THREADS and
-OMP_WAIT_POLICY, when set, are respected.
+one thread per core. If other work is running when kiln starts, a waiting
+thread sleeps at once (OMP_WAIT_POLICY=PASSIVE), so kiln slows down
+gracefully on shared cores; on free cores it spins up to 300,000 times
+(GOMP_SPINCOUNT=300000, OpenMP's default) before it sleeps. --threads=N
+(1 to 4096) sets the count; OMP_NUM_THREADS, OMP_WAIT_POLICY and
+GOMP_SPINCOUNT, when set, are respected (OMP_WAIT_POLICY=PASSIVE for cores
+that will be shared later).
 
 options: every command reads --name=VALUE or --name VALUE; -o FILE and
 -D NAME=VALUE also attach their value (-oFILE). Numbers outside an option's
@@ -594,18 +601,80 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
 
 namespace {
 
-/// OpenMP threads that spin while they wait (libgomp's default) make kiln
-/// crawl when another program shares the cores: with one of two cores
-/// busy, training took 2.1x as long and generation 2.4x (bench/threads.py,
-/// docs/threads.md). Sleeping waiters cost 8-17% on an idle machine, where
-/// --threads or OMP_WAIT_POLICY=ACTIVE win it back. OpenMP reads its policy
-/// from the environment once, when the library loads, before main; so
-/// unless the user chose a policy, kiln sets OMP_WAIT_POLICY=PASSIVE and
-/// runs itself again. If that fails it simply goes on with the default.
-void preferSleepingThreads(char **argv) {
+/// This process's runnable threads (state R in /proc/self/task/*/stat),
+/// this one included.
+int ownRunnableThreads() {
+  int running = 0;
+  DIR *tasks = opendir("/proc/self/task");
+  if (!tasks)
+    return 1;
+  while (dirent *e = readdir(tasks)) {
+    if (e->d_name[0] == '.')
+      continue;
+    std::string path = std::string("/proc/self/task/") + e->d_name + "/stat";
+    std::FILE *f = std::fopen(path.c_str(), "r");
+    if (!f)
+      continue;
+    char buf[512];
+    size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = 0;
+    // "tid (name) S ...": the state follows the last ')'.
+    const char *close = std::strrchr(buf, ')');
+    if (close && close[1] == ' ' && close[2] == 'R')
+      ++running;
+  }
+  closedir(tasks);
+  return std::max(running, 1);
+}
+
+/// Runnable tasks on the machine besides this process's: the fewest of five
+/// samples of /proc/stat's procs_running less this process's runnable
+/// threads, a millisecond apart (so that a moment's blip does not count);
+/// -1 when it cannot be read.
+int otherRunnableTasks() {
+  int fewest = -1;
+  for (int i = 0; i < 5; ++i) {
+    if (i)
+      usleep(1000);
+    std::FILE *f = std::fopen("/proc/stat", "r");
+    if (!f)
+      return -1;
+    char line[256];
+    int running = -1;
+    while (std::fgets(line, sizeof line, f))
+      if (std::sscanf(line, "procs_running %d", &running) == 1)
+        break;
+    std::fclose(f);
+    if (running < 1)
+      return -1;
+    int others = std::max(0, running - ownRunnableThreads());
+    fewest = fewest < 0 ? others : std::min(fewest, others);
+  }
+  return fewest;
+}
+
+/// How OpenMP's waiting threads wait. Long spins (libgomp's default,
+/// 300,000 times, about 3 ms, before they sleep) make kiln crawl when
+/// another program shares the cores: with one of two cores busy, training
+/// took 1.6-2x as long and decoding 1.7x (bench/threads.py,
+/// docs/threads.md). Threads that sleep at once (OMP_WAIT_POLICY=PASSIVE)
+/// pay a wake-up for every parallel region instead, slow on a virtual
+/// machine: a decoding step runs about a hundred regions, and on free cores
+/// decoded 1.2-1.4x slower. Short spins (1,000) lost to one or the other
+/// in both cases. So kiln looks when it starts: if other work is runnable,
+/// waiting threads sleep at once; if the cores are free, they spin as
+/// libgomp's default does. OpenMP reads this from the environment once,
+/// when the library loads, before main; so unless the user chose a policy,
+/// kiln sets it and runs itself again. If that fails it simply goes on with
+/// the default. `import kiln` decides the same way (python/kiln/__init__.py).
+void chooseWaitPolicy(char **argv) {
   if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT"))
     return;
-  if (setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/0) != 0)
+  int failed = otherRunnableTasks() == 0
+                   ? setenv("GOMP_SPINCOUNT", "300000", /*overwrite=*/0)
+                   : setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/0);
+  if (failed)
     return;
   execv("/proc/self/exe", argv);
 }
@@ -613,7 +682,7 @@ void preferSleepingThreads(char **argv) {
 } // namespace
 
 int main(int argc, char **argv) {
-  preferSleepingThreads(argv);
+  chooseWaitPolicy(argv);
   llvm::InitLLVM init(argc, argv);
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) {

@@ -20,14 +20,62 @@ from typing import (Any, Dict, Iterator, List, Mapping, Optional, Sequence,
 
 import numpy as np
 
-# kiln's kernels and oneDNN share one OpenMP pool. Threads that spin while
-# they wait make a shared machine (or a laptop) crawl, so unless the user
-# chose a policy, OpenMP threads sleep when idle. OpenMP reads this once,
-# when it is first loaded: importing kiln before other OpenMP users (torch)
-# makes it apply.
+
+def _own_runnable_threads() -> int:
+    """This process's runnable threads (state R), this one included: a
+    library imported before kiln may have threads spinning (OpenBLAS's)."""
+    running = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    for t in tasks:
+        try:
+            with open(f"/proc/self/task/{t}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "tid (name) S ...": the state follows the last ')'.
+        if stat[stat.rfind(")") + 2:stat.rfind(")") + 3] == "R":
+            running += 1
+    return max(running, 1)
+
+
+def _other_runnable_tasks() -> int:
+    """Runnable tasks besides this process's: the fewest of five samples of
+    /proc/stat's procs_running less this process's runnable threads, a
+    millisecond apart; -1 when it cannot be read (the CLI's
+    otherRunnableTasks, tools/kiln.cpp)."""
+    import time
+    fewest = -1
+    for i in range(5):
+        if i:
+            time.sleep(0.001)
+        try:
+            with open("/proc/stat") as f:
+                running = next((int(line.split()[1]) for line in f
+                                if line.startswith("procs_running ")), -1)
+        except (OSError, ValueError, IndexError):
+            return -1
+        if running < 1:
+            return -1
+        others = max(0, running - _own_runnable_threads())
+        fewest = others if fewest < 0 else min(fewest, others)
+    return fewest
+
+
+# kiln's kernels and oneDNN share one OpenMP pool. Unless the user chose a
+# policy, waiting threads sleep at once when other work is running as kiln
+# is imported, and spin as long as OpenMP's default (300,000 times) on free
+# cores, as the CLI's do (docs/threads.md). OpenMP reads this once, when it
+# is first loaded: importing kiln before other OpenMP users (torch) makes
+# it apply.
 if "OMP_WAIT_POLICY" not in os.environ and \
         "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    if _other_runnable_tasks() == 0:
+        os.environ["GOMP_SPINCOUNT"] = "300000"
+    else:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 from . import _kiln  # noqa: E402
 

@@ -16,6 +16,10 @@ struct SkinnyEpilogue {
   float scale = 1;
   kart::Activation act = kart::Activation::None;
   float apply(float v, int64_t n, int64_t at) const;
+  /// Nothing to apply: the sum is the output.
+  bool trivial() const {
+    return !bias && !residual && scale == 1 && act == kart::Activation::None;
+  }
 };
 
 /// y[M, N] = epilogue(x[M, K] . w[N, K]^T), with the vector code of `isa`;

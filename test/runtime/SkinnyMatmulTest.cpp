@@ -2,9 +2,10 @@
 //
 // cpu/SkinnyMatmul.h against a double-precision product, for every
 // instruction set this CPU runs (the baseline loops always): 1 to 8 rows of
-// x (every group and tail), weight row counts with and without a partial
-// block, K with and without a vector tail, products large enough to be
-// split over the threads, and each part of a FusedMatmul's epilogue.
+// x (every group and tail) and more than one slice of rows, weight row
+// counts with and without a partial chunk, K with and without a vector
+// tail, products large enough to be split over the threads, and each part
+// of a FusedMatmul's epilogue, the residual also in place.
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/cpu/SkinnyMatmul.h"
@@ -46,10 +47,14 @@ TEST(SkinnyMatmul, EveryIsaMatchesADoubleProduct) {
   };
   const Size sizes[] = {{1, 1},   {3, 7},    {4, 16},    {5, 17},
                         {17, 33}, {33, 100}, {300, 260}, {1000, 96}};
+  // 1 to 8 rows of x, and counts past the 256 rows one slice takes.
+  const int64_t rows[] = {1, 2, 3, 4, 5, 6, 7, 8, 256, 261};
   for (Isa isa : supportedIsas())
-    for (int64_t m = 1; m <= 8; ++m)
+    for (int64_t m : rows)
       for (Size sz : sizes)
-        for (int epilogue = 0; epilogue < 3; ++epilogue) {
+        // 0: none; 1: bias, scale, activation; 2: and a residual; 3: the
+        // residual is the output itself (added in place).
+        for (int epilogue = 0; epilogue < 4; ++epilogue) {
           int64_t n = sz.n, k = sz.k;
           kart::Activation act = epilogue == 0
                                      ? kart::Activation::None
@@ -71,6 +76,10 @@ TEST(SkinnyMatmul, EveryIsaMatchesADoubleProduct) {
             e.act = act;
             e.residual = epilogue == 2 ? res.data() : nullptr;
           }
+          if (epilogue == 3) {
+            y = res;
+            e.residual = y.data();
+          }
           skinnyProduct(isa, x.data(), w.data(), y.data(), m, n, k, e);
           for (int64_t i = 0; i < m; ++i)
             for (int64_t j = 0; j < n; ++j) {
@@ -80,7 +89,7 @@ TEST(SkinnyMatmul, EveryIsaMatchesADoubleProduct) {
               double want = dot;
               if (epilogue)
                 want = activate((dot + bias[j]) * 0.75, act) +
-                       (epilogue == 2 ? res[i * n + j] : 0.0);
+                       (epilogue >= 2 ? res[i * n + j] : 0.0);
               ASSERT_NEAR(
                   y[i * n + j], want,
                   2e-5 * (std::sqrt(static_cast<double>(k)) + std::abs(want)))
