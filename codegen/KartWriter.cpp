@@ -296,9 +296,21 @@ Writer::writeFunction(func::FuncOp fn,
     table.push_back(kart::CreateValueDirect(fbb, values[id].kind,
                                             values[id].dtype, &values[id].dims,
                                             values[id].index));
-  out.push_back(kart::CreateFunctionDirect(fbb, fn.getName().str().c_str(),
-                                           &inputs, &inputNames, &outputs,
-                                           &table, &kernels, &constants));
+  // The results' names: kiln.name where the frontend or a pass gave one,
+  // else "result<i>"; a repeated name (`return x, x`) falls back too, so
+  // that the names are unique.
+  std::vector<fb::Offset<fb::String>> outputNames;
+  std::set<std::string> taken;
+  for (unsigned i = 0; i < fn.getNumResults(); ++i) {
+    auto attr = fn.getResultAttrOfType<StringAttr>(i, "kiln.name");
+    std::string name = attr ? attr.str() : "";
+    if (name.empty() || !taken.insert(name).second)
+      name = "result" + std::to_string(i);
+    outputNames.push_back(fbb.CreateString(name));
+  }
+  out.push_back(kart::CreateFunctionDirect(
+      fbb, fn.getName().str().c_str(), &inputs, &inputNames, &outputs, &table,
+      &kernels, &constants, &outputNames));
   return success();
 }
 

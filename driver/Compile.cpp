@@ -219,6 +219,20 @@ bool Compilation::run() {
       elaborateBuffer(ctx, sm, id, options);
   if (!module || !checkFunctionNames(*module))
     return false;
+  if (r.checkHyperparameters) {
+    std::vector<std::pair<std::string, double>> values;
+    if (auto hp =
+            (*module)->getAttrOfType<mlir::DictionaryAttr>("kiln.hparams"))
+      for (mlir::NamedAttribute a : hp) {
+        if (auto i = llvm::dyn_cast<mlir::IntegerAttr>(a.getValue()))
+          values.emplace_back(a.getName().str(),
+                              static_cast<double>(i.getInt()));
+        else if (auto f = llvm::dyn_cast<mlir::FloatAttr>(a.getValue()))
+          values.emplace_back(a.getName().str(), f.getValueAsDouble());
+      }
+    if (std::string message = r.checkHyperparameters(values); !message.empty())
+      return fail(message);
+  }
 
   // One PassManager for everything, honouring --mlir-timing,
   // --mlir-print-ir-after-all and the other MLIR options when asked.

@@ -23,6 +23,7 @@
 #include "runtime/lora/LoraSpec.h"
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -101,6 +102,13 @@ struct CompileRequest {
   bool mlirCommandLine = false;
   /// Collect errors in CompileResult::errors instead of printing them.
   bool captureDiagnostics = false;
+  /// A tool's check of its own settings against the model (kiln train's
+  /// --seq against the model's positions), called once the hyperparameters
+  /// are resolved and before the passes run: a non-empty message stops the
+  /// compile as an error.
+  std::function<std::string(
+      const std::vector<std::pair<std::string, double>> &hyperparameters)>
+      checkHyperparameters;
 };
 
 struct CompileResult {

@@ -762,6 +762,17 @@ bool Gen::emitFunction(const ast::FnDecl &fn) {
   }
   for (size_t i = 0; i < resultShapes.size(); ++i)
     func.setResultAttr(i, "kiln.dims", dimsAttr(resultShapes[i]));
+  // A result returned as a plain name (`return logits`) is named after it,
+  // the one result of a function otherwise after the function (`loss`):
+  // `kiln run` and Python report them so.
+  if (resultShapes.size() == 1)
+    func.setResultAttr(0, "kiln.name", b.getStringAttr(fn.name));
+  if (!fn.body.empty() && fn.body.back().kind == ast::Stmt::Return)
+    for (size_t i = 0;
+         i < fn.body.back().values.size() && i < resultShapes.size(); ++i)
+      if (const ast::ExprPtr &e = fn.body.back().values[i];
+          e && e->kind == ast::ExprKind::Name)
+        func.setResultAttr(i, "kiln.name", b.getStringAttr(e->name));
   mlir::Block *entry = func.addEntryBlock();
   for (size_t i = 0; i < fn.args.size(); ++i) {
     mlir::BlockArgument arg = entry->getArgument(i);

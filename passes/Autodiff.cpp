@@ -203,7 +203,8 @@ struct AutodiffPass : kiln::impl::AutodiffBase<AutodiffPass> {
     // ones have none: no zeros to compute, store or return).
     SmallVector<Value> results{loss};
     SmallVector<Type> types{loss.getType()};
-    SmallVector<Attribute> names{b.getStringAttr("loss")};
+    auto lossName = grad.getResultAttrOfType<StringAttr>(0, "kiln.name");
+    SmallVector<Attribute> names{lossName ? lossName : b.getStringAttr("loss")};
     for (ParameterOp p : module.getOps<ParameterOp>()) {
       if (p.getFrozen())
         continue;
@@ -224,14 +225,20 @@ struct AutodiffPass : kiln::impl::AutodiffBase<AutodiffPass> {
       recomputeBlocks(body, forward);
     grad.setType(
         FunctionType::get(module.getContext(), grad.getArgumentTypes(), types));
-    // Parameter gradients have static shapes; the loss is a scalar.
+    // Parameter gradients have static shapes; the loss is a scalar. The
+    // results are named: the loss as the function names it, each gradient
+    // "<parameter>.grad" (as PyTorch's param.grad).
     SmallVector<DictionaryAttr> resultAttrs;
-    for (Type t : types) {
+    for (auto [i, t] : llvm::enumerate(types)) {
       SmallVector<Attribute> dims;
       for (int64_t d : llvm::cast<RankedTensorType>(t).getShape())
         dims.push_back(b.getI64IntegerAttr(d));
+      std::string name = llvm::cast<StringAttr>(names[i]).str();
+      if (i > 0)
+        name += ".grad";
       resultAttrs.push_back(b.getDictionaryAttr(
-          b.getNamedAttr("kiln.dims", b.getArrayAttr(dims))));
+          {b.getNamedAttr("kiln.dims", b.getArrayAttr(dims)),
+           b.getNamedAttr("kiln.name", b.getStringAttr(name))}));
     }
     grad.setAllResultAttrs(resultAttrs);
     grad->setAttr("kiln.gradients", b.getArrayAttr(names));

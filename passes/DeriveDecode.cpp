@@ -542,9 +542,8 @@ void DeriveDecode::runOnOperation() {
     for (auto [i, value] : llvm::enumerate(memory)) {
       Value v = value;
       prepare.setResultAttrs(
-          i, DictionaryAttr::get(
-                 ctx,
-                 {dimsAttr(llvm::cast<ArrayAttr>(memoryDims[i]).getValue())}));
+          i, argAttrs("memory." + std::to_string(i),
+                      llvm::cast<ArrayAttr>(memoryDims[i]).getValue()));
       unsigned at = decode.getNumArguments();
       (void)decode.insertArgument(
           at, v.getType(),

@@ -83,9 +83,10 @@ struct TrainStepPass : kiln::impl::TrainStepBase<TrainStepPass> {
     SmallVector<Type> inputs(body.getArgumentTypes());
     step.setType(
         FunctionType::get(module.getContext(), inputs, {scalar, scalar}));
-    auto dims = [&] {
+    auto scalarResult = [&](const char *name) {
       return b.getDictionaryAttr(
-          b.getNamedAttr("kiln.dims", b.getArrayAttr({})));
+          {b.getNamedAttr("kiln.dims", b.getArrayAttr({})),
+           b.getNamedAttr("kiln.name", b.getStringAttr(name))});
     };
     SmallVector<DictionaryAttr> argAttrs;
     for (unsigned i = 0; i + 2 < inputs.size(); ++i)
@@ -95,7 +96,8 @@ struct TrainStepPass : kiln::impl::TrainStepBase<TrainStepPass> {
           {b.getNamedAttr("kiln.dims", b.getArrayAttr({})),
            b.getNamedAttr("kiln.name", b.getStringAttr(name))}));
     step.setAllArgAttrs(argAttrs);
-    step.setAllResultAttrs(ArrayRef<DictionaryAttr>{dims(), dims()});
+    step.setAllResultAttrs(ArrayRef<DictionaryAttr>{scalarResult("loss"),
+                                                    scalarResult("grad_norm")});
   }
 };
 

@@ -346,7 +346,9 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
           arg(f->inputs()->Get(i), f->input_names()->Get(i)->str()));
     for (size_t i = 0; i < f->outputs()->size(); ++i)
       info.outputs.push_back(
-          arg(f->outputs()->Get(i), "result" + std::to_string(i)));
+          arg(f->outputs()->Get(i), f->output_names()
+                                        ? f->output_names()->Get(i)->str()
+                                        : "result" + std::to_string(i)));
     infos_.push_back(std::move(info));
     pool->idle.push_back(std::move(st));
     pools_.push_back(std::move(pool));

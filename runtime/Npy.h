@@ -5,6 +5,8 @@
 #include "runtime/Tensor.h"
 
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace kiln::runtime {
 
@@ -16,6 +18,13 @@ Status readNpy(const std::string &path, Tensor &out);
 /// Writes a tensor as a .npy (format 1.0) file, through a temporary file and
 /// a rename.
 Status writeNpy(const std::string &path, const Tensor &t);
+
+/// Writes named tensors as one .npz archive (NAME.npy members, stored, as
+/// numpy.savez writes them; numpy.load reads it), atomically like writeNpy.
+/// Archives are zip32: each member and the whole stay under 4 GiB.
+Status
+writeNpz(const std::string &path,
+         const std::vector<std::pair<std::string, const Tensor *>> &arrays);
 
 } // namespace kiln::runtime
 

@@ -2,8 +2,11 @@
 #include "tools/Options.h"
 #include "tools/Commands.h"
 
+#include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <memory>
@@ -16,6 +19,24 @@ namespace {
 /// echoed in full).
 std::string shown(llvm::StringRef v) {
   return v.size() <= 60 ? v.str() : (v.take_front(57) + "...").str();
+}
+
+/// Whether `text` mentions the option `name` as a whole word ("--seq" in
+/// "--batch=B --seq=T", not in "--sequence").
+bool mentions(llvm::StringRef text, llvm::StringRef name) {
+  for (size_t at = text.find(name); at != llvm::StringRef::npos;
+       at = text.find(name, at + 1)) {
+    bool startOk =
+        at == 0 || !(std::isalnum(static_cast<unsigned char>(text[at - 1])) ||
+                     text[at - 1] == '-');
+    size_t end = at + name.size();
+    bool endOk = end == text.size() ||
+                 !(std::isalnum(static_cast<unsigned char>(text[end])) ||
+                   text[end] == '-' || text[end] == '_');
+    if (startOk && endOk)
+      return true;
+  }
+  return false;
 }
 
 bool parseInteger(llvm::StringRef v, int64_t &out) {
@@ -157,6 +178,47 @@ void OptionParser::positional(std::string &out, llvm::StringRef what) {
   what_ = what.str();
 }
 
+std::string OptionParser::nearest(llvm::StringRef typed) const {
+  std::string best;
+  unsigned bestDistance = 0;
+  auto consider = [&](llvm::StringRef name) {
+    unsigned d = typed.edit_distance(name, /*AllowReplacements=*/true);
+    if (best.empty() || d < bestDistance) {
+      best = name.str();
+      bestDistance = d;
+    }
+  };
+  for (const Option &o : options_)
+    consider(o.name);
+  for (const auto &[prefix, out] : prefixes_)
+    if (typed.starts_with(prefix.substr(0, 4)))
+      consider(prefix + "*");
+  // Close enough to be a typo: two edits, or a third of a long name.
+  unsigned limit = std::max<unsigned>(2, typed.size() / 3);
+  return !best.empty() && bestDistance <= limit ? best : "";
+}
+
+int OptionParser::help() const {
+  std::string text = helpText(command_);
+  llvm::outs() << text;
+  // Every option a command reads is in its --help: a command that gained
+  // an option without a line for it fails here (test/tools/cli.test runs
+  // every command's --help).
+  std::vector<std::string> names;
+  for (const Option &o : options_)
+    names.push_back(o.name);
+  for (const auto &[short_, full] : aliases_)
+    names.push_back(short_);
+  int rc = 0;
+  for (const std::string &n : names)
+    if (!mentions(text, n)) {
+      llvm::errs() << "kiln: internal error: 'kiln " << command_
+                   << " --help' does not describe " << n << "\n";
+      rc = 70;
+    }
+  return rc;
+}
+
 const OptionParser::Option *OptionParser::find(llvm::StringRef name) const {
   for (const Option &o : options_)
     if (o.name == name)
@@ -164,13 +226,23 @@ const OptionParser::Option *OptionParser::find(llvm::StringRef name) const {
   return nullptr;
 }
 
+bool OptionParser::given(llvm::StringRef name) const {
+  return std::find(given_.begin(), given_.end(), name) != given_.end();
+}
+
+void OptionParser::unused(std::initializer_list<llvm::StringRef> names,
+                          llvm::StringRef why) const {
+  for (llvm::StringRef n : names)
+    if (given(n))
+      llvm::WithColor::warning(llvm::errs(), "kiln")
+          << n << " has no effect " << why << "\n";
+}
+
 int OptionParser::parse(const std::vector<std::string> &args) {
   // --help wins wherever it stands, even after a mistake.
   for (const std::string &a : args)
-    if (a == "--help" || a == "-h") {
-      llvm::outs() << helpText(command_);
-      return 0;
-    }
+    if (a == "--help" || a == "-h")
+      return help();
   for (size_t i = 0; i < args.size(); ++i) {
     llvm::StringRef a = args[i];
     if (!a.starts_with("-") || a == "-") {
@@ -210,9 +282,13 @@ int OptionParser::parse(const std::vector<std::string> &args) {
         value = v.str();
     }
     const Option *o = find(name);
-    if (!o)
+    if (!o) {
+      std::string near = nearest(name);
       return usageError("unknown option '" + shown(a) + "' for 'kiln " +
-                        command_ + "'");
+                        command_ + "'" +
+                        (near.empty() ? "" : "; did you mean " + near + "?"));
+    }
+    given_.push_back(o->name);
     if (!o->takesValue) {
       if (value)
         return usageError(name + " takes no value, got '" + shown(a) + "'");

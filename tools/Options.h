@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -88,6 +89,13 @@ public:
   /// 0 after --help, 2 after a usage error (already printed).
   int parse(const std::vector<std::string> &args);
 
+  /// Whether the command line gave option `name` (after parse).
+  bool given(llvm::StringRef name) const;
+  /// Warns that the options in `names` that were given have no effect,
+  /// because of `why` ("with --optimizer=adamw").
+  void unused(std::initializer_list<llvm::StringRef> names,
+              llvm::StringRef why) const;
+
 private:
   struct Option {
     std::string name;
@@ -95,11 +103,17 @@ private:
     std::function<int(llvm::StringRef)> handle;
   };
   const Option *find(llvm::StringRef name) const;
+  /// The option spelled most like `typed`, if it is close enough to be a
+  /// typo of it; empty otherwise.
+  std::string nearest(llvm::StringRef typed) const;
+  /// Prints the command's --help; 70 if it misses one of the options.
+  int help() const;
 
   std::string command_;
   std::vector<Option> options_;
   std::vector<std::pair<std::string, std::string>> aliases_;
   std::vector<std::pair<std::string, std::vector<std::string> *>> prefixes_;
+  std::vector<std::string> given_;
   std::string *positional_ = nullptr;
   std::string what_;
 };

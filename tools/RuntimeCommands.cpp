@@ -8,18 +8,22 @@
 #include "tools/Options.h"
 
 #include "runtime/Generate.h"
+#include "runtime/Memory.h"
 #include "runtime/Model.h"
 #include "runtime/Npy.h"
 #include "runtime/Random.h"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <optional>
+#include <set>
 #include <sstream>
 
 using namespace kiln::runtime;
@@ -100,10 +104,34 @@ void artifactOptions(OptionParser &p, std::string &path, LoadOptions &load) {
          "--external-weights, e.g. --weights-file=w.safetensors");
 }
 
+namespace {
+
+/// Loads the artifact of `kiln <command>`: -1 to go on, else the exit
+/// status (the message printed). A model source gets the command that
+/// compiles it.
+int loadArtifact(llvm::StringRef command, const std::string &path,
+                 std::unique_ptr<Model> &model, const LoadOptions &load = {}) {
+  if (llvm::StringRef(path).ends_with(".kiln")) {
+    std::string kart = llvm::StringRef(path).drop_back(5).str() + ".kart";
+    return usageError("'" + path + "' is a model source; 'kiln " +
+                      command.str() +
+                      "' takes a compiled artifact: run 'kiln "
+                      "compile " +
+                      path + " -o " + kart + "' first, then 'kiln " +
+                      command.str() + " " + kart + "'");
+  }
+  if (Status s = Model::load(path, model, load); !s)
+    return fail(s.message());
+  return -1;
+}
+
+} // namespace
+
 int runCommand(const std::vector<std::string> &args) {
   std::string path, function = "forward";
   std::map<std::string, Tensor> inputs;
   std::vector<std::string> outputs;
+  std::string outputDir;
   int64_t repeat = 0;
   int threads = 0;
   std::string kernels;
@@ -115,33 +143,42 @@ int runCommand(const std::vector<std::string> &args) {
   p.integer("--repeat", repeat, limits::kRepeat);
   p.text("--function", function, "a function name, e.g. --function=loss");
   p.custom("--input", [&](llvm::StringRef v) {
+    // NAME=FILE.npy, or NAME=@FILE.npy as before.
     std::string spec = v.str();
-    size_t eq = spec.find("=@");
-    if (eq == std::string::npos || eq == 0)
-      return usageError("--input expects NAME=@FILE.npy, got '" + spec + "'");
+    size_t eq = spec.find('=');
+    std::string file = eq == std::string::npos ? "" : spec.substr(eq + 1);
+    if (!file.empty() && file[0] == '@')
+      file.erase(0, 1);
+    if (eq == std::string::npos || eq == 0 || file.empty())
+      return usageError("--input expects NAME=FILE.npy, got '" + spec + "'");
     std::string name = spec.substr(0, eq);
     if (inputs.count(name))
       return usageError("input '" + name + "' is given twice");
     Tensor t;
-    if (Status s = readNpy(spec.substr(eq + 2), t); !s)
+    if (Status s = readNpy(file, t); !s)
       return fail("input '" + name + "': " + s.message());
     inputs.emplace(name, std::move(t));
     return 0;
   });
   p.custom("--output", [&](llvm::StringRef v) {
-    if (v.size() < 2 || v[0] != '@')
-      return usageError("--output expects @FILE.npy, got '" + v + "'");
-    outputs.push_back(v.drop_front().str());
+    // FILE.npy, or @FILE.npy as before.
+    llvm::StringRef file = v.starts_with("@") ? v.drop_front() : v;
+    if (file.empty())
+      return usageError("--output expects FILE.npy, got '" + v + "'");
+    outputs.push_back(file.str());
     return 0;
   });
+  p.text("--output-dir", outputDir, "a directory, e.g. --output-dir=out");
   if (int rc = p.parse(args); rc >= 0)
     return rc;
+  if (!outputDir.empty() && !outputs.empty())
+    return usageError("give --output or --output-dir, not both");
   if (path.empty())
     return usageError("'kiln run' needs an artifact, e.g. 'kiln run "
-                      "model.kart --input=tokens=@tokens.npy'");
+                      "model.kart --input=tokens=tokens.npy'");
   std::unique_ptr<Model> model;
-  if (Status s = Model::load(path, model, load); !s)
-    return fail(s.message());
+  if (int rc = loadArtifact("run", path, model, load); rc >= 0)
+    return rc;
   model->setThreads(threads);
   RunOptions run;
   if (!kernels.empty())
@@ -166,16 +203,49 @@ int runCommand(const std::vector<std::string> &args) {
               << " ms, min " << ms.front() << " ms over " << repeat << " runs, "
               << (threads ? threads : numThreads()) << " threads\n";
   }
+  // The results by the names the artifact gives them ("logits", "loss",
+  // "wte.weight.grad"; "result0" in artifacts written before names).
+  const FunctionInfo *info = nullptr;
+  for (const FunctionInfo &f : model->functions())
+    if (f.name == function)
+      info = &f;
+  auto nameOf = [&](size_t i) {
+    return info && i < info->outputs.size() ? info->outputs[i].name
+                                            : "result" + std::to_string(i);
+  };
+  if (!outputDir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(outputDir, ec);
+    if (ec)
+      return fail(outputDir + ": cannot create the directory: " + ec.message());
+    for (size_t i = 0; i < results.size(); ++i)
+      if (Status s = writeNpy(outputDir + "/" + nameOf(i) + ".npy", results[i]);
+          !s)
+        return fail(s.message());
+    return 0;
+  }
+  if (outputs.size() == 1 && llvm::StringRef(outputs[0]).ends_with(".npz")) {
+    std::vector<std::pair<std::string, const Tensor *>> all;
+    for (size_t i = 0; i < results.size(); ++i)
+      all.emplace_back(nameOf(i), &results[i]);
+    if (Status s = writeNpz(outputs[0], all); !s)
+      return fail(s.message());
+    return 0;
+  }
   if (outputs.size() > results.size())
     return usageError(std::to_string(outputs.size()) + " --output files for " +
                       std::to_string(results.size()) + " result(s) of '" +
                       function + "'");
   for (size_t i = 0; i < results.size(); ++i) {
     if (i < outputs.size()) {
+      if (llvm::StringRef(outputs[i]).ends_with(".npz"))
+        return usageError("--output=" + outputs[i] +
+                          ": a .npz archive takes all the results; give it "
+                          "as the only --output");
       if (Status s = writeNpy(outputs[i], results[i]); !s)
         return fail(s.message());
     } else {
-      printTensor("result" + std::to_string(i), results[i]);
+      printTensor(nameOf(i), results[i]);
     }
   }
   return 0;
@@ -200,8 +270,25 @@ int inspectCommand(const std::vector<std::string> &args) {
   if (!dimsText.empty() && !parseDims(dimsText, dims, error))
     return usageError(error);
   std::unique_ptr<Model> model;
-  if (Status s = Model::load(path, model, load); !s)
-    return fail(s.message());
+  if (int rc = loadArtifact("inspect", path, model, load); rc >= 0)
+    return rc;
+  // Every name must be one of the model's symbolic dimensions.
+  std::set<std::string> known;
+  for (const FunctionInfo &f : model->functions())
+    for (const auto *args : {&f.inputs, &f.outputs})
+      for (const ArgInfo &a : *args)
+        for (const std::string &d : a.dims)
+          if (!d.empty() && !std::isdigit(static_cast<unsigned char>(d[0])))
+            known.insert(d);
+  for (const auto &[name, size] : dims)
+    if (!known.count(name)) {
+      std::string list;
+      for (const std::string &k : known)
+        list += (list.empty() ? "" : ", ") + k;
+      return usageError(
+          "--dims: the model has no dimension '" + name + "'" +
+          (list.empty() ? "; it has none" : "; its dimensions are " + list));
+    }
   std::cout << describeModel(*model, dims, withPlan);
   if (layoutT > 0)
     std::cout << describeAttention(*model, layoutT);
@@ -229,8 +316,8 @@ int mergeCommand(const std::vector<std::string> &args) {
   if (!quantize.empty() && !quant::parseQuantSpec(quantize, spec, error))
     return usageError("--quantize=" + quantize + ": " + error);
   std::unique_ptr<Model> model;
-  if (Status s = Model::load(path, model, load); !s)
-    return fail(s.message());
+  if (int rc = loadArtifact("merge", path, model, load); rc >= 0)
+    return rc;
   NamedTensors merged;
   if (Status s =
           model->mergeAdapters(merged, quantize.empty() ? nullptr : &spec);
@@ -285,6 +372,16 @@ std::string describeAttention(Model &model, int64_t T) {
   return os.str();
 }
 
+namespace {
+
+/// "28 KiB (28672 bytes)", "384 bytes": human units, and the exact count.
+std::string humanBytes(uint64_t bytes) {
+  std::string h = formatBytes(bytes);
+  return bytes < 1024 ? h : h + " (" + std::to_string(bytes) + " bytes)";
+}
+
+} // namespace
+
 std::string describeModel(Model &model,
                           const std::map<std::string, int64_t> &dims,
                           bool withPlan) {
@@ -307,20 +404,15 @@ std::string describeModel(Model &model,
     bytes += model.storedBytes(i);
     byStorage[model.storage(i)] += model.storedBytes(i);
   }
-  auto mib = [](uint64_t b) {
-    char text[32];
-    std::snprintf(text, sizeof text, "%.1f MiB", b / 1048576.0);
-    return std::string(text);
-  };
   os << "parameters: " << model.parameters().size() << " tensors, " << total
      << " values";
   if (trained < total)
     os << " (" << trained << " trained)";
-  os << "; " << bytes << " bytes stored (" << mib(bytes);
+  os << "; " << humanBytes(bytes) << " stored";
   if (byStorage.size() > 1)
     for (const auto &[storage, b] : byStorage)
-      os << "; " << storage << " " << mib(b);
-  os << ")\n";
+      os << "; " << storage << " " << formatBytes(b);
+  os << "\n";
   if (const auto &lora = model.lora())
     os << "lora: rank " << lora->rank << ", alpha " << lora->alpha << ", "
        << lora->targets.size() << " adapted weights\n";
@@ -350,9 +442,9 @@ std::string describeModel(Model &model,
       if (Status s = model.memoryReport(f.name, dims, r); !s) {
         os << "  memory: " << s.message() << "\n";
       } else {
-        os << "  memory at " << dimsText << ": arena " << r.arenaBytes
-           << " bytes; all intermediates without reuse " << r.intermediateBytes
-           << " bytes\n";
+        os << "  memory at " << dimsText << ": arena "
+           << humanBytes(r.arenaBytes) << "; all intermediates without reuse "
+           << humanBytes(r.intermediateBytes) << "\n";
       }
     }
     if (withPlan)
@@ -419,6 +511,9 @@ int generateCommand(const std::vector<std::string> &args) {
   p.seed("--seed", seed);
   if (int rc = p.parse(args); rc >= 0)
     return rc;
+  if (temperature == 0)
+    p.unused({"--top-k", "--top-p", "--seed"},
+             "with --temperature=0 (greedy decoding does not sample)");
   if (path.empty())
     return usageError("'kiln generate' needs an artifact");
   if (maxTokens < 0)
@@ -426,8 +521,8 @@ int generateCommand(const std::vector<std::string> &args) {
   if (promptText && havePrompt)
     return usageError("give --prompt or --prompt-ids, not both");
   std::unique_ptr<Model> model;
-  if (Status s = Model::load(path, model, load); !s)
-    return fail(s.message());
+  if (int rc = loadArtifact("generate", path, model, load); rc >= 0)
+    return rc;
   model->setThreads(threads);
   // Artifacts with a tokenizer (from kiln train, or compiled with
   // --tokenizer) take a text prompt and print text.

@@ -224,6 +224,19 @@ int parse(const std::vector<std::string> &args, Options &o) {
     return usageError("--resume needs --checkpoint-dir=DIR");
   if (!(o.evalFraction >= 0 && o.evalFraction < 0.9))
     return usageError("--eval-fraction must be in [0, 0.9)");
+  // Options the chosen settings ignore: a warning, not silence.
+  if (o.train.optimizer == "sgd")
+    p.unused({"--beta1", "--beta2", "--eps"},
+             "with --optimizer=sgd (they are AdamW's)");
+  else
+    p.unused({"--momentum"}, "with --optimizer=adamw (it is SGD's; add "
+                             "--optimizer=sgd)");
+  if (o.checkpointDir.empty())
+    p.unused({"--checkpoint-every", "--keep-checkpoints"},
+             "without --checkpoint-dir");
+  if (o.evalFraction == 0)
+    p.unused({"--eval-every", "--eval-batches"},
+             "with --eval-fraction=0 (nothing is held out)");
   o.train.totalSteps = o.steps;
   o.train.loss = o.loss;
   o.train.seed = o.seed;
@@ -261,6 +274,26 @@ int makeTokenizer(const Options &o, const std::string &text, Tokenizer &tok,
   return 0;
 }
 
+/// Empty if --seq fits the model's learned positions (n_positions or
+/// max_position_embeddings), else the message that says by how much.
+std::string
+seqFits(const Options &o,
+        const std::vector<std::pair<std::string, double>> &hyperparameters) {
+  for (const auto &[name, value] : hyperparameters)
+    if ((name == "n_positions" || name == "max_position_embeddings") &&
+        o.seq > static_cast<int64_t>(value)) {
+      int64_t n = static_cast<int64_t>(value);
+      return "--seq=" + std::to_string(o.seq) + " is longer than the " +
+             std::to_string(n) + " positions the model has (" + name + "=" +
+             std::to_string(n) + "); use --seq=" + std::to_string(n) +
+             " or less" +
+             (llvm::StringRef(o.input).ends_with(".kart")
+                  ? std::string()
+                  : ", or -D " + name + "=" + std::to_string(o.seq));
+    }
+  return "";
+}
+
 /// Loads or compiles the model; binds vocab_size to the tokenizer. The
 /// model carries its tokenizer, so the trained artifact generates text.
 int loadModel(Options &o, const std::string &text, Tokenizer &tok,
@@ -278,6 +311,8 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
           "already compiled");
     if (Status s = Model::load(o.input, model, o.load); !s)
       return fail(o.input + ": " + s.message());
+    if (std::string m = seqFits(o, model->hyperparameters()); !m.empty())
+      return usageError(m);
     if (!model->tokenizer().empty()) {
       tok = model->tokenizer();
       Tokenizer asked;
@@ -324,6 +359,10 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
   r.grad = o.loss;
   r.recompute = o.recompute;
   r.fuse = o.fuse;
+  // Before the passes: a long compile should not end in this.
+  r.checkHyperparameters = [&o](const auto &hyperparameters) {
+    return seqFits(o, hyperparameters);
+  };
   if (int rc = o.attention.apply(r); rc >= 0)
     return rc;
   if (int rc = o.quantize.apply(r); rc >= 0)

@@ -3,8 +3,8 @@
 //   kiln compile MODEL.kiln [--emit=ast|mlir|params|kart|plan] [-D
 //   name=value]...
 //                           [-o FILE] [--seed=N] [--locations]
-//   kiln run MODEL.kart [--function=F] --input=NAME=@FILE.npy ...
-//   [--output=@FILE.npy] kiln inspect MODEL.kart [--dims=B=1,T=128] kiln --help
+//   kiln run MODEL.kart [--function=F] --input=NAME=FILE.npy ...
+//   [--output=FILE.npy] kiln inspect MODEL.kart [--dims=B=1,T=128] kiln --help
 //   | --version
 //
 // Exit status: 0 on success, 1 when the model has errors, 2 for bad usage.
@@ -95,7 +95,10 @@ compile options:
                      default when -o ends in .kart) or plan (the artifact's
                      functions and kernel list)
   -D NAME=VALUE      override a hyperparameter (repeatable), e.g. -D n_layer=2
+                     (also --define NAME=VALUE)
   -o FILE            write the output to FILE instead of standard output
+                     (also --output=FILE); without --emit, a FILE ending in
+                     .kart gets the artifact, any other the IR
   --seed=N           seed for the parameter initializers (default 0)
   --weights=FILE     trained weights: .safetensors (names as in the model),
                      a llama2.c .bin checkpoint, whose header sets the
@@ -156,9 +159,14 @@ compile options:
 
 run options:
   --function=NAME    the function to run (default: forward)
-  --input=NAME=@F    bind input NAME to the .npy file F (repeatable)
-  --output=@F        write the next result to the .npy file F (repeatable);
-                     results without a file are summarized on stdout
+  --input=NAME=F     bind input NAME to the .npy file F (repeatable; also
+                     NAME=@F)
+  --output=F         write the next result to the .npy file F (repeatable;
+                     also @F); a single F.npz takes every result, by name;
+                     results without a file are summarized on stdout, by
+                     name (the name the function returns, "loss", or
+                     "PARAM.grad" for gradients)
+  --output-dir=D     write every result to D/NAME.npy
   --threads=N        threads for the kernels (see "threads" below)
   --repeat=N         run N more times and report the median time
   --kernels=KIND     fast (default) or reference: the naive kernels that
@@ -184,7 +192,8 @@ are left out, and the checkpoint compiles from the model's source without
 --lora (kiln compile MODEL.kiln --weights=MERGED.safetensors).
 
 merge options:
-  -o FILE            the merged checkpoint (.safetensors)
+  -o FILE            the merged checkpoint (.safetensors; also --output=FILE;
+                     required)
   --quantize=Q       store the merged weights quantized (int8, int4[:group=G],
                      nf4[...]); compile with the same --quantize to keep
                      them as they are. Default: f32
@@ -265,17 +274,25 @@ train options (see docs/training.md):
   --lr=LR            peak learning rate (1e-3); --warmup=N steps of linear
                      warmup (default min(100, steps/10)), then cosine decay
                      to lr * --min-lr-ratio (0.1)
-  --weight-decay=W   on matrices and embeddings (0); --beta1, --beta2, --eps
+  --weight-decay=W   on matrices and embeddings (0); --beta1 (0.9), --beta2
+                     (0.999), --eps (1e-8): AdamW's
   --clip=C           clip gradients to global norm C (1.0; 0 turns it off)
-  --eval-every=K     evaluate every K steps (and at the end); --eval-batches
+  --eval-fraction=F  the share of the data held out for evaluation (0.1;
+                     below 0.9)
+  --eval-every=K     evaluate every K steps (default 0: only at the end);
+                     --eval-batches=N batches per evaluation (8)
+  --log-every=K      print a line every K steps (default steps/20; on a
+                     terminal the progress bar shows every step)
   --checkpoint-dir=D checkpoints (model, optimizer, trainer state) in D,
-                     written atomically; --checkpoint-every=K; --resume
-                     continues exactly from D's latest checkpoint;
-                     --keep-checkpoints=N (2); --stop-after=N stops early
+                     written atomically; --checkpoint-every=K (default 0:
+                     only at the end); --resume continues exactly from D's
+                     latest checkpoint; --keep-checkpoints=N (2);
+                     --stop-after=N stops early after N steps (for tests)
   --metrics=F.jsonl  one JSON object per step (loss, lr, tokens/s, ...)
   --plot=F.png       the loss curve as an image
-  -o FILE            the trained artifact (default MODEL-trained.kart, in
-                     the checkpoint directory when there is one)
+  -o FILE            the trained artifact (also --output=FILE; default
+                     MODEL-trained.kart, in the checkpoint directory when
+                     there is one)
   --recompute        recompute activations per block in the backward pass
   --no-fuse          compile without the fusion passes
   --attention=PAT    a sparse attention pattern, as in kiln compile
@@ -289,8 +306,12 @@ train options (see docs/training.md):
                      mapped, so the OS pages them out under memory
                      pressure) instead of RAM
   --threads=N        threads for the kernels (see "threads" below)
-  --seed=S, -D NAME=VALUE, --loss=FN (default loss),
-  --weights-file=F (an artifact's external weights)
+  --weights=FILE     start from trained weights (.safetensors, a llama2.c
+                     checkpoint or a Hugging Face directory), as in compile
+  --seed=S           seed for initialization, data order and dropout (0)
+  -D NAME=VALUE      override a hyperparameter (also --define NAME=VALUE)
+  --loss=FN          the function to minimize (default loss)
+  --weights-file=F   an artifact's external weights
 )"},
 };
 
@@ -499,8 +520,15 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   if (r.path.empty())
     return usageError("'kiln compile' needs a model file, e.g. "
                       "'kiln compile examples/gpt2.kiln'");
-  if (emit.empty())
-    emit = llvm::StringRef(output).ends_with(".kart") ? "kart" : "mlir";
+  // Without --emit, the output's name decides: .kart an artifact, anything
+  // else the IR, said on stderr unless the name says so (.mlir).
+  bool sayWhatIsWritten = false;
+  if (emit.empty()) {
+    llvm::StringRef out(output);
+    emit = out.ends_with(".kart") ? "kart" : "mlir";
+    sayWhatIsWritten =
+        emit == "mlir" && !out.empty() && out != "-" && !out.ends_with(".mlir");
+  }
   bool plan = emit == "plan";
   std::optional<kiln::CompileStage> stage =
       plan ? kiln::CompileStage::Kart : kiln::parseStage(emit);
@@ -596,7 +624,12 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
     return writeOutput(
         output, kiln::tools::describeModel(*model, {}, /*withPlan=*/true));
   }
-  return writeOutput(output, result.text);
+  int rc = writeOutput(output, result.text);
+  if (rc == 0 && sayWhatIsWritten)
+    llvm::WithColor::note(llvm::errs(), "kiln")
+        << "wrote the IR (--emit=mlir) to " << output
+        << "; for an artifact, name it .kart or add --emit=kart\n";
+  return rc;
 }
 
 namespace {

@@ -238,6 +238,24 @@ class Model:
         out = self._impl.run(function, inputs, kernels or "")
         return out[0] if len(out) == 1 else tuple(out)
 
+    def gradients(self, loss: str = "loss", /, **inputs: np.ndarray
+                  ) -> Tuple[float, Dict[str, np.ndarray]]:
+        """Runs ``{loss}_grad`` (compile with ``grad=loss``): the loss, and
+        the gradient of every trainable parameter by the parameter's name
+        (``{"wte.weight": array, ...}``; frozen parameters have none)."""
+        info = next((f for f in self._impl.functions()
+                     if f["name"] == loss + "_grad"), None)
+        if info is None:
+            raise ValueError(f"the model has no function '{loss}_grad'; "
+                             f"compile it with grad=\"{loss}\"")
+        out = self._impl.run(loss + "_grad", inputs, "")
+        grads = {}
+        for o, array in zip(info["outputs"][1:], out[1:]):
+            name = o["name"]
+            grads[name[:-len(".grad")] if name.endswith(".grad") else name] = \
+                array
+        return float(out[0]), grads
+
     def __getattr__(self, name: str):
         if name.startswith("_"):
             raise AttributeError(name)

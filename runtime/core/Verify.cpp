@@ -6,6 +6,8 @@
 #include "runtime/core/OpTable.h"
 
 #include <algorithm>
+#include <set>
+#include <string>
 
 using namespace kiln;
 using namespace kiln::runtime;
@@ -96,6 +98,20 @@ Status FunctionState::verify() {
       !fn.outputs() || !fn.input_names() ||
       fn.input_names()->size() != fn.inputs()->size())
     return Status::error("function '" + name + "' is missing tables");
+  if (fn.output_names()) {
+    if (fn.output_names()->size() != fn.outputs()->size())
+      return Status::error("function '" + name + "' has " +
+                           std::to_string(fn.output_names()->size()) +
+                           " output names for " +
+                           std::to_string(fn.outputs()->size()) + " outputs");
+    std::set<std::string> seen;
+    for (const flatbuffers::String *s : *fn.output_names())
+      if (!s || s->size() == 0 || s->size() > 4096 ||
+          !seen.insert(s->str()).second)
+        return Status::error("function '" + name +
+                             "' has an empty, overlong or repeated output "
+                             "name");
+  }
   size_t nsym = prog.symbols() ? prog.symbols()->size() : 0;
   symbols.assign(nsym, 0);
   int nvalues = fn.values()->size();

@@ -2,6 +2,8 @@
 #include "runtime/Npy.h"
 #include "runtime/File.h"
 
+#include <array>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -142,11 +144,14 @@ Status kiln::runtime::readNpy(const std::string &path, Tensor &out) {
   return Status::ok();
 }
 
-Status kiln::runtime::writeNpy(const std::string &path, const Tensor &t) {
+namespace {
+
+/// The .npy prefix and header (format 1.0, 64-byte aligned) of `t`; false
+/// for an element type .npy files cannot hold.
+bool npyHeader(const Tensor &t, std::string &out) {
   const char *descr = descrOf(t.dtype());
   if (!descr)
-    return Status::error(path + ": cannot write element type " +
-                         std::string(dtypeName(t.dtype())) + " as .npy");
+    return false;
   std::string shape = "(";
   for (int64_t d : t.shape())
     shape += std::to_string(d) + ",";
@@ -159,17 +164,135 @@ Status kiln::runtime::writeNpy(const std::string &path, const Tensor &t) {
   header.append((64 - total % 64) % 64, ' ');
   header += '\n';
   uint16_t len = static_cast<uint16_t>(header.size());
-  char prefix[10] = {'\x93',
-                     'N',
-                     'U',
-                     'M',
-                     'P',
-                     'Y',
-                     1,
-                     0,
-                     static_cast<char>(len & 0xff),
-                     static_cast<char>(len >> 8)};
+  const char prefix[10] = {'\x93',
+                           'N',
+                           'U',
+                           'M',
+                           'P',
+                           'Y',
+                           1,
+                           0,
+                           static_cast<char>(len & 0xff),
+                           static_cast<char>(len >> 8)};
+  out.assign(prefix, 10);
+  out += header;
+  return true;
+}
+
+uint32_t crc32Update(uint32_t crc, const void *data, size_t n) {
+  static const std::array<uint32_t, 256> table = [] {
+    std::array<uint32_t, 256> t{};
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k)
+        c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  const auto *p = static_cast<const uint8_t *>(data);
+  crc = ~crc;
+  for (size_t i = 0; i < n; ++i)
+    crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+  return ~crc;
+}
+
+void put16(std::string &s, uint32_t v) {
+  s += static_cast<char>(v & 0xff);
+  s += static_cast<char>((v >> 8) & 0xff);
+}
+
+void put32(std::string &s, uint32_t v) {
+  put16(s, v & 0xffff);
+  put16(s, v >> 16);
+}
+
+} // namespace
+
+Status kiln::runtime::writeNpy(const std::string &path, const Tensor &t) {
+  std::string header;
+  if (!npyHeader(t, header))
+    return Status::error(path + ": cannot write element type " +
+                         std::string(dtypeName(t.dtype())) + " as .npy");
   return writeFileAtomically(
-      path,
-      {{prefix, 10}, {header.data(), header.size()}, {t.data(), t.bytes()}});
+      path, {{header.data(), header.size()}, {t.data(), t.bytes()}});
+}
+
+Status kiln::runtime::writeNpz(
+    const std::string &path,
+    const std::vector<std::pair<std::string, const Tensor *>> &arrays) {
+  // A zip archive of NAME.npy members, stored (not compressed), as
+  // numpy.savez writes it; zip32, so each member and the whole stay under
+  // 4 GiB.
+  std::vector<std::string> headers(arrays.size()), locals(arrays.size());
+  std::string central;
+  uint64_t offset = 0;
+  for (size_t i = 0; i < arrays.size(); ++i) {
+    const auto &[name, t] = arrays[i];
+    if (!npyHeader(*t, headers[i]))
+      return Status::error(path + ": cannot write element type " +
+                           std::string(dtypeName(t->dtype())) + " of '" + name +
+                           "' as .npy");
+    std::string member = name + ".npy";
+    uint64_t size = headers[i].size() + t->bytes();
+    if (size >= 0xffffffffu || offset >= 0xffffffffu || member.size() > 0xffff)
+      return Status::error(path + ": '" + name +
+                           "' does not fit a .npz archive (4 GiB); write "
+                           "the results as .npy files instead");
+    uint32_t crc = crc32Update(0, headers[i].data(), headers[i].size());
+    crc = crc32Update(crc, t->data(), t->bytes());
+    std::string &l = locals[i];
+    put32(l, 0x04034b50); // local file header
+    put16(l, 20);         // version needed
+    put16(l, 0);          // flags
+    put16(l, 0);          // stored
+    put16(l, 0);          // time
+    put16(l, 0x21);       // date: 1980-01-01
+    put32(l, crc);
+    put32(l, static_cast<uint32_t>(size));
+    put32(l, static_cast<uint32_t>(size));
+    put16(l, static_cast<uint32_t>(member.size()));
+    put16(l, 0);
+    l += member;
+    put32(central, 0x02014b50); // central directory entry
+    put16(central, 20);         // made by
+    put16(central, 20);         // needed
+    put16(central, 0);
+    put16(central, 0);
+    put16(central, 0);
+    put16(central, 0x21);
+    put32(central, crc);
+    put32(central, static_cast<uint32_t>(size));
+    put32(central, static_cast<uint32_t>(size));
+    put16(central, static_cast<uint32_t>(member.size()));
+    put16(central, 0); // extra
+    put16(central, 0); // comment
+    put16(central, 0); // disk
+    put16(central, 0); // internal attributes
+    put32(central, 0); // external attributes
+    put32(central, static_cast<uint32_t>(offset));
+    central += member;
+    offset += l.size() + size;
+  }
+  if (offset + central.size() >= 0xffffffffu || arrays.size() >= 0xffff)
+    return Status::error(path + ": the results do not fit a .npz archive "
+                                "(4 GiB); write them as .npy files instead");
+  std::string end;
+  put32(end, 0x06054b50);
+  put16(end, 0);
+  put16(end, 0);
+  put16(end, static_cast<uint32_t>(arrays.size()));
+  put16(end, static_cast<uint32_t>(arrays.size()));
+  put32(end, static_cast<uint32_t>(central.size()));
+  put32(end, static_cast<uint32_t>(offset));
+  put16(end, 0);
+  std::vector<std::pair<const void *, size_t>> chunks;
+  for (size_t i = 0; i < arrays.size(); ++i) {
+    chunks.push_back({locals[i].data(), locals[i].size()});
+    chunks.push_back({headers[i].data(), headers[i].size()});
+    chunks.push_back({arrays[i].second->data(), arrays[i].second->bytes()});
+  }
+  chunks.push_back({central.data(), central.size()});
+  chunks.push_back({end.data(), end.size()});
+  return writeFileAtomically(path, chunks);
 }

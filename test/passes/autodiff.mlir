@@ -7,7 +7,7 @@ kiln.parameter @unused : tensor<2xf32> {init = "ones"}
 // loss = cross_entropy(x @ w^T + b, t): the gradient function returns the
 // loss and one gradient per parameter, in declaration order.
 // CHECK-LABEL: func.func @loss_grad
-// CHECK-SAME: -> (tensor<f32> {kiln.dims = []}, tensor<3x4xf32> {kiln.dims = [3, 4]}, tensor<3xf32> {kiln.dims = [3]}, tensor<2xf32> {kiln.dims = [2]})
+// CHECK-SAME: -> (tensor<f32> {kiln.dims = [], kiln.name = "loss"}, tensor<3x4xf32> {kiln.dims = [3, 4], kiln.name = "w.grad"}, tensor<3xf32> {kiln.dims = [3], kiln.name = "b.grad"}, tensor<2xf32> {kiln.dims = [2], kiln.name = "unused.grad"})
 // CHECK-SAME: kiln.gradients = ["loss", "w", "b", "unused"]
 // CHECK: %[[Z:.*]] = kiln.add
 // CHECK: %[[L:.*]] = kiln.cross_entropy %[[Z]], %arg1

@@ -8,7 +8,7 @@ kiln.parameter @b : tensor<3xf32> {init = "zeros"}
 // parameter in place; weight decay only on the matrix.
 // CHECK-LABEL: func.func @train_step
 // CHECK-SAME: %{{.*}}: tensor<f32> {kiln.dims = [], kiln.name = "lr"}, %{{.*}}: tensor<f32> {kiln.dims = [], kiln.name = "step"}
-// CHECK-SAME: -> (tensor<f32> {kiln.dims = []}, tensor<f32> {kiln.dims = []})
+// CHECK-SAME: -> (tensor<f32> {kiln.dims = [], kiln.name = "loss"}, tensor<f32> {kiln.dims = [], kiln.name = "grad_norm"})
 // CHECK: %[[L:.*]] = kiln.cross_entropy
 // CHECK: %[[N:.*]] = kiln.global_norm %[[GW:.*]], %[[GB:.*]] : tensor<4x3xf32>, tensor<3xf32> -> tensor<f32>
 // CHECK: %[[W:.*]] = kiln.param @w

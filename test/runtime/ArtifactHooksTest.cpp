@@ -119,6 +119,24 @@ TEST(ArtifactHooks, TheValidProgramLoadsAndRuns) {
   EXPECT_TRUE(m->parameters()[0].trainable);
 }
 
+TEST(ArtifactHooks, OutputNamesAreCheckedAndReported) {
+  // Absent (artifacts written before names): result<i>.
+  std::unique_ptr<Model> m;
+  ASSERT_TRUE(load(validProgram(), m));
+  EXPECT_EQ(m->functions()[0].outputs[0].name, "result0");
+  kart::ProgramT p = validProgram();
+  p.functions[0]->output_names = {"y"};
+  ASSERT_TRUE(load(p, m));
+  EXPECT_EQ(m->functions()[0].outputs[0].name, "y");
+  p.functions[0]->output_names = {"y", "z"};
+  expectRefused(p, {"function 'f' has 2 output names for 1 outputs"});
+  p.functions[0]->output_names = {""};
+  expectRefused(p, {"function 'f' has an empty, overlong or repeated output "
+                    "name"});
+  p.functions[0]->output_names = {std::string(5000, 'n')};
+  expectRefused(p, {"overlong"});
+}
+
 TEST(ArtifactHooks, KernelsOnOtherDevicesAreRefused) {
   kart::ProgramT p = validProgram();
   p.functions[0]->kernels[0]->device = kart::Device::CUDA;
