@@ -727,7 +727,8 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
       fbb.CreateVector(functions), weightsVec, weightsFile,
       /*executables=*/0, loraConfig,
       tok ? kart::TokenizerData::Pack(fbb, runtime::tokenizerToKart(*tok).get())
-          : 0);
+          : 0,
+      options.history.empty() ? 0 : fbb.CreateVectorOfStrings(options.history));
   kart::FinishProgramBuffer(fbb, program);
   bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   return success();

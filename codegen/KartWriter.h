@@ -36,6 +36,9 @@ struct ArtifactOptions {
   const runtime::Tokenizer *tokenizer = nullptr;
   /// Where the tokenizer came from (its file), for errors.
   std::string tokenizerSource = "the tokenizer";
+  /// How the artifact was made (the command that compiles it), for `kiln
+  /// inspect`.
+  std::vector<std::string> history;
 };
 
 /// Lowers a verified kiln module to the CPU execution plan and serializes it

@@ -391,6 +391,8 @@ bool Compilation::readWeights(mlir::ModuleOp module,
 bool Compilation::writeArtifact(mlir::ModuleOp module) {
   ArtifactOptions artifact;
   artifact.seed = r.seed;
+  if (!r.provenance.empty())
+    artifact.history.push_back(r.provenance);
   artifact.annotate = r.stage == CompileStage::Lowered;
   runtime::Tokenizer fromFile;
   std::string tokenizerPath = r.tokenizerPath;

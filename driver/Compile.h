@@ -102,6 +102,9 @@ struct CompileRequest {
   bool mlirCommandLine = false;
   /// Collect errors in CompileResult::errors instead of printing them.
   bool captureDiagnostics = false;
+  /// How this compile was asked for ("kiln compile examples/gpt2.kiln -D
+  /// n_layer=4 -o g.kart"), recorded in the artifact's history.
+  std::string provenance;
   /// A tool's check of its own settings against the model (kiln train's
   /// --seq against the model's positions), called once the hyperparameters
   /// are resolved and before the passes run: a non-empty message stops the

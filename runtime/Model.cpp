@@ -157,6 +157,20 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
     return Status::error("the artifact is missing its functions, parameters "
                          "or weights");
   model_ = p->model()->str();
+  if (p->history()) {
+    // Read into memory as strings: bounded like everything an input holds.
+    if (p->history()->size() > kMaxHistory)
+      return Status::error(
+          "the artifact's history has " + std::to_string(p->history()->size()) +
+          " entries, more than " + std::to_string(kMaxHistory));
+    for (const flatbuffers::String *line : *p->history()) {
+      if (!line || line->size() > kMaxHistoryLine)
+        return Status::error("the artifact's history has an entry longer "
+                             "than " +
+                             std::to_string(kMaxHistoryLine) + " bytes");
+      history_.push_back(line->str());
+    }
+  }
   if (const kart::TokenizerData *t = p->tokenizer_data())
     if (Status s = tokenizerFromKart(*t, tokenizer_); !s)
       return Status::error("the artifact's tokenizer is invalid: " +
@@ -381,8 +395,17 @@ Status Model::setTokenizer(Tokenizer tokenizer) {
     if (Status s = checkTokenizerFits(tokenizer, vocab, "the tokenizer"); !s)
       return s;
   tokenizer_ = std::move(tokenizer);
-  tokenizerChanged_ = true;
+  repack_ = true;
   return Status::ok();
+}
+
+void Model::appendHistory(std::string line) {
+  if (line.size() > kMaxHistoryLine)
+    line.resize(kMaxHistoryLine);
+  if (history_.size() >= kMaxHistory)
+    history_.erase(history_.begin() + 1); // keep how it was made
+  history_.push_back(std::move(line));
+  repack_ = true;
 }
 
 Status Model::saveArtifact(const std::string &path) const {
@@ -390,15 +413,17 @@ Status Model::saveArtifact(const std::string &path) const {
     return Status::error(path + ": the artifact keeps its weights in a "
                                 "separate file; save them with saveWeights");
   std::shared_lock<std::shared_mutex> reading(paramsMutex_);
-  if (!tokenizerChanged_)
+  if (!repack_)
     return writeFileAtomically(
         path, {{bytes_.data() + base_, bytes_.size() - base_}});
-  // The tokenizer differs from the loaded one: serialize the program again
-  // with it (the weights keep their 64-byte alignment, see kart.fbs).
+  // The tokenizer or the history differ from the loaded ones: serialize the
+  // program again with them (the weights keep their 64-byte alignment, see
+  // kart.fbs).
   std::unique_ptr<kart::ProgramT> program(
       kart::GetProgram(bytes_.data() + base_)->UnPack());
   program->tokenizer_data =
       tokenizer_.empty() ? nullptr : tokenizerToKart(tokenizer_);
+  program->history = history_;
   flatbuffers::FlatBufferBuilder fbb;
   kart::FinishProgramBuffer(fbb, kart::Program::Pack(fbb, program.get()));
   return writeFileAtomically(path, {{fbb.GetBufferPointer(), fbb.GetSize()}});

@@ -40,6 +40,10 @@ constexpr uint32_t kFormatVersion = 4;
 /// `threads` are refused beyond it; setThreads clamps to it.
 constexpr int kMaxThreads = 4096;
 
+/// Bounds of an artifact's history (entries, and bytes per entry).
+constexpr size_t kMaxHistory = 1000;
+constexpr size_t kMaxHistoryLine = 16384;
+
 struct ArgInfo {
   std::string name;
   DType dtype;
@@ -199,6 +203,12 @@ public:
   /// Gives the model a tokenizer (which saveArtifact then writes); it must
   /// fit the model's vocabulary (checkTokenizerFits).
   Status setTokenizer(Tokenizer tokenizer);
+  /// How the artifact was made, oldest first (kart.fbs Program.history):
+  /// the compile command, then each training run.
+  const std::vector<std::string> &history() const { return history_; }
+  /// Adds a line (a training run) that saveArtifact then writes; the
+  /// oldest training lines give way past kMaxHistory entries.
+  void appendHistory(std::string line);
   /// The size of the last dimension of `forward`'s logits, or -1 when the
   /// model has no such function or the size is symbolic.
   int64_t vocabSize() const;
@@ -280,7 +290,9 @@ private:
   std::vector<Tensor> externalWeights_;
   Tokenizer tokenizer_;
   std::optional<lora::LoraSpec> lora_;
-  bool tokenizerChanged_ = false; // saveArtifact serializes it again
+  std::vector<std::string> history_;
+  bool repack_ = false; // tokenizer or history changed: saveArtifact
+                        // serializes the program again
   std::atomic<int> threads_{0};
   OptimizerState optimizer_;
   std::vector<uint64_t> paramVersion_; // bumped on every write access

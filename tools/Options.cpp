@@ -9,6 +9,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 
 using namespace kiln::tools;
@@ -45,6 +46,50 @@ bool parseInteger(llvm::StringRef v, int64_t &out) {
 }
 
 } // namespace
+
+std::string kiln::tools::commandLine(llvm::StringRef command,
+                                     const std::vector<std::string> &args) {
+  std::string line = "kiln " + command.str();
+  for (size_t i = 0; i < args.size(); ++i) {
+    llvm::StringRef arg = args[i];
+    if (arg == "-o" || arg == "--output") {
+      ++i; // and its value
+      continue;
+    }
+    if (arg.starts_with("--output=") ||
+        (arg.starts_with("-o") && !arg.starts_with("--")))
+      continue;
+    // Each path in the argument ("--data=/a/b.txt", "gpt2:/a/dir") by its
+    // last component.
+    std::string a;
+    llvm::StringRef rest = arg;
+    while (!rest.empty()) {
+      size_t cut = rest.find_first_of("=:,");
+      llvm::StringRef piece = rest.substr(0, cut);
+      llvm::StringRef trimmed = piece.rtrim('/');
+      a += trimmed.contains('/') ? trimmed.rsplit('/').second.str()
+                                 : piece.str();
+      if (cut == llvm::StringRef::npos)
+        break;
+      a += rest[cut];
+      rest = rest.drop_front(cut + 1);
+    }
+    bool plain = !a.empty() && std::all_of(a.begin(), a.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) ||
+             std::strchr("-_=./,:@+%", c);
+    });
+    line += ' ';
+    if (plain) {
+      line += a;
+      continue;
+    }
+    line += '\'';
+    for (char c : a)
+      line += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    line += '\'';
+  }
+  return line;
+}
 
 OptionParser::OptionParser(std::string command)
     : command_(std::move(command)) {}

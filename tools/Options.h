@@ -51,6 +51,13 @@ constexpr IntRange kSteps{1, int64_t(1) << 40};
 constexpr IntRange kRepeat{1, 1000000};
 } // namespace limits
 
+/// "kiln COMMAND ARG...", as an artifact's history records the command that
+/// made it: files by their names only (an artifact that travels does not
+/// carry the directories of the machine that made it), the output (-o)
+/// left out, each argument quoted for a POSIX shell where it needs to be.
+std::string commandLine(llvm::StringRef command,
+                        const std::vector<std::string> &args);
+
 class OptionParser {
 public:
   /// `command` names the command in messages and --help ("run").

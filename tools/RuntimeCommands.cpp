@@ -422,6 +422,11 @@ std::string describeModel(Model &model,
       os << " (BOS " << tok.bos() << ", EOS " << tok.eos() << ")";
     os << "\n";
   }
+  if (!model.history().empty()) {
+    os << "history:\n";
+    for (const std::string &line : model.history())
+      os << "  " << line << "\n";
+  }
   std::string dimsText;
   for (const auto &[name, size] : dims)
     dimsText +=

@@ -699,6 +699,18 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
     }
   }
 
+  // What this run did, in the artifact's history (kiln inspect shows it).
+  char what[256];
+  std::snprintf(
+      what, sizeof what,
+      ": %" PRId64 " step%s of %" PRId64 "x%" PRId64
+      "%s, %s lr %g; final loss %.4f",
+      o.steps, o.steps == 1 ? "" : "s", o.batch, o.seq,
+      o.accumulate > 1
+          ? (" x" + std::to_string(o.accumulate) + " micro-batches").c_str()
+          : "",
+      o.train.optimizer.c_str(), o.train.lr, lastLoss);
+  model->appendHistory(tools::commandLine("train", args) + what);
   if (Status s = model->saveArtifact(o.output); !s)
     return fail(s.message());
   if (!o.saveAdapter.empty())

@@ -593,6 +593,7 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   }
 
   kiln::CompileResult result;
+  r.provenance = kiln::tools::commandLine("compile", args);
   if (!kiln::compile(r, result))
     return 1;
   kiln::runtime::LoadOptions load;

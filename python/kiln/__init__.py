@@ -79,6 +79,8 @@ if "OMP_WAIT_POLICY" not in os.environ and \
 
 from . import _kiln  # noqa: E402
 
+__version__ = _kiln.VERSION
+
 __all__ = ["AdamW", "CompileError", "Model", "SGD", "Tokenizer", "Trainer",
            "compile", "dequantize", "load", "load_tokenizer", "quantize"]
 
@@ -164,6 +166,48 @@ def load_tokenizer(path: PathLike) -> Tokenizer:
     return Tokenizer(_kiln.load_tokenizer(os.fspath(path)))
 
 
+def _did_you_mean(name: str, choices: Sequence[str]) -> str:
+    import difflib
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _as_input(function: str, spec: Dict[str, Any], value: Any) -> np.ndarray:
+    """`value` as the array input `spec` declares: the declared dtype as
+    it is; lists, bools and other integer widths converted when every value
+    fits; anything else refused with the conversion to make."""
+    want = np.dtype(spec["dtype"])
+    name = f"input '{spec['name']}' of '{function}'"
+    if isinstance(value, np.ndarray) and value.dtype == want:
+        return value
+    from_list = not isinstance(value, np.ndarray)
+    try:
+        a = np.asarray(value)
+    except Exception as e:  # ragged lists
+        raise TypeError(f"{name}: cannot be made an array ({e})") from None
+    if a.dtype == want:
+        return a
+    hint = f"use .astype(np.{want.name})"
+    if want.kind in "iu":
+        if a.dtype.kind == "b" or (a.dtype.kind in "iu" and a.size == 0):
+            return a.astype(want)
+        if a.dtype.kind in "iu":
+            info = np.iinfo(want)
+            lo, hi = int(a.min()), int(a.max())
+            if info.min <= lo and hi <= info.max:
+                return a.astype(want)
+            raise ValueError(f"{name} holds {lo if lo < info.min else hi}, "
+                             f"outside {want.name}")
+    elif want.kind == "f":
+        if a.dtype.kind in "biu" or (from_list and a.dtype.kind == "f"):
+            return a.astype(want)
+    elif want.kind == "b" and a.dtype.kind in "iu" and \
+            np.isin(a, (0, 1)).all():
+        return a.astype(want)
+    raise TypeError(f"{name} is {a.dtype.name}, the model takes "
+                    f"{want.name}: {hint}")
+
+
 class Model:
     """A compiled model: call its functions with NumPy arrays.
 
@@ -207,6 +251,12 @@ class Model:
         """The model's name (``model gpt2(...)``)."""
         return self._impl.name
 
+    @property
+    def history(self) -> List[str]:
+        """How the artifact was made, oldest first: the compile command or
+        ``kiln.compile(...)`` call, then each ``kiln train`` run."""
+        return list(self._impl.history)
+
     def functions(self) -> List[Dict[str, Any]]:
         """Each function's name, inputs and outputs (name, dtype, dims)."""
         return self._impl.functions()
@@ -227,16 +277,74 @@ class Model:
         """The hyperparameters the model was compiled with."""
         return self._impl.hyperparameters()
 
-    def run(self, function: str, /, *, kernels: Optional[str] = None,
-            **inputs: np.ndarray):
+    def run(self, function: str, /, *args: Any,
+            kernels: Optional[str] = None, **inputs: Any):
         """Runs ``function``; returns an array or a tuple of arrays.
 
-        ``kernels="reference"`` runs the naive reference kernels that
-        define each op instead of the fast ones (``"fast"``, the default
-        unless ``KILN_REFERENCE_KERNELS=1``): slower, for checking a
-        result."""
-        out = self._impl.run(function, inputs, kernels or "")
+        Inputs go by name or in the signature's order (``model.forward(x)``).
+        Arrays of the declared dtype pass as they are; Python lists, bool
+        masks and integer ids of another width (int64) are converted when
+        every value fits, and anything else is refused with the conversion
+        to make. ``kernels="reference"`` runs the naive reference kernels
+        that define each op instead of the fast ones (``"fast"``, the
+        default unless ``KILN_REFERENCE_KERNELS=1``): slower, for checking
+        a result."""
+        info = self._function(function)
+        specs = info["inputs"]
+        if len(args) > len(specs):
+            raise TypeError(
+                f"'{function}' takes {len(specs)} input(s) "
+                f"({', '.join(s['name'] for s in specs)}), got {len(args)} "
+                f"positional")
+        for spec, value in zip(specs, args):
+            if spec["name"] in inputs:
+                raise TypeError(f"input '{spec['name']}' of '{function}' is "
+                                f"given twice")
+            inputs[spec["name"]] = value
+        names = [s["name"] for s in specs]
+        for key in inputs:
+            if key not in names:
+                raise TypeError(f"'{function}' has no input '{key}'"
+                                f"{_did_you_mean(key, names)}; its inputs: "
+                                f"{', '.join(names)}")
+        arrays = {s["name"]: _as_input(function, s, inputs[s["name"]])
+                  for s in specs if s["name"] in inputs}
+        out = self._impl.run(function, arrays, kernels or "")
         return out[0] if len(out) == 1 else tuple(out)
+
+    def _function(self, function: str) -> Dict[str, Any]:
+        fns = self._impl.functions()
+        for f in fns:
+            if f["name"] == function:
+                return f
+        names = [f["name"] for f in fns]
+        raise ValueError(f"the model has no function '{function}'"
+                         f"{_did_you_mean(function, names)}; its functions: "
+                         f"{', '.join(names)}")
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """How many values the parameters hold (all, or the trainable
+        ones: frozen quantized weights and LoRA bases excluded)."""
+        frozen = set() if not trainable_only else {
+            p["name"] for p in self._impl.parameter_info()
+            if not p["trainable"]}
+        return sum(int(np.prod(p["shape"], dtype=np.int64))
+                   for p in self._impl.parameter_info()
+                   if p["name"] not in frozen)
+
+    def __repr__(self) -> str:
+        lines = [f"kiln.Model {self.name!r}: "
+                 f"{self.num_parameters():,} parameters in "
+                 f"{len(self._impl.parameter_info())} tensors"]
+        tok = self.tokenizer
+        if tok is not None:
+            lines.append(f"  tokenizer: {tok.kind}, {tok.size} tokens")
+        for f in self._impl.functions():
+            def sig(a):
+                return f"{a['name']}: {a['dtype']}[{', '.join(a['dims'])}]"
+            lines.append(f"  {f['name']}({', '.join(map(sig, f['inputs']))})"
+                         f" -> {', '.join(map(sig, f['outputs']))}")
+        return "\n".join(lines)
 
     def gradients(self, loss: str = "loss", /, **inputs: np.ndarray
                   ) -> Tuple[float, Dict[str, np.ndarray]]:
@@ -260,7 +368,7 @@ class Model:
         if name.startswith("_"):
             raise AttributeError(name)
         if any(f["name"] == name for f in self._impl.functions()):
-            return lambda **inputs: self.run(name, **inputs)
+            return lambda *args, **inputs: self.run(name, *args, **inputs)
         raise AttributeError(f"the model has no function or attribute "
                              f"'{name}'")
 
@@ -541,6 +649,24 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
         quantize_params=[str(p) for p in quantize_params or []],
         lora=lora or "", adapter=os.fspath(adapter) if adapter else "",
         decode={None: "auto", True: "required", False: "off"}[decode])
+    # How the artifact was made, for its history (`kiln inspect`): the call,
+    # with the arguments that differ from their defaults, files by their
+    # names only (as the CLI records them).
+    def name_of(p):
+        return None if not p else Path(os.fspath(p)).name
+    given = dict(defines=dict(defines) if defines else None,
+                 seed=seed or None, weights=name_of(weights), grad=grad,
+                 recompute=recompute or None,
+                 fuse=None if fuse else False, tokenizer=name_of(tokenizer),
+                 external_weights=name_of(external_weights),
+                 attention=attention,
+                 attention_functions=attention_functions,
+                 attention_blocks=attention_blocks, quantize=quantize,
+                 quantize_params=quantize_params, lora=lora,
+                 adapter=name_of(adapter), decode=decode)
+    request["provenance"] = "kiln.compile(" + ", ".join(
+        [repr(name_of(source)) if is_path else "<model text>"] +
+        [f"{k}={v!r}" for k, v in given.items() if v is not None]) + ")"
     ok, data, errors = _kiln.compile(**dict(request, stage="kart"))
     if not ok:
         raise CompileError(errors)
@@ -556,6 +682,10 @@ def load(path: PathLike, threads: Optional[int] = None,
     """Loads a .kart artifact (verified completely before it can run);
     ``threads`` as in ``compile``. An artifact compiled with external
     weights finds them beside itself; ``weights_file`` points elsewhere."""
+    if not Path(os.fspath(path)).is_file():
+        raise FileNotFoundError(f"{os.fspath(path)}: no such artifact" + (
+            "" if Path(os.fspath(path)).exists() else
+            " (kiln.compile(...).save(path) writes one)"))
     return Model(_kiln.Model.load(
         os.fspath(path),
         os.fspath(weights_file) if weights_file is not None else ""),
@@ -695,3 +825,9 @@ class Trainer:
         if (d / "latest").is_file():
             d = Path(_kiln.latest_checkpoint(os.fspath(d)))
         self._impl.load_checkpoint(os.fspath(d))
+
+
+def __dir__() -> List[str]:
+    # The public namespace: what __all__ exports, not the helpers and the
+    # typing names this module imports.
+    return sorted(__all__ + ["__version__"])

@@ -6,6 +6,7 @@ PYBIND11_MODULE(_kiln, m) {
   kiln::python::registerCompiler(m);
   kiln::python::registerRuntime(m);
   m.attr("MAX_THREADS") = kiln::runtime::kMaxThreads;
+  m.attr("VERSION") = KILN_VERSION;
   kiln::python::registerTraining(m);
   kiln::python::registerQuant(m);
   kiln::python::registerGeneration(m);

@@ -216,6 +216,7 @@ void kiln::python::registerRuntime(py::module_ &m) {
           },
           py::arg("data"), py::arg("dir") = ".", py::arg("weights_file") = "")
       .def_property_readonly("name", &Model::modelName)
+      .def_property_readonly("history", &Model::history)
       .def_property("threads", &Model::threads, &Model::setThreads)
       .def_property_readonly(
           "tokenizer",
@@ -318,6 +319,18 @@ void kiln::python::registerRuntime(py::module_ &m) {
             return res;
           },
           py::arg("function"), py::arg("inputs"), py::arg("kernels") = "")
+      .def("parameter_info",
+           [](const Model &m) {
+             py::list out;
+             for (const ParameterInfo &p : m.parameters()) {
+               py::dict d;
+               d["name"] = p.name;
+               d["shape"] = p.shape;
+               d["trainable"] = p.trainable;
+               out.append(d);
+             }
+             return out;
+           })
       .def("parameters",
            [](const Model &m) {
              py::dict d;

@@ -530,7 +530,7 @@ def test_compiled_train_step_matches_the_host_optimizer(tmp_path):
         art = tmp_path / f"host-{opt}.kart"
         kiln("compile", EXAMPLES / "gpt2.kiln", *defines(cfg), "-D",
              f"vocab_size={len(chars)}", "--grad=loss", "--seed=9", "-o", art)
-        assert "train_step" not in kiln("inspect", art).stdout
+        assert "fn train_step" not in kiln("inspect", art).stdout
         d = tmp_path / f"host-{opt}"
         d.mkdir()
         (d / "data.txt").write_text(text_sample())

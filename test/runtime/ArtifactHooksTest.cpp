@@ -137,6 +137,36 @@ TEST(ArtifactHooks, OutputNamesAreCheckedAndReported) {
   expectRefused(p, {"overlong"});
 }
 
+TEST(ArtifactHooks, HistoryIsBoundedAndKeptOnSave) {
+  kart::ProgramT p = validProgram();
+  p.history = {"kiln compile m.kiln -o m.kart"};
+  std::unique_ptr<Model> m;
+  ASSERT_TRUE(load(p, m));
+  ASSERT_EQ(m->history().size(), 1u);
+  m->appendHistory("kiln train m.kart: 3 steps");
+  std::string path = ::testing::TempDir() + "/history.kart";
+  ASSERT_TRUE(m->saveArtifact(path));
+  std::unique_ptr<Model> again;
+  ASSERT_TRUE(Model::load(path, again));
+  EXPECT_EQ(again->history(),
+            (std::vector<std::string>{"kiln compile m.kiln -o m.kart",
+                                      "kiln train m.kart: 3 steps"}));
+  // Past the bound, the oldest training lines give way to new ones; the
+  // first line (how it was made) stays.
+  for (size_t i = 0; i < kMaxHistory + 5; ++i)
+    again->appendHistory("run " + std::to_string(i));
+  EXPECT_EQ(again->history().size(), kMaxHistory);
+  EXPECT_EQ(again->history().front(), "kiln compile m.kiln -o m.kart");
+  EXPECT_EQ(again->history().back(), "run " + std::to_string(kMaxHistory + 4));
+  // What an artifact holds is bounded before it is kept.
+  p.history.assign(kMaxHistory + 1, "x");
+  expectRefused(p, {"the artifact's history has 1001 entries, more than "
+                    "1000"});
+  p.history = {std::string(kMaxHistoryLine + 1, 'x')};
+  expectRefused(p, {"the artifact's history has an entry longer than 16384 "
+                    "bytes"});
+}
+
 TEST(ArtifactHooks, KernelsOnOtherDevicesAreRefused) {
   kart::ProgramT p = validProgram();
   p.functions[0]->kernels[0]->device = kart::Device::CUDA;
