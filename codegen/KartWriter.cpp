@@ -623,18 +623,19 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
   if (auto hp = module->getAttrOfType<DictionaryAttr>("kiln.hparams"))
     for (NamedAttribute a : hp) {
       double v = 0;
-      bool isInt = false;
-      if (auto i = llvm::dyn_cast<IntegerAttr>(a.getValue())) {
-        v = i.getType().isInteger(1) ? i.getValue().getZExtValue() : i.getInt();
+      bool isInt = false, isBool = false;
+      if (auto b = llvm::dyn_cast<BoolAttr>(a.getValue())) {
+        v = b.getValue();
+        isInt = isBool = true;
+      } else if (auto i = llvm::dyn_cast<IntegerAttr>(a.getValue())) {
+        isBool = i.getType().isInteger(1);
+        v = isBool ? i.getValue().getZExtValue() : i.getInt();
         isInt = true;
       } else if (auto f = llvm::dyn_cast<FloatAttr>(a.getValue())) {
         v = f.getValueAsDouble();
-      } else if (auto b = llvm::dyn_cast<BoolAttr>(a.getValue())) {
-        v = b.getValue();
-        isInt = true;
       }
-      hparams.push_back(
-          kart::CreateHParamDirect(fbb, a.getName().str().c_str(), v, isInt));
+      hparams.push_back(kart::CreateHParamDirect(fbb, a.getName().str().c_str(),
+                                                 v, isInt, isBool));
     }
   std::vector<fb::Offset<fb::String>> symbols;
   for (const std::string &s : symbolNames)

@@ -177,8 +177,12 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
                            s.message());
   if (p->hparams())
     for (const kart::HParam *h : *p->hparams())
-      if (h && h->name())
+      if (h && h->name()) {
         hparams_.emplace_back(h->name()->str(), h->value());
+        hparamKinds_.push_back(h->is_bool()      ? HParamKind::Boolean
+                               : h->is_integer() ? HParamKind::Integer
+                                                 : HParamKind::Number);
+      }
   const uint8_t *weights = p->weights()->data();
   size_t wsize = p->weights()->size();
   // External weights: read and validate the file, then match by name.

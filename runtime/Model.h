@@ -40,6 +40,9 @@ constexpr uint32_t kFormatVersion = 4;
 /// `threads` are refused beyond it; setThreads clamps to it.
 constexpr int kMaxThreads = 4096;
 
+/// What a hyperparameter is: Python gets ints and bools back as such.
+enum class HParamKind { Number, Integer, Boolean };
+
 /// Bounds of an artifact's history (entries, and bytes per entry).
 constexpr size_t kMaxHistory = 1000;
 constexpr size_t kMaxHistoryLine = 16384;
@@ -164,6 +167,8 @@ public:
   const std::string &modelName() const { return model_; }
   const std::vector<FunctionInfo> &functions() const { return infos_; }
   const std::vector<ParameterInfo> &parameters() const { return params_; }
+  /// The kind of hyperparameters()[i], as the model declared it.
+  HParamKind hyperparameterKind(size_t i) const { return hparamKinds_.at(i); }
   const std::vector<std::pair<std::string, double>> &hyperparameters() const {
     return hparams_;
   }
@@ -284,6 +289,7 @@ private:
   std::vector<FunctionInfo> infos_;
   std::vector<ParameterInfo> params_;
   std::vector<std::pair<std::string, double>> hparams_;
+  std::vector<HParamKind> hparamKinds_; // one per hparams_ entry
   std::vector<const uint8_t *> paramData_;
   std::vector<std::unique_ptr<quant::QuantView>> quantOwned_;
   std::vector<const quant::QuantView *> quantViews_; // per model parameter

@@ -273,8 +273,9 @@ class Model:
         (skipped)."""
         return self._impl.attention_layout(int(T))
 
-    def hyperparameters(self) -> Dict[str, float]:
-        """The hyperparameters the model was compiled with."""
+    def hyperparameters(self) -> Dict[str, Any]:
+        """The hyperparameters the model was compiled with, of the kinds the
+        model declares (int, float or bool)."""
         return self._impl.hyperparameters()
 
     def run(self, function: str, /, *args: Any,

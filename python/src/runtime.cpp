@@ -18,6 +18,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstring>
 
 namespace py = pybind11;
@@ -282,9 +283,26 @@ void kiln::python::registerRuntime(py::module_ &m) {
           py::arg("T"))
       .def("hyperparameters",
            [](const Model &m) {
+             // As the model declared them: ints and bools stay so.
              py::dict d;
-             for (const auto &[k, v] : m.hyperparameters())
-               d[py::str(k)] = v;
+             const auto &hp = m.hyperparameters();
+             for (size_t i = 0; i < hp.size(); ++i) {
+               const auto &[k, v] = hp[i];
+               switch (m.hyperparameterKind(i)) {
+               case HParamKind::Boolean:
+                 d[py::str(k)] = py::bool_(v != 0);
+                 break;
+               case HParamKind::Integer:
+                 // Exactly representable (the frontend's ints are int64).
+                 if (std::fabs(v) < 9.0e18 && v == std::trunc(v)) {
+                   d[py::str(k)] = py::int_(static_cast<long long>(v));
+                   break;
+                 }
+                 [[fallthrough]];
+               default:
+                 d[py::str(k)] = v;
+               }
+             }
              return d;
            })
       .def(

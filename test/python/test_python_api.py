@@ -102,3 +102,18 @@ def test_summary(gpt2):
         f"kiln.Model 'gpt2': {n:,} parameters in 16 tensors"
     assert "  forward(tokens: int32[B, T]) -> logits: float32[B, T, 11]" in \
         text
+
+
+def test_hyperparameters_keep_their_kinds(tmp_path):
+    m = kiln.compile(EXAMPLES / "llama.kiln",
+                     defines=dict(num_hidden_layers=1, hidden_size=32))
+    hp = m.hyperparameters()
+    assert type(hp["num_hidden_layers"]) is int and \
+        hp["num_hidden_layers"] == 1
+    assert type(hp["tie_word_embeddings"]) is bool
+    assert type(hp["rope_theta"]) is float and hp["rope_theta"] == 10000.0
+    assert type(hp["rms_norm_eps"]) is float
+    m.save(tmp_path / "l.kart")
+    again = kiln.load(tmp_path / "l.kart").hyperparameters()
+    assert again == hp
+    assert all(type(again[k]) is type(v) for k, v in hp.items())
