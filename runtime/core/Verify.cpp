@@ -104,13 +104,23 @@ Status FunctionState::verify() {
                            std::to_string(fn.output_names()->size()) +
                            " output names for " +
                            std::to_string(fn.outputs()->size()) + " outputs");
+    // `kiln run --output-dir=D` writes D/NAME.npy: a name is a file name,
+    // never a path out of D.
     std::set<std::string> seen;
-    for (const flatbuffers::String *s : *fn.output_names())
+    for (const flatbuffers::String *s : *fn.output_names()) {
       if (!s || s->size() == 0 || s->size() > 4096 ||
           !seen.insert(s->str()).second)
         return Status::error("function '" + name +
                              "' has an empty, overlong or repeated output "
                              "name");
+      std::string n = s->str();
+      if (n == "." || n == ".." ||
+          n.find_first_of(std::string("/\\\0", 3)) != std::string::npos)
+        return Status::error("function '" + name +
+                             "' has an output name "
+                             "that is not a file name: '" +
+                             n + "'");
+    }
   }
   size_t nsym = prog.symbols() ? prog.symbols()->size() : 0;
   symbols.assign(nsym, 0);

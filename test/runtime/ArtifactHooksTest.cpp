@@ -135,6 +135,13 @@ TEST(ArtifactHooks, OutputNamesAreCheckedAndReported) {
                     "name"});
   p.functions[0]->output_names = {std::string(5000, 'n')};
   expectRefused(p, {"overlong"});
+  // Names become file names (kiln run --output-dir): no paths.
+  for (const char *bad : {"../escape", "a/b", "..", "a\\b"}) {
+    p.functions[0]->output_names = {bad};
+    expectRefused(p, {"has an output name that is not a file name"});
+  }
+  p.functions[0]->output_names = {std::string("a\0b", 3)};
+  expectRefused(p, {"not a file name"});
 }
 
 TEST(ArtifactHooks, HistoryIsBoundedAndKeptOnSave) {
