@@ -1,6 +1,7 @@
 //===- Text.cpp - text batches for training -------------------------------===//
 #include "runtime/Text.h"
 #include "runtime/File.h"
+#include "runtime/Memory.h"
 
 #include <algorithm>
 #include <fstream>
@@ -23,6 +24,11 @@ Status TextData::create(std::vector<int32_t> tokens, double evalFraction,
   out.tokens_ = std::move(tokens);
   out.split_ = n - held;
   return Status::ok();
+}
+
+uint64_t kiln::runtime::trainingDataLimit() {
+  uint64_t memory = physicalMemory();
+  return memory ? memory / 32 : uint64_t(1) << 30;
 }
 
 void TextData::trainBatch(SplitMix64 &rng, int64_t batch, int64_t seq,

@@ -44,6 +44,17 @@ Status readTokenFile(const std::string &path, TokenWidth width,
                      uint64_t maxTokens, std::vector<int32_t> &out,
                      TokenFileInfo &info);
 
+/// The most bytes of text, and the most token ids, `kiln train` and
+/// kiln.TextDataset read: a thirty-second of the machine's memory each (the
+/// model, its gradients and the batches need the rest).
+uint64_t trainingDataLimit();
+
+/// The batch sampler's first state for a run's seed (--seed, the seed of
+/// kiln.TextDataset).
+inline uint64_t dataRngState(uint64_t seed) {
+  return seed ^ 0x6b696c6e64617461ull; // "klndata"
+}
+
 /// Tokenized text with a training part and a held-out evaluation tail.
 class TextData {
 public:

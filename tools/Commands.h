@@ -70,7 +70,10 @@ int inspectCommand(const std::vector<std::string> &args);
 int mergeCommand(const std::vector<std::string> &args);
 int generateCommand(const std::vector<std::string> &args);
 int tokenizeCommand(const std::vector<std::string> &args);
-int trainCommand(const std::vector<std::string> &args);
+/// `kiln train`; `outputPath`, when given, receives the trained
+/// artifact's path (for kiln.train in Python).
+int trainCommand(const std::vector<std::string> &args,
+                 std::string *outputPath = nullptr);
 
 } // namespace kiln::tools
 

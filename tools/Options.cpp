@@ -2,12 +2,15 @@
 #include "tools/Options.h"
 #include "tools/Commands.h"
 
+#include "runtime/File.h"
+
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -38,6 +41,41 @@ bool mentions(llvm::StringRef text, llvm::StringRef name) {
       return true;
   }
   return false;
+}
+
+} // namespace
+
+std::string kiln::tools::jsonQuote(llvm::StringRef s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+namespace {
+
+/// A number as JSON, exactly (it reads back to the same double).
+std::string jsonNumber(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", x);
+  // The shortest spelling that reads back the same, for people.
+  for (int digits = 1; digits < 17; ++digits) {
+    char shortBuf[32];
+    std::snprintf(shortBuf, sizeof shortBuf, "%.*g", digits, x);
+    if (std::strtod(shortBuf, nullptr) == x)
+      return shortBuf;
+  }
+  return buf;
 }
 
 bool parseInteger(llvm::StringRef v, int64_t &out) {
@@ -95,16 +133,20 @@ OptionParser::OptionParser(std::string command)
     : command_(std::move(command)) {}
 
 void OptionParser::flag(llvm::StringRef name, bool &out, bool value) {
-  options_.push_back({name.str(), false, [&out, value](llvm::StringRef) {
-                        out = value;
-                        return 0;
-                      }});
+  options_.push_back(
+      {name.str(), false,
+       [&out, value](llvm::StringRef) {
+         out = value;
+         return 0;
+       },
+       [&out, value] { return out == value ? "true" : "false"; }});
 }
 
 void OptionParser::integer(llvm::StringRef name, int64_t &out, IntRange range) {
   std::string n = name.str();
   options_.push_back(
-      {n, true, [n, &out, range](llvm::StringRef v) {
+      {n, true,
+       [n, &out, range](llvm::StringRef v) {
          int64_t x;
          if (!parseInteger(v, x) || x < range.min || x > range.max)
            return usageError(
@@ -112,7 +154,8 @@ void OptionParser::integer(llvm::StringRef name, int64_t &out, IntRange range) {
                " to " + std::to_string(range.max) + ", got '" + shown(v) + "'");
          out = x;
          return 0;
-       }});
+       },
+       [&out] { return std::to_string(out); }});
 }
 
 void OptionParser::integer(llvm::StringRef name, int &out, IntRange range) {
@@ -126,23 +169,31 @@ void OptionParser::integer(llvm::StringRef name, int &out, IntRange range) {
       out = static_cast<int>(*wide);
     return rc;
   };
+  options_.back().show = [&out] { return std::to_string(out); };
 }
 
 void OptionParser::seed(llvm::StringRef name, uint64_t &out) {
   std::string n = name.str();
-  options_.push_back({n, true, [n, &out](llvm::StringRef v) {
+  options_.push_back({n, true,
+                      [n, &out](llvm::StringRef v) {
                         if (v.empty() || v.getAsInteger(10, out))
                           return usageError(
                               n + " expects a non-negative integer, got '" +
                               shown(v) + "' (seeds are below 2^64)");
                         return 0;
+                      },
+                      [&out] {
+                        // Beyond 2^53 a JSON number loses digits.
+                        std::string v = std::to_string(out);
+                        return out < (uint64_t(1) << 53) ? v : jsonQuote(v);
                       }});
 }
 
 void OptionParser::real(llvm::StringRef name, double &out, double min,
                         double max, bool minOpen) {
   std::string n = name.str();
-  options_.push_back({n, true, [n, &out, min, max, minOpen](llvm::StringRef v) {
+  options_.push_back({n, true,
+                      [n, &out, min, max, minOpen](llvm::StringRef v) {
                         double x;
                         bool ok = !v.empty() && !v.getAsDouble(x) &&
                                   std::isfinite(x) &&
@@ -170,24 +221,29 @@ void OptionParser::real(llvm::StringRef name, double &out, double min,
                         }
                         out = x;
                         return 0;
-                      }});
+                      },
+                      [&out] { return jsonNumber(out); }});
 }
 
 void OptionParser::text(llvm::StringRef name, std::string &out,
                         llvm::StringRef example) {
   std::string n = name.str(), e = example.str();
-  options_.push_back({n, true, [n, e, &out](llvm::StringRef v) {
-                        if (v.empty())
-                          return usageError(n + " expects " + e);
-                        out = v.str();
-                        return 0;
-                      }});
+  options_.push_back(
+      {n, true,
+       [n, e, &out](llvm::StringRef v) {
+         if (v.empty())
+           return usageError(n + " expects " + e);
+         out = v.str();
+         return 0;
+       },
+       [&out] { return out.empty() ? std::string() : jsonQuote(out); }});
 }
 
 void OptionParser::choice(llvm::StringRef name, std::string &out,
                           std::vector<std::string> choices) {
   std::string n = name.str();
-  options_.push_back({n, true, [n, &out, choices](llvm::StringRef v) {
+  options_.push_back({n, true,
+                      [n, &out, choices](llvm::StringRef v) {
                         for (const std::string &c : choices)
                           if (v == c) {
                             out = c;
@@ -201,12 +257,175 @@ void OptionParser::choice(llvm::StringRef name, std::string &out,
                                   choices[i];
                         return usageError(n + " expects " + list + ", got '" +
                                           shown(v) + "'");
+                      },
+                      [&out] {
+                        return out.empty() ? std::string() : jsonQuote(out);
                       }});
 }
 
 void OptionParser::custom(llvm::StringRef name,
-                          std::function<int(llvm::StringRef)> handle) {
-  options_.push_back({name.str(), true, std::move(handle)});
+                          std::function<int(llvm::StringRef)> handle,
+                          std::function<std::string()> show) {
+  options_.push_back({name.str(), true, std::move(handle), std::move(show)});
+}
+
+void OptionParser::configFile(llvm::StringRef name) {
+  config_ = name.str();
+  // Read by parse() before the rest of the command line.
+  options_.push_back({config_, true, [](llvm::StringRef) { return 0; }, {}});
+}
+
+void OptionParser::layer(const kiln::runtime::JsonValue &options,
+                         std::string origin) {
+  layers_.push_back({options, std::move(origin), "", false});
+}
+
+std::string OptionParser::where(const Layer &layer, size_t offset) {
+  if (layer.text.empty())
+    return layer.origin + " (byte " + std::to_string(offset) + ")";
+  size_t line = 1, col = 1;
+  for (size_t i = 0; i < offset && i < layer.text.size(); ++i) {
+    if (layer.text[i] == '\n') {
+      ++line;
+      col = 1;
+    } else {
+      ++col;
+    }
+  }
+  return layer.origin + ":" + std::to_string(line) + ":" + std::to_string(col);
+}
+
+int OptionParser::apply(const Layer &layer) {
+  using kiln::runtime::JsonValue;
+  const JsonValue &root = layer.options;
+  if (!root.isObject())
+    return usageError(where(layer, root.offset) +
+                      ": expected a JSON object of options, e.g. "
+                      "{\"steps\": 100, \"lr\": 0.003}; got " +
+                      root.kindName());
+  std::string positionalKey = what_;
+  std::replace(positionalKey.begin(), positionalKey.end(), ' ', '-');
+  for (const auto &[rawKey, value] : root.members) {
+    llvm::StringRef key = llvm::StringRef(rawKey).ltrim('-');
+    std::string at = where(layer, value.offset);
+    // A value as an option's text; false when it gives none (null, or a
+    // switch that is off).
+    auto text = [&](const JsonValue &v, std::string &out) -> int {
+      switch (v.kind) {
+      case JsonValue::Kind::String:
+        out = v.string;
+        return 1;
+      case JsonValue::Kind::Number:
+        out = v.isInteger ? std::to_string(v.integer) : jsonNumber(v.number);
+        return 1;
+      case JsonValue::Kind::Bool:
+        out = v.boolean ? "true" : "false";
+        return 1;
+      case JsonValue::Kind::Null:
+        return 0;
+      default:
+        usageError(at + ": \"" + key +
+                   "\" expects a string, a number or true/false here, got " +
+                   v.kindName());
+        return -1; // printed
+      }
+    };
+    if (positional_ && key == positionalKey) {
+      std::string v;
+      int rc = text(value, v);
+      if (rc < 0)
+        return 2;
+      if (rc == 1 && !v.empty()) {
+        *positional_ = v;
+        positionalFromLayer_ = true;
+      }
+      continue;
+    }
+    const Option *o = find(("--" + key).str());
+    if (!o || o->name == config_) {
+      // At the key, where the text has it.
+      size_t keyAt = layer.text.rfind(jsonQuote(rawKey), value.offset);
+      std::string atKey = keyAt == std::string::npos ? at : where(layer, keyAt);
+      if (!o) {
+        std::string near = nearest(("--" + key).str());
+        return usageError(atKey + ": unknown option \"" + key +
+                          "\" for 'kiln " + command_ + "'" +
+                          (near.empty()
+                               ? ""
+                               : "; did you mean \"" +
+                                     llvm::StringRef(near).ltrim('-').str() +
+                                     "\"?"));
+      }
+      return usageError(atKey + ": a config file cannot name another (\"" +
+                        key + "\")");
+    }
+    // One value, a list of them (an option given several times), or
+    // {"K": V} for K=V options.
+    std::vector<std::string> values;
+    auto add = [&](const JsonValue &v, const std::string &prefix) {
+      std::string t;
+      int rc = text(v, t);
+      if (rc == 1)
+        values.push_back(prefix + t);
+      return rc >= 0;
+    };
+    bool ok = true;
+    if (value.isArray())
+      for (const JsonValue &item : value.items)
+        ok = ok && add(item, "");
+    else if (value.isObject())
+      for (const auto &[k, item] : value.members)
+        ok = ok && add(item, k + "=");
+    else
+      ok = add(value, "");
+    if (!ok)
+      return 2;
+    if (layer.counts && !values.empty())
+      given_.push_back(o->name);
+    for (const std::string &v : values) {
+      int rc;
+      if (!o->takesValue) {
+        if (v != "true" && v != "false")
+          return usageError(at + ": \"" + key +
+                            "\" is a switch: true or false, got '" + shown(v) +
+                            "'");
+        rc = v == "true" ? o->handle("") : 0;
+      } else {
+        rc = o->handle(v);
+      }
+      if (rc) {
+        llvm::WithColor::note(llvm::errs(), "kiln")
+            << "\"" << key << "\" is set at " << at << "\n";
+        return rc;
+      }
+    }
+  }
+  return -1;
+}
+
+std::string
+OptionParser::settingsJson(std::initializer_list<llvm::StringRef> skip,
+                           int indent) const {
+  std::string pad(indent + 2, ' ');
+  std::string out = "{";
+  bool first = true;
+  auto add = [&](llvm::StringRef key, const std::string &json) {
+    out += (first ? "\n" : ",\n") + pad + jsonQuote(key) + ": " + json;
+    first = false;
+  };
+  std::string positionalKey = what_;
+  std::replace(positionalKey.begin(), positionalKey.end(), ' ', '-');
+  if (positional_ && !positional_->empty())
+    add(positionalKey, jsonQuote(*positional_));
+  for (const Option &o : options_) {
+    if (!o.show || o.name == config_ ||
+        std::find(skip.begin(), skip.end(), o.name) != skip.end())
+      continue;
+    std::string json = o.show();
+    if (!json.empty())
+      add(llvm::StringRef(o.name).ltrim('-'), json);
+  }
+  return out + "\n" + std::string(indent, ' ') + "}";
 }
 
 void OptionParser::prefix(llvm::StringRef prefix,
@@ -288,12 +507,47 @@ int OptionParser::parse(const std::vector<std::string> &args) {
   for (const std::string &a : args)
     if (a == "--help" || a == "-h")
       return help();
+  // The layers, then the config file, then the command line: the last
+  // word wins.
+  std::vector<Layer> layers = layers_;
+  if (!config_.empty())
+    for (size_t i = 0; i < args.size(); ++i) {
+      llvm::StringRef a = args[i];
+      std::string path;
+      if (a.starts_with(config_ + "="))
+        path = a.drop_front(config_.size() + 1).str();
+      else if (a == config_ && i + 1 < args.size())
+        path = args[i + 1];
+      else
+        continue;
+      if (path.empty())
+        return usageError(config_ + " expects a JSON file, e.g. " + config_ +
+                          "=run.json");
+      Layer l;
+      l.origin = path;
+      if (kiln::runtime::Status s =
+              kiln::runtime::readFile(path, l.text, 16 << 20, "config file");
+          !s)
+        return usageError(s.message());
+      if (kiln::runtime::Status s =
+              kiln::runtime::parseJson(l.text, l.options, path);
+          !s)
+        return usageError(s.message());
+      layers.push_back(std::move(l));
+    }
+  for (const Layer &l : layers)
+    if (int rc = apply(l); rc >= 0)
+      return rc;
   for (size_t i = 0; i < args.size(); ++i) {
     llvm::StringRef a = args[i];
     if (!a.starts_with("-") || a == "-") {
       if (!positional_)
         return usageError("'kiln " + command_ + "' takes no argument '" +
                           shown(a) + "'");
+      if (positionalFromLayer_) {
+        positional_->clear();
+        positionalFromLayer_ = false;
+      }
       if (!positional_->empty())
         return usageError("more than one " + what_ + ": '" +
                           shown(*positional_) + "' and '" + shown(a) + "'");

@@ -16,6 +16,7 @@
 #ifndef KILN_TOOLS_OPTIONS_H
 #define KILN_TOOLS_OPTIONS_H
 
+#include "runtime/Json.h"
 #include "runtime/Model.h"
 
 #include "llvm/ADT/StringRef.h"
@@ -58,6 +59,9 @@ constexpr IntRange kRepeat{1, 1000000};
 std::string commandLine(llvm::StringRef command,
                         const std::vector<std::string> &args);
 
+/// `s` as a JSON string literal.
+std::string jsonQuote(llvm::StringRef s);
+
 class OptionParser {
 public:
   /// `command` names the command in messages and --help ("run").
@@ -79,9 +83,12 @@ public:
   void choice(llvm::StringRef name, std::string &out,
               std::vector<std::string> choices);
   /// Any value, handled by `handle` (which reports its own errors and
-  /// returns an exit status, 0 to go on); may be given many times.
+  /// returns an exit status, 0 to go on); may be given many times. `show`,
+  /// when given, writes the option's resolved value as JSON for
+  /// settingsJson (empty: not set).
   void custom(llvm::StringRef name,
-              std::function<int(llvm::StringRef value)> handle);
+              std::function<int(llvm::StringRef value)> handle,
+              std::function<std::string()> show = {});
   /// Arguments starting with `prefix` ("--mlir-") are collected whole into
   /// `out`, for another parser (LLVM's command line).
   void prefix(llvm::StringRef prefix, std::vector<std::string> &out);
@@ -92,9 +99,27 @@ public:
   /// one (standard input).
   void positional(std::string &out, llvm::StringRef what);
 
+  /// `name` (--config) reads options from a JSON file: an object whose
+  /// keys are option names without the dashes (and the positional
+  /// argument's name, e.g. "model"), whose values are strings, numbers,
+  /// true for a switch, a list for an option given several times and an
+  /// object {"K": V} for one that takes K=V (--define). The file's options
+  /// come before the command line's, which win.
+  void configFile(llvm::StringRef name);
+  /// Options in the same form as a config file, applied before the file
+  /// and the command line (a checkpoint's settings, on resume); they do
+  /// not count as given. `origin` names them in messages.
+  void layer(const runtime::JsonValue &options, std::string origin);
+
   /// Reads `args`. Returns -1 to go on, or the exit status to end with:
   /// 0 after --help, 2 after a usage error (already printed).
   int parse(const std::vector<std::string> &args);
+
+  /// The resolved value of every option (defaults included, except those
+  /// named in `skip` and unset ones) as a JSON object in the config file's
+  /// form, indented by `indent` spaces; read back by configFile and layer.
+  std::string settingsJson(std::initializer_list<llvm::StringRef> skip,
+                           int indent = 2) const;
 
   /// Whether the command line gave option `name` (after parse).
   bool given(llvm::StringRef name) const;
@@ -108,8 +133,20 @@ private:
     std::string name;
     bool takesValue = true;
     std::function<int(llvm::StringRef)> handle;
+    std::function<std::string()> show; // JSON of the value; empty: unset
+  };
+  /// Options from a JSON object (a config file or a layer).
+  struct Layer {
+    runtime::JsonValue options;
+    std::string origin; // the file, for messages
+    std::string text;   // its text, for line:col; empty: byte offsets
+    bool counts = true; // whether its options count as given
   };
   const Option *find(llvm::StringRef name) const;
+  /// Applies a layer's options; an exit status or -1.
+  int apply(const Layer &layer);
+  /// "FILE:LINE:COL" of byte `offset` in a layer.
+  static std::string where(const Layer &layer, size_t offset);
   /// The option spelled most like `typed`, if it is close enough to be a
   /// typo of it; empty otherwise.
   std::string nearest(llvm::StringRef typed) const;
@@ -123,6 +160,9 @@ private:
   std::vector<std::string> given_;
   std::string *positional_ = nullptr;
   std::string what_;
+  bool positionalFromLayer_ = false; // the command line may replace it
+  std::string config_;               // the config file option, if any
+  std::vector<Layer> layers_;
 };
 
 } // namespace kiln::tools

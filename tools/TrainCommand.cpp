@@ -13,6 +13,7 @@
 #include "tools/Plot.h"
 
 #include "runtime/File.h"
+#include "runtime/Json.h"
 #include "runtime/Memory.h"
 #include "runtime/Text.h"
 #include "runtime/Tokenizer.h"
@@ -21,6 +22,7 @@
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
@@ -56,7 +58,11 @@ struct Options {
           keep = 2, stopAfter = 0;
   LoadOptions load; // --weights-file, for an artifact
   double evalFraction = 0.1;
-  bool resume = false, recompute = false, fuse = true;
+  bool resume = false, recompute = false, fuse = true, quiet = false,
+       verbose = false;
+  /// Every option's resolved value (OptionParser::settingsJson), which the
+  /// checkpoints record so that --resume needs nothing retyped.
+  std::string settings;
   AttentionOptions attention;
   kiln::tools::QuantizeOptions quantize;
   kiln::tools::AdapterOptions adapters;
@@ -65,28 +71,6 @@ struct Options {
   TrainConfig train;
   std::vector<Define> defines;
 };
-
-/// The raw text of `"key": value` in a flat JSON object we wrote.
-std::optional<std::string> jsonField(const std::string &json,
-                                     const std::string &key) {
-  size_t at = json.find("\"" + key + "\":");
-  if (at == std::string::npos)
-    return std::nullopt;
-  at += key.size() + 3;
-  while (at < json.size() && json[at] == ' ')
-    ++at;
-  size_t end = at;
-  if (at < json.size() && json[at] == '"') {
-    end = json.find('"', at + 1);
-    if (end == std::string::npos)
-      return std::nullopt;
-    return json.substr(at + 1, end - at - 1);
-  }
-  while (end < json.size() && json[end] != ',' && json[end] != '}' &&
-         json[end] != '\n')
-    ++end;
-  return json.substr(at, end - at);
-}
 
 /// The tokenizer's kind, "none" for token data trained without one.
 std::string tokenizerName(const Tokenizer &tok) {
@@ -98,19 +82,22 @@ bool isTokenData(const std::string &path) {
   return llvm::StringRef(path).ends_with(".bin");
 }
 
+/// trainer_state.json (docs/training.md): where the run is, what a resume
+/// must agree with, and the run's settings.
 std::string stateJson(const Options &o, const Tokenizer &tok, int64_t step,
                       uint64_t dataRng) {
   char buf[1024];
-  std::snprintf(
-      buf, sizeof buf,
-      "{\n  \"format\": 1,\n  \"step\": %" PRId64 ",\n  \"seed\": %" PRIu64
-      ",\n  \"data_rng\": \"%" PRIu64 "\",\n  \"batch\": %" PRId64
-      ",\n  \"seq\": %" PRId64 ",\n  \"accumulate\": %" PRId64
-      ",\n  \"tokenizer\": \"%s\",\n  \"optimizer\": \"%s\",\n"
-      "  \"dropout_seed\": %" PRIu64 "\n}\n",
-      step, o.seed, dataRng, o.batch, o.seq, o.accumulate,
-      tokenizerName(tok).c_str(), o.train.optimizer.c_str(), o.train.seed);
-  return buf;
+  std::snprintf(buf, sizeof buf,
+                "{\n  \"format\": 1,\n  \"written_by\": \"kiln train\",\n"
+                "  \"step\": %" PRId64 ",\n  \"seed\": %" PRIu64
+                ",\n  \"data_rng\": \"%" PRIu64 "\",\n  \"batch\": %" PRId64
+                ",\n  \"seq\": %" PRId64 ",\n  \"accumulate\": %" PRId64
+                ",\n  \"tokenizer\": %s,\n  \"optimizer\": \"%s\",\n"
+                "  \"dropout_seed\": %" PRIu64 ",\n  \"settings\": ",
+                step, o.seed, dataRng, o.batch, o.seq, o.accumulate,
+                tools::jsonQuote(tokenizerName(tok)).c_str(),
+                o.train.optimizer.c_str(), o.train.seed);
+  return buf + o.settings + "\n}\n";
 }
 
 std::string duration(double seconds) {
@@ -125,12 +112,21 @@ std::string duration(double seconds) {
   return buf;
 }
 
-/// Reads the command line into `o`; returns -1 to go on, or the exit status.
-int parse(const std::vector<std::string> &args, Options &o) {
+/// parse() found --resume with a checkpoint directory: the checkpoint's
+/// settings come first.
+constexpr int kNeedsCheckpointSettings = -2;
+
+/// Reads the command line into `o`, over the options of `resumed` (a
+/// checkpoint's settings) when given; returns -1 to go on,
+/// kNeedsCheckpointSettings, or the exit status.
+int parse(const std::vector<std::string> &args, Options &o,
+          const JsonValue *resumed = nullptr,
+          const std::string &resumedFrom = "") {
   using namespace tools::limits;
   bool haveWarmup = false;
   tools::OptionParser p("train");
   p.positional(o.input, "model");
+  p.configFile("--config");
   p.text("--data", o.data,
          "a text file or a .bin file of token ids, e.g. --data=text.txt");
   p.text("--tokenizer", o.tokenizer,
@@ -148,16 +144,19 @@ int parse(const std::vector<std::string> &args, Options &o) {
   p.integer("--threads", o.threads, kThreads);
   p.integer("--keep-checkpoints", o.keep, {1, 1 << 20});
   p.integer("--stop-after", o.stopAfter, kSteps);
-  p.custom("--warmup", [&](llvm::StringRef v) {
-    int64_t n;
-    if (v.getAsInteger(10, n) || n < 0 || n > kSteps.max)
-      return usageError("--warmup expects an integer from 0 to " +
-                        std::to_string(kSteps.max) + ", got '" +
-                        v.take_front(60) + "'");
-    o.train.warmupSteps = n;
-    haveWarmup = true;
-    return 0;
-  });
+  p.custom(
+      "--warmup",
+      [&](llvm::StringRef v) {
+        int64_t n;
+        if (v.getAsInteger(10, n) || n < 0 || n > kSteps.max)
+          return usageError("--warmup expects an integer from 0 to " +
+                            std::to_string(kSteps.max) + ", got '" +
+                            v.take_front(60) + "'");
+        o.train.warmupSteps = n;
+        haveWarmup = true;
+        return 0;
+      },
+      [&] { return std::to_string(o.train.warmupSteps); });
   // The trainer checks these against each other (e.g. lr > 0).
   const double inf = INFINITY;
   p.real("--lr", o.train.lr, -inf, inf);
@@ -181,6 +180,8 @@ int parse(const std::vector<std::string> &args, Options &o) {
          "the external weights of an artifact, e.g. "
          "--weights-file=w.safetensors");
   p.flag("--resume", o.resume);
+  p.flag("--quiet", o.quiet);
+  p.flag("--verbose", o.verbose);
   p.flag("--recompute", o.recompute);
   p.flag("--no-fuse", o.fuse, false);
   o.attention.declare(p);
@@ -194,17 +195,34 @@ int parse(const std::vector<std::string> &args, Options &o) {
          "--save-adapter=adapter");
   p.text("--optimizer-state", o.train.optimizerStateFile,
          "a file, e.g. --optimizer-state=/scratch/moments.bin");
-  p.custom("--define", [&](llvm::StringRef def) {
-    auto [name, v] = def.split('=');
-    if (name.trim().empty() || v.trim().empty())
-      return usageError("-D expects NAME=VALUE, got '" + def.take_front(60) +
-                        "'");
-    o.defines.push_back({name.trim().str(), v.trim().str(), ""});
-    return 0;
-  });
+  p.custom(
+      "--define",
+      [&](llvm::StringRef def) {
+        auto [name, v] = def.split('=');
+        if (name.trim().empty() || v.trim().empty())
+          return usageError("-D expects NAME=VALUE, got '" +
+                            def.take_front(60) + "'");
+        o.defines.push_back({name.trim().str(), v.trim().str(), ""});
+        return 0;
+      },
+      [&] {
+        if (o.defines.empty())
+          return std::string();
+        std::string json = "{";
+        for (const Define &d : o.defines)
+          json += (json.size() > 1 ? ", " : "") + tools::jsonQuote(d.name) +
+                  ": " + tools::jsonQuote(d.value);
+        return json + "}";
+      });
   p.alias("-D", "--define");
+  if (resumed)
+    p.layer(*resumed, resumedFrom);
   if (int rc = p.parse(args); rc >= 0)
     return rc;
+  if (o.resume && !resumed && !o.checkpointDir.empty())
+    return kNeedsCheckpointSettings;
+  if (o.quiet && o.verbose)
+    return usageError("--quiet and --verbose contradict each other");
   if (o.input.empty())
     return usageError("'kiln train' needs a model, e.g. kiln train "
                       "examples/gpt2.kiln --data=text.txt --steps=100");
@@ -249,6 +267,32 @@ int parse(const std::vector<std::string> &args, Options &o) {
     o.output = o.checkpointDir.empty()
                    ? (stem + "-trained.kart").str()
                    : o.checkpointDir + "/" + (stem + "-trained.kart").str();
+  }
+  // What this invocation alone decides stays out of the settings a resume
+  // reuses.
+  o.settings = p.settingsJson(
+      {"--resume", "--stop-after", "--threads", "--quiet", "--verbose"});
+  return -1;
+}
+
+/// The settings recorded in the newest checkpoint of `dir` (an empty
+/// object when there is none, or it has none); `from` names the file.
+int checkpointSettings(const std::string &dir, JsonValue &settings,
+                       std::string &from) {
+  settings = JsonValue();
+  settings.kind = JsonValue::Kind::Object;
+  std::string latest;
+  if (!latestCheckpoint(dir, latest))
+    return -1; // no checkpoint yet: the run starts at step 0
+  from = latest + "/trainer_state.json";
+  JsonValue state;
+  if (Status s = readJsonFile(from, state, 16 << 20); !s)
+    return fail(s.message());
+  if (const JsonValue *v = state.get("settings")) {
+    if (!v->isObject())
+      return fail(from + ": 'settings' should be an object, got " +
+                  v->kindName());
+    settings = *v;
   }
   return -1;
 }
@@ -421,22 +465,34 @@ int checkTokenIds(const Options &o, const Model &model, const Tokenizer &tok,
 
 } // namespace
 
-int kiln::tools::trainCommand(const std::vector<std::string> &args) {
+int kiln::tools::trainCommand(const std::vector<std::string> &args,
+                              std::string *outputPath) {
   Options o;
-  if (int rc = parse(args, o); rc >= 0)
+  int rc = parse(args, o);
+  if (rc == kNeedsCheckpointSettings) {
+    // Again, over the settings the checkpoint recorded: a resume needs
+    // only --resume and the checkpoint directory.
+    JsonValue settings;
+    std::string from;
+    if (int rc = checkpointSettings(o.checkpointDir, settings, from); rc >= 0)
+      return rc;
+    o = Options();
+    rc = parse(args, o, &settings, from);
+  }
+  if (rc >= 0)
     return rc;
   // Text or token ids, bounded by this machine's memory before reading.
   std::string text;
   std::vector<int32_t> ids;
   TokenFileInfo tokenFile;
-  uint64_t budget = physicalMemory() / 8;
+  uint64_t budget = trainingDataLimit();
   if (isTokenData(o.data)) {
     TokenWidth width = o.tokenDtype == "uint16"   ? TokenWidth::U16
                        : o.tokenDtype == "uint32" ? TokenWidth::U32
                                                   : TokenWidth::Auto;
-    if (Status s = readTokenFile(o.data, width, budget / 4, ids, tokenFile); !s)
+    if (Status s = readTokenFile(o.data, width, budget, ids, tokenFile); !s)
       return fail(s.message());
-  } else if (Status s = readFile(o.data, text, budget / 4, "text file"); !s) {
+  } else if (Status s = readFile(o.data, text, budget, "text file"); !s) {
     return fail(s.message());
   }
   Tokenizer tok;
@@ -490,26 +546,43 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
                   " --seq=" + std::to_string(o.seq) + ": " + s.message());
   }
 
-  SplitMix64 dataRng{o.seed ^ 0x6b696c6e64617461ull}; // "klndata"
+  // What the run says as it goes; --quiet leaves warnings and errors.
+  llvm::raw_ostream &info = o.quiet ? llvm::nulls() : llvm::errs();
+  SplitMix64 dataRng{dataRngState(o.seed)};
   int64_t start = 0;
   if (o.resume) {
     std::string dir;
     if (Status s = latestCheckpoint(o.checkpointDir, dir); !s) {
-      llvm::errs() << "kiln train: no checkpoint in " << o.checkpointDir
-                   << "; starting from step 0\n";
+      info << "kiln train: no checkpoint in " << o.checkpointDir
+           << "; starting from step 0\n";
     } else {
-      std::string json;
-      if (Status s = readFile(dir + "/trainer_state.json", json); !s)
+      std::string statePath = dir + "/trainer_state.json";
+      JsonValue state;
+      if (Status s = readJsonFile(statePath, state, 16 << 20); !s)
         return fail(s.message());
-      auto field = [&](const char *key) { return jsonField(json, key); };
+      // A field as text: strings as they are, numbers as integers.
+      auto field = [&](const char *key) -> std::optional<std::string> {
+        const JsonValue *v = state.get(key);
+        if (!v)
+          return std::nullopt;
+        if (v->isString())
+          return v->string;
+        if (v->kind == JsonValue::Kind::Number)
+          return v->isInteger ? std::to_string(v->integer)
+                              : llvm::formatv("{0:F0}", v->number).str();
+        return std::string(v->kindName());
+      };
       auto stepText = field("step"), rngText = field("data_rng");
       int64_t step;
       uint64_t rng;
       if (!stepText || !rngText ||
           llvm::StringRef(*stepText).getAsInteger(10, step) ||
           llvm::StringRef(*rngText).getAsInteger(10, rng) || step < 0)
-        return fail(dir + "/trainer_state.json: missing or invalid 'step' or "
-                          "'data_rng'");
+        return fail(statePath + ": missing or invalid 'step' or 'data_rng'" +
+                    (field("written_by") == "python"
+                         ? " (a Python checkpoint records the data position "
+                           "when save_checkpoint is given data=TextDataset)"
+                         : ""));
       for (auto [key, want] : {std::pair<const char *, std::string>{
                                    "seed", std::to_string(o.seed)},
                                {"batch", std::to_string(o.batch)},
@@ -518,11 +591,10 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
                                {"tokenizer", tokenizerName(tok)},
                                {"optimizer", o.train.optimizer}})
         if (field(key) != want)
-          return fail(dir +
-                      "/trainer_state.json: the checkpoint was made "
-                      "with " +
-                      key + "=" + field(key).value_or("?") + ", this run has " +
-                      key + "=" + want + "; resume with the same settings");
+          return fail(statePath + ": the checkpoint was made with " + key +
+                      "=" + field(key).value_or("?") + ", this run has " + key +
+                      "=" + want + "; leave --" + key +
+                      " out to resume with the checkpoint's");
       if (Status s = trainer->loadCheckpoint(dir); !s)
         return fail(s.message());
       if (trainer->stepCount() != step)
@@ -530,16 +602,16 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
                     std::to_string(trainer->stepCount()) +
                     " but trainer_state.json says " + std::to_string(step));
       if (step >= o.steps) {
-        llvm::errs() << "kiln train: the checkpoint " << dir
-                     << " is at step " << step << " and --steps=" << o.steps
-                     << " asks for no more; nothing to do (raise --steps to "
-                        "train further)\n";
+        info << "kiln train: the checkpoint " << dir << " is at step " << step
+             << " and --steps=" << o.steps
+             << " asks for no more; nothing to do (raise --steps to "
+                "train further)\n";
         return 0;
       }
       start = step;
       dataRng.state = rng;
-      llvm::errs() << "kiln train: resumed from " << dir << " at step " << start
-                   << "\n";
+      info << "kiln train: resumed from " << dir << " at step " << start
+           << "\n";
     }
   }
 
@@ -559,7 +631,7 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
     if (!metrics)
       return fail(o.metrics + ": cannot write the metrics file");
   }
-  bool tty = isatty(2);
+  bool tty = isatty(2) && !o.verbose;
   size_t params = 0, trainable = 0;
   for (const ParameterInfo &p : model->parameters()) {
     size_t n = 1;
@@ -568,25 +640,25 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
     params += n;
     trainable += p.trainable ? n : 0;
   }
-  llvm::errs() << "kiln train: " << model->modelName() << ", " << params
-               << " parameters"
-               << (trainable < params
-                       ? " (" + std::to_string(trainable) + " trained)"
-                       : std::string())
-               << ", "
-               << (tok.empty() ? std::string("no tokenizer")
-                               : tok.kind() + " tokenizer (" +
-                                     std::to_string(tok.size()) + " tokens)")
-               << (isTokenData(o.data) ? ", " + tokenFile.format : "") << "; "
-               << data.trainTokens() << " training and " << data.evalTokens()
-               << " held-out tokens; " << o.steps << " steps of " << o.batch
-               << "x" << o.seq
-               << (o.accumulate > 1
-                       ? " x " + std::to_string(o.accumulate) + " micro-batches"
-                       : std::string())
-               << ", " << o.train.optimizer << " lr "
-               << llvm::format("%g", o.train.lr) << ", "
-               << (o.threads ? o.threads : numThreads()) << " threads\n";
+  info << "kiln train: " << model->modelName() << ", " << params
+       << " parameters"
+       << (trainable < params ? " (" + std::to_string(trainable) + " trained)"
+                              : std::string())
+       << ", "
+       << (tok.empty() ? std::string("no tokenizer")
+                       : tok.kind() + " tokenizer (" +
+                             std::to_string(tok.size()) + " tokens)")
+       << (isTokenData(o.data) ? ", " + tokenFile.format : "") << "; "
+       << data.trainTokens() << " training and " << data.evalTokens()
+       << " held-out tokens; " << o.steps << " steps of " << o.batch << "x"
+       << o.seq
+       << (o.accumulate > 1
+               ? " x " + std::to_string(o.accumulate) + " micro-batches"
+               : std::string())
+       << ", " << o.train.optimizer << " lr " << llvm::format("%g", o.train.lr)
+       << ", " << (o.threads ? o.threads : numThreads()) << " threads\n";
+  if (o.verbose)
+    info << "kiln train: settings " << o.settings << "\n";
 
   auto evaluate = [&](double &loss) -> Status {
     double sum = 0;
@@ -608,6 +680,10 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
   };
 
   Series trainCurve, evalCurve;
+  // Throughput over the last steps, for the progress line and the ETA: one
+  // step's rate jumps with the machine's noise.
+  constexpr size_t kWindow = 20;
+  std::vector<double> recentMs;
   auto begin = std::chrono::steady_clock::now();
   double lastLoss = NAN, lastEval = NAN;
   for (int64_t step = start + 1; step <= o.steps; ++step) {
@@ -627,8 +703,16 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
     double ms = std::chrono::duration<double, std::milli>(
                     std::chrono::steady_clock::now() - t0)
                     .count();
-    double tokPerS =
-        static_cast<double>(o.batch * o.seq * o.accumulate) / (ms / 1000.0);
+    double stepTokens = static_cast<double>(o.batch * o.seq * o.accumulate);
+    double tokPerS = stepTokens / (ms / 1000.0);
+    if (recentMs.size() == kWindow)
+      recentMs.erase(recentMs.begin());
+    recentMs.push_back(ms);
+    double windowMs = 0;
+    for (double m : recentMs)
+      windowMs += m;
+    double smoothTokPerS =
+        stepTokens * static_cast<double>(recentMs.size()) / (windowMs / 1000.0);
     lastLoss = st.loss;
     trainCurve.push_back({static_cast<double>(step), st.loss});
     std::optional<double> evalLoss;
@@ -657,18 +741,26 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
       metrics << "}\n";
       metrics.flush();
     }
+    // Training steps at the recent rate; evaluations at the rate so far.
     double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - begin)
             .count();
-    double eta = elapsed / static_cast<double>(step - start) *
+    double evalShare =
+        std::max(0.0, elapsed - windowMs / 1000.0 /
+                                    static_cast<double>(recentMs.size()) *
+                                    static_cast<double>(step - start));
+    double eta = (windowMs / 1000.0 / static_cast<double>(recentMs.size()) +
+                  evalShare / static_cast<double>(step - start)) *
                  static_cast<double>(o.steps - step);
     char msg[256];
     std::snprintf(
         msg, sizeof msg, "loss %.4f%s lr %.2e %.0f tok/s ETA %s", st.loss,
         evalLoss ? (" eval " + std::to_string(*evalLoss).substr(0, 6)).c_str()
                  : "",
-        st.lr, tokPerS, duration(eta).c_str());
-    if (tty) {
+        st.lr, smoothTokPerS, duration(eta).c_str());
+    if (o.quiet) {
+      // Nothing: the metrics file and the last line say how it went.
+    } else if (tty) {
       int width = 24;
       int filled = static_cast<int>(width * step / o.steps);
       std::string bar(filled, '=');
@@ -679,7 +771,8 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
       if (step == o.steps || evalLoss)
         llvm::errs() << "\n";
       llvm::errs().flush();
-    } else if (step % o.logEvery == 0 || evalLoss || step == o.steps) {
+    } else if (o.verbose || step % o.logEvery == 0 || evalLoss ||
+               step == o.steps) {
       llvm::errs() << "step " << step << "/" << o.steps << " " << msg << "\n";
     }
     bool stop = step == o.stopAfter;
@@ -689,12 +782,12 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
       if (Status s = checkpoint(step); !s)
         return fail(s.message());
     if (stop) {
-      if (tty)
+      if (tty && !o.quiet)
         llvm::errs() << "\n";
-      llvm::errs() << "kiln train: stopped after step " << step
-                   << (o.checkpointDir.empty() ? std::string()
-                                               : "; continue with --resume")
-                   << "\n";
+      info << "kiln train: stopped after step " << step
+           << (o.checkpointDir.empty() ? std::string()
+                                       : "; continue with --resume")
+           << "\n";
       return 0;
     }
   }
@@ -713,6 +806,8 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
   model->appendHistory(tools::commandLine("train", args) + what);
   if (Status s = model->saveArtifact(o.output); !s)
     return fail(s.message());
+  if (outputPath)
+    *outputPath = o.output;
   if (!o.saveAdapter.empty())
     if (Status s = model->saveAdapter(o.saveAdapter); !s)
       return fail(s.message());
@@ -724,15 +819,15 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args) {
   double total =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - begin)
           .count();
-  llvm::errs() << "kiln train: done in " << duration(total) << "; final loss "
-               << llvm::format("%.4f", lastLoss);
+  info << "kiln train: done in " << duration(total) << "; final loss "
+       << llvm::format("%.4f", lastLoss);
   if (!std::isnan(lastEval))
-    llvm::errs() << ", eval loss " << llvm::format("%.4f", lastEval);
-  llvm::errs() << "; wrote " << o.output;
+    info << ", eval loss " << llvm::format("%.4f", lastEval);
+  info << "; wrote " << o.output;
   if (!o.saveAdapter.empty())
-    llvm::errs() << ", the adapter in " << o.saveAdapter;
+    info << ", the adapter in " << o.saveAdapter;
   if (!o.plot.empty())
-    llvm::errs() << " and " << o.plot;
-  llvm::errs() << "\n";
+    info << " and " << o.plot;
+  info << "\n";
   return 0;
 }

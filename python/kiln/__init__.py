@@ -81,8 +81,9 @@ from . import _kiln  # noqa: E402
 
 __version__ = _kiln.VERSION
 
-__all__ = ["AdamW", "CompileError", "Model", "SGD", "Tokenizer", "Trainer",
-           "compile", "dequantize", "load", "load_tokenizer", "quantize"]
+__all__ = ["AdamW", "CompileError", "Model", "SGD", "TextDataset", "Tokenizer",
+           "Trainer", "compile", "dequantize", "load", "load_tokenizer",
+           "quantize", "train"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -223,6 +224,9 @@ class Model:
         self._request = request
         self._directory = directory
         self.threads = threads
+        # What a kiln.Trainer did to the weights since the last save, for
+        # the artifact's history.
+        self._training: Optional[str] = None
 
     @property
     def threads(self) -> Optional[int]:
@@ -254,7 +258,8 @@ class Model:
     @property
     def history(self) -> List[str]:
         """How the artifact was made, oldest first: the compile command or
-        ``kiln.compile(...)`` call, then each ``kiln train`` run."""
+        ``kiln.compile(...)`` call, then each ``kiln train`` run and each
+        ``kiln.Trainer`` run that was saved."""
         return list(self._impl.history)
 
     def functions(self) -> List[Dict[str, Any]]:
@@ -411,7 +416,11 @@ class Model:
         self._impl.merge_adapters(os.fspath(path), quantize or "")
 
     def save(self, path: PathLike) -> None:
-        """Writes the artifact (.kart), with the current parameter values."""
+        """Writes the artifact (.kart), with the current parameter values;
+        its history gains a line for training done since the last save."""
+        if self._training:
+            self._impl.append_history(self._training)
+            self._training = None
         self._impl.save(os.fspath(path))
 
     def _prompt_ids(self, prompt: Any) -> List[int]:
@@ -742,6 +751,158 @@ class SGD:
 Batch = Mapping[str, np.ndarray]
 
 
+_MAX_BATCH, _MAX_SEQ = 65536, 1 << 20  # as kiln train (tools/Options.h)
+
+
+class TextDataset:
+    """The training data of ``kiln train``, for a loop in Python: the same
+    files (text, or token ids: nanoGPT's uint16 arrays, llm.c's files), the
+    same tokenizers, the same held-out tail and the same batch sampler, so
+    ``kiln.Trainer`` steps on these batches give exactly the weights ``kiln
+    train`` gives with the same settings (docs/training.md).
+
+        data = kiln.TextDataset("input.txt", seq=64, batch=8)
+        model = kiln.compile("examples/gpt2.kiln", grad="loss",
+                             defines={"vocab_size": data.vocab_size})
+        trainer = kiln.Trainer(model, kiln.AdamW(lr=3e-3), total_steps=100)
+        for step in range(100):
+            loss = trainer.step(data.next_batch())
+
+    ``tokenizer``: ``"char"`` (the default for text: the file's distinct
+    characters), ``"byte"``, a ``kiln.Tokenizer``, or tokenizer files (as
+    ``kiln.load_tokenizer``); token files need none. The last
+    ``eval_fraction`` of the tokens is held out (``eval_batch``). Batches
+    are dicts ``{"tokens": [batch, seq], "targets": [batch, seq]}`` of
+    int32 (``names`` renames them); the sampler's position is
+    ``rng_state``, which checkpoints save and restore.
+    """
+
+    def __init__(self, path: PathLike, *, tokenizer: Union[str, Tokenizer,
+                 "os.PathLike[str]", None] = None, seq: int = 64,
+                 batch: int = 8, eval_fraction: float = 0.1, seed: int = 0,
+                 token_dtype: Optional[str] = None,
+                 names: Tuple[str, str] = ("tokens", "targets")):
+        path = os.fspath(path)
+        for name, value, top in (("seq", seq, _MAX_SEQ),
+                                 ("batch", batch, _MAX_BATCH)):
+            if isinstance(value, bool) or not isinstance(value, int) or \
+                    not 1 <= value <= top:
+                raise ValueError(f"{name} must be an integer from 1 to {top},"
+                                 f" got {value!r}")
+        if not 0 <= float(eval_fraction) < 0.9:
+            raise ValueError(f"eval_fraction must be in [0, 0.9), got "
+                             f"{eval_fraction!r}")
+        if not isinstance(seed, int) or not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be an integer from 0 to 2**64 - 1, "
+                             f"got {seed!r}")
+        if token_dtype not in (None, "uint16", "uint32"):
+            raise ValueError(f"token_dtype must be 'uint16', 'uint32' or "
+                             f"None, got {token_dtype!r}")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such data file")
+        token_data = path.endswith(".bin")
+        if token_dtype and not token_data:
+            raise ValueError("token_dtype applies to token files (.bin)")
+        self.path, self.seq, self.batch = path, seq, batch
+        self.eval_fraction, self.seed = float(eval_fraction), seed
+        self.token_dtype, self.names = token_dtype, tuple(names)
+        # The tokenizer as kiln train's settings name it, when it has a name.
+        self._tokenizer_spec: Optional[str] = None
+        tok: Optional[Tokenizer] = None
+        if token_data:
+            if tokenizer in ("char", "byte"):
+                raise ValueError(
+                    f"a '{tokenizer}' tokenizer is built from text; {path} "
+                    f"holds token ids (pass the tokenizer that made them, "
+                    f"or none)")
+            ids, info = _kiln.read_token_file(path, token_dtype or "")
+            self.format = info["format"]
+        else:
+            text = _kiln.read_training_text(path)
+            self.format = "text"
+        if isinstance(tokenizer, Tokenizer):
+            tok = tokenizer
+        elif tokenizer is None or tokenizer in ("char", "byte"):
+            if not token_data:
+                kind = tokenizer or "char"
+                tok = Tokenizer(_kiln.tokenizer_from_text(kind, text))
+                self._tokenizer_spec = kind
+        else:
+            tok = load_tokenizer(tokenizer)
+            self._tokenizer_spec = os.fspath(tokenizer)
+        if not token_data:
+            ids = np.asarray(tok._impl.encode(text), dtype=np.int32)
+        elif tok is not None and info["max_id"] >= len(tok):
+            raise ValueError(
+                f"{path}: id {info['max_id']} at byte offset "
+                f"{info['max_id_offset']} is outside the tokenizer's "
+                f"{len(tok)} tokens" + (
+                    " (ids were read as uint16; token_dtype='uint32' for "
+                    "32-bit ids)" if info["id_bytes"] == 2 and
+                    not token_dtype else ""))
+        self.tokenizer = tok
+        self._max_id = int(ids.max()) if len(ids) else -1
+        try:
+            self._data = _kiln.TextData(ids, self.eval_fraction, seq)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        self.rng_state = _kiln.data_rng_state(seed)
+
+    @property
+    def vocab_size(self) -> int:
+        """The tokenizer's size, or (token files without one) the largest
+        id plus one."""
+        return len(self.tokenizer) if self.tokenizer else self._max_id + 1
+
+    @property
+    def train_tokens(self) -> int:
+        return self._data.train_tokens
+
+    @property
+    def eval_tokens(self) -> int:
+        return self._data.eval_tokens
+
+    def next_batch(self) -> Dict[str, np.ndarray]:
+        """The next training batch: ``batch`` windows of ``seq`` tokens at
+        random places of the training part, and their next tokens."""
+        tokens, targets, self.rng_state = self._data.train_batch(
+            self.rng_state, self.batch)
+        return {self.names[0]: tokens, self.names[1]: targets}
+
+    def __iter__(self) -> Iterator[Dict[str, np.ndarray]]:
+        return self
+
+    def __next__(self) -> Dict[str, np.ndarray]:
+        return self.next_batch()
+
+    def eval_batch(self, k: int) -> Dict[str, np.ndarray]:
+        """Evaluation batch ``k``: fixed windows of the held-out tail (``kiln
+        train`` evaluates on batches 0 to ``--eval-batches`` - 1)."""
+        tokens, targets = self._data.eval_batch(int(k), self.batch)
+        return {self.names[0]: tokens, self.names[1]: targets}
+
+    def _tokenizer_name(self) -> str:
+        return self.tokenizer.kind if self.tokenizer else "none"
+
+    def settings(self) -> Dict[str, Any]:
+        """These choices in ``kiln train``'s words (its config file's keys)."""
+        out: Dict[str, Any] = {"data": self.path, "seq": self.seq,
+                               "batch": self.batch,
+                               "eval-fraction": self.eval_fraction,
+                               "seed": self.seed}
+        if self._tokenizer_spec:
+            out["tokenizer"] = self._tokenizer_spec
+        if self.token_dtype:
+            out["token-dtype"] = self.token_dtype
+        return out
+
+    def __repr__(self) -> str:
+        return (f"<kiln.TextDataset {Path(self.path).name}: "
+                f"{self.train_tokens} training and {self.eval_tokens} "
+                f"held-out tokens, {self._tokenizer_name()} tokenizer, "
+                f"batches of {self.batch}x{self.seq}>")
+
+
 class Trainer:
     """Trains a model compiled with ``grad="loss"``: the same machinery as
     ``kiln train`` (runtime/Trainer.h) — dropout on, gradients averaged over
@@ -755,6 +916,11 @@ class Trainer:
     ``optimizer_state="moments.bin"`` keeps the optimizer's moments in that
     file (memory-mapped) instead of RAM, as ``kiln train
     --optimizer-state``: the OS pages them out under memory pressure.
+
+    Checkpoints are ``kiln train``'s: given the ``TextDataset`` the batches
+    come from, ``save_checkpoint`` records its position and the run's
+    settings, so ``kiln train --resume`` continues a Python run, and
+    ``load_checkpoint`` continues a ``kiln train`` run here.
     """
 
     def __init__(self, model: Model, optimizer: Union[AdamW, SGD, None] = None,
@@ -777,16 +943,26 @@ class Trainer:
                     max_norm=max(0.0, float(clip)))
         self.compiled_step = model._compile_train_step(loss, step)
         self._impl = _kiln.Trainer(
-            model._impl, loss, "adamw" if adam else "sgd", float(opt.lr),
+            model._impl, loss, step["optimizer"], float(opt.lr),
             int(warmup), int(total_steps), float(min_lr_ratio),
-            float(opt.betas[0]) if adam else 0.9,
-            float(opt.betas[1]) if adam else 0.999,
-            float(opt.eps) if adam else 1e-8,
-            0.9 if adam else float(opt.momentum), float(opt.weight_decay),
-            float(clip), int(seed), self.compiled_step,
+            step["beta1"], step["beta2"], step["eps"], step["momentum"],
+            step["weight_decay"], float(clip), int(seed), self.compiled_step,
             os.fspath(optimizer_state) if optimizer_state else "")
         self.last_lr = 0.0
         self.last_grad_norm = 0.0
+        # The run in kiln train's words, for checkpoints (its config keys).
+        self._settings: Dict[str, Any] = {
+            "steps": int(total_steps), "warmup": int(warmup),
+            "lr": float(opt.lr), "min-lr-ratio": float(min_lr_ratio),
+            "weight-decay": step["weight_decay"], "beta1": step["beta1"],
+            "beta2": step["beta2"], "eps": step["eps"],
+            "momentum": step["momentum"], "clip": float(clip),
+            "optimizer": step["optimizer"], "loss": loss}
+        self._optimizer = (f"AdamW(lr={opt.lr:g})" if adam
+                           else f"SGD(lr={opt.lr:g})")
+        self._accumulate = 1
+        self._shape: Optional[Tuple[int, ...]] = None
+        self._steps_since_save = 0
 
     def step(self, batch: Union[Batch, Sequence[Batch]]) -> float:
         """One update from a batch (the loss function's inputs) or a list of
@@ -794,6 +970,18 @@ class Trainer:
         batches = [batch] if isinstance(batch, Mapping) else list(batch)
         loss, self.last_lr, self.last_grad_norm = self._impl.step(
             self.model._impl, self.loss, [dict(b) for b in batches])
+        self._accumulate = len(batches)
+        first = next(iter(batches[0].values()), None) if batches else None
+        self._shape = tuple(np.shape(first)) if first is not None else None
+        self._steps_since_save += 1
+        n = self._steps_since_save
+        shape = "x".join(str(d) for d in self._shape or ())
+        self.model._training = (
+            f"kiln.Trainer({self._optimizer}): {n} step{'s' if n != 1 else ''}"
+            + (f" of {shape}" if shape else "")
+            + (f" x{self._accumulate} micro-batches"
+               if self._accumulate > 1 else "")
+            + f", to step {self.step_count}; final loss {loss:.4f}")
         return loss
 
     def evaluate(self, batch: Batch) -> float:
@@ -809,23 +997,123 @@ class Trainer:
         """The scheduled rate of update ``step`` (0-based)."""
         return self._impl.learning_rate(int(step))
 
-    def save_checkpoint(self, directory: PathLike, keep: int = 2) -> Path:
+    def _model_settings(self) -> Dict[str, Any]:
+        """How the model was compiled, in kiln train's words."""
+        r = self.model._request
+        if not r or not r.get("is_path"):
+            return {}
+        out: Dict[str, Any] = {"model": r["source"]}
+        defines = {k: v for k, v in r["defines"] if k != "vocab_size"}
+        if defines:
+            out["define"] = defines
+        for key, cli in (("weights", "weights"), ("attention", "attention"),
+                         ("quantize", "quantize"), ("lora", "lora"),
+                         ("adapter", "adapter")):
+            if r.get(key):
+                out[cli] = r[key]
+        if r.get("attention_functions"):
+            out["attention-functions"] = ",".join(r["attention_functions"])
+        if r.get("attention_blocks"):
+            out["attention-blocks"] = ",".join(r["attention_blocks"])
+        if r.get("quantize_params"):
+            out["quantize-params"] = ",".join(r["quantize_params"])
+        out["recompute"] = bool(r.get("recompute"))
+        out["no-fuse"] = not r.get("fuse", True)
+        return out
+
+    def save_checkpoint(self, directory: PathLike, keep: int = 2,
+                        data: Optional[TextDataset] = None) -> Path:
         """Writes ``directory/step-NNNNNNNN`` atomically (model and
         optimizer safetensors, trainer_state.json) and points
-        ``directory/latest`` at it; returns its path."""
-        state = json.dumps({"format": 1, "step": self.step_count,
-                            "seed": self.seed, "written_by": "python"})
-        self._impl.save_checkpoint(os.fspath(directory), state + "\n",
+        ``directory/latest`` at it; returns its path. With ``data`` (the
+        dataset the batches came from) the checkpoint is complete for
+        ``kiln train --resume --checkpoint-dir=DIRECTORY``: it records the
+        sampler's position and the run's settings."""
+        state: Dict[str, Any] = {
+            "format": 1, "written_by": "python", "step": self.step_count,
+            "seed": data.seed if data else self.seed,
+            "optimizer": self._settings["optimizer"],
+            "dropout_seed": self.seed}
+        settings = dict(self._model_settings(), **self._settings,
+                        accumulate=self._accumulate)
+        settings["checkpoint-dir"] = os.fspath(directory)
+        if data is not None:
+            settings.update(data.settings())
+            state.update({"data_rng": str(data.rng_state),
+                          "batch": data.batch, "seq": data.seq,
+                          "accumulate": self._accumulate,
+                          "tokenizer": data._tokenizer_name()})
+        state["settings"] = settings
+        self._impl.save_checkpoint(os.fspath(directory),
+                                   json.dumps(state, indent=2) + "\n",
                                    int(keep))
         return Path(_kiln.latest_checkpoint(os.fspath(directory)))
 
-    def load_checkpoint(self, directory: PathLike) -> None:
+    def load_checkpoint(self, directory: PathLike,
+                        data: Optional[TextDataset] = None) -> None:
         """Restores weights, optimizer state and step from a checkpoint
-        directory, or from the newest one of a directory of checkpoints."""
+        directory, or from the newest one of a directory of checkpoints
+        (from this class or from ``kiln train``). With ``data``, the dataset
+        continues where the checkpoint's left off; it must have been made
+        with the same batch, sequence length, seed and tokenizer."""
         d = Path(directory)
         if (d / "latest").is_file():
             d = Path(_kiln.latest_checkpoint(os.fspath(d)))
+        state: Dict[str, Any] = {}
+        if data is not None:
+            try:
+                state = json.loads((d / "trainer_state.json").read_text())
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{d / 'trainer_state.json'}: {e}") from None
+            if "data_rng" not in state:
+                raise ValueError(f"{d}: the checkpoint records no data "
+                                 f"position (it was saved without data=)")
+            for key, have in (("batch", data.batch), ("seq", data.seq),
+                              ("seed", data.seed),
+                              ("tokenizer", data._tokenizer_name())):
+                if state.get(key) != have:
+                    raise ValueError(
+                        f"{d}: the checkpoint was made with {key}="
+                        f"{state.get(key)!r}, this dataset has {key}="
+                        f"{have!r}")
         self._impl.load_checkpoint(os.fspath(d))
+        if data is not None:
+            data.rng_state = int(state["data_rng"])
+        self._steps_since_save = 0
+
+
+def train(model: Optional[PathLike] = None, /, *,
+          config: Optional[PathLike] = None, **options: Any
+          ) -> Optional[Model]:
+    """Runs ``kiln train`` in this process and returns the trained model
+    (None when it stopped early, as with ``stop_after``): the same command,
+    options and config files (``config="run.json"``, docs/training.md).
+    Options are its long options with underscores:
+    ``kiln.train("gpt2.kiln", data="input.txt", steps=100, lr=3e-3,
+    define={"n_layer": 2})``; ``resume=True`` with ``checkpoint_dir``
+    continues a run with the settings its checkpoint recorded. Progress
+    goes to standard error as on the command line. Raises ``ValueError``
+    when the run fails; standard error says why."""
+    args: List[str] = [os.fspath(model)] if model is not None else []
+    if config is not None:
+        args.append("--config=" + os.fspath(config))
+    for key, value in options.items():
+        name = "--" + key.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            args.append(name)
+        elif isinstance(value, Mapping):
+            args += [f"{name}={k}={v}" for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            args += [f"{name}={v}" for v in value]
+        else:
+            args.append(f"{name}={os.fspath(value) if isinstance(value, os.PathLike) else value}")
+    rc, output = _kiln.train_command(args)
+    if rc != 0:
+        raise ValueError(f"training failed (status {rc}); the lines above "
+                         f"say why")
+    return load(output) if output else None
 
 
 def __dir__() -> List[str]:

@@ -5,6 +5,7 @@
 #include "runtime/Model.h"
 
 #include <map>
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <string>
 #include <vector>
@@ -15,6 +16,12 @@ void registerRuntime(pybind11::module_ &m);
 void registerTraining(pybind11::module_ &m);
 void registerQuant(pybind11::module_ &m);
 void registerGeneration(pybind11::module_ &m);
+void registerCli(pybind11::module_ &m);
+void registerData(pybind11::module_ &m);
+
+/// The tensor as a NumPy array: without a copy when the tensor owns its
+/// storage (the array keeps it alive), else copied.
+pybind11::array toNumpy(runtime::Tensor t);
 
 /// A NumPy array as a runtime tensor of `want`; ValueError (naming the
 /// input) on another dtype or rank. With `keepAlive`, a C-contiguous array

@@ -10,4 +10,6 @@ PYBIND11_MODULE(_kiln, m) {
   kiln::python::registerTraining(m);
   kiln::python::registerQuant(m);
   kiln::python::registerGeneration(m);
+  kiln::python::registerCli(m);
+  kiln::python::registerData(m);
 }

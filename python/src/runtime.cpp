@@ -53,9 +53,9 @@ const char *numpyType(DType t) {
   }
 }
 
-/// The tensor as a NumPy array: without a copy when the tensor owns its
-/// storage (the array keeps it alive), else copied.
-py::array toNumpy(Tensor t) {
+} // namespace
+
+py::array kiln::python::toNumpy(Tensor t) {
   std::vector<py::ssize_t> shape(t.shape().begin(), t.shape().end());
   py::dtype dtype(numpyType(t.dtype()));
   if (!t.ownsStorage() || t.bytes() == 0) {
@@ -68,7 +68,7 @@ py::array toNumpy(Tensor t) {
   return py::array(dtype, shape, held->data(), owner);
 }
 
-} // namespace
+namespace {} // namespace
 
 /// A C-contiguous copy of `a` as a Tensor of `want` (no value conversion:
 /// the dtype must match).
@@ -218,6 +218,7 @@ void kiln::python::registerRuntime(py::module_ &m) {
           py::arg("data"), py::arg("dir") = ".", py::arg("weights_file") = "")
       .def_property_readonly("name", &Model::modelName)
       .def_property_readonly("history", &Model::history)
+      .def("append_history", &Model::appendHistory, py::arg("line"))
       .def_property("threads", &Model::threads, &Model::setThreads)
       .def_property_readonly(
           "tokenizer",
