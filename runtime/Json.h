@@ -43,6 +43,10 @@ struct JsonValue {
 
 constexpr int kMaxJsonDepth = 128;
 
+/// `s` as a JSON string literal, quotes included (for the JSON kiln writes:
+/// traces, settings, trainer state).
+std::string jsonQuote(const std::string &s);
+
 /// Parses a whole JSON document. Errors name `what` and the byte offset.
 Status parseJson(const std::string &text, JsonValue &out,
                  const std::string &what);

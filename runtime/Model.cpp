@@ -501,12 +501,31 @@ Status Model::run(const std::string &function,
     if (Status s = borrowed.get([&] { return newState(pool); }, state); !s)
       return s;
     ThreadScope threads(threads_);
+    RunOptions run = options;
+    std::shared_ptr<Profiler> own; // kept alive for the call
+    if (!run.profiler) {
+      own = profiler();
+      run.profiler = own.get();
+    }
+    double start = run.profiler ? run.profiler->nowUs() : 0;
+    Status status;
     if (pool.writesParameters) {
       std::unique_lock<std::shared_mutex> writing(paramsMutex_);
-      return state->run(inputs, outputs, options);
+      status = state->run(inputs, outputs, run);
+    } else {
+      std::shared_lock<std::shared_mutex> reading(paramsMutex_);
+      status = state->run(inputs, outputs, run);
     }
-    std::shared_lock<std::shared_mutex> reading(paramsMutex_);
-    return state->run(inputs, outputs, options);
+    if (run.profiler) {
+      ProfileSlice call;
+      call.kind = ProfileSlice::Kind::Call;
+      call.function = call.name = function;
+      call.startUs = start;
+      call.durationUs = run.profiler->nowUs() - start;
+      call.thread = run.profiler->threadIndex();
+      run.profiler->record(std::move(call));
+    }
+    return status;
   }
   std::string names;
   for (const FunctionInfo &f : infos_)

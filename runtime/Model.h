@@ -14,6 +14,7 @@
 #define KILN_RUNTIME_MODEL_H
 
 #include "runtime/Optimizer.h"
+#include "runtime/Profile.h"
 #include "runtime/Tensor.h"
 #include "runtime/Tokenizer.h"
 #include "runtime/attention/PatternSpec.h"
@@ -118,6 +119,9 @@ struct RunOptions {
   /// Unset: KILN_REFERENCE_KERNELS=1 in the environment chooses the
   /// reference kernels, anything else the fast ones.
   std::optional<KernelChoice> kernels;
+  /// Records the call's kernels (runtime/Profile.h); unset: the model's
+  /// profiler (Model::setProfiler), if any.
+  Profiler *profiler = nullptr;
 };
 
 /// Threads for kiln's kernels and oneDNN (one OpenMP pool) in calls of
@@ -195,6 +199,19 @@ public:
     threads_ = n > 0 ? (n < kMaxThreads ? n : kMaxThreads) : 0;
   }
   int threads() const { return threads_; }
+
+  /// Records every call of this model — each kernel with its op, shapes,
+  /// source location, bytes and time — into `profiler` (null: none, the
+  /// default). Calls already running finish with the profiler they began
+  /// with.
+  void setProfiler(std::shared_ptr<Profiler> profiler) {
+    std::lock_guard<std::mutex> lock(profilerMutex_);
+    profiler_ = std::move(profiler);
+  }
+  std::shared_ptr<Profiler> profiler() const {
+    std::lock_guard<std::mutex> lock(profilerMutex_);
+    return profiler_;
+  }
 
   /// Arena size versus the sum of all intermediates for `function` with the
   /// symbolic dimensions bound to `dims` (e.g. {"B": 1, "T": 128}).
@@ -300,6 +317,8 @@ private:
   bool repack_ = false; // tokenizer or history changed: saveArtifact
                         // serializes the program again
   std::atomic<int> threads_{0};
+  mutable std::mutex profilerMutex_;
+  std::shared_ptr<Profiler> profiler_;
   OptimizerState optimizer_;
   std::vector<uint64_t> paramVersion_; // bumped on every write access
   std::unique_ptr<PackedWeights> packed_;

@@ -60,6 +60,20 @@ struct AdapterOptions {
   int apply(CompileRequest &r) const;
 };
 
+/// --profile=trace.json, as kiln run, generate and train read it: every
+/// call of the model recorded (runtime/Profile.h) and written as a
+/// Chrome/Perfetto trace at the end.
+struct ProfileOption {
+  std::string path;
+  std::shared_ptr<runtime::Profiler> profiler;
+  void declare(OptionParser &p);
+  /// Attaches a profiler to `model` when --profile was given.
+  void attach(runtime::Model &model);
+  /// Writes the trace and says where; an exit status (0: written or not
+  /// asked for).
+  int write() const;
+};
+
 /// `kiln inspect --attention-layout=T`: each attention kernel's pattern and
 /// the blocks its kernels compute at sequence length T, per head.
 std::string describeAttention(runtime::Model &model, int64_t T);

@@ -133,9 +133,14 @@ run options:
   --kernels=KIND     fast (default) or reference: the naive kernels that
                      define each op, to check a result (the default follows
                      KILN_REFERENCE_KERNELS=1)
+  --profile=F.json   record every kernel (op, shapes, source location,
+                     bytes, time) and write a Chrome/Perfetto trace to F
+                     (ui.perfetto.dev; kiln inspect --profile=F lists the
+                     top kernels; docs/profiling.md)
   --weights-file=F   the external weights, when not beside the artifact
 )"},
     {"inspect", R"(usage: kiln inspect MODEL.kart [options]
+       kiln inspect --profile=TRACE.json [--top=N]
 
 inspect options:
   --dims=B=1,T=128   bind symbolic dimensions: report the arena size at them
@@ -144,6 +149,11 @@ inspect options:
                      sequence length T: which 64x64 blocks are computed,
                      per head, and the density (docs/sparse-attention.md)
   --weights-file=F   the external weights, when not beside the artifact
+  --profile=F.json   instead of an artifact, a trace of kiln run, train or
+                     generate --profile: the kernels that took the most
+                     time (--top=N rows, default 20; one per op and source
+                     location, with calls, average time and GB/s), the time
+                     by op and per call
 )"},
     {"merge", R"(usage: kiln merge MODEL.kart -o MERGED.safetensors [options]
 
@@ -193,6 +203,10 @@ the output, which starts from its decoder_start_token_id.
                      compiled key/value-cache decoding (for checking it)
   --seed=S           seed for sampling (default 0)
   --threads=N        threads for the kernels (see "threads" below)
+  --profile=F.json   record every kernel (op, shapes, source location,
+                     bytes, time) and write a Chrome/Perfetto trace to F
+                     (ui.perfetto.dev; kiln inspect --profile=F lists the
+                     top kernels; docs/profiling.md)
   --weights-file=F   the external weights, when not beside the artifact
 )"},
     {"tokenize", R"(usage: kiln tokenize --tokenizer=PATH [--decode] TEXT|-
@@ -283,6 +297,10 @@ train options (see docs/training.md):
   --seed=S           seed for initialization, data order and dropout (0)
   -D NAME=VALUE      override a hyperparameter (also --define NAME=VALUE)
   --loss=FN          the function to minimize (default loss)
+  --profile=F.json   record every kernel of every step (op, shapes, source location,
+                     bytes, time) and write a Chrome/Perfetto trace to F
+                     (ui.perfetto.dev; kiln inspect --profile=F lists the
+                     top kernels; docs/profiling.md)
   --weights-file=F   an artifact's external weights
 )"},
 };

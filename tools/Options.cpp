@@ -16,6 +16,7 @@
 #include <memory>
 
 using namespace kiln::tools;
+using kiln::runtime::jsonQuote;
 
 namespace {
 
@@ -44,23 +45,6 @@ bool mentions(llvm::StringRef text, llvm::StringRef name) {
 }
 
 } // namespace
-
-std::string kiln::tools::jsonQuote(llvm::StringRef s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
 
 namespace {
 
@@ -410,7 +394,7 @@ OptionParser::settingsJson(std::initializer_list<llvm::StringRef> skip,
   std::string out = "{";
   bool first = true;
   auto add = [&](llvm::StringRef key, const std::string &json) {
-    out += (first ? "\n" : ",\n") + pad + jsonQuote(key) + ": " + json;
+    out += (first ? "\n" : ",\n") + pad + jsonQuote(key.str()) + ": " + json;
     first = false;
   };
   std::string positionalKey = what_;

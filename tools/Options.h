@@ -59,9 +59,6 @@ constexpr IntRange kRepeat{1, 1000000};
 std::string commandLine(llvm::StringRef command,
                         const std::vector<std::string> &args);
 
-/// `s` as a JSON string literal.
-std::string jsonQuote(llvm::StringRef s);
-
 class OptionParser {
 public:
   /// `command` names the command in messages and --help ("run").

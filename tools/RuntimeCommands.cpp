@@ -13,6 +13,9 @@
 #include "runtime/Npy.h"
 #include "runtime/Random.h"
 
+#include "llvm/Support/WithColor.h"
+#include "llvm/Support/raw_ostream.h"
+
 #include <algorithm>
 #include <cctype>
 #include <chrono>
@@ -96,6 +99,36 @@ bool parseDims(const std::string &text, std::map<std::string, int64_t> &dims,
 
 } // namespace
 
+void ProfileOption::declare(OptionParser &p) {
+  p.text("--profile", path, "a trace file, e.g. --profile=trace.json");
+}
+
+void ProfileOption::attach(Model &model) {
+  if (path.empty())
+    return;
+  profiler = std::make_shared<Profiler>();
+  model.setProfiler(profiler);
+}
+
+int ProfileOption::write() const {
+  if (!profiler)
+    return 0;
+  if (Status s = profiler->writeTrace(path); !s)
+    return fail(s.message());
+  size_t slices = profiler->slices().size();
+  uint64_t dropped = profiler->dropped();
+  llvm::WithColor::note(llvm::errs(), "kiln")
+      << "wrote a trace of " << slices << " slices to " << path
+      << (dropped ? " (the first " + std::to_string(slices) + "; " +
+                        std::to_string(dropped) +
+                        " more were not kept: profile a shorter run)"
+                  : std::string())
+      << "; open it in ui.perfetto.dev or chrome://tracing, or list the "
+         "top kernels with 'kiln inspect --profile="
+      << path << "'\n";
+  return 0;
+}
+
 /// Options of every command that loads an artifact.
 void artifactOptions(OptionParser &p, std::string &path, LoadOptions &load) {
   p.positional(path, "artifact");
@@ -169,6 +202,8 @@ int runCommand(const std::vector<std::string> &args) {
     return 0;
   });
   p.text("--output-dir", outputDir, "a directory, e.g. --output-dir=out");
+  ProfileOption profile;
+  profile.declare(p);
   if (int rc = p.parse(args); rc >= 0)
     return rc;
   if (!outputDir.empty() && !outputs.empty())
@@ -180,6 +215,7 @@ int runCommand(const std::vector<std::string> &args) {
   if (int rc = loadArtifact("run", path, model, load); rc >= 0)
     return rc;
   model->setThreads(threads);
+  profile.attach(*model);
   RunOptions run;
   if (!kernels.empty())
     run.kernels =
@@ -203,6 +239,8 @@ int runCommand(const std::vector<std::string> &args) {
               << " ms, min " << ms.front() << " ms over " << repeat << " runs, "
               << (threads ? threads : numThreads()) << " threads\n";
   }
+  if (int rc = profile.write())
+    return rc;
   // The results by the names the artifact gives them ("logits", "loss",
   // "wte.weight.grad"; "result0" in artifacts written before names).
   const FunctionInfo *info = nullptr;
@@ -261,10 +299,27 @@ int inspectCommand(const std::vector<std::string> &args) {
   p.text("--dims", dimsText, "NAME=SIZE[,NAME=SIZE...], e.g. --dims=B=1,T=128");
   p.flag("--plan", withPlan);
   p.integer("--attention-layout", layoutT, limits::kSeq);
+  std::string trace;
+  int64_t top = 20;
+  p.text("--profile", trace, "a trace file, e.g. --profile=trace.json");
+  p.integer("--top", top, {1, 100000});
   if (int rc = p.parse(args); rc >= 0)
     return rc;
+  if (!trace.empty()) {
+    // A trace of kiln run/train/generate --profile: the kernels that took
+    // the time. It stands alone (the slices name their ops and places).
+    if (!path.empty() || !dimsText.empty() || withPlan || layoutT)
+      return usageError("--profile reads a trace on its own; give the "
+                        "artifact in a separate 'kiln inspect'");
+    std::vector<ProfileSlice> slices;
+    if (Status s = readTrace(trace, slices); !s)
+      return fail(s.message());
+    std::cout << profileSummary(slices, static_cast<size_t>(top));
+    return 0;
+  }
+  p.unused({"--top"}, "without --profile");
   if (path.empty())
-    return usageError("'kiln inspect' needs an artifact");
+    return usageError("'kiln inspect' needs an artifact (or --profile=TRACE)");
   std::map<std::string, int64_t> dims;
   std::string error;
   if (!dimsText.empty() && !parseDims(dimsText, dims, error))
@@ -514,6 +569,8 @@ int generateCommand(const std::vector<std::string> &args) {
   });
   p.flag("--recompute", recompute);
   p.seed("--seed", seed);
+  ProfileOption profile;
+  profile.declare(p);
   if (int rc = p.parse(args); rc >= 0)
     return rc;
   if (temperature == 0)
@@ -529,6 +586,7 @@ int generateCommand(const std::vector<std::string> &args) {
   if (int rc = loadArtifact("generate", path, model, load); rc >= 0)
     return rc;
   model->setThreads(threads);
+  profile.attach(*model);
   // Artifacts with a tokenizer (from kiln train, or compiled with
   // --tokenizer) take a text prompt and print text.
   const Tokenizer &tok = model->tokenizer();
@@ -631,7 +689,7 @@ int generateCommand(const std::vector<std::string> &args) {
             << " tokens/s ("
             << (stats.cached ? "key/value cache" : "recomputing each token")
             << ")\n";
-  return 0;
+  return profile.write();
 }
 
 int tokenizeCommand(const std::vector<std::string> &args) {

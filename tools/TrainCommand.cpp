@@ -66,6 +66,7 @@ struct Options {
   AttentionOptions attention;
   kiln::tools::QuantizeOptions quantize;
   kiln::tools::AdapterOptions adapters;
+  kiln::tools::ProfileOption profile;
   std::string weights, saveAdapter;
   uint64_t seed = 0;
   TrainConfig train;
@@ -95,7 +96,7 @@ std::string stateJson(const Options &o, const Tokenizer &tok, int64_t step,
                 ",\n  \"tokenizer\": %s,\n  \"optimizer\": \"%s\",\n"
                 "  \"dropout_seed\": %" PRIu64 ",\n  \"settings\": ",
                 step, o.seed, dataRng, o.batch, o.seq, o.accumulate,
-                tools::jsonQuote(tokenizerName(tok)).c_str(),
+                jsonQuote(tokenizerName(tok)).c_str(),
                 o.train.optimizer.c_str(), o.train.seed);
   return buf + o.settings + "\n}\n";
 }
@@ -187,6 +188,7 @@ int parse(const std::vector<std::string> &args, Options &o,
   o.attention.declare(p);
   o.quantize.declare(p);
   o.adapters.declare(p);
+  o.profile.declare(p);
   p.text("--weights", o.weights,
          "a .safetensors file or llama2.c checkpoint, e.g. "
          "--weights=base.safetensors");
@@ -210,8 +212,8 @@ int parse(const std::vector<std::string> &args, Options &o,
           return std::string();
         std::string json = "{";
         for (const Define &d : o.defines)
-          json += (json.size() > 1 ? ", " : "") + tools::jsonQuote(d.name) +
-                  ": " + tools::jsonQuote(d.value);
+          json += (json.size() > 1 ? ", " : "") + jsonQuote(d.name) + ": " +
+                  jsonQuote(d.value);
         return json + "}";
       });
   p.alias("-D", "--define");
@@ -270,8 +272,8 @@ int parse(const std::vector<std::string> &args, Options &o,
   }
   // What this invocation alone decides stays out of the settings a resume
   // reuses.
-  o.settings = p.settingsJson(
-      {"--resume", "--stop-after", "--threads", "--quiet", "--verbose"});
+  o.settings = p.settingsJson({"--resume", "--stop-after", "--threads",
+                               "--quiet", "--verbose", "--profile"});
   return -1;
 }
 
@@ -500,6 +502,7 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args,
   if (int rc = loadModel(o, text, tok, model))
     return rc;
   model->setThreads(static_cast<int>(o.threads));
+  o.profile.attach(*model);
   if (!o.saveAdapter.empty() && !model->lora())
     return usageError("--save-adapter writes LoRA adapters; the model has "
                       "none (train with --lora=rank=8,...)");
@@ -788,7 +791,7 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args,
            << (o.checkpointDir.empty() ? std::string()
                                        : "; continue with --resume")
            << "\n";
-      return 0;
+      return o.profile.write();
     }
   }
 
@@ -829,5 +832,5 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args,
   if (!o.plot.empty())
     info << " and " << o.plot;
   info << "\n";
-  return 0;
+  return o.profile.write();
 }

@@ -10,6 +10,7 @@ the same compiler and runtime libraries as the ``kiln`` command line.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -207,6 +208,24 @@ def _as_input(function: str, spec: Dict[str, Any], value: Any) -> np.ndarray:
         return a.astype(want)
     raise TypeError(f"{name} is {a.dtype.name}, the model takes "
                     f"{want.name}: {hint}")
+
+
+class Profile:
+    """What ``Model.profile`` recorded: ``slices`` (kernels and calls) and
+    ``summary()``, the top kernels by time."""
+
+    def __init__(self, impl: Any, top: int):
+        self._impl, self._top = impl, top
+
+    @property
+    def slices(self) -> int:
+        return self._impl.slices
+
+    def summary(self, top: Optional[int] = None) -> str:
+        return self._impl.summary(int(top or self._top))
+
+    def __repr__(self) -> str:
+        return f"<kiln.Profile {self.slices} slices>"
 
 
 class Model:
@@ -414,6 +433,28 @@ class Model:
         a .safetensors file that ``compile(source, weights=path)`` reads
         without ``lora``: ``kiln merge``."""
         self._impl.merge_adapters(os.fspath(path), quantize or "")
+
+    @contextlib.contextmanager
+    def profile(self, path: Optional[PathLike] = None, top: int = 20
+                ) -> Iterator["Profile"]:
+        """Records every call of this model inside the ``with`` block — one
+        slice per kernel with its op, shapes, source location, bytes and
+        time — and writes a Chrome/Perfetto trace to ``path`` at the end,
+        as ``kiln run --profile`` (docs/profiling.md)::
+
+            with model.profile("trace.json") as p:
+                model.forward(tokens=x)
+            print(p.summary())   # the top kernels, as kiln inspect --profile
+        """
+        impl = _kiln.Profiler()
+        self._impl.set_profiler(impl)
+        result = Profile(impl, top)
+        try:
+            yield result
+        finally:
+            self._impl.set_profiler(None)
+            if path is not None:
+                impl.write_trace(os.fspath(path))
 
     def save(self, path: PathLike) -> None:
         """Writes the artifact (.kart), with the current parameter values;

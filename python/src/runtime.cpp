@@ -188,6 +188,27 @@ void kiln::python::registerRuntime(py::module_ &m) {
       },
       py::arg("spec"));
 
+  // A kernel timeline recorder (runtime/Profile.h), attached to models
+  // with Model.set_profiler.
+  py::class_<Profiler, std::shared_ptr<Profiler>>(m, "Profiler")
+      .def(py::init<>())
+      .def_property_readonly(
+          "slices", [](const Profiler &p) { return p.slices().size(); })
+      .def_property_readonly("dropped", &Profiler::dropped)
+      .def(
+          "write_trace",
+          [](const Profiler &p, const std::string &path) {
+            if (Status s = p.writeTrace(path); !s)
+              throw py::value_error(s.message());
+          },
+          py::arg("path"))
+      .def(
+          "summary",
+          [](const Profiler &p, size_t top) {
+            return profileSummary(p.slices(), top);
+          },
+          py::arg("top") = 20);
+
   py::class_<Model>(m, "Model")
       .def_static(
           "load",
@@ -219,6 +240,12 @@ void kiln::python::registerRuntime(py::module_ &m) {
       .def_property_readonly("name", &Model::modelName)
       .def_property_readonly("history", &Model::history)
       .def("append_history", &Model::appendHistory, py::arg("line"))
+      .def(
+          "set_profiler",
+          [](Model &m, std::shared_ptr<Profiler> p) {
+            m.setProfiler(std::move(p));
+          },
+          py::arg("profiler").none(true))
       .def_property("threads", &Model::threads, &Model::setThreads)
       .def_property_readonly(
           "tokenizer",

@@ -16,6 +16,41 @@ using namespace kiln;
 using namespace kiln::runtime;
 using kart::Op;
 
+/// The trace slice of kernel `k` that ran from `startUs` until now.
+ProfileSlice FunctionState::kernelSlice(const kart::Kernel &k, int index,
+                                        const KernelContext &ctx,
+                                        double startUs, Profiler *profiler) {
+  ProfileSlice s;
+  s.durationUs = profiler->nowUs() - startUs;
+  s.startUs = startUs;
+  s.thread = profiler->threadIndex();
+  s.function = fn.name()->str();
+  s.name = kart::EnumNameOp(k.op());
+  s.kernel = index;
+  if (k.location())
+    s.location = k.location()->str();
+  auto add = [&](const std::vector<View> &views) {
+    std::string list;
+    for (const View &v : views) {
+      if (!v.shape)
+        continue;
+      if (!list.empty())
+        list += ", ";
+      list += shapeString(v.dtype, *v.shape);
+      // A quantized weight: its codes (the scales are a few percent).
+      s.bytes += v.quant && v.quant->format != quant::Format::Int8
+                     ? static_cast<uint64_t>(v.numel() + 1) / 2
+                 : v.quant
+                     ? static_cast<uint64_t>(v.numel())
+                     : static_cast<uint64_t>(v.numel()) * dtypeSize(v.dtype);
+    }
+    return list;
+  };
+  std::string in = add(ctx.in), out = add(ctx.out);
+  s.shapes = in + " -> " + out;
+  return s;
+}
+
 Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
                           std::vector<Tensor> &outputs,
                           const RunOptions &options) {
@@ -65,7 +100,9 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
   }();
   std::map<std::string, double> opTime;
   const KernelChoice choice = options.kernels.value_or(defaultKernelChoice());
+  int kernelIndex = -1;
   for (const kart::Kernel *k : *fn.kernels()) {
+    ++kernelIndex;
     KernelContext ctx{*k, {}, {}, symbols, primitives, &workspace};
     ctx.training = options.training;
     ctx.choice = choice;
@@ -99,9 +136,13 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
           View{ptr[id], fromKart(fn.values()->Get(id)->dtype()), &shapes[id]});
     auto t0 = profile ? std::chrono::steady_clock::now()
                       : std::chrono::steady_clock::time_point();
+    Profiler *profiler = options.profiler;
+    double startUs = profiler ? profiler->nowUs() : 0;
     // The loader admits only kernels for devices this runtime has.
     if (Status s = findDevice(k->device())->run(ctx); !s)
       return s;
+    if (profiler)
+      profiler->record(kernelSlice(*k, kernelIndex, ctx, startUs, profiler));
     if (profile)
       opTime[kart::EnumNameOp(k->op())] +=
           std::chrono::duration<double, std::milli>(

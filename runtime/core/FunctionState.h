@@ -71,6 +71,10 @@ public:
   Status run(const std::map<std::string, Tensor> &inputs,
              std::vector<Tensor> &outputs, const RunOptions &options);
   MemoryReport memory();
+  /// The trace slice of kernel `index` (`k`), which ran from `startUs`.
+  ProfileSlice kernelSlice(const kart::Kernel &k, int index,
+                           const KernelContext &ctx, double startUs,
+                           Profiler *profiler);
 
   const kart::Program &prog;
   const kart::Function &fn;

@@ -4,6 +4,7 @@
 #include "runtime/tokenizer/Unicode.h"
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -313,4 +314,21 @@ Status kiln::runtime::readJsonFile(const std::string &path, JsonValue &out,
   if (Status s = readFile(path, text, maxBytes, "JSON file"); !s)
     return s;
   return parseJson(text, out, path);
+}
+
+std::string kiln::runtime::jsonQuote(const std::string &s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
 }

@@ -230,6 +230,8 @@ Status Trainer::step(int64_t count, const MicroBatchSource &next,
   // The global norm (fixed chunks: the same for any thread count), rounded
   // to f32 as kiln.global_norm returns it, so this path and a compiled
   // train_step agree bit for bit.
+  std::shared_ptr<Profiler> profiler = model_.profiler();
+  double updateStart = profiler ? profiler->nowUs() : 0;
   std::vector<std::pair<const float *, int64_t>> ts;
   for (size_t i = 0; i < np; ++i)
     if (params[i].trainable)
@@ -250,6 +252,17 @@ Status Trainer::step(int64_t count, const MicroBatchSource &next,
     applyUpdate(r, model_.parameterData(i), st.m[i].data(),
                 rule.adamw ? st.v[i].data() : nullptr, grad[i],
                 static_cast<int64_t>(sizes_[i]));
+  }
+  if (profiler) {
+    // The update outside the compiled functions, in the trace too.
+    ProfileSlice update;
+    update.kind = ProfileSlice::Kind::Host;
+    update.name = "optimizer update";
+    update.function = config_.optimizer;
+    update.startUs = updateStart;
+    update.durationUs = profiler->nowUs() - updateStart;
+    update.thread = profiler->threadIndex();
+    profiler->record(std::move(update));
   }
   stats.loss = lossSum / static_cast<double>(nmb);
   stats.lr = lr;

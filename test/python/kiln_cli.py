@@ -83,8 +83,12 @@ def read_safetensors(path):
 
 
 def kiln(*args, check=True, env=None):
+    """Runs the kiln CLI; a crash (a signal) always fails the test, and with
+    `check` so does a non-zero exit."""
     r = subprocess.run([KILN, *map(str, args)], capture_output=True, text=True,
-                       env=env)
+                       env=env, timeout=900)
+    assert r.returncode >= 0, \
+        f"kiln {' '.join(map(str, args))} crashed with signal {-r.returncode}"
     if check and r.returncode != 0:
         raise AssertionError(f"kiln {' '.join(map(str, args))} failed "
                              f"({r.returncode}):\n{r.stderr}")

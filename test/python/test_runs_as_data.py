@@ -4,13 +4,12 @@ settings so that `--resume` needs nothing else, one checkpoint format for
 giving the CLI's batches (so the two give the same weights, bit for bit),
 kiln.train, --quiet/--verbose, and the history a Trainer leaves."""
 import json
-import subprocess
 
 import numpy as np
 import pytest
 
 import kiln
-from kiln_cli import EXAMPLES, KILN, data_file, read_safetensors
+from kiln_cli import EXAMPLES, data_file, kiln as cli
 
 MODEL = str(EXAMPLES / "gpt2.kiln")
 SHAPE = {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 16}
@@ -31,15 +30,6 @@ def config(tmp_path, **changes):
     p = tmp_path / "run.json"
     p.write_text(json.dumps(c, indent=2))
     return p
-
-
-def cli(*args, check=True):
-    r = subprocess.run([KILN, *map(str, args)], capture_output=True,
-                       text=True, timeout=600)
-    assert r.returncode >= 0, f"kiln crashed with signal {-r.returncode}"
-    if check:
-        assert r.returncode == 0, r.stderr
-    return r
 
 
 def weights(path):
