@@ -331,7 +331,8 @@ LogicalResult Writer::checkWeightsFit(uint64_t bytes) {
   if (memory && bytes > memory)
     return module.emitError("the model's parameters need ")
            << gib(bytes) << ", more than this machine's " << gib(memory)
-           << " of memory; check the hyperparameters (-D)";
+           << " of memory; check the hyperparameters ("
+           << runtime::optionRef("-D", "defines=") << ")";
   // The weights, the plan and FlatBuffers' own tables share 2 GiB.
   const uint64_t maxEmbedded = runtime::kMaxEmbeddedWeightBytes;
   if (!options.externalWeights && bytes > maxEmbedded)
@@ -339,7 +340,8 @@ LogicalResult Writer::checkWeightsFit(uint64_t bytes) {
            << gib(bytes) << ", but an artifact holds at most "
            << gib(maxEmbedded)
            << " of embedded weights; keep them beside it with "
-              "--external-weights=FILE.safetensors";
+           << runtime::optionRef("--external-weights=FILE.safetensors",
+                                 "external_weights=\"FILE.safetensors\"");
   return success();
 }
 
@@ -357,7 +359,7 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
                   *options.tokenizer, logits.getShape().back(),
                   options.tokenizerSource);
               !s)
-            return forward.emitError(s.message());
+            return forward.emitError(s.text());
 
   // Parameters: the model's, in declaration order (function values index
   // them), then the tensors that go with quantized ones (scales, zero
@@ -400,7 +402,9 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
         return p.emitError("parameter '")
                << p.getSymName()
                << "' is quantized; quantized weights are kept in the "
-                  "artifact, not in --external-weights files";
+                  "artifact, not in "
+               << runtime::optionRef("--external-weights", "external_weights=")
+               << " files";
       param.quant = spec;
       int base = static_cast<int>(modelParams + aux.size());
       auto addAux = [&](const char *suffix, kart::DType dt,
@@ -506,7 +510,7 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
         if (runtime::Status s =
                 runtime::quant::readQuantized(name, byName, q, &names);
             !s)
-          return p.op.emitError("weight '") << name << "': " << s.message();
+          return p.op.emitError("weight '") << name << "': " << s.text();
         used.insert(names.begin(), names.end());
         if (q.shape != shape)
           return p.op.emitError("weight '")
@@ -543,7 +547,7 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
                   (!q.nf4.nested || q.nf4.nestedBlockSize == 256)));
     if (haveQuantized && !same) {
       if (runtime::Status s = runtime::quant::dequantize(q, f32); !s)
-        return p.op.emitError("weight '") << name << "': " << s.message();
+        return p.op.emitError("weight '") << name << "': " << s.text();
       haveQuantized = false;
     }
     if (!p.quant)
@@ -556,7 +560,7 @@ LogicalResult Writer::run(std::vector<uint8_t> &bytes) {
                             static_cast<size_t>(f32.numel()));
       }
       if (runtime::Status s = runtime::quant::quantize(f32, *p.quant, q); !s)
-        return p.op.emitError("parameter '") << name << "': " << s.message();
+        return p.op.emitError("parameter '") << name << "': " << s.text();
       f32 = runtime::Tensor();
     }
     quantized[i] = std::move(q);

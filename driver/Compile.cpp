@@ -53,10 +53,29 @@ public:
     ctx.printOpOnDiagnostic(false);
     ctx.getOrLoadDialect<KilnDialect>();
     ctx.getOrLoadDialect<mlir::func::FuncDialect>();
-    if (r.captureDiagnostics)
+    if (r.captureDiagnostics) {
       capture.emplace(sm, ctx);
-    else
+    } else {
       printer.emplace(sm, &ctx);
+      // Messages that name an option (runtime::optionRef) print it as the
+      // command line spells it; the printer shows the rest as they are.
+      // (Registered after the printer, so it sees each diagnostic first.)
+      ctx.getDiagEngine().registerHandler(
+          [this](mlir::Diagnostic &d) -> mlir::LogicalResult {
+            std::string text = d.str();
+            if (text.find(runtime::Status::kOptionRefStart) ==
+                std::string::npos)
+              return mlir::failure();
+            printer->emitDiagnostic(d.getLocation(),
+                                    runtime::spellOptions(text, false),
+                                    d.getSeverity());
+            for (mlir::Diagnostic &note : d.getNotes())
+              printer->emitDiagnostic(note.getLocation(),
+                                      runtime::spellOptions(note.str(), false),
+                                      note.getSeverity());
+            return mlir::success();
+          });
+    }
   }
   ~Compilation() {
     if (capture)
@@ -69,9 +88,11 @@ private:
   /// An error with no place in the source (a file, a weight, an option).
   bool fail(const std::string &message) {
     if (capture)
-      capture->errors.push_back({"", 0, 0, message});
+      capture->errors.push_back(
+          {"", 0, 0, runtime::spellOptions(message, /*python=*/true)});
     else
-      llvm::WithColor::error(llvm::errs(), "kiln") << message << "\n";
+      llvm::WithColor::error(llvm::errs(), "kiln")
+          << runtime::spellOptions(message, /*python=*/false) << "\n";
     return false;
   }
   bool artifactStage() const {
@@ -110,7 +131,7 @@ bool Compilation::readLora() {
     return true;
   rl::LoraSpec fromFile;
   if (runtime::Status s = readAdapter(r.adapter, fromFile, adapterTensors); !s)
-    return fail(s.message());
+    return fail(s.text());
   if (!lora) {
     lora = fromFile;
     return true;
@@ -118,7 +139,8 @@ bool Compilation::readLora() {
   if (lora->rank != fromFile.rank || lora->alpha != fromFile.alpha)
     return fail("the adapter in " + r.adapter + " has rank " +
                 std::to_string(fromFile.rank) + " and alpha " +
-                std::to_string(fromFile.alpha) + ", but --lora asks for rank " +
+                std::to_string(fromFile.alpha) + ", but " +
+                runtime::optionRef("--lora", "lora=") + " asks for rank " +
                 std::to_string(lora->rank) + " and alpha " +
                 std::to_string(lora->alpha));
   return true;
@@ -151,15 +173,19 @@ bool Compilation::checkFunctionNames(mlir::ModuleOp module) {
   }
   if (r.recompute && r.grad.empty())
     return fail("recompute applies to the gradient function; give the loss "
-                "to differentiate as well (--grad=FN, grad=\"loss\")");
+                "to differentiate as well (" +
+                runtime::optionRef("--grad=FN", "grad=\"loss\"") + ")");
   if ((!r.attentionFunctions.empty() || !r.attentionBlocks.empty()) &&
       r.attention.empty())
     return fail("attention functions and blocks select where an attention "
-                "pattern applies; give the pattern as well "
-                "(--attention=sliding_window:512)");
+                "pattern applies; give the pattern as well (" +
+                runtime::optionRef("--attention=sliding_window:512",
+                                   "attention=\"sliding_window:512\"") +
+                ")");
   if (!r.quantizeParams.empty() && r.quantize.empty())
     return fail("the parameters to quantize were given without a "
-                "quantization (--quantize=nf4)");
+                "quantization (" +
+                runtime::optionRef("--quantize=nf4", "quantize=\"nf4\"") + ")");
   if (!r.quantize.empty()) {
     runtime::quant::QuantSpec spec;
     std::string error;
@@ -318,7 +344,7 @@ bool Compilation::bindCheckpointHyperparameters(unsigned id,
   if (weightsKind == WeightsKind::Llama2c) {
     runtime::Llama2cConfig config;
     if (runtime::Status s = runtime::readLlama2cConfig(r.weights, config); !s)
-      return fail(s.message());
+      return fail(s.text());
     for (const auto &[name, value] : config.hyperparameters())
       options.defines.push_back({name, std::to_string(value),
                                  "the header of " + r.weights + " (" + name +
@@ -335,7 +361,7 @@ bool Compilation::bindCheckpointHyperparameters(unsigned id,
     return true;
   if (runtime::Status s = runtime::readHuggingFaceConfig(r.weights, hfConfig);
       !s)
-    return fail(s.message());
+    return fail(s.text());
   std::optional<ast::Model> model = parseBuffer(sm, id);
   if (!model)
     return false;
@@ -385,7 +411,7 @@ bool Compilation::readWeights(mlir::ModuleOp module,
     s = runtime::readHuggingFace(hfConfig, weights, 2 * maxTensors + 16);
     break;
   }
-  return s ? true : fail(s.message());
+  return s ? true : fail(s.text());
 }
 
 bool Compilation::writeArtifact(mlir::ModuleOp module) {
@@ -404,7 +430,7 @@ bool Compilation::writeArtifact(mlir::ModuleOp module) {
   if (!tokenizerPath.empty()) {
     if (runtime::Status s = runtime::Tokenizer::load(tokenizerPath, fromFile);
         !s)
-      return fail(s.message());
+      return fail(s.text());
     artifact.tokenizer = &fromFile;
     artifact.tokenizerSource = tokenizerPath;
   } else if (r.tokenizer) {
@@ -432,7 +458,7 @@ bool Compilation::writeArtifact(mlir::ModuleOp module) {
     if (runtime::Status s =
             runtime::writeSafetensors(r.externalWeights, external);
         !s)
-      return fail(s.message());
+      return fail(s.text());
   return true;
 }
 

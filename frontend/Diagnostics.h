@@ -2,6 +2,8 @@
 #ifndef KILN_FRONTEND_DIAGNOSTICS_H
 #define KILN_FRONTEND_DIAGNOSTICS_H
 
+#include "runtime/Tensor.h"
+
 #include "llvm/ADT/Twine.h"
 #include "llvm/Support/SMLoc.h"
 #include "llvm/Support/SourceMgr.h"
@@ -53,10 +55,26 @@ private:
                               {});
   }
   void emit(const llvm::SMDiagnostic &d) {
-    if (auto handler = sm.getDiagHandler())
-      handler(d, sm.getDiagContext());
-    else
+    if (auto handler = sm.getDiagHandler()) {
+      handler(d, sm.getDiagContext()); // spells options itself (Python's)
+      return;
+    }
+    // Printed here: options (runtime::optionRef) as the command line
+    // spells them.
+    std::string message = runtime::spellOptions(d.getMessage().str(), false);
+    if (message == d.getMessage()) {
       d.print(nullptr, llvm::errs());
+      return;
+    }
+    if (!d.getSourceMgr()) { // no place in the source
+      llvm::SMDiagnostic(d.getFilename(), d.getKind(), message)
+          .print(nullptr, llvm::errs());
+      return;
+    }
+    llvm::SMDiagnostic(*d.getSourceMgr(), d.getLoc(), d.getFilename(),
+                       d.getLineNo(), d.getColumnNo(), d.getKind(), message,
+                       d.getLineContents(), d.getRanges())
+        .print(nullptr, llvm::errs());
   }
 
   llvm::SourceMgr &sm;

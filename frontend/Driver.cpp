@@ -161,7 +161,7 @@ kiln::DiagnosticCapture::DiagnosticCapture(llvm::SourceMgr &sm,
         if (d.getKind() != llvm::SourceMgr::DK_Error)
           return;
         CapturedDiagnostic c;
-        c.message = d.getMessage().str();
+        c.message = runtime::spellOptions(d.getMessage().str(), true);
         if (d.getLineNo() > 0) { // errors without a place (-D) have none
           c.file = d.getFilename().str();
           c.line = static_cast<unsigned>(d.getLineNo());
@@ -178,7 +178,7 @@ kiln::DiagnosticCapture::DiagnosticCapture(llvm::SourceMgr &sm,
         c.line = f.getLine();
         c.column = f.getColumn();
       }
-      c.message = d.str();
+      c.message = runtime::spellOptions(d.str(), true);
       errors.push_back(std::move(c));
     }
     return mlir::success();
@@ -205,7 +205,9 @@ void kiln::limitParameters(CompileOptions &options, bool embedded) {
     options.maxParameterBytes = runtime::kMaxEmbeddedWeightBytes;
     options.parameterLimit =
         "the " + runtime::formatBytes(runtime::kMaxEmbeddedWeightBytes) +
-        " an artifact embeds (keep larger weights beside it with "
-        "--external-weights=FILE.safetensors)";
+        " an artifact embeds (keep larger weights beside it with " +
+        runtime::optionRef("--external-weights=FILE.safetensors",
+                           "external_weights=\"FILE.safetensors\"") +
+        ")";
   }
 }

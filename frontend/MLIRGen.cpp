@@ -126,13 +126,19 @@ Gen::Gen(mlir::MLIRContext &ctx, Diagnostics &diags, llvm::StringRef filename,
   b.setListener(&opCounter);
 }
 
+/// How the user overrides hyperparameters, as each front end spells it.
+static const std::string kHParamOption =
+    kiln::runtime::optionRef("-D", "defines=");
+
 bool Gen::withinOpBudget(SMLoc l) {
   if (opCounter.count <= kMaxGeneratedOps)
     return true;
   return error(l, "the model unrolls to more than " +
                       llvm::Twine(kMaxGeneratedOps) +
-                      " operations by here; check the hyperparameters (-D): "
-                      "a block's repeat count multiplies its size");
+                      " operations by here; check the hyperparameters (" +
+                      kHParamOption +
+                      "): a block's repeat count multiplies "
+                      "its size");
 }
 
 static std::string bytesText(uint64_t bytes) {
@@ -257,7 +263,10 @@ static std::optional<Val> parseDefine(llvm::StringRef text) {
 bool Gen::declareHParams(const ast::Model &m) {
   std::map<std::string, const Define *> overrides;
   auto originOf = [](const Define &d) {
-    return d.origin.empty() ? "-D " + d.name + "=" + d.value : d.origin;
+    return d.origin.empty() ? runtime::optionRef("-D " + d.name + "=" + d.value,
+                                                 "defines={'" + d.name +
+                                                     "': " + d.value + "}")
+                            : d.origin;
   };
   for (const Define &d : options.defines) {
     const std::string &name = d.name;
@@ -348,7 +357,7 @@ bool Gen::addParam(const std::string &name, mlir::Type elt, const Shape &shape,
     return error(l, "the parameters need " + bytesText(paramBytes) +
                         " by parameter '" + name + "' " + typeStr(elt, shape) +
                         ", more than " + options.parameterLimit +
-                        "; check the hyperparameters (-D)");
+                        "; check the hyperparameters (" + kHParamOption + ")");
   if (!withinOpBudget(l))
     return false;
   auto info = std::make_unique<ParamInfo>();
@@ -620,7 +629,7 @@ bool Gen::declareParams(const ast::Model &m) {
                 " times with " + bytesText(each) +
                 " of parameters each: the model needs " + bytesText(total) +
                 ", more than " + options.parameterLimit +
-                "; check the hyperparameters (-D)");
+                "; check the hyperparameters (" + kHParamOption + ")");
       int64_t ops = opCounter.count - opsBefore;
       if (opsBefore + ops * info->count > kMaxGeneratedOps)
         return error(blk.count->loc,
@@ -628,7 +637,8 @@ bool Gen::declareParams(const ast::Model &m) {
                          llvm::Twine(info->count) +
                          " times: the model would unroll to more than " +
                          llvm::Twine(kMaxGeneratedOps) +
-                         " operations; check the hyperparameters (-D)");
+                         " operations; check the hyperparameters (" +
+                         kHParamOption + ")");
     }
     blocks[blk.name] = std::move(info);
   }

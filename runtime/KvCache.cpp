@@ -57,9 +57,12 @@ Status KvCache::create(const Model &model, int64_t batch, int64_t slots,
                        std::unique_ptr<KvCache> &out) {
   const FunctionInfo *f = decodeFunction(model);
   if (!f)
-    return Status::error("the model has no compiled 'decode' function "
-                         "(kiln compile derives one from a causal decoder's "
-                         "forward; --decode says why it cannot)");
+    return Status::error(
+        "the model has no compiled 'decode' function "
+        "(compiling derives one from a causal decoder's "
+        "forward; " +
+        optionRef("kiln compile --decode", "kiln.compile(..., decode=True)") +
+        " says why it cannot)");
   if (batch < 1 || slots < 1)
     return Status::error("a key/value cache needs batch >= 1 and slots >= 1, "
                          "got " +

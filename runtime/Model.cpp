@@ -39,7 +39,7 @@ Status Model::load(const std::string &path, std::unique_ptr<Model> &out,
   std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
   Status s = fromBytes(std::move(bytes), out, dir.empty() ? "/" : dir, options);
   if (!s)
-    return Status::error(path + ": " + s.message());
+    return Status::error(path + ": " + s.text());
   return s;
 }
 
@@ -173,8 +173,7 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
   }
   if (const kart::TokenizerData *t = p->tokenizer_data())
     if (Status s = tokenizerFromKart(*t, tokenizer_); !s)
-      return Status::error("the artifact's tokenizer is invalid: " +
-                           s.message());
+      return Status::error("the artifact's tokenizer is invalid: " + s.text());
   if (p->hparams())
     for (const kart::HParam *h : *p->hparams())
       if (h && h->name()) {
@@ -203,15 +202,15 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
         options.weightsFile.empty() ? dir + "/" + name : options.weightsFile;
     NamedTensors tensors;
     if (Status s = readSafetensors(wfile, tensors, p->parameters()->size()); !s)
-      return Status::error("external weights: " + s.message());
+      return Status::error("external weights: " + s.text());
     for (auto &[name, t] : tensors)
       externalWeights_.push_back(std::move(t));
     for (size_t i = 0; i < tensors.size(); ++i)
       external[tensors[i].first] = &externalWeights_[i];
   } else if (!options.weightsFile.empty()) {
     return Status::error("the artifact embeds its weights; a weights file "
-                         "applies to artifacts compiled with "
-                         "--external-weights");
+                         "applies to artifacts compiled with " +
+                         optionRef("--external-weights", "external_weights="));
   }
   for (size_t i = 0; i < p->parameters()->size(); ++i) {
     const kart::Parameter *pr = p->parameters()->Get(i);

@@ -104,6 +104,30 @@ size_t kiln::runtime::utf8Length(const std::string &s, size_t i) {
   return n;
 }
 
+// optionRef: \x1e CLI \x1f PYTHON \x1d. The markers are control
+// characters, which printable() escapes wherever else they appear, so
+// spelled text never carries one.
+std::string kiln::runtime::optionRef(const std::string &cli,
+                                     const std::string &python) {
+  return "\x1e" + cli + "\x1f" + python + "\x1d";
+}
+
+std::string kiln::runtime::spellOptions(const std::string &text, bool python) {
+  std::string out;
+  size_t at = 0;
+  while (true) {
+    size_t start = text.find('\x1e', at);
+    size_t mid = start == std::string::npos ? start : text.find('\x1f', start);
+    size_t end = mid == std::string::npos ? mid : text.find('\x1d', mid);
+    if (end == std::string::npos)
+      return out + text.substr(at);
+    out += text.substr(at, start - at);
+    out += python ? text.substr(mid + 1, end - mid - 1)
+                  : text.substr(start + 1, mid - start - 1);
+    at = end + 1;
+  }
+}
+
 std::string kiln::runtime::printable(std::string text) {
   // The length of the valid UTF-8 sequence at `i` (0 if there is none),
   // as strict decoders (Python's) see it.

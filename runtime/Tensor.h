@@ -26,23 +26,49 @@ size_t utf8Length(const std::string &s, size_t i);
 /// newlines and tabs. Other bytes (from a damaged file, say) become \xNN.
 std::string printable(std::string text);
 
+/// An option in a message, as each front end spells it: `cli` on the
+/// command line ("--grad=loss"), `python` in Python ("grad=\"loss\""). The
+/// libraries' errors that point to an option say it this way, so that a
+/// Python user is never told about a command-line flag (and the reverse);
+/// spellOptions picks the spelling.
+std::string optionRef(const std::string &cli, const std::string &python);
+/// `text` with each optionRef in it spelled for Python, or for the
+/// command line.
+std::string spellOptions(const std::string &text, bool python);
+
 class Status {
 public:
   static Status ok() { return Status(); }
   /// Messages quote names and strings read from inputs, which may hold any
   /// bytes: they are made printable here, once for every error.
+  /// Options in the message (optionRef) are spelled for each front end.
   static Status error(std::string message) {
     Status s;
-    s.message_ = printable(std::move(message));
+    s.message_ = printable(spellOptions(message, false));
+    if (message.find(kOptionRefStart) != std::string::npos)
+      s.pythonMessage_ = printable(spellOptions(message, true));
     s.failed_ = true;
     return s;
   }
   bool isOk() const { return !failed_; }
   explicit operator bool() const { return !failed_; }
+  /// The message, options spelled for the command line (and C++).
   const std::string &message() const { return message_; }
+  /// The message, options spelled for Python.
+  const std::string &pythonMessage() const {
+    return pythonMessage_.empty() ? message_ : pythonMessage_;
+  }
+  /// The message with both spellings (an optionRef of the two), to pass
+  /// into another message that a front end spells later (a compile error).
+  std::string text() const {
+    return pythonMessage_.empty() ? message_
+                                  : optionRef(message_, pythonMessage_);
+  }
+  /// What optionRef's text starts with.
+  static constexpr char kOptionRefStart = '\x1e';
 
 private:
-  std::string message_;
+  std::string message_, pythonMessage_;
   bool failed_ = false;
 };
 

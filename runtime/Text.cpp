@@ -115,7 +115,8 @@ Status kiln::runtime::readTokenFile(const std::string &path, TokenWidth width,
     return bad(std::to_string(body) + " bytes of ids" +
                (llmc ? " after the 1024-byte header" : "") +
                " are not a whole number of " + std::to_string(info.idBytes) +
-               "-byte ids (is the width right? --token-width)");
+               "-byte ids (is the width right? " +
+               optionRef("--token-dtype", "token_dtype=") + ")");
   if (!llmc)
     count = body / info.idBytes;
   else if (count != body / info.idBytes)

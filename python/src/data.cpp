@@ -37,7 +37,7 @@ void kiln::python::registerData(py::module_ &m) {
           s = readFile(path, text, trainingDataLimit(), "text file");
         }
         if (!s)
-          throw py::value_error(s.message());
+          throw py::value_error(s.pythonMessage());
         return py::bytes(text);
       },
       py::arg("path"));
@@ -55,7 +55,7 @@ void kiln::python::registerData(py::module_ &m) {
           s = readTokenFile(path, width, trainingDataLimit(), ids, info);
         }
         if (!s)
-          throw py::value_error(s.message());
+          throw py::value_error(s.pythonMessage());
         Tensor t(DType::I32, {static_cast<int64_t>(ids.size())});
         std::copy(ids.begin(), ids.end(), t.as<int32_t>());
         py::dict d;
@@ -71,7 +71,7 @@ void kiln::python::registerData(py::module_ &m) {
       [](const std::string &kind, const std::string &text) {
         Tokenizer tok;
         if (Status s = Tokenizer::fromText(kind, text, tok); !s)
-          throw py::value_error(s.message());
+          throw py::value_error(s.pythonMessage());
         return tok;
       },
       py::arg("kind"), py::arg("text"));
@@ -88,7 +88,7 @@ void kiln::python::registerData(py::module_ &m) {
                 if (Status s = TextData::create(std::move(v), evalFraction, seq,
                                                 out->data);
                     !s)
-                  throw py::value_error(s.message());
+                  throw py::value_error(s.pythonMessage());
                 out->seq = seq;
                 return out;
               }),

@@ -63,7 +63,7 @@ void kiln::python::registerGeneration(py::module_ &m) {
              o.stopTokens = stopTokens(model.tokenizer());
              auto p = std::make_unique<PyGeneration>();
              if (Status s = Generation::start(model, prompts, o, p->g); !s)
-               throw py::value_error(s.message());
+               throw py::value_error(s.pythonMessage());
              return p;
            }),
            py::arg("model"), py::arg("prompts"), py::arg("max_tokens"),
@@ -80,7 +80,7 @@ void kiln::python::registerGeneration(py::module_ &m) {
                s = p.g->step(tokens);
              }
              if (!s)
-               throw std::runtime_error(s.message());
+               throw std::runtime_error(s.pythonMessage());
              return tokens;
            })
       .def_property_readonly("done",
@@ -104,7 +104,7 @@ void kiln::python::registerGeneration(py::module_ &m) {
              auto p = std::make_unique<PyKvCache>();
              p->model = &model;
              if (Status s = KvCache::create(model, batch, slots, p->cache); !s)
-               throw py::value_error(s.message());
+               throw py::value_error(s.pythonMessage());
              return p;
            }),
            py::arg("model"), py::arg("batch"), py::arg("slots"),
@@ -126,7 +126,7 @@ void kiln::python::registerGeneration(py::module_ &m) {
               s = p.cache->append(*p.model, tokens, logits);
             }
             if (!s)
-              throw py::value_error(s.message());
+              throw py::value_error(s.pythonMessage());
             py::array_t<float> a(logits.shape());
             std::memcpy(a.mutable_data(), logits.data(), logits.bytes());
             return a;
@@ -158,7 +158,7 @@ void kiln::python::registerGeneration(py::module_ &m) {
               s = p.cache->setContext(*p.model, in);
             }
             if (!s)
-              throw py::value_error(s.message());
+              throw py::value_error(s.pythonMessage());
           },
           py::arg("inputs"))
       .def_property_readonly(

@@ -20,7 +20,9 @@ using namespace kiln::runtime;
 
 namespace {
 
-[[noreturn]] void raise(const Status &s) { throw py::value_error(s.message()); }
+[[noreturn]] void raise(const Status &s) {
+  throw py::value_error(s.pythonMessage());
+}
 
 py::array toArray(const Tensor &t) {
   const char *dt = nullptr;
@@ -84,7 +86,7 @@ void kiln::python::registerQuant(py::module_ &m) {
           quant::QuantizedWeight q;
           if (Status s = quant::quantize(w, qs, q); !s) {
             py::gil_scoped_acquire locked;
-            raise(Status::error("'" + name + "': " + s.message()));
+            raise(Status::error("'" + name + "': " + s.text()));
           }
           quant::appendTensors(name, q, tensors);
         }

@@ -27,7 +27,7 @@ using namespace kiln::runtime;
 namespace {
 
 [[noreturn]] void raise(const Status &s) {
-  throw std::runtime_error(s.message());
+  throw std::runtime_error(s.pythonMessage());
 }
 
 const char *numpyType(DType t) {
@@ -156,7 +156,7 @@ void kiln::python::registerRuntime(py::module_ &m) {
               s = t.encode(text, ids);
             }
             if (!s)
-              throw py::value_error(s.message());
+              throw py::value_error(s.pythonMessage());
             return ids;
           },
           py::arg("text"))
@@ -183,7 +183,7 @@ void kiln::python::registerRuntime(py::module_ &m) {
           s = Tokenizer::load(spec, tok);
         }
         if (!s)
-          throw py::value_error(s.message());
+          throw py::value_error(s.pythonMessage());
         return tok;
       },
       py::arg("spec"));
@@ -199,7 +199,7 @@ void kiln::python::registerRuntime(py::module_ &m) {
           "write_trace",
           [](const Profiler &p, const std::string &path) {
             if (Status s = p.writeTrace(path); !s)
-              throw py::value_error(s.message());
+              throw py::value_error(s.pythonMessage());
           },
           py::arg("path"))
       .def(
@@ -356,7 +356,7 @@ void kiln::python::registerRuntime(py::module_ &m) {
             if (!s) {
               // Sizes that disagree across inputs are the caller's shapes.
               if (s.message().find("input '") != std::string::npos)
-                throw py::value_error(s.message());
+                throw py::value_error(s.pythonMessage());
               raise(s);
             }
             py::list res;
@@ -415,7 +415,7 @@ void kiln::python::registerRuntime(py::module_ &m) {
                                         "' is not a parameter of the model");
               }
             if (Status s = m.setParameters(tensors); !s)
-              throw py::value_error(s.message());
+              throw py::value_error(s.pythonMessage());
           },
           py::arg("weights"))
       .def(
@@ -428,7 +428,7 @@ void kiln::python::registerRuntime(py::module_ &m) {
                 !s)
               raise(s);
             if (Status s = m.setParameters(tensors); !s)
-              throw py::value_error(s.message());
+              throw py::value_error(s.pythonMessage());
           },
           py::arg("path"))
       .def(

@@ -41,7 +41,7 @@ void kiln::python::registerTraining(py::module_ &m) {
              c.optimizerStateFile = stateFile;
              std::unique_ptr<Trainer> t;
              if (Status s = Trainer::create(model, c, t); !s)
-               throw py::value_error(s.message());
+               throw py::value_error(s.pythonMessage());
              return t;
            }),
            py::arg("model"), py::arg("loss"), py::arg("optimizer"),
@@ -65,7 +65,7 @@ void kiln::python::registerTraining(py::module_ &m) {
               s = t.step(micro, st);
             }
             if (!s)
-              throw std::runtime_error(s.message());
+              throw std::runtime_error(s.pythonMessage());
             return py::make_tuple(st.loss, st.lr, st.gradNorm);
           },
           py::arg("model"), py::arg("loss"), py::arg("batches"))
@@ -82,7 +82,7 @@ void kiln::python::registerTraining(py::module_ &m) {
               s = t.evaluate(in, l);
             }
             if (!s)
-              throw std::runtime_error(s.message());
+              throw std::runtime_error(s.pythonMessage());
             return l;
           },
           py::arg("model"), py::arg("loss"), py::arg("batch"))
@@ -93,20 +93,20 @@ void kiln::python::registerTraining(py::module_ &m) {
           [](Trainer &t, const std::string &parent,
              const std::string &stateJson, int keep) {
             if (Status s = t.saveCheckpoint(parent, stateJson, keep); !s)
-              throw std::runtime_error(s.message());
+              throw std::runtime_error(s.pythonMessage());
           },
           py::arg("parent"), py::arg("state_json"), py::arg("keep"))
       .def(
           "load_checkpoint",
           [](Trainer &t, const std::string &dir) {
             if (Status s = t.loadCheckpoint(dir); !s)
-              throw py::value_error(s.message());
+              throw py::value_error(s.pythonMessage());
           },
           py::arg("dir"));
   m.def("latest_checkpoint", [](const std::string &parent) {
     std::string dir;
     if (Status s = latestCheckpoint(parent, dir); !s)
-      throw py::value_error(s.message());
+      throw py::value_error(s.pythonMessage());
     return dir;
   });
 }

@@ -125,9 +125,11 @@ Status kiln::runtime::readTrace(const std::string &path,
     return s;
   const JsonValue *events = root.get("traceEvents");
   if (!events || !events->isArray())
-    return Status::error(path +
-                         ": not a trace (no \"traceEvents\" list; kiln run, "
-                         "train and generate write one with --profile)");
+    return Status::error(path + ": not a trace (no \"traceEvents\" list; " +
+                         optionRef("kiln run, train and generate write one "
+                                   "with --profile",
+                                   "Model.profile writes one") +
+                         ")");
   for (size_t i = 0; i < events->items.size(); ++i) {
     const JsonValue &e = events->items[i];
     const JsonValue *ph = e.get("ph");

@@ -248,7 +248,7 @@ Status kiln::runtime::latestCheckpoint(const std::string &parent,
   std::string name;
   if (Status s = readFile(parent + "/latest", name); !s)
     return Status::error(parent + ": no checkpoint to resume from (" +
-                         s.message() + ")");
+                         s.text() + ")");
   while (!name.empty() && (name.back() == '\n' || name.back() == '\r'))
     name.pop_back();
   if (name.empty() || name.find('/') != std::string::npos)

@@ -56,8 +56,9 @@ std::string number(double v) {
 
 Status Model::saveAdapter(const std::string &dir) const {
   if (!lora_)
-    return Status::error("the model has no LoRA adapters to save (compile it "
-                         "with --lora)");
+    return Status::error(
+        "the model has no LoRA adapters to save (compile it with " +
+        optionRef("--lora=rank=8", "lora=\"rank=8\"") + ")");
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
     return Status::error(
         dir + ": cannot create the adapter directory: " + std::strerror(errno));
@@ -100,8 +101,9 @@ Status Model::mergeAdapters(NamedTensors &out,
                             const quant::QuantSpec *requantize) const {
   out.clear();
   if (!lora_)
-    return Status::error("the model has no LoRA adapters to merge (compile "
-                         "it with --lora)");
+    return Status::error(
+        "the model has no LoRA adapters to merge (compile it with " +
+        optionRef("--lora=rank=8", "lora=\"rank=8\"") + ")");
   std::set<std::string> adapters,
       targets(lora_->targets.begin(), lora_->targets.end());
   for (const std::string &t : lora_->targets) {
@@ -142,7 +144,7 @@ Status Model::mergeAdapters(NamedTensors &out,
     }
     quant::QuantizedWeight qw;
     if (Status s = quant::quantize(w, *requantize, qw); !s)
-      return Status::error("parameter '" + p.name + "': " + s.message());
+      return Status::error("parameter '" + p.name + "': " + s.text());
     quant::appendTensors(p.name, qw, out);
   }
   return Status::ok();

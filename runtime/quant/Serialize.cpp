@@ -222,7 +222,7 @@ Status readState(const std::map<std::string, const Tensor *> &tensors,
                          std::to_string(kMaxStateBytes) + ")");
   std::string json(static_cast<const char *>(t.data()), t.bytes());
   if (Status s = StateParser(json).parse(out); !s)
-    return Status::error("'" + key + "': " + s.message());
+    return Status::error("'" + key + "': " + s.text());
   if (used)
     used->push_back(key);
   return Status::ok();

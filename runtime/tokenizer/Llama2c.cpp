@@ -191,6 +191,6 @@ Status Tokenizer::readLlama2c(const std::string &path, Tokenizer &out) {
     at += 8 + static_cast<uint64_t>(length);
   }
   if (Status s = fromParts(std::move(parts), out); !s)
-    return Status::error(path + ": " + s.message());
+    return Status::error(path + ": " + s.text());
   return Status::ok();
 }

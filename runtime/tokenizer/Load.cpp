@@ -110,7 +110,7 @@ void gpt2Specials(TokenizerParts &parts) {
 
 Status build(TokenizerParts parts, const std::string &path, Tokenizer &out) {
   if (Status s = Tokenizer::fromParts(std::move(parts), out); !s)
-    return Status::error(path + ": " + s.message());
+    return Status::error(path + ": " + s.text());
   return Status::ok();
 }
 
@@ -206,7 +206,7 @@ Status loadSentencePiece(const std::string &path, Tokenizer &out) {
     return s;
   TokenizerParts parts;
   if (Status s = sentencePieceParts(model, parts); !s)
-    return Status::error(path + ": " + s.message());
+    return Status::error(path + ": " + s.text());
   return build(std::move(parts), path, out);
 }
 

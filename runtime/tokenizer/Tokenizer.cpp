@@ -203,8 +203,9 @@ Status Tokenizer::fromText(const std::string &kind, const std::string &text,
     size_t n = utf8Length(text, i);
     if (!n)
       return Status::error("the text is not valid UTF-8 at byte offset " +
-                           std::to_string(i) +
-                           "; use --tokenizer=byte for binary data");
+                           std::to_string(i) + "; use " +
+                           optionRef("--tokenizer=byte", "tokenizer=\"byte\"") +
+                           " for binary data");
     chars.insert(text.substr(i, n));
     i += n;
   }

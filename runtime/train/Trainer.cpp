@@ -54,10 +54,10 @@ Status Trainer::create(Model &model, const TrainConfig &config,
   const std::string gradName = config.loss + "_grad";
   const FunctionInfo *grad = findFunction(model, gradName);
   if (!findFunction(model, config.loss) || !grad)
-    return Status::error("the artifact has no '" + gradName +
-                         "' function to train with; compile it with "
-                         "--grad=" +
-                         config.loss);
+    return Status::error(
+        "the artifact has no '" + gradName +
+        "' function to train with; compile it with " +
+        optionRef("--grad=" + config.loss, "grad=\"" + config.loss + "\""));
   const auto &params = model.parameters();
   size_t trainable = 0;
   for (const ParameterInfo &p : params)
@@ -317,9 +317,10 @@ Status Trainer::checkMemory(const std::map<std::string, int64_t> &dims,
         shape + ", " + formatBytes(e.state) +
         " of weights, gradients and optimizer state), more than this "
         "machine's " +
-        formatBytes(memory) +
-        " of memory; use a smaller batch or sequence (--accumulate keeps the "
-        "effective batch)");
+        formatBytes(memory) + " of memory; use a smaller batch or sequence (" +
+        optionRef("--accumulate=K keeps",
+                  "several smaller micro-batches per step keep") +
+        " the effective batch)");
   }
   return Status::ok();
 }
@@ -441,7 +442,7 @@ Status Trainer::loadWeights(const std::string &path) {
       !s)
     return s;
   if (Status s = model_.setParameters(t); !s)
-    return Status::error(path + ": " + s.message());
+    return Status::error(path + ": " + s.text());
   return Status::ok();
 }
 

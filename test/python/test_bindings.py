@@ -137,7 +137,8 @@ def test_compile_from_text_and_errors(tmp_path):
         kiln.compile(EXAMPLES / "gpt2.kiln", defines={"n_layers": 2})
     assert (e.value.file, e.value.line, e.value.column) == ("", 0, 0)
     assert e.value.message.startswith(
-        "-D n_layers=2: model 'gpt2' has no hyperparameter 'n_layers'")
+        "defines={'n_layers': 2}: model 'gpt2' has no hyperparameter "
+        "'n_layers'")
     with pytest.raises(kiln.CompileError, match="no function 'nope'"):
         kiln.compile(EXAMPLES / "gpt2.kiln", defines=TINY, grad="nope")
     with pytest.raises(FileNotFoundError, match="no such model file"):
