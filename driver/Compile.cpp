@@ -1,5 +1,6 @@
 //===- Compile.cpp - the one compile entry point --------------------------===//
 #include "driver/Compile.h"
+#include "codegen/CudaEmitter.h"
 
 #include "codegen/KartWriter.h"
 #include "driver/Adapter.h"
@@ -32,6 +33,7 @@ std::optional<CompileStage> kiln::parseStage(llvm::StringRef name) {
       .Case("params", CompileStage::Params)
       .Case("lowered", CompileStage::Lowered)
       .Case("kart", CompileStage::Kart)
+      .Case("cuda", CompileStage::Cuda)
       .Default(std::nullopt);
 }
 
@@ -96,7 +98,8 @@ private:
     return false;
   }
   bool artifactStage() const {
-    return r.stage == CompileStage::Kart || r.stage == CompileStage::Lowered;
+    return r.stage == CompileStage::Kart || r.stage == CompileStage::Lowered ||
+           r.stage == CompileStage::Cuda;
   }
   bool checkFunctionNames(mlir::ModuleOp module);
   bool readLora();
@@ -320,6 +323,13 @@ bool Compilation::run() {
     return false;
   if (r.stage == CompileStage::Lowered)
     module->print(os);
+  if (r.stage == CompileStage::Cuda) {
+    std::string source, error;
+    if (!emitCudaSource(out.artifact.data(), out.artifact.size(), source,
+                        error))
+      return fail("CUDA code generation: " + error);
+    os << source;
+  }
   return true;
 }
 

@@ -37,6 +37,7 @@ enum class CompileStage {
   Params,  // the parameter table, as text
   Lowered, // the IR annotated with runtime kernels and slots, and the artifact
   Kart,    // the artifact
+  Cuda, // CUDA C++ of the artifact's generated kernels (codegen/CudaEmitter.h)
 };
 
 /// The stage named by `--emit` ("ast", "mlir", ...); nullopt if none.

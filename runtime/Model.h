@@ -22,6 +22,7 @@
 #include "runtime/quant/QuantView.h"
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -113,6 +114,8 @@ struct StatePool;
 /// fast ones and for debugging a result.
 enum class KernelChoice { Fast, Reference };
 
+struct KernelContext;
+
 struct RunOptions {
   bool training = false;
   uint64_t seed = 0;
@@ -122,6 +125,10 @@ struct RunOptions {
   /// Records the call's kernels (runtime/Profile.h); unset: the model's
   /// profiler (Model::setProfiler), if any.
   Profiler *profiler = nullptr;
+  /// Called after each kernel with its operands and results (to compare a
+  /// kernel with another implementation of it, as the CUDA emulation tests
+  /// do); KernelContext is in runtime/Kernels.h.
+  std::function<void(const KernelContext &)> afterKernel;
 };
 
 /// Threads for kiln's kernels and oneDNN (one OpenMP pool) in calls of

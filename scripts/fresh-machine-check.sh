@@ -120,7 +120,8 @@ mkdir -p "$NEWROOT/work/main" "$NEWROOT/work/shared/data"
 git ls-files -z --cached --others --exclude-standard |
   while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
   tar --null -T - -cf - | tar -xf - -C "$NEWROOT/work/main"
-cp "$DATA"/stories260K.bin "$DATA"/tok512.bin "$DATA"/tinyshakespeare.txt "$NEWROOT/work/shared/data/"
+# Every data set the tests read (docs/data.md), GPT-2's tokenizer included.
+cp -r "$DATA"/. "$NEWROOT/work/shared/data/"
 
 in_root() {
   chroot "$NEWROOT" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin \

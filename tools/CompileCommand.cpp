@@ -163,7 +163,8 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   kiln::CompileRequest r;
   kiln::tools::OptionParser p("compile");
   p.positional(r.path, "model file");
-  p.text("--emit", emit, "a stage: ast, mlir, lowered, params, kart or plan");
+  p.text("--emit", emit,
+         "a stage: ast, mlir, lowered, params, kart, plan or cuda");
   p.text("--output", output, "a file, e.g. -o model.kart");
   p.alias("-o", "--output");
   p.custom("--define", [&](llvm::StringRef def) {
@@ -221,10 +222,11 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
       plan ? kiln::CompileStage::Kart : kiln::parseStage(emit);
   if (!stage)
     return usageError("unknown --emit stage '" + emit +
-                      "'; use ast, mlir, lowered, params, kart or plan");
+                      "'; use ast, mlir, lowered, params, kart, plan or cuda");
   r.stage = *stage;
   bool artifact = r.stage == kiln::CompileStage::Kart ||
-                  r.stage == kiln::CompileStage::Lowered;
+                  r.stage == kiln::CompileStage::Lowered ||
+                  r.stage == kiln::CompileStage::Cuda;
   if ((!r.weights.empty() || !saveWeightsPath.empty() ||
        !r.externalWeights.empty() || !r.tokenizerPath.empty()) &&
       !artifact)

@@ -53,8 +53,9 @@ compile options:
   --emit=STAGE       what to produce: mlir (default), ast, lowered (the IR
                      with each op's runtime kernel), params
                      (a table of the parameters), kart (the artifact; the
-                     default when -o ends in .kart) or plan (the artifact's
-                     functions and kernel list)
+                     default when -o ends in .kart), plan (the artifact's
+                     functions and kernel list) or cuda (CUDA C++ of the
+                     kernels kiln generates; docs/cuda.md)
   -D NAME=VALUE      override a hyperparameter (repeatable), e.g. -D n_layer=2
                      (also --define NAME=VALUE)
   -o FILE            write the output to FILE instead of standard output

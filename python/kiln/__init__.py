@@ -588,16 +588,17 @@ class Model:
     def ir(self, stage: str = "mlir") -> str:
         """The text of a compilation stage: ``ast``, ``mlir`` (after the
         frontend pipeline, and autodiff when compiled with ``grad``),
-        ``lowered`` (with runtime kernels) or ``params``."""
+        ``lowered`` (with runtime kernels), ``params`` or ``cuda`` (CUDA C++
+        of the kernels kiln generates, as ``kiln compile --emit=cuda``)."""
         if self._request is None:
             raise ValueError("ir() needs a model made by kiln.compile(); "
                              "this one was loaded from an artifact")
-        if stage not in ("ast", "mlir", "lowered", "params"):
+        if stage not in ("ast", "mlir", "lowered", "params", "cuda"):
             raise ValueError(f"unknown stage '{stage}'; use ast, mlir, "
-                             f"lowered or params")
+                             f"lowered, params or cuda")
         # The IR of the model as compiled; weights files are not rewritten.
         request = dict(self._request, stage=stage, external_weights="",
-                       train_step=None if stage != "lowered"
+                       train_step=None if stage not in ("lowered", "cuda")
                        else self._request.get("train_step"))
         ok, text, errors = _kiln.compile(**request)
         if not ok:

@@ -143,6 +143,8 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
       return s;
     if (profiler)
       profiler->record(kernelSlice(*k, kernelIndex, ctx, startUs, profiler));
+    if (options.afterKernel)
+      options.afterKernel(ctx);
     if (profile)
       opTime[kart::EnumNameOp(k->op())] +=
           std::chrono::duration<double, std::milli>(
