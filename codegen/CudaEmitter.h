@@ -1,18 +1,19 @@
-//===- CudaEmitter.h - CUDA C++ for an artifact's generated kernels -*- C++
-//-*-//
+//===- CudaEmitter.h - CUDA C++ of an artifact's own kernels ---*- C++ -*-===//
 //
 // The CUDA backend's code generator: CUDA C++ for the kernels kiln
 // generates itself (today the fused elementwise programs, forward and
-// backward), read from the artifact's kernel table so that the GPU computes
-// exactly the program the CPU runs. `kiln compile --emit=cuda` prints it;
-// nvcc compiles it for sm_80/sm_90 and test/cuda/Emulation.h runs it on the
-// CPU (docs/cuda.md).
+// backward, and the row norms), read from the artifact's kernel table so
+// that the GPU computes exactly the program the CPU runs. `kiln compile
+// --emit=cuda` prints it; nvcc compiles it for sm_80/sm_90 and
+// test/cuda/Emulation.h runs it on the CPU (docs/cuda.md).
 //
-// Each kernel is `extern "C" __global__ void kiln_<model>_<function>_k<i>(
-// KilnElementwiseArgs)`, launched with kKilnCudaBlock threads per block
-// over a grid-stride loop, so any grid covers any size. For the host build
-// (KILN_CUDA_EMULATION) a table lists them by model, function and kernel
-// index, registered with KILN_CUDA_REGISTER.
+// Each elementwise program is `extern "C" __global__ void
+// kiln_<model>_<function>_k<i>(KilnElementwiseArgs)`, a grid-stride loop
+// over the elements; one kiln_<model>_norm(KilnNormArgs) serves every
+// LayerNorm and RMSNorm, a block per row at a time. Both take kCudaBlock
+// threads per block and any grid. For the host build (KILN_CUDA_EMULATION)
+// a table lists every kernel by model, function and kernel index, with the
+// kind of argument block it takes, registered with KILN_CUDA_REGISTER.
 //
 //===----------------------------------------------------------------------===//
 #ifndef KILN_CODEGEN_CUDAEMITTER_H

@@ -292,8 +292,8 @@ int OptionParser::apply(const Layer &layer) {
   for (const auto &[rawKey, value] : root.members) {
     llvm::StringRef key = llvm::StringRef(rawKey).ltrim('-');
     std::string at = where(layer, value.offset);
-    // A value as an option's text; false when it gives none (null, or a
-    // switch that is off).
+    // A value as an option's text: 1 with the text, 0 for none (null), -1
+    // after printing the error (a value that is no option's text).
     auto text = [&](const JsonValue &v, std::string &out) -> int {
       switch (v.kind) {
       case JsonValue::Kind::String:

@@ -60,6 +60,30 @@ KilnEmulatedCall callOf(const KernelContext &ctx, std::vector<float> &out) {
   return c;
 }
 
+/// Runs a generated norm kernel on the CPU kernel's operands and compares.
+void checkNorm(const kiln_emulation::Kernel &k, const KernelContext &ctx,
+               const std::string &what) {
+  bool centered = ctx.kernel.op() == kiln::kart::Op::LayerNorm;
+  const std::vector<int64_t> &shape = *ctx.in[0].shape;
+  int64_t C = shape.back(), total = ctx.in[0].numel();
+  std::vector<float> gpu(static_cast<size_t>(total), NAN);
+  KilnEmulatedNorm n{ctx.in[0].as<float>(),
+                     ctx.in[1].as<float>(),
+                     centered ? ctx.in[2].as<float>() : nullptr,
+                     gpu.data(),
+                     total / C,
+                     static_cast<int>(C),
+                     static_cast<float>(ctx.kernel.attrs_as_NormAttrs()->eps()),
+                     centered};
+  // Fewer blocks than rows (blocks loop), and a block wider than a row's
+  // share (idle threads in the reduction).
+  k.norm(k.entry, n, dim3(2), dim3(64));
+  const float *cpu = ctx.out[0].as<float>();
+  for (int64_t i = 0; i < total; ++i)
+    ASSERT_NEAR(gpu[i], cpu[i], 1e-5f * std::max(1.0f, std::fabs(cpu[i])))
+        << what << " element " << i;
+}
+
 const kiln_emulation::Kernel *find(const std::string &model,
                                    const std::string &function, int index) {
   for (const kiln_emulation::Kernel &k : kiln_emulation::kernels())
@@ -92,7 +116,20 @@ TEST_P(Emulated, ElementwiseKernelsMatchTheCpu) {
     RunOptions run;
     run.afterKernel = [&](const KernelContext &ctx) {
       ++index;
-      if (ctx.kernel.op() != kiln::kart::Op::FusedElementwise)
+      kiln::kart::Op op = ctx.kernel.op();
+      if (op == kiln::kart::Op::LayerNorm || op == kiln::kart::Op::RMSNorm) {
+        const kiln_emulation::Kernel *k =
+            find(model->modelName(), function, index);
+        ASSERT_NE(k, nullptr) << function << " norm " << index;
+        ASSERT_EQ(k->kind, 1);
+        seen.insert(index);
+        checkNorm(*k, ctx,
+                  GetParam() + " " + function + " kernel " +
+                      std::to_string(index));
+        ++checked;
+        return;
+      }
+      if (op != kiln::kart::Op::FusedElementwise)
         return;
       const kiln_emulation::Kernel *k =
           find(model->modelName(), function, index);
@@ -102,7 +139,8 @@ TEST_P(Emulated, ElementwiseKernelsMatchTheCpu) {
       for (dim3 grid : {dim3(3), dim3(1)}) {
         std::vector<float> gpu;
         KilnEmulatedCall call = callOf(ctx, gpu);
-        k->launch(k->entry, call, grid, dim3(32));
+        ASSERT_EQ(k->kind, 0);
+        k->elementwise(k->entry, call, grid, dim3(32));
         const float *cpu = ctx.out[0].as<float>();
         for (int64_t i = 0; i < call.total; ++i) {
           float tol = 1e-5f * std::max(1.0f, std::fabs(cpu[i]));
@@ -133,6 +171,6 @@ TEST_P(Emulated, ElementwiseKernelsMatchTheCpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, Emulated,
-                         ::testing::Values("elementwise", "llama"));
+                         ::testing::Values("elementwise", "llama", "gpt2"));
 
 } // namespace

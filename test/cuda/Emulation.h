@@ -84,9 +84,9 @@ void kilnLaunch(void (*kernel)(Params...), dim3 grid, dim3 block,
       }
 }
 
-/// One call of a generated elementwise kernel in plain types, so that a
-/// test that does not include the generated file can make one.
-struct KilnEmulatedCall {
+/// Calls of the generated kernels in plain types, so that a test that does
+/// not include the generated file can make them.
+struct KilnEmulatedCall { // KilnElementwiseArgs
   const float *in[40];
   long long strides[40][8];
   int contiguous[40];
@@ -96,15 +96,25 @@ struct KilnEmulatedCall {
   int rank;
   long long total;
 };
+struct KilnEmulatedNorm { // KilnNormArgs
+  const float *x, *weight, *bias;
+  float *y;
+  long long rows;
+  int C;
+  float eps;
+  int centered;
+};
 
 namespace kiln_emulation {
 /// A generated kernel linked into this program.
 struct Kernel {
   std::string model, function;
   int index;
-  /// Runs it over `grid` x `block` threads.
-  void (*launch)(const void *entry, const KilnEmulatedCall &, dim3, dim3);
+  int kind; // KilnCudaKind
   const void *entry;
+  /// Run it over `grid` x `block` threads (the one for its kind).
+  void (*elementwise)(const void *entry, const KilnEmulatedCall &, dim3, dim3);
+  void (*norm)(const void *entry, const KilnEmulatedNorm &, dim3, dim3);
 };
 inline std::vector<Kernel> &kernels() {
   static std::vector<Kernel> all;
@@ -113,10 +123,10 @@ inline std::vector<Kernel> &kernels() {
 } // namespace kiln_emulation
 
 /// What a generated file ends with (under KILN_CUDA_EMULATION): its table
-/// of kernels joins kiln_emulation::kernels(), each with a launcher that
-/// fills the file's own argument block.
+/// of kernels joins kiln_emulation::kernels(), each with launchers that
+/// fill the file's own argument blocks.
 #define KILN_CUDA_REGISTER(table)                                              \
-  static void kiln_cuda_launch_##table(                                        \
+  static void kiln_cuda_elementwise_##table(                                   \
       const void *entry, const KilnEmulatedCall &c, dim3 grid, dim3 block) {   \
     KilnElementwiseArgs a{};                                                   \
     for (int i = 0; i < c.nin; ++i) {                                          \
@@ -134,11 +144,19 @@ inline std::vector<Kernel> &kernels() {
                    const_cast<void *>(entry)),                                 \
                grid, block, a);                                                \
   }                                                                            \
+  static void kiln_cuda_norm_##table(                                          \
+      const void *entry, const KilnEmulatedNorm &c, dim3 grid, dim3 block) {   \
+    KilnNormArgs a{                                                            \
+        c.x, c.weight, c.bias, c.y, c.rows, c.C, c.eps, c.centered};           \
+    kilnLaunch(                                                                \
+        reinterpret_cast<void (*)(KilnNormArgs)>(const_cast<void *>(entry)),   \
+        grid, block, a);                                                       \
+  }                                                                            \
   static const bool kiln_cuda_registered_##table = [] {                        \
     for (const KilnCudaKernel *k = table; k->model; ++k)                       \
       kiln_emulation::kernels().push_back(                                     \
-          {k->model, k->function, k->kernel, kiln_cuda_launch_##table,         \
-           reinterpret_cast<const void *>(k->entry)});                         \
+          {k->model, k->function, k->kernel, k->kind, k->entry,                \
+           kiln_cuda_elementwise_##table, kiln_cuda_norm_##table});            \
     return true;                                                               \
   }();
 
