@@ -1,23 +1,22 @@
 //===- CudaEmitter.h - CUDA C++ of an artifact's own kernels ---*- C++ -*-===//
 //
-// The CUDA backend's code generator: CUDA C++ for the kernels kiln
-// generates itself (today the fused elementwise programs, forward and
-// backward, and the row norms), read from the artifact's kernel table so
-// that the GPU computes exactly the program the CPU runs. `kiln compile
-// --emit=cuda` prints it; nvcc compiles it for sm_80/sm_90 and
-// test/cuda/Emulation.h runs it on the CPU (docs/cuda.md).
-//
-// Each elementwise program is `extern "C" __global__ void
-// kiln_<model>_<function>_k<i>(KilnElementwiseArgs)`, a grid-stride loop
-// over the elements; one kiln_<model>_norm(KilnNormArgs) serves every
-// LayerNorm and RMSNorm, a block per row at a time. Both take kCudaBlock
-// threads per block and any grid. For the host build (KILN_CUDA_EMULATION)
-// a table lists every kernel by model, function and kernel index, with the
-// kind of argument block it takes, registered with KILN_CUDA_REGISTER.
+// The CUDA backend's code generator: one CUDA C++ file per artifact, read
+// from its kernel table so that the GPU computes exactly the program the
+// CPU runs. It holds the argument blocks (runtime/cuda/KernelAbi.h), the
+// kernel library (codegen/cuda/Library.cuh: norms, cross-entropy,
+// embeddings, copies, reductions, RoPE, dropout, global norm, optimizer
+// updates) and a generated kernel per fused elementwise program or single
+// elementwise op, `kiln_<model>_<function>_k<i>(KilnElementwiseArgs)`.
+// runtime/cuda/Launch.cpp decides the launches. `kiln compile --emit=cuda`
+// prints it; nvcc compiles it for sm_80/sm_90 and test/cuda/Emulation.h
+// runs it on the CPU, where (under KILN_CUDA_EMULATION) a table lists every
+// kernel by model and name (docs/cuda.md).
 //
 //===----------------------------------------------------------------------===//
 #ifndef KILN_CODEGEN_CUDAEMITTER_H
 #define KILN_CODEGEN_CUDAEMITTER_H
+
+#include "runtime/cuda/KernelAbi.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -25,12 +24,8 @@
 
 namespace kiln {
 
-/// The most operands and dimensions a generated elementwise kernel takes
-/// (its argument block must fit CUDA's 4 KiB of kernel parameters).
-constexpr int kCudaMaxOperands = 40;
-constexpr int kCudaMaxRank = 8;
-/// Threads per block of the generated elementwise kernels.
-constexpr int kCudaBlock = 256;
+constexpr int kCudaMaxOperands = KILN_CUDA_MAX_OPERANDS;
+constexpr int kCudaBlock = KILN_CUDA_BLOCK;
 
 /// CUDA C++ for the generated kernels of an artifact (`size` bytes at
 /// `artifact`, already verified by its writer). False, with `error`, for a

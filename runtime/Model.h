@@ -125,10 +125,11 @@ struct RunOptions {
   /// Records the call's kernels (runtime/Profile.h); unset: the model's
   /// profiler (Model::setProfiler), if any.
   Profiler *profiler = nullptr;
-  /// Called after each kernel with its operands and results (to compare a
-  /// kernel with another implementation of it, as the CUDA emulation tests
-  /// do); KernelContext is in runtime/Kernels.h.
-  std::function<void(const KernelContext &)> afterKernel;
+  /// Called before and after each kernel with its operands and results (to
+  /// compare a kernel with another implementation of it, as the CUDA
+  /// emulation tests do: before, to keep inputs a kernel overwrites in
+  /// place); KernelContext is in runtime/Kernels.h.
+  std::function<void(const KernelContext &)> beforeKernel, afterKernel;
 };
 
 /// Threads for kiln's kernels and oneDNN (one OpenMP pool) in calls of

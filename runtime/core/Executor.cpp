@@ -138,6 +138,8 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
                       : std::chrono::steady_clock::time_point();
     Profiler *profiler = options.profiler;
     double startUs = profiler ? profiler->nowUs() : 0;
+    if (options.beforeKernel)
+      options.beforeKernel(ctx);
     // The loader admits only kernels for devices this runtime has.
     if (Status s = findDevice(k->device())->run(ctx); !s)
       return s;

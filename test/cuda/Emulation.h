@@ -4,11 +4,12 @@
 // -DKILN_CUDA_EMULATION), it compiles the same source for the host: every
 // CUDA thread of a block is a host thread, blocks run one after another,
 // `__shared__` memory is one static per kernel (the one block running owns
-// it), `__syncthreads()` is a barrier across the block's threads. So the
-// generated kernels run here exactly as written, at any grid and block
-// size, and tests compare them with the CPU runtime's kernels.
-//
-//   kilnLaunch(kernel, dim3(3), dim3(64), args);
+// it), `__syncthreads()` is a barrier across the block's threads, a warp
+// shuffle a barrier across the warp's 32 threads around an exchange of
+// values, atomicAdd a locked add. So the generated kernels run here exactly
+// as written, at any grid and block size (a multiple of 32), and the tests
+// launch them through the CUDA device's own launcher (runtime/cuda/Launch.h)
+// and compare them with the CPU runtime's kernels.
 //
 //===----------------------------------------------------------------------===//
 #ifndef KILN_TEST_CUDA_EMULATION_H
@@ -17,12 +18,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <map>
 #include <math.h> // erff, expf, ... as CUDA names them
+#include <mutex>
 #include <pthread.h>
+#include <stdexcept>
 #include <string>
 #include <thread>
-#include <tuple>
 #include <vector>
 
 #define __global__
@@ -41,6 +42,14 @@ namespace kiln_emulation {
 inline thread_local dim3 thread_idx, block_idx;
 inline dim3 block_dim, grid_dim;
 inline pthread_barrier_t barrier;
+/// A warp's meeting point for shuffles: its lanes' values and a barrier.
+struct Warp {
+  pthread_barrier_t barrier;
+  unsigned char value[32][8];
+};
+inline Warp warps[32]; // up to 1024 threads
+inline thread_local unsigned lane, warp;
+inline std::mutex atomics;
 } // namespace kiln_emulation
 
 #define threadIdx kiln_emulation::thread_idx
@@ -49,114 +58,89 @@ inline pthread_barrier_t barrier;
 #define gridDim kiln_emulation::grid_dim
 
 inline void __syncthreads() { pthread_barrier_wait(&kiln_emulation::barrier); }
-inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __int_as_float(int bits) {
   float f;
   std::memcpy(&f, &bits, sizeof f);
   return f;
 }
-
-/// Runs `kernel` over `grid` x `block` threads: blocks in turn, the threads
-/// of a block at once.
-template <typename... Params, typename... Args>
-void kilnLaunch(void (*kernel)(Params...), dim3 grid, dim3 block,
-                Args &&...args) {
+/// The value of lane (this lane ^ mask): every lane of the warp calls it.
+template <typename T> T __shfl_xor_sync(unsigned, T v, int mask) {
   namespace e = kiln_emulation;
-  e::grid_dim = grid;
-  e::block_dim = block;
-  unsigned threads = block.x * block.y * block.z;
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        pthread_barrier_init(&e::barrier, nullptr, threads);
-        std::vector<std::thread> pool;
-        pool.reserve(threads);
-        for (unsigned t = 0; t < threads; ++t)
-          pool.emplace_back([&, t] {
-            e::block_idx = dim3(bx, by, bz);
-            e::thread_idx = dim3(t % block.x, t / block.x % block.y,
-                                 t / (block.x * block.y));
-            kernel(args...);
-          });
-        for (std::thread &th : pool)
-          th.join();
-        pthread_barrier_destroy(&e::barrier);
-      }
+  static_assert(sizeof(T) <= 8, "a shuffle moves at most 8 bytes");
+  e::Warp &w = e::warps[e::warp];
+  std::memcpy(w.value[e::lane], &v, sizeof v);
+  pthread_barrier_wait(&w.barrier);
+  T r;
+  std::memcpy(&r, w.value[e::lane ^ static_cast<unsigned>(mask)], sizeof r);
+  pthread_barrier_wait(&w.barrier);
+  return r;
+}
+inline float atomicAdd(float *at, float v) {
+  std::lock_guard<std::mutex> lock(kiln_emulation::atomics);
+  float old = *at;
+  *at = old + v;
+  return old;
 }
 
-/// Calls of the generated kernels in plain types, so that a test that does
-/// not include the generated file can make them.
-struct KilnEmulatedCall { // KilnElementwiseArgs
-  const float *in[40];
-  long long strides[40][8];
-  int contiguous[40];
-  int nin;
-  float *out;
-  long long dims[8];
-  int rank;
-  long long total;
-};
-struct KilnEmulatedNorm { // KilnNormArgs
-  const float *x, *weight, *bias;
-  float *y;
-  long long rows;
-  int C;
-  float eps;
-  int centered;
+/// Runs `body` as the kernel over `grid` x `block` threads (one dimension
+/// each, `block` a multiple of 32 up to 1024): blocks in turn, the threads
+/// of a block at once.
+inline void kilnLaunch(void (*body)(const void *), const void *args,
+                       unsigned grid, unsigned block) {
+  namespace e = kiln_emulation;
+  if (block == 0 || block % 32 || block > 1024 || grid == 0)
+    throw std::invalid_argument("kilnLaunch: bad launch shape");
+  e::grid_dim = dim3(grid);
+  e::block_dim = dim3(block);
+  for (unsigned bx = 0; bx < grid; ++bx) {
+    pthread_barrier_init(&e::barrier, nullptr, block);
+    for (unsigned w = 0; w < block / 32; ++w)
+      pthread_barrier_init(&e::warps[w].barrier, nullptr, 32);
+    std::vector<std::thread> pool;
+    pool.reserve(block);
+    for (unsigned t = 0; t < block; ++t)
+      pool.emplace_back([=] {
+        e::block_idx = dim3(bx);
+        e::thread_idx = dim3(t);
+        e::lane = t % 32;
+        e::warp = t / 32;
+        body(args);
+      });
+    for (std::thread &th : pool)
+      th.join();
+    for (unsigned w = 0; w < block / 32; ++w)
+      pthread_barrier_destroy(&e::warps[w].barrier);
+    pthread_barrier_destroy(&e::barrier);
+  }
+}
+
+/// A kernel of a generated file: its trampoline unpacks the argument block.
+struct KilnCudaEntry {
+  const char *model, *name;
+  void (*run)(const void *args);
 };
 
 namespace kiln_emulation {
-/// A generated kernel linked into this program.
-struct Kernel {
-  std::string model, function;
-  int index;
-  int kind; // KilnCudaKind
-  const void *entry;
-  /// Run it over `grid` x `block` threads (the one for its kind).
-  void (*elementwise)(const void *entry, const KilnEmulatedCall &, dim3, dim3);
-  void (*norm)(const void *entry, const KilnEmulatedNorm &, dim3, dim3);
-};
-inline std::vector<Kernel> &kernels() {
-  static std::vector<Kernel> all;
+inline std::vector<KilnCudaEntry> &entries() {
+  static std::vector<KilnCudaEntry> all;
   return all;
+}
+/// The kernel `name` of `model`'s generated file, or null.
+inline const KilnCudaEntry *find(const std::string &model,
+                                 const std::string &name) {
+  for (const KilnCudaEntry &k : entries())
+    if (model == k.model && name == k.name)
+      return &k;
+  return nullptr;
 }
 } // namespace kiln_emulation
 
 /// What a generated file ends with (under KILN_CUDA_EMULATION): its table
-/// of kernels joins kiln_emulation::kernels(), each with launchers that
-/// fill the file's own argument blocks.
+/// joins kiln_emulation::entries().
 #define KILN_CUDA_REGISTER(table)                                              \
-  static void kiln_cuda_elementwise_##table(                                   \
-      const void *entry, const KilnEmulatedCall &c, dim3 grid, dim3 block) {   \
-    KilnElementwiseArgs a{};                                                   \
-    for (int i = 0; i < c.nin; ++i) {                                          \
-      a.in[i].data = c.in[i];                                                  \
-      for (int d = 0; d < 8; ++d)                                              \
-        a.in[i].strides[d] = c.strides[i][d];                                  \
-      a.in[i].contiguous = c.contiguous[i];                                    \
-    }                                                                          \
-    a.out = c.out;                                                             \
-    for (int d = 0; d < 8; ++d)                                                \
-      a.dims[d] = c.dims[d];                                                   \
-    a.rank = c.rank;                                                           \
-    a.total = c.total;                                                         \
-    kilnLaunch(reinterpret_cast<void (*)(KilnElementwiseArgs)>(                \
-                   const_cast<void *>(entry)),                                 \
-               grid, block, a);                                                \
-  }                                                                            \
-  static void kiln_cuda_norm_##table(                                          \
-      const void *entry, const KilnEmulatedNorm &c, dim3 grid, dim3 block) {   \
-    KilnNormArgs a{                                                            \
-        c.x, c.weight, c.bias, c.y, c.rows, c.C, c.eps, c.centered};           \
-    kilnLaunch(                                                                \
-        reinterpret_cast<void (*)(KilnNormArgs)>(const_cast<void *>(entry)),   \
-        grid, block, a);                                                       \
-  }                                                                            \
   static const bool kiln_cuda_registered_##table = [] {                        \
-    for (const KilnCudaKernel *k = table; k->model; ++k)                       \
-      kiln_emulation::kernels().push_back(                                     \
-          {k->model, k->function, k->kernel, k->kind, k->entry,                \
-           kiln_cuda_elementwise_##table, kiln_cuda_norm_##table});            \
+    for (const KilnCudaEntry *k = table; k->model; ++k)                        \
+      kiln_emulation::entries().push_back(*k);                                 \
     return true;                                                               \
   }();
 

@@ -1,0 +1,452 @@
+// kiln's CUDA kernel library: the kernels whose work the launch arguments
+// describe (norms, cross-entropy, embeddings, copies, reductions, RoPE,
+// dropout, the global norm and the optimizer updates), and the helpers the
+// generated elementwise programs use. codegen/CudaEmitter.cpp copies this
+// file, after runtime/cuda/KernelAbi.h, into every file it generates; each
+// kernel computes what the CPU runtime's kernel of the same op computes
+// (runtime/cpu/*.cpp), in the same precision where that matters (double
+// statistics and sums). Launch with a block of a multiple of 32 threads
+// (KILN_CUDA_BLOCK on a GPU), any grid; runtime/cuda/Launch.cpp says which
+// grid each op takes.
+
+#ifdef KILN_CUDA_EMULATION
+#define KILN_KERNEL static void
+#else
+#define KILN_KERNEL                                                            \
+  extern "C" __global__ void __launch_bounds__(KILN_CUDA_BLOCK)
+#endif
+
+// --- Elementwise helpers -------------------------------------------------
+
+__device__ __forceinline__ float
+kiln_load(const KilnOperand &o, const KilnElementwiseArgs &a, long long i) {
+  if (o.contiguous)
+    return o.data[i];
+  long long at = 0;
+  for (int d = a.rank - 1; d >= 0; --d) {
+    long long q = i % a.dims[d];
+    i /= a.dims[d];
+    at += q * o.strides[d];
+  }
+  return o.data[at];
+}
+
+__device__ __forceinline__ float kiln_gelu(float x) {
+  return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+}
+__device__ __forceinline__ float kiln_gelu_tanh(float x) {
+  const float k = 0.7978845608028654f;
+  return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+__device__ __forceinline__ float kiln_sigmoid(float x) {
+  return 1.0f / (1.0f + expf(-x));
+}
+// d act(x)/dx * g, as runtime/cpu/FusedKernels.cpp's activationGradOf.
+__device__ __forceinline__ float kiln_relu_grad(float g, float x) {
+  return x > 0.0f ? g : 0.0f;
+}
+__device__ __forceinline__ float kiln_gelu_grad(float g, float x) {
+  float cdf = 0.5f * (1.0f + erff(x * 0.7071067811865476f));
+  float pdf = expf(-0.5f * x * x) * 0.3989422804014327f;
+  return g * (cdf + x * pdf);
+}
+__device__ __forceinline__ float kiln_gelu_tanh_grad(float g, float x) {
+  const float k = 0.7978845608028654f;
+  float u = k * (x + 0.044715f * x * x * x);
+  float th = tanhf(u);
+  float du = k * (1.0f + 3.0f * 0.044715f * x * x);
+  return g * (0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du);
+}
+__device__ __forceinline__ float kiln_silu_grad(float g, float x) {
+  float s = 1.0f / (1.0f + expf(-x));
+  return g * s * (1.0f + x * (1.0f - s));
+}
+
+// --- Block reductions ----------------------------------------------------
+
+struct KilnSum {
+  __device__ double operator()(double a, double b) const { return a + b; }
+};
+struct KilnMax {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+// `op` of every thread's `v` over the block, for every thread: within each
+// warp by shuffles, then across the warps through `part` (32 values of
+// shared memory). The same blocks give the same results.
+template <typename T, typename Op>
+__device__ __forceinline__ T kiln_block_reduce(T v, T *part, Op op) {
+  for (int o = 16; o > 0; o >>= 1)
+    v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+  int warps = (blockDim.x + 31) >> 5;
+  if ((threadIdx.x & 31) == 0)
+    part[threadIdx.x >> 5] = v;
+  __syncthreads();
+  T r = part[0];
+  for (int w = 1; w < warps; ++w)
+    r = op(r, part[w]);
+  __syncthreads();
+  return r;
+}
+__device__ __forceinline__ double kiln_block_sum(double v, double *part) {
+  return kiln_block_reduce(v, part, KilnSum());
+}
+__device__ __forceinline__ float kiln_block_max(float v, float *part) {
+  return kiln_block_reduce(v, part, KilnMax());
+}
+
+__device__ __forceinline__ long long kiln_index(const void *ids, int wide,
+                                                long long i) {
+  return wide ? static_cast<const long long *>(ids)[i]
+              : static_cast<const int *>(ids)[i];
+}
+
+// --- Norms ---------------------------------------------------------------
+
+// Element i of the row being normalized: x + residual, kept in `sum`.
+__device__ __forceinline__ float kiln_norm_input(const KilnNormArgs &a,
+                                                 long long at) {
+  if (a.sum)
+    return a.sum[at];
+  return a.residual ? a.x[at] + a.residual[at] : a.x[at];
+}
+
+// As runtime/Vector.h's normStats: the mean and variance in double, then
+// 1 / sqrt(var + eps) rounded to float; y in float.
+KILN_KERNEL kiln_norm(KilnNormArgs a) {
+  __shared__ double part[32];
+  for (long long r = blockIdx.x; r < a.rows; r += gridDim.x) {
+    long long row = r * a.C;
+    if (a.sum) // each thread later reads back only what it wrote
+      for (int i = threadIdx.x; i < a.C; i += blockDim.x)
+        a.sum[row + i] = a.x[row + i] + a.residual[row + i];
+    double m = 0.0;
+    if (a.centered) {
+      double s = 0.0;
+      for (int i = threadIdx.x; i < a.C; i += blockDim.x)
+        s += kiln_norm_input(a, row + i);
+      m = kiln_block_sum(s, part) / a.C;
+    }
+    double q = 0.0;
+    for (int i = threadIdx.x; i < a.C; i += blockDim.x) {
+      double d = kiln_norm_input(a, row + i) - m;
+      q += d * d;
+    }
+    double var = kiln_block_sum(q, part) / a.C;
+    float inv = static_cast<float>(1.0 / sqrt(var + a.eps));
+    float mean = static_cast<float>(m);
+    for (int i = threadIdx.x; i < a.C; i += blockDim.x)
+      a.y[row + i] = (kiln_norm_input(a, row + i) - mean) * inv * a.weight[i] +
+                     (a.bias ? a.bias[i] : 0.0f);
+  }
+}
+
+// dx of each row (runtime/cpu/FusedKernels.cpp's normGrad), keeping the
+// row's statistics for kiln_norm_grad_columns.
+KILN_KERNEL kiln_norm_grad_rows(KilnNormGradArgs a) {
+  __shared__ double part[32];
+  for (long long r = blockIdx.x; r < a.rows; r += gridDim.x) {
+    const float *x = a.x + r * a.C, *g = a.g + r * a.C;
+    double m = 0.0;
+    if (a.centered) {
+      double s = 0.0;
+      for (int i = threadIdx.x; i < a.C; i += blockDim.x)
+        s += x[i];
+      m = kiln_block_sum(s, part) / a.C;
+    }
+    double q = 0.0;
+    for (int i = threadIdx.x; i < a.C; i += blockDim.x)
+      q += (x[i] - m) * (x[i] - m);
+    float inv =
+        static_cast<float>(1.0 / sqrt(kiln_block_sum(q, part) / a.C + a.eps));
+    float mean = static_cast<float>(m);
+    double sg = 0.0, sgx = 0.0;
+    for (int i = threadIdx.x; i < a.C; i += blockDim.x) {
+      float gw = g[i] * a.weight[i];
+      sg += gw;
+      sgx += gw * ((x[i] - mean) * inv);
+    }
+    float meanG =
+        a.centered ? static_cast<float>(kiln_block_sum(sg, part) / a.C) : 0.0f;
+    float meanGX = static_cast<float>(kiln_block_sum(sgx, part) / a.C);
+    for (int i = threadIdx.x; i < a.C; i += blockDim.x)
+      a.dx[r * a.C + i] =
+          inv * (g[i] * a.weight[i] - meanG - ((x[i] - mean) * inv) * meanGX);
+    if (threadIdx.x == 0) {
+      a.stats[2 * r] = mean;
+      a.stats[2 * r + 1] = inv;
+    }
+  }
+}
+
+// dweight and dbias, a thread per column summing the rows in order.
+KILN_KERNEL kiln_norm_grad_columns(KilnNormGradArgs a) {
+  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < a.C;
+       j += gridDim.x * blockDim.x) {
+    double sw = 0.0, sb = 0.0;
+    for (long long r = 0; r < a.rows; ++r) {
+      float g = a.g[r * a.C + j];
+      float xh = (a.x[r * a.C + j] - a.stats[2 * r]) * a.stats[2 * r + 1];
+      sw += static_cast<double>(g) * xh;
+      sb += g;
+    }
+    a.dweight[j] = static_cast<float>(sw);
+    a.dbias[j] = a.centered ? static_cast<float>(sb) : 0.0f;
+  }
+}
+
+// --- Cross-entropy -------------------------------------------------------
+
+KILN_KERNEL kiln_xent_count(KilnCrossEntropyArgs a) {
+  __shared__ double part[32];
+  double n = 0.0;
+  for (long long r = threadIdx.x; r < a.rows; r += blockDim.x) {
+    long long t = kiln_index(a.targets, a.targets64, r);
+    if (t == a.ignore)
+      continue;
+    if (t < 0 || t >= a.V)
+      *a.error = r + 1;
+    n += 1.0;
+  }
+  n = kiln_block_sum(n, part);
+  if (threadIdx.x == 0)
+    *a.counted = static_cast<long long>(n);
+}
+
+// A block per row: the row's term log(sum exp(l - m)) + m - l[t] and, with
+// dlogits, (softmax - onehot) x dloss / counted (runtime/cpu/FusedKernels.cpp's
+// crossEntropyRow).
+KILN_KERNEL kiln_xent_rows(KilnCrossEntropyArgs a) {
+  __shared__ double part[32];
+  __shared__ float mpart[32];
+  long long counted = *a.counted;
+  float scale = (a.dloss ? a.dloss[0] : 1.0f) /
+                static_cast<float>(counted > 1 ? counted : 1);
+  for (long long r = blockIdx.x; r < a.rows; r += gridDim.x) {
+    const float *l = a.logits + r * a.V;
+    float *d = a.dlogits ? a.dlogits + r * a.V : nullptr;
+    long long t = kiln_index(a.targets, a.targets64, r);
+    if (t == a.ignore || t < 0 || t >= a.V) { // bad ones are flagged
+      if (d)
+        for (int j = threadIdx.x; j < a.V; j += blockDim.x)
+          d[j] = 0.0f;
+      if (threadIdx.x == 0)
+        a.terms[r] = 0.0;
+      continue;
+    }
+    float m = -INFINITY;
+    for (int j = threadIdx.x; j < a.V; j += blockDim.x)
+      m = fmaxf(m, l[j]);
+    m = kiln_block_max(m, mpart);
+    double s = 0.0;
+    for (int j = threadIdx.x; j < a.V; j += blockDim.x)
+      s += expf(l[j] - m);
+    float sum = static_cast<float>(kiln_block_sum(s, part));
+    if (d) {
+      float k = scale / sum;
+      for (int j = threadIdx.x; j < a.V; j += blockDim.x)
+        d[j] = expf(l[j] - m) * k - (j == t ? scale : 0.0f);
+    }
+    if (threadIdx.x == 0)
+      a.terms[r] = log(static_cast<double>(sum)) + m - l[t];
+  }
+}
+
+// One block: the mean of the rows' terms.
+KILN_KERNEL kiln_xent_finish(KilnCrossEntropyArgs a) {
+  __shared__ double part[32];
+  double s = 0.0;
+  for (long long r = threadIdx.x; r < a.rows; r += blockDim.x)
+    s += a.terms[r];
+  s = kiln_block_sum(s, part);
+  if (threadIdx.x == 0) {
+    long long n = *a.counted;
+    *a.loss = n ? static_cast<float>(s / n) : __int_as_float(0x7fc00000);
+  }
+}
+
+// --- Embeddings, copies, reductions ---------------------------------------
+
+KILN_KERNEL kiln_embedding(KilnEmbeddingArgs a) {
+  long long total = a.n * a.D;
+  for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+       e < total; e += (long long)gridDim.x * blockDim.x) {
+    long long i = e / a.D, id = kiln_index(a.ids, a.ids64, i);
+    if (id < 0 || id >= a.V) {
+      *a.error = i + 1;
+      a.out[e] = 0.0f;
+      continue;
+    }
+    a.out[e] = a.table[id * a.D + e % a.D];
+  }
+}
+
+// Scatter-add of the rows of g into out[ids] (atomic: rows that share an
+// id add in any order).
+KILN_KERNEL kiln_embedding_grad(KilnEmbeddingArgs a) {
+  long long total = a.n * a.D;
+  for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+       e < total; e += (long long)gridDim.x * blockDim.x) {
+    long long i = e / a.D, id = kiln_index(a.ids, a.ids64, i);
+    if (id < 0 || id >= a.V) {
+      *a.error = i + 1;
+      continue;
+    }
+    atomicAdd(&a.out[id * a.D + e % a.D], a.table[e]);
+  }
+}
+
+KILN_KERNEL kiln_fill(KilnFillArgs a) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < a.n;
+       i += (long long)gridDim.x * blockDim.x)
+    a.out[i] = a.value;
+}
+
+KILN_KERNEL kiln_copy(KilnCopyArgs a) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+       i < a.total; i += (long long)gridDim.x * blockDim.x) {
+    long long rem = i, from = a.in_offset, to = a.out_offset;
+    for (int d = a.rank - 1; d >= 0; --d) {
+      long long q = rem % a.dims[d];
+      rem /= a.dims[d];
+      from += q * a.in_strides[d];
+      to += q * a.out_strides[d];
+    }
+    if (a.raw)
+      reinterpret_cast<unsigned *>(a.out)[to] =
+          reinterpret_cast<const unsigned *>(a.in)[from];
+    else
+      a.out[to] = a.in[from] * a.scale;
+  }
+}
+
+KILN_KERNEL kiln_reduce(KilnReduceArgs a) {
+  for (long long o = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+       o < a.total; o += (long long)gridDim.x * blockDim.x) {
+    long long rem = o, base = 0;
+    for (int d = a.kept_rank - 1; d >= 0; --d) {
+      base += rem % a.kept[d] * a.kept_strides[d];
+      rem /= a.kept[d];
+    }
+    double s = 0.0;
+    float m = -INFINITY;
+    for (long long k = 0; k < a.count; ++k) {
+      long long at = base;
+      rem = k;
+      for (int d = a.red_rank - 1; d >= 0; --d) {
+        at += rem % a.red[d] * a.red_strides[d];
+        rem /= a.red[d];
+      }
+      float v = a.in[at];
+      s += v;
+      m = fmaxf(m, v);
+    }
+    a.out[o] = a.kind == 2   ? m
+               : a.kind == 1 ? static_cast<float>(s / a.count)
+                             : static_cast<float>(s);
+  }
+}
+
+// --- RoPE, dropout -------------------------------------------------------
+
+// A thread per rotated pair; the angle in double, as the CPU kernel.
+KILN_KERNEL kiln_rope(KilnRopeArgs a) {
+  int pairs = a.head_dim / 2, heads = a.C / a.head_dim;
+  long long total = a.B * a.T * heads * pairs;
+  for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+       e < total; e += (long long)gridDim.x * blockDim.x) {
+    int i = static_cast<int>(e % pairs);
+    long long rest = e / pairs;
+    int h = static_cast<int>(rest % heads);
+    long long bt = rest / heads, t = bt % a.T;
+    long long p = t;
+    if (a.positions)
+      p = kiln_index(a.positions, a.positions64, a.per_batch ? bt : t);
+    double ang = p * pow(a.theta, -2.0 * i / a.head_dim);
+    float cs = static_cast<float>(cos(ang));
+    float sn = static_cast<float>(a.inverse ? -sin(ang) : sin(ang));
+    long long row = bt * a.C + h * a.head_dim;
+    long long i0 = row + (a.half ? i : 2 * i);
+    long long i1 = row + (a.half ? i + pairs : 2 * i + 1);
+    float x0 = a.x[i0], x1 = a.x[i1];
+    a.y[i0] = x0 * cs - x1 * sn;
+    a.y[i1] = x0 * sn + x1 * cs;
+  }
+}
+
+// runtime/Random.h's SplitMix64 draw, as a double in (0, 1).
+__device__ __forceinline__ double kiln_uniform(unsigned long long state) {
+  unsigned long long z = state + 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  return (static_cast<double>(z >> 11) + 0.5) * 1.1102230246251565e-16;
+}
+
+KILN_KERNEL kiln_dropout(KilnDropoutArgs a) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < a.n;
+       i += (long long)gridDim.x * blockDim.x) {
+    double u = kiln_uniform(a.base + static_cast<unsigned long long>(i) *
+                                         0x9e3779b97f4a7c15ull);
+    a.y[i] = u < a.rate ? 0.0f : a.x[i] * a.keep;
+  }
+}
+
+// --- Global norm, optimizer updates ---------------------------------------
+
+KILN_KERNEL kiln_sum_squares(KilnSumSquaresArgs a) {
+  __shared__ double part[32];
+  double s = 0.0;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < a.n;
+       i += (long long)gridDim.x * blockDim.x)
+    s += static_cast<double>(a.x[i]) * a.x[i];
+  s = kiln_block_sum(s, part);
+  if (threadIdx.x == 0)
+    a.partial[a.first + blockIdx.x] = s;
+}
+
+KILN_KERNEL kiln_norm_finish(KilnSumSquaresArgs a) {
+  __shared__ double part[32];
+  double s = 0.0;
+  for (long long i = threadIdx.x; i < a.partials; i += blockDim.x)
+    s += a.partial[i];
+  s = kiln_block_sum(s, part);
+  if (threadIdx.x == 0)
+    *a.out = static_cast<float>(sqrt(s));
+}
+
+// runtime/train/Optimizer.cpp's applyUpdate: torch.optim.AdamW or SGD.
+KILN_KERNEL kiln_optimizer(KilnOptimizerArgs a) {
+  double norm = *a.norm;
+  float clip = a.max_norm > 0 && norm > a.max_norm
+                   ? static_cast<float>(a.max_norm / (norm + 1e-6))
+                   : 1.0f;
+  float lr = *a.lr;
+  long long step = llround(static_cast<double>(*a.step));
+  if (a.adamw) {
+    double bc1 = 1.0 - pow(static_cast<double>(a.beta1), (double)step);
+    double bc2 = 1.0 - pow(static_cast<double>(a.beta2), (double)step);
+    float stepSize = static_cast<float>(lr / bc1);
+    float bc2Sqrt = static_cast<float>(sqrt(bc2));
+    float decay = 1.0f - lr * a.weight_decay;
+    for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+         j < a.n; j += (long long)gridDim.x * blockDim.x) {
+      float g = a.g[j] * clip;
+      float p = a.p[j] * decay;
+      float m = a.beta1 * a.m[j] + (1.0f - a.beta1) * g;
+      float v = a.beta2 * a.v[j] + (1.0f - a.beta2) * g * g;
+      a.m[j] = m;
+      a.v[j] = v;
+      a.p[j] = p - stepSize * m / (sqrtf(v) / bc2Sqrt + a.eps);
+    }
+    return;
+  }
+  bool first = step == 1 || a.momentum == 0.0f;
+  for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x; j < a.n;
+       j += (long long)gridDim.x * blockDim.x) {
+    float g = a.g[j] * clip + a.weight_decay * a.p[j];
+    float m = first ? g : a.momentum * a.m[j] + g;
+    a.m[j] = m;
+    a.p[j] -= lr * m;
+  }
+}

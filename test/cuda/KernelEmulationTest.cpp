@@ -1,0 +1,513 @@
+//===- KernelEmulationTest.cpp - generated CUDA kernels vs the CPU --------===//
+//
+// The CUDA source `kiln compile --emit=cuda` generates for
+// test/cuda/elementwise.kiln (every elementwise op, broadcast operands), a
+// small Llama and a small GPT-2, with their gradients (built by CMake into
+// this test, compiled for the host through Emulation.h), launched through
+// the CUDA device's own launcher (runtime/cuda/Launch.h) on the operands the
+// CPU runtime's kernels see in real `loss_grad` (training: dropout draws)
+// and `forward` calls, at sizes that are not multiples of anything (B=3,
+// T=5) and on awkward launch shapes (32-thread blocks, at most 3 blocks, so
+// kernels loop and blocks are partly idle; and one block of 64). Each
+// result must match the CPU's to 1e-5. Op-level tests add what the models do
+// not reach: rows wider than a block, ignored and bad targets, the global
+// norm and the optimizer updates over several steps.
+//
+//===----------------------------------------------------------------------===//
+#include "test/cuda/Emulation.h"
+
+#include "runtime/Kernels.h"
+#include "runtime/Model.h"
+#include "runtime/Optimizer.h"
+#include "runtime/Random.h"
+#include "runtime/core/Device.h"
+#include "runtime/cuda/Launch.h"
+#include "runtime/kart_generated.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+
+using namespace kiln::runtime;
+using kiln::kart::Op;
+
+namespace {
+
+/// Launches into the emulation: the generated file of `model`, host memory
+/// for scratch and optimizer moments.
+class EmulatedLauncher final : public cuda::Launcher {
+public:
+  EmulatedLauncher(std::string model, unsigned block, unsigned grid)
+      : model_(std::move(model)), block_(block), grid_(grid) {}
+  Status launch(const std::string &entry, unsigned grid, unsigned block,
+                const void *args, size_t) override {
+    const KilnCudaEntry *k = kiln_emulation::find(model_, entry);
+    if (!k)
+      return Status::error("no generated kernel '" + entry + "' for " + model_);
+    launched.insert(entry);
+    kilnLaunch(k->run, args, grid, block);
+    return Status::ok();
+  }
+  void *scratch(size_t bytes) override {
+    // Garbage, not zeros: a kernel must not rely on scratch contents.
+    scratch_.assign((bytes + 7) / 8, std::nan(""));
+    return scratch_.data();
+  }
+  long long *errorWord() override { return &error; }
+  unsigned blockSize() const override { return block_; }
+  unsigned maxGrid() const override { return grid_; }
+  Status moments(int64_t param, int64_t n, bool adamw, float *&m,
+                 float *&v) override {
+    std::vector<float> &mm = m_[param], &vv = v_[param];
+    if (mm.size() != static_cast<size_t>(n))
+      mm.assign(n, 0.0f);
+    if (adamw && vv.size() != static_cast<size_t>(n))
+      vv.assign(n, 0.0f);
+    m = mm.data();
+    v = adamw ? vv.data() : nullptr;
+    return Status::ok();
+  }
+
+  long long error = 0;
+  std::set<std::string> launched;
+  std::map<int64_t, std::vector<float>> m_, v_;
+
+private:
+  std::string model_;
+  unsigned block_, grid_;
+  std::vector<double> scratch_;
+};
+
+/// A tensor's bytes and shape, owned.
+struct Buffer {
+  std::vector<int64_t> shape;
+  DType dtype = DType::F32;
+  std::vector<uint8_t> bytes;
+  View view() {
+    return View{bytes.empty() ? nullptr : bytes.data(), dtype, &shape};
+  }
+};
+
+Buffer copyOf(const View &v) {
+  Buffer b;
+  if (!v.data)
+    return b;
+  b.shape = *v.shape;
+  b.dtype = v.dtype;
+  const uint8_t *p = static_cast<const uint8_t *>(v.data);
+  b.bytes.assign(p, p + v.numel() * dtypeSize(v.dtype));
+  return b;
+}
+
+/// A result buffer of `v`'s shape, filled with NaN bytes.
+Buffer resultLike(const View &v) {
+  Buffer b;
+  b.shape = *v.shape;
+  b.dtype = v.dtype;
+  b.bytes.assign(v.numel() * dtypeSize(v.dtype), 0xff);
+  return b;
+}
+
+/// Every element of `gpu` within 1e-5 (relative above 1) of `cpu`; integers
+/// exactly.
+void expectClose(const View &gpu, const View &cpu, const std::string &what) {
+  ASSERT_EQ(*gpu.shape, *cpu.shape) << what;
+  int64_t n = cpu.numel();
+  if (cpu.dtype != DType::F32) {
+    ASSERT_EQ(std::memcmp(gpu.data, cpu.data, n * dtypeSize(cpu.dtype)), 0)
+        << what;
+    return;
+  }
+  const float *g = gpu.as<float>(), *c = cpu.as<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isnan(c[i])) { // a loss of nothing counted
+      ASSERT_TRUE(std::isnan(g[i])) << what << ", element " << i;
+      continue;
+    }
+    ASSERT_NEAR(g[i], c[i], 1e-5f * std::max(1.0f, std::fabs(c[i])))
+        << what << ", element " << i << " of " << n;
+  }
+}
+
+/// Runs kernel `ctx` (its inputs as they were before the CPU ran it, in
+/// `inputs`) through the emulated launcher and compares with the CPU's
+/// results in `ctx.out`.
+void checkKernel(const KernelContext &ctx, std::vector<Buffer> &inputs,
+                 const std::string &model, const std::string &function,
+                 size_t index, EmulatedLauncher &l, const std::string &what) {
+  KernelContext g{ctx.kernel, {}, {}, ctx.symbols, ctx.primitives};
+  g.training = ctx.training;
+  g.seed = ctx.seed;
+  g.paramIndex = ctx.paramIndex;
+  g.paramFrozen = ctx.paramFrozen;
+  for (Buffer &b : inputs)
+    g.in.push_back(b.view());
+  for (size_t i = 0; i < g.in.size(); ++i)
+    g.in[i].quant = ctx.in[i].quant;
+  std::vector<Buffer> results;
+  for (const View &v : ctx.out)
+    results.push_back(resultLike(v));
+  for (Buffer &b : results)
+    g.out.push_back(b.view());
+  l.error = 0;
+  Status s = cuda::launchKernel(g, model, function, index, l);
+  ASSERT_TRUE(s) << what << ": " << s.message();
+  EXPECT_EQ(l.error, 0) << what;
+  for (size_t i = 0; i < ctx.out.size(); ++i)
+    expectClose(g.out[i], ctx.out[i], what + ", result " + std::to_string(i));
+}
+
+std::string locationOf(const kiln::kart::Kernel &k) {
+  return k.location() ? k.location()->str() : std::string();
+}
+
+class Emulated : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Emulated, KernelsMatchTheCpu) {
+  std::unique_ptr<Model> model;
+  std::string path =
+      std::string(KILN_CUDA_TEST_DIR) + "/" + GetParam() + ".kart";
+  Status s = Model::load(path, model);
+  ASSERT_TRUE(s) << s.message();
+  const int64_t B = 3, T = 5;
+  int64_t vocab = model->vocabSize();
+  ASSERT_GT(vocab, 0);
+  Tensor tokens(DType::I32, {B, T}), targets(DType::I32, {B, T});
+  SplitMix64 rng{7};
+  for (int64_t i = 0; i < B * T; ++i) {
+    tokens.as<int32_t>()[i] = static_cast<int32_t>(rng.next() % vocab);
+    targets.as<int32_t>()[i] = static_cast<int32_t>(rng.next() % vocab);
+  }
+  std::map<std::string, int> checked; // by op
+  std::set<std::string> unsupported;
+  EmulatedLauncher wide(model->modelName(), 32, 3),
+      single(model->modelName(), 64, 1);
+  for (const char *function : {"loss_grad", "forward"}) {
+    int index = -1;
+    std::vector<Buffer> inputs;
+    RunOptions run;
+    run.training = std::string(function) == "loss_grad";
+    run.seed = 1234;
+    run.beforeKernel = [&](const KernelContext &ctx) {
+      ++index;
+      inputs.clear();
+      for (const View &v : ctx.in)
+        inputs.push_back(copyOf(v));
+    };
+    run.afterKernel = [&](const KernelContext &ctx) {
+      std::string op = kiln::kart::EnumNameOp(ctx.kernel.op());
+      if (!cuda::unsupportedReason(ctx.kernel).empty()) {
+        unsupported.insert(op);
+        return;
+      }
+      std::string what = GetParam() + " " + function + " kernel " +
+                         std::to_string(index) + " (" + op + ", " +
+                         locationOf(ctx.kernel) + ")";
+      for (EmulatedLauncher *l : {&wide, &single}) {
+        checkKernel(ctx, inputs, model->modelName(), function, index, *l,
+                    what + " on " + std::to_string(l->blockSize()) + "x" +
+                        std::to_string(l->maxGrid()));
+        if (::testing::Test::HasFatalFailure())
+          return;
+      }
+      ++checked[op];
+    };
+    std::vector<Tensor> out;
+    std::map<std::string, Tensor> in = {{"tokens", tokens}};
+    if (run.training)
+      in["targets"] = targets;
+    s = model->run(function, in, out, run);
+    ASSERT_TRUE(s) << s.message();
+    if (HasFatalFailure())
+      return;
+  }
+  std::string summary;
+  for (const auto &[op, n] : checked)
+    summary += " " + op + "x" + std::to_string(n);
+  std::cout << GetParam() << ": checked" << summary << "\n";
+  // What the CUDA backend leaves to cuBLASLt and the attention kernels.
+  for (const std::string &op : unsupported)
+    EXPECT_TRUE(op == "Matmul" || op == "FusedMatmul" || op == "Attention" ||
+                op == "AttentionGrad")
+        << op << " has no CUDA kernel";
+  EXPECT_GT(checked.size(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, Emulated,
+                         ::testing::Values("elementwise", "llama", "gpt2"));
+
+//===----------------------------------------------------------------------===//
+// Single ops at sizes the small models do not reach
+//===----------------------------------------------------------------------===//
+
+/// One kernel of `op`, as an artifact would hold it.
+struct OneKernel {
+  flatbuffers::FlatBufferBuilder fbb;
+  const kiln::kart::Kernel *kernel;
+  OneKernel(Op op, size_t inputs, size_t outputs,
+            kiln::kart::AttrsUnion attrs = {}) {
+    kiln::kart::KernelT k;
+    k.op = op;
+    for (size_t i = 0; i < inputs; ++i)
+      k.inputs.push_back(static_cast<int>(i));
+    for (size_t i = 0; i < outputs; ++i)
+      k.outputs.push_back(static_cast<int>(inputs + i));
+    k.attrs = std::move(attrs);
+    k.location = "ops.kiln:1:1";
+    fbb.Finish(kiln::kart::Kernel::Pack(fbb, &k));
+    kernel = flatbuffers::GetRoot<kiln::kart::Kernel>(fbb.GetBufferPointer());
+  }
+};
+
+template <typename T> kiln::kart::AttrsUnion attrs(T table) {
+  kiln::kart::AttrsUnion u;
+  u.Set(std::move(table));
+  return u;
+}
+
+Buffer randomF32(std::vector<int64_t> shape, uint64_t seed, float lo = -2,
+                 float hi = 2) {
+  Buffer b;
+  b.shape = std::move(shape);
+  int64_t n = 1;
+  for (int64_t d : b.shape)
+    n *= d;
+  b.bytes.resize(n * 4);
+  SplitMix64 r{seed};
+  float *f = reinterpret_cast<float *>(b.bytes.data());
+  for (int64_t i = 0; i < n; ++i)
+    f[i] = lo + static_cast<float>(r.uniform()) * (hi - lo);
+  return b;
+}
+
+template <typename T>
+Buffer integers(std::vector<int64_t> shape, std::vector<T> values) {
+  Buffer b;
+  b.shape = std::move(shape);
+  b.dtype = sizeof(T) == 8 ? DType::I64 : DType::I32;
+  b.bytes.resize(values.size() * sizeof(T));
+  std::memcpy(b.bytes.data(), values.data(), b.bytes.size());
+  return b;
+}
+
+/// Runs `k` on `inputs` with the CPU's reference kernel into results of
+/// `outShapes`, then through the emulated launcher; compares. Returns the
+/// CPU's status (a bad input fails it) and leaves the launcher's error
+/// word in `error`.
+Status compareOp(const OneKernel &k, std::vector<Buffer> inputs,
+                 const std::vector<std::vector<int64_t>> &outShapes,
+                 long long *error = nullptr) {
+  PrimitiveCache primitives;
+  std::vector<int64_t> symbols;
+  std::vector<Buffer> cpuIn = inputs, cpuOut;
+  KernelContext ctx{*k.kernel, {}, {}, symbols, primitives};
+  for (Buffer &b : cpuIn)
+    ctx.in.push_back(b.view());
+  for (const auto &s : outShapes) {
+    Buffer b;
+    b.shape = s;
+    b.dtype = inputs[0].dtype; // f32, or a moved integer tensor's type
+    int64_t n = 1;
+    for (int64_t d : s)
+      n *= d;
+    b.bytes.assign(n * 4, 0xff);
+    cpuOut.push_back(std::move(b));
+  }
+  for (Buffer &b : cpuOut)
+    ctx.out.push_back(b.view());
+  Status s = cpuDevice().kernel(k.kernel->op())->reference(ctx);
+  std::string what = std::string(kiln::kart::EnumNameOp(k.kernel->op()));
+  for (EmulatedLauncher l :
+       {EmulatedLauncher("gpt2", 32, 3), EmulatedLauncher("gpt2", 64, 1)}) {
+    if (!s) { // the CPU refused: the GPU flags the same position
+      KernelContext g{*k.kernel, {}, {}, symbols, primitives};
+      std::vector<Buffer> in = inputs, out = cpuOut;
+      for (Buffer &b : in)
+        g.in.push_back(b.view());
+      for (Buffer &b : out)
+        g.out.push_back(b.view());
+      EXPECT_TRUE(cuda::launchKernel(g, "gpt2", "f", 0, l)) << what;
+      if (error)
+        *error = l.error;
+      continue;
+    }
+    std::vector<Buffer> in = inputs;
+    checkKernel(ctx, in, "gpt2", "f", 0, l, what);
+  }
+  return s;
+}
+
+TEST(EmulatedOps, NormsOfRowsWiderThanABlock) {
+  const int64_t rows = 7, C = 1000;
+  kiln::kart::NormAttrsT eps;
+  eps.eps = 1e-5;
+  EXPECT_TRUE(
+      compareOp(OneKernel(Op::LayerNorm, 3, 1, attrs(eps)),
+                {randomF32({rows, C}, 1), randomF32({C}, 2), randomF32({C}, 3)},
+                {{rows, C}}));
+  EXPECT_TRUE(compareOp(OneKernel(Op::RMSNorm, 2, 1, attrs(eps)),
+                        {randomF32({rows, C}, 4), randomF32({C}, 5)},
+                        {{rows, C}}));
+  for (auto kind :
+       {kiln::kart::NormKind::LayerNorm, kiln::kart::NormKind::RMSNorm}) {
+    kiln::kart::FusedNormAttrsT f;
+    f.kind = kind;
+    f.eps = 1e-5;
+    EXPECT_TRUE(compareOp(OneKernel(Op::AddNorm, 4, 2, attrs(f)),
+                          {randomF32({rows, C}, 6), randomF32({rows, C}, 7),
+                           randomF32({C}, 8), randomF32({C}, 9)},
+                          {{rows, C}, {rows, C}}));
+    EXPECT_TRUE(compareOp(OneKernel(Op::NormGrad, 3, 3, attrs(f)),
+                          {randomF32({rows, C}, 10), randomF32({rows, C}, 11),
+                           randomF32({C}, 12)},
+                          {{rows, C}, {C}, {C}}));
+  }
+}
+
+TEST(EmulatedOps, CrossEntropyIgnoresAndFlagsTargets) {
+  const int64_t rows = 9, V = 1000;
+  kiln::kart::CrossEntropyAttrsT ce;
+  ce.ignore_index = -100;
+  std::vector<int64_t> t = {3, -100, 999, 0, 500, -100, 7, 998, 1};
+  for (bool wide : {false, true}) {
+    Buffer targets =
+        wide ? integers<int64_t>({rows}, t)
+             : integers<int32_t>({rows},
+                                 std::vector<int32_t>(t.begin(), t.end()));
+    EXPECT_TRUE(compareOp(
+        OneKernel(Op::SoftmaxCrossEntropy, 3, 2, attrs(ce)),
+        {randomF32({rows, V}, 20, -8, 8), targets, randomF32({}, 21, 0.5, 2)},
+        {{}, {rows, V}}));
+    EXPECT_TRUE(compareOp(OneKernel(Op::CrossEntropy, 2, 1, attrs(ce)),
+                          {randomF32({rows, V}, 22, -8, 8), targets}, {{}}));
+    EXPECT_TRUE(compareOp(
+        OneKernel(Op::CrossEntropyGrad, 3, 1, attrs(ce)),
+        {randomF32({rows, V}, 23, -8, 8), targets, randomF32({}, 24, 0.5, 2)},
+        {{rows, V}}));
+  }
+  // Every target ignored: the CPU's NaN loss, zero gradients.
+  EXPECT_TRUE(
+      compareOp(OneKernel(Op::SoftmaxCrossEntropy, 3, 2, attrs(ce)),
+                {randomF32({2, V}, 25), integers<int32_t>({2}, {-100, -100}),
+                 randomF32({}, 26)},
+                {{}, {2, V}}));
+  // A target out of range: the CPU refuses, the GPU kernels flag it.
+  long long error = 0;
+  EXPECT_FALSE(compareOp(OneKernel(Op::SoftmaxCrossEntropy, 3, 2, attrs(ce)),
+                         {randomF32({3, V}, 27),
+                          integers<int32_t>({3}, {1, V, 2}), randomF32({}, 28)},
+                         {{}, {3, V}}, &error));
+  EXPECT_EQ(error, 2); // position 1, plus one
+  error = 0;
+  EXPECT_FALSE(
+      compareOp(OneKernel(Op::Embedding, 2, 1),
+                {randomF32({5, 3}, 29), integers<int32_t>({4}, {0, 4, -1, 2})},
+                {{4, 3}}, &error));
+  EXPECT_EQ(error, 3);
+}
+
+TEST(EmulatedOps, CopiesAndReductionsOverAnyAxes) {
+  const std::vector<int64_t> shape = {3, 5, 7, 2};
+  kiln::kart::TransposeAttrsT t;
+  t.perm = {2, 0, 3, 1};
+  EXPECT_TRUE(compareOp(OneKernel(Op::Transpose, 1, 1, attrs(t)),
+                        {randomF32(shape, 100)}, {{7, 3, 2, 5}}));
+  for (Op op : {Op::ReduceSum, Op::ReduceMean, Op::ReduceMax}) {
+    kiln::kart::ReduceAttrsT r;
+    r.axes = {0, -2}; // not one block of axes
+    r.keepdim = op == Op::ReduceMax;
+    EXPECT_TRUE(compareOp(OneKernel(op, 1, 1, attrs(r)),
+                          {randomF32(shape, 101)},
+                          {r.keepdim ? std::vector<int64_t>{1, 5, 1, 2}
+                                     : std::vector<int64_t>{5, 2}}));
+  }
+  for (auto kind :
+       {kiln::kart::ReduceKind::Sum, kiln::kart::ReduceKind::Mean}) {
+    kiln::kart::ReduceGradAttrsT r;
+    r.kind = kind;
+    r.axes = {1, 3};
+    EXPECT_TRUE(compareOp(OneKernel(Op::ReduceGrad, 2, 1, attrs(r)),
+                          {randomF32({3, 7}, 102), randomF32(shape, 103)},
+                          {shape}));
+  }
+  kiln::kart::SliceGradAttrsT sg;
+  sg.axis = 2;
+  sg.start = 3;
+  EXPECT_TRUE(compareOp(OneKernel(Op::SliceGrad, 2, 1, attrs(sg)),
+                        {randomF32({3, 5, 2, 2}, 104), randomF32(shape, 105)},
+                        {shape}));
+  EXPECT_TRUE(compareOp(OneKernel(Op::ZerosLike, 1, 1), {randomF32(shape, 106)},
+                        {shape}));
+  // An integer tensor moves bit for bit.
+  kiln::kart::ReshapeAttrsT reshape;
+  EXPECT_TRUE(compareOp(OneKernel(Op::Reshape, 1, 1, attrs(reshape)),
+                        {integers<int32_t>({2, 3}, {1, -2, 3, 1 << 30, 5, 6})},
+                        {{6}}));
+}
+
+TEST(EmulatedOps, GlobalNormOfUnevenTensors) {
+  std::vector<Buffer> in;
+  std::vector<int64_t> sizes = {1, 31, 1000, 4097, 33};
+  for (size_t i = 0; i < sizes.size(); ++i)
+    in.push_back(randomF32({sizes[i]}, 40 + i));
+  EXPECT_TRUE(compareOp(OneKernel(Op::GlobalNorm, in.size(), 1), in, {{}}));
+}
+
+TEST(EmulatedOps, OptimizerStepsMatchTheCpu) {
+  for (auto kind :
+       {kiln::kart::OptimizerKind::AdamW, kiln::kart::OptimizerKind::SGD}) {
+    kiln::kart::OptimizerAttrsT o;
+    o.kind = kind;
+    o.beta1 = 0.9;
+    o.beta2 = 0.95;
+    o.eps = 1e-8;
+    o.weight_decay = 0.1;
+    o.momentum = 0.9;
+    o.max_norm = 1.0;
+    OneKernel k(Op::OptimizerUpdate, 5, 0, attrs(o));
+    const int64_t n = 1001;
+    Buffer cpuP = randomF32({n}, 50), gpuP = cpuP;
+    OptimizerState state;
+    EmulatedLauncher l("gpt2", 32, 3);
+    PrimitiveCache primitives;
+    std::vector<int64_t> symbols;
+    for (int step = 1; step <= 3; ++step) {
+      Buffer g = randomF32({n}, 60 + step), lr = randomF32({}, 70, 1e-3, 1e-2);
+      // The global norm clips on step 2 only.
+      Buffer norm =
+          randomF32({}, 80, step == 2 ? 3.0f : 0.2f, step == 2 ? 3.0f : 0.2f);
+      Buffer at = randomF32({}, 90, step, step);
+      for (bool gpu : {false, true}) {
+        KernelContext ctx{*k.kernel, {}, {}, symbols, primitives};
+        ctx.in = {gpu ? gpuP.view() : cpuP.view(), g.view(), norm.view(),
+                  lr.view(), at.view()};
+        ctx.paramIndex = 0;
+        Status s;
+        if (gpu) {
+          s = cuda::launchKernel(ctx, "gpt2", "f", 0, l);
+        } else {
+          ctx.optimizer = &state;
+          s = cpuDevice().kernel(Op::OptimizerUpdate)->reference(ctx);
+        }
+        ASSERT_TRUE(s) << s.message();
+      }
+      std::string what = std::string(kiln::kart::EnumNameOptimizerKind(kind)) +
+                         " step " + std::to_string(step);
+      std::vector<int64_t> shape = {n};
+      expectClose(gpuP.view(), cpuP.view(), what + ", parameter");
+      View cm{state.m[0].data(), DType::F32, &shape},
+          gm{l.m_[0].data(), DType::F32, &shape};
+      expectClose(gm, cm, what + ", first moment");
+      if (kind == kiln::kart::OptimizerKind::AdamW) {
+        View cv{state.v[0].data(), DType::F32, &shape},
+            gv{l.v_[0].data(), DType::F32, &shape};
+        expectClose(gv, cv, what + ", second moment");
+      }
+    }
+  }
+}
+
+} // namespace
