@@ -11,10 +11,23 @@
 
 #ifdef KILN_CUDA_EMULATION
 #define KILN_KERNEL static void
+#define KILN_UNROLL
 #else
 #define KILN_KERNEL                                                            \
   extern "C" __global__ void __launch_bounds__(KILN_CUDA_BLOCK)
+#define KILN_UNROLL _Pragma("unroll")
 #endif
+
+// Each thread's share of a head row of n <= 8 x blockDim values: slot s is
+// value threadIdx.x + s x blockDim.x. Unrolled, so the slots stay in
+// registers.
+#define KILN_FOR_SLOTS(n, body)                                                \
+  KILN_UNROLL for (int slot = 0; slot < 8; ++slot) {                           \
+    int d = threadIdx.x + slot * blockDim.x;                                   \
+    if (d < (n)) {                                                             \
+      body;                                                                    \
+    }                                                                          \
+  }
 
 // --- Elementwise helpers -------------------------------------------------
 
@@ -448,5 +461,290 @@ KILN_KERNEL kiln_optimizer(KilnOptimizerArgs a) {
     float m = first ? g : a.momentum * a.m[j] + g;
     a.m[j] = m;
     a.p[j] -= lr * m;
+  }
+}
+
+// --- Matrix products -----------------------------------------------------
+
+// A straightforward tiled product (64 x 64 outputs per tile, 16-deep slices
+// of a and b staged in shared memory, 4 x 4 outputs per thread), for GPUs
+// without cuBLASLt and the emulation. Loads follow each operand's
+// contiguous dimension.
+KILN_KERNEL kiln_matmul(KilnMatmulArgs a) {
+  __shared__ float As[16][64 + 1];
+  __shared__ float Bs[16][64 + 1];
+  long long tilesM = (a.M + 63) / 64, tilesN = (a.N + 63) / 64;
+  long long tiles = a.batches * tilesM * tilesN;
+  int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  for (long long tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    long long batch = tile / (tilesM * tilesN);
+    long long m0 = (tile / tilesN) % tilesM * 64, n0 = tile % tilesN * 64;
+    long long aBase = 0, bBase = 0, rem = batch;
+    for (int d = a.batch_rank - 1; d >= 0; --d) {
+      long long q = rem % a.batch_dims[d];
+      rem /= a.batch_dims[d];
+      aBase += q * a.a_strides[d];
+      bBase += q * a.b_strides[d];
+    }
+    float acc[4][4];
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j)
+        acc[i][j] = 0.0f;
+    for (long long rb = 0; rb < a.reduce; ++rb) {
+      const float *A = a.a + aBase + rb * a.a_reduce_stride;
+      const float *B = a.b + bBase + rb * a.b_reduce_stride;
+      for (long long k0 = 0; k0 < a.K; k0 += 16) {
+        for (int e = threadIdx.x; e < 16 * 64; e += blockDim.x) {
+          int kk = a.ta ? e / 64 : e % 16, mm = a.ta ? e % 64 : e / 16;
+          long long m = m0 + mm, k = k0 + kk;
+          As[kk][mm] = m < a.M && k < a.K
+                           ? (a.ta ? A[k * a.M + m] : A[m * a.K + k])
+                           : 0.0f;
+          int kb = a.tb ? e % 16 : e / 64, nn = a.tb ? e / 16 : e % 64;
+          long long n = n0 + nn, kq = k0 + kb;
+          Bs[kb][nn] = n < a.N && kq < a.K
+                           ? (a.tb ? B[n * a.K + kq] : B[kq * a.N + n])
+                           : 0.0f;
+        }
+        __syncthreads();
+        for (int kk = 0; kk < 16; ++kk) {
+          float av[4], bv[4];
+          for (int i = 0; i < 4; ++i)
+            av[i] = As[kk][ty * 4 + i];
+          for (int j = 0; j < 4; ++j)
+            bv[j] = Bs[kk][tx * 4 + j];
+          for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 4; ++j)
+              acc[i][j] += av[i] * bv[j];
+        }
+        __syncthreads();
+      }
+    }
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) {
+        long long m = m0 + ty * 4 + i, n = n0 + tx * 4 + j;
+        if (m >= a.M || n >= a.N)
+          continue;
+        float v = acc[i][j] + (a.bias ? a.bias[n] : 0.0f);
+        v *= a.scale;
+        if (a.activation == 1)
+          v = v > 0.0f ? v : 0.0f;
+        else if (a.activation == 2)
+          v = kiln_gelu(v);
+        else if (a.activation == 3)
+          v = kiln_gelu_tanh(v);
+        else if (a.activation == 4)
+          v = v / (1.0f + expf(-v));
+        long long at = (batch * a.M + m) * a.N + n;
+        a.out[at] = v + (a.residual ? a.residual[at] : 0.0f);
+      }
+  }
+}
+
+// --- Attention -----------------------------------------------------------
+
+__device__ __forceinline__ bool kiln_visible(const KilnAttentionArgs &a,
+                                             long long b, long long i,
+                                             long long j) {
+  if (a.causal && j > i + a.offset)
+    return false;
+  if (!a.mask)
+    return true;
+  long long at = b * a.Tk + j;
+  switch (a.mask_type) {
+  case 1:
+    return static_cast<const float *>(a.mask)[at] != 0.0f;
+  case 2:
+    return static_cast<const int *>(a.mask)[at] != 0;
+  case 3:
+    return static_cast<const long long *>(a.mask)[at] != 0;
+  default:
+    return static_cast<const unsigned char *>(a.mask)[at] != 0;
+  }
+}
+
+__device__ __forceinline__ float kiln_dot(const float *x, const float *y,
+                                          int n) {
+  float s = 0.0f;
+  for (int d = 0; d < n; ++d)
+    s += x[d] * y[d];
+  return s;
+}
+
+// Query row r of the attention: batch b, head h (on key/value head hk),
+// position i.
+struct KilnQueryRow {
+  long long b, i;
+  int h, hk;
+};
+__device__ __forceinline__ KilnQueryRow
+kiln_query_row(const KilnAttentionArgs &a, long long r) {
+  KilnQueryRow q;
+  q.i = r % a.Tq;
+  q.b = r / (a.Tq * a.H);
+  q.h = static_cast<int>(r / a.Tq % a.H);
+  q.hk = q.h / (a.H / a.Hkv);
+  return q;
+}
+
+// A block per query row (b, h, i): the row's max and sum of exp over the
+// visible keys, then the keys in chunks of the block's width: each thread
+// one key's probability, then each thread its share of the output.
+KILN_KERNEL kiln_attention(KilnAttentionArgs a) {
+  __shared__ float qrow[KILN_CUDA_MAX_HEAD];
+  __shared__ float p[1024];
+  __shared__ double part[32];
+  __shared__ float mpart[32];
+  long long rows = a.B * a.H * a.Tq;
+  for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+    KilnQueryRow q = kiln_query_row(a, r);
+    long long i = q.i, b = q.b;
+    int h = q.h, hk = q.hk;
+    const float *qi = a.q + ((b * a.Tq + i) * a.H + h) * a.D;
+    for (int d = threadIdx.x; d < a.D; d += blockDim.x)
+      qrow[d] = qi[d];
+    __syncthreads();
+    float m = -INFINITY, s = 0.0f;
+    for (long long j = threadIdx.x; j < a.Tk; j += blockDim.x) {
+      if (!kiln_visible(a, b, i, j))
+        continue;
+      float sc = a.scale *
+                 kiln_dot(qrow, a.k + ((b * a.Tk + j) * a.Hkv + hk) * a.D, a.D);
+      if (sc > m) {
+        s = s * expf(m - sc) + 1.0f;
+        m = sc;
+      } else {
+        s += expf(sc - m);
+      }
+    }
+    float M = kiln_block_max(m, mpart);
+    float S = static_cast<float>(
+        kiln_block_sum(m == -INFINITY ? 0.0 : s * expf(m - M), part));
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (long long j0 = 0; M != -INFINITY && j0 < a.Tk; j0 += blockDim.x) {
+      long long j = j0 + threadIdx.x;
+      float pj = 0.0f;
+      if (j < a.Tk && kiln_visible(a, b, i, j))
+        pj = expf(a.scale * kiln_dot(qrow,
+                                     a.k + ((b * a.Tk + j) * a.Hkv + hk) * a.D,
+                                     a.D) -
+                  M) /
+             S;
+      p[threadIdx.x] = pj;
+      __syncthreads();
+      long long chunk = a.Tk - j0 < blockDim.x ? a.Tk - j0 : blockDim.x;
+      for (long long jj = 0; jj < chunk; ++jj) {
+        const float *vj = a.v + ((b * a.Tk + j0 + jj) * a.Hkv + hk) * a.Dv;
+        float pj = p[jj];
+        KILN_FOR_SLOTS(a.Dv, acc[slot] += pj * vj[d]);
+      }
+      __syncthreads();
+    }
+    float *oi = a.out + ((b * a.Tq + i) * a.H + h) * a.Dv;
+    KILN_FOR_SLOTS(a.Dv, oi[d] = acc[slot]);
+    if (a.out_lse && threadIdx.x == 0)
+      a.out_lse[(b * a.H + h) * a.Tq + i] =
+          M == -INFINITY ? -INFINITY : M + logf(S);
+    __syncthreads();
+  }
+}
+
+// dq of each query row, and the row's di = dO . O for kiln_attention_grad_kv.
+KILN_KERNEL kiln_attention_grad_q(KilnAttentionArgs a) {
+  __shared__ float qrow[KILN_CUDA_MAX_HEAD];
+  __shared__ float grow[KILN_CUDA_MAX_HEAD];
+  __shared__ float ds[1024];
+  __shared__ double part[32];
+  long long rows = a.B * a.H * a.Tq;
+  for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+    KilnQueryRow q = kiln_query_row(a, r);
+    long long i = q.i, b = q.b;
+    int h = q.h, hk = q.hk;
+    long long row = (b * a.Tq + i) * a.H + h;
+    float l = a.lse[(b * a.H + h) * a.Tq + i];
+    for (int d = threadIdx.x; d < a.D; d += blockDim.x)
+      qrow[d] = a.q[row * a.D + d];
+    double od = 0.0;
+    for (int d = threadIdx.x; d < a.Dv; d += blockDim.x) {
+      grow[d] = a.g[row * a.Dv + d];
+      od += grow[d] * a.o[row * a.Dv + d];
+    }
+    float di = static_cast<float>(kiln_block_sum(od, part)); // syncs
+    if (threadIdx.x == 0)
+      a.di[(b * a.H + h) * a.Tq + i] = di;
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (long long j0 = 0; l != -INFINITY && j0 < a.Tk; j0 += blockDim.x) {
+      long long j = j0 + threadIdx.x;
+      float dsj = 0.0f;
+      if (j < a.Tk && kiln_visible(a, b, i, j)) {
+        long long kv = (b * a.Tk + j) * a.Hkv + hk;
+        float pj = expf(a.scale * kiln_dot(qrow, a.k + kv * a.D, a.D) - l);
+        dsj = pj * (kiln_dot(grow, a.v + kv * a.Dv, a.Dv) - di);
+      }
+      ds[threadIdx.x] = dsj;
+      __syncthreads();
+      long long chunk = a.Tk - j0 < blockDim.x ? a.Tk - j0 : blockDim.x;
+      for (long long jj = 0; jj < chunk; ++jj) {
+        const float *kj = a.k + ((b * a.Tk + j0 + jj) * a.Hkv + hk) * a.D;
+        float w = a.scale * ds[jj];
+        KILN_FOR_SLOTS(a.D, acc[slot] += w * kj[d]);
+      }
+      __syncthreads();
+    }
+    KILN_FOR_SLOTS(a.D, a.dq[row * a.D + d] = acc[slot]);
+    __syncthreads();
+  }
+}
+
+// dk and dv of each key row (b, hk, j): the (head, query row) pairs of its
+// group in chunks of the block's width.
+KILN_KERNEL kiln_attention_grad_kv(KilnAttentionArgs a) {
+  __shared__ float krow[KILN_CUDA_MAX_HEAD];
+  __shared__ float vrow[KILN_CUDA_MAX_HEAD];
+  __shared__ float pp[1024];
+  __shared__ float ds[1024];
+  int group = a.H / a.Hkv;
+  long long rows = a.B * a.Hkv * a.Tk, pairs = group * a.Tq;
+  for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+    long long j = r % a.Tk, b = r / (a.Tk * a.Hkv);
+    int hk = static_cast<int>(r / a.Tk % a.Hkv);
+    long long kv = (b * a.Tk + j) * a.Hkv + hk;
+    for (int d = threadIdx.x; d < a.D; d += blockDim.x)
+      krow[d] = a.k[kv * a.D + d];
+    for (int d = threadIdx.x; d < a.Dv; d += blockDim.x)
+      vrow[d] = a.v[kv * a.Dv + d];
+    __syncthreads();
+    float accK[8] = {0, 0, 0, 0, 0, 0, 0, 0},
+          accV[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (long long c0 = 0; c0 < pairs; c0 += blockDim.x) {
+      long long c = c0 + threadIdx.x;
+      float pc = 0.0f, dsc = 0.0f;
+      if (c < pairs) {
+        int h = hk * group + static_cast<int>(c / a.Tq);
+        long long i = c % a.Tq, row = (b * a.Tq + i) * a.H + h;
+        float l = a.lse[(b * a.H + h) * a.Tq + i];
+        if (l != -INFINITY && kiln_visible(a, b, i, j)) {
+          pc = expf(a.scale * kiln_dot(a.q + row * a.D, krow, a.D) - l);
+          dsc = pc * (kiln_dot(a.g + row * a.Dv, vrow, a.Dv) -
+                      a.di[(b * a.H + h) * a.Tq + i]);
+        }
+      }
+      pp[threadIdx.x] = pc;
+      ds[threadIdx.x] = dsc;
+      __syncthreads();
+      long long chunk = pairs - c0 < blockDim.x ? pairs - c0 : blockDim.x;
+      for (long long cc = 0; cc < chunk; ++cc) {
+        int h = hk * group + static_cast<int>((c0 + cc) / a.Tq);
+        long long row = (b * a.Tq + (c0 + cc) % a.Tq) * a.H + h;
+        const float *qr = a.q + row * a.D, *gr = a.g + row * a.Dv;
+        float w = a.scale * ds[cc], pc = pp[cc];
+        KILN_FOR_SLOTS(a.D, accK[slot] += w * qr[d]);
+        KILN_FOR_SLOTS(a.Dv, accV[slot] += pc * gr[d]);
+      }
+      __syncthreads();
+    }
+    KILN_FOR_SLOTS(a.D, a.dk[kv * a.D + d] = accK[slot]);
+    KILN_FOR_SLOTS(a.Dv, a.dv[kv * a.Dv + d] = accV[slot]);
+    __syncthreads();
   }
 }

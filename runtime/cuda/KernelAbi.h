@@ -181,6 +181,52 @@ struct KilnOptimizerArgs {
   double max_norm;
 };
 
+// A batched matrix product out = epilogue(a x b) of [M, K] x [K, N] (a
+// stored [K, M] with ta, b stored [N, K] with tb): 64 x 64 tiles of the
+// output, a block of exactly 256 threads each. The batch dimensions
+// broadcast (a_strides, b_strides: element strides per output batch
+// dimension, 0 where it broadcasts); with reduce > 1 the product sums
+// `reduce` batches of a and b into one output (weight gradients). The
+// epilogue (FusedMatmul): + bias[N], x scale, the activation (kart's
+// Activation codes), + residual (shaped as out).
+struct KilnMatmulArgs {
+  const float *a, *b, *bias, *residual;
+  float *out;
+  long long M, N, K;
+  int ta, tb;
+  long long batches;
+  int batch_rank;
+  long long batch_dims[KILN_CUDA_MAX_RANK];
+  long long a_strides[KILN_CUDA_MAX_RANK], b_strides[KILN_CUDA_MAX_RANK];
+  long long reduce, a_reduce_stride, b_reduce_stride;
+  float scale;
+  int activation; // 0 none, 1 relu, 2 gelu, 3 gelu (tanh), 4 silu
+};
+#define KILN_CUDA_MATMUL_THREADS 256
+
+// Dense attention (causal or not, an optional key mask [B, Tk]) of q
+// [B, Tq, H x D], k [B, Tk, Hkv x D], v [B, Tk, Hkv x Dv]: kiln_attention
+// writes o and the rows' log-sum-exp (a block per query row);
+// kiln_attention_grad_q writes dq and each row's dO . O into `di`, then
+// kiln_attention_grad_kv dk and dv (a block per key row, summing the
+// query rows of its head group in order: no atomics).
+struct KilnAttentionArgs {
+  const float *q, *k, *v;
+  const float *o, *lse, *g; // the gradient's: the forward's results, dO
+  float *out, *out_lse;     // kiln_attention (out_lse may be null)
+  float *dq, *dk, *dv;
+  float *di; // scratch: B x H x Tq
+  const void *mask;
+  int mask_type; // 0 none, 1 f32, 2 i32, 3 i64, 4 bool (bytes)
+  long long B, Tq, Tk;
+  int H, Hkv, D, Dv;
+  float scale;
+  int causal;
+  long long offset; // query row i sits at key position i + offset
+};
+// The widest head attention takes (rows kept in shared memory).
+#define KILN_CUDA_MAX_HEAD 1024
+
 // The library kernels every generated file holds (codegen/cuda/Library.cuh),
 // each with its argument block: X(name, args). The fused elementwise
 // programs come on top, one kernel each.
@@ -200,6 +246,10 @@ struct KilnOptimizerArgs {
   X(kiln_dropout, KilnDropoutArgs)                                             \
   X(kiln_sum_squares, KilnSumSquaresArgs)                                      \
   X(kiln_norm_finish, KilnSumSquaresArgs)                                      \
-  X(kiln_optimizer, KilnOptimizerArgs)
+  X(kiln_optimizer, KilnOptimizerArgs)                                         \
+  X(kiln_matmul, KilnMatmulArgs)                                               \
+  X(kiln_attention, KilnAttentionArgs)                                         \
+  X(kiln_attention_grad_q, KilnAttentionArgs)                                  \
+  X(kiln_attention_grad_kv, KilnAttentionArgs)
 
 #endif

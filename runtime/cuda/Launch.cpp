@@ -509,6 +509,171 @@ Status optimizerUpdate(const Call &c) {
   return c.run("kiln_optimizer", c.grid(a.n), a);
 }
 
+//===----------------------------------------------------------------------===//
+// Matrix products and attention
+//===----------------------------------------------------------------------===//
+
+/// Element strides of operand `s`'s batch dimensions along the output's
+/// batch dimensions `batch` (aligned at the last, 0 where it broadcasts).
+void batchStrides(const Shape &s, const Shape &batch, long long *out) {
+  int64_t stride = s[s.size() - 2] * s.back();
+  int64_t sb = static_cast<int64_t>(s.size()) - 2;
+  for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
+    int64_t sd = d - (static_cast<int64_t>(batch.size()) - sb);
+    out[d] = sd >= 0 && s[sd] != 1 ? stride : 0;
+    if (sd >= 0)
+      stride *= s[sd];
+  }
+}
+
+/// Matmul and FusedMatmul on the library's tiled kernel.
+Status matmul(const Call &c) {
+  const KernelContext &ctx = c.ctx;
+  if (ctx.in[0].quant || ctx.in[1].quant)
+    return fail(c.k(), "a quantized operand (the CUDA backend multiplies "
+                       "f32 matrices)");
+  const Shape &as = *ctx.in[0].shape, &bs = *ctx.in[1].shape,
+              &os = *ctx.out[0].shape;
+  KilnMatmulArgs a{};
+  a.a = ctx.in[0].as<float>();
+  a.b = ctx.in[1].as<float>();
+  a.out = ctx.out[0].as<float>();
+  a.scale = 1.0f;
+  bool reduceBatch = false;
+  if (c.k().op() == Op::FusedMatmul) {
+    const kart::FusedMatmulAttrs *f = c.k().attrs_as_FusedMatmulAttrs();
+    a.ta = f->transpose_a();
+    a.tb = f->transpose_b();
+    reduceBatch = f->reduce_batch();
+    a.scale = static_cast<float>(f->scale());
+    a.activation = static_cast<int>(f->activation());
+    a.bias = ctx.in[2].as<float>();
+    a.residual = ctx.in[3].as<float>();
+  } else {
+    const kart::MatmulAttrs *m = c.k().attrs_as_MatmulAttrs();
+    a.ta = m->transpose_a();
+    a.tb = m->transpose_b();
+  }
+  a.M = os[os.size() - 2];
+  a.N = os.back();
+  a.K = a.ta ? as[as.size() - 2] : as.back();
+  a.batches = a.reduce = 1;
+  if (reduceBatch) {
+    a.reduce = numel(Shape(as.begin(), as.end() - 2));
+    a.a_reduce_stride = as[as.size() - 2] * as.back();
+    a.b_reduce_stride = bs[bs.size() - 2] * bs.back();
+  } else {
+    Shape batch(os.begin(), os.end() - 2);
+    if (batch.size() > KILN_CUDA_MAX_RANK)
+      return fail(c.k(), "rank " + std::to_string(os.size()));
+    a.batch_rank = static_cast<int>(batch.size());
+    for (size_t d = 0; d < batch.size(); ++d)
+      a.batch_dims[d] = batch[d];
+    a.batches = numel(batch);
+    batchStrides(as, batch, a.a_strides);
+    batchStrides(bs, batch, a.b_strides);
+  }
+  int64_t tiles = a.batches * ((a.M + 63) / 64) * ((a.N + 63) / 64);
+  if (tiles == 0)
+    return Status::ok();
+  unsigned grid = static_cast<unsigned>(
+      std::min<int64_t>(tiles, static_cast<int64_t>(c.l.maxGrid())));
+  return c.l.launch("kiln_matmul", grid, KILN_CUDA_MATMUL_THREADS, &a,
+                    sizeof a);
+}
+
+/// Why the attention kernels cannot take kernel `k`, or "".
+std::string attentionLimit(const kart::Kernel &k, const KernelContext *ctx,
+                           unsigned block) {
+  const kart::AttentionAttrs *attrs = k.attrs_as_AttentionAttrs();
+  if (attrs->pattern()->kind() != kart::PatternKind::Dense)
+    return std::string("a ") +
+           kart::EnumNamePatternKind(attrs->pattern()->kind()) +
+           " attention pattern (the CUDA attention kernels are dense, "
+           "causal or not)";
+  size_t biasInput = k.op() == Op::Attention ? 4 : 7;
+  if (k.inputs()->size() > biasInput && k.inputs()->Get(biasInput) >= 0)
+    return "an attention bias (relative positions are not on CUDA yet)";
+  if (!ctx)
+    return "";
+  bool grad = k.op() == Op::AttentionGrad;
+  int64_t H = attrs->heads(), Hkv = attrs->kv_heads();
+  int64_t D = (*ctx->in[grad ? 1 : 0].shape)[2] / H,
+          Dv = (*ctx->in[grad ? 3 : 2].shape)[2] / Hkv;
+  int64_t widest = std::min<int64_t>(KILN_CUDA_MAX_HEAD, 8 * int64_t(block));
+  if (D > widest || Dv > widest)
+    return "heads of " + std::to_string(std::max(D, Dv)) +
+           " values, more than the CUDA attention kernels' " +
+           std::to_string(widest);
+  return "";
+}
+
+Status attention(const Call &c) {
+  const KernelContext &ctx = c.ctx;
+  if (std::string why = attentionLimit(c.k(), &ctx, c.l.blockSize());
+      !why.empty())
+    return fail(c.k(), why);
+  bool grad = c.k().op() == Op::AttentionGrad;
+  size_t q = grad ? 1 : 0;
+  const kart::AttentionAttrs *attrs = c.k().attrs_as_AttentionAttrs();
+  KilnAttentionArgs a{};
+  a.q = ctx.in[q].as<float>();
+  a.k = ctx.in[q + 1].as<float>();
+  a.v = ctx.in[q + 2].as<float>();
+  const Shape &qs = *ctx.in[q].shape, &ks = *ctx.in[q + 1].shape,
+              &vs = *ctx.in[q + 2].shape;
+  a.B = qs[0];
+  a.Tq = qs[1];
+  a.Tk = ks[1];
+  a.H = static_cast<int>(attrs->heads());
+  a.Hkv = static_cast<int>(attrs->kv_heads());
+  a.D = static_cast<int>(qs[2] / a.H);
+  a.Dv = static_cast<int>(vs[2] / a.Hkv);
+  a.scale = static_cast<float>(attrs->scale());
+  a.causal = attrs->pattern()->causal();
+  a.offset = a.causal ? a.Tk - a.Tq : 0;
+  const View &mask = ctx.in[grad ? 6 : 3];
+  if (mask.data) {
+    a.mask = mask.data;
+    switch (mask.dtype) {
+    case DType::F32:
+      a.mask_type = 1;
+      break;
+    case DType::I32:
+      a.mask_type = 2;
+      break;
+    case DType::I64:
+      a.mask_type = 3;
+      break;
+    case DType::Bool:
+      a.mask_type = 4;
+      break;
+    default:
+      return fail(c.k(),
+                  std::string("a key mask of type ") + dtypeName(mask.dtype));
+    }
+  }
+  if (!grad) {
+    a.out = ctx.out[0].as<float>();
+    a.out_lse = ctx.out.size() > 1 ? ctx.out[1].as<float>() : nullptr;
+    int64_t rows = a.B * a.H * a.Tq;
+    return rows ? c.run("kiln_attention", c.rowsGrid(rows), a) : Status::ok();
+  }
+  a.g = ctx.in[0].as<float>();
+  a.o = ctx.in[4].as<float>();
+  a.lse = ctx.in[5].as<float>();
+  a.dq = ctx.out[0].as<float>();
+  a.dk = ctx.out[1].as<float>();
+  a.dv = ctx.out[2].as<float>();
+  int64_t rows = a.B * a.H * a.Tq, keys = a.B * a.Hkv * a.Tk;
+  a.di = c.scratch<float>(static_cast<size_t>(std::max<int64_t>(rows, 1)));
+  if (rows)
+    if (Status s = c.run("kiln_attention_grad_q", c.rowsGrid(rows), a); !s)
+      return s;
+  return keys ? c.run("kiln_attention_grad_kv", c.rowsGrid(keys), a)
+              : Status::ok();
+}
+
 } // namespace
 
 //===----------------------------------------------------------------------===//
@@ -554,6 +719,10 @@ const Row kRows[] = {
     {Op::Dropout, dropout},
     {Op::GlobalNorm, globalNorm},
     {Op::OptimizerUpdate, optimizerUpdate},
+    {Op::Matmul, matmul},
+    {Op::FusedMatmul, matmul},
+    {Op::Attention, attention},
+    {Op::AttentionGrad, attention},
 };
 
 const Row *rowOf(Op op) {
@@ -584,6 +753,8 @@ bool kiln::runtime::cuda::isGeneratedElementwise(const kart::Kernel &k) {
 }
 
 std::string kiln::runtime::cuda::unsupportedReason(const kart::Kernel &k) {
+  if (k.op() == Op::Attention || k.op() == Op::AttentionGrad)
+    return attentionLimit(k, nullptr, 0);
   if (isGeneratedElementwise(k) || rowOf(k.op()))
     return "";
   return std::string("the CUDA backend has no kernel for ") +
