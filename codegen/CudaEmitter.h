@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace kiln {
 
@@ -28,10 +29,12 @@ constexpr int kCudaMaxOperands = KILN_CUDA_MAX_OPERANDS;
 constexpr int kCudaBlock = KILN_CUDA_BLOCK;
 
 /// CUDA C++ for the generated kernels of an artifact (`size` bytes at
-/// `artifact`, already verified by its writer). False, with `error`, for a
-/// kernel the CUDA backend cannot generate.
+/// `artifact`, already verified by its writer), and the names of its entry
+/// points when `entries` is given. False, with `error`, for a kernel the
+/// CUDA backend cannot generate.
 bool emitCudaSource(const uint8_t *artifact, size_t size, std::string &out,
-                    std::string &error);
+                    std::string &error,
+                    std::vector<std::string> *entries = nullptr);
 
 } // namespace kiln
 

@@ -1,6 +1,7 @@
 //===- Compile.cpp - the one compile entry point --------------------------===//
 #include "driver/Compile.h"
 #include "codegen/CudaEmitter.h"
+#include "codegen/CudaTarget.h"
 
 #include "codegen/KartWriter.h"
 #include "driver/Adapter.h"
@@ -226,6 +227,22 @@ bool Compilation::run() {
         llvm::SMLoc());
   }
   llvm::raw_string_ostream os(out.text);
+  // The devices the artifact is for: cpu, cuda or both.
+  bool cpu = false, cuda = false;
+  {
+    llvm::SmallVector<llvm::StringRef> names;
+    llvm::StringRef(r.target).split(names, ',');
+    for (llvm::StringRef n : names) {
+      bool &which = n == "cpu" ? cpu : cuda;
+      if ((n != "cpu" && n != "cuda") || which)
+        return fail(runtime::optionRef("--target=" + r.target,
+                                       "target=\"" + r.target + "\"") +
+                    ": a target is cpu, cuda or cpu,cuda");
+      which = true;
+    }
+  }
+  if (cuda && !artifactStage())
+    return fail("a CUDA target applies to artifacts (--emit=kart or plan)");
   if (r.stage == CompileStage::Ast) {
     std::optional<ast::Model> model = parseBuffer(sm, id);
     if (!model)
@@ -323,6 +340,16 @@ bool Compilation::run() {
     return false;
   if (r.stage == CompileStage::Lowered)
     module->print(os);
+  if (cuda && r.stage != CompileStage::Cuda) {
+    CudaTargetOptions options;
+    options.cudaOnly = !cpu;
+    options.note = [](const std::string &line) {
+      llvm::errs() << "kiln: " << line << "\n";
+    };
+    std::string error;
+    if (!addCudaExecutable(out.artifact, options, error))
+      return fail(error);
+  }
   if (r.stage == CompileStage::Cuda) {
     std::string source, error;
     if (!emitCudaSource(out.artifact.data(), out.artifact.size(), source,

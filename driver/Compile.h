@@ -95,6 +95,11 @@ struct CompileRequest {
   Decode decode = Decode::Auto;
   /// Run the fusion passes (artifact stages).
   bool fuse = true;
+  /// The devices the artifact is for (artifact stages): "cpu" (the
+  /// default), "cuda" (a CUDA executable that every kernel names: GPU
+  /// only) or "cpu,cuda" (both: the device is chosen at run time).
+  /// codegen/CudaTarget.h.
+  std::string target = "cpu";
   /// Print source locations in `Mlir` text.
   bool locations = false;
   /// Apply MLIR's command-line pass-manager options (--mlir-timing,

@@ -7,6 +7,9 @@
 #include "runtime/attention/KartPattern.h"
 #include "runtime/core/FunctionState.h"
 #include "runtime/core/KartTokenizer.h"
+#include "runtime/cuda/Driver.h"
+#include "runtime/cuda/Executable.h"
+#include "runtime/cuda/Gpu.h"
 #include "runtime/quant/Formats.h"
 #include "runtime/quant/Serialize.h"
 
@@ -57,6 +60,25 @@ Status Model::fromBytes(std::vector<uint8_t> bytes, std::unique_ptr<Model> &out,
   m->base_ = shift;
   if (Status s = m->init(dir, options); !s)
     return s;
+  if (!options.device.empty() && options.device != "cpu") {
+    std::string ref = optionRef("--device=" + options.device,
+                                "device=\"" + options.device + "\"");
+    int ordinal = 0;
+    std::string d = options.device;
+    bool ok = d == "cuda";
+    if (!ok && d.rfind("cuda:", 0) == 0 && d.size() > 5 && d.size() < 9 &&
+        d.find_first_not_of("0123456789", 5) == std::string::npos) {
+      ordinal = std::stoi(d.substr(5));
+      ok = true;
+    }
+    if (!ok)
+      return Status::error(ref + ": a device is cpu, cuda or cuda:N");
+    std::shared_ptr<cuda::Driver> driver;
+    if (Status s = cuda::openCudaDriver(ordinal, driver); !s)
+      return Status::error(ref + ": " + s.text());
+    if (Status s = m->useCuda(std::move(driver)); !s)
+      return Status::error(ref + ": " + s.text());
+  }
   out = std::move(m);
   return Status::ok();
 }
@@ -144,14 +166,18 @@ Status Model::init(const std::string &dir, const LoadOptions &options) {
         "kiln");
   if (Status s = checkWideVectorAlignment(p, data); !s)
     return s;
-  if (p->executables() && p->executables()->size()) {
-    const kart::Executable *e = p->executables()->Get(0);
-    return Status::error(
-        "the artifact holds " + std::to_string(p->executables()->size()) +
-        " backend executable(s) (the first for device " +
-        (e->device() <= kart::Device::MAX ? kart::EnumNameDevice(e->device())
-                                          : "unknown") +
-        "); this runtime runs the CPU only — compile the model for the CPU");
+  if (Status s = cuda::checkExecutables(*p); !s)
+    return s;
+  if (int e = cuda::cudaExecutable(*p); e >= 0) {
+    const kart::Executable *x = p->executables()->Get(e);
+    CudaExecutableInfo info;
+    info.bytes = x->data()->size();
+    if (x->architectures())
+      for (const flatbuffers::String *a : *x->architectures())
+        info.architectures.push_back(a ? a->str() : "");
+    info.entries = x->entries()->size();
+    info.only = p->functions() && cuda::cudaOnly(*p);
+    cudaExecutable_ = info;
   }
   if (!p->functions() || !p->parameters() || !p->weights() || !p->model())
     return Status::error("the artifact is missing its functions, parameters "
@@ -508,12 +534,17 @@ Status Model::run(const std::string &function,
     }
     double start = run.profiler ? run.profiler->nowUs() : 0;
     Status status;
+    // Under the parameters' lock, which useCuda takes to change the GPU.
+    auto call = [&] {
+      return gpu_ ? state->runCuda(inputs, outputs, run, *gpu_)
+                  : state->run(inputs, outputs, run);
+    };
     if (pool.writesParameters) {
       std::unique_lock<std::shared_mutex> writing(paramsMutex_);
-      status = state->run(inputs, outputs, run);
+      status = call();
     } else {
       std::shared_lock<std::shared_mutex> reading(paramsMutex_);
-      status = state->run(inputs, outputs, run);
+      status = call();
     }
     if (run.profiler) {
       ProfileSlice call;
@@ -551,6 +582,26 @@ Status Model::memoryReport(const std::string &function,
       return Status::ok();
     }
   return Status::error("the model has no function '" + function + "'");
+}
+
+Status Model::useCuda(std::shared_ptr<cuda::Driver> driver) {
+  auto writing = lockParameters();
+  if (!driver) {
+    gpu_.reset();
+    return Status::ok();
+  }
+  const kart::Program &p = *kart::GetProgram(bytes_.data() + base_);
+  std::unique_ptr<cuda::Gpu> gpu;
+  if (Status s =
+          cuda::Gpu::create(std::move(driver), p, paramData_.size(), gpu);
+      !s)
+    return s;
+  gpu_ = std::move(gpu);
+  return Status::ok();
+}
+
+std::string Model::deviceDescription() const {
+  return gpu_ ? gpu_->driver().describe() : std::string();
 }
 
 std::unique_ptr<FunctionState> Model::newState(const StatePool &pool) {

@@ -103,6 +103,10 @@ struct MemoryReport {
 
 class FunctionState;
 class PackedWeights;
+namespace cuda {
+class Driver;
+class Gpu;
+} // namespace cuda
 struct StatePool;
 
 /// How a call runs. Training mode draws dropout masks from `seed` (the
@@ -155,6 +159,14 @@ private:
   int saved_ = 0;
 };
 
+/// The CUDA executable an artifact carries (kiln compile --target=cuda).
+struct CudaExecutableInfo {
+  uint64_t bytes = 0;                     // the fatbin's size
+  std::vector<std::string> architectures; // "sm_80", ..., "compute_90"
+  size_t entries = 0;                     // its kernels' entry points
+  bool only = false; // every kernel runs on CUDA (--target=cuda alone)
+};
+
 /// How an artifact is loaded.
 struct LoadOptions {
   /// The external weights file, for an artifact compiled with
@@ -162,6 +174,10 @@ struct LoadOptions {
   /// artifact's own directory. The artifact only ever names a file beside
   /// itself (a bare file name); anywhere else the user points explicitly.
   std::string weightsFile;
+  /// Where the model's calls run: "cpu" (or empty), "cuda" (GPU 0) or
+  /// "cuda:N" — the NVIDIA driver, opened at load time (useCuda); an
+  /// error says why when there is no driver or GPU.
+  std::string device;
 };
 
 class Model {
@@ -226,6 +242,20 @@ public:
   Status memoryReport(const std::string &function,
                       const std::map<std::string, int64_t> &dims,
                       MemoryReport &report);
+
+  /// Runs this model's calls on the GPU behind `driver` from now on (null:
+  /// back to the CPU): its CUDA executable is loaded there, parameters
+  /// are copied over on first use and again whenever the host's copy
+  /// changes, inputs and outputs cross at each call's boundary. Fails
+  /// for an artifact without CUDA kernels (kiln compile --target=cpu,cuda).
+  Status useCuda(std::shared_ptr<cuda::Driver> driver);
+  /// The GPU's description while the model runs on one, else "".
+  std::string deviceDescription() const;
+
+  /// The artifact's CUDA executable, if it has one.
+  const std::optional<CudaExecutableInfo> &cudaExecutable() const {
+    return cudaExecutable_;
+  }
 
   /// The artifact's tokenizer, if it has one (empty() if not): recorded by
   /// `kiln train` or by `kiln compile --tokenizer`.
@@ -322,6 +352,8 @@ private:
   Tokenizer tokenizer_;
   std::optional<lora::LoraSpec> lora_;
   std::vector<std::string> history_;
+  std::optional<CudaExecutableInfo> cudaExecutable_;
+  std::shared_ptr<cuda::Gpu> gpu_; // set by useCuda
   bool repack_ = false; // tokenizer or history changed: saveArtifact
                         // serializes the program again
   std::atomic<int> threads_{0};

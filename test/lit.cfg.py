@@ -17,3 +17,8 @@ config.substitutions.append(("%examples", os.path.join(config.kiln_src_root, "ex
 config.substitutions.append(("%docs", os.path.join(config.kiln_src_root, "docs")))
 config.substitutions.append(("%builddocs", os.path.join(config.kiln_obj_root, "docs")))
 config.substitutions.append(("%python", config.python_executable))
+# nvcc, for `kiln compile --target=cuda` (found as kiln finds it).
+nvcc = os.environ.get("KILN_NVCC") or "/usr/local/cuda/bin/nvcc"
+if os.access(nvcc, os.X_OK):
+    config.available_features.add("nvcc")
+    config.environment["KILN_NVCC"] = nvcc

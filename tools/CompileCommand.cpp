@@ -190,6 +190,7 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   p.seed("--seed", r.seed);
   p.flag("--recompute", r.recompute);
   p.flag("--no-fuse", r.fuse, false);
+  p.text("--target", r.target, "devices: cpu, cuda or cpu,cuda");
   bool decode = false, noDecode = false;
   p.flag("--decode", decode);
   p.flag("--no-decode", noDecode);

@@ -89,6 +89,10 @@ compile options:
   --no-fuse          skip the fusion passes (matmul epilogues, add + norm,
                      softmax cross-entropy, elementwise chains), for
                      comparing against the unfused kernels
+  --target=T         the devices the artifact is for: cpu (default),
+                     cpu,cuda (also the CUDA kernels, compiled by nvcc for
+                     sm_80/sm_90 + PTX: run on either) or cuda (GPU only);
+                     docs/cuda.md
   --decode           insist on `decode`, incremental decoding with a
                      key/value cache, which artifacts of causal decoders get
                      by default (kiln generate uses it): an error says why a
@@ -139,6 +143,9 @@ run options:
                      (ui.perfetto.dev; kiln inspect --profile=F lists the
                      top kernels; docs/profiling.md)
   --weights-file=F   the external weights, when not beside the artifact
+  --device=D         where the calls run: cpu (default), cuda or cuda:N (an
+                     artifact compiled with --target=cpu,cuda, on the
+                     NVIDIA driver; docs/cuda.md)
 )"},
     {"inspect", R"(usage: kiln inspect MODEL.kart [options]
        kiln inspect --profile=TRACE.json [--top=N]
@@ -209,6 +216,9 @@ the output, which starts from its decoder_start_token_id.
                      (ui.perfetto.dev; kiln inspect --profile=F lists the
                      top kernels; docs/profiling.md)
   --weights-file=F   the external weights, when not beside the artifact
+  --device=D         where the calls run: cpu (default), cuda or cuda:N (an
+                     artifact compiled with --target=cpu,cuda, on the
+                     NVIDIA driver; docs/cuda.md)
 )"},
     {"tokenize", R"(usage: kiln tokenize --tokenizer=PATH [--decode] TEXT|-
 
@@ -303,6 +313,10 @@ train options (see docs/training.md):
                      (ui.perfetto.dev; kiln inspect --profile=F lists the
                      top kernels; docs/profiling.md)
   --weights-file=F   an artifact's external weights
+  --device=D         train on cpu (default), cuda or cuda:N (a .kiln model
+                     is compiled with its CUDA kernels; docs/cuda.md)
+  --target=T         the devices a .kiln model is compiled for, as in
+                     kiln compile (default cpu; cpu,cuda with --device=cuda)
 )"},
 };
 

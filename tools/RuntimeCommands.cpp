@@ -137,6 +137,10 @@ void artifactOptions(OptionParser &p, std::string &path, LoadOptions &load) {
          "--external-weights, e.g. --weights-file=w.safetensors");
 }
 
+void deviceOption(OptionParser &p, LoadOptions &load) {
+  p.text("--device", load.device, "a device: cpu, cuda or cuda:N");
+}
+
 namespace {
 
 /// Loads the artifact of `kiln <command>`: -1 to go on, else the exit
@@ -172,6 +176,7 @@ int runCommand(const std::vector<std::string> &args) {
   OptionParser p("run");
   p.choice("--kernels", kernels, {"fast", "reference"});
   artifactOptions(p, path, load);
+  deviceOption(p, load);
   p.integer("--threads", threads, limits::kThreads);
   p.integer("--repeat", repeat, limits::kRepeat);
   p.text("--function", function, "a function name, e.g. --function=loss");
@@ -468,6 +473,14 @@ std::string describeModel(Model &model,
     for (const auto &[storage, b] : byStorage)
       os << "; " << storage << " " << formatBytes(b);
   os << "\n";
+  if (const auto &cuda = model.cudaExecutable()) {
+    os << "cuda: fatbin, " << humanBytes(cuda->bytes) << ", " << cuda->entries
+       << " kernels for";
+    for (const std::string &a : cuda->architectures)
+      os << " " << a;
+    os << (cuda->only ? "; runs on the GPU only (--target=cuda)\n"
+                      : "; runs on the CPU or the GPU (--target=cpu,cuda)\n");
+  }
   if (const auto &lora = model.lora())
     os << "lora: rank " << lora->rank << ", alpha " << lora->alpha << ", "
        << lora->targets.size() << " adapted weights\n";
@@ -532,6 +545,7 @@ int generateCommand(const std::vector<std::string> &args) {
   LoadOptions load;
   OptionParser p("generate");
   artifactOptions(p, path, load);
+  deviceOption(p, load);
   p.integer("--threads", threads, limits::kThreads);
   p.integer("--max-tokens", maxTokens, limits::kRepeat);
   p.custom("--prompt-ids", [&](llvm::StringRef v) {

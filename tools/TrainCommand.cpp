@@ -56,7 +56,8 @@ struct Options {
   int64_t steps = 0, batch = 8, seq = 64, accumulate = 1, evalEvery = 0,
           evalBatches = 8, checkpointEvery = 0, logEvery = 0, threads = 0,
           keep = 2, stopAfter = 0;
-  LoadOptions load; // --weights-file, for an artifact
+  LoadOptions load;   // --weights-file, for an artifact; --device
+  std::string target; // --target, for a .kiln model
   double evalFraction = 0.1;
   bool resume = false, recompute = false, fuse = true, quiet = false,
        verbose = false;
@@ -180,6 +181,8 @@ int parse(const std::vector<std::string> &args, Options &o,
   p.text("--weights-file", o.load.weightsFile,
          "the external weights of an artifact, e.g. "
          "--weights-file=w.safetensors");
+  p.text("--device", o.load.device, "a device: cpu, cuda or cuda:N");
+  p.text("--target", o.target, "devices: cpu, cuda or cpu,cuda");
   p.flag("--resume", o.resume);
   p.flag("--quiet", o.quiet);
   p.flag("--verbose", o.verbose);
@@ -272,8 +275,9 @@ int parse(const std::vector<std::string> &args, Options &o,
   }
   // What this invocation alone decides stays out of the settings a resume
   // reuses.
-  o.settings = p.settingsJson({"--resume", "--stop-after", "--threads",
-                               "--quiet", "--verbose", "--profile"});
+  o.settings =
+      p.settingsJson({"--resume", "--stop-after", "--threads", "--quiet",
+                      "--verbose", "--profile", "--device"});
   return -1;
 }
 
@@ -350,11 +354,11 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
     if (!o.defines.empty() || o.recompute || !o.fuse ||
         !o.attention.pattern.empty() || !o.quantize.spec.empty() ||
         !o.adapters.lora.empty() || !o.adapters.adapter.empty() ||
-        !o.weights.empty())
+        !o.weights.empty() || !o.target.empty())
       return usageError(
           "-D, --recompute, --no-fuse, --attention, --quantize, --lora, "
-          "--adapter and --weights apply to .kiln models; an artifact is "
-          "already compiled");
+          "--adapter, --weights and --target apply to .kiln models; an "
+          "artifact is already compiled");
     if (Status s = Model::load(o.input, model, o.load); !s)
       return fail(o.input + ": " + s.message());
     if (std::string m = seqFits(o, model->hyperparameters()); !m.empty())
@@ -429,13 +433,17 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
   step.maxNorm = std::max(0.0, o.train.clipNorm);
   o.train.compiledStep = true;
   r.trainStep = step;
+  // On a GPU the model needs its CUDA kernels too.
+  r.target = !o.target.empty()                                    ? o.target
+             : llvm::StringRef(o.load.device).starts_with("cuda") ? "cpu,cuda"
+                                                                  : "cpu";
   CompileResult compiled;
   if (!compile(r, compiled))
     return 1;
   llvm::SmallString<256> dir(o.input);
   llvm::sys::path::remove_filename(dir);
   if (Status s = Model::fromBytes(std::move(compiled.artifact), model,
-                                  dir.empty() ? "." : dir.str().str());
+                                  dir.empty() ? "." : dir.str().str(), o.load);
       !s)
     return fail("the compiled model does not load: " + s.message());
   return 0;

@@ -247,6 +247,9 @@ KILN_KERNEL kiln_xent_rows(KilnCrossEntropyArgs a) {
         a.terms[r] = 0.0;
       continue;
     }
+    // The gradient may overwrite the logits (SoftmaxCrossEntropy writes
+    // it in place): the target's logit is read before the block's barriers.
+    float lt = threadIdx.x == 0 ? l[t] : 0.0f;
     float m = -INFINITY;
     for (int j = threadIdx.x; j < a.V; j += blockDim.x)
       m = fmaxf(m, l[j]);
@@ -261,7 +264,7 @@ KILN_KERNEL kiln_xent_rows(KilnCrossEntropyArgs a) {
         d[j] = expf(l[j] - m) * k - (j == t ? scale : 0.0f);
     }
     if (threadIdx.x == 0)
-      a.terms[r] = log(static_cast<double>(sum)) + m - l[t];
+      a.terms[r] = log(static_cast<double>(sum)) + m - lt;
   }
 }
 

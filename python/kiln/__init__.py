@@ -677,12 +677,11 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
     A causal decoder gets ``decode``, incremental decoding with a key/value
     cache (what ``generate`` uses); ``decode=True`` insists (a model that
     cannot have it raises ``CompileError`` saying why), ``decode=False``
-    leaves it out. Raises ``CompileError`` with the file, line and column
-    of the first error.
+    leaves it out. ``target="cpu,cuda"`` also compiles the model's CUDA
+    kernels with nvcc into the artifact (``"cuda"``: for the GPU only), as
+    ``kiln compile --target`` (docs/cuda.md). Raises ``CompileError`` with
+    the file, line and column of the first error.
     """
-    if target != "cpu":
-        raise ValueError(f"target '{target}' is not available in this build; "
-                         f"use 'cpu'")
     is_path = not _is_source(path_or_source)
     source = os.fspath(path_or_source)
     if is_path and not Path(source).is_file():
@@ -700,13 +699,15 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
         quantize=quantize or "",
         quantize_params=[str(p) for p in quantize_params or []],
         lora=lora or "", adapter=os.fspath(adapter) if adapter else "",
-        decode={None: "auto", True: "required", False: "off"}[decode])
+        decode={None: "auto", True: "required", False: "off"}[decode],
+        target=str(target))
     # How the artifact was made, for its history (`kiln inspect`): the call,
     # with the arguments that differ from their defaults, files by their
     # names only (as the CLI records them).
     def name_of(p):
         return None if not p else Path(os.fspath(p)).name
-    given = dict(defines=dict(defines) if defines else None,
+    given = dict(target=None if target == "cpu" else target,
+                 defines=dict(defines) if defines else None,
                  seed=seed or None, weights=name_of(weights), grad=grad,
                  recompute=recompute or None,
                  fuse=None if fuse else False, tokenizer=name_of(tokenizer),
@@ -730,18 +731,22 @@ def compile(path_or_source: Union[PathLike, str], target: str = "cpu",
 
 
 def load(path: PathLike, threads: Optional[int] = None,
-         weights_file: Optional[PathLike] = None) -> Model:
+         weights_file: Optional[PathLike] = None,
+         device: str = "cpu") -> Model:
     """Loads a .kart artifact (verified completely before it can run);
     ``threads`` as in ``compile``. An artifact compiled with external
-    weights finds them beside itself; ``weights_file`` points elsewhere."""
+    weights finds them beside itself; ``weights_file`` points elsewhere.
+    ``device="cuda"`` (or ``"cuda:N"``) runs the model's calls on a GPU: an
+    artifact compiled with ``target="cpu,cuda"``, on the NVIDIA driver
+    (``RuntimeError`` says why when there is none; docs/cuda.md)."""
     if not Path(os.fspath(path)).is_file():
         raise FileNotFoundError(f"{os.fspath(path)}: no such artifact" + (
             "" if Path(os.fspath(path)).exists() else
             " (kiln.compile(...).save(path) writes one)"))
     return Model(_kiln.Model.load(
         os.fspath(path),
-        os.fspath(weights_file) if weights_file is not None else ""),
-        threads=threads)
+        os.fspath(weights_file) if weights_file is not None else "",
+        str(device)), threads=threads)
 
 
 def quantize(weight: np.ndarray, spec: str = "nf4",

@@ -58,8 +58,10 @@ void kiln::python::registerCompiler(py::module_ &m) {
          const std::string &quantize,
          const std::vector<std::string> &quantizeParams,
          const std::string &lora, const std::string &adapter,
-         const std::string &decode, const std::string &provenance) {
+         const std::string &decode, const std::string &provenance,
+         const std::string &target) {
         CompileRequest r;
+        r.target = target;
         r.provenance = provenance;
         if (decode == "off")
           r.decode = CompileRequest::Decode::Off;
@@ -119,7 +121,7 @@ void kiln::python::registerCompiler(py::module_ &m) {
       py::arg("quantize") = "",
       py::arg("quantize_params") = std::vector<std::string>(),
       py::arg("lora") = "", py::arg("adapter") = "", py::arg("decode") = "auto",
-      py::arg("provenance") = "",
+      py::arg("provenance") = "", py::arg("target") = "cpu",
       "Compiles a model through kiln's one compile driver; returns (ok, bytes "
       "or text, [(file, line, column, message)]).");
 }

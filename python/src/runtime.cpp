@@ -212,15 +212,18 @@ void kiln::python::registerRuntime(py::module_ &m) {
   py::class_<Model>(m, "Model")
       .def_static(
           "load",
-          [](const std::string &path, const std::string &weightsFile) {
+          [](const std::string &path, const std::string &weightsFile,
+             const std::string &device) {
             std::unique_ptr<Model> model;
             LoadOptions options;
             options.weightsFile = weightsFile;
+            options.device = device;
             if (Status s = Model::load(path, model, options); !s)
               raise(s);
             return model;
           },
-          py::arg("path"), py::arg("weights_file") = "")
+          py::arg("path"), py::arg("weights_file") = "",
+          py::arg("device") = "cpu")
       .def_static(
           "from_bytes",
           [](py::bytes data, const std::string &dir,

@@ -103,6 +103,14 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
   int kernelIndex = -1;
   for (const kart::Kernel *k : *fn.kernels()) {
     ++kernelIndex;
+    if (k->device() != kart::Device::CPU)
+      return Status::error(
+          "'" + fn.name()->str() + "' was compiled for the CUDA device only (" +
+          optionRef("--target=cuda", "target=\"cuda\"") + "): run it with " +
+          optionRef("--device=cuda", "device=\"cuda\"") +
+          ", or compile it with " +
+          optionRef("--target=cpu,cuda", "target=\"cpu,cuda\"") +
+          " to run on the CPU too");
     KernelContext ctx{*k, {}, {}, symbols, primitives, &workspace};
     ctx.training = options.training;
     ctx.choice = choice;
@@ -168,6 +176,14 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
       std::fprintf(stderr, "  %-24s %9.2f ms  %5.1f%%\n", op.c_str(), ms,
                    100.0 * ms / std::max(total, 1e-9));
   }
+  prepareOutputs(outputs);
+  for (size_t i = 0; i < outputs.size(); ++i)
+    std::memcpy(outputs[i].data(), ptr[fn.outputs()->Get(i)],
+                outputs[i].bytes());
+  return Status::ok();
+}
+
+void FunctionState::prepareOutputs(std::vector<Tensor> &outputs) const {
   // Outputs that already have the right type and shape (a caller running
   // the same function again, like the trainer) are refilled in place.
   size_t nout = fn.outputs()->size();
@@ -178,9 +194,7 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
     if (outputs[i].dtype() != dt || outputs[i].shape() != shapes[id] ||
         !outputs[i].allocated())
       outputs[i] = Tensor::uninitialized(dt, shapes[id]);
-    std::memcpy(outputs[i].data(), ptr[id], outputs[i].bytes());
   }
-  return Status::ok();
 }
 
 namespace {

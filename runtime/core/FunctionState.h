@@ -9,6 +9,7 @@
 //   Verify.cpp      load-time checks of the function's tables and kernels
 //   MemoryPlan.cpp  binding inputs and symbols, shapes, the arena plan
 //   Executor.cpp    running the kernels of one call
+//   cuda/Execute.cpp running them on the CUDA device
 //
 //===----------------------------------------------------------------------===//
 #ifndef KILN_RUNTIME_CORE_FUNCTIONSTATE_H
@@ -16,6 +17,7 @@
 
 #include "runtime/Kernels.h"
 #include "runtime/Model.h"
+#include "runtime/cuda/Driver.h"
 
 #include <map>
 #include <memory>
@@ -24,6 +26,10 @@
 #include <vector>
 
 namespace kiln::runtime {
+
+namespace cuda {
+class Gpu;
+}
 
 using Shape = std::vector<int64_t>;
 
@@ -70,6 +76,10 @@ public:
   Status planShapes();
   Status run(const std::map<std::string, Tensor> &inputs,
              std::vector<Tensor> &outputs, const RunOptions &options);
+  /// The same call on the model's GPU (runtime/cuda/Execute.cpp).
+  Status runCuda(const std::map<std::string, Tensor> &inputs,
+                 std::vector<Tensor> &outputs, const RunOptions &options,
+                 cuda::Gpu &gpu);
   MemoryReport memory();
   /// The trace slice of kernel `index` (`k`), which ran from `startUs`.
   ProfileSlice kernelSlice(const kart::Kernel &k, int index,
@@ -88,6 +98,9 @@ public:
 
 private:
   Status valueError(int id, const std::string &msg) const;
+  /// `outputs` sized and shaped as the call's results (kept where they
+  /// already are), for the results to be copied into.
+  void prepareOutputs(std::vector<Tensor> &outputs) const;
   Status checkKernel(size_t index, std::vector<bool> &written);
   int storageOf(int id) const; // the value whose arena bytes `id` uses
 
@@ -106,6 +119,10 @@ private:
   size_t arenaBytes = 0;
   void planOffsets();
   std::vector<uint8_t> arenaStorage;
+  // On the CUDA device: the arena, the call's inputs, kernels' scratch and
+  // the function's constants.
+  cuda::DeviceBuffer deviceArena, deviceInputs, deviceScratch;
+  std::vector<std::unique_ptr<cuda::DeviceBuffer>> deviceConstants;
   PrimitiveCache primitives;
   Workspace workspace;
 };

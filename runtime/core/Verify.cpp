@@ -4,6 +4,7 @@
 #include "runtime/Kernels.h"
 #include "runtime/core/Device.h"
 #include "runtime/core/OpTable.h"
+#include "runtime/cuda/Executable.h"
 
 #include <algorithm>
 #include <set>
@@ -34,16 +35,22 @@ Status FunctionState::checkKernel(size_t ki, std::vector<bool> &written) {
   where += " (" + std::string(kart::EnumNameOp(k->op())) + ")";
   if (k->location() && k->location()->size())
     where += " at " + printable(k->location()->str());
-  const Device *device = findDevice(k->device());
-  if (!device)
-    return bad(std::string("runs on device ") +
-               (k->device() <= kart::Device::MAX
-                    ? kart::EnumNameDevice(k->device())
-                    : std::to_string(static_cast<int>(k->device())).c_str()) +
-               "; this runtime runs kernels on the CPU only");
-  if (k->executable() != -1)
-    return bad("names backend executable " + std::to_string(k->executable()) +
-               "; the CPU runtime runs its own kernels");
+  // Every kernel is checked against the CPU's registry (the op table's
+  // rules); one on the CUDA device must also name the artifact's CUDA
+  // executable and have a CUDA launch.
+  const Device *device = &cpuDevice();
+  if (k->device() == kart::Device::CUDA) {
+    if (std::string why = cuda::checkCudaKernel(prog, *k); !why.empty())
+      return bad(why);
+  } else if (k->device() != kart::Device::CPU) {
+    return bad("runs on device " +
+               std::to_string(static_cast<int>(k->device())) +
+               ", which this runtime does not know (an artifact from a "
+               "newer kiln?)");
+  } else if (k->executable() != -1) {
+    return bad("a CPU kernel names backend executable " +
+               std::to_string(k->executable()));
+  }
   if (std::string why = checkAgainstRow(*k); !why.empty())
     return bad(why);
   if (!device->kernel(k->op()))

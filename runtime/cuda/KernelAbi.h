@@ -11,6 +11,11 @@
 #ifndef KILN_RUNTIME_CUDA_KERNELABI_H
 #define KILN_RUNTIME_CUDA_KERNELABI_H
 
+// The version of these argument blocks: an artifact's CUDA executable
+// records the one it was generated for, and a runtime with another refuses
+// it. Bump it with any change to a struct below or to a kernel's meaning.
+#define KILN_CUDA_ABI_VERSION 1
+
 // The most operands and dimensions of an elementwise kernel: its argument
 // block must fit CUDA's 4 KiB of kernel parameters.
 #define KILN_CUDA_MAX_OPERANDS 40

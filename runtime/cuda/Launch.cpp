@@ -66,11 +66,16 @@ struct Call {
   }
   template <typename Args>
   Status run(const char *entry, unsigned g, const Args &a) const {
+    if (noScratch)
+      return fail(k(), "cannot allocate scratch memory on the device");
     return l.launch(entry, g, l.blockSize(), &a, sizeof a);
   }
   template <typename T> T *scratch(size_t count) const {
-    return static_cast<T *>(l.scratch(count * sizeof(T)));
+    void *p = l.scratch(count * sizeof(T));
+    noScratch = noScratch || !p;
+    return static_cast<T *>(p);
   }
+  mutable bool noScratch = false;
 };
 
 bool isF32(const View &v) { return !v.data || v.dtype == DType::F32; }

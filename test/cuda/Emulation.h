@@ -4,7 +4,8 @@
 // -DKILN_CUDA_EMULATION), it compiles the same source for the host: every
 // CUDA thread of a block is a host thread, blocks run one after another,
 // `__shared__` memory is one static per kernel (the one block running owns
-// it), `__syncthreads()` is a barrier across the block's threads, a warp
+// it), `__syncthreads()` is a barrier across the block's threads (kept
+// host threads, one per CUDA thread of a block), a warp
 // shuffle a barrier across the warp's 32 threads around an exchange of
 // values, atomicAdd a locked add. So the generated kernels run here exactly
 // as written, at any grid and block size (a multiple of 32), and the tests
@@ -16,6 +17,7 @@
 #define KILN_TEST_CUDA_EMULATION_H
 
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <math.h> // erff, expf, ... as CUDA names them
@@ -82,36 +84,108 @@ inline float atomicAdd(float *at, float v) {
   return old;
 }
 
+namespace kiln_emulation {
+/// Host threads that stand for a block's CUDA threads, made once and kept:
+/// thread t runs CUDA thread t of every block of every launch.
+class Pool {
+public:
+  static Pool &get() {
+    static Pool pool;
+    return pool;
+  }
+  void run(void (*body)(const void *), const void *args, unsigned grid,
+           unsigned block) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (threads_.size() < block) {
+      unsigned t = static_cast<unsigned>(threads_.size());
+      threads_.emplace_back([this, t] { work(t); });
+    }
+    body_ = body;
+    args_ = args;
+    grid_ = grid;
+    block_ = block;
+    finished_ = 0;
+    ++generation_;
+    start_.notify_all();
+    done_.wait(lock, [&] { return finished_ == block_; });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+      ++generation_;
+    }
+    start_.notify_all();
+    for (std::thread &t : threads_)
+      t.join();
+  }
+
+private:
+  void work(unsigned t) {
+    uint64_t seen = 0;
+    for (;;) {
+      void (*body)(const void *);
+      const void *args;
+      unsigned grid, block;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        start_.wait(lock, [&] { return generation_ != seen; });
+        seen = generation_;
+        if (stop_)
+          return;
+        body = body_;
+        args = args_;
+        grid = grid_;
+        block = block_;
+      }
+      if (t >= block)
+        continue;
+      thread_idx = dim3(t);
+      lane = t % 32;
+      warp = t / 32;
+      for (unsigned bx = 0; bx < grid; ++bx) {
+        block_idx = dim3(bx);
+        body(args);
+        // Every thread is done with this block (and its shared memory)
+        // before the next block starts.
+        pthread_barrier_wait(&barrier);
+      }
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (++finished_ == block)
+        done_.notify_all();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable start_, done_;
+  std::vector<std::thread> threads_;
+  void (*body_)(const void *) = nullptr;
+  const void *args_ = nullptr;
+  unsigned grid_ = 0, block_ = 0, finished_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+};
+} // namespace kiln_emulation
+
 /// Runs `body` as the kernel over `grid` x `block` threads (one dimension
 /// each, `block` a multiple of 32 up to 1024): blocks in turn, the threads
-/// of a block at once.
+/// of a block at once (kiln_emulation::Pool's). One launch at a time.
 inline void kilnLaunch(void (*body)(const void *), const void *args,
                        unsigned grid, unsigned block) {
   namespace e = kiln_emulation;
   if (block == 0 || block % 32 || block > 1024 || grid == 0)
     throw std::invalid_argument("kilnLaunch: bad launch shape");
+  static std::mutex one;
+  std::lock_guard<std::mutex> lock(one);
   e::grid_dim = dim3(grid);
   e::block_dim = dim3(block);
-  for (unsigned bx = 0; bx < grid; ++bx) {
-    pthread_barrier_init(&e::barrier, nullptr, block);
-    for (unsigned w = 0; w < block / 32; ++w)
-      pthread_barrier_init(&e::warps[w].barrier, nullptr, 32);
-    std::vector<std::thread> pool;
-    pool.reserve(block);
-    for (unsigned t = 0; t < block; ++t)
-      pool.emplace_back([=] {
-        e::block_idx = dim3(bx);
-        e::thread_idx = dim3(t);
-        e::lane = t % 32;
-        e::warp = t / 32;
-        body(args);
-      });
-    for (std::thread &th : pool)
-      th.join();
-    for (unsigned w = 0; w < block / 32; ++w)
-      pthread_barrier_destroy(&e::warps[w].barrier);
-    pthread_barrier_destroy(&e::barrier);
-  }
+  pthread_barrier_init(&e::barrier, nullptr, block);
+  for (unsigned w = 0; w < block / 32; ++w)
+    pthread_barrier_init(&e::warps[w].barrier, nullptr, 32);
+  e::Pool::get().run(body, args, grid, block);
+  for (unsigned w = 0; w < block / 32; ++w)
+    pthread_barrier_destroy(&e::warps[w].barrier);
+  pthread_barrier_destroy(&e::barrier);
 }
 
 /// A kernel of a generated file: its trampoline unpacks the argument block.

@@ -143,8 +143,9 @@ def test_compile_from_text_and_errors(tmp_path):
         kiln.compile(EXAMPLES / "gpt2.kiln", defines=TINY, grad="nope")
     with pytest.raises(FileNotFoundError, match="no such model file"):
         kiln.compile(tmp_path / "missing.kiln")
-    with pytest.raises(ValueError, match="target 'cuda' is not available"):
-        kiln.compile(EXAMPLES / "gpt2.kiln", target="cuda")
+    with pytest.raises(kiln.CompileError,
+                       match='target="tpu": a target is cpu, cuda or cpu,cuda'):
+        kiln.compile(EXAMPLES / "gpt2.kiln", target="tpu")
 
 
 def test_run_errors_name_the_input(model):

@@ -11,6 +11,7 @@
 //===----------------------------------------------------------------------===//
 #include "runtime/Model.h"
 #include "runtime/Trainer.h"
+#include "runtime/cuda/KernelAbi.h"
 #include "runtime/kart_generated.h"
 
 #include <gtest/gtest.h>
@@ -176,9 +177,13 @@ TEST(ArtifactHooks, HistoryIsBoundedAndKeptOnSave) {
 
 TEST(ArtifactHooks, KernelsOnOtherDevicesAreRefused) {
   kart::ProgramT p = validProgram();
+  p.functions[0]->kernels[0]->device = static_cast<kart::Device>(7);
+  expectRefused(
+      p, {"kernel 0 (Relu)", "hooks.kiln:3:5", "device 7", "does not know"});
+  // A CUDA kernel must name the artifact's CUDA executable.
   p.functions[0]->kernels[0]->device = kart::Device::CUDA;
   expectRefused(
-      p, {"kernel 0 (Relu)", "hooks.kiln:3:5", "device CUDA", "CPU only"});
+      p, {"kernel 0 (Relu)", "CUDA device", "executable -1", "artifact's 0"});
 }
 
 TEST(ArtifactHooks, KernelsNamingExecutablesAreRefused) {
@@ -193,14 +198,29 @@ TEST(ArtifactHooks, ValuesInDeviceMemoryAreRefused) {
   expectRefused(p, {"value 1", "memory space DeviceGlobal", "host memory"});
 }
 
-TEST(ArtifactHooks, BackendExecutablesAreRefused) {
+TEST(ArtifactHooks, BackendExecutablesAreChecked) {
   kart::ProgramT p = validProgram();
   auto e = std::make_unique<kart::ExecutableT>();
   e->device = kart::Device::CUDA;
   e->format = "fatbin";
   e->data = {1, 2, 3};
   p.executables.push_back(std::move(e));
-  expectRefused(p, {"1 backend executable", "device CUDA", "CPU only"});
+  expectRefused(p, {"backend executable 0", "CUDA kernel ABI 0", "recompile"});
+  p.executables[0]->abi = KILN_CUDA_ABI_VERSION;
+  expectRefused(p, {"backend executable 0", "no entry points"});
+  p.executables[0]->entries = {"kiln_norm"};
+  expectRefused(p, {"block of 0 threads"});
+  p.executables[0]->block = 256;
+  std::unique_ptr<Model> m;
+  Status s = load(p, m);
+  ASSERT_TRUE(s) << s.message(); // the CPU runs it, the fatbin aside
+  ASSERT_TRUE(m->cudaExecutable());
+  EXPECT_FALSE(m->cudaExecutable()->only);
+  p.executables[0]->device = static_cast<kart::Device>(9);
+  expectRefused(p, {"backend executable 0", "device 9"});
+  p.executables[0]->device = kart::Device::CUDA;
+  p.executables[0]->format = "ptx";
+  expectRefused(p, {"not a fatbin"});
 }
 
 /// validProgram() whose parameter w is an int8 matrix [2, 2] (codes

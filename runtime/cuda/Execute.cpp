@@ -1,0 +1,201 @@
+//===- Execute.cpp - running one call's kernels on the CUDA device --------===//
+//
+// The device side of FunctionState: the same memory plan as the CPU's
+// (runtime/core/MemoryPlan.cpp) laid over a device arena, inputs copied in
+// and outputs copied out at the call's boundary, parameters from the
+// model's device copies, each kernel launched through runtime/cuda/Launch.h
+// on the model's stream.
+//
+//===----------------------------------------------------------------------===//
+#include "runtime/core/FunctionState.h"
+#include "runtime/core/OpTable.h"
+#include "runtime/cuda/Gpu.h"
+#include "runtime/cuda/Launch.h"
+
+#include <set>
+
+using namespace kiln;
+using namespace kiln::runtime;
+
+namespace {
+
+/// Launches into the model's fatbin; scratch from the function state.
+class GpuLauncher final : public cuda::Launcher {
+public:
+  GpuLauncher(cuda::Gpu &gpu, cuda::DeviceBuffer &scratch,
+              OptimizerState &optimizer)
+      : gpu_(gpu), scratch_(scratch), optimizer_(optimizer) {}
+  Status launch(const std::string &entry, unsigned grid, unsigned block,
+                const void *args, size_t size) override {
+    void *fn = nullptr;
+    if (Status s = gpu_.function(entry, fn); !s)
+      return s;
+    return gpu_.driver().launch(fn, grid, block, args, size);
+  }
+  void *scratch(size_t bytes) override {
+    if (bytes > scratch_.size()) {
+      // Kernels still queued may use the old buffer: let them finish.
+      if (!gpu_.driver().synchronize() ||
+          !scratch_.reserve(gpu_.shared(), bytes * 2))
+        return nullptr;
+    }
+    return scratch_.data();
+  }
+  long long *errorWord() override { return gpu_.errorWord(); }
+  Status moments(int64_t param, int64_t n, bool adamw, float *&m,
+                 float *&v) override {
+    return gpu_.moments(optimizer_, param, n, adamw, m, v);
+  }
+
+private:
+  cuda::Gpu &gpu_;
+  cuda::DeviceBuffer &scratch_;
+  OptimizerState &optimizer_;
+};
+
+size_t bytesOf(DType t, const Shape &s) {
+  size_t n = dtypeSize(t);
+  for (int64_t d : s)
+    n *= static_cast<size_t>(d);
+  return n;
+}
+
+} // namespace
+
+Status FunctionState::runCuda(const std::map<std::string, Tensor> &inputs,
+                              std::vector<Tensor> &outputs,
+                              const RunOptions &options, cuda::Gpu &gpu) {
+  if (Status s = bindInputs(inputs); !s)
+    return s;
+  if (Status s = planShapes(); !s)
+    return s;
+  planOffsets();
+  std::lock_guard<std::mutex> lock(gpu.mutex());
+  cuda::Driver &driver = gpu.driver();
+  std::string name = fn.name()->str();
+  auto failed = [&](const Status &s) {
+    return Status::error("'" + name + "' on the CUDA device: " + s.message());
+  };
+  if (Status s = deviceArena.reserve(gpu.shared(), arenaBytes + kAlign); !s)
+    return failed(s);
+  auto *arena = static_cast<uint8_t *>(deviceArena.data());
+
+  int nvalues = fn.values()->size();
+  std::vector<void *> ptr(nvalues, nullptr);
+  // Inputs, packed into one device buffer.
+  size_t inputBytes = 0;
+  for (int id = 0; id < nvalues; ++id)
+    if (fn.values()->Get(id)->kind() == kart::ValueKind::Input)
+      inputBytes +=
+          alignUp(bytesOf(fromKart(fn.values()->Get(id)->dtype()), shapes[id]));
+  if (Status s = deviceInputs.reserve(gpu.shared(), inputBytes); !s)
+    return failed(s);
+  size_t inputAt = 0;
+  if (deviceConstants.size() != constants.size())
+    deviceConstants.resize(constants.size());
+  for (int id = 0; id < nvalues; ++id) {
+    const kart::Value *v = fn.values()->Get(id);
+    size_t bytes = bytesOf(fromKart(v->dtype()), shapes[id]);
+    switch (v->kind()) {
+    case kart::ValueKind::Input: {
+      const Tensor &t = inputs.at(fn.input_names()->Get(v->index())->str());
+      ptr[id] = static_cast<uint8_t *>(deviceInputs.data()) + inputAt;
+      inputAt += alignUp(bytes);
+      if (Status s = driver.upload(ptr[id], t.data(), bytes); !s)
+        return failed(s);
+      break;
+    }
+    case kart::ValueKind::Parameter: {
+      size_t i = v->index();
+      if (quantViews[i])
+        return failed(Status::error(
+            "parameter " + std::to_string(i) +
+            " is stored quantized; the CUDA backend reads f32 weights"));
+      if (Status s =
+              gpu.parameter(i, paramData[i], bytes, paramVersion[i], ptr[id]);
+          !s)
+        return failed(s);
+      break;
+    }
+    case kart::ValueKind::Constant: {
+      size_t i = v->index();
+      if (!deviceConstants[i]) {
+        deviceConstants[i] = std::make_unique<cuda::DeviceBuffer>();
+        if (Status s =
+                deviceConstants[i]->reserve(gpu.shared(), constants[i].size());
+            !s)
+          return failed(s);
+        if (Status s = driver.upload(deviceConstants[i]->data(),
+                                     constants[i].data(), constants[i].size());
+            !s)
+          return failed(s);
+      }
+      ptr[id] = deviceConstants[i]->data();
+      break;
+    }
+    default:
+      ptr[id] = arena + offsets[id];
+    }
+  }
+  if (Status s = driver.zero(gpu.errorWord(), sizeof(long long)); !s)
+    return failed(s);
+
+  GpuLauncher launcher(gpu, deviceScratch, optimizer);
+  std::set<size_t> written;
+  int kernelIndex = -1;
+  for (const kart::Kernel *k : *fn.kernels()) {
+    ++kernelIndex;
+    KernelContext ctx{*k, {}, {}, symbols, primitives, &workspace};
+    ctx.training = options.training;
+    ctx.seed = options.seed;
+    if (opInfo(k->op()).has(kWritesParameter)) {
+      ctx.paramIndex = fn.values()->Get(k->inputs()->Get(0))->index();
+      ctx.paramFrozen = !prog.parameters()->Get(ctx.paramIndex)->trainable();
+      written.insert(static_cast<size_t>(ctx.paramIndex));
+    }
+    for (int id : *k->inputs()) {
+      if (id < 0) {
+        ctx.in.push_back(View{});
+        continue;
+      }
+      ctx.in.push_back(
+          View{ptr[id], fromKart(fn.values()->Get(id)->dtype()), &shapes[id]});
+    }
+    for (int id : *k->outputs())
+      ctx.out.push_back(
+          View{ptr[id], fromKart(fn.values()->Get(id)->dtype()), &shapes[id]});
+    if (Status s = cuda::launchKernel(
+            ctx, gpu.model(), name, static_cast<size_t>(kernelIndex), launcher);
+        !s)
+      return failed(Status::error("kernel " + std::to_string(kernelIndex) +
+                                  ": " + s.message()));
+  }
+
+  prepareOutputs(outputs);
+  for (size_t i = 0; i < outputs.size(); ++i)
+    if (Status s = driver.download(outputs[i].data(), ptr[fn.outputs()->Get(i)],
+                                   outputs[i].bytes());
+        !s)
+      return failed(s);
+  long long bad = 0;
+  if (Status s = driver.download(&bad, gpu.errorWord(), sizeof bad); !s)
+    return failed(s);
+  if (bad)
+    return failed(Status::error(
+        "an index (a token or target id) is out of range at position " +
+        std::to_string(bad - 1) + " of the ids a kernel read"));
+  // A train step wrote parameters and moments on the device: the host's
+  // copies follow, so checkpoints and other devices see them.
+  for (size_t i : written) {
+    ++paramVersion[i];
+    size_t bytes = prog.parameters()->Get(i)->size();
+    if (Status s = gpu.downloadParameter(i, const_cast<uint8_t *>(paramData[i]),
+                                         bytes, paramVersion[i]);
+        !s)
+      return failed(s);
+  }
+  if (!written.empty())
+    if (Status s = gpu.downloadMoments(optimizer); !s)
+      return failed(s);
+  return Status::ok();
+}

@@ -1,0 +1,234 @@
+//===- DeviceEmulationTest.cpp - the CUDA device path without a GPU -------===//
+//
+// A model compiled with --target=cpu,cuda runs through the whole CUDA
+// device path — Model::useCuda, the device arena from the CPU's memory
+// plan, parameters copied over and kept current by version, inputs and
+// outputs crossing at the call boundary, every kernel launched through
+// runtime/cuda/Launch.cpp, the error word — on a Driver that emulates the
+// GPU: host memory, and the generated kernels (this test links them, built
+// through Emulation.h) run as CUDA would run them. Only the thin layer over
+// libcuda.so.1 (runtime/cuda/Driver.cpp) is left to the real GPU: built
+// with KILN_REAL_GPU, the same tests run there as kiln-cuda-device-tests
+// (scripts/gpu-check.sh), skipping where no driver or GPU is. Results must
+// match the CPU's to 1e-4, the bound on a GPU.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KILN_REAL_GPU
+#include "test/cuda/Emulation.h"
+#endif
+
+#include "runtime/Model.h"
+#include "runtime/Random.h"
+#include "runtime/Trainer.h"
+#include "runtime/cuda/Driver.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <list>
+#include <set>
+
+using namespace kiln::runtime;
+
+namespace {
+
+#ifndef KILN_REAL_GPU
+/// The GPU, emulated: device memory is host memory, a module is a model's
+/// generated kernels in this program.
+class EmulatedDriver final : public cuda::Driver {
+public:
+  std::string describe() const override { return "emulated GPU"; }
+  int computeCapability() const override { return 90; }
+  Status allocate(size_t bytes, void *&ptr) override {
+    ptr = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    if (!ptr)
+      return Status::error("out of memory");
+    std::memset(ptr, 0xff, bytes); // NaN: nothing may read unwritten memory
+    ++allocations;
+    return Status::ok();
+  }
+  void release(void *ptr) override { std::free(ptr); }
+  Status upload(void *device, const void *host, size_t bytes) override {
+    uploaded += bytes;
+    std::memcpy(device, host, bytes);
+    return Status::ok();
+  }
+  Status download(void *host, const void *device, size_t bytes) override {
+    std::memcpy(host, device, bytes);
+    return Status::ok();
+  }
+  Status zero(void *device, size_t bytes) override {
+    std::memset(device, 0, bytes);
+    return Status::ok();
+  }
+  Status synchronize() override { return Status::ok(); }
+  Status loadModule(const void *, size_t, const std::string &model,
+                    void *&module) override {
+    models.push_back(model);
+    module = &models.back();
+    return Status::ok();
+  }
+  Status function(void *module, const std::string &entry, void *&fn) override {
+    const KilnCudaEntry *k =
+        kiln_emulation::find(*static_cast<std::string *>(module), entry);
+    if (!k)
+      return Status::error("no kernel '" + entry + "'");
+    fn = const_cast<KilnCudaEntry *>(k);
+    return Status::ok();
+  }
+  Status launch(void *fn, unsigned grid, unsigned block, const void *args,
+                size_t) override {
+    ++launches;
+    kilnLaunch(static_cast<KilnCudaEntry *>(fn)->run, args, grid, block);
+    return Status::ok();
+  }
+
+  std::list<std::string> models;
+  size_t uploaded = 0;
+  int launches = 0, allocations = 0;
+};
+#endif
+
+/// The test artifacts: built into the build folder, or where
+/// $KILN_CUDA_TEST_DIR says (a copy of it on a GPU machine).
+std::string artifact(const std::string &name) {
+  const char *dir = std::getenv("KILN_CUDA_TEST_DIR");
+  return std::string(dir && *dir ? dir : KILN_CUDA_TEST_DIR) + "/" + name;
+}
+
+void expectClose(const Tensor &gpu, const Tensor &cpu,
+                 const std::string &what) {
+  ASSERT_EQ(gpu.shape(), cpu.shape()) << what;
+  for (int64_t i = 0; i < cpu.numel(); ++i) {
+    float g = gpu.as<float>()[i], c = cpu.as<float>()[i];
+    ASSERT_NEAR(g, c, 1e-4f * std::max(1.0f, std::fabs(c)))
+        << what << ", element " << i;
+  }
+}
+
+class DeviceEmulation : public ::testing::Test {
+protected:
+  void SetUp() override {
+    Status s = Model::load(artifact("gpt2-cuda.kart"), cpu);
+    if (!s && s.message().find("cannot open") != std::string::npos)
+      GTEST_SKIP() << "no gpt2-cuda.kart (built only where nvcc is)";
+    ASSERT_TRUE(s) << s.message();
+    ASSERT_TRUE(Model::load(artifact("gpt2-cuda.kart"), gpu));
+#ifdef KILN_REAL_GPU
+    std::shared_ptr<cuda::Driver> real;
+    if (Status o = cuda::openCudaDriver(0, real); !o)
+      GTEST_SKIP() << o.message();
+    driver = real;
+    std::cout << "GPU: " << real->describe() << "\n";
+#else
+    emulated = std::make_shared<EmulatedDriver>();
+    driver = emulated;
+#endif
+    s = gpu->useCuda(driver);
+    ASSERT_TRUE(s) << s.message();
+    SplitMix64 rng{11};
+    for (int64_t i = 0; i < B * T; ++i) {
+      tokens.as<int32_t>()[i] = static_cast<int32_t>(rng.next() % 37);
+      targets.as<int32_t>()[i] = static_cast<int32_t>(rng.next() % 37);
+    }
+  }
+  const int64_t B = 3, T = 5;
+  std::unique_ptr<Model> cpu, gpu;
+  std::shared_ptr<cuda::Driver> driver;
+#ifndef KILN_REAL_GPU
+  std::shared_ptr<EmulatedDriver> emulated;
+#endif
+  Tensor tokens{DType::I32, {3, 5}}, targets{DType::I32, {3, 5}};
+};
+
+TEST_F(DeviceEmulation, ForwardAndGradientsMatchTheCpu) {
+  EXPECT_EQ(gpu->deviceDescription(), driver->describe());
+  std::vector<Tensor> c, g;
+  ASSERT_TRUE(cpu->run("forward", {{"tokens", tokens}}, c));
+  Status s = gpu->run("forward", {{"tokens", tokens}}, g);
+  ASSERT_TRUE(s) << s.message();
+  expectClose(g[0], c[0], "forward logits");
+#ifndef KILN_REAL_GPU
+  EXPECT_GT(emulated->launches, 20);
+#endif
+  // Training mode: the GPU's dropout draws the CPU's mask.
+  RunOptions run;
+  run.training = true;
+  run.seed = 99;
+  std::map<std::string, Tensor> in = {{"tokens", tokens}, {"targets", targets}};
+  ASSERT_TRUE(cpu->run("loss_grad", in, c, run));
+  s = gpu->run("loss_grad", in, g, run);
+  ASSERT_TRUE(s) << s.message();
+  ASSERT_EQ(g.size(), c.size());
+  for (size_t i = 0; i < c.size(); ++i)
+    expectClose(g[i], c[i],
+                cpu->functions()[2].outputs.size() > i
+                    ? "loss_grad result " + std::to_string(i)
+                    : "");
+}
+
+TEST_F(DeviceEmulation, ParametersFollowTheHostAndTrainingMatchesTheCpu) {
+#ifndef KILN_REAL_GPU
+  // Weights go over once, and again only when the host's copy changes.
+  std::vector<Tensor> out;
+  ASSERT_TRUE(gpu->run("forward", {{"tokens", tokens}}, out));
+  size_t once = emulated->uploaded;
+  ASSERT_TRUE(gpu->run("forward", {{"tokens", tokens}}, out));
+  EXPECT_LT(emulated->uploaded - once, once / 10); // the inputs only
+#endif
+  // Three AdamW steps (host update, gradients from the GPU) on both.
+  TrainConfig config;
+  config.lr = 3e-3;
+  config.totalSteps = 3;
+  config.weightDecay = 0.1;
+  std::unique_ptr<Trainer> tc, tg;
+  ASSERT_TRUE(Trainer::create(*cpu, config, tc));
+  ASSERT_TRUE(Trainer::create(*gpu, config, tg));
+  std::map<std::string, Tensor> in = {{"tokens", tokens}, {"targets", targets}};
+  for (int step = 0; step < 3; ++step) {
+    StepStats sc, sg;
+    ASSERT_TRUE(tc->step({in}, sc));
+    Status s = tg->step({in}, sg);
+    ASSERT_TRUE(s) << s.message();
+    EXPECT_NEAR(sg.loss, sc.loss, 1e-4 * std::max(1.0, std::fabs(sc.loss)));
+  }
+  for (const ParameterInfo &p : cpu->parameters()) {
+    Tensor a, b;
+    ASSERT_TRUE(cpu->parameter(p.name, a));
+    ASSERT_TRUE(gpu->parameter(p.name, b));
+    expectClose(b, a, p.name + " after 3 steps");
+  }
+}
+
+TEST_F(DeviceEmulation, BadInputsAndArtifactsGetClearErrors) {
+  // A token id out of range: the kernels flag it, the call fails.
+  Tensor bad = tokens;
+  bad.as<int32_t>()[7] = 1000;
+  std::vector<Tensor> out;
+  Status s = gpu->run("forward", {{"tokens", bad}}, out);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.message().find("'forward' on the CUDA device: an index (a "
+                             "token or target id) is out of range at "
+                             "position 7"),
+            std::string::npos)
+      << s.message();
+  // Decoding has no CUDA kernels yet: the kernel says so.
+  s = gpu->run("decode", {{"tokens", tokens}}, out);
+  ASSERT_FALSE(s);
+  // An artifact without CUDA kernels cannot go to a GPU.
+  std::unique_ptr<Model> plain;
+  ASSERT_TRUE(Model::load(artifact("gpt2.kart"), plain));
+  s = plain->useCuda(driver);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.message().find("has no CUDA kernels; compile it with "
+                             "--target=cpu,cuda"),
+            std::string::npos)
+      << s.message();
+  // Back on the CPU, the same model runs there again.
+  ASSERT_TRUE(gpu->useCuda(nullptr));
+  EXPECT_EQ(gpu->deviceDescription(), "");
+  ASSERT_TRUE(gpu->run("forward", {{"tokens", tokens}}, out));
+}
+
+} // namespace

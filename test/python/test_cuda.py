@@ -1,0 +1,50 @@
+"""The CUDA backend from Python: `target=` stores the nvcc-compiled kernels
+in the artifact without changing what the CPU computes (docs/cuda.md)."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from kiln_cli import EXAMPLES
+
+import kiln
+
+TINY = {"n_layer": 1, "n_embd": 16, "n_head": 2, "n_positions": 8,
+        "vocab_size": 11}
+
+NVCC = os.environ.get("KILN_NVCC") or (
+    "/usr/local/cuda/bin/nvcc" if os.access("/usr/local/cuda/bin/nvcc", os.X_OK)
+    else shutil.which("nvcc"))
+
+
+@pytest.mark.skipif(not NVCC, reason="no nvcc (the CUDA toolkit) here")
+def test_cpu_and_cuda_target_runs_on_the_cpu_as_before():
+    cpu = kiln.compile(EXAMPLES / "gpt2.kiln", defines=TINY)
+    both = kiln.compile(EXAMPLES / "gpt2.kiln", defines=TINY,
+                        target="cpu,cuda")
+    tokens = np.array([[1, 2, 3, 4]], dtype=np.int32)
+    np.testing.assert_array_equal(cpu.forward(tokens=tokens),
+                                  both.forward(tokens=tokens))
+
+
+def test_bad_targets_are_refused():
+    with pytest.raises(kiln.CompileError,
+                       match='target="cpu,cpu": a target is cpu, cuda or '
+                             'cpu,cuda'):
+        kiln.compile(EXAMPLES / "gpt2.kiln", defines=TINY, target="cpu,cpu")
+
+
+@pytest.mark.skipif(not NVCC, reason="no nvcc (the CUDA toolkit) here")
+def test_a_gpu_without_a_driver_is_a_clear_error(tmp_path):
+    model = kiln.compile(EXAMPLES / "gpt2.kiln", defines=TINY,
+                         target="cpu,cuda")
+    model.save(tmp_path / "m.kart")
+    if os.path.exists("/dev/nvidiactl"):
+        pytest.skip("this machine has an NVIDIA driver: scripts/gpu-check.sh")
+    with pytest.raises(RuntimeError,
+                       match='device="cuda": no CUDA driver on this machine'):
+        kiln.load(tmp_path / "m.kart", device="cuda")
+    with pytest.raises(RuntimeError,
+                       match='device="tpu": a device is cpu, cuda or cuda:N'):
+        kiln.load(tmp_path / "m.kart", device="tpu")
