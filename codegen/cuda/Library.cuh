@@ -574,6 +574,19 @@ __device__ __forceinline__ float kiln_dot(const float *x, const float *y,
   return s;
 }
 
+// The score of query row (b, h, i) against key row `key` (j): scale q.k
+// plus the bias, as the CPU's referenceScore.
+__device__ __forceinline__ float kiln_score(const KilnAttentionArgs &a,
+                                            const float *q, const float *key,
+                                            long long b, int h, long long i,
+                                            long long j) {
+  float s = a.scale * kiln_dot(q, key, a.D);
+  if (a.bias)
+    s += a.bias[b * a.bias_strides[0] + h * a.bias_strides[1] +
+                i * a.bias_strides[2] + j * a.bias_strides[3]];
+  return s;
+}
+
 // Query row r of the attention: batch b, head h (on key/value head hk),
 // position i.
 struct KilnQueryRow {
@@ -611,8 +624,8 @@ KILN_KERNEL kiln_attention(KilnAttentionArgs a) {
     for (long long j = threadIdx.x; j < a.Tk; j += blockDim.x) {
       if (!kiln_visible(a, b, i, j))
         continue;
-      float sc = a.scale *
-                 kiln_dot(qrow, a.k + ((b * a.Tk + j) * a.Hkv + hk) * a.D, a.D);
+      float sc = kiln_score(a, qrow, a.k + ((b * a.Tk + j) * a.Hkv + hk) * a.D,
+                            b, h, i, j);
       if (sc > m) {
         s = s * expf(m - sc) + 1.0f;
         m = sc;
@@ -628,9 +641,8 @@ KILN_KERNEL kiln_attention(KilnAttentionArgs a) {
       long long j = j0 + threadIdx.x;
       float pj = 0.0f;
       if (j < a.Tk && kiln_visible(a, b, i, j))
-        pj = expf(a.scale * kiln_dot(qrow,
-                                     a.k + ((b * a.Tk + j) * a.Hkv + hk) * a.D,
-                                     a.D) -
+        pj = expf(kiln_score(a, qrow, a.k + ((b * a.Tk + j) * a.Hkv + hk) * a.D,
+                             b, h, i, j) -
                   M) /
              S;
       p[threadIdx.x] = pj;
@@ -676,14 +688,19 @@ KILN_KERNEL kiln_attention_grad_q(KilnAttentionArgs a) {
     if (threadIdx.x == 0)
       a.di[(b * a.H + h) * a.Tq + i] = di;
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (a.ds && l == -INFINITY) // a row that sees no key: no bias gradient
+      for (long long j = threadIdx.x; j < a.Tk; j += blockDim.x)
+        a.ds[((b * a.H + h) * a.Tq + i) * a.Tk + j] = 0.0f;
     for (long long j0 = 0; l != -INFINITY && j0 < a.Tk; j0 += blockDim.x) {
       long long j = j0 + threadIdx.x;
       float dsj = 0.0f;
       if (j < a.Tk && kiln_visible(a, b, i, j)) {
         long long kv = (b * a.Tk + j) * a.Hkv + hk;
-        float pj = expf(a.scale * kiln_dot(qrow, a.k + kv * a.D, a.D) - l);
+        float pj = expf(kiln_score(a, qrow, a.k + kv * a.D, b, h, i, j) - l);
         dsj = pj * (kiln_dot(grow, a.v + kv * a.Dv, a.Dv) - di);
       }
+      if (a.ds && j < a.Tk)
+        a.ds[((b * a.H + h) * a.Tq + i) * a.Tk + j] = dsj;
       ds[threadIdx.x] = dsj;
       __syncthreads();
       long long chunk = a.Tk - j0 < blockDim.x ? a.Tk - j0 : blockDim.x;
@@ -727,7 +744,7 @@ KILN_KERNEL kiln_attention_grad_kv(KilnAttentionArgs a) {
         long long i = c % a.Tq, row = (b * a.Tq + i) * a.H + h;
         float l = a.lse[(b * a.H + h) * a.Tq + i];
         if (l != -INFINITY && kiln_visible(a, b, i, j)) {
-          pc = expf(a.scale * kiln_dot(a.q + row * a.D, krow, a.D) - l);
+          pc = expf(kiln_score(a, a.q + row * a.D, krow, b, h, i, j) - l);
           dsc = pc * (kiln_dot(a.g + row * a.Dv, vrow, a.Dv) -
                       a.di[(b * a.H + h) * a.Tq + i]);
         }

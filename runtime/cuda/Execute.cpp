@@ -42,6 +42,12 @@ public:
     return scratch_.data();
   }
   long long *errorWord() override { return gpu_.errorWord(); }
+  Status upload(void *device, const void *host, size_t bytes) override {
+    // The host's buffer goes away when the kernel's launch returns.
+    if (Status s = gpu_.driver().upload(device, host, bytes); !s)
+      return s;
+    return gpu_.driver().synchronize();
+  }
   Status moments(int64_t param, int64_t n, bool adamw, float *&m,
                  float *&v) override {
     return gpu_.moments(optimizer_, param, n, adamw, m, v);

@@ -14,7 +14,7 @@
 // The version of these argument blocks: an artifact's CUDA executable
 // records the one it was generated for, and a runtime with another refuses
 // it. Bump it with any change to a struct below or to a kernel's meaning.
-#define KILN_CUDA_ABI_VERSION 1
+#define KILN_CUDA_ABI_VERSION 2
 
 // The most operands and dimensions of an elementwise kernel: its argument
 // block must fit CUDA's 4 KiB of kernel parameters.
@@ -209,7 +209,8 @@ struct KilnMatmulArgs {
 };
 #define KILN_CUDA_MATMUL_THREADS 256
 
-// Dense attention (causal or not, an optional key mask [B, Tk]) of q
+// Dense attention (causal or not, an optional key mask [B, Tk] and score
+// bias) of q
 // [B, Tq, H x D], k [B, Tk, Hkv x D], v [B, Tk, Hkv x Dv]: kiln_attention
 // writes o and the rows' log-sum-exp (a block per query row);
 // kiln_attention_grad_q writes dq and each row's dO . O into `di`, then
@@ -223,6 +224,12 @@ struct KilnAttentionArgs {
   float *di; // scratch: B x H x Tq
   const void *mask;
   int mask_type; // 0 none, 1 f32, 2 i32, 3 i64, 4 bool (bytes)
+  // An additive score bias (T5's relative positions), broadcast over
+  // [B, H, Tq, Tk] by these element strides; the gradient's ds goes to
+  // `ds` ([B, H, Tq, Tk], scratch) for its reduction into dbias.
+  const float *bias;
+  long long bias_strides[4];
+  float *ds;
   long long B, Tq, Tk;
   int H, Hkv, D, Dv;
   float scale;

@@ -2,6 +2,7 @@
 #include "runtime/cuda/Launch.h"
 
 #include "runtime/Random.h"
+#include "runtime/attention/RelativeBucket.h"
 #include "runtime/core/OpTable.h"
 #include "runtime/cuda/KernelAbi.h"
 
@@ -596,9 +597,6 @@ std::string attentionLimit(const kart::Kernel &k, const KernelContext *ctx,
            kart::EnumNamePatternKind(attrs->pattern()->kind()) +
            " attention pattern (the CUDA attention kernels are dense, "
            "causal or not)";
-  size_t biasInput = k.op() == Op::Attention ? 4 : 7;
-  if (k.inputs()->size() > biasInput && k.inputs()->Get(biasInput) >= 0)
-    return "an attention bias (relative positions are not on CUDA yet)";
   if (!ctx)
     return "";
   bool grad = k.op() == Op::AttentionGrad;
@@ -658,6 +656,22 @@ Status attention(const Call &c) {
                   std::string("a key mask of type ") + dtypeName(mask.dtype));
     }
   }
+  const View &bias = ctx.in[grad ? 7 : 4];
+  if (bias.data) {
+    const Shape &bs = *bias.shape;
+    if (bs.size() > 4)
+      return fail(c.k(),
+                  "an attention bias of rank " + std::to_string(bs.size()));
+    // Element strides over [B, H, Tq, Tk], right-aligned, 0 where the
+    // bias broadcasts.
+    int64_t stride = 1;
+    for (size_t i = 0; i < bs.size(); ++i) {
+      size_t d = bs.size() - 1 - i;
+      a.bias_strides[3 - i] = bs[d] == 1 ? 0 : stride;
+      stride *= bs[d];
+    }
+    a.bias = bias.as<float>();
+  }
   if (!grad) {
     a.out = ctx.out[0].as<float>();
     a.out_lse = ctx.out.size() > 1 ? ctx.out[1].as<float>() : nullptr;
@@ -671,12 +685,58 @@ Status attention(const Call &c) {
   a.dk = ctx.out[1].as<float>();
   a.dv = ctx.out[2].as<float>();
   int64_t rows = a.B * a.H * a.Tq, keys = a.B * a.Hkv * a.Tk;
-  a.di = c.scratch<float>(static_cast<size_t>(std::max<int64_t>(rows, 1)));
+  // Scratch: each row's di, then (with a bias) every ds for dbias.
+  size_t diFloats =
+      static_cast<size_t>(std::max<int64_t>(rows, 1) + 63) / 64 * 64;
+  size_t dsFloats = bias.data ? static_cast<size_t>(rows * a.Tk) : 0;
+  a.di = c.scratch<float>(diFloats + dsFloats);
+  a.ds = bias.data ? a.di + diFloats : nullptr;
   if (rows)
     if (Status s = c.run("kiln_attention_grad_q", c.rowsGrid(rows), a); !s)
       return s;
-  return keys ? c.run("kiln_attention_grad_kv", c.rowsGrid(keys), a)
-              : Status::ok();
+  if (keys)
+    if (Status s = c.run("kiln_attention_grad_kv", c.rowsGrid(keys), a); !s)
+      return s;
+  if (!bias.data)
+    return Status::ok();
+  // dbias: ds summed over the dimensions the bias broadcasts along.
+  const Shape &bs = *bias.shape;
+  Shape full = {a.B, a.H, a.Tq, a.Tk}, st = stridesOf(full);
+  KilnReduceArgs r{};
+  r.in = a.ds;
+  r.out = ctx.out[3].as<float>();
+  r.total = r.count = 1;
+  for (size_t d = 0; d < 4; ++d) {
+    int64_t bd = d + bs.size() >= 4 ? bs[d + bs.size() - 4] : 1;
+    if (bd == 1) {
+      r.red[r.red_rank] = full[d];
+      r.red_strides[r.red_rank++] = st[d];
+      r.count *= full[d];
+    } else {
+      r.kept[r.kept_rank] = full[d];
+      r.kept_strides[r.kept_rank++] = st[d];
+      r.total *= full[d];
+    }
+  }
+  return c.run("kiln_reduce", c.grid(r.total), r);
+}
+
+/// T5's bucket table [Tq, Tk], computed on the host exactly as the CPU's
+/// (its float logarithms decide bucket boundaries) and copied over.
+Status relativeBuckets(const Call &c) {
+  const Shape &os = *c.ctx.out[0].shape;
+  const kart::RelativePositionBucketAttrs *attrs =
+      c.k().attrs_as_RelativePositionBucketAttrs();
+  std::vector<int32_t> table(static_cast<size_t>(os[0] * os[1]));
+  for (int64_t i = 0; i < os[0]; ++i)
+    for (int64_t j = 0; j < os[1]; ++j)
+      table[i * os[1] + j] =
+          attention::relativeBucket(j - i, attrs->bidirectional(),
+                                    attrs->buckets(), attrs->max_distance());
+  if (table.empty())
+    return Status::ok();
+  return c.l.upload(c.ctx.out[0].data, table.data(),
+                    table.size() * sizeof(int32_t));
 }
 
 } // namespace
@@ -728,6 +788,7 @@ const Row kRows[] = {
     {Op::FusedMatmul, matmul},
     {Op::Attention, attention},
     {Op::AttentionGrad, attention},
+    {Op::RelativePositionBucket, relativeBuckets},
 };
 
 const Row *rowOf(Op op) {

@@ -29,6 +29,9 @@ public:
   /// Device memory of at least `bytes` (aligned to 256) that the launches
   /// of the current kernel may use; reused by the next kernel.
   virtual void *scratch(size_t bytes) = 0;
+  /// Copies `bytes` from the host to device memory, in order with the
+  /// launches (for tables the host computes exactly, like T5's buckets).
+  virtual Status upload(void *device, const void *host, size_t bytes) = 0;
   /// A device word, zero before the function runs, where kernels report
   /// the position of a bad index (plus one); read after the function.
   virtual long long *errorWord() = 0;

@@ -57,6 +57,10 @@ public:
     return scratch_.data();
   }
   long long *errorWord() override { return &error; }
+  Status upload(void *device, const void *host, size_t bytes) override {
+    std::memcpy(device, host, bytes);
+    return Status::ok();
+  }
   unsigned blockSize() const override { return block_; }
   unsigned maxGrid() const override { return grid_; }
   Status moments(int64_t param, int64_t n, bool adamw, float *&m,
@@ -176,15 +180,38 @@ TEST_P(Emulated, KernelsMatchTheCpu) {
       std::string(KILN_CUDA_TEST_DIR) + "/" + GetParam() + ".kart";
   Status s = Model::load(path, model);
   ASSERT_TRUE(s) << s.message();
-  const int64_t B = 3, T = 5;
   int64_t vocab = model->vocabSize();
   ASSERT_GT(vocab, 0);
-  Tensor tokens(DType::I32, {B, T}), targets(DType::I32, {B, T});
+  // Inputs from each function's signature, at sizes that are multiples of
+  // nothing: B=3, T=5, S=7; token ids, a mask with padding, labels with
+  // ignored positions.
   SplitMix64 rng{7};
-  for (int64_t i = 0; i < B * T; ++i) {
-    tokens.as<int32_t>()[i] = static_cast<int32_t>(rng.next() % vocab);
-    targets.as<int32_t>()[i] = static_cast<int32_t>(rng.next() % vocab);
-  }
+  auto inputsOf = [&](const std::string &function) {
+    std::map<std::string, Tensor> in;
+    for (const FunctionInfo &f : model->functions()) {
+      if (f.name != function)
+        continue;
+      for (const ArgInfo &a : f.inputs) {
+        std::vector<int64_t> shape;
+        for (const std::string &d : a.dims)
+          shape.push_back(d == "B"   ? 3
+                          : d == "S" ? 7
+                          : d == "T" ? 5
+                                     : std::stoll(d));
+        Tensor t(a.dtype, shape);
+        for (int64_t i = 0; i < t.numel(); ++i) {
+          int32_t v = static_cast<int32_t>(rng.next() % vocab);
+          if (a.name == "attention_mask")
+            v = i % 7 < 5 || i < 7; // row 0 whole, the others padded
+          if (a.name == "labels" && i % 4 == 3)
+            v = -100;
+          t.as<int32_t>()[i] = v;
+        }
+        in[a.name] = std::move(t);
+      }
+    }
+    return in;
+  };
   std::map<std::string, int> checked; // by op
   std::set<std::string> unsupported;
   EmulatedLauncher wide(model->modelName(), 32, 3),
@@ -220,10 +247,7 @@ TEST_P(Emulated, KernelsMatchTheCpu) {
       ++checked[op];
     };
     std::vector<Tensor> out;
-    std::map<std::string, Tensor> in = {{"tokens", tokens}};
-    if (run.training)
-      in["targets"] = targets;
-    s = model->run(function, in, out, run);
+    s = model->run(function, inputsOf(function), out, run);
     ASSERT_TRUE(s) << s.message();
     if (HasFatalFailure())
       return;
@@ -239,7 +263,8 @@ TEST_P(Emulated, KernelsMatchTheCpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, Emulated,
-                         ::testing::Values("elementwise", "llama", "gpt2"));
+                         ::testing::Values("elementwise", "llama", "gpt2",
+                                           "t5"));
 
 //===----------------------------------------------------------------------===//
 // Single ops at sizes the small models do not reach
