@@ -359,17 +359,14 @@ std::vector<bool> reducedAxes(const flatbuffers::Vector<int64_t> &axes,
   return red;
 }
 
-Status reduce(const Call &c) {
-  const View &in = c.ctx.in[0];
-  const Shape &xs = *in.shape;
-  if (xs.size() > KILN_CUDA_MAX_RANK)
-    return fail(c.k(), "rank " + std::to_string(xs.size()));
-  std::vector<bool> red =
-      reducedAxes(*c.k().attrs_as_ReduceAttrs()->axes(), xs.size());
+/// The reduction of `xs`-shaped `in` over the dimensions `red` marks
+/// (kind sum; the caller sets another).
+KilnReduceArgs reduceArgs(const float *in, float *out, const Shape &xs,
+                          const std::vector<bool> &red) {
   Shape st = stridesOf(xs);
   KilnReduceArgs a{};
-  a.in = in.as<float>();
-  a.out = c.ctx.out[0].as<float>();
+  a.in = in;
+  a.out = out;
   a.total = a.count = 1;
   for (size_t d = 0; d < xs.size(); ++d) {
     if (red[d]) {
@@ -382,6 +379,17 @@ Status reduce(const Call &c) {
       a.total *= xs[d];
     }
   }
+  return a;
+}
+
+Status reduce(const Call &c) {
+  const View &in = c.ctx.in[0];
+  const Shape &xs = *in.shape;
+  if (xs.size() > KILN_CUDA_MAX_RANK)
+    return fail(c.k(), "rank " + std::to_string(xs.size()));
+  KilnReduceArgs a =
+      reduceArgs(in.as<float>(), c.ctx.out[0].as<float>(), xs,
+                 reducedAxes(*c.k().attrs_as_ReduceAttrs()->axes(), xs.size()));
   Op op = c.k().op();
   a.kind = op == Op::ReduceMax ? 2 : op == Op::ReduceMean ? 1 : 0;
   if (a.total == 0)
@@ -701,23 +709,11 @@ Status attention(const Call &c) {
     return Status::ok();
   // dbias: ds summed over the dimensions the bias broadcasts along.
   const Shape &bs = *bias.shape;
-  Shape full = {a.B, a.H, a.Tq, a.Tk}, st = stridesOf(full);
-  KilnReduceArgs r{};
-  r.in = a.ds;
-  r.out = ctx.out[3].as<float>();
-  r.total = r.count = 1;
-  for (size_t d = 0; d < 4; ++d) {
-    int64_t bd = d + bs.size() >= 4 ? bs[d + bs.size() - 4] : 1;
-    if (bd == 1) {
-      r.red[r.red_rank] = full[d];
-      r.red_strides[r.red_rank++] = st[d];
-      r.count *= full[d];
-    } else {
-      r.kept[r.kept_rank] = full[d];
-      r.kept_strides[r.kept_rank++] = st[d];
-      r.total *= full[d];
-    }
-  }
+  Shape full = {a.B, a.H, a.Tq, a.Tk};
+  std::vector<bool> broadcast(4);
+  for (size_t d = 0; d < 4; ++d)
+    broadcast[d] = d + bs.size() < 4 || bs[d + bs.size() - 4] == 1;
+  KilnReduceArgs r = reduceArgs(a.ds, ctx.out[3].as<float>(), full, broadcast);
   return c.run("kiln_reduce", c.grid(r.total), r);
 }
 
