@@ -601,7 +601,12 @@ Status Model::useCuda(std::shared_ptr<cuda::Driver> driver) {
 }
 
 std::string Model::deviceDescription() const {
-  return gpu_ ? gpu_->driver().describe() : std::string();
+  if (!gpu_)
+    return std::string();
+  const cuda::Driver &d = gpu_->driver();
+  std::string blas = d.blas();
+  return d.describe() + "; matrix products on " +
+         (blas.empty() ? "kiln's kernel (" + d.blasMissing() + ")" : blas);
 }
 
 std::unique_ptr<FunctionState> Model::newState(const StatePool &pool) {

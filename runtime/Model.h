@@ -249,7 +249,9 @@ public:
   /// changes, inputs and outputs cross at each call's boundary. Fails
   /// for an artifact without CUDA kernels (kiln compile --target=cpu,cuda).
   Status useCuda(std::shared_ptr<cuda::Driver> driver);
-  /// The GPU's description while the model runs on one, else "".
+  /// The GPU's description while the model runs on one, with the library
+  /// its matrix products use ("...; matrix products on cuBLASLt 13.1.0"),
+  /// else "".
   std::string deviceDescription() const;
 
   /// The artifact's CUDA executable, if it has one.

@@ -13,10 +13,14 @@
 #       build/gpu-check (it needs the NVIDIA driver, not the CUDA toolkit,
 #       nor a package registry), in under five minutes on an H100/H200:
 #       1. the device tests: GPT-2 small's forward, loss and gradients and
-#          three training steps on the GPU against the CPU to 1e-4;
+#          three training steps on the GPU against the CPU to 1e-4, with
+#          matrix products on cuBLASLt, then on kiln's own kernel;
 #       2. the Shakespeare model trained 200 steps on the GPU: the loss falls;
 #       3. GPT-2 124M, B=8 T=1024: forward and training-step tokens/s on the
-#          GPU (and the CPU, for scale).
+#          GPU (and the CPU, for scale), the share of matrix products in the
+#          GPU's kernel time; then the GPU with kiln's matmul kernel.
+#       cuBLASLt is found as $KILN_CUBLASLT, on the loader's path, or in
+#       the machine's CUDA or Python (nvidia-cublas) folders.
 #       Without a GPU it says so and stops (the suite's emulated tests are
 #       then the evidence).
 set -euo pipefail
@@ -49,7 +53,7 @@ if [[ ${1:-} == --prepare ]]; then
     --batch=16 --seq=64 --target=cpu,cuda --quiet \
     -o "$G/artifacts/shakespeare.kart"
   echo "gpu-check: GPT-2 124M's kernels"
-  build/bin/kiln compile examples/gpt2.kiln --grad=loss --target=cpu,cuda --no-decode \
+  build/bin/kiln compile examples/gpt2.kiln --grad=loss --train-step --target=cpu,cuda --no-decode \
     --external-weights="$G/artifacts/gpt2-124m.safetensors" \
     -o "$G/artifacts/gpt2-124m.kart"
   rm -f "$G/artifacts/gpt2-124m.safetensors"
@@ -71,12 +75,22 @@ tar -C "$LIB" -xJf "$G/lib.tar.xz"
 export LD_LIBRARY_PATH="$LIB/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export KILN_CUDA_TEST_DIR="$PWD/$G/artifacts"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+if [[ -z ${KILN_CUBLASLT:-} ]] && ! ldconfig -p 2>/dev/null | grep -q 'libcublasLt\.so\.1[23] '; then
+  lt=$(find /usr/local /opt /usr/lib -name 'libcublasLt.so.1[23]' 2>/dev/null | head -1 || true)
+  if [[ -n $lt ]]; then export KILN_CUBLASLT=$lt; fi
+fi
+echo "gpu-check: cuBLASLt: ${KILN_CUBLASLT:-libcublasLt.so.13 on the library path}"
 start=$SECONDS
 echo "== 1. device tests: GPT-2 small on the GPU against the CPU (1e-4)"
 "$G/bin/kiln-cuda-device-tests" --gtest_brief=0
+echo "== 1b. the same with kiln's matmul kernel instead of cuBLASLt"
+KILN_CUBLASLT=off "$G/bin/kiln-cuda-device-tests" --gtest_brief=1
 echo "== 2. the Shakespeare model, 200 steps on the GPU"
 "$G/bin/kiln-cuda-check" train "$G/artifacts/shakespeare.kart" \
   "$G/artifacts/tinyshakespeare.txt" 200
 echo "== 3. GPT-2 124M, B=8 T=1024"
 "$G/bin/kiln-cuda-check" bench "$G/artifacts/gpt2-124m.kart" 8 1024 3
+echo "== 3b. GPT-2 124M with kiln's matmul kernel (no cuBLASLt)"
+KILN_CUBLASLT=off KILN_CUDA_CHECK_SKIP_CPU=1 \
+  "$G/bin/kiln-cuda-check" bench "$G/artifacts/gpt2-124m.kart" 8 1024 1
 echo "gpu-check: passed in $((SECONDS - start)) s"

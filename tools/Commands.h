@@ -7,6 +7,7 @@
 #include "frontend/MLIRGen.h"
 #include "passes/Passes.h"
 #include "runtime/Model.h"
+#include "runtime/Trainer.h"
 #include "llvm/ADT/Twine.h"
 
 #include <map>
@@ -58,6 +59,20 @@ struct AdapterOptions {
   void declare(OptionParser &p);
   /// Checks them and copies them into `r`; an exit status or -1.
   int apply(CompileRequest &r) const;
+};
+
+/// --optimizer, --beta1, --beta2, --eps, --momentum, --weight-decay and
+/// --clip: the update a compiled train_step carries, as kiln train and
+/// kiln compile --train-step read them (defaults: TrainConfig's).
+struct OptimizerOptions {
+  runtime::TrainConfig config;
+  void declare(OptionParser &p);
+  /// Warns about the options the chosen optimizer ignores.
+  void warnUnused(OptionParser &p) const;
+  /// The compiled step of loss `function` with these settings.
+  TrainStepOptions step(const std::string &function) const;
+  /// Copies the settings into a trainer's configuration.
+  void into(runtime::TrainConfig &train) const;
 };
 
 /// --profile=trace.json, as kiln run, generate and train read it: every

@@ -33,6 +33,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -153,10 +154,58 @@ int kiln::tools::AdapterOptions::apply(CompileRequest &r) const {
   return -1;
 }
 
+void kiln::tools::OptimizerOptions::declare(OptionParser &p) {
+  // The trainer and the train-step pass check their ranges (e.g. beta1 in
+  // [0, 1)) and say which.
+  const double inf = INFINITY;
+  p.real("--weight-decay", config.weightDecay, -inf, inf);
+  p.real("--beta1", config.beta1, -inf, inf);
+  p.real("--beta2", config.beta2, -inf, inf);
+  p.real("--eps", config.eps, -inf, inf);
+  p.real("--momentum", config.momentum, -inf, inf);
+  p.real("--clip", config.clipNorm, -inf, inf);
+  p.choice("--optimizer", config.optimizer, {"adamw", "sgd"});
+}
+
+void kiln::tools::OptimizerOptions::warnUnused(OptionParser &p) const {
+  if (config.optimizer == "sgd")
+    p.unused({"--beta1", "--beta2", "--eps"},
+             "with --optimizer=sgd (they are AdamW's)");
+  else
+    p.unused({"--momentum"}, "with --optimizer=adamw (it is SGD's; add "
+                             "--optimizer=sgd)");
+}
+
+kiln::TrainStepOptions
+kiln::tools::OptimizerOptions::step(const std::string &function) const {
+  kiln::TrainStepOptions step;
+  step.function = function;
+  step.optimizer = config.optimizer;
+  step.beta1 = config.beta1;
+  step.beta2 = config.beta2;
+  step.eps = config.eps;
+  step.weightDecay = config.weightDecay;
+  step.momentum = config.momentum;
+  step.maxNorm = std::max(0.0, config.clipNorm);
+  return step;
+}
+
+void kiln::tools::OptimizerOptions::into(runtime::TrainConfig &train) const {
+  train.optimizer = config.optimizer;
+  train.beta1 = config.beta1;
+  train.beta2 = config.beta2;
+  train.eps = config.eps;
+  train.weightDecay = config.weightDecay;
+  train.momentum = config.momentum;
+  train.clipNorm = config.clipNorm;
+}
+
 int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   AttentionOptions attention;
   QuantizeOptions quantize;
   AdapterOptions adapters;
+  OptimizerOptions optimizer;
+  bool trainStep = false;
   std::string output, emit;
   std::string saveWeightsPath;
   std::vector<std::string> mlirOptions;
@@ -189,6 +238,8 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
          "--tokenizer=gpt2:DIR");
   p.seed("--seed", r.seed);
   p.flag("--recompute", r.recompute);
+  p.flag("--train-step", trainStep);
+  optimizer.declare(p);
   p.flag("--no-fuse", r.fuse, false);
   p.text("--target", r.target, "devices: cpu, cuda or cpu,cuda");
   bool decode = false, noDecode = false;
@@ -249,6 +300,17 @@ int kiln::tools::compileCommand(const std::vector<std::string> &args) {
   if (r.recompute && r.grad.empty())
     return usageError("--recompute applies to the gradient function; add "
                       "--grad=FN");
+  if (trainStep) {
+    if (r.grad.empty())
+      return usageError("--train-step compiles a training step from the "
+                        "gradient; add --grad=FN (the loss)");
+    optimizer.warnUnused(p);
+    r.trainStep = optimizer.step(r.grad);
+  } else {
+    p.unused({"--optimizer", "--beta1", "--beta2", "--eps", "--momentum",
+              "--weight-decay", "--clip"},
+             "without --train-step");
+  }
   if (int rc = quantize.apply(r); rc >= 0)
     return rc;
   if (int rc = adapters.apply(r); rc >= 0)

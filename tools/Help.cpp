@@ -86,6 +86,11 @@ compile options:
                      of every trainable parameter (reverse-mode autodiff)
   --recompute        with --grad: recompute each block's activations in the
                      backward pass instead of keeping them (less memory)
+  --train-step       with --grad: also compile `train_step` (forward,
+                     backward, clipping and the optimizer update in one
+                     function; lr and step are its inputs), the update set
+                     by --optimizer, --weight-decay, --beta1, --beta2,
+                     --eps, --momentum and --clip as for kiln train
   --no-fuse          skip the fusion passes (matmul epilogues, add + norm,
                      softmax cross-entropy, elementwise chains), for
                      comparing against the unfused kernels

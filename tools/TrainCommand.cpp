@@ -71,6 +71,7 @@ struct Options {
   std::string weights, saveAdapter;
   uint64_t seed = 0;
   TrainConfig train;
+  kiln::tools::OptimizerOptions optimizer; // copied into `train`
   std::vector<Define> defines;
 };
 
@@ -163,14 +164,8 @@ int parse(const std::vector<std::string> &args, Options &o,
   const double inf = INFINITY;
   p.real("--lr", o.train.lr, -inf, inf);
   p.real("--min-lr-ratio", o.train.minLrRatio, -inf, inf);
-  p.real("--weight-decay", o.train.weightDecay, -inf, inf);
-  p.real("--beta1", o.train.beta1, -inf, inf);
-  p.real("--beta2", o.train.beta2, -inf, inf);
-  p.real("--eps", o.train.eps, -inf, inf);
-  p.real("--momentum", o.train.momentum, -inf, inf);
-  p.real("--clip", o.train.clipNorm, -inf, inf);
+  o.optimizer.declare(p);
   p.real("--eval-fraction", o.evalFraction, -inf, inf);
-  p.choice("--optimizer", o.train.optimizer, {"adamw", "sgd"});
   p.seed("--seed", o.seed);
   p.text("--checkpoint-dir", o.checkpointDir, "a directory");
   p.text("--metrics", o.metrics, "a file, e.g. --metrics=metrics.jsonl");
@@ -248,12 +243,8 @@ int parse(const std::vector<std::string> &args, Options &o,
   if (!(o.evalFraction >= 0 && o.evalFraction < 0.9))
     return usageError("--eval-fraction must be in [0, 0.9)");
   // Options the chosen settings ignore: a warning, not silence.
-  if (o.train.optimizer == "sgd")
-    p.unused({"--beta1", "--beta2", "--eps"},
-             "with --optimizer=sgd (they are AdamW's)");
-  else
-    p.unused({"--momentum"}, "with --optimizer=adamw (it is SGD's; add "
-                             "--optimizer=sgd)");
+  o.optimizer.warnUnused(p);
+  o.optimizer.into(o.train);
   if (o.checkpointDir.empty())
     p.unused({"--checkpoint-every", "--keep-checkpoints"},
              "without --checkpoint-dir");
@@ -422,17 +413,8 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
   r.weights = o.weights;
   // The training step is compiled too: forward, backward and the optimizer
   // update in one function (used for steps without accumulation).
-  TrainStepOptions step;
-  step.function = o.loss;
-  step.optimizer = o.train.optimizer;
-  step.beta1 = o.train.beta1;
-  step.beta2 = o.train.beta2;
-  step.eps = o.train.eps;
-  step.weightDecay = o.train.weightDecay;
-  step.momentum = o.train.momentum;
-  step.maxNorm = std::max(0.0, o.train.clipNorm);
   o.train.compiledStep = true;
-  r.trainStep = step;
+  r.trainStep = o.optimizer.step(o.loss);
   // On a GPU the model needs its CUDA kernels too.
   r.target = !o.target.empty()                                    ? o.target
              : llvm::StringRef(o.load.device).starts_with("cuda") ? "cpu,cuda"

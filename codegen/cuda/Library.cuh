@@ -473,6 +473,23 @@ KILN_KERNEL kiln_optimizer(KilnOptimizerArgs a) {
 // of a and b staged in shared memory, 4 x 4 outputs per thread), for GPUs
 // without cuBLASLt and the emulation. Loads follow each operand's
 // contiguous dimension.
+// A product's epilogue on output element `at` (column n): the bias, the
+// scale, the activation, then the residual.
+__device__ __forceinline__ float kiln_matmul_finish(const KilnMatmulArgs &a,
+                                                    float v, long long n,
+                                                    long long at) {
+  v = (v + (a.bias ? a.bias[n] : 0.0f)) * a.scale;
+  if (a.activation == 1)
+    v = v > 0.0f ? v : 0.0f;
+  else if (a.activation == 2)
+    v = kiln_gelu(v);
+  else if (a.activation == 3)
+    v = kiln_gelu_tanh(v);
+  else if (a.activation == 4)
+    v = v / (1.0f + expf(-v));
+  return v + (a.residual ? a.residual[at] : 0.0f);
+}
+
 KILN_KERNEL kiln_matmul(KilnMatmulArgs a) {
   __shared__ float As[16][64 + 1];
   __shared__ float Bs[16][64 + 1];
@@ -528,20 +545,19 @@ KILN_KERNEL kiln_matmul(KilnMatmulArgs a) {
         long long m = m0 + ty * 4 + i, n = n0 + tx * 4 + j;
         if (m >= a.M || n >= a.N)
           continue;
-        float v = acc[i][j] + (a.bias ? a.bias[n] : 0.0f);
-        v *= a.scale;
-        if (a.activation == 1)
-          v = v > 0.0f ? v : 0.0f;
-        else if (a.activation == 2)
-          v = kiln_gelu(v);
-        else if (a.activation == 3)
-          v = kiln_gelu_tanh(v);
-        else if (a.activation == 4)
-          v = v / (1.0f + expf(-v));
         long long at = (batch * a.M + m) * a.N + n;
-        a.out[at] = v + (a.residual ? a.residual[at] : 0.0f);
+        a.out[at] = kiln_matmul_finish(a, acc[i][j], n, at);
       }
   }
+}
+
+// The epilogue of a product cuBLASLt computed into `out` without it: in
+// place, one thread per element.
+KILN_KERNEL kiln_matmul_epilogue(KilnMatmulArgs a) {
+  long long n = a.batches * a.M * a.N;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+       i += (long long)gridDim.x * blockDim.x)
+    a.out[i] = kiln_matmul_finish(a, a.out[i], i % a.N, i);
 }
 
 // --- Attention -----------------------------------------------------------

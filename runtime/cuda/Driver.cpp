@@ -2,6 +2,7 @@
 #include "runtime/cuda/Driver.h"
 
 #include "runtime/Memory.h"
+#include "runtime/cuda/CublasLt.h"
 
 #include <dlfcn.h>
 
@@ -33,6 +34,22 @@ void DeviceBuffer::reset() {
   size_ = 0;
 }
 
+Status Driver::gemm(const GemmCall &) {
+  return Status::error("this CUDA driver has no BLAS library: " +
+                       blasMissing());
+}
+
+Status Driver::newEvent(void *&) {
+  return Status::error("this CUDA driver cannot time kernels");
+}
+void Driver::freeEvent(void *) {}
+Status Driver::mark(void *) {
+  return Status::error("this CUDA driver cannot time kernels");
+}
+Status Driver::elapsedMs(void *, void *, float &) {
+  return Status::error("this CUDA driver cannot time kernels");
+}
+
 namespace {
 
 // The driver API's types, as cuda.h declares them (the runtime does not
@@ -44,6 +61,7 @@ using CUcontext = void *;
 using CUmodule = void *;
 using CUfunction = void *;
 using CUstream = void *;
+using CUevent = void *;
 constexpr int kComputeMajor = 75, kComputeMinor = 76; // CUdevice_attribute
 
 /// The driver's entry points, resolved from libcuda.so.1.
@@ -72,6 +90,11 @@ struct Api {
                            unsigned, unsigned, unsigned, CUstream, void **,
                            void **);
   CUresult (*getErrorString)(CUresult, const char **);
+  // Optional: profiles only.
+  CUresult (*eventCreate)(CUevent *, unsigned);
+  CUresult (*eventDestroy)(CUevent);
+  CUresult (*eventRecord)(CUevent, CUstream);
+  CUresult (*eventElapsedTime)(float *, CUevent, CUevent);
 };
 
 template <typename F> bool resolve(void *lib, const char *name, F &fn) {
@@ -121,6 +144,11 @@ public:
     if (missing)
       return Status::error(std::string("the CUDA driver lacks ") + missing +
                            " (a driver older than kiln needs?)");
+    resolve(lib_, "cuEventCreate", api_.eventCreate);
+    resolve(lib_, "cuEventDestroy_v2", api_.eventDestroy);
+    resolve(lib_, "cuEventRecord", api_.eventRecord);
+    if (!resolve(lib_, "cuEventElapsedTime_v2", api_.eventElapsedTime))
+      resolve(lib_, "cuEventElapsedTime", api_.eventElapsedTime);
     if (Status s = check(api_.init(0), "cuInit"); !s)
       return s;
     int count = 0;
@@ -152,9 +180,20 @@ public:
     capability_ = major * 10 + minor;
     describe_ = std::string(name) + ", sm_" + std::to_string(capability_) +
                 ", " + formatBytes(memory);
+    // Without cuBLASLt, products run on kiln's kernel: not an error.
+    if (Status s = CublasLt::load(CublasLt::candidates(), blas_); !s)
+      blasMissing_ = s.message();
+    else if (Status s = blas_->start(*this); !s) {
+      blasMissing_ = s.message();
+      blas_.reset();
+    }
     return Status::ok();
   }
   ~NvidiaDriver() override {
+    if (blas_) {
+      current();
+      blas_.reset();
+    }
     if (stream_) {
       current();
       api_.streamDestroy(stream_);
@@ -165,6 +204,17 @@ public:
 
   std::string describe() const override { return describe_; }
   int computeCapability() const override { return capability_; }
+  std::string blas() const override {
+    return blas_ ? blas_->describe() : std::string();
+  }
+  std::string blasMissing() const override { return blasMissing_; }
+  Status gemm(const GemmCall &call) override {
+    if (!blas_)
+      return Driver::gemm(call);
+    if (Status s = current(); !s)
+      return s;
+    return blas_->gemm(call, stream_);
+  }
 
   Status allocate(size_t bytes, void *&ptr) override {
     CUdeviceptr p = 0;
@@ -236,7 +286,37 @@ public:
                  "launching a kernel");
   }
 
+  Status newEvent(void *&event) override {
+    if (!timers())
+      return Driver::newEvent(event);
+    if (Status s = current(); !s)
+      return s;
+    CUevent e = nullptr;
+    if (Status s = check(api_.eventCreate(&e, 0), "creating an event"); !s)
+      return s;
+    event = e;
+    return Status::ok();
+  }
+  void freeEvent(void *event) override {
+    if (event && timers())
+      api_.eventDestroy(event);
+  }
+  Status mark(void *event) override {
+    if (!timers())
+      return Driver::mark(event);
+    return check(api_.eventRecord(event, stream_), "recording an event");
+  }
+  Status elapsedMs(void *from, void *to, float &ms) override {
+    if (!timers())
+      return Driver::elapsedMs(from, to, ms);
+    return check(api_.eventElapsedTime(&ms, from, to), "timing kernels");
+  }
+
 private:
+  bool timers() const {
+    return api_.eventCreate && api_.eventDestroy && api_.eventRecord &&
+           api_.eventElapsedTime;
+  }
   static CUdeviceptr address(const void *p) {
     return static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(p));
   }
@@ -262,6 +342,8 @@ private:
   CUstream stream_ = nullptr;
   int capability_ = 0;
   std::string describe_;
+  std::unique_ptr<CublasLt> blas_;
+  std::string blasMissing_;
 };
 
 } // namespace

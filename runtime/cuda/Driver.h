@@ -13,6 +13,7 @@
 #define KILN_RUNTIME_CUDA_DRIVER_H
 
 #include "runtime/Tensor.h"
+#include "runtime/cuda/Gemm.h"
 
 #include <cstddef>
 #include <memory>
@@ -48,6 +49,22 @@ public:
   /// block of `size` bytes at `args`.
   virtual Status launch(void *fn, unsigned grid, unsigned block,
                         const void *args, size_t size) = 0;
+
+  /// The library matrix products go to ("cuBLASLt 13.1.0"), or "" when
+  /// none could be loaded (`blasMissing` says why) and kiln's own kernel
+  /// multiplies.
+  virtual std::string blas() const { return ""; }
+  virtual std::string blasMissing() const { return "no BLAS library"; }
+  /// Runs one product on the stream, in order with the launches.
+  virtual Status gemm(const GemmCall &call);
+
+  /// Timestamps on the stream, for per-kernel profiles (CUDA events):
+  /// `mark` records `event` in order with the launches; `elapsedMs` reads
+  /// the time between two marks once the stream has passed both.
+  virtual Status newEvent(void *&event);
+  virtual void freeEvent(void *event);
+  virtual Status mark(void *event);
+  virtual Status elapsedMs(void *from, void *to, float &ms);
 };
 
 /// The NVIDIA driver (libcuda.so.1) on GPU `ordinal`, or an error that says

@@ -7,6 +7,7 @@
 // on the model's stream.
 //
 //===----------------------------------------------------------------------===//
+#include "runtime/Profile.h"
 #include "runtime/core/FunctionState.h"
 #include "runtime/core/OpTable.h"
 #include "runtime/cuda/Gpu.h"
@@ -52,11 +53,59 @@ public:
                  float *&v) override {
     return gpu_.moments(optimizer_, param, n, adamw, m, v);
   }
+  bool hasGemm() const override { return !gpu_.driver().blas().empty(); }
+  Status gemm(const cuda::GemmCall &call) override {
+    return gpu_.driver().gemm(call);
+  }
 
 private:
   cuda::Gpu &gpu_;
   cuda::DeviceBuffer &scratch_;
   OptimizerState &optimizer_;
+};
+
+/// A call's kernels timed on the GPU: one event before the first kernel
+/// and one after each, read into the profiler's slices once the stream
+/// has passed them all.
+class KernelTimer {
+public:
+  KernelTimer(cuda::Driver &driver, Profiler *profiler)
+      : driver_(driver), profiler_(profiler) {}
+  ~KernelTimer() {
+    for (void *e : events_)
+      driver_.freeEvent(e);
+  }
+  bool on() const { return profiler_ != nullptr; }
+  /// Marks the stream's position (before the first kernel, after each).
+  Status mark() {
+    void *e = nullptr;
+    if (Status s = driver_.newEvent(e); !s)
+      return s;
+    events_.push_back(e);
+    return driver_.mark(e);
+  }
+  /// Kernel slices[i] ran between marks i and i + 1.
+  std::vector<ProfileSlice> slices;
+  /// After the stream passed every mark: records the slices, placed from
+  /// the call's start on the host (`startUs`).
+  Status finish(double startUs) {
+    for (size_t i = 0; i < slices.size() && i + 1 < events_.size(); ++i) {
+      float from = 0, ms = 0;
+      if (Status s = driver_.elapsedMs(events_[0], events_[i], from); !s)
+        return s;
+      if (Status s = driver_.elapsedMs(events_[i], events_[i + 1], ms); !s)
+        return s;
+      slices[i].startUs = startUs + from * 1e3;
+      slices[i].durationUs = ms * 1e3;
+      profiler_->record(std::move(slices[i]));
+    }
+    return Status::ok();
+  }
+
+private:
+  cuda::Driver &driver_;
+  Profiler *profiler_;
+  std::vector<void *> events_;
 };
 
 size_t bytesOf(DType t, const Shape &s) {
@@ -147,6 +196,11 @@ Status FunctionState::runCuda(const std::map<std::string, Tensor> &inputs,
     return failed(s);
 
   GpuLauncher launcher(gpu, deviceScratch, optimizer);
+  KernelTimer timer(driver, options.profiler);
+  double startUs = timer.on() ? options.profiler->nowUs() : 0;
+  if (timer.on())
+    if (Status s = timer.mark(); !s)
+      return failed(s);
   std::set<size_t> written;
   int kernelIndex = -1;
   for (const kart::Kernel *k : *fn.kernels()) {
@@ -175,6 +229,12 @@ Status FunctionState::runCuda(const std::map<std::string, Tensor> &inputs,
         !s)
       return failed(Status::error("kernel " + std::to_string(kernelIndex) +
                                   ": " + s.message()));
+    if (timer.on()) {
+      if (Status s = timer.mark(); !s)
+        return failed(s);
+      timer.slices.push_back(
+          kernelSlice(*k, kernelIndex, ctx, 0, options.profiler));
+    }
   }
 
   prepareOutputs(outputs);
@@ -190,6 +250,10 @@ Status FunctionState::runCuda(const std::map<std::string, Tensor> &inputs,
     return failed(Status::error(
         "an index (a token or target id) is out of range at position " +
         std::to_string(bad - 1) + " of the ids a kernel read"));
+  // The downloads waited for the stream: every mark has passed.
+  if (timer.on())
+    if (Status s = timer.finish(startUs); !s)
+      return failed(s);
   // A train step wrote parameters and moments on the device: the host's
   // copies follow, so checkpoints and other devices see them.
   for (size_t i : written) {

@@ -13,8 +13,9 @@
 
 // The version of these argument blocks: an artifact's CUDA executable
 // records the one it was generated for, and a runtime with another refuses
-// it. Bump it with any change to a struct below or to a kernel's meaning.
-#define KILN_CUDA_ABI_VERSION 2
+// it. Bump it with any change to a struct below, to a kernel's meaning or
+// to the library's list of kernels.
+#define KILN_CUDA_ABI_VERSION 3
 
 // The most operands and dimensions of an elementwise kernel: its argument
 // block must fit CUDA's 4 KiB of kernel parameters.
@@ -260,6 +261,7 @@ struct KilnAttentionArgs {
   X(kiln_norm_finish, KilnSumSquaresArgs)                                      \
   X(kiln_optimizer, KilnOptimizerArgs)                                         \
   X(kiln_matmul, KilnMatmulArgs)                                               \
+  X(kiln_matmul_epilogue, KilnMatmulArgs)                                      \
   X(kiln_attention, KilnAttentionArgs)                                         \
   X(kiln_attention_grad_q, KilnAttentionArgs)                                  \
   X(kiln_attention_grad_kv, KilnAttentionArgs)

@@ -21,6 +21,9 @@ unsigned Launcher::maxGrid() const { return 65535; }
 Status Launcher::moments(int64_t, int64_t, bool, float *&, float *&) {
   return Status::error("this launcher keeps no optimizer moments");
 }
+Status Launcher::gemm(const GemmCall &) {
+  return Status::error("this launcher has no BLAS library");
+}
 
 namespace {
 
@@ -540,7 +543,144 @@ void batchStrides(const Shape &s, const Shape &batch, long long *out) {
   }
 }
 
-/// Matmul and FusedMatmul on the library's tiled kernel.
+/// The batch dimensions of a product whose operands' batches are laid out
+/// with `as` and `bs` element strides (0 where one broadcasts), split into
+/// an outer part walked on the host and an inner run of dimensions one
+/// strided call covers (a BLAS call has one stride per operand).
+struct BatchSplit {
+  int inner = 0;     // the first inner dimension
+  int64_t count = 1; // products in the inner run
+  int64_t strideA = 0, strideB = 0;
+};
+
+BatchSplit splitBatches(const KilnMatmulArgs &a) {
+  BatchSplit s;
+  s.inner = a.batch_rank;
+  // Walk outwards while each operand's stride continues the run.
+  for (int d = a.batch_rank - 1; d >= 0; --d) {
+    if (a.batch_dims[d] == 1) {
+      s.inner = d;
+      continue;
+    }
+    if (s.count == 1) {
+      s.strideA = a.a_strides[d];
+      s.strideB = a.b_strides[d];
+    } else if (a.a_strides[d] != s.strideA * s.count ||
+               a.b_strides[d] != s.strideB * s.count) {
+      break;
+    }
+    s.count *= a.batch_dims[d];
+    s.inner = d;
+  }
+  return s;
+}
+
+/// The BLAS calls that compute kiln's row-major product `a` (column-major:
+/// D^T = op(B)^T op(A)^T, so B is the call's first operand), and whether
+/// the product's epilogue (bias, scale, activation, residual) is left to
+/// kiln_matmul_epilogue. False when the product stays on kiln_matmul.
+bool planGemm(const KilnMatmulArgs &a, std::vector<GemmCall> &calls,
+              bool &epilogue) {
+  if (a.K == 0 || a.M > INT32_MAX || a.N > INT32_MAX || a.K > INT32_MAX)
+    return false;
+  GemmCall g;
+  g.a = a.b;
+  g.transA = a.tb;
+  g.lda = a.tb ? a.K : a.N;
+  g.b = a.a;
+  g.transB = a.ta;
+  g.ldb = a.ta ? a.M : a.K;
+  g.m = a.N;
+  g.n = a.M;
+  g.k = a.K;
+  g.ldc = a.N;
+  g.d = a.out;
+  // cuBLASLt adds C and the bias before its activation, kiln scales the
+  // biased product and adds the residual after the activation: only what
+  // agrees is fused (GELU and SiLU run in kiln's epilogue kernel).
+  bool fused = a.activation == 0 || (a.activation == 1 && !a.residual);
+  if (a.bias && a.scale != 1.0f)
+    fused = false;
+  bool foldReduce = a.reduce > 1 && a.ta && !a.tb &&
+                    a.a_reduce_stride == a.K * a.M &&
+                    a.b_reduce_stride == a.K * a.N;
+  if (a.reduce > 1 && !foldReduce)
+    fused = false; // the products accumulate in D first
+  // The epilogue kernel works in place on D: a residual that is D would be
+  // gone by then.
+  if (!fused && a.residual && a.residual == a.out)
+    return false;
+  epilogue = !fused;
+  if (fused) {
+    g.alpha = a.scale;
+    g.bias = a.bias;
+    g.activation = a.activation == 1 ? GemmCall::Activation::Relu
+                                     : GemmCall::Activation::None;
+    if (a.residual) {
+      g.c = a.residual;
+      g.beta = 1.0f;
+    }
+  }
+  calls.clear();
+  if (a.reduce > 1) {
+    if (foldReduce) { // the batches stacked along K: one product
+      g.k = a.reduce * a.K;
+      calls.push_back(g);
+      return true;
+    }
+    for (long long r = 0; r < a.reduce; ++r) {
+      GemmCall p = g;
+      p.a = a.b + r * a.b_reduce_stride;
+      p.b = a.a + r * a.a_reduce_stride;
+      if (r > 0) { // accumulate
+        p.c = p.d;
+        p.beta = 1.0f;
+      }
+      calls.push_back(p);
+    }
+    return true;
+  }
+  g.strideC = a.M * a.N;
+  BatchSplit split = splitBatches(a);
+  // A shared B and a contiguous, untransposed A: the batches are more rows
+  // of one product.
+  if (split.inner == 0 && split.count > 1 && split.strideB == 0 && !a.ta &&
+      split.strideA == a.M * a.K && split.count * a.M <= INT32_MAX) {
+    g.n = split.count * a.M;
+    calls.push_back(g);
+    return true;
+  }
+  if (split.count > INT32_MAX)
+    return false;
+  g.batch = split.count;
+  g.strideA = split.strideB; // the call's A is kiln's B
+  g.strideB = split.strideA;
+  int64_t outer = 1;
+  for (int d = 0; d < split.inner; ++d)
+    outer *= a.batch_dims[d];
+  for (int64_t o = 0; o < outer; ++o) {
+    int64_t aOff = 0, bOff = 0, rem = o;
+    for (int d = split.inner - 1; d >= 0; --d) {
+      int64_t q = rem % a.batch_dims[d];
+      rem /= a.batch_dims[d];
+      aOff += q * a.a_strides[d];
+      bOff += q * a.b_strides[d];
+    }
+    GemmCall p = g;
+    p.a = a.b + bOff;
+    p.b = a.a + aOff;
+    int64_t dOff = o * split.count * a.M * a.N;
+    p.d = a.out + dOff;
+    if (p.c)
+      p.c += dOff;
+    calls.push_back(p);
+  }
+  return true;
+}
+
+/// Matmul and FusedMatmul: on the BLAS library when the launcher has one
+/// (with kiln_matmul_epilogue for what it cannot fuse), else on the
+/// library's tiled kernel.
 Status matmul(const Call &c) {
   const KernelContext &ctx = c.ctx;
   if (ctx.in[0].quant || ctx.in[1].quant)
@@ -587,9 +727,21 @@ Status matmul(const Call &c) {
     batchStrides(as, batch, a.a_strides);
     batchStrides(bs, batch, a.b_strides);
   }
-  int64_t tiles = a.batches * ((a.M + 63) / 64) * ((a.N + 63) / 64);
-  if (tiles == 0)
+  if (a.batches * a.M * a.N == 0)
     return Status::ok();
+  std::vector<GemmCall> calls;
+  bool epilogue = false;
+  if (c.l.hasGemm() && planGemm(a, calls, epilogue)) {
+    for (const GemmCall &g : calls)
+      if (Status s = c.l.gemm(g); !s)
+        return fail(c.k(), s.message());
+    if (!epilogue)
+      return Status::ok();
+    if (!a.bias && !a.residual && a.scale == 1.0f && a.activation == 0)
+      return Status::ok();
+    return c.run("kiln_matmul_epilogue", c.grid(a.batches * a.M * a.N), a);
+  }
+  int64_t tiles = a.batches * ((a.M + 63) / 64) * ((a.N + 63) / 64);
   unsigned grid = static_cast<unsigned>(
       std::min<int64_t>(tiles, static_cast<int64_t>(c.l.maxGrid())));
   return c.l.launch("kiln_matmul", grid, KILN_CUDA_MATMUL_THREADS, &a,

@@ -12,6 +12,7 @@
 #define KILN_RUNTIME_CUDA_LAUNCH_H
 
 #include "runtime/Kernels.h"
+#include "runtime/cuda/Gemm.h"
 
 #include <cstddef>
 #include <string>
@@ -44,6 +45,10 @@ public:
   /// keeps across calls.
   virtual Status moments(int64_t param, int64_t n, bool adamw, float *&m,
                          float *&v);
+  /// Whether matrix products go to a BLAS library (`gemm`, in order with
+  /// the launches); when not, they run on kiln's own tiled kernel.
+  virtual bool hasGemm() const { return false; }
+  virtual Status gemm(const GemmCall &call);
 };
 
 /// The name of the generated kernel for kernel `index` of `function`: a

@@ -15,15 +15,18 @@
 //===----------------------------------------------------------------------===//
 #ifndef KILN_REAL_GPU
 #include "test/cuda/Emulation.h"
+#include "test/cuda/ReferenceGemm.h"
 #endif
 
 #include "runtime/Model.h"
+#include "runtime/Profile.h"
 #include "runtime/Random.h"
 #include "runtime/Trainer.h"
 #include "runtime/cuda/Driver.h"
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <list>
@@ -35,7 +38,8 @@ namespace {
 
 #ifndef KILN_REAL_GPU
 /// The GPU, emulated: device memory is host memory, a module is a model's
-/// generated kernels in this program.
+/// generated kernels in this program, and cuBLASLt (unless `withBlas` is
+/// false) is ReferenceGemm.h.
 class EmulatedDriver final : public cuda::Driver {
 public:
   std::string describe() const override { return "emulated GPU"; }
@@ -83,10 +87,42 @@ public:
     kilnLaunch(static_cast<KilnCudaEntry *>(fn)->run, args, grid, block);
     return Status::ok();
   }
+  std::string blas() const override {
+    return withBlas ? "cuBLASLt (emulated)" : "";
+  }
+  Status gemm(const cuda::GemmCall &call) override {
+    ++gemms;
+    kilnReferenceGemm(call);
+    return Status::ok();
+  }
+  // Launches finish before they return: an event is the host's clock.
+  Status newEvent(void *&event) override {
+    event = new std::chrono::steady_clock::time_point();
+    ++events;
+    return Status::ok();
+  }
+  void freeEvent(void *event) override {
+    delete static_cast<std::chrono::steady_clock::time_point *>(event);
+    --events;
+  }
+  Status mark(void *event) override {
+    *static_cast<std::chrono::steady_clock::time_point *>(event) =
+        std::chrono::steady_clock::now();
+    return Status::ok();
+  }
+  Status elapsedMs(void *from, void *to, float &ms) override {
+    using T = std::chrono::steady_clock::time_point;
+    ms = std::chrono::duration<float, std::milli>(*static_cast<T *>(to) -
+                                                  *static_cast<T *>(from))
+             .count();
+    return Status::ok();
+  }
 
+  bool withBlas = true;
+  int events = 0;
   std::list<std::string> models;
   size_t uploaded = 0;
-  int launches = 0, allocations = 0;
+  int launches = 0, allocations = 0, gemms = 0;
 };
 #endif
 
@@ -143,7 +179,11 @@ protected:
 };
 
 TEST_F(DeviceEmulation, ForwardAndGradientsMatchTheCpu) {
-  EXPECT_EQ(gpu->deviceDescription(), driver->describe());
+  std::cout << "device: " << gpu->deviceDescription() << "\n";
+  EXPECT_EQ(gpu->deviceDescription().rfind(
+                driver->describe() + "; matrix products on ", 0),
+            0u)
+      << gpu->deviceDescription();
   std::vector<Tensor> c, g;
   ASSERT_TRUE(cpu->run("forward", {{"tokens", tokens}}, c));
   Status s = gpu->run("forward", {{"tokens", tokens}}, g);
@@ -151,6 +191,7 @@ TEST_F(DeviceEmulation, ForwardAndGradientsMatchTheCpu) {
   expectClose(g[0], c[0], "forward logits");
 #ifndef KILN_REAL_GPU
   EXPECT_GT(emulated->launches, 20);
+  EXPECT_GT(emulated->gemms, 4);
 #endif
   // Training mode: the GPU's dropout draws the CPU's mask.
   RunOptions run;
@@ -166,6 +207,59 @@ TEST_F(DeviceEmulation, ForwardAndGradientsMatchTheCpu) {
                 cpu->functions()[2].outputs.size() > i
                     ? "loss_grad result " + std::to_string(i)
                     : "");
+}
+
+#ifndef KILN_REAL_GPU
+TEST_F(DeviceEmulation, WithoutABlasLibraryProductsRunOnKilnsKernel) {
+  auto plain = std::make_shared<EmulatedDriver>();
+  plain->withBlas = false;
+  ASSERT_TRUE(gpu->useCuda(plain));
+  EXPECT_NE(gpu->deviceDescription().find(
+                "matrix products on kiln's kernel (no BLAS library)"),
+            std::string::npos)
+      << gpu->deviceDescription();
+  std::vector<Tensor> c, g;
+  ASSERT_TRUE(cpu->run("forward", {{"tokens", tokens}}, c));
+  Status s = gpu->run("forward", {{"tokens", tokens}}, g);
+  ASSERT_TRUE(s) << s.message();
+  expectClose(g[0], c[0], "forward logits on kiln_matmul");
+  EXPECT_EQ(plain->gemms, 0);
+}
+#endif
+
+TEST_F(DeviceEmulation, ProfilesTimeEachKernelOnTheDevice) {
+  auto profiler = std::make_shared<Profiler>();
+  gpu->setProfiler(profiler);
+  std::vector<Tensor> out;
+  Status s = gpu->run("forward", {{"tokens", tokens}}, out);
+  ASSERT_TRUE(s) << s.message();
+  gpu->setProfiler(nullptr);
+  std::vector<ProfileSlice> slices = profiler->slices();
+  size_t kernels = 0, products = 0;
+  double previous = 0, call = 0;
+  for (const ProfileSlice &p : slices) {
+    if (p.kind == ProfileSlice::Kind::Call) {
+      call = p.durationUs;
+      continue;
+    }
+    ASSERT_EQ(p.kind, ProfileSlice::Kind::Kernel);
+    EXPECT_EQ(p.kernel, static_cast<int>(kernels)) << p.name;
+    EXPECT_GE(p.durationUs, 0) << p.name;
+    EXPECT_GE(p.startUs, previous - 1) << p.name; // stream order (to 1 us)
+    previous = p.startUs + p.durationUs;
+    products += p.name == "Matmul" || p.name == "FusedMatmul";
+    EXPECT_NE(p.shapes.find("->"), std::string::npos) << p.name;
+    ++kernels;
+  }
+  EXPECT_GT(products, 4u);
+  EXPECT_GT(kernels, products);
+  // The kernels' time lies within the call's.
+  EXPECT_GT(call, 0);
+  EXPECT_LE(previous - slices.front().startUs, call * 1.01 + 1);
+  EXPECT_NE(profileSummary(slices).find("FusedMatmul"), std::string::npos);
+#ifndef KILN_REAL_GPU
+  EXPECT_EQ(emulated->events, 0); // every event freed
+#endif
 }
 
 TEST_F(DeviceEmulation, ParametersFollowTheHostAndTrainingMatchesTheCpu) {

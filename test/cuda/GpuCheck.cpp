@@ -8,10 +8,15 @@
 //       unless the loss falls
 //   kiln-cuda-check bench ARTIFACT B T STEPS     GPT-2 124M (an artifact
 //       compiled with --external-weights: random weights are written beside
-//       it first): forward and training-step tokens/s on the GPU and the CPU
+//       it first): forward and training-step tokens/s (the compiled
+//       train_step when the artifact has one: AdamW on the device) on the GPU
+//       and the CPU,
+//       and, from one profiled call of each on the GPU (CUDA events around
+//       every kernel), the share of the kernel time spent in matrix products
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/Model.h"
+#include "runtime/Profile.h"
 #include "runtime/Random.h"
 #include "runtime/Safetensors.h"
 #include "runtime/Text.h"
@@ -70,6 +75,10 @@ int train(const std::string &artifact, const std::string &textPath,
   config.lr = 3e-3;
   config.totalSteps = steps;
   config.warmupSteps = steps / 10;
+  // kiln train compiled the whole step (forward, backward, AdamW with its
+  // defaults, which these are) into the artifact: it runs on the GPU.
+  for (const FunctionInfo &f : model->functions())
+    config.compiledStep = config.compiledStep || f.name == "train_step";
   std::unique_ptr<Trainer> trainer;
   if (Status s = Trainer::create(*model, config, trainer); !s)
     return fail(s.message());
@@ -127,6 +136,23 @@ Status writeRandomWeights(const std::string &artifact,
   return writeSafetensors(weights, tensors);
 }
 
+/// The GPU time of the kernels a profiler recorded, and the part of it
+/// spent in matrix products.
+struct KernelTime {
+  double totalMs = 0, productMs = 0;
+};
+KernelTime kernelTime(const Profiler &profiler) {
+  KernelTime t;
+  for (const ProfileSlice &s : profiler.slices()) {
+    if (s.kind != ProfileSlice::Kind::Kernel)
+      continue;
+    t.totalMs += s.durationUs / 1e3;
+    if (s.name == "Matmul" || s.name == "FusedMatmul")
+      t.productMs += s.durationUs / 1e3;
+  }
+  return t;
+}
+
 int bench(const std::string &artifact, int64_t B, int64_t T, int64_t steps) {
   std::string weights =
       artifact.substr(0, artifact.rfind('.')) + ".safetensors";
@@ -138,7 +164,12 @@ int bench(const std::string &artifact, int64_t B, int64_t T, int64_t steps) {
     tokens.as<int32_t>()[i] = static_cast<int32_t>(rng.next() % 50257);
     targets.as<int32_t>()[i] = static_cast<int32_t>(rng.next() % 50257);
   }
-  for (std::string device : {::device(), std::string("cpu")}) {
+  // $KILN_CUDA_CHECK_SKIP_CPU: the GPU alone (a second run).
+  const char *skip = std::getenv("KILN_CUDA_CHECK_SKIP_CPU");
+  std::vector<std::string> devices = {::device()};
+  if (!(skip && *skip) && ::device() != "cpu")
+    devices.push_back("cpu");
+  for (const std::string &device : devices) {
     std::unique_ptr<Model> model;
     LoadOptions load;
     load.device = device;
@@ -158,6 +189,8 @@ int bench(const std::string &artifact, int64_t B, int64_t T, int64_t steps) {
         return fail(s.message());
     double fwd = seconds(start) / n;
     TrainConfig config;
+    for (const FunctionInfo &f : model->functions())
+      config.compiledStep = config.compiledStep || f.name == "train_step";
     std::unique_ptr<Trainer> trainer;
     if (Status s = Trainer::create(*model, config, trainer); !s)
       return fail(s.message());
@@ -176,6 +209,26 @@ int bench(const std::string &artifact, int64_t B, int64_t T, int64_t steps) {
                 where.c_str(), static_cast<long long>(B),
                 static_cast<long long>(T), fwd * 1e3, B * T / fwd, step * 1e3,
                 B * T / step, stats.loss);
+    if (device == "cpu")
+      continue;
+    // One profiled call of each: where the GPU's time goes.
+    for (const char *what : {"forward", "training step"}) {
+      auto profiler = std::make_shared<Profiler>();
+      model->setProfiler(profiler);
+      auto start = std::chrono::steady_clock::now();
+      Status s = std::string(what) == "forward"
+                     ? model->run("forward", {{"tokens", tokens}}, out)
+                     : trainer->step({batch}, stats);
+      double wall = seconds(start) * 1e3;
+      model->setProfiler(nullptr);
+      if (!s)
+        return fail(s.message());
+      KernelTime k = kernelTime(*profiler);
+      std::printf("  %s, profiled: %.1f ms wall, %.1f ms in GPU kernels, of "
+                  "which matrix products %.1f ms (%.0f%%)\n",
+                  what, wall, k.totalMs, k.productMs,
+                  k.totalMs > 0 ? 100 * k.productMs / k.totalMs : 0.0);
+    }
   }
   return 0;
 }

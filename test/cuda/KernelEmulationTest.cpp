@@ -15,6 +15,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "test/cuda/Emulation.h"
+#include "test/cuda/ReferenceGemm.h"
 
 #include "runtime/Kernels.h"
 #include "runtime/Model.h"
@@ -37,11 +38,19 @@ using kiln::kart::Op;
 namespace {
 
 /// Launches into the emulation: the generated file of `model`, host memory
-/// for scratch and optimizer moments.
+/// for scratch and optimizer moments; with `blas`, matrix products go to
+/// cuBLASLt's reference (ReferenceGemm.h) as they would on a GPU with it.
 class EmulatedLauncher final : public cuda::Launcher {
 public:
-  EmulatedLauncher(std::string model, unsigned block, unsigned grid)
-      : model_(std::move(model)), block_(block), grid_(grid) {}
+  EmulatedLauncher(std::string model, unsigned block, unsigned grid,
+                   bool blas = false)
+      : model_(std::move(model)), block_(block), grid_(grid), blas_(blas) {}
+  bool hasGemm() const override { return blas_; }
+  Status gemm(const cuda::GemmCall &call) override {
+    ++gemms;
+    kilnReferenceGemm(call);
+    return Status::ok();
+  }
   Status launch(const std::string &entry, unsigned grid, unsigned block,
                 const void *args, size_t) override {
     const KilnCudaEntry *k = kiln_emulation::find(model_, entry);
@@ -76,12 +85,14 @@ public:
   }
 
   long long error = 0;
+  int gemms = 0;
   std::set<std::string> launched;
   std::map<int64_t, std::vector<float>> m_, v_;
 
 private:
   std::string model_;
   unsigned block_, grid_;
+  bool blas_;
   std::vector<double> scratch_;
 };
 
@@ -215,7 +226,7 @@ TEST_P(Emulated, KernelsMatchTheCpu) {
   std::map<std::string, int> checked; // by op
   std::set<std::string> unsupported;
   EmulatedLauncher wide(model->modelName(), 32, 3),
-      single(model->modelName(), 64, 1);
+      single(model->modelName(), 64, 1), blas(model->modelName(), 32, 3, true);
   for (const char *function : {"loss_grad", "forward"}) {
     int index = -1;
     std::vector<Buffer> inputs;
@@ -237,10 +248,15 @@ TEST_P(Emulated, KernelsMatchTheCpu) {
       std::string what = GetParam() + " " + function + " kernel " +
                          std::to_string(index) + " (" + op + ", " +
                          locationOf(ctx.kernel) + ")";
-      for (EmulatedLauncher *l : {&wide, &single}) {
+      bool product =
+          ctx.kernel.op() == Op::Matmul || ctx.kernel.op() == Op::FusedMatmul;
+      for (EmulatedLauncher *l : {&wide, &single, &blas}) {
+        if (l == &blas && !product)
+          continue;
         checkKernel(ctx, inputs, model->modelName(), function, index, *l,
                     what + " on " + std::to_string(l->blockSize()) + "x" +
-                        std::to_string(l->maxGrid()));
+                        std::to_string(l->maxGrid()) +
+                        (l == &blas ? " with cuBLASLt" : ""));
         if (::testing::Test::HasFatalFailure())
           return;
       }
@@ -256,6 +272,9 @@ TEST_P(Emulated, KernelsMatchTheCpu) {
   for (const auto &[op, n] : checked)
     summary += " " + op + "x" + std::to_string(n);
   std::cout << GetParam() << ": checked" << summary << "\n";
+  if (checked.count("Matmul") || checked.count("FusedMatmul")) {
+    EXPECT_GT(blas.gemms, 0) << "no product went to the BLAS library";
+  }
   // Every kernel of these models runs on the CUDA device.
   for (const std::string &op : unsupported)
     ADD_FAILURE() << op << " has no CUDA kernel";
@@ -321,12 +340,13 @@ Buffer integers(std::vector<int64_t> shape, std::vector<T> values) {
 }
 
 /// Runs `k` on `inputs` with the CPU's reference kernel into results of
-/// `outShapes`, then through the emulated launcher; compares. Returns the
-/// CPU's status (a bad input fails it) and leaves the launcher's error
-/// word in `error`.
+/// `outShapes`, then through the emulated launchers (two launch shapes,
+/// and with cuBLASLt's reference); compares. Returns the CPU's status (a
+/// bad input fails it) and leaves the launcher's error word in `error`
+/// and the launcher with cuBLASLt in `blas`.
 Status compareOp(const OneKernel &k, std::vector<Buffer> inputs,
                  const std::vector<std::vector<int64_t>> &outShapes,
-                 long long *error = nullptr) {
+                 long long *error = nullptr, EmulatedLauncher *blas = nullptr) {
   PrimitiveCache primitives;
   std::vector<int64_t> symbols;
   std::vector<Buffer> cpuIn = inputs, cpuOut;
@@ -348,7 +368,8 @@ Status compareOp(const OneKernel &k, std::vector<Buffer> inputs,
   Status s = cpuDevice().kernel(k.kernel->op())->reference(ctx);
   std::string what = std::string(kiln::kart::EnumNameOp(k.kernel->op()));
   for (EmulatedLauncher l :
-       {EmulatedLauncher("gpt2", 32, 3), EmulatedLauncher("gpt2", 64, 1)}) {
+       {EmulatedLauncher("gpt2", 32, 3), EmulatedLauncher("gpt2", 64, 1),
+        EmulatedLauncher("gpt2", 32, 3, true)}) {
     if (!s) { // the CPU refused: the GPU flags the same position
       KernelContext g{*k.kernel, {}, {}, symbols, primitives};
       std::vector<Buffer> in = inputs, out = cpuOut;
@@ -362,7 +383,10 @@ Status compareOp(const OneKernel &k, std::vector<Buffer> inputs,
       continue;
     }
     std::vector<Buffer> in = inputs;
-    checkKernel(ctx, in, "gpt2", "f", 0, l, what);
+    checkKernel(ctx, in, "gpt2", "f", 0, l,
+                what + (l.hasGemm() ? " with cuBLASLt" : ""));
+    if (l.hasGemm() && blas)
+      *blas = l;
   }
   return s;
 }
@@ -476,31 +500,84 @@ TEST(EmulatedOps, CopiesAndReductionsOverAnyAxes) {
 }
 
 TEST(EmulatedOps, MatrixProductsWithEpilogues) {
+  // Each case also runs with cuBLASLt's reference: how many library calls
+  // it takes and whether kiln's epilogue kernel finishes the product.
+  auto product = [](const OneKernel &k, std::vector<Buffer> in,
+                    std::vector<int64_t> out, int gemms, bool epilogue) {
+    EmulatedLauncher blas("gpt2", 32, 3, true);
+    EXPECT_TRUE(compareOp(k, std::move(in), {std::move(out)}, nullptr, &blas));
+    EXPECT_EQ(blas.gemms, gemms);
+    EXPECT_EQ(blas.launched.count("kiln_matmul_epilogue"), epilogue ? 1u : 0u);
+    EXPECT_EQ(blas.launched.count("kiln_matmul"), 0u);
+  };
   // Several 64 x 64 tiles, the last ones partial; a transposed; every
-  // epilogue at once.
+  // epilogue at once (GELU and the residual after it: kiln's epilogue).
   kiln::kart::FusedMatmulAttrsT f;
   f.transpose_a = true;
   f.scale = 0.5;
   f.activation = kiln::kart::Activation::GeluTanh;
-  EXPECT_TRUE(compareOp(OneKernel(Op::FusedMatmul, 4, 1, attrs(f)),
-                        {randomF32({33, 70}, 110), randomF32({33, 130}, 111),
-                         randomF32({130}, 112), randomF32({70, 130}, 113)},
-                        {{70, 130}}));
-  // Broadcast batches, b transposed.
+  product(OneKernel(Op::FusedMatmul, 4, 1, attrs(f)),
+          {randomF32({33, 70}, 110), randomF32({33, 130}, 111),
+           randomF32({130}, 112), randomF32({70, 130}, 113)},
+          {70, 130}, 1, true);
+  // A linear layer over a batch: one product of B x T rows, the bias and
+  // the residual fused into the library call.
+  kiln::kart::FusedMatmulAttrsT lin;
+  product(OneKernel(Op::FusedMatmul, 4, 1, attrs(lin)),
+          {randomF32({3, 5, 7}, 120), randomF32({7, 9}, 121),
+           randomF32({9}, 122), randomF32({3, 5, 9}, 123)},
+          {3, 5, 9}, 1, false);
+  // ReLU with a bias, b transposed: fused; scaled without a bias: fused.
+  kiln::kart::FusedMatmulAttrsT relu;
+  relu.transpose_b = true;
+  relu.activation = kiln::kart::Activation::Relu;
+  product(OneKernel(Op::FusedMatmul, 4, 1, attrs(relu), {3}),
+          {randomF32({2, 6, 7}, 124), randomF32({11, 7}, 125),
+           randomF32({11}, 126), Buffer{}},
+          {2, 6, 11}, 1, false);
+  kiln::kart::FusedMatmulAttrsT scaled;
+  scaled.scale = 0.125;
+  product(OneKernel(Op::FusedMatmul, 4, 1, attrs(scaled), {2}),
+          {randomF32({4, 3, 6}, 127), randomF32({4, 6, 5}, 128), Buffer{},
+           randomF32({4, 3, 5}, 129)},
+          {4, 3, 5}, 1, false);
+  // ... but a scaled bias or SiLU need the epilogue kernel.
+  kiln::kart::FusedMatmulAttrsT silu;
+  silu.activation = kiln::kart::Activation::Silu;
+  product(OneKernel(Op::FusedMatmul, 4, 1, attrs(silu), {3}),
+          {randomF32({5, 7}, 130), randomF32({7, 4}, 131), randomF32({4}, 132),
+           Buffer{}},
+          {5, 4}, 1, true);
+  // Broadcast batches, b transposed: [2, 1] x [3] batches are not one
+  // strided run, so one call per outer batch (3 products each).
   kiln::kart::MatmulAttrsT m;
   m.transpose_b = true;
-  EXPECT_TRUE(
-      compareOp(OneKernel(Op::Matmul, 2, 1, attrs(m)),
-                {randomF32({2, 1, 5, 7}, 114), randomF32({3, 9, 7}, 115)},
-                {{2, 3, 5, 9}}));
-  // A weight gradient: the batches summed into one product, no bias.
+  product(OneKernel(Op::Matmul, 2, 1, attrs(m)),
+          {randomF32({2, 1, 5, 7}, 114), randomF32({3, 9, 7}, 115)},
+          {2, 3, 5, 9}, 2, false);
+  // Attention-like batches: [2, 3] on both sides collapse into one call.
+  kiln::kart::MatmulAttrsT qk;
+  qk.transpose_b = true;
+  product(OneKernel(Op::Matmul, 2, 1, attrs(qk)),
+          {randomF32({2, 3, 5, 4}, 133), randomF32({2, 3, 6, 4}, 134)},
+          {2, 3, 5, 6}, 1, false);
+  // A weight gradient: the batches summed into one product, no bias;
+  // stacked along K into one call.
   kiln::kart::FusedMatmulAttrsT w;
   w.transpose_a = true;
   w.reduce_batch = true;
-  EXPECT_TRUE(compareOp(OneKernel(Op::FusedMatmul, 4, 1, attrs(w), {2, 3}),
-                        {randomF32({4, 6, 5}, 116), randomF32({4, 6, 9}, 117),
-                         Buffer{}, Buffer{}},
-                        {{5, 9}}));
+  product(OneKernel(Op::FusedMatmul, 4, 1, attrs(w), {2, 3}),
+          {randomF32({4, 6, 5}, 116), randomF32({4, 6, 9}, 117), Buffer{},
+           Buffer{}},
+          {5, 9}, 1, false);
+  // Summed batches that do not stack: one call each, accumulating.
+  kiln::kart::FusedMatmulAttrsT acc;
+  acc.transpose_b = true;
+  acc.reduce_batch = true;
+  product(OneKernel(Op::FusedMatmul, 4, 1, attrs(acc), {2, 3}),
+          {randomF32({4, 6, 5}, 135), randomF32({4, 9, 5}, 136), Buffer{},
+           Buffer{}},
+          {6, 9}, 4, false);
 }
 
 TEST(EmulatedOps, AttentionWithAKeyMaskAndFewerQueries) {

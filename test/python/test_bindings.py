@@ -360,6 +360,50 @@ def test_trainer_uses_the_compiled_update(tmp_path):
         kiln.compile(EXAMPLES / "gpt2.kiln", defines=TINY, grad="lss")
 
 
+def test_cli_compiles_the_train_step_ahead_of_time(tmp_path):
+    """kiln compile --grad=loss --train-step, with kiln train's optimizer
+    flags, puts train_step in the artifact (for programs that train with
+    the runtime alone); one call of it updates the weights exactly as
+    kiln.Trainer's host-side update with the same settings (AdamW, SGD)."""
+    rng = np.random.default_rng(3)
+    batch = {"tokens": rng.integers(0, 50, (2, 8), dtype=np.int32),
+             "targets": rng.integers(0, 50, (2, 8), dtype=np.int32)}
+    cases = (("adamw", ["--weight-decay=0.1", "--beta2=0.99", "--eps=1e-6"],
+              kiln.AdamW(lr=1e-2, weight_decay=0.1, betas=(0.9, 0.99),
+                         eps=1e-6)),
+             ("sgd", ["--optimizer=sgd", "--momentum=0.8"],
+              kiln.SGD(lr=1e-2, momentum=0.8)))
+    for name, flags, opt in cases:
+        art = tmp_path / f"{name}.kart"
+        kiln_cli("compile", EXAMPLES / "gpt2.kiln",
+                 *defines(dict(TINY, resid_pdrop=0.0, embd_pdrop=0.0)),
+                 "--grad=loss", "--seed=2", "--train-step", "--clip=0.05",
+                 *flags, "-o", art)
+        compiled, host = kiln.load(art), kiln.load(art)
+        assert "train_step" in [f["name"] for f in compiled.functions()]
+        t = kiln.Trainer(host, opt, clip=0.05, total_steps=2,
+                         min_lr_ratio=1.0)
+        assert not t.compiled_step  # a loaded artifact: the host's update
+        for step in (1, 2):  # the second sees momentum, betas, eps
+            loss, norm = compiled.run("train_step", **batch,
+                                      lr=np.float32(1e-2),
+                                      step=np.float32(step))
+            assert float(loss) == t.step(batch)
+            assert float(norm) > 0.05  # clipped
+        for k, v in host.parameters().items():
+            np.testing.assert_array_equal(compiled.parameters()[k], v,
+                                          err_msg=f"{name} {k}")
+    # Without --grad there is no gradient to step with; optimizer flags
+    # without --train-step change nothing, and say so.
+    r = kiln_cli("compile", EXAMPLES / "gpt2.kiln", *defines(TINY),
+                 "--train-step", "-o", tmp_path / "x.kart", check=False)
+    assert r.returncode == 2 and "add --grad=FN" in r.stderr, r.stderr
+    r = kiln_cli("compile", EXAMPLES / "gpt2.kiln", *defines(TINY),
+                 "--grad=loss", "--beta1=0.8", "-o", tmp_path / "y.kart")
+    assert "--beta1" in r.stderr and "without --train-step" in r.stderr, \
+        r.stderr
+
+
 def test_external_weights_from_python(tmp_path):
     """kiln.compile(external_weights=F) writes the weights to F, as kiln
     compile --external-weights does, and reads them from there."""
