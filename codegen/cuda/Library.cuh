@@ -784,3 +784,126 @@ KILN_KERNEL kiln_attention_grad_kv(KilnAttentionArgs a) {
     __syncthreads();
   }
 }
+
+// --- Attention over a key/value cache (decoding) -------------------------
+
+// Whether row b's real tokens sit at consecutive positions, from 0 or
+// later, that fit the cache (the CPU's checkRows).
+__device__ __forceinline__ bool
+kiln_cached_row_ok(const KilnCachedAttentionArgs &a, long long b) {
+  long long n = a.len[b];
+  if (n < 0 || n > a.T)
+    return false;
+  if (n == 0)
+    return true;
+  long long p0 = a.pos[b * a.T];
+  if (p0 < 0)
+    return false;
+  for (long long t = 1; t < n; ++t)
+    if (a.pos[b * a.T + t] != p0 + t)
+      return false;
+  return a.rolls || p0 + n <= a.S;
+}
+
+// The key (or, given the value arrays and width, value) row of head hk at
+// position j of row b, whose new tokens start at position p0: cached
+// before p0, new from there.
+__device__ __forceinline__ const float *
+kiln_cached_row(const KilnCachedAttentionArgs &a, const float *cache,
+                const float *fresh, int width, long long b, long long p0,
+                long long j, int hk) {
+  if (j < p0) {
+    long long slot = a.rolls ? j % a.S : j;
+    return cache + (b * a.S + slot) * a.Hkv * width + (long long)hk * width;
+  }
+  return fresh + (b * a.T + j - p0) * a.Hkv * width + (long long)hk * width;
+}
+
+__device__ __forceinline__ float
+kiln_cached_score(const KilnCachedAttentionArgs &a, const float *q, long long b,
+                  long long p0, long long at, long long j, int h, int hk) {
+  float s = a.scale *
+            kiln_dot(q, kiln_cached_row(a, a.kc, a.k, a.D, b, p0, j, hk), a.D);
+  if (a.relative)
+    s += a.relative[(long long)a.buckets[at - j] * a.H + h];
+  return s;
+}
+
+// A block per query row (b, t, h), as kiln_attention: the max and sum of
+// exp over the visible keys (the window's, up to the row's own position),
+// then the keys in chunks of the block's width.
+KILN_KERNEL kiln_cached_attention(KilnCachedAttentionArgs a) {
+  __shared__ float qrow[KILN_CUDA_MAX_HEAD];
+  __shared__ float p[1024];
+  __shared__ double part[32];
+  __shared__ float mpart[32];
+  long long rows = a.B * a.T * a.H;
+  for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+    long long b = r / (a.T * a.H), t = r / a.H % a.T;
+    int h = static_cast<int>(r % a.H), hk = h / (a.H / a.Hkv);
+    float *oi = a.out + ((b * a.T + t) * a.H + h) * a.Dv;
+    bool ok = kiln_cached_row_ok(a, b);
+    if (!ok || t >= a.len[b]) {
+      if (!ok && t == 0 && h == 0 && threadIdx.x == 0)
+        *a.error = -(b + 1);
+      for (int d = threadIdx.x; d < a.Dv; d += blockDim.x)
+        oi[d] = 0.0f;
+      continue;
+    }
+    long long p0 = a.pos[b * a.T], at = p0 + t;
+    long long lo =
+        a.window > 0 && at - a.window + 1 > 0 ? at - a.window + 1 : 0;
+    const float *qi = a.q + ((b * a.T + t) * a.H + h) * a.D;
+    for (int d = threadIdx.x; d < a.D; d += blockDim.x)
+      qrow[d] = qi[d];
+    __syncthreads();
+    float m = -INFINITY, s = 0.0f;
+    for (long long j = lo + threadIdx.x; j <= at; j += blockDim.x) {
+      float sc = kiln_cached_score(a, qrow, b, p0, at, j, h, hk);
+      if (sc > m) {
+        s = s * expf(m - sc) + 1.0f;
+        m = sc;
+      } else {
+        s += expf(sc - m);
+      }
+    }
+    float M = kiln_block_max(m, mpart);
+    float S = static_cast<float>(
+        kiln_block_sum(m == -INFINITY ? 0.0 : s * expf(m - M), part));
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (long long j0 = lo; j0 <= at; j0 += blockDim.x) {
+      long long j = j0 + threadIdx.x;
+      p[threadIdx.x] =
+          j <= at
+              ? expf(kiln_cached_score(a, qrow, b, p0, at, j, h, hk) - M) / S
+              : 0.0f;
+      __syncthreads();
+      long long chunk = at - j0 + 1 < blockDim.x ? at - j0 + 1 : blockDim.x;
+      for (long long jj = 0; jj < chunk; ++jj) {
+        const float *vj =
+            kiln_cached_row(a, a.vc, a.v, a.Dv, b, p0, j0 + jj, hk);
+        float pj = p[jj];
+        KILN_FOR_SLOTS(a.Dv, acc[slot] += pj * vj[d]);
+      }
+      __syncthreads();
+    }
+    KILN_FOR_SLOTS(a.Dv, oi[d] = acc[slot]);
+    __syncthreads();
+  }
+}
+
+// After every query read the caches: the new keys and values into their
+// slots (a rolling cache keeps the last S), a block per new token.
+KILN_KERNEL kiln_cached_store(KilnCachedAttentionArgs a) {
+  long long kRow = (long long)a.Hkv * a.D, vRow = (long long)a.Hkv * a.Dv;
+  for (long long r = blockIdx.x; r < a.B * a.T; r += gridDim.x) {
+    long long b = r / a.T, t = r % a.T, n = a.len[b];
+    if (!kiln_cached_row_ok(a, b) || t >= n || t < n - a.S)
+      continue;
+    long long p = a.pos[b * a.T] + t, slot = a.rolls ? p % a.S : p;
+    for (long long i = threadIdx.x; i < kRow; i += blockDim.x)
+      a.kc[(b * a.S + slot) * kRow + i] = a.k[(b * a.T + t) * kRow + i];
+    for (long long i = threadIdx.x; i < vRow; i += blockDim.x)
+      a.vc[(b * a.S + slot) * vRow + i] = a.v[(b * a.T + t) * vRow + i];
+  }
+}

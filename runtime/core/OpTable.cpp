@@ -99,6 +99,12 @@ const OpInfo *kiln::runtime::findOp(Op op) {
 
 const OpInfo &kiln::runtime::opInfo(Op op) { return *findOp(op); }
 
+uint32_t kiln::runtime::writtenInputs(Op op) {
+  // The caches a decoding step extends (kiln.cached_attention); devices
+  // that copy operands (the CUDA device) copy these back.
+  return op == Op::CachedAttention ? (1u << 3) | (1u << 4) : 0;
+}
+
 const char *kiln::runtime::attrsName(Attrs a) {
   return a <= Attrs::MAX ? kart::EnumNameAttrs(a) : "unknown";
 }

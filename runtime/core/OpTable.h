@@ -96,6 +96,10 @@ const OpInfo *findOp(kart::Op op);
 /// The row of an op known to exist (the loader has checked every kernel).
 const OpInfo &opInfo(kart::Op op);
 
+/// The operands `op` writes in place, as a bit per input (CachedAttention:
+/// its key and value caches); 0 for every other op.
+uint32_t writtenInputs(kart::Op op);
+
 inline bool isBinary(kart::Op op) {
   const OpInfo *i = findOp(op);
   return i && i->has(kBinary);

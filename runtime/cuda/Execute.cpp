@@ -195,6 +195,17 @@ Status FunctionState::runCuda(const std::map<std::string, Tensor> &inputs,
   if (Status s = driver.zero(gpu.errorWord(), sizeof(long long)); !s)
     return failed(s);
 
+  // Inputs the kernels write in place (decode's key/value caches) go back
+  // to the caller's tensors after the call, as on the CPU.
+  std::set<int> writtenIn;
+  for (const kart::Kernel *k : *fn.kernels())
+    for (uint32_t i = 0; i < k->inputs()->size(); ++i)
+      if (writtenInputs(k->op()) >> i & 1) {
+        int id = k->inputs()->Get(i);
+        if (id >= 0 && fn.values()->Get(id)->kind() == kart::ValueKind::Input)
+          writtenIn.insert(id);
+      }
+
   GpuLauncher launcher(gpu, deviceScratch, optimizer);
   KernelTimer timer(driver, options.profiler);
   double startUs = timer.on() ? options.profiler->nowUs() : 0;
@@ -243,9 +254,22 @@ Status FunctionState::runCuda(const std::map<std::string, Tensor> &inputs,
                                    outputs[i].bytes());
         !s)
       return failed(s);
+  for (int id : writtenIn) {
+    const kart::Value *v = fn.values()->Get(id);
+    const Tensor &t = inputs.at(fn.input_names()->Get(v->index())->str());
+    if (Status s =
+            driver.download(const_cast<void *>(t.data()), ptr[id], t.bytes());
+        !s)
+      return failed(s);
+  }
   long long bad = 0;
   if (Status s = driver.download(&bad, gpu.errorWord(), sizeof bad); !s)
     return failed(s);
+  if (bad < 0)
+    return failed(Status::error(
+        "decoding row " + std::to_string(-bad - 1) +
+        ": its tokens' positions are not consecutive from 0 or later "
+        "within the key/value cache, or its length is out of range"));
   if (bad)
     return failed(Status::error(
         "an index (a token or target id) is out of range at position " +

@@ -15,7 +15,7 @@
 // records the one it was generated for, and a runtime with another refuses
 // it. Bump it with any change to a struct below, to a kernel's meaning or
 // to the library's list of kernels.
-#define KILN_CUDA_ABI_VERSION 3
+#define KILN_CUDA_ABI_VERSION 4
 
 // The most operands and dimensions of an elementwise kernel: its argument
 // block must fit CUDA's 4 KiB of kernel parameters.
@@ -237,6 +237,28 @@ struct KilnAttentionArgs {
   int causal;
   long long offset; // query row i sits at key position i + offset
 };
+
+// Attention of new tokens over a key/value cache (decoding): q [B, T, H x D],
+// the new k [B, T, Hkv x D] and v [B, T, Hkv x Dv], the caches kc
+// [B, S, Hkv x D] and vc [B, S, Hkv x Dv], each row's token positions
+// [B, T] and real-token count [B]. kiln_cached_attention writes o (a block
+// per query row; padding rows zero), then kiln_cached_store puts the new
+// keys and values in their slots (position % S when the window's cache
+// rolls). A row whose positions do not fit is flagged as -(row + 1).
+struct KilnCachedAttentionArgs {
+  const float *q, *k, *v;
+  float *kc, *vc, *out;
+  const int *pos, *len;
+  // T5's relative position bias [buckets, H], and the bucket of each
+  // distance 0..S-1 between a query and an earlier key (the host's).
+  const float *relative;
+  const int *buckets;
+  long long B, T, S, window;
+  int H, Hkv, D, Dv;
+  int rolls;
+  float scale;
+  long long *error;
+};
 // The widest head attention takes (rows kept in shared memory).
 #define KILN_CUDA_MAX_HEAD 1024
 
@@ -264,6 +286,8 @@ struct KilnAttentionArgs {
   X(kiln_matmul_epilogue, KilnMatmulArgs)                                      \
   X(kiln_attention, KilnAttentionArgs)                                         \
   X(kiln_attention_grad_q, KilnAttentionArgs)                                  \
-  X(kiln_attention_grad_kv, KilnAttentionArgs)
+  X(kiln_attention_grad_kv, KilnAttentionArgs)                                 \
+  X(kiln_cached_attention, KilnCachedAttentionArgs)                            \
+  X(kiln_cached_store, KilnCachedAttentionArgs)
 
 #endif

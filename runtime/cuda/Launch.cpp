@@ -871,6 +871,91 @@ Status attention(const Call &c) {
 
 /// T5's bucket table [Tq, Tk], computed on the host exactly as the CPU's
 /// (its float logarithms decide bucket boundaries) and copied over.
+/// Why the cached attention kernels cannot take kernel `k` (on `ctx`'s
+/// operands, when given, with blocks of `block` threads), or "".
+std::string cachedAttentionLimit(const kart::Kernel &k,
+                                 const KernelContext *ctx, unsigned block) {
+  const kart::AttentionPattern *pattern =
+      k.attrs_as_AttentionAttrs()->pattern();
+  if (pattern->kind() != kart::PatternKind::Dense &&
+      pattern->kind() != kart::PatternKind::SlidingWindow)
+    return std::string("decoding with a ") +
+           kart::EnumNamePatternKind(pattern->kind()) +
+           " attention pattern (the CUDA cached attention is dense or "
+           "a sliding window)";
+  if (!ctx)
+    return "";
+  const kart::AttentionAttrs *attrs = k.attrs_as_AttentionAttrs();
+  int64_t D = (*ctx->in[0].shape)[2] / attrs->heads(),
+          Dv = (*ctx->in[2].shape)[2] / attrs->kv_heads();
+  int64_t widest = std::min<int64_t>(KILN_CUDA_MAX_HEAD, 8 * int64_t(block));
+  if (D > widest || Dv > widest)
+    return "heads of " + std::to_string(std::max(D, Dv)) +
+           " values, more than the CUDA attention kernels' " +
+           std::to_string(widest);
+  return "";
+}
+
+/// CachedAttention: the queries over the cache and the new keys, then the
+/// new keys and values stored (a second launch: a rolling cache's slot
+/// may still be read by an earlier query of the step).
+Status cachedAttention(const Call &c) {
+  const KernelContext &ctx = c.ctx;
+  if (std::string why = cachedAttentionLimit(c.k(), &ctx, c.l.blockSize());
+      !why.empty())
+    return fail(c.k(), why);
+  const kart::AttentionAttrs *attrs = c.k().attrs_as_AttentionAttrs();
+  const Shape &qs = *ctx.in[0].shape, &ks = *ctx.in[3].shape,
+              &vs = *ctx.in[4].shape;
+  KilnCachedAttentionArgs a{};
+  a.q = ctx.in[0].as<float>();
+  a.k = ctx.in[1].as<float>();
+  a.v = ctx.in[2].as<float>();
+  a.kc = ctx.in[3].as<float>();
+  a.vc = ctx.in[4].as<float>();
+  a.pos = ctx.in[5].as<int32_t>();
+  a.len = ctx.in[6].as<int32_t>();
+  a.out = ctx.out[0].as<float>();
+  a.B = qs[0];
+  a.T = qs[1];
+  a.S = ks[1];
+  a.H = static_cast<int>(attrs->heads());
+  a.Hkv = static_cast<int>(attrs->kv_heads());
+  a.D = static_cast<int>(qs[2] / a.H);
+  a.Dv = static_cast<int>(vs[2] / a.Hkv);
+  a.window = attrs->pattern()->kind() == kart::PatternKind::SlidingWindow
+                 ? attrs->pattern()->window()
+                 : 0;
+  a.rolls = a.window > 0 && a.S >= a.window;
+  a.scale = static_cast<float>(attrs->scale());
+  a.error = c.l.errorWord();
+  if (a.B * a.T == 0)
+    return Status::ok();
+  if (ctx.in.size() > 7 && ctx.in[7].data) {
+    // The bucket of every distance a query can have to a key it sees
+    // (below S: positions fit the cache, a window fits a rolling one),
+    // computed as the CPU does.
+    const kart::RelativePositionBucketAttrs *r = attrs->relative();
+    std::vector<int32_t> table(static_cast<size_t>(a.S));
+    for (int64_t d = 0; d < a.S; ++d)
+      table[d] = attention::relativeBucket(-d, r->bidirectional(), r->buckets(),
+                                           r->max_distance());
+    int32_t *buckets = c.scratch<int32_t>(table.size());
+    if (c.noScratch)
+      return fail(c.k(), "cannot allocate scratch memory on the device");
+    if (Status s =
+            c.l.upload(buckets, table.data(), table.size() * sizeof(int32_t));
+        !s)
+      return s;
+    a.relative = ctx.in[7].as<float>();
+    a.buckets = buckets;
+  }
+  if (Status s = c.run("kiln_cached_attention", c.rowsGrid(a.B * a.T * a.H), a);
+      !s)
+    return s;
+  return c.run("kiln_cached_store", c.rowsGrid(a.B * a.T), a);
+}
+
 Status relativeBuckets(const Call &c) {
   const Shape &os = *c.ctx.out[0].shape;
   const kart::RelativePositionBucketAttrs *attrs =
@@ -937,6 +1022,7 @@ const Row kRows[] = {
     {Op::Attention, attention},
     {Op::AttentionGrad, attention},
     {Op::RelativePositionBucket, relativeBuckets},
+    {Op::CachedAttention, cachedAttention},
 };
 
 const Row *rowOf(Op op) {
@@ -969,6 +1055,8 @@ bool kiln::runtime::cuda::isGeneratedElementwise(const kart::Kernel &k) {
 std::string kiln::runtime::cuda::unsupportedReason(const kart::Kernel &k) {
   if (k.op() == Op::Attention || k.op() == Op::AttentionGrad)
     return attentionLimit(k, nullptr, 0);
+  if (k.op() == Op::CachedAttention)
+    return cachedAttentionLimit(k, nullptr, 0);
   if (isGeneratedElementwise(k) || rowOf(k.op()))
     return "";
   return std::string("the CUDA backend has no kernel for ") +

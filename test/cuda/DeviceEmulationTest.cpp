@@ -18,6 +18,7 @@
 #include "test/cuda/ReferenceGemm.h"
 #endif
 
+#include "runtime/KvCache.h"
 #include "runtime/Model.h"
 #include "runtime/Profile.h"
 #include "runtime/Random.h"
@@ -26,6 +27,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -295,6 +297,42 @@ TEST_F(DeviceEmulation, ParametersFollowTheHostAndTrainingMatchesTheCpu) {
   }
 }
 
+TEST_F(DeviceEmulation, DecodingWithAKeyValueCacheMatchesTheCpu) {
+  // A ragged prompt, then single tokens (one row idle once): the caches
+  // cross to the GPU and back with every step, the logits match.
+  std::unique_ptr<KvCache> onCpu, onGpu;
+  ASSERT_TRUE(KvCache::create(*cpu, 2, 16, onCpu));
+  ASSERT_TRUE(KvCache::create(*gpu, 2, 16, onGpu));
+  for (const std::vector<std::vector<int32_t>> &step :
+       std::vector<std::vector<std::vector<int32_t>>>{
+           {{1, 2, 3, 4}, {5, 6}}, {{7}, {8}}, {{9}, {}}, {{10}, {11}}}) {
+    Tensor c, g;
+    ASSERT_TRUE(onCpu->append(*cpu, step, c));
+    Status s = onGpu->append(*gpu, step, g);
+    ASSERT_TRUE(s) << s.message();
+    expectClose(g, c, "decode logits");
+  }
+  // Positions that skip: the kernel flags the row, the call fails.
+  Tensor pos(DType::I32, {2, 2}), len(DType::I32, {2});
+  for (int32_t i = 0; i < 4; ++i)
+    pos.as<int32_t>()[i] = i == 3 ? 5 : i % 2;
+  len.as<int32_t>()[0] = len.as<int32_t>()[1] = 2;
+  std::map<std::string, Tensor> in = {{"tokens", Tensor(DType::I32, {2, 2})},
+                                      {"positions", pos},
+                                      {"lengths", len}};
+  for (const ArgInfo &a : KvCache::decodeFunction(*gpu)->inputs)
+    if (a.name.rfind("cache.", 0) == 0)
+      in[a.name] = Tensor(DType::F32, {2, 4, 40});
+  std::fill_n(in["tokens"].as<int32_t>(), 4, 1);
+  std::vector<Tensor> out;
+  Status s = gpu->run("decode", in, out);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.message().find("'decode' on the CUDA device: decoding row 1: "
+                             "its tokens' positions are not consecutive"),
+            std::string::npos)
+      << s.message();
+}
+
 TEST_F(DeviceEmulation, BadInputsAndArtifactsGetClearErrors) {
   // A token id out of range: the kernels flag it, the call fails.
   Tensor bad = tokens;
@@ -307,9 +345,6 @@ TEST_F(DeviceEmulation, BadInputsAndArtifactsGetClearErrors) {
                              "position 7"),
             std::string::npos)
       << s.message();
-  // Decoding has no CUDA kernels yet: the kernel says so.
-  s = gpu->run("decode", {{"tokens", tokens}}, out);
-  ASSERT_FALSE(s);
   // An artifact without CUDA kernels cannot go to a GPU.
   std::unique_ptr<Model> plain;
   ASSERT_TRUE(Model::load(artifact("gpt2.kart"), plain));

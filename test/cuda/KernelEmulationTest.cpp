@@ -18,10 +18,12 @@
 #include "test/cuda/ReferenceGemm.h"
 
 #include "runtime/Kernels.h"
+#include "runtime/KvCache.h"
 #include "runtime/Model.h"
 #include "runtime/Optimizer.h"
 #include "runtime/Random.h"
 #include "runtime/core/Device.h"
+#include "runtime/core/OpTable.h"
 #include "runtime/cuda/Launch.h"
 #include "runtime/kart_generated.h"
 
@@ -29,6 +31,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -152,11 +155,13 @@ void expectClose(const View &gpu, const View &cpu, const std::string &what) {
 }
 
 /// Runs kernel `ctx` (its inputs as they were before the CPU ran it, in
-/// `inputs`) through the emulated launcher and compares with the CPU's
-/// results in `ctx.out`.
-void checkKernel(const KernelContext &ctx, std::vector<Buffer> &inputs,
+/// `before`) through the emulated launcher and compares with the CPU's
+/// results in `ctx.out`, and the operands it writes in place (a decoding
+/// step's caches) with the CPU's.
+void checkKernel(const KernelContext &ctx, const std::vector<Buffer> &before,
                  const std::string &model, const std::string &function,
                  size_t index, EmulatedLauncher &l, const std::string &what) {
+  std::vector<Buffer> inputs = before;
   KernelContext g{ctx.kernel, {}, {}, ctx.symbols, ctx.primitives};
   g.training = ctx.training;
   g.seed = ctx.seed;
@@ -177,6 +182,11 @@ void checkKernel(const KernelContext &ctx, std::vector<Buffer> &inputs,
   EXPECT_EQ(l.error, 0) << what;
   for (size_t i = 0; i < ctx.out.size(); ++i)
     expectClose(g.out[i], ctx.out[i], what + ", result " + std::to_string(i));
+  for (size_t i = 0; i < ctx.in.size(); ++i)
+    if (writtenInputs(ctx.kernel.op()) >> i & 1)
+      expectClose(g.in[i], ctx.in[i],
+                  what + ", operand " + std::to_string(i) +
+                      " written in place");
 }
 
 std::string locationOf(const kiln::kart::Kernel &k) {
@@ -227,11 +237,14 @@ TEST_P(Emulated, KernelsMatchTheCpu) {
   std::set<std::string> unsupported;
   EmulatedLauncher wide(model->modelName(), 32, 3),
       single(model->modelName(), 64, 1), blas(model->modelName(), 32, 3, true);
-  for (const char *function : {"loss_grad", "forward"}) {
+  // Each function's kernels as the CPU runs them in `call` (given the run
+  // options with the checking hooks).
+  auto checkCalls = [&](const std::string &function, bool training,
+                        const std::function<Status(const RunOptions &)> &call) {
     int index = -1;
     std::vector<Buffer> inputs;
     RunOptions run;
-    run.training = std::string(function) == "loss_grad";
+    run.training = training;
     run.seed = 1234;
     run.beforeKernel = [&](const KernelContext &ctx) {
       ++index;
@@ -262,11 +275,43 @@ TEST_P(Emulated, KernelsMatchTheCpu) {
       }
       ++checked[op];
     };
-    std::vector<Tensor> out;
-    s = model->run(function, inputsOf(function), out, run);
-    ASSERT_TRUE(s) << s.message();
+    Status st = call(run);
+    ASSERT_TRUE(st) << function << ": " << st.message();
+  };
+  for (const char *function : {"loss_grad", "forward"}) {
+    checkCalls(function, std::string(function) == "loss_grad",
+               [&](const RunOptions &run) {
+                 std::vector<Tensor> out;
+                 return model->run(function, inputsOf(function), out, run);
+               });
     if (HasFatalFailure())
       return;
+  }
+  // Decoding (causal decoders, and T5's decoder against its source): a
+  // ragged prompt into empty caches, then single tokens at different
+  // positions per row, one row idle.
+  if (KvCache::decodeFunction(*model)) {
+    std::unique_ptr<KvCache> cache;
+    ASSERT_TRUE(KvCache::create(*model, 3, 7, cache));
+    if (!cache->contextInputs().empty()) {
+      std::map<std::string, Tensor> source = inputsOf("forward");
+      std::map<std::string, Tensor> context;
+      for (const std::string &n : cache->contextInputs())
+        context[n] = source.at(n);
+      checkCalls("prepare", false, [&](const RunOptions &run) {
+        return cache->setContext(*model, context, run);
+      });
+    }
+    Tensor logits;
+    for (const std::vector<std::vector<int32_t>> &tokens :
+         std::vector<std::vector<std::vector<int32_t>>>{
+             {{1, 5, 9}, {2}, {3, 4}}, {{6}, {}, {8}}}) {
+      checkCalls("decode", false, [&](const RunOptions &run) {
+        return cache->append(*model, tokens, logits, run);
+      });
+      if (HasFatalFailure())
+        return;
+    }
   }
   std::string summary;
   for (const auto &[op, n] : checked)
@@ -612,6 +657,63 @@ TEST(EmulatedOps, AttentionWithAKeyMaskAndFewerQueries) {
       OneKernel(Op::AttentionGrad, 8, 3, attrs(at), {7}),
       {randomF32({B, Tq, H * D}, 123), q, k, v, o, lse, mask, Buffer{}},
       {{B, Tq, H * D}, {B, Tk, Hkv * D}, {B, Tk, Hkv * D}}));
+}
+
+TEST(EmulatedOps, CachedAttentionRollingWindowsBiasesAndBadRows) {
+  // A sliding window of 4 over a cache of 4 slots (it rolls): row 0 adds
+  // positions 5..7, so its first query reads the slot its last token
+  // overwrites; row 1 adds 2 tokens and a padding one. Grouped heads.
+  const int64_t B = 2, T = 3, S = 4, H = 4, Hkv = 2, D = 8;
+  kiln::kart::AttentionAttrsT at;
+  at.heads = H;
+  at.kv_heads = Hkv;
+  at.scale = 0.3;
+  at.pattern = std::make_unique<kiln::kart::AttentionPatternT>();
+  at.pattern->causal = true;
+  at.pattern->kind = kiln::kart::PatternKind::SlidingWindow;
+  at.pattern->window = 4;
+  auto operands = [&](int64_t S, std::vector<int32_t> pos,
+                      std::vector<int32_t> len) {
+    return std::vector<Buffer>{
+        randomF32({B, T, H * D}, 140),   randomF32({B, T, Hkv * D}, 141),
+        randomF32({B, T, Hkv * D}, 142), randomF32({B, S, Hkv * D}, 143),
+        randomF32({B, S, Hkv * D}, 144), integers<int32_t>({B, T}, pos),
+        integers<int32_t>({B}, len)};
+  };
+  EXPECT_TRUE(compareOp(OneKernel(Op::CachedAttention, 7, 1, attrs(at)),
+                        operands(S, {5, 6, 7, 2, 3, 3}, {3, 2}),
+                        {{B, T, H * D}}));
+  // T5's relative position bias, a cache that does not roll.
+  kiln::kart::AttentionAttrsT rel;
+  rel.heads = H;
+  rel.kv_heads = Hkv;
+  rel.scale = 1.0;
+  rel.pattern = std::make_unique<kiln::kart::AttentionPatternT>();
+  rel.pattern->causal = true;
+  rel.relative = std::make_unique<kiln::kart::RelativePositionBucketAttrsT>();
+  rel.relative->buckets = 8;
+  rel.relative->max_distance = 16;
+  std::vector<Buffer> in = operands(20, {14, 15, 16, 0, 0, 0}, {3, 1});
+  in.push_back(randomF32({8, H}, 145));
+  EXPECT_TRUE(compareOp(OneKernel(Op::CachedAttention, 8, 1, attrs(rel)), in,
+                        {{B, T, H * D}}));
+  // A row whose positions skip, or which runs past the cache: the CPU
+  // refuses the step, the GPU flags the row (as -(row + 1)).
+  for (auto [pos, len, row] :
+       {std::tuple<std::vector<int32_t>, std::vector<int32_t>, long long>{
+            {0, 1, 2, 4, 6, 6}, {3, 2}, 1},
+        {{2, 3, 4, 0, 1, 2}, {3, 3}, 0}}) {
+    long long error = 0;
+    kiln::kart::AttentionAttrsT dense;
+    dense.heads = H;
+    dense.kv_heads = Hkv;
+    dense.scale = 0.3;
+    dense.pattern = std::make_unique<kiln::kart::AttentionPatternT>();
+    dense.pattern->causal = true;
+    EXPECT_FALSE(compareOp(OneKernel(Op::CachedAttention, 7, 1, attrs(dense)),
+                           operands(S, pos, len), {{B, T, H * D}}, &error));
+    EXPECT_EQ(error, -(row + 1));
+  }
 }
 
 TEST(EmulatedOps, GlobalNormOfUnevenTensors) {
