@@ -748,6 +748,22 @@ Status matmul(const Call &c) {
                     sizeof a);
 }
 
+/// Why heads as wide as the queries at `ctx.in[q]` and the values at
+/// `ctx.in[v]` do not fit the attention kernels' blocks of `block`
+/// threads (each thread holds up to 8 of a row's values), or "".
+std::string headWidthLimit(const kart::AttentionAttrs &attrs,
+                           const KernelContext &ctx, size_t q, size_t v,
+                           unsigned block) {
+  int64_t D = (*ctx.in[q].shape)[2] / attrs.heads(),
+          Dv = (*ctx.in[v].shape)[2] / attrs.kv_heads();
+  int64_t widest = std::min<int64_t>(KILN_CUDA_MAX_HEAD, 8 * int64_t(block));
+  if (D > widest || Dv > widest)
+    return "heads of " + std::to_string(std::max(D, Dv)) +
+           " values, more than the CUDA attention kernels' " +
+           std::to_string(widest);
+  return "";
+}
+
 /// Why the attention kernels cannot take kernel `k`, or "".
 std::string attentionLimit(const kart::Kernel &k, const KernelContext *ctx,
                            unsigned block) {
@@ -759,16 +775,8 @@ std::string attentionLimit(const kart::Kernel &k, const KernelContext *ctx,
            "causal or not)";
   if (!ctx)
     return "";
-  bool grad = k.op() == Op::AttentionGrad;
-  int64_t H = attrs->heads(), Hkv = attrs->kv_heads();
-  int64_t D = (*ctx->in[grad ? 1 : 0].shape)[2] / H,
-          Dv = (*ctx->in[grad ? 3 : 2].shape)[2] / Hkv;
-  int64_t widest = std::min<int64_t>(KILN_CUDA_MAX_HEAD, 8 * int64_t(block));
-  if (D > widest || Dv > widest)
-    return "heads of " + std::to_string(std::max(D, Dv)) +
-           " values, more than the CUDA attention kernels' " +
-           std::to_string(widest);
-  return "";
+  size_t q = k.op() == Op::AttentionGrad ? 1 : 0;
+  return headWidthLimit(*attrs, *ctx, q, q + 2, block);
 }
 
 Status attention(const Call &c) {
@@ -869,8 +877,6 @@ Status attention(const Call &c) {
   return c.run("kiln_reduce", c.grid(r.total), r);
 }
 
-/// T5's bucket table [Tq, Tk], computed on the host exactly as the CPU's
-/// (its float logarithms decide bucket boundaries) and copied over.
 /// Why the cached attention kernels cannot take kernel `k` (on `ctx`'s
 /// operands, when given, with blocks of `block` threads), or "".
 std::string cachedAttentionLimit(const kart::Kernel &k,
@@ -885,15 +891,7 @@ std::string cachedAttentionLimit(const kart::Kernel &k,
            "a sliding window)";
   if (!ctx)
     return "";
-  const kart::AttentionAttrs *attrs = k.attrs_as_AttentionAttrs();
-  int64_t D = (*ctx->in[0].shape)[2] / attrs->heads(),
-          Dv = (*ctx->in[2].shape)[2] / attrs->kv_heads();
-  int64_t widest = std::min<int64_t>(KILN_CUDA_MAX_HEAD, 8 * int64_t(block));
-  if (D > widest || Dv > widest)
-    return "heads of " + std::to_string(std::max(D, Dv)) +
-           " values, more than the CUDA attention kernels' " +
-           std::to_string(widest);
-  return "";
+  return headWidthLimit(*k.attrs_as_AttentionAttrs(), *ctx, 0, 2, block);
 }
 
 /// CachedAttention: the queries over the cache and the new keys, then the
