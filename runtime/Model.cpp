@@ -442,6 +442,9 @@ Status Model::saveArtifact(const std::string &path) const {
     return Status::error(path + ": the artifact keeps its weights in a "
                                 "separate file; save them with saveWeights");
   std::shared_lock<std::shared_mutex> reading(paramsMutex_);
+  for (size_t i = 0; i < paramData_.size(); ++i)
+    if (Status s = syncParameter(i); !s)
+      return s;
   if (!repack_)
     return writeFileAtomically(
         path, {{bytes_.data() + base_, bytes_.size() - base_}});
@@ -502,16 +505,59 @@ Status Model::setParameters(
                          "' is not a parameter of the model");
   auto writing = lockParameters();
   for (size_t i = 0; i < params_.size(); ++i)
-    if (source[i])
-      std::memcpy(parameterData(i), source[i]->data(), source[i]->bytes());
+    if (source[i]) {
+      if (Status s = syncParameter(i, /*discard=*/true); !s)
+        return s;
+      ++paramVersion_[i];
+      std::memcpy(const_cast<uint8_t *>(paramData_[i]), source[i]->data(),
+                  source[i]->bytes());
+    }
   return Status::ok();
 }
 
-float *Model::parameterData(size_t i) {
-  // The caller may write: packed copies of this parameter are stale.
-  ++paramVersion_.at(i);
+Status Model::parameterData(size_t i, float *&data) {
+  if (i >= paramData_.size())
+    return Status::error("parameter " + std::to_string(i) + " out of range");
+  if (Status s = syncParameter(i); !s)
+    return s;
+  // The caller may write: packed and device copies of it are stale.
+  ++paramVersion_[i];
   // The bytes live in bytes_ or externalWeights_, both owned by the model.
-  return reinterpret_cast<float *>(const_cast<uint8_t *>(paramData_.at(i)));
+  data = reinterpret_cast<float *>(const_cast<uint8_t *>(paramData_[i]));
+  return Status::ok();
+}
+
+Status Model::optimizerState(OptimizerState *&state) {
+  if (gpu_) {
+    std::lock_guard<std::mutex> lock(gpu_->mutex());
+    if (Status s = gpu_->syncMoments(optimizer_); !s)
+      return s;
+  }
+  state = &optimizer_;
+  return Status::ok();
+}
+
+Status Model::syncParameter(size_t i, bool discard) const {
+  if (!gpu_)
+    return Status::ok();
+  std::lock_guard<std::mutex> lock(gpu_->mutex());
+  if (!gpu_->parameterNewer(i))
+    return Status::ok();
+  const kart::Program &p = *kart::GetProgram(bytes_.data() + base_);
+  if (Status s = gpu_->syncParameter(i, const_cast<uint8_t *>(paramData_[i]),
+                                     p.parameters()->Get(i)->size(), discard);
+      !s)
+    return Status::error("parameter '" + p.parameters()->Get(i)->name()->str() +
+                         "': copying it back from the GPU: " + s.message());
+  return Status::ok();
+}
+
+Status Model::syncAll() {
+  for (size_t i = 0; i < paramData_.size(); ++i)
+    if (Status s = syncParameter(i); !s)
+      return s;
+  OptimizerState *state;
+  return optimizerState(state);
 }
 
 Status Model::run(const std::string &function,
@@ -586,6 +632,9 @@ Status Model::memoryReport(const std::string &function,
 
 Status Model::useCuda(std::shared_ptr<cuda::Driver> driver) {
   auto writing = lockParameters();
+  // What train steps left on the current GPU comes home first.
+  if (Status s = syncAll(); !s)
+    return s;
   if (!driver) {
     gpu_.reset();
     return Status::ok();
@@ -779,6 +828,8 @@ Status Model::parameter(const std::string &name, Tensor &out) const {
   std::shared_lock<std::shared_mutex> reading(paramsMutex_);
   for (size_t i = 0; i < params_.size(); ++i)
     if (params_[i].name == name) {
+      if (Status s = syncParameter(i); !s)
+        return s;
       out = Tensor(params_[i].dtype, params_[i].shape);
       if (const quant::QuantView *q = quantViews_[i])
         quant::dequantizeRect(*q, 0, q->rows, 0, q->cols, out.as<float>(),

@@ -246,7 +246,10 @@ public:
   /// Runs this model's calls on the GPU behind `driver` from now on (null:
   /// back to the CPU): its CUDA executable is loaded there, parameters
   /// are copied over on first use and again whenever the host's copy
-  /// changes, inputs and outputs cross at each call's boundary. Fails
+  /// changes, inputs and outputs cross at each call's boundary. Weights
+  /// and moments a compiled train step updates stay on the GPU; they come
+  /// back when read (parameter, saveWeights, saveArtifact, optimizerState)
+  /// or when the model leaves that GPU. Fails
   /// for an artifact without CUDA kernels (kiln compile --target=cpu,cuda).
   Status useCuda(std::shared_ptr<cuda::Driver> driver);
   /// The GPU's description while the model runs on one, with the library
@@ -284,12 +287,16 @@ public:
 
   /// Optimizer moments per parameter, which compiled `train_step` functions
   /// (kiln.optimizer_update) and the Trainer update and checkpoints save.
-  OptimizerState &optimizerState() { return optimizer_; }
+  /// Brought up to date first where a GPU's train steps hold newer moments
+  /// (which the GPU then drops: the next step uploads the host's, which the
+  /// caller may have changed). Not while a call runs.
+  Status optimizerState(OptimizerState *&state);
 
   /// The live storage of parameter `i` (in `parameters()` order), which the
   /// model owns: an optimizer updates it in place between calls, holding
-  /// lockParameters() so that no call reads the weights meanwhile.
-  float *parameterData(size_t i);
+  /// lockParameters() so that no call reads the weights meanwhile. Brought
+  /// up to date first where a GPU's train steps hold a newer copy.
+  Status parameterData(size_t i, float *&data);
   /// Excludes every call of the model while the returned lock is held (for
   /// writers of the parameters: optimizer updates, loading weights).
   std::unique_lock<std::shared_mutex> lockParameters() const {
@@ -339,6 +346,12 @@ private:
   /// Checks the artifact's LoRA record against the parameter table.
   Status loadLora(const void *program);
   std::unique_ptr<FunctionState> newState(const StatePool &pool);
+  /// Downloads parameter `i` where the GPU holds a newer copy than the
+  /// host (a compiled train step wrote it there); `discard`: the host
+  /// overwrites it next, so the GPU's copy is only dropped.
+  Status syncParameter(size_t i, bool discard = false) const;
+  /// Every parameter, and the optimizer moments, up to date on the host.
+  Status syncAll();
 
   std::vector<uint8_t> bytes_;
   size_t base_ = 0; // offset of the artifact in bytes_ (for alignment)

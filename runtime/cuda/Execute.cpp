@@ -278,18 +278,12 @@ Status FunctionState::runCuda(const std::map<std::string, Tensor> &inputs,
   if (timer.on())
     if (Status s = timer.finish(startUs); !s)
       return failed(s);
-  // A train step wrote parameters and moments on the device: the host's
-  // copies follow, so checkpoints and other devices see them.
-  for (size_t i : written) {
-    ++paramVersion[i];
-    size_t bytes = prog.parameters()->Get(i)->size();
-    if (Status s = gpu.downloadParameter(i, const_cast<uint8_t *>(paramData[i]),
-                                         bytes, paramVersion[i]);
-        !s)
-      return failed(s);
-  }
+  // A train step wrote parameters and moments on the device: they stay
+  // there, newer than the host's copies, until the host reads them
+  // (Model::parameter, a checkpoint) or switches devices.
+  for (size_t i : written)
+    gpu.wroteParameter(i, ++paramVersion[i]);
   if (!written.empty())
-    if (Status s = gpu.downloadMoments(optimizer); !s)
-      return failed(s);
+    gpu.wroteMoments();
   return Status::ok();
 }

@@ -27,6 +27,7 @@ Status Gpu::create(std::shared_ptr<Driver> driver, const kart::Program &program,
     return s;
   g->params_.resize(parameters);
   g->versions_.assign(parameters, UINT64_MAX);
+  g->newer_.assign(parameters, false);
   if (Status s = g->error_.reserve(g->driver_, sizeof(long long)); !s)
     return s;
   out = std::move(g);
@@ -62,13 +63,20 @@ Status Gpu::parameter(size_t i, const void *host, size_t bytes,
   return Status::ok();
 }
 
-Status Gpu::downloadParameter(size_t i, void *host, size_t bytes,
-                              uint64_t version) {
+void Gpu::wroteParameter(size_t i, uint64_t version) {
   if (i >= params_.size() || !params_[i])
-    return Status::ok();
-  if (Status s = driver_->download(host, params_[i]->data(), bytes); !s)
-    return s;
+    return;
   versions_[i] = version;
+  newer_[i] = true;
+}
+
+Status Gpu::syncParameter(size_t i, void *host, size_t bytes, bool discard) {
+  if (!parameterNewer(i))
+    return Status::ok();
+  if (!discard)
+    if (Status s = driver_->download(host, params_[i]->data(), bytes); !s)
+      return s;
+  newer_[i] = false;
   return Status::ok();
 }
 
@@ -97,23 +105,26 @@ Status Gpu::moments(const OptimizerState &state, int64_t param, int64_t n,
   return Status::ok();
 }
 
-Status Gpu::downloadMoments(OptimizerState &state) {
-  for (auto &[param, mo] : moments_) {
-    size_t i = static_cast<size_t>(param);
-    if (state.m.size() <= i)
-      state.m.resize(i + 1);
-    if (state.v.size() <= i)
-      state.v.resize(i + 1);
-    for (int which = 0; which < (mo.adamw ? 2 : 1); ++which) {
-      MomentBuffer &host = which ? state.v[i] : state.m[i];
-      if (host.size() != static_cast<size_t>(mo.n))
-        host.assign(static_cast<size_t>(mo.n), 0.0f);
-      if (Status s =
-              driver_->download(host.data(), (which ? mo.v : mo.m).data(),
-                                static_cast<size_t>(mo.n) * 4);
-          !s)
-        return s;
+Status Gpu::syncMoments(OptimizerState &state) {
+  if (momentsNewer_)
+    for (auto &[param, mo] : moments_) {
+      size_t i = static_cast<size_t>(param);
+      if (state.m.size() <= i)
+        state.m.resize(i + 1);
+      if (state.v.size() <= i)
+        state.v.resize(i + 1);
+      for (int which = 0; which < (mo.adamw ? 2 : 1); ++which) {
+        MomentBuffer &host = which ? state.v[i] : state.m[i];
+        if (host.size() != static_cast<size_t>(mo.n))
+          host.assign(static_cast<size_t>(mo.n), 0.0f);
+        if (Status s =
+                driver_->download(host.data(), (which ? mo.v : mo.m).data(),
+                                  static_cast<size_t>(mo.n) * 4);
+            !s)
+          return s;
+      }
     }
-  }
+  momentsNewer_ = false;
+  moments_.clear();
   return Status::ok();
 }

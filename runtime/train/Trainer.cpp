@@ -96,7 +96,10 @@ Status Trainer::create(Model &model, const TrainConfig &config,
       n *= static_cast<size_t>(d);
     t->sizes_.push_back(n);
   }
-  OptimizerState &st = model.optimizerState();
+  OptimizerState *state = nullptr;
+  if (Status s = model.optimizerState(state); !s)
+    return s;
+  OptimizerState &st = *state;
   bool adamw = config.optimizer == "adamw";
   if (!config.optimizerStateFile.empty()) {
     // Paged: the moments live in a memory-mapped file.
@@ -237,11 +240,14 @@ Status Trainer::step(int64_t count, const MicroBatchSource &next,
     if (params[i].trainable)
       ts.push_back({grad[i], static_cast<int64_t>(sizes_[i])});
   float norm = static_cast<float>(std::sqrt(sumOfSquares(ts)));
+  OptimizerState *state = nullptr;
+  if (Status s = model_.optimizerState(state); !s)
+    return s;
+  OptimizerState &st = *state;
   double lr = learningRate(step_);
   ++step_;
   UpdateRule rule = ruleFor(lr);
   rule.clip = clipScale(norm, config_.clipNorm);
-  OptimizerState &st = model_.optimizerState();
   auto writing = model_.lockParameters(); // no call reads half-updated weights
   for (size_t i = 0; i < np; ++i) {
     if (!params[i].trainable)
@@ -249,9 +255,11 @@ Status Trainer::step(int64_t count, const MicroBatchSource &next,
     UpdateRule r = rule;
     if (params[i].shape.size() < 2)
       r.weightDecay = 0;
-    applyUpdate(r, model_.parameterData(i), st.m[i].data(),
-                rule.adamw ? st.v[i].data() : nullptr, grad[i],
-                static_cast<int64_t>(sizes_[i]));
+    float *param = nullptr;
+    if (Status s = model_.parameterData(i, param); !s)
+      return s;
+    applyUpdate(r, param, st.m[i].data(), rule.adamw ? st.v[i].data() : nullptr,
+                grad[i], static_cast<int64_t>(sizes_[i]));
   }
   if (profiler) {
     // The update outside the compiled functions, in the trace too.
@@ -348,7 +356,10 @@ Status Trainer::evaluate(const std::map<std::string, Tensor> &batch,
 }
 
 Status Trainer::saveOptimizer(const std::string &path) const {
-  const OptimizerState &st = model_.optimizerState();
+  OptimizerState *state = nullptr;
+  if (Status s = model_.optimizerState(state); !s)
+    return s;
+  const OptimizerState &st = *state;
   NamedTensors t;
   const auto &params = model_.parameters();
   bool adam = config_.optimizer == "adamw";
@@ -394,7 +405,10 @@ Status Trainer::loadOptimizer(const std::string &path) {
     return Status::ok();
   };
   // Into copies first: a bad file leaves the current state untouched.
-  OptimizerState &st = model_.optimizerState();
+  OptimizerState *state = nullptr;
+  if (Status s = model_.optimizerState(state); !s)
+    return s;
+  OptimizerState &st = *state;
   std::vector<MomentBuffer> m = st.m, v = st.v;
   const auto &params = model_.parameters();
   bool adam = config_.optimizer == "adamw";

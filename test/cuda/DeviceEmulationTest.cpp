@@ -61,6 +61,7 @@ public:
     return Status::ok();
   }
   Status download(void *host, const void *device, size_t bytes) override {
+    downloaded += bytes;
     std::memcpy(host, device, bytes);
     return Status::ok();
   }
@@ -123,7 +124,7 @@ public:
   bool withBlas = true;
   int events = 0;
   std::list<std::string> models;
-  size_t uploaded = 0;
+  size_t uploaded = 0, downloaded = 0;
   int launches = 0, allocations = 0, gemms = 0;
 };
 #endif
@@ -142,6 +143,19 @@ void expectClose(const Tensor &gpu, const Tensor &cpu,
     float g = gpu.as<float>()[i], c = cpu.as<float>()[i];
     ASSERT_NEAR(g, c, 1e-4f * std::max(1.0f, std::fabs(c)))
         << what << ", element " << i;
+  }
+}
+
+/// Every parameter of `gpu` within 1e-4 of `cpu`'s (read through
+/// Model::parameter, which brings a GPU's newer copies home).
+void expectParametersClose(const Model &gpu, const Model &cpu,
+                           const std::string &when) {
+  for (const ParameterInfo &p : cpu.parameters()) {
+    Tensor a, b;
+    ASSERT_TRUE(cpu.parameter(p.name, a));
+    Status s = gpu.parameter(p.name, b);
+    ASSERT_TRUE(s) << s.message();
+    expectClose(b, a, p.name + " " + when);
   }
 }
 
@@ -289,12 +303,90 @@ TEST_F(DeviceEmulation, ParametersFollowTheHostAndTrainingMatchesTheCpu) {
     ASSERT_TRUE(s) << s.message();
     EXPECT_NEAR(sg.loss, sc.loss, 1e-4 * std::max(1.0, std::fabs(sc.loss)));
   }
+  expectParametersClose(*gpu, *cpu, "after 3 steps");
+}
+
+/// Whether every moment of `gpu`'s optimizer state is within 1e-3 (relative,
+/// with a floor of 1e-6) of `cpu`'s.
+void expectMomentsClose(Model &gpu, Model &cpu) {
+  OptimizerState *g = nullptr, *c = nullptr;
+  ASSERT_TRUE(gpu.optimizerState(g));
+  ASSERT_TRUE(cpu.optimizerState(c));
+  ASSERT_EQ(g->m.size(), c->m.size());
+  size_t compared = 0;
+  for (size_t i = 0; i < c->m.size(); ++i)
+    for (int which = 0; which < 2; ++which) {
+      const MomentBuffer &a = which ? g->v[i] : g->m[i],
+                         &b = which ? c->v[i] : c->m[i];
+      ASSERT_EQ(a.size(), b.size()) << "parameter " << i;
+      for (size_t j = 0; j < b.size(); ++j, ++compared)
+        ASSERT_NEAR(a.data()[j], b.data()[j],
+                    1e-3f * std::max(1e-3f, std::fabs(b.data()[j])))
+            << (which ? "v" : "m") << " of parameter " << i << ", element "
+            << j;
+    }
+  EXPECT_GT(compared, 1000u);
+}
+
+TEST_F(DeviceEmulation, CompiledTrainStepsKeepTheirStateOnTheDevice) {
+  // The artifact's train_step (forward, backward, AdamW) on both devices.
+  TrainConfig config;
+  config.lr = 3e-3;
+  config.totalSteps = 3;
+  config.compiledStep = true;
+  std::unique_ptr<Trainer> tc, tg;
+  ASSERT_TRUE(Trainer::create(*cpu, config, tc));
+  Status s = Trainer::create(*gpu, config, tg);
+  ASSERT_TRUE(s) << s.message();
+  std::map<std::string, Tensor> in = {{"tokens", tokens}, {"targets", targets}};
+  size_t weights = 0; // the trainable weights' bytes
   for (const ParameterInfo &p : cpu->parameters()) {
-    Tensor a, b;
-    ASSERT_TRUE(cpu->parameter(p.name, a));
-    ASSERT_TRUE(gpu->parameter(p.name, b));
-    expectClose(b, a, p.name + " after 3 steps");
+    size_t n = p.trainable ? sizeof(float) : 0;
+    for (int64_t d : p.shape)
+      n *= static_cast<size_t>(d);
+    weights += n;
   }
+  auto step = [&](const std::string &when) {
+    StepStats sc, sg;
+    ASSERT_TRUE(tc->step({in}, sc));
+    Status s = tg->step({in}, sg);
+    ASSERT_TRUE(s) << s.message();
+    EXPECT_NEAR(sg.loss, sc.loss, 1e-4 * std::max(1.0, std::fabs(sc.loss)))
+        << when;
+    EXPECT_NEAR(sg.gradNorm, sc.gradNorm, 1e-4 * std::max(1.0, sc.gradNorm))
+        << when;
+  };
+#ifndef KILN_REAL_GPU
+  size_t before = emulated->downloaded;
+#endif
+  for (int i = 0; i < 2; ++i)
+    step("step " + std::to_string(i + 1));
+#ifndef KILN_REAL_GPU
+  // Only the loss and the norm came back: weights and moments stay.
+  EXPECT_LT(emulated->downloaded - before, 64u);
+  before = emulated->downloaded;
+#endif
+  // Reading brings them home.
+  expectParametersClose(*gpu, *cpu, "after 2 compiled steps");
+  expectMomentsClose(*gpu, *cpu);
+#ifndef KILN_REAL_GPU
+  EXPECT_GE(emulated->downloaded - before, weights * 3); // w, m and v
+  // Read once, they come over again only when written there again.
+  before = emulated->downloaded;
+  Tensor again;
+  ASSERT_TRUE(gpu->parameter(cpu->parameters()[0].name, again));
+  EXPECT_EQ(emulated->downloaded, before);
+  size_t uploadedBefore = emulated->uploaded;
+#endif
+  // The host's moments (which the caller may have changed) go back up.
+  step("step 3, after the host read the state");
+#ifndef KILN_REAL_GPU
+  EXPECT_GE(emulated->uploaded - uploadedBefore, weights * 2);
+#endif
+  // Leaving the GPU brings weights and moments home first.
+  ASSERT_TRUE(gpu->useCuda(nullptr));
+  expectParametersClose(*gpu, *cpu, "after leaving the GPU");
+  expectMomentsClose(*gpu, *cpu);
 }
 
 TEST_F(DeviceEmulation, DecodingWithAKeyValueCacheMatchesTheCpu) {
