@@ -18,6 +18,8 @@ PACKAGES=(
   ocl-icd-opencl-dev opencl-c-headers
   # tests and the Python package
   libgtest-dev python3-numpy python3-torch python3-pytest libopenblas0-pthread
+  # data-parallel training (runtime/train/Mpi*.cpp) and its tests under mpirun
+  libopenmpi-dev openmpi-bin
   # pip install . (test/python/test_packaging.py: a fresh venv, offline)
   python3-venv python3-pip
   # bench/ (plots) and scripts/fresh-machine-check.sh
