@@ -18,6 +18,7 @@
 #ifndef KILN_RUNTIME_TRAINER_H
 #define KILN_RUNTIME_TRAINER_H
 
+#include "runtime/Communicator.h"
 #include "runtime/Model.h"
 #include "runtime/Safetensors.h"
 
@@ -59,12 +60,30 @@ struct TrainConfig {
   /// Keep the optimizer's moments in this file (created or truncated, then
   /// memory-mapped) instead of RAM, so they can be paged out; empty: RAM.
   std::string optimizerStateFile;
+  /// Data parallelism across the communicator's ranks (null, or one rank:
+  /// this process alone; docs/distributed.md). Every rank runs the same
+  /// steps on its own micro-batches: rank r's k-th micro-batch of a step
+  /// is micro-batch k * N + r of the step as one process would run it (its
+  /// dropout draws follow that index). The gradients are averaged over all
+  /// of them by all-reduce, the loss over all of them in that order, and
+  /// every rank applies the same update, so the weights stay identical:
+  /// bit for bit one process accumulating the N micro-batches, with or without
+  /// accumulation (the gradients are reduced after every micro-batch,
+  /// overlapping the next one, in one process's order). Trainer::create starts
+  /// every rank from rank 0's trainable weights. Steps use `<loss>_grad` and
+  /// the host update (a compiled train_step has no all-reduce in it).
+  std::shared_ptr<Communicator> communicator;
 };
 
 struct StepStats {
-  double loss = 0;     // mean over the micro-batches
+  double loss = 0;     // mean over the micro-batches (of every rank)
   double lr = 0;       // the rate this update used
   double gradNorm = 0; // global norm before clipping
+  /// Data parallel: seconds this rank waited for the gradients' all-reduce
+  /// (what the next micro-batch's computation did not hide), and the bytes
+  /// it reduced.
+  double allReduceSeconds = 0;
+  uint64_t allReduceBytes = 0;
 };
 
 class Trainer {
@@ -143,6 +162,20 @@ private:
   std::vector<int> gradIndex_;            // loss_grad's result (-1: frozen)
   std::vector<std::vector<float>> grads_; // accumulated micro-batch grads
   std::vector<Tensor> out_;               // loss_grad's results, reused
+  // Data parallel (more than one rank): the trainable parameters'
+  // gradients in one buffer, reduced in buckets.
+  int ranks_ = 1;
+  std::vector<float> flat_;
+  std::vector<size_t> flatAt_; // parameter i's gradient at flat_[flatAt_[i]]
+  /// Checks that the ranks hold the same model and starts them from rank
+  /// 0's trainable weights.
+  Status joinRanks();
+  /// The data-parallel step: averages over the ranks' micro-batches.
+  Status parallelStep(int64_t count, const MicroBatchSource &next,
+                      StepStats &stats);
+  /// The update from gradients `grad` (one per parameter; null: frozen),
+  /// with their global norm and clipping; fills stats.lr and gradNorm.
+  Status update(const std::vector<const float *> &grad, StepStats &stats);
 };
 
 } // namespace kiln::runtime

@@ -7,6 +7,7 @@
 #include "runtime/quant/Serialize.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -120,7 +121,53 @@ Status Trainer::create(Model &model, const TrainConfig &config,
         st.v[i].assign(t->sizes_[i], 0.0f);
     }
   }
+  if (config.communicator && config.communicator->size() > 1)
+    if (Status s = t->joinRanks(); !s)
+      return s;
   out = std::move(t);
+  return Status::ok();
+}
+
+Status Trainer::joinRanks() {
+  Communicator &comm = *config_.communicator;
+  ranks_ = comm.size();
+  haveTrainStep_ = false; // its update has no all-reduce in it
+  const auto &params = model_.parameters();
+  // The ranks must hold the same model: compare a digest of the parameter
+  // table (names, shapes, trainability) with rank 0's.
+  uint64_t digest = 1469598103934665603ull;
+  auto mix = [&](uint64_t v) { digest = (digest ^ v) * 1099511628211ull; };
+  for (const ParameterInfo &p : params) {
+    for (char c : p.name)
+      mix(static_cast<unsigned char>(c));
+    for (int64_t d : p.shape)
+      mix(static_cast<uint64_t>(d));
+    mix(p.trainable);
+  }
+  std::vector<uint64_t> digests(static_cast<size_t>(ranks_));
+  if (Status s = comm.allGatherBytes(&digest, digests.data(), sizeof digest);
+      !s)
+    return s;
+  for (int r = 1; r < ranks_; ++r)
+    if (digests[static_cast<size_t>(r)] != digests[0])
+      return Status::error("rank " + std::to_string(r) +
+                           " holds a different model than rank 0 (its "
+                           "parameters differ in name, shape or training)");
+  // Every rank starts from rank 0's trainable weights.
+  size_t total = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    flatAt_.push_back(total);
+    if (!params[i].trainable)
+      continue;
+    total += sizes_[i];
+    float *w = nullptr;
+    auto writing = model_.lockParameters();
+    if (Status s = model_.parameterData(i, w); !s)
+      return s;
+    if (Status s = comm.broadcast(w, sizes_[i] * sizeof(float), 0); !s)
+      return s;
+  }
+  flat_.assign(total, 0.0f);
   return Status::ok();
 }
 
@@ -156,6 +203,8 @@ Status Trainer::step(int64_t count, const MicroBatchSource &next,
     return Status::error("a training step needs at least one micro-batch");
   std::map<std::string, Tensor> batch;
   ThreadScope threads(model_.threads()); // the optimizer's loops too
+  if (ranks_ > 1)
+    return parallelStep(count, next, stats);
   const auto &params = model_.parameters();
   size_t np = params.size();
   if (haveTrainStep_ && count == 1) {
@@ -230,11 +279,130 @@ Status Trainer::step(int64_t count, const MicroBatchSource &next,
         acc[j] = mb == 0 ? g[j] * inv : acc[j] + g[j] * inv;
     }
   }
+  if (Status s = update(grad, stats); !s)
+    return s;
+  stats.loss = lossSum / static_cast<double>(nmb);
+  return Status::ok();
+}
+
+Status Trainer::parallelStep(int64_t count, const MicroBatchSource &next,
+                             StepStats &stats) {
+  Communicator &comm = *config_.communicator;
+  const int64_t ranks = ranks_, rank = comm.rank();
+  const auto &params = model_.parameters();
+  size_t np = params.size();
+  // One process adds its count N micro-batch gradients, each scaled by
+  // 1/(count N), in one sequence: acc = ((g0 + g1) + g2) ... The ranks
+  // keep that order exactly: after micro-batch k, rank 0 contributes the
+  // running sum plus its gradient, rank r its gradient, and the all-reduce
+  // adds them in rank order — the sum of micro-batches k N, k N + 1, ...
+  // appended to the sum so far. So data parallelism gives the one-process
+  // result bit for bit, with accumulation too. Micro-batch k's reduction
+  // runs while micro-batch k + 1 computes (the kernels push it along).
+  float inv = 1.0f / static_cast<float>(count * ranks);
+  std::vector<double> losses(static_cast<size_t>(count));
+  std::map<std::string, Tensor> batch;
+  std::vector<std::unique_ptr<PendingReduce>> pending;
+  double waitSeconds = 0;
+  auto finish = [&]() -> Status {
+    auto t0 = std::chrono::steady_clock::now();
+    for (auto &p : pending)
+      if (Status s = p->wait(); !s)
+        return s;
+    pending.clear();
+    waitSeconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count();
+    return Status::ok();
+  };
+  // Buckets go out one after another (MPI moves several at once).
+  constexpr size_t kBucket = size_t(1) << 22; // floats: 16 MiB
+  for (int64_t mb = 0; mb < count; ++mb) {
+    int64_t global = mb * ranks + rank;
+    RunOptions run;
+    run.training = true;
+    SplitMix64 mix{config_.seed ^ (static_cast<uint64_t>(step_) << 20) ^
+                   static_cast<uint64_t>(global)};
+    run.seed = mix.next();
+    Status progress = Status::ok();
+    if (!pending.empty())
+      run.afterKernel = [&](const KernelContext &) {
+        for (auto &p : pending)
+          if (progress)
+            progress = p->progress();
+      };
+    if (Status s = next(mb, batch); !s)
+      return s;
+    if (Status s = model_.run(config_.loss + "_grad", batch, out_, run); !s)
+      return Status::error("rank " + std::to_string(rank) + ": " + s.message());
+    if (!progress)
+      return progress;
+    losses[static_cast<size_t>(mb)] = out_[0].as<float>()[0];
+    if (Status s = finish(); !s) // the previous micro-batch's sum is in
+      return s;
+    bool add = mb > 0 && rank == 0;
+    for (size_t i = 0; i < np; ++i) {
+      if (gradIndex_[i] < 0)
+        continue;
+      const float *g = out_[gradIndex_[i]].as<float>();
+      float *acc = flat_.data() + flatAt_[i];
+      int64_t n = static_cast<int64_t>(sizes_[i]);
+#pragma omp parallel for if (n > 65536)
+      for (int64_t j = 0; j < n; ++j)
+        acc[j] = add ? acc[j] + g[j] * inv : g[j] * inv;
+    }
+    for (size_t at = 0; at < flat_.size(); at += kBucket) {
+      pending.emplace_back();
+      if (Status s = comm.startAllReduceSum(
+              flat_.data() + at, std::min(kBucket, flat_.size() - at),
+              pending.back());
+          !s)
+        return s;
+    }
+  }
+  if (Status s = finish(); !s)
+    return s;
+  // Every rank's losses, added in the order one process would have run
+  // the micro-batches (k outer, rank inner).
+  std::vector<double> all(losses.size() * static_cast<size_t>(ranks));
+  if (Status s = comm.allGatherBytes(losses.data(), all.data(),
+                                     losses.size() * sizeof(double));
+      !s)
+    return s;
+  stats.allReduceSeconds = waitSeconds;
+  stats.allReduceBytes =
+      static_cast<uint64_t>(count) * flat_.size() * sizeof(float);
+  double lossSum = 0;
+  for (int64_t mb = 0; mb < count; ++mb)
+    for (int64_t r = 0; r < ranks; ++r) {
+      double loss = all[static_cast<size_t>(r * count + mb)];
+      if (!std::isfinite(loss))
+        return Status::error("the loss is " + std::to_string(loss) +
+                             " at step " + std::to_string(step_ + 1) +
+                             " (rank " + std::to_string(r) + ", micro-batch " +
+                             std::to_string(mb) +
+                             "); lower the learning rate or check the data");
+      lossSum += loss;
+    }
+  std::vector<const float *> grad(np, nullptr);
+  for (size_t i = 0; i < np; ++i)
+    if (gradIndex_[i] >= 0)
+      grad[i] = flat_.data() + flatAt_[i];
+  if (Status s = update(grad, stats); !s)
+    return s;
+  stats.loss = lossSum / static_cast<double>(count * ranks);
+  return Status::ok();
+}
+
+Status Trainer::update(const std::vector<const float *> &grad,
+                       StepStats &stats) {
   // The global norm (fixed chunks: the same for any thread count), rounded
   // to f32 as kiln.global_norm returns it, so this path and a compiled
   // train_step agree bit for bit.
   std::shared_ptr<Profiler> profiler = model_.profiler();
   double updateStart = profiler ? profiler->nowUs() : 0;
+  const auto &params = model_.parameters();
+  size_t np = params.size();
   std::vector<std::pair<const float *, int64_t>> ts;
   for (size_t i = 0; i < np; ++i)
     if (params[i].trainable)
@@ -272,7 +440,6 @@ Status Trainer::step(int64_t count, const MicroBatchSource &next,
     update.thread = profiler->threadIndex();
     profiler->record(std::move(update));
   }
-  stats.loss = lossSum / static_cast<double>(nmb);
   stats.lr = lr;
   stats.gradNorm = norm;
   return Status::ok();
