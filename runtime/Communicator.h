@@ -61,6 +61,8 @@ public:
   virtual ~Communicator() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
+  /// The ranks on this machine (this one included), which share its cores.
+  virtual int localSize() const = 0;
   /// "MPI: Open MPI v4.1.4, rank 0 of 2 on host-a", "one process".
   virtual std::string describe() const = 0;
 
@@ -86,6 +88,10 @@ public:
   /// Rank `root`'s `bytes` bytes at `data` onto every rank.
   virtual Status broadcast(void *data, size_t bytes, int root) = 0;
   virtual Status barrier() = 0;
+  /// Ends every rank's process with exit status `code` (MPI_Abort): for a
+  /// rank that failed while the others may wait in a collective for it,
+  /// which would otherwise never return. One rank: does nothing.
+  virtual void abort(int code) = 0;
 };
 
 /// The one-rank communicator.

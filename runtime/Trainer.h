@@ -142,7 +142,8 @@ public:
   /// Writes a checkpoint directory `parent/step-NNNNNNNN` atomically (see
   /// File.h): model.safetensors, optimizer.safetensors and
   /// trainer_state.json with the caller's `stateJson`; keeps the newest
-  /// `keep`. `kiln train` and the Python Trainer both use it.
+  /// `keep`. `kiln train` and the Python Trainer both use it. Data
+  /// parallel: every rank calls it, rank 0 writes, all return its status.
   Status saveCheckpoint(const std::string &parent, const std::string &stateJson,
                         int keep);
   /// Restores the model's weights and the optimizer state from a checkpoint
@@ -170,6 +171,9 @@ private:
   /// Checks that the ranks hold the same model and starts them from rank
   /// 0's trainable weights.
   Status joinRanks();
+  /// saveCheckpoint's files, written by this process.
+  Status writeCheckpoint(const std::string &parent,
+                         const std::string &stateJson, int keep);
   /// The data-parallel step: averages over the ranks' micro-batches.
   Status parallelStep(int64_t count, const MicroBatchSource &next,
                       StepStats &stats);

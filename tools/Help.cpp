@@ -308,6 +308,12 @@ train options (see docs/training.md):
                      mapped, so the OS pages them out under memory
                      pressure) instead of RAM
   --threads=N        threads for the kernels (see "threads" below)
+  --data-parallel    train on the ranks of MPI (mpirun -np N kiln train
+                     ...; noticed without this flag under mpirun): --batch
+                     is the global batch, each rank takes its slice, and
+                     the weights equal one process's with --batch=B/N
+                     --accumulate=N bit for bit; rank 0 reports and writes
+                     (docs/distributed.md)
   --weights=FILE     start from trained weights (.safetensors, a llama2.c
                      checkpoint or a Hugging Face directory), as in compile
   --seed=S           seed for initialization, data order and dropout (0)

@@ -31,6 +31,7 @@
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <optional>
 #include <unistd.h>
@@ -60,7 +61,7 @@ struct Options {
   std::string target; // --target, for a .kiln model
   double evalFraction = 0.1;
   bool resume = false, recompute = false, fuse = true, quiet = false,
-       verbose = false;
+       verbose = false, dataParallel = false;
   /// Every option's resolved value (OptionParser::settingsJson), which the
   /// checkpoints record so that --resume needs nothing retyped.
   std::string settings;
@@ -179,6 +180,7 @@ int parse(const std::vector<std::string> &args, Options &o,
   p.text("--device", o.load.device, "a device: cpu, cuda or cuda:N");
   p.text("--target", o.target, "devices: cpu, cuda or cpu,cuda");
   p.flag("--resume", o.resume);
+  p.flag("--data-parallel", o.dataParallel);
   p.flag("--quiet", o.quiet);
   p.flag("--verbose", o.verbose);
   p.flag("--recompute", o.recompute);
@@ -455,10 +457,18 @@ int checkTokenIds(const Options &o, const Model &model, const Tokenizer &tok,
            : ""));
 }
 
-} // namespace
+/// Rows [from, from + rows) of a [B, T] batch of token ids, in place.
+void keepRows(Tensor &t, int64_t from, int64_t rows) {
+  int64_t T = t.shape()[1];
+  Tensor part(t.dtype(), {rows, T});
+  std::memcpy(part.data(), t.as<int32_t>() + from * T,
+              static_cast<size_t>(rows * T) * sizeof(int32_t));
+  t = std::move(part);
+}
 
-int kiln::tools::trainCommand(const std::vector<std::string> &args,
-                              std::string *outputPath) {
+/// kiln train, with `comm` set when it runs data parallel.
+int train(const std::vector<std::string> &args, std::string *outputPath,
+          std::shared_ptr<Communicator> &comm) {
   Options o;
   int rc = parse(args, o);
   if (rc == kNeedsCheckpointSettings) {
@@ -473,6 +483,30 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args,
   }
   if (rc >= 0)
     return rc;
+  // Data parallel under an MPI launcher, or when asked (docs/distributed.md):
+  // --batch stays the global batch, rank r takes its r-th slice of every
+  // micro-batch, and rank 0 alone reports and writes.
+  if (o.dataParallel || launchedByMpi())
+    if (Status s = openMpi(comm); !s)
+      return fail("data-parallel training: " + s.message());
+  const int64_t ranks = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
+  if (ranks > 1) {
+    if (o.batch % ranks)
+      return usageError("--batch=" + std::to_string(o.batch) +
+                        " is the global batch; it must split evenly over the " +
+                        std::to_string(ranks) + " ranks");
+    o.train.communicator = comm;
+    // The ranks on one machine share its cores.
+    if (o.threads == 0)
+      o.threads = std::max<int64_t>(1, numThreads() / comm->localSize());
+    if (rank != 0) {
+      o.quiet = true;
+      o.verbose = false;
+      o.metrics.clear();
+      o.plot.clear();
+      o.profile = tools::ProfileOption();
+    }
+  }
   // Text or token ids, bounded by this machine's memory before reading.
   std::string text;
   std::vector<int32_t> ids;
@@ -533,7 +567,7 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args,
     const std::vector<std::string> &d = lossFn->inputs[0].dims;
     for (size_t i = 0; i < 2; ++i)
       if (!d[i].empty() && !std::isdigit(static_cast<unsigned char>(d[i][0])))
-        dims[d[i]] = i == 0 ? o.batch : o.seq;
+        dims[d[i]] = i == 0 ? o.batch / ranks : o.seq;
     if (Status s = trainer->checkMemory(dims, o.accumulate); !s)
       return fail("--batch=" + std::to_string(o.batch) +
                   " --seq=" + std::to_string(o.seq) + ": " + s.message());
@@ -576,18 +610,31 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args,
                          ? " (a Python checkpoint records the data position "
                            "when save_checkpoint is given data=TextDataset)"
                          : ""));
+      auto refuse = [&](const char *key, const std::string &want) {
+        return fail(statePath + ": the checkpoint was made with " + key + "=" +
+                    field(key).value_or("?") + ", this run has " + key + "=" +
+                    want + "; leave --" + key +
+                    " out to resume with the checkpoint's");
+      };
       for (auto [key, want] : {std::pair<const char *, std::string>{
                                    "seed", std::to_string(o.seed)},
-                               {"batch", std::to_string(o.batch)},
                                {"seq", std::to_string(o.seq)},
-                               {"accumulate", std::to_string(o.accumulate)},
                                {"tokenizer", tokenizerName(tok)},
                                {"optimizer", o.train.optimizer}})
         if (field(key) != want)
-          return fail(statePath + ": the checkpoint was made with " + key +
-                      "=" + field(key).value_or("?") + ", this run has " + key +
-                      "=" + want + "; leave --" + key +
-                      " out to resume with the checkpoint's");
+          return refuse(key, want);
+      // The data order depends on the rows a step draws, not on how they
+      // split into micro-batches: a resume may split them otherwise (as a
+      // different number of data-parallel ranks does).
+      int64_t batch = 0, accumulate = 0;
+      auto batchText = field("batch"), accumulateText = field("accumulate");
+      if (!batchText || !accumulateText ||
+          llvm::StringRef(*batchText).getAsInteger(10, batch) ||
+          llvm::StringRef(*accumulateText).getAsInteger(10, accumulate) ||
+          batch * accumulate != o.batch * o.accumulate)
+        return batchText == std::to_string(o.batch)
+                   ? refuse("accumulate", std::to_string(o.accumulate))
+                   : refuse("batch", std::to_string(o.batch));
       if (Status s = trainer->loadCheckpoint(dir); !s)
         return fail(s.message());
       if (trainer->stepCount() != step)
@@ -649,7 +696,10 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args,
                ? " x " + std::to_string(o.accumulate) + " micro-batches"
                : std::string())
        << ", " << o.train.optimizer << " lr " << llvm::format("%g", o.train.lr)
-       << ", " << (o.threads ? o.threads : numThreads()) << " threads\n";
+       << ", " << (o.threads ? o.threads : numThreads()) << " threads"
+       << (ranks > 1 ? " per rank; data parallel on " + comm->describe()
+                     : std::string())
+       << "\n";
   if (o.verbose)
     info << "kiln train: settings " << o.settings << "\n";
 
@@ -672,7 +722,7 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args,
                                    static_cast<int>(o.keep));
   };
 
-  Series trainCurve, evalCurve;
+  tools::Series trainCurve, evalCurve;
   // Throughput over the last steps, for the progress line and the ETA: one
   // step's rate jumps with the machine's noise.
   constexpr size_t kWindow = 20;
@@ -686,8 +736,13 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args,
     if (Status s = trainer->step(
             o.accumulate,
             [&](int64_t, std::map<std::string, Tensor> &m) {
+              // Every rank draws the global micro-batch (the data order
+              // stays one process's) and keeps its own rows.
               data.trainBatch(dataRng, o.batch, o.seq, m[tokensName],
                               m[targetsName]);
+              if (ranks > 1)
+                for (const std::string *n : {&tokensName, &targetsName})
+                  keepRows(m[*n], rank * (o.batch / ranks), o.batch / ranks);
               return Status::ok();
             },
             st);
@@ -709,7 +764,7 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args,
     lastLoss = st.loss;
     trainCurve.push_back({static_cast<double>(step), st.loss});
     std::optional<double> evalLoss;
-    if (data.evalTokens() > 0 &&
+    if (rank == 0 && data.evalTokens() > 0 &&
         ((o.evalEvery > 0 && step % o.evalEvery == 0) || step == o.steps)) {
       double l = 0;
       if (Status s = evaluate(l); !s)
@@ -726,6 +781,12 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args,
           "\"grad_norm\": %.6g, \"tokens_per_s\": %.1f, \"step_ms\": %.2f",
           step, st.loss, st.lr, st.gradNorm, tokPerS, ms);
       metrics.write(line, n);
+      if (ranks > 1) {
+        // What this rank waited for the gradients' all-reduce.
+        n = std::snprintf(line, sizeof line, ", \"allreduce_ms\": %.3f",
+                          st.allReduceSeconds * 1000.0);
+        metrics.write(line, n);
+      }
       if (evalLoss) {
         n = std::snprintf(line, sizeof line, ", \"eval_loss\": %.6f",
                           *evalLoss);
@@ -785,6 +846,8 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args,
     }
   }
 
+  if (rank != 0)
+    return 0; // rank 0 writes the results
   // What this run did, in the artifact's history (kiln inspect shows it).
   char what[256];
   std::snprintf(
@@ -806,7 +869,7 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args,
       return fail(s.message());
   if (!o.plot.empty()) {
     std::string err;
-    if (!writeLossPlot(o.plot, trainCurve, evalCurve, err))
+    if (!tools::writeLossPlot(o.plot, trainCurve, evalCurve, err))
       return fail(o.plot + ": " + err);
   }
   double total =
@@ -823,4 +886,19 @@ int kiln::tools::trainCommand(const std::vector<std::string> &args,
     info << " and " << o.plot;
   info << "\n";
   return o.profile.write();
+}
+
+} // namespace
+
+int kiln::tools::trainCommand(const std::vector<std::string> &args,
+                              std::string *outputPath) {
+  std::shared_ptr<Communicator> comm;
+  int rc = train(args, outputPath, comm);
+  // A rank that failed ends the run on every rank: the others may be
+  // waiting in a collective for it and would never return.
+  if (rc != 0 && comm && comm->size() > 1) {
+    llvm::errs().flush();
+    comm->abort(rc);
+  }
+  return rc;
 }

@@ -82,9 +82,9 @@ from . import _kiln  # noqa: E402
 
 __version__ = _kiln.VERSION
 
-__all__ = ["AdamW", "CompileError", "Model", "SGD", "TextDataset", "Tokenizer",
-           "Trainer", "compile", "dequantize", "load", "load_tokenizer",
-           "quantize", "train"]
+__all__ = ["AdamW", "Communicator", "CompileError", "Model", "SGD",
+           "TextDataset", "Tokenizer", "Trainer", "compile", "dequantize",
+           "load", "load_tokenizer", "mpi", "quantize", "train"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -964,6 +964,11 @@ class Trainer:
     file (memory-mapped) instead of RAM, as ``kiln train
     --optimizer-state``: the OS pages them out under memory pressure.
 
+    ``communicator=kiln.mpi()`` trains data parallel under ``mpirun``: every
+    rank makes the same calls with its own micro-batches, and the weights
+    are one process's (docs/distributed.md); ``save_checkpoint`` is then
+    written by rank 0, after which every rank returns.
+
     Checkpoints are ``kiln train``'s: given the ``TextDataset`` the batches
     come from, ``save_checkpoint`` records its position and the run's
     settings, so ``kiln train --resume`` continues a Python run, and
@@ -973,8 +978,11 @@ class Trainer:
     def __init__(self, model: Model, optimizer: Union[AdamW, SGD, None] = None,
                  *, loss: str = "loss", clip: float = 1.0, warmup: int = 0,
                  total_steps: int = 1, min_lr_ratio: float = 0.1,
-                 seed: int = 0, optimizer_state: Optional[PathLike] = None):
+                 seed: int = 0, optimizer_state: Optional[PathLike] = None,
+                 communicator: Optional["_kiln.Communicator"] = None):
         opt = optimizer if optimizer is not None else AdamW()
+        self.communicator = communicator
+        parallel = communicator is not None and communicator.size > 1
         adam = isinstance(opt, AdamW)
         if not adam and not isinstance(opt, SGD):
             raise TypeError("optimizer must be kiln.AdamW or kiln.SGD")
@@ -988,13 +996,17 @@ class Trainer:
                     weight_decay=float(opt.weight_decay),
                     momentum=0.9 if adam else float(opt.momentum),
                     max_norm=max(0.0, float(clip)))
-        self.compiled_step = model._compile_train_step(loss, step)
+        # Data parallel steps use loss_grad and the host update (a compiled
+        # step has no all-reduce in it), so none is compiled then.
+        self.compiled_step = (False if parallel else
+                              model._compile_train_step(loss, step))
         self._impl = _kiln.Trainer(
             model._impl, loss, step["optimizer"], float(opt.lr),
             int(warmup), int(total_steps), float(min_lr_ratio),
             step["beta1"], step["beta2"], step["eps"], step["momentum"],
             step["weight_decay"], float(clip), int(seed), self.compiled_step,
-            os.fspath(optimizer_state) if optimizer_state else "")
+            os.fspath(optimizer_state) if optimizer_state else "",
+            communicator)
         self.last_lr = 0.0
         self.last_grad_norm = 0.0
         # The run in kiln train's words, for checkpoints (its config keys).
@@ -1161,6 +1173,21 @@ def train(model: Optional[PathLike] = None, /, *,
         raise ValueError(f"training failed (status {rc}); the lines above "
                          f"say why")
     return load(output) if output else None
+
+
+Communicator = _kiln.Communicator
+
+
+def mpi() -> "Communicator":
+    """The ranks of this MPI job (``mpirun -np N python3 script.py``), for
+    ``kiln.Trainer(..., communicator=kiln.mpi())``: each rank steps on its
+    own micro-batches — rank r's k-th is micro-batch k*N + r of what one
+    process would run — and every rank ends with the weights of one process
+    accumulating all of them, bit for bit (docs/distributed.md).
+    ``.rank``, ``.size``, ``.local_size`` (ranks on this machine) and
+    ``.barrier()``. Starts MPI on first use (it ends at exit); RuntimeError
+    when kiln was built without MPI. No mpi4py needed."""
+    return _kiln.mpi()
 
 
 def __dir__() -> List[str]:

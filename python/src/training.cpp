@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 #include "bindings.h"
 
+#include "runtime/Communicator.h"
 #include "runtime/File.h"
 #include "runtime/Trainer.h"
 
@@ -16,13 +17,40 @@ namespace py = pybind11;
 using namespace kiln::runtime;
 
 void kiln::python::registerTraining(py::module_ &m) {
+  // The ranks of a data-parallel run (docs/distributed.md).
+  py::class_<Communicator, std::shared_ptr<Communicator>>(m, "Communicator")
+      .def_property_readonly("rank", &Communicator::rank)
+      .def_property_readonly("size", &Communicator::size)
+      .def_property_readonly("local_size", &Communicator::localSize)
+      .def("__repr__",
+           [](const Communicator &c) {
+             return "<kiln.Communicator " + c.describe() + ">";
+           })
+      .def("barrier", [](Communicator &c) {
+        Status s;
+        {
+          py::gil_scoped_release release;
+          s = c.barrier();
+        }
+        if (!s)
+          throw std::runtime_error(s.pythonMessage());
+      });
+  m.def("mpi", [] {
+    std::shared_ptr<Communicator> c;
+    if (Status s = openMpi(c); !s)
+      throw std::runtime_error(s.pythonMessage());
+    return c;
+  });
+  m.def("local_communicator", &localCommunicator);
+  m.def("launched_by_mpi", &launchedByMpi);
   py::class_<Trainer>(m, "Trainer")
       .def(py::init([](Model &model, const std::string &loss,
                        const std::string &optimizer, double lr, int64_t warmup,
                        int64_t total, double minLrRatio, double beta1,
                        double beta2, double eps, double momentum,
                        double weightDecay, double clip, uint64_t seed,
-                       bool compiledStep, const std::string &stateFile) {
+                       bool compiledStep, const std::string &stateFile,
+                       std::shared_ptr<Communicator> communicator) {
              TrainConfig c;
              c.loss = loss;
              c.optimizer = optimizer;
@@ -39,8 +67,15 @@ void kiln::python::registerTraining(py::module_ &m) {
              c.seed = seed;
              c.compiledStep = compiledStep;
              c.optimizerStateFile = stateFile;
+             c.communicator = std::move(communicator);
              std::unique_ptr<Trainer> t;
-             if (Status s = Trainer::create(model, c, t); !s)
+             Status s;
+             {
+               // Data parallel: waits for the other ranks.
+               py::gil_scoped_release release;
+               s = Trainer::create(model, c, t);
+             }
+             if (!s)
                throw py::value_error(s.pythonMessage());
              return t;
            }),
@@ -49,7 +84,7 @@ void kiln::python::registerTraining(py::module_ &m) {
            py::arg("min_lr_ratio"), py::arg("beta1"), py::arg("beta2"),
            py::arg("eps"), py::arg("momentum"), py::arg("weight_decay"),
            py::arg("clip"), py::arg("seed"), py::arg("compiled_step") = false,
-           py::arg("optimizer_state") = "",
+           py::arg("optimizer_state") = "", py::arg("communicator") = nullptr,
            py::keep_alive<1, 2>()) // the model outlives its trainer
       .def(
           "step",

@@ -33,6 +33,7 @@ class Local final : public Communicator {
 public:
   int rank() const override { return 0; }
   int size() const override { return 1; }
+  int localSize() const override { return 1; }
   std::string describe() const override { return "one process"; }
   Status allReduceSum(float *, size_t) override { return Status::ok(); }
   Status startAllReduceSum(float *, size_t,
@@ -62,6 +63,7 @@ public:
                                      std::to_string(root) + " of 1");
   }
   Status barrier() override { return Status::ok(); }
+  void abort(int) override {}
 };
 
 } // namespace
@@ -79,11 +81,3 @@ bool kiln::runtime::launchedByMpi() {
   }
   return false;
 }
-
-#ifndef KILN_HAVE_MPI
-Status kiln::runtime::openMpi(std::shared_ptr<Communicator> &) {
-  return Status::error(
-      "this kiln was built without MPI (configure with -DKILN_MPI=ON where "
-      "libopenmpi-dev is installed)");
-}
-#endif

@@ -79,6 +79,12 @@ public:
   explicit Mpi(MPI_Comm comm) : comm_(comm) {
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
+    MPI_Comm local;
+    if (MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL,
+                            &local) == MPI_SUCCESS) {
+      MPI_Comm_size(local, &localSize_);
+      MPI_Comm_free(&local);
+    }
     char version[MPI_MAX_LIBRARY_VERSION_STRING];
     int length = 0;
     MPI_Get_library_version(version, &length);
@@ -90,6 +96,7 @@ public:
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  int localSize() const override { return localSize_; }
   std::string describe() const override {
     return "MPI: " + library_ + ", rank " + std::to_string(rank_) + " of " +
            std::to_string(size_) + " on " + host_;
@@ -206,6 +213,8 @@ public:
 
   Status barrier() override { return mpiStatus(MPI_Barrier(comm_), "barrier"); }
 
+  void abort(int code) override { MPI_Abort(comm_, code); }
+
 private:
   /// out[j] = ((g[0][j] + g[1][j]) + g[2][j]) ..., g rank-major.
   void sumInOrder(const float *g, size_t n, float *out) const {
@@ -246,7 +255,7 @@ private:
   }
 
   MPI_Comm comm_;
-  int rank_ = 0, size_ = 1;
+  int rank_ = 0, size_ = 1, localSize_ = 1;
   std::string library_, host_;
 };
 

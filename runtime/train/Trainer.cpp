@@ -629,6 +629,25 @@ Status Trainer::loadWeights(const std::string &path) {
 
 Status Trainer::saveCheckpoint(const std::string &parent,
                                const std::string &stateJson, int keep) {
+  if (ranks_ > 1) {
+    // Data parallel: the ranks hold the same state; rank 0 writes it and
+    // tells the others how that went, so that all of them return the same.
+    Communicator &comm = *config_.communicator;
+    Status s = comm.rank() == 0 ? writeCheckpoint(parent, stateJson, keep)
+                                : Status::ok();
+    char ok = s ? 1 : 0;
+    if (Status b = comm.broadcast(&ok, 1, 0); !b)
+      return b;
+    if (!ok && comm.rank() != 0)
+      return Status::error("rank 0 could not write the checkpoint in " +
+                           parent);
+    return s;
+  }
+  return writeCheckpoint(parent, stateJson, keep);
+}
+
+Status Trainer::writeCheckpoint(const std::string &parent,
+                                const std::string &stateJson, int keep) {
   std::string tmp;
   if (Status s = beginCheckpoint(parent, tmp); !s)
     return s;

@@ -58,6 +58,7 @@ TEST(Mpi, TheLauncherIsNoticedAndTheWorldDescribed) {
             std::string::npos)
       << c->describe();
   EXPECT_EQ(c->describe().rfind("MPI: ", 0), 0u) << c->describe();
+  EXPECT_EQ(c->localSize(), c->size()); // all on this machine
   ASSERT_TRUE(c->barrier());
 }
 

@@ -27,6 +27,7 @@ TEST(Communicator, OneRankIsItsOwnResult) {
   auto c = localCommunicator();
   EXPECT_EQ(c->rank(), 0);
   EXPECT_EQ(c->size(), 1);
+  EXPECT_EQ(c->localSize(), 1);
   EXPECT_EQ(c->describe(), "one process");
   std::vector<float> v = {1.5f, -2.0f, 3.25f}, out(3);
   ASSERT_TRUE(c->allReduceSum(v.data(), v.size()));

@@ -1,0 +1,188 @@
+"""Data-parallel `kiln train` under Open MPI's mpirun (docs/distributed.md):
+N ranks give one process's weights bit for bit, a checkpoint resumes at
+another N, and a rank that fails or dies ends the run on every rank."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from kiln_cli import BUILD, EXAMPLES, KILN, data_file
+
+sys.path.insert(0, str(BUILD / "python"))
+import kiln  # noqa: E402
+
+MPIRUN = shutil.which("mpirun")
+pytestmark = pytest.mark.skipif(
+    MPIRUN is None, reason="no mpirun (scripts/install-deps.sh installs "
+    "Open MPI)")
+
+TINY = ["-D", "n_layer=1", "-D", "n_embd=32", "-D", "n_head=2",
+        "-D", "n_positions=16", "-D", "resid_pdrop=0.1"]
+# Containers often run as root, which mpirun refuses unless told. The
+# ranks of a Python script import the kiln package this test imported.
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1",
+           OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           PYTHONPATH=os.pathsep.join(
+               [str(BUILD / "python")] +
+               [p for p in [os.environ.get("PYTHONPATH")] if p]))
+
+
+def text(tmp_path):
+    p = tmp_path / "text.txt"
+    p.write_text(data_file("tinyshakespeare.txt").read_text()[:20000])
+    return p
+
+
+def train_args(tmp_path, *extra):
+    return [KILN, "train", str(EXAMPLES / "gpt2.kiln"), *TINY,
+            f"--data={text(tmp_path)}", "--seq=16", "--lr=0.003",
+            "--seed=3", *extra]
+
+
+def run(cmd, timeout=240, check=True):
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
+                       timeout=timeout, env=ENV)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def mpirun(n, *cmd, **kw):
+    return run([MPIRUN, "--oversubscribe", "-np", str(n), *cmd], **kw)
+
+
+def losses(path):
+    return [json.loads(line)["loss"] for line in open(path)]
+
+
+def assert_same_weights(a, b):
+    pa, pb = kiln.load(a).parameters(), kiln.load(b).parameters()
+    assert pa.keys() == pb.keys()
+    worst = max(float(np.max(np.abs(pa[k] - pb[k]))) for k in pa)
+    assert worst == 0.0, f"largest weight difference {worst}"
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_ranks_train_like_one_process_accumulating(tmp_path, ranks):
+    # --batch is the global batch: N ranks of 2 rows each are one process
+    # accumulating N micro-batches of 2 rows, bit for bit.
+    r = mpirun(ranks, *train_args(tmp_path, "--steps=12", f"--batch={2 * ranks}",
+                                  "-o", tmp_path / "dp.kart",
+                                  f"--metrics={tmp_path / 'dp.jsonl'}"))
+    assert f"data parallel on MPI: Open MPI" in r.stderr, r.stderr
+    assert f"rank 0 of {ranks}" in r.stderr
+    # Rank 0 alone reports: one closing line.
+    assert r.stderr.count("kiln train: done") == 1, r.stderr
+    run(train_args(tmp_path, "--steps=12", "--batch=2",
+                   f"--accumulate={ranks}", "--threads=1",
+                   "-o", tmp_path / "one.kart",
+                   f"--metrics={tmp_path / 'one.jsonl'}"))
+    assert losses(tmp_path / "dp.jsonl") == losses(tmp_path / "one.jsonl")
+    assert_same_weights(tmp_path / "dp.kart", tmp_path / "one.kart")
+
+
+def test_a_checkpoint_resumes_at_another_rank_count(tmp_path):
+    # 2 ranks for 5 steps, then 3 from their checkpoint: one process that
+    # splits each step's 6 rows as 2 x 3, then (resumed) as 3 x 2.
+    mpirun(2, *train_args(tmp_path, "--steps=10", "--batch=6",
+                          "--stop-after=5", f"--checkpoint-dir={tmp_path / 'a'}"))
+    r = mpirun(3, KILN, "train", "--resume",
+               f"--checkpoint-dir={tmp_path / 'a'}", "-o", tmp_path / "a.kart")
+    assert "resumed from" in r.stderr and "at step 5" in r.stderr
+    run(train_args(tmp_path, "--steps=10", "--batch=3", "--accumulate=2",
+                   "--threads=1", "--stop-after=5",
+                   f"--checkpoint-dir={tmp_path / 'b'}"))
+    run([KILN, "train", "--resume", f"--checkpoint-dir={tmp_path / 'b'}",
+         "--batch=2", "--accumulate=3", "-o", tmp_path / "b.kart"])
+    assert_same_weights(tmp_path / "a.kart", tmp_path / "b.kart")
+    # Rows per step are what a resume must keep.
+    r = run([KILN, "train", "--resume", f"--checkpoint-dir={tmp_path / 'b'}",
+             "--batch=4"], check=False)
+    assert r.returncode == 1
+    assert "the checkpoint was made with batch=2, this run has batch=4" \
+        in r.stderr, r.stderr
+
+
+def test_a_batch_that_does_not_split_is_refused(tmp_path):
+    r = mpirun(3, *train_args(tmp_path, "--steps=2", "--batch=4"),
+               check=False)
+    assert r.returncode != 0
+    assert "--batch=4 is the global batch; it must split evenly over the 3 " \
+        "ranks" in r.stderr, r.stderr
+
+
+def test_a_failing_rank_ends_the_run_on_every_rank(tmp_path):
+    # Rank 1 cannot read its data while rank 0 waits for it in a collective.
+    good = train_args(tmp_path, "--steps=50", "--batch=2")
+    bad = [a if not a.startswith("--data=") else
+           f"--data={tmp_path / 'missing.txt'}" for a in good]
+    start = time.monotonic()
+    r = run([MPIRUN, "--oversubscribe", "-np", "1", *good, ":",
+             "-np", "1", *bad], timeout=120, check=False)
+    assert r.returncode != 0
+    assert "missing.txt" in r.stderr, r.stderr
+    assert time.monotonic() - start < 60
+
+
+def test_a_rank_that_dies_ends_the_run(tmp_path):
+    # Rank 1 is killed mid-run (SIGKILL: no chance to say anything); rank 0
+    # must not wait for it forever.
+    long = train_args(tmp_path, "--steps=100000", "--batch=2")
+    start = time.monotonic()
+    r = run([MPIRUN, "--oversubscribe", "-np", "1", *long, ":",
+             "-np", "1", "timeout", "-s", "KILL", "4", *long],
+            timeout=120, check=False)
+    assert r.returncode != 0
+    assert time.monotonic() - start < 60, r.stderr
+
+
+SCRIPT = r'''
+import sys
+import numpy as np
+import kiln
+
+comm = kiln.mpi()
+N, r = comm.size, comm.rank
+src = sys.argv[1]
+defines = dict(n_layer=1, n_embd=32, n_head=2, n_positions=16, vocab_size=37,
+               resid_pdrop=0.1)
+dp = kiln.compile(src, defines=defines, grad="loss", threads=1)
+one = kiln.compile(src, defines=defines, grad="loss", threads=1)
+opt = lambda: kiln.AdamW(lr=3e-3, weight_decay=0.1)
+tdp = kiln.Trainer(dp, opt(), total_steps=6, seed=4, communicator=comm)
+tone = kiln.Trainer(one, opt(), total_steps=6, seed=4)
+rng = np.random.default_rng(9)
+for step in range(6):
+    x = rng.integers(0, 37, size=(2 * N, 8), dtype=np.int32)
+    y = rng.integers(0, 37, size=(2 * N, 8), dtype=np.int32)
+    mine = {"tokens": x[2 * r:2 * r + 2], "targets": y[2 * r:2 * r + 2]}
+    a = tdp.step(mine)
+    b = tone.step([{"tokens": x[2 * k:2 * k + 2],
+                    "targets": y[2 * k:2 * k + 2]} for k in range(N)])
+    assert a == b, (step, a, b)
+pa, pb = dp.parameters(), one.parameters()
+worst = max(float(np.max(np.abs(pa[k] - pb[k]))) for k in pa)
+assert worst == 0.0, worst
+path = tdp.save_checkpoint(sys.argv[2])
+comm.barrier()
+print(f"rank {r} of {N}: {comm!r}; identical weights; checkpoint {path.name}")
+'''
+
+
+def test_the_python_trainer_on_mpi(tmp_path):
+    script = tmp_path / "dp.py"
+    script.write_text(SCRIPT)
+    r = mpirun(2, "/usr/bin/python3", script, EXAMPLES / "gpt2.kiln",
+               tmp_path / "ck")
+    for rank in range(2):
+        assert f"rank {rank} of 2: <kiln.Communicator MPI: Open MPI" \
+            in r.stdout, r.stdout + r.stderr
+    assert r.stdout.count("identical weights; checkpoint step-00000006") == 2
+    # One checkpoint, as one process writes it.
+    assert (tmp_path / "ck" / "latest").read_text().strip() == \
+        "step-00000006"
