@@ -18,8 +18,9 @@ PACKAGES=(
   ocl-icd-opencl-dev opencl-c-headers
   # tests and the Python package
   libgtest-dev python3-numpy python3-torch python3-pytest libopenblas0-pthread
-  # data-parallel training (runtime/train/Mpi*.cpp) and its tests under mpirun
-  libopenmpi-dev openmpi-bin
+  # data-parallel training (runtime/train/Mpi.cpp) and its tests under
+  # mpirun, also between two network namespaces (scripts/mpi-netns-check.sh)
+  libopenmpi-dev openmpi-bin iproute2
   # pip install . (test/python/test_packaging.py: a fresh venv, offline)
   python3-venv python3-pip
   # bench/ (plots) and scripts/fresh-machine-check.sh
