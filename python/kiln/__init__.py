@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -1186,8 +1187,24 @@ def mpi() -> "Communicator":
     accumulating all of them, bit for bit (docs/distributed.md).
     ``.rank``, ``.size``, ``.local_size`` (ranks on this machine) and
     ``.barrier()``. Starts MPI on first use (it ends at exit); RuntimeError
-    when kiln was built without MPI. No mpi4py needed."""
-    return _kiln.mpi()
+    when kiln was built without MPI. No mpi4py needed.
+
+    An uncaught exception on one rank ends every rank (``.abort()``, after
+    the traceback): the others may be waiting for it in a collective and
+    would wait forever. A rank that leaves through ``sys.exit(code)``
+    should call ``.abort(code)`` first for the same reason."""
+    comm = _kiln.mpi()
+    if comm.size > 1 and not getattr(sys.excepthook, "_kiln_aborts", False):
+        previous = sys.excepthook
+
+        def abort_all(kind, value, traceback):
+            previous(kind, value, traceback)
+            sys.stderr.flush()
+            comm.abort(1)
+
+        abort_all._kiln_aborts = True  # type: ignore[attr-defined]
+        sys.excepthook = abort_all
+    return comm
 
 
 def __dir__() -> List[str]:

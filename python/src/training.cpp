@@ -26,6 +26,9 @@ void kiln::python::registerTraining(py::module_ &m) {
            [](const Communicator &c) {
              return "<kiln.Communicator " + c.describe() + ">";
            })
+      .def(
+          "abort", [](Communicator &c, int code) { c.abort(code); },
+          py::arg("code") = 1)
       .def("barrier", [](Communicator &c) {
         Status s;
         {

@@ -186,3 +186,22 @@ def test_the_python_trainer_on_mpi(tmp_path):
     # One checkpoint, as one process writes it.
     assert (tmp_path / "ck" / "latest").read_text().strip() == \
         "step-00000006"
+
+
+def test_an_exception_on_one_rank_ends_the_python_run(tmp_path):
+    # Rank 1 raises while rank 0 waits at a barrier: kiln.mpi()'s hook
+    # prints the traceback and aborts every rank.
+    script = tmp_path / "fail.py"
+    script.write_text(
+        "import kiln\n"
+        "comm = kiln.mpi()\n"
+        "if comm.rank == 1:\n"
+        "    raise RuntimeError('rank 1 cannot go on')\n"
+        "comm.barrier()\n"
+        "print('rank', comm.rank, 'passed the barrier')\n")
+    start = time.monotonic()
+    r = mpirun(2, "/usr/bin/python3", script, timeout=120, check=False)
+    assert r.returncode != 0
+    assert "RuntimeError: rank 1 cannot go on" in r.stderr, r.stderr
+    assert "passed the barrier" not in r.stdout
+    assert time.monotonic() - start < 60
