@@ -625,17 +625,25 @@ TEST(EmulatedOps, MatrixProductsWithEpilogues) {
           {6, 9}, 4, false);
 }
 
+/// Causal attention's attributes: `H` query heads over `Hkv` key/value
+/// heads, scores scaled by `scale`.
+kiln::kart::AttentionAttrsT causalAttention(int64_t H, int64_t Hkv,
+                                            double scale) {
+  kiln::kart::AttentionAttrsT at;
+  at.heads = H;
+  at.kv_heads = Hkv;
+  at.scale = scale;
+  at.pattern = std::make_unique<kiln::kart::AttentionPatternT>();
+  at.pattern->causal = true;
+  return at;
+}
+
 TEST(EmulatedOps, AttentionWithAKeyMaskAndFewerQueries) {
   // Causal with Tq < Tk (the queries are the last 3 positions), grouped
   // heads (4 query heads on 2), keys masked per batch row, one row of
   // batch 1 seeing no key at all.
   const int64_t B = 2, Tq = 3, Tk = 7, H = 4, Hkv = 2, D = 8;
-  kiln::kart::AttentionAttrsT at;
-  at.heads = H;
-  at.kv_heads = Hkv;
-  at.scale = 0.35;
-  at.pattern = std::make_unique<kiln::kart::AttentionPatternT>();
-  at.pattern->causal = true;
+  kiln::kart::AttentionAttrsT at = causalAttention(H, Hkv, 0.35);
   Buffer q = randomF32({B, Tq, H * D}, 120),
          k = randomF32({B, Tk, Hkv * D}, 121),
          v = randomF32({B, Tk, Hkv * D}, 122);
@@ -664,12 +672,7 @@ TEST(EmulatedOps, CachedAttentionRollingWindowsBiasesAndBadRows) {
   // positions 5..7, so its first query reads the slot its last token
   // overwrites; row 1 adds 2 tokens and a padding one. Grouped heads.
   const int64_t B = 2, T = 3, S = 4, H = 4, Hkv = 2, D = 8;
-  kiln::kart::AttentionAttrsT at;
-  at.heads = H;
-  at.kv_heads = Hkv;
-  at.scale = 0.3;
-  at.pattern = std::make_unique<kiln::kart::AttentionPatternT>();
-  at.pattern->causal = true;
+  kiln::kart::AttentionAttrsT at = causalAttention(H, Hkv, 0.3);
   at.pattern->kind = kiln::kart::PatternKind::SlidingWindow;
   at.pattern->window = 4;
   auto operands = [&](int64_t S, std::vector<int32_t> pos,
