@@ -490,6 +490,10 @@ int train(const std::vector<std::string> &args, std::string *outputPath,
     if (Status s = openMpi(comm); !s)
       return fail("data-parallel training: " + s.message());
   const int64_t ranks = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
+  if (o.dataParallel && ranks == 1)
+    llvm::WithColor::warning(llvm::errs(), "kiln")
+        << "--data-parallel with one rank: this process trains alone (start "
+           "the ranks with mpirun -np N kiln train ...)\n";
   if (ranks > 1) {
     if (o.batch % ranks)
       return usageError("--batch=" + std::to_string(o.batch) +

@@ -108,6 +108,16 @@ def test_a_checkpoint_resumes_at_another_rank_count(tmp_path):
         in r.stderr, r.stderr
 
 
+def test_data_parallel_alone_says_so(tmp_path):
+    # --data-parallel outside mpirun: MPI starts as one rank, which trains
+    # as one process would, with a warning.
+    r = run(train_args(tmp_path, "--steps=2", "--batch=2", "--data-parallel",
+                       "-o", tmp_path / "alone.kart"))
+    assert "warning: --data-parallel with one rank: this process trains " \
+        "alone" in r.stderr, r.stderr
+    assert (tmp_path / "alone.kart").is_file()
+
+
 def test_a_batch_that_does_not_split_is_refused(tmp_path):
     r = mpirun(3, *train_args(tmp_path, "--steps=2", "--batch=4"),
                check=False)
