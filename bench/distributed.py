@@ -19,6 +19,15 @@ compilation is not counted; each configuration's figure is the median of
   --batch=16 --accumulate=4: with accumulation each micro-batch's
   all-reduce runs while the next micro-batch computes.
 
+- 2 ranks with --zero=1 and --zero=2 (16 and 16 x 4): the optimizer
+  moments (and with 2 the accumulated gradients) sharded; the same
+  weights, other collectives (a reduce-scatter, then an all-gather of the
+  updated weights).
+
+Optimizer-state memory per rank: the bytes of AdamW moments each rank
+holds (kiln.Trainer.optimizer_state_bytes, every rank reporting) with
+ZeRO-1 at N = 1, 2 and 3 ranks, beside one process's.
+
 Scaling efficiency = (one rank's share step time) / (2-rank step time).
 The communication is rank 0's wait for the all-reduce per step
 (allreduce_ms in the metrics), which includes any time it idles for the
@@ -53,14 +62,47 @@ def env():
     return e
 
 
-def run(tmp, name, ranks, threads, batch, accumulate, steps):
+MEMORY_SCRIPT = r'''
+import json, sys
+import kiln
+comm = kiln.mpi()
+defines = json.loads(sys.argv[2])
+model = kiln.compile(sys.argv[1], defines=defines, grad="loss", threads=1)
+t = kiln.Trainer(model, kiln.AdamW(), communicator=comm, zero=1)
+print(json.dumps({"rank": comm.rank, "bytes": t.optimizer_state_bytes,
+                  "shard": t.shard_range}), flush=True)
+'''
+
+
+def optimizer_memory(tmp, ranks):
+    """Every rank's optimizer-state bytes with ZeRO-1 on `ranks` ranks."""
+    script = Path(tmp) / "memory.py"
+    script.write_text(MEMORY_SCRIPT)
+    # The trained model: kiln train's character tokenizer gives
+    # tinyshakespeare's 65 symbols.
+    defines = {MODEL[i + 1].split("=")[0]: int(MODEL[i + 1].split("=")[1])
+               for i in range(0, len(MODEL), 2)}
+    defines["vocab_size"] = 65
+    e = env()
+    e["PYTHONPATH"] = str(ROOT / "build" / "python")
+    out = subprocess.run(
+        [shutil.which("mpirun"), "--oversubscribe", "-np", str(ranks),
+         "/usr/bin/python3", str(script), str(ROOT / "examples" / "gpt2.kiln"),
+         json.dumps(defines)], check=True, env=e, capture_output=True,
+        text=True).stdout
+    rows = sorted((json.loads(line) for line in out.splitlines()
+                   if line.startswith("{")), key=lambda r: r["rank"])
+    return [r["bytes"] for r in rows]
+
+
+def run(tmp, name, ranks, threads, batch, accumulate, steps, *extra):
     metrics = Path(tmp) / f"{name}.jsonl"
     cmd = [str(KILN), "train", str(ROOT / "examples" / "gpt2.kiln"), *MODEL,
            f"--data={data_file('tinyshakespeare.txt')}", f"--steps={steps}",
            f"--batch={batch}", f"--accumulate={accumulate}", "--seq=64",
            "--lr=3e-3", f"--threads={threads}", "--eval-fraction=0",
            f"--metrics={metrics}", "-o", str(Path(tmp) / f"{name}.kart"),
-           "--quiet"]
+           "--quiet", *extra]
     if ranks > 1:
         cmd = [shutil.which("mpirun"), "--oversubscribe", "-np", str(ranks),
                *cmd]
@@ -87,13 +129,24 @@ def main():
     if not shutil.which("mpirun"):
         sys.exit("bench/distributed.py: no mpirun (scripts/install-deps.sh)")
     with tempfile.TemporaryDirectory() as tmp:
-        r = lambda *c: median_of(a.repeat, tmp, *c, a.steps)
+        def r(name, ranks, threads, batch, accumulate, *extra):
+            return median_of(a.repeat, tmp, name, ranks, threads, batch,
+                             accumulate, a.steps, *extra)
         one2, _ = r("one-2t", 1, 2, 16, 1)
         share, _ = r("share-1t", 1, 1, 8, 1)
         dp, dpWait = r("dp", 2, 1, 16, 1)
         one2acc, _ = r("one-2t-acc", 1, 2, 16, 4)
         dpacc, dpaccWait = r("dp-acc", 2, 1, 16, 4)
+        z1, z1Wait = r("z1", 2, 1, 16, 1, "--zero=1")
+        z2acc, z2accWait = r("z2-acc", 2, 1, 16, 4, "--zero=2")
+        memory = {n: optimizer_memory(tmp, n) for n in (1, 2, 3)}
     tokens = 16 * 64
+    whole = memory[1][0]
+    mib = lambda b: f"{b / 2**20:.2f}"
+    memoryRows = [
+        f"| {n} | " + ", ".join(mib(b) for b in memory[n]) +
+        f" | {mib(whole / n)} | {max(memory[n]) / whole:.1%} |"
+        for n in (1, 2, 3)]
     hidden = max(0.0, 1 - dpaccWait / (4 * dpWait)) if dpWait > 0 else 0.0
     lines = [
         "# Data-parallel training on this machine",
@@ -115,6 +168,21 @@ def main():
         f"{one2acc:.1f} | {4 * tokens / one2acc * 1000:.0f} | - |",
         f"| 2 ranks x 1 thread, batch 16 x 4 micro-batches | {dpacc:.1f} | "
         f"{4 * tokens / dpacc * 1000:.0f} | {dpaccWait:.2f} |",
+        f"| 2 ranks, ZeRO-1, batch 16 | {z1:.1f} | "
+        f"{tokens / z1 * 1000:.0f} | {z1Wait:.2f} |",
+        f"| 2 ranks, ZeRO-2, batch 16 x 4 micro-batches | {z2acc:.1f} | "
+        f"{4 * tokens / z2acc * 1000:.0f} | {z2accWait:.2f} |",
+        "",
+        "Optimizer state (AdamW's two moments) per rank with ZeRO-1:",
+        "",
+        "| ranks | MiB on each rank | 1/N of one process | largest rank / "
+        "one process |",
+        "|---:|---|---:|---:|",
+        *memoryRows,
+        "",
+        "Shards end at the gradient norm's 65536-element chunks (so the "
+        "ranks' partial sums add up to one process's norm bit for bit), "
+        "which is the rounding here: 256 KiB per moment and rank at most.",
         "",
         f"- 2 ranks x 1 thread vs 1 process x 2 threads: "
         f"{one2 / dp:.2f}x the speed (batch 16), {one2acc / dpacc:.2f}x "

@@ -76,12 +76,32 @@ public:
                                    std::unique_ptr<PendingReduce> &out) = 0;
   /// This rank's shard of the rank-ordered sum of every rank's `in`
   /// (shards.total() floats) into `out` (shards.counts[rank()] floats).
-  virtual Status reduceScatterSum(const float *in, float *out,
-                                  const Shards &shards) = 0;
+  /// With `accumulate`, out's own values come first, ((out + x0) + x1) ...:
+  /// a running sum kept by the shard's owner (ZeRO-2's gradients) grows in
+  /// the order one process would add to it.
+  Status reduceScatterSum(const float *in, float *out, const Shards &shards,
+                          bool accumulate = false) {
+    std::unique_ptr<PendingReduce> pending;
+    if (Status s = startReduceScatterSum(in, out, shards, accumulate, pending);
+        !s)
+      return s;
+    return pending->wait();
+  }
+  /// reduceScatterSum started, finished by the result's wait(): `in` and
+  /// `out` stay untouched until then.
+  virtual Status
+  startReduceScatterSum(const float *in, float *out, const Shards &shards,
+                        bool accumulate,
+                        std::unique_ptr<PendingReduce> &pending) = 0;
   /// Every rank's shard (`in`: shards.counts[rank()] floats) into `out`
   /// (shards.total() floats) at its offset; `in` may be `out`'s own shard.
   virtual Status allGather(const float *in, float *out,
                            const Shards &shards) = 0;
+  /// Every rank's shard (`in`: shards.counts[rank()] floats) into `out`
+  /// (shards.total() floats) on rank `root` only; `out` is not touched
+  /// elsewhere and may be null there (checkpoints of sharded state).
+  virtual Status gather(const float *in, float *out, const Shards &shards,
+                        int root) = 0;
   /// Every rank's `bytes` bytes at `in` into `out` (size() * bytes), in rank
   /// order (losses and metrics, which rank 0 then adds in order).
   virtual Status allGatherBytes(const void *in, void *out, size_t bytes) = 0;

@@ -87,6 +87,14 @@ void applyUpdate(const UpdateRule &rule, float *param, float *m, float *v,
 /// chunks in double and added in order: the same result for any thread
 /// count.
 double sumOfSquares(const std::vector<std::pair<const float *, int64_t>> &ts);
+/// sumOfSquares's chunks: each tensor from its start in kSquareSumChunk
+/// elements.
+constexpr int64_t kSquareSumChunk = int64_t(1) << 16;
+/// The chunks' sums of squares in order (tensor by tensor), which
+/// sumOfSquares adds in that order: ranks that each hold whole chunks of the
+/// gradients (ZeRO) combine their partial sums into the same norm.
+std::vector<double>
+squareSumsByChunk(const std::vector<std::pair<const float *, int64_t>> &ts);
 
 /// The clipping scale for a global norm: max_norm / (norm + 1e-6) when the
 /// norm exceeds a positive max_norm, else 1 (as torch's clip_grad_norm_).

@@ -59,6 +59,7 @@ struct TrainConfig {
   bool compiledStep = false;
   /// Keep the optimizer's moments in this file (created or truncated, then
   /// memory-mapped) instead of RAM, so they can be paged out; empty: RAM.
+  /// Data parallel: each rank its own file, this path + ".rank<r>".
   std::string optimizerStateFile;
   /// Data parallelism across the communicator's ranks (null, or one rank:
   /// this process alone; docs/distributed.md). Every rank runs the same
@@ -73,6 +74,16 @@ struct TrainConfig {
   /// every rank from rank 0's trainable weights. Steps use `<loss>_grad` and
   /// the host update (a compiled train_step has no all-reduce in it).
   std::shared_ptr<Communicator> communicator;
+  /// ZeRO stage, with more than one rank. 0: every rank keeps all of the
+  /// optimizer state. 1: the trainable parameters split into one
+  /// contiguous shard per rank, and a rank keeps the optimizer moments of
+  /// its shard only, updates only its shard (after a reduce-scatter of the
+  /// gradients) and all-gathers the updated weights. 2: the gradients that
+  /// accumulate over a step's micro-batches are sharded too (a
+  /// reduce-scatter after every micro-batch). The results are those of
+  /// stage 0 bit for bit; checkpoints hold the whole state whatever the
+  /// stage and rank count.
+  int zero = 0;
 };
 
 struct StepStats {
@@ -130,8 +141,19 @@ public:
   /// Updates done so far (restored by loadOptimizer).
   int64_t stepCount() const { return step_; }
 
+  /// Bytes of optimizer moments this process holds: with ZeRO, its shard's.
+  uint64_t optimizerStateBytes() const;
+  /// The trainable parameters' elements, in parameter order, that this
+  /// process updates: [first, second) (all of them without ZeRO). Shards
+  /// start at kSquareSumChunk boundaries within a parameter, so that the
+  /// global norm adds the same partial sums in the same order as one
+  /// process does.
+  std::pair<size_t, size_t> shardRange() const;
+
   /// Optimizer state as tensors named "<kind>/<parameter>" (exp_avg,
-  /// exp_avg_sq for AdamW; momentum for SGD) plus "step".
+  /// exp_avg_sq for AdamW; momentum for SGD) plus "step". Data parallel:
+  /// every rank calls it (ZeRO gathers the shards), rank 0 writes, all
+  /// return its status.
   Status saveOptimizer(const std::string &path) const;
   Status loadOptimizer(const std::string &path);
 
@@ -168,17 +190,49 @@ private:
   int ranks_ = 1;
   std::vector<float> flat_;
   std::vector<size_t> flatAt_; // parameter i's gradient at flat_[flatAt_[i]]
+  // ZeRO: rank r owns the flat elements [bounds_[r], bounds_[r + 1]).
+  std::vector<size_t> bounds_;
+  std::vector<size_t> chunksOf_; // rank r's kSquareSumChunk chunks
+  std::vector<float> shardGrad_; // ZeRO-2: this rank's accumulated gradients
+  std::vector<float> stage_[2];  // buckets on their way to a collective
   /// Checks that the ranks hold the same model and starts them from rank
-  /// 0's trainable weights.
+  /// 0's trainable weights; plans the shards with ZeRO.
   Status joinRanks();
+  bool sharded() const { return !bounds_.empty(); }
+  /// The elements [first, second) of parameter i that rank r updates
+  /// (empty for a frozen one).
+  std::pair<size_t, size_t> owned(size_t i, int r) const;
+  int rank() const;
+  /// The ranks' parts of the flat elements [a, b), relative to a.
+  Shards window(size_t a, size_t b) const;
+  /// Calls f(parameter, first element, count, flat position) for the
+  /// trainable parameters' elements within the flat range [a, b).
+  template <typename F> void forEachIn(size_t a, size_t b, F &&f) const;
+  /// ZeRO: starts the reduce-scatter of this micro-batch's gradients
+  /// (out_), scaled by `inv`, into this rank's shard `acc`, in buckets.
+  Status
+  reduceScatterGradients(float inv, bool accumulate, float *acc,
+                         std::vector<std::unique_ptr<PendingReduce>> &pending,
+                         double &waited);
+  /// ZeRO: every rank's updated shard of the weights onto every rank.
+  Status gatherParameters();
+  /// The optimizer state as saveOptimizer writes it (rank 0's copy only
+  /// with ZeRO, which gathers it).
+  Status optimizerTensors(NamedTensors &out) const;
+  /// Runs `write` on rank 0 only when data parallel, and gives every rank
+  /// its status.
+  Status onRankZero(const std::function<Status()> &write,
+                    const std::string &what) const;
   /// saveCheckpoint's files, written by this process.
   Status writeCheckpoint(const std::string &parent,
-                         const std::string &stateJson, int keep);
+                         const std::string &stateJson, int keep,
+                         const NamedTensors &optimizer);
   /// The data-parallel step: averages over the ranks' micro-batches.
   Status parallelStep(int64_t count, const MicroBatchSource &next,
                       StepStats &stats);
-  /// The update from gradients `grad` (one per parameter; null: frozen),
-  /// with their global norm and clipping; fills stats.lr and gradNorm.
+  /// The update from gradients `grad` (one per parameter, of the elements
+  /// this rank owns; null: none), with their global norm and clipping;
+  /// fills stats.lr and gradNorm.
   Status update(const std::vector<const float *> &grad, StepStats &stats);
 };
 

@@ -314,6 +314,10 @@ train options (see docs/training.md):
                      the weights equal one process's with --batch=B/N
                      --accumulate=N bit for bit; rank 0 reports and writes
                      (docs/distributed.md)
+  --zero=S           ZeRO stage for data-parallel runs: 1 shards the
+                     optimizer moments over the ranks (each keeps and
+                     updates 1/N), 2 the accumulated gradients too; the
+                     weights are the same bit for bit (0: no sharding)
   --weights=FILE     start from trained weights (.safetensors, a llama2.c
                      checkpoint or a Hugging Face directory), as in compile
   --seed=S           seed for initialization, data order and dropout (0)

@@ -181,6 +181,7 @@ int parse(const std::vector<std::string> &args, Options &o,
   p.text("--target", o.target, "devices: cpu, cuda or cpu,cuda");
   p.flag("--resume", o.resume);
   p.flag("--data-parallel", o.dataParallel);
+  p.integer("--zero", o.train.zero, {0, 2});
   p.flag("--quiet", o.quiet);
   p.flag("--verbose", o.verbose);
   p.flag("--recompute", o.recompute);
@@ -494,6 +495,11 @@ int train(const std::vector<std::string> &args, std::string *outputPath,
     llvm::WithColor::warning(llvm::errs(), "kiln")
         << "--data-parallel with one rank: this process trains alone (start "
            "the ranks with mpirun -np N kiln train ...)\n";
+  if (o.train.zero > 0 && ranks == 1)
+    llvm::WithColor::warning(llvm::errs(), "kiln")
+        << "--zero=" << o.train.zero
+        << " with one rank: there is nothing to shard the optimizer state "
+           "over (it takes effect under mpirun -np N)\n";
   if (ranks > 1) {
     if (o.batch % ranks)
       return usageError("--batch=" + std::to_string(o.batch) +
@@ -703,6 +709,11 @@ int train(const std::vector<std::string> &args, std::string *outputPath,
        << ", " << (o.threads ? o.threads : numThreads()) << " threads"
        << (ranks > 1 ? " per rank; data parallel on " + comm->describe()
                      : std::string())
+       << (ranks > 1 && o.train.zero > 0
+               ? ", ZeRO-" + std::to_string(o.train.zero) + " (" +
+                     formatBytes(trainer->optimizerStateBytes()) +
+                     " of optimizer state on this rank)"
+               : std::string())
        << "\n";
   if (o.verbose)
     info << "kiln train: settings " << o.settings << "\n";

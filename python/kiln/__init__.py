@@ -968,7 +968,10 @@ class Trainer:
     ``communicator=kiln.mpi()`` trains data parallel under ``mpirun``: every
     rank makes the same calls with its own micro-batches, and the weights
     are one process's (docs/distributed.md); ``save_checkpoint`` is then
-    written by rank 0, after which every rank returns.
+    written by rank 0, after which every rank returns. ``zero=1`` keeps on
+    each rank the optimizer moments of its shard of the parameters only
+    (``zero=2``: the accumulated gradients too), with the same results;
+    ``optimizer_state_bytes`` says what this rank holds.
 
     Checkpoints are ``kiln train``'s: given the ``TextDataset`` the batches
     come from, ``save_checkpoint`` records its position and the run's
@@ -980,7 +983,8 @@ class Trainer:
                  *, loss: str = "loss", clip: float = 1.0, warmup: int = 0,
                  total_steps: int = 1, min_lr_ratio: float = 0.1,
                  seed: int = 0, optimizer_state: Optional[PathLike] = None,
-                 communicator: Optional["_kiln.Communicator"] = None):
+                 communicator: Optional["_kiln.Communicator"] = None,
+                 zero: int = 0):
         opt = optimizer if optimizer is not None else AdamW()
         self.communicator = communicator
         parallel = communicator is not None and communicator.size > 1
@@ -1007,7 +1011,7 @@ class Trainer:
             step["beta1"], step["beta2"], step["eps"], step["momentum"],
             step["weight_decay"], float(clip), int(seed), self.compiled_step,
             os.fspath(optimizer_state) if optimizer_state else "",
-            communicator)
+            communicator, int(zero))
         self.last_lr = 0.0
         self.last_grad_norm = 0.0
         # The run in kiln train's words, for checkpoints (its config keys).
@@ -1052,6 +1056,18 @@ class Trainer:
     def step_count(self) -> int:
         """Updates done so far."""
         return self._impl.step_count
+
+    @property
+    def optimizer_state_bytes(self) -> int:
+        """Bytes of optimizer moments this process holds (with ``zero``, its
+        shard's)."""
+        return self._impl.optimizer_state_bytes
+
+    @property
+    def shard_range(self) -> Tuple[int, int]:
+        """The elements ``[first, end)`` of the trainable parameters, in
+        parameter order, that this process updates (all without ``zero``)."""
+        return tuple(self._impl.shard_range)
 
     def learning_rate(self, step: int) -> float:
         """The scheduled rate of update ``step`` (0-based)."""

@@ -53,7 +53,7 @@ void kiln::python::registerTraining(py::module_ &m) {
                        double beta2, double eps, double momentum,
                        double weightDecay, double clip, uint64_t seed,
                        bool compiledStep, const std::string &stateFile,
-                       std::shared_ptr<Communicator> communicator) {
+                       std::shared_ptr<Communicator> communicator, int zero) {
              TrainConfig c;
              c.loss = loss;
              c.optimizer = optimizer;
@@ -71,6 +71,7 @@ void kiln::python::registerTraining(py::module_ &m) {
              c.compiledStep = compiledStep;
              c.optimizerStateFile = stateFile;
              c.communicator = std::move(communicator);
+             c.zero = zero;
              std::unique_ptr<Trainer> t;
              Status s;
              {
@@ -88,6 +89,7 @@ void kiln::python::registerTraining(py::module_ &m) {
            py::arg("eps"), py::arg("momentum"), py::arg("weight_decay"),
            py::arg("clip"), py::arg("seed"), py::arg("compiled_step") = false,
            py::arg("optimizer_state") = "", py::arg("communicator") = nullptr,
+           py::arg("zero") = 0,
            py::keep_alive<1, 2>()) // the model outlives its trainer
       .def(
           "step",
@@ -125,6 +127,9 @@ void kiln::python::registerTraining(py::module_ &m) {
           },
           py::arg("model"), py::arg("loss"), py::arg("batch"))
       .def_property_readonly("step_count", &Trainer::stepCount)
+      .def_property_readonly("optimizer_state_bytes",
+                             &Trainer::optimizerStateBytes)
+      .def_property_readonly("shard_range", &Trainer::shardRange)
       .def("learning_rate", &Trainer::learningRate, py::arg("step"))
       .def(
           "save_checkpoint",

@@ -44,11 +44,16 @@ Status mpiStatus(int code, const char *what) {
                        std::string(text, static_cast<size_t>(length)));
 }
 
-/// One piece of a rank-ordered all-reduce, its alltoall started: `shard`
-/// receives each rank's copy of this rank's shard, summed in order when it
-/// has arrived, then gathered back into `data`.
+/// One piece of a rank-ordered reduction, its alltoall started: `gathered`
+/// receives each rank's copy of this rank's shard of `in`, summed in order
+/// into `dest` when it has arrived (after dest's own values when
+/// `accumulate`); an all-reduce then gathers the shards back into
+/// `gatherInto`.
 struct ReducePiece {
-  float *data = nullptr;
+  const float *in = nullptr;
+  float *dest = nullptr;
+  float *gatherInto = nullptr; // null: a reduce-scatter
+  bool accumulate = false;
   Shards shards;
   std::vector<float> gathered; // size() * counts[rank] floats, rank-major
   std::vector<int> sendCounts, sendOffsets, recvCounts, recvOffsets;
@@ -114,77 +119,66 @@ public:
     std::vector<ReducePiece> pieces;
     for (size_t at = 0; at < n; at += kPiece) {
       size_t len = std::min(kPiece, n - at);
-      ReducePiece p;
-      p.data = data + at;
-      p.shards = Shards::even(len, size_);
-      size_t mine = p.shards.counts[static_cast<size_t>(rank_)];
-      p.gathered.resize(static_cast<size_t>(size_) * mine);
-      for (int r = 0; r < size_; ++r) {
-        size_t ru = static_cast<size_t>(r);
-        p.sendCounts.push_back(static_cast<int>(p.shards.counts[ru]));
-        p.sendOffsets.push_back(static_cast<int>(p.shards.offsets[ru]));
-        p.recvCounts.push_back(static_cast<int>(mine));
-        p.recvOffsets.push_back(static_cast<int>(ru * mine));
-      }
-      pieces.push_back(std::move(p));
+      Shards shards = Shards::even(len, size_);
+      float *shard = data + at + shards.offsets[static_cast<size_t>(rank_)];
+      pieces.push_back(
+          piece(data + at, shard, data + at, false, std::move(shards)));
     }
-    // Started only once every piece's vectors stopped moving.
-    for (ReducePiece &p : pieces)
-      if (Status s =
-              mpiStatus(MPI_Ialltoallv(
-                            p.data, p.sendCounts.data(), p.sendOffsets.data(),
-                            MPI_FLOAT, p.gathered.data(), p.recvCounts.data(),
-                            p.recvOffsets.data(), MPI_FLOAT, comm_, &p.request),
-                        "all-reduce (alltoall)");
-          !s)
-        return s;
-    out = std::make_unique<MpiPending>(*this, std::move(pieces));
-    return Status::ok();
+    return start(std::move(pieces), out);
   }
 
-  /// The rank-ordered sum of the copies of this rank's shard in `p`, then
-  /// gathered into the piece's buffer on every rank.
-  Status finish(ReducePiece &p) {
-    if (Status s = mpiStatus(MPI_Wait(&p.request, MPI_STATUS_IGNORE),
-                             "all-reduce (alltoall)");
-        !s)
-      return s;
-    size_t me = static_cast<size_t>(rank_);
-    size_t mine = p.shards.counts[me];
-    float *shard = p.data + p.shards.offsets[me];
-    sumInOrder(p.gathered.data(), mine, shard);
-    return gatherPiece(shard, p.data, p.shards, "all-reduce (allgather)");
-  }
-
-  Status reduceScatterSum(const float *in, float *out,
-                          const Shards &shards) override {
+  Status
+  startReduceScatterSum(const float *in, float *out, const Shards &shards,
+                        bool accumulate,
+                        std::unique_ptr<PendingReduce> &pending) override {
     if (Status s = check(shards, "reduce-scatter"); !s)
       return s;
-    size_t me = static_cast<size_t>(rank_);
-    size_t mine = shards.counts[me];
-    std::vector<float> gathered(static_cast<size_t>(size_) * mine);
-    std::vector<int> sc, so, rc, ro;
-    for (int r = 0; r < size_; ++r) {
-      size_t ru = static_cast<size_t>(r);
-      sc.push_back(static_cast<int>(shards.counts[ru]));
-      so.push_back(static_cast<int>(shards.offsets[ru]));
-      rc.push_back(static_cast<int>(mine));
-      ro.push_back(static_cast<int>(ru * mine));
-    }
-    if (Status s = mpiStatus(MPI_Alltoallv(in, sc.data(), so.data(), MPI_FLOAT,
-                                           gathered.data(), rc.data(),
-                                           ro.data(), MPI_FLOAT, comm_),
-                             "reduce-scatter");
-        !s)
+    std::vector<ReducePiece> pieces;
+    pieces.push_back(piece(in, out, nullptr, accumulate, shards));
+    return start(std::move(pieces), pending);
+  }
+
+  /// The rank-ordered sum of the copies of this rank's shard in `p` (after
+  /// dest's own values when accumulating), then for an all-reduce gathered
+  /// into the piece's buffer on every rank.
+  Status finish(ReducePiece &p) {
+    const char *what =
+        p.gatherInto ? "all-reduce (alltoall)" : "reduce-scatter";
+    if (Status s = mpiStatus(MPI_Wait(&p.request, MPI_STATUS_IGNORE), what); !s)
       return s;
-    sumInOrder(gathered.data(), mine, out);
-    return Status::ok();
+    size_t mine = p.shards.counts[static_cast<size_t>(rank_)];
+    sumInOrder(p.gathered.data(), mine, p.dest, p.accumulate);
+    if (!p.gatherInto)
+      return Status::ok();
+    return gatherPiece(p.dest, p.gatherInto, p.shards,
+                       "all-reduce (allgather)");
   }
 
   Status allGather(const float *in, float *out, const Shards &shards) override {
     if (Status s = check(shards, "all-gather"); !s)
       return s;
     return gatherPiece(in, out, shards, "all-gather");
+  }
+
+  Status gather(const float *in, float *out, const Shards &shards,
+                int root) override {
+    if (Status s = check(shards, "gather"); !s)
+      return s;
+    if (root < 0 || root >= size_)
+      return Status::error("gather to rank " + std::to_string(root) + " of " +
+                           std::to_string(size_));
+    std::vector<int> counts, offsets;
+    for (size_t r = 0; r < shards.counts.size(); ++r) {
+      counts.push_back(static_cast<int>(shards.counts[r]));
+      offsets.push_back(static_cast<int>(shards.offsets[r]));
+    }
+    size_t me = static_cast<size_t>(rank_);
+    const void *send =
+        rank_ == root && in == out + shards.offsets[me] ? MPI_IN_PLACE : in;
+    return mpiStatus(MPI_Gatherv(send, counts[me], MPI_FLOAT, out,
+                                 counts.data(), offsets.data(), MPI_FLOAT, root,
+                                 comm_),
+                     "gather");
   }
 
   Status allGatherBytes(const void *in, void *out, size_t bytes) override {
@@ -216,10 +210,52 @@ public:
   void abort(int code) override { MPI_Abort(comm_, code); }
 
 private:
-  /// out[j] = ((g[0][j] + g[1][j]) + g[2][j]) ..., g rank-major.
-  void sumInOrder(const float *g, size_t n, float *out) const {
+  /// A reduction piece of `shards` from `in`: this rank's sum into `dest`.
+  ReducePiece piece(const float *in, float *dest, float *gatherInto,
+                    bool accumulate, Shards shards) const {
+    ReducePiece p;
+    p.in = in;
+    p.dest = dest;
+    p.gatherInto = gatherInto;
+    p.accumulate = accumulate;
+    p.shards = std::move(shards);
+    size_t mine = p.shards.counts[static_cast<size_t>(rank_)];
+    p.gathered.resize(static_cast<size_t>(size_) * mine);
+    for (int r = 0; r < size_; ++r) {
+      size_t ru = static_cast<size_t>(r);
+      p.sendCounts.push_back(static_cast<int>(p.shards.counts[ru]));
+      p.sendOffsets.push_back(static_cast<int>(p.shards.offsets[ru]));
+      p.recvCounts.push_back(static_cast<int>(mine));
+      p.recvOffsets.push_back(static_cast<int>(ru * mine));
+    }
+    return p;
+  }
+
+  /// Starts the pieces' alltoalls, once every piece's vectors stopped
+  /// moving.
+  Status start(std::vector<ReducePiece> pieces,
+               std::unique_ptr<PendingReduce> &out) {
+    for (ReducePiece &p : pieces) {
+      const char *what =
+          p.gatherInto ? "all-reduce (alltoall)" : "reduce-scatter";
+      if (Status s =
+              mpiStatus(MPI_Ialltoallv(
+                            p.in, p.sendCounts.data(), p.sendOffsets.data(),
+                            MPI_FLOAT, p.gathered.data(), p.recvCounts.data(),
+                            p.recvOffsets.data(), MPI_FLOAT, comm_, &p.request),
+                        what);
+          !s)
+        return s;
+    }
+    out = std::make_unique<MpiPending>(*this, std::move(pieces));
+    return Status::ok();
+  }
+
+  /// out[j] = ((g[0][j] + g[1][j]) + g[2][j]) ..., g rank-major; with
+  /// `accumulate`, ((out[j] + g[0][j]) + g[1][j]) ...
+  void sumInOrder(const float *g, size_t n, float *out, bool accumulate) const {
     for (size_t j = 0; j < n; ++j) {
-      float s = g[j];
+      float s = accumulate ? out[j] + g[j] : g[j];
       for (int r = 1; r < size_; ++r)
         s += g[static_cast<size_t>(r) * n + j];
       out[j] = s;
@@ -265,7 +301,7 @@ Status MpiPending::progress() {
       continue;
     int flag = 0;
     if (Status s = mpiStatus(MPI_Test(&p.request, &flag, MPI_STATUS_IGNORE),
-                             "all-reduce (alltoall)");
+                             "reduction (alltoall)");
         !s)
       return s;
     if (!flag)

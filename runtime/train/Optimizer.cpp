@@ -106,9 +106,9 @@ chunkSumOfSquares(const float *x, int64_t n) {
 
 } // namespace
 
-double kiln::runtime::sumOfSquares(
+std::vector<double> kiln::runtime::squareSumsByChunk(
     const std::vector<std::pair<const float *, int64_t>> &ts) {
-  const int64_t chunk = 1 << 16;
+  const int64_t chunk = kSquareSumChunk;
   std::vector<std::pair<size_t, int64_t>> chunks; // (tensor, start)
   for (size_t i = 0; i < ts.size(); ++i)
     for (int64_t s = 0; s < ts[i].second; s += chunk)
@@ -121,8 +121,13 @@ double kiln::runtime::sumOfSquares(
     const float *x = ts[i].first;
     partial[c] = chunkSumOfSquares(x + s, e - s);
   }
+  return partial;
+}
+
+double kiln::runtime::sumOfSquares(
+    const std::vector<std::pair<const float *, int64_t>> &ts) {
   double sum = 0;
-  for (double p : partial)
+  for (double p : squareSumsByChunk(ts))
     sum += p;
   return sum;
 }

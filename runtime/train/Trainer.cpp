@@ -16,6 +16,9 @@ using namespace kiln::runtime;
 
 namespace {
 constexpr double kPi = 3.14159265358979323846;
+/// Data parallel: gradients and weights cross between ranks in buckets of
+/// this many floats (16 MiB); MPI moves several at once.
+constexpr size_t kBucket = size_t(1) << 22;
 
 /// Reads a .safetensors file and indexes its tensors by name.
 Status readByName(const std::string &path, NamedTensors &tensors,
@@ -52,6 +55,9 @@ Status Trainer::create(Model &model, const TrainConfig &config,
       !(config.momentum >= 0 && config.momentum < 1))
     return Status::error("optimizer settings are out of range (betas and "
                          "momentum in [0, 1), eps > 0, weight decay >= 0)");
+  if (config.zero < 0 || config.zero > 2)
+    return Status::error("ZeRO stage " + std::to_string(config.zero) +
+                         " does not exist; expected 0, 1 or 2");
   const std::string gradName = config.loss + "_grad";
   const FunctionInfo *grad = findFunction(model, gradName);
   if (!findFunction(model, config.loss) || !grad)
@@ -97,33 +103,42 @@ Status Trainer::create(Model &model, const TrainConfig &config,
       n *= static_cast<size_t>(d);
     t->sizes_.push_back(n);
   }
+  if (config.communicator && config.communicator->size() > 1)
+    if (Status s = t->joinRanks(); !s)
+      return s;
   OptimizerState *state = nullptr;
   if (Status s = model.optimizerState(state); !s)
     return s;
   OptimizerState &st = *state;
   bool adamw = config.optimizer == "adamw";
+  // Moments for the elements this rank updates: all of a trainable
+  // parameter, or with ZeRO its part of this rank's shard; frozen
+  // parameters have no state and are never updated.
+  std::vector<size_t> sizes(params.size(), 0);
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto [lo, hi] = t->owned(i, t->rank());
+    sizes[i] = hi - lo;
+  }
   if (!config.optimizerStateFile.empty()) {
-    // Paged: the moments live in a memory-mapped file.
-    std::vector<size_t> sizes(params.size(), 0);
-    for (size_t i = 0; i < params.size(); ++i)
-      sizes[i] = params[i].trainable ? t->sizes_[i] : 0;
-    if (Status s = st.mapFile(config.optimizerStateFile, sizes, adamw); !s)
+    // Paged: the moments live in a memory-mapped file, one per rank (ranks
+    // on one machine must not share one mapping).
+    std::string path = config.optimizerStateFile;
+    if (t->ranks_ > 1)
+      path += ".rank" + std::to_string(t->rank());
+    if (Status s = st.mapFile(path, sizes, adamw); !s)
       return s;
   } else {
     st.file.reset();
     st.m.assign(params.size(), {});
     st.v.assign(params.size(), {});
     for (size_t i = 0; i < params.size(); ++i) {
-      if (!params[i].trainable) // frozen: no state, never updated
+      if (!sizes[i])
         continue;
-      st.m[i].assign(t->sizes_[i], 0.0f);
+      st.m[i].assign(sizes[i], 0.0f);
       if (adamw)
-        st.v[i].assign(t->sizes_[i], 0.0f);
+        st.v[i].assign(sizes[i], 0.0f);
     }
   }
-  if (config.communicator && config.communicator->size() > 1)
-    if (Status s = t->joinRanks(); !s)
-      return s;
   out = std::move(t);
   return Status::ok();
 }
@@ -167,8 +182,103 @@ Status Trainer::joinRanks() {
     if (Status s = comm.broadcast(w, sizes_[i] * sizeof(float), 0); !s)
       return s;
   }
-  flat_.assign(total, 0.0f);
+  if (config_.zero == 0) {
+    flat_.assign(total, 0.0f);
+    return Status::ok();
+  }
+  // ZeRO: one contiguous shard per rank, each about total / N elements,
+  // its bounds at the starts of sumOfSquares's chunks (each parameter from
+  // its start in kSquareSumChunk elements) so that the ranks' partial sums
+  // of squares add up to the one-process norm.
+  std::vector<size_t> starts;
+  for (size_t i = 0; i < params.size(); ++i)
+    if (params[i].trainable)
+      for (size_t at = 0; at < sizes_[i]; at += kSquareSumChunk)
+        starts.push_back(flatAt_[i] + at);
+  starts.push_back(total);
+  bounds_.assign(1, 0);
+  for (int r = 1; r < ranks_; ++r) {
+    size_t target = static_cast<size_t>(static_cast<double>(total) * r /
+                                        static_cast<double>(ranks_));
+    auto it = std::lower_bound(starts.begin(), starts.end(), target);
+    size_t pick = *it;
+    if (it != starts.begin() && target - *(it - 1) < *it - target)
+      pick = *(it - 1);
+    bounds_.push_back(std::max(pick, bounds_.back()));
+  }
+  bounds_.push_back(total);
+  chunksOf_.assign(static_cast<size_t>(ranks_), 0);
+  for (int r = 0; r < ranks_; ++r)
+    for (size_t i = 0; i < params.size(); ++i) {
+      auto [lo, hi] = owned(i, r);
+      chunksOf_[static_cast<size_t>(r)] +=
+          (hi - lo + kSquareSumChunk - 1) / kSquareSumChunk;
+    }
+  auto [lo, hi] = shardRange();
+  if (config_.zero == 2)
+    shardGrad_.assign(hi - lo, 0.0f);
+  else
+    flat_.assign(total, 0.0f);
   return Status::ok();
+}
+
+int Trainer::rank() const {
+  return ranks_ > 1 ? config_.communicator->rank() : 0;
+}
+
+std::pair<size_t, size_t> Trainer::owned(size_t i, int r) const {
+  if (!model_.parameters()[i].trainable)
+    return {0, 0};
+  size_t n = sizes_[i];
+  if (!sharded())
+    return {0, n};
+  size_t at = flatAt_[i], ru = static_cast<size_t>(r);
+  auto clampTo = [&](size_t x) { return x <= at ? 0 : std::min(x - at, n); };
+  size_t lo = clampTo(bounds_[ru]), hi = clampTo(bounds_[ru + 1]);
+  return {lo, std::max(lo, hi)};
+}
+
+std::pair<size_t, size_t> Trainer::shardRange() const {
+  if (sharded())
+    return {bounds_[static_cast<size_t>(rank())],
+            bounds_[static_cast<size_t>(rank()) + 1]};
+  size_t total = 0;
+  for (size_t i = 0; i < sizes_.size(); ++i)
+    if (model_.parameters()[i].trainable)
+      total += sizes_[i];
+  return {0, total};
+}
+
+uint64_t Trainer::optimizerStateBytes() const {
+  uint64_t n = 0;
+  for (size_t i = 0; i < sizes_.size(); ++i) {
+    auto [lo, hi] = owned(i, rank());
+    n += hi - lo;
+  }
+  return n * (config_.optimizer == "adamw" ? 2 : 1) * sizeof(float);
+}
+
+Shards Trainer::window(size_t a, size_t b) const {
+  Shards w;
+  for (int r = 0; r < ranks_; ++r) {
+    size_t lo = std::clamp(bounds_[static_cast<size_t>(r)], a, b);
+    size_t hi = std::clamp(bounds_[static_cast<size_t>(r) + 1], a, b);
+    w.offsets.push_back(lo - a);
+    w.counts.push_back(hi - lo);
+  }
+  return w;
+}
+
+template <typename F> void Trainer::forEachIn(size_t a, size_t b, F &&f) const {
+  const auto &params = model_.parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (!params[i].trainable)
+      continue;
+    size_t lo = std::max(a, flatAt_[i]),
+           hi = std::min(b, flatAt_[i] + sizes_[i]);
+    if (lo < hi)
+      f(i, lo - flatAt_[i], hi - lo, lo);
+  }
 }
 
 double Trainer::learningRate(int64_t step) const {
@@ -315,8 +425,6 @@ Status Trainer::parallelStep(int64_t count, const MicroBatchSource &next,
             .count();
     return Status::ok();
   };
-  // Buckets go out one after another (MPI moves several at once).
-  constexpr size_t kBucket = size_t(1) << 22; // floats: 16 MiB
   for (int64_t mb = 0; mb < count; ++mb) {
     int64_t global = mb * ranks + rank;
     RunOptions run;
@@ -340,6 +448,19 @@ Status Trainer::parallelStep(int64_t count, const MicroBatchSource &next,
     losses[static_cast<size_t>(mb)] = out_[0].as<float>()[0];
     if (Status s = finish(); !s) // the previous micro-batch's sum is in
       return s;
+    // ZeRO-2 reduces every micro-batch into this rank's shard, ZeRO-1 the
+    // last one (the shard is all it updates); the owner of each shard adds
+    // the ranks' gradients to its running sum in the same order.
+    bool last = mb == count - 1;
+    if (config_.zero == 2 || (config_.zero == 1 && last)) {
+      float *acc = config_.zero == 2 ? shardGrad_.data()
+                                     : flat_.data() + shardRange().first;
+      if (Status s =
+              reduceScatterGradients(inv, mb > 0, acc, pending, waitSeconds);
+          !s)
+        return s;
+      continue;
+    }
     bool add = mb > 0 && rank == 0;
     for (size_t i = 0; i < np; ++i) {
       if (gradIndex_[i] < 0)
@@ -370,8 +491,9 @@ Status Trainer::parallelStep(int64_t count, const MicroBatchSource &next,
       !s)
     return s;
   stats.allReduceSeconds = waitSeconds;
-  stats.allReduceBytes =
-      static_cast<uint64_t>(count) * flat_.size() * sizeof(float);
+  // Each micro-batch's gradients, every trainable element.
+  size_t reduced = sharded() ? bounds_.back() : flat_.size();
+  stats.allReduceBytes = static_cast<uint64_t>(count) * reduced * sizeof(float);
   double lossSum = 0;
   for (int64_t mb = 0; mb < count; ++mb)
     for (int64_t r = 0; r < ranks; ++r) {
@@ -384,10 +506,17 @@ Status Trainer::parallelStep(int64_t count, const MicroBatchSource &next,
                              "); lower the learning rate or check the data");
       lossSum += loss;
     }
+  // Each parameter's gradient over the elements this rank updates: all of
+  // them, or with ZeRO those of its shard.
   std::vector<const float *> grad(np, nullptr);
-  for (size_t i = 0; i < np; ++i)
-    if (gradIndex_[i] >= 0)
-      grad[i] = flat_.data() + flatAt_[i];
+  size_t shardStart = shardRange().first;
+  for (size_t i = 0; i < np; ++i) {
+    auto [lo, hi] = owned(i, comm.rank());
+    if (hi > lo)
+      grad[i] = config_.zero == 2
+                    ? shardGrad_.data() + (flatAt_[i] + lo - shardStart)
+                    : flat_.data() + flatAt_[i] + lo;
+  }
   if (Status s = update(grad, stats); !s)
     return s;
   stats.loss = lossSum / static_cast<double>(count * ranks);
@@ -403,11 +532,35 @@ Status Trainer::update(const std::vector<const float *> &grad,
   double updateStart = profiler ? profiler->nowUs() : 0;
   const auto &params = model_.parameters();
   size_t np = params.size();
+  const int me = rank();
   std::vector<std::pair<const float *, int64_t>> ts;
   for (size_t i = 0; i < np; ++i)
-    if (params[i].trainable)
-      ts.push_back({grad[i], static_cast<int64_t>(sizes_[i])});
-  float norm = static_cast<float>(std::sqrt(sumOfSquares(ts)));
+    if (grad[i]) {
+      auto [lo, hi] = owned(i, me);
+      ts.push_back({grad[i], static_cast<int64_t>(hi - lo)});
+    }
+  double squares = 0;
+  if (sharded()) {
+    // Every rank's chunk sums, added in one process's order.
+    std::vector<double> mine = squareSumsByChunk(ts);
+    size_t most = *std::max_element(chunksOf_.begin(), chunksOf_.end());
+    if (mine.size() != chunksOf_[static_cast<size_t>(me)])
+      return Status::error("internal error: the gradient shard has " +
+                           std::to_string(mine.size()) + " chunks, planned " +
+                           std::to_string(chunksOf_[static_cast<size_t>(me)]));
+    mine.resize(most, 0.0);
+    std::vector<double> all(most * static_cast<size_t>(ranks_));
+    if (Status s = config_.communicator->allGatherBytes(mine.data(), all.data(),
+                                                        most * sizeof(double));
+        !s)
+      return s;
+    for (int r = 0; r < ranks_; ++r)
+      for (size_t c = 0; c < chunksOf_[static_cast<size_t>(r)]; ++c)
+        squares += all[static_cast<size_t>(r) * most + c];
+  } else {
+    squares = sumOfSquares(ts);
+  }
+  float norm = static_cast<float>(std::sqrt(squares));
   OptimizerState *state = nullptr;
   if (Status s = model_.optimizerState(state); !s)
     return s;
@@ -416,19 +569,26 @@ Status Trainer::update(const std::vector<const float *> &grad,
   ++step_;
   UpdateRule rule = ruleFor(lr);
   rule.clip = clipScale(norm, config_.clipNorm);
-  auto writing = model_.lockParameters(); // no call reads half-updated weights
-  for (size_t i = 0; i < np; ++i) {
-    if (!params[i].trainable)
-      continue;
-    UpdateRule r = rule;
-    if (params[i].shape.size() < 2)
-      r.weightDecay = 0;
-    float *param = nullptr;
-    if (Status s = model_.parameterData(i, param); !s)
-      return s;
-    applyUpdate(r, param, st.m[i].data(), rule.adamw ? st.v[i].data() : nullptr,
-                grad[i], static_cast<int64_t>(sizes_[i]));
+  {
+    auto writing = model_.lockParameters(); // no call reads half-updated
+    for (size_t i = 0; i < np; ++i) {
+      if (!grad[i])
+        continue;
+      UpdateRule r = rule;
+      if (params[i].shape.size() < 2)
+        r.weightDecay = 0;
+      float *param = nullptr;
+      if (Status s = model_.parameterData(i, param); !s)
+        return s;
+      auto [lo, hi] = owned(i, me);
+      applyUpdate(r, param + lo, st.m[i].data(),
+                  rule.adamw ? st.v[i].data() : nullptr, grad[i],
+                  static_cast<int64_t>(hi - lo));
+    }
   }
+  if (sharded())
+    if (Status s = gatherParameters(); !s)
+      return s;
   if (profiler) {
     // The update outside the compiled functions, in the trace too.
     ProfileSlice update;
@@ -445,6 +605,85 @@ Status Trainer::update(const std::vector<const float *> &grad,
   return Status::ok();
 }
 
+Status Trainer::reduceScatterGradients(
+    float inv, bool accumulate, float *acc,
+    std::vector<std::unique_ptr<PendingReduce>> &pending, double &waited) {
+  Communicator &comm = *config_.communicator;
+  const size_t total = bounds_.back(), own = shardRange().first;
+  const size_t me = static_cast<size_t>(comm.rank());
+  const size_t bucket = std::min(kBucket, total);
+  // Two staging buckets: one fills while the other is on its way.
+  PendingReduce *inFlight[2] = {nullptr, nullptr};
+  for (size_t a = 0, k = 0; a < total; a += bucket, ++k) {
+    size_t b = std::min(a + bucket, total);
+    if (PendingReduce *p = inFlight[k % 2]) {
+      auto t0 = std::chrono::steady_clock::now();
+      if (Status s = p->wait(); !s)
+        return s;
+      waited +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+              .count();
+    }
+    std::vector<float> &stage = stage_[k % 2];
+    stage.resize(bucket);
+    float *st = stage.data();
+    forEachIn(a, b, [&](size_t i, size_t from, size_t n, size_t at) {
+      const float *g = out_[static_cast<size_t>(gradIndex_[i])].as<float>();
+      float *d = st + (at - a);
+      int64_t len = static_cast<int64_t>(n);
+#pragma omp parallel for if (len > 65536)
+      for (int64_t j = 0; j < len; ++j)
+        d[j] = g[from + static_cast<size_t>(j)] * inv;
+    });
+    Shards w = window(a, b);
+    float *dest = w.counts[me] ? acc + (a + w.offsets[me] - own) : acc;
+    pending.emplace_back();
+    if (Status s =
+            comm.startReduceScatterSum(st, dest, w, accumulate, pending.back());
+        !s)
+      return s;
+    inFlight[k % 2] = pending.back().get();
+  }
+  return Status::ok();
+}
+
+Status Trainer::gatherParameters() {
+  Communicator &comm = *config_.communicator;
+  const size_t total = bounds_.back();
+  const auto [own0, own1] = shardRange();
+  const size_t me = static_cast<size_t>(comm.rank());
+  const size_t bucket = std::min(kBucket, total);
+  std::vector<float> &stage = stage_[0];
+  stage.resize(bucket);
+  float *st = stage.data();
+  Status failed = Status::ok();
+  // Copies the weights' flat elements [lo, hi) to or from the staging
+  // bucket that starts at flat element `a`.
+  auto copy = [&](size_t a, size_t lo, size_t hi, bool toStage) {
+    forEachIn(lo, hi, [&](size_t i, size_t from, size_t n, size_t at) {
+      float *w = nullptr;
+      if (!failed || !(failed = model_.parameterData(i, w)))
+        return;
+      if (toStage)
+        std::memcpy(st + (at - a), w + from, n * sizeof(float));
+      else
+        std::memcpy(w + from, st + (at - a), n * sizeof(float));
+    });
+  };
+  auto writing = model_.lockParameters();
+  for (size_t a = 0; a < total; a += bucket) {
+    size_t b = std::min(a + bucket, total);
+    Shards w = window(a, b);
+    copy(a, std::max(a, own0), std::min(b, own1), true);
+    if (Status s = comm.allGather(st + w.offsets[me], st, w); !s)
+      return s;
+    copy(a, a, b, false);
+    if (!failed)
+      return failed;
+  }
+  return Status::ok();
+}
+
 Status Trainer::estimateMemory(const std::map<std::string, int64_t> &dims,
                                int64_t accumulate, MemoryEstimate &out) {
   const std::string fn = haveTrainStep_ && accumulate == 1
@@ -457,22 +696,30 @@ Status Trainer::estimateMemory(const std::map<std::string, int64_t> &dims,
     return s;
   if (Status s = model_.memoryReport(config_.loss, dims, eval); !s)
     return s;
-  uint64_t weights = 0, trained = 0;
+  uint64_t weights = 0, trained = 0, own = 0;
   const auto &params = model_.parameters();
   for (size_t i = 0; i < sizes_.size(); ++i) {
     uint64_t bytes = static_cast<uint64_t>(sizes_[i]) * sizeof(float);
     weights += bytes;
     if (params[i].trainable)
       trained += bytes;
+    auto [lo, hi] = owned(i, rank());
+    own += static_cast<uint64_t>(hi - lo) * sizeof(float);
   }
   // Weights (as f32: an upper bound for quantized ones); for the trained
   // ones, gradients (loss_grad's results; a second copy accumulates
-  // micro-batches) and moments (two for AdamW, one for SGD's momentum).
-  // Frozen weights have neither (autodiff builds no gradient for them).
-  uint64_t copies = (fn == "train_step" ? 0 : 1) + (accumulate > 1) +
-                    (config_.optimizer == "adamw" ? 2 : 1);
+  // micro-batches, or is reduced between ranks: with ZeRO-2 only this
+  // rank's shard, plus two staging buckets) and moments (two for AdamW,
+  // one for SGD's momentum; with ZeRO for this rank's shard). Frozen
+  // weights have neither (autodiff builds no gradient for them).
+  uint64_t outputs = fn == "train_step" ? 0 : trained;
+  uint64_t accumulated = ranks_ > 1 ? (config_.zero == 2 ? own : trained)
+                                    : (accumulate > 1 ? trained : 0);
+  if (sharded())
+    accumulated += 2 * std::min<uint64_t>(kBucket * sizeof(float), trained);
+  uint64_t moments = own * (config_.optimizer == "adamw" ? 2 : 1);
   out.activations = report.arenaBytes + eval.arenaBytes;
-  out.state = weights + trained * copies;
+  out.state = weights + outputs + accumulated + moments;
   return Status::ok();
 }
 
@@ -522,31 +769,76 @@ Status Trainer::evaluate(const std::map<std::string, Tensor> &batch,
   return Status::ok();
 }
 
-Status Trainer::saveOptimizer(const std::string &path) const {
+Status Trainer::optimizerTensors(NamedTensors &t) const {
   OptimizerState *state = nullptr;
   if (Status s = model_.optimizerState(state); !s)
     return s;
   const OptimizerState &st = *state;
-  NamedTensors t;
   const auto &params = model_.parameters();
-  bool adam = config_.optimizer == "adamw";
+  const bool adam = config_.optimizer == "adamw", root = rank() == 0;
+  // One moment of parameter i, whole: this process's, or with ZeRO every
+  // rank's part gathered on rank 0.
+  auto whole = [&](size_t i, const MomentBuffer &part,
+                   const std::string &name) -> Status {
+    Tensor full;
+    if (root)
+      full = Tensor(DType::F32, params[i].shape);
+    if (sharded()) {
+      Shards parts;
+      for (int r = 0; r < ranks_; ++r) {
+        auto [lo, hi] = owned(i, r);
+        parts.offsets.push_back(lo);
+        parts.counts.push_back(hi - lo);
+      }
+      if (Status s = config_.communicator->gather(
+              part.data(), root ? full.as<float>() : nullptr, parts, 0);
+          !s)
+        return s;
+    } else if (root) {
+      std::memcpy(full.data(), part.data(), full.bytes());
+    }
+    if (root)
+      t.emplace_back(name, std::move(full));
+    return Status::ok();
+  };
   for (size_t i = 0; i < params.size(); ++i) {
     if (!params[i].trainable)
       continue;
-    Tensor m(DType::F32, params[i].shape);
-    std::memcpy(m.data(), st.m[i].data(), m.bytes());
-    t.emplace_back((adam ? "exp_avg/" : "momentum/") + params[i].name,
-                   std::move(m));
-    if (adam) {
-      Tensor v(DType::F32, params[i].shape);
-      std::memcpy(v.data(), st.v[i].data(), v.bytes());
-      t.emplace_back("exp_avg_sq/" + params[i].name, std::move(v));
-    }
+    if (Status s = whole(i, st.m[i],
+                         (adam ? "exp_avg/" : "momentum/") + params[i].name);
+        !s)
+      return s;
+    if (adam)
+      if (Status s = whole(i, st.v[i], "exp_avg_sq/" + params[i].name); !s)
+        return s;
   }
   Tensor step(DType::I64, {});
   step.as<int64_t>()[0] = step_;
   t.emplace_back("step", std::move(step));
-  return writeSafetensors(path, t);
+  return Status::ok();
+}
+
+Status Trainer::onRankZero(const std::function<Status()> &write,
+                           const std::string &what) const {
+  if (ranks_ <= 1)
+    return write();
+  // The ranks hold the same state; rank 0 writes it and tells the others
+  // how that went, so that all of them return the same.
+  Communicator &comm = *config_.communicator;
+  Status s = comm.rank() == 0 ? write() : Status::ok();
+  char ok = s ? 1 : 0;
+  if (Status b = comm.broadcast(&ok, 1, 0); !b)
+    return b;
+  if (!ok && comm.rank() != 0)
+    return Status::error("rank 0 could not write " + what);
+  return s;
+}
+
+Status Trainer::saveOptimizer(const std::string &path) const {
+  NamedTensors t;
+  if (Status s = optimizerTensors(t); !s)
+    return s;
+  return onRankZero([&] { return writeSafetensors(path, t); }, path);
 }
 
 Status Trainer::loadOptimizer(const std::string &path) {
@@ -557,8 +849,10 @@ Status Trainer::loadOptimizer(const std::string &path) {
           readByName(path, t, byName, 2 * model_.parameters().size() + 1);
       !s)
     return s;
+  // The elements [lo, lo + into.size()) of a moment: all of it, or with
+  // ZeRO this rank's part (whatever stage and rank count wrote the file).
   auto take = [&](const std::string &name, const ParameterInfo &p,
-                  MomentBuffer &into) -> Status {
+                  MomentBuffer &into, size_t lo) -> Status {
     auto it = byName.find(name);
     if (it == byName.end())
       return Status::error(path + ": the optimizer state has no '" + name +
@@ -567,7 +861,8 @@ Status Trainer::loadOptimizer(const std::string &path) {
       return Status::error(path + ": '" + name + "' is " +
                            it->second->describe() + ", expected " +
                            shapeString(DType::F32, p.shape));
-    std::memcpy(into.data(), it->second->data(), it->second->bytes());
+    std::memcpy(into.data(), it->second->as<float>() + lo,
+                into.size() * sizeof(float));
     byName.erase(it);
     return Status::ok();
   };
@@ -582,12 +877,14 @@ Status Trainer::loadOptimizer(const std::string &path) {
   for (size_t i = 0; i < params.size(); ++i) {
     if (!params[i].trainable)
       continue;
+    size_t lo = owned(i, rank()).first;
     if (Status s = take((adam ? "exp_avg/" : "momentum/") + params[i].name,
-                        params[i], m[i]);
+                        params[i], m[i], lo);
         !s)
       return s;
     if (adam)
-      if (Status s = take("exp_avg_sq/" + params[i].name, params[i], v[i]); !s)
+      if (Status s = take("exp_avg_sq/" + params[i].name, params[i], v[i], lo);
+          !s)
         return s;
   }
   auto it = byName.find("step");
@@ -629,31 +926,24 @@ Status Trainer::loadWeights(const std::string &path) {
 
 Status Trainer::saveCheckpoint(const std::string &parent,
                                const std::string &stateJson, int keep) {
-  if (ranks_ > 1) {
-    // Data parallel: the ranks hold the same state; rank 0 writes it and
-    // tells the others how that went, so that all of them return the same.
-    Communicator &comm = *config_.communicator;
-    Status s = comm.rank() == 0 ? writeCheckpoint(parent, stateJson, keep)
-                                : Status::ok();
-    char ok = s ? 1 : 0;
-    if (Status b = comm.broadcast(&ok, 1, 0); !b)
-      return b;
-    if (!ok && comm.rank() != 0)
-      return Status::error("rank 0 could not write the checkpoint in " +
-                           parent);
+  NamedTensors optimizer;
+  if (Status s = optimizerTensors(optimizer); !s)
     return s;
-  }
-  return writeCheckpoint(parent, stateJson, keep);
+  return onRankZero(
+      [&] { return writeCheckpoint(parent, stateJson, keep, optimizer); },
+      "the checkpoint in " + parent);
 }
 
 Status Trainer::writeCheckpoint(const std::string &parent,
-                                const std::string &stateJson, int keep) {
+                                const std::string &stateJson, int keep,
+                                const NamedTensors &optimizer) {
   std::string tmp;
   if (Status s = beginCheckpoint(parent, tmp); !s)
     return s;
   if (Status s = model_.saveWeights(tmp + "/model.safetensors"); !s)
     return s;
-  if (Status s = saveOptimizer(tmp + "/optimizer.safetensors"); !s)
+  if (Status s = writeSafetensors(tmp + "/optimizer.safetensors", optimizer);
+      !s)
     return s;
   if (Status s = writeFileAtomically(tmp + "/trainer_state.json",
                                      {{stateJson.data(), stateJson.size()}});

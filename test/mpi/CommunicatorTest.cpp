@@ -62,8 +62,9 @@ TEST(Mpi, TheLauncherIsNoticedAndTheWorldDescribed) {
   // The ranks on this machine, as the launcher counts them.
   EXPECT_GE(c->localSize(), 1);
   EXPECT_LE(c->localSize(), c->size());
-  if (const char *local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"))
+  if (const char *local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) {
     EXPECT_EQ(c->localSize(), std::atoi(local));
+  }
   ASSERT_TRUE(c->barrier());
 }
 
@@ -148,6 +149,63 @@ TEST(Mpi, ReduceScatterAndAllGatherOverUnevenShards) {
       ASSERT_EQ(inPlace[j], all[j]) << j;
     }
   }
+}
+
+TEST(Mpi, ReduceScatterAccumulatesAfterTheOwnersRunningSum) {
+  // ZeRO-2's gradients: the owner's running sum comes first, then the
+  // ranks' values in rank order; several reductions in flight at once.
+  auto c = world();
+  const size_t n = 777;
+  Shards shards = Shards::even(n, c->size());
+  size_t me = static_cast<size_t>(c->rank());
+  std::vector<float> in = mine(*c, n), twice = in;
+  std::vector<float> acc(shards.counts[me]);
+  for (size_t j = 0; j < acc.size(); ++j)
+    acc[j] = 0.37f * static_cast<float>(shards.offsets[me] + j) - 1e7f;
+  std::vector<float> start = acc;
+  std::unique_ptr<PendingReduce> first, second;
+  ASSERT_TRUE(
+      c->startReduceScatterSum(in.data(), acc.data(), shards, true, first));
+  ASSERT_TRUE(first->wait());
+  ASSERT_TRUE(
+      c->startReduceScatterSum(twice.data(), acc.data(), shards, true, second));
+  ASSERT_TRUE(second->progress());
+  ASSERT_TRUE(second->wait());
+  for (size_t j = 0; j < acc.size(); ++j) {
+    size_t at = shards.offsets[me] + j;
+    float expect = start[j];
+    for (int pass = 0; pass < 2; ++pass)
+      for (int r = 0; r < c->size(); ++r)
+        expect += value(r, at);
+    ASSERT_EQ(acc[j], expect) << j;
+  }
+}
+
+TEST(Mpi, GatherOntoOneRoot) {
+  auto c = world();
+  const size_t n = 501;
+  Shards shards = Shards::even(n, c->size());
+  size_t me = static_cast<size_t>(c->rank());
+  std::vector<float> part(shards.counts[me]);
+  for (size_t j = 0; j < part.size(); ++j)
+    part[j] = value(c->rank(), shards.offsets[me] + j);
+  for (int root = 0; root < c->size(); ++root) {
+    std::vector<float> all(n, -1.0f);
+    Status s = c->gather(part.data(), c->rank() == root ? all.data() : nullptr,
+                         shards, root);
+    ASSERT_TRUE(s) << s.message();
+    if (c->rank() != root)
+      continue;
+    for (int r = 0; r < c->size(); ++r)
+      for (size_t j = 0; j < shards.counts[static_cast<size_t>(r)]; ++j) {
+        size_t at = shards.offsets[static_cast<size_t>(r)] + j;
+        ASSERT_EQ(all[at], value(r, at)) << at;
+      }
+  }
+  int bad = c->size();
+  Status s = c->gather(part.data(), nullptr, shards, bad);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.message().find("gather to rank"), std::string::npos);
 }
 
 TEST(Mpi, BroadcastFromEveryRootAndGatherBytes) {

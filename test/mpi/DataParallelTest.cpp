@@ -13,7 +13,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <unistd.h>
 
 using namespace kiln;
 using namespace kiln::runtime;
@@ -41,10 +44,13 @@ Tensor rowsOf(const Tensor &t, int64_t from, int64_t rows) {
 }
 
 /// `steps` steps of `accumulate` global micro-batches of `ranks` x 2 rows
-/// each, data parallel on `comm` and alone; the largest relative
-/// difference between the two runs' weights.
+/// each, data parallel on `comm` (with ZeRO stage `zero`) and alone; the
+/// largest relative difference between the two runs' weights. With
+/// `checkpoints`, both runs then write their optimizer state there
+/// (dp.safetensors, one.safetensors).
 void trainBoth(const std::shared_ptr<Communicator> &comm, int64_t accumulate,
-               int steps, const std::string &optimizer, double &maxRelative) {
+               int steps, const std::string &optimizer, double &maxRelative,
+               int zero = 0, const std::string &checkpoints = "") {
   const int64_t N = comm->size(), b = 2, T = 5, vocab = 37;
   std::unique_ptr<Model> dp, one;
   ASSERT_TRUE(Model::load(artifact("gpt2.kart"), dp));
@@ -68,8 +74,21 @@ void trainBoth(const std::shared_ptr<Communicator> &comm, int64_t accumulate,
   std::unique_ptr<Trainer> tdp, tone;
   ASSERT_TRUE(Trainer::create(*one, config, tone));
   config.communicator = comm;
+  config.zero = zero;
   Status s = Trainer::create(*dp, config, tdp);
   ASSERT_TRUE(s) << s.message();
+  if (zero > 0) {
+    // Moments for this rank's shard only: about 1/N of one process's.
+    double share = static_cast<double>(tdp->optimizerStateBytes()) /
+                   static_cast<double>(tone->optimizerStateBytes());
+    auto [lo, hi] = tdp->shardRange();
+    EXPECT_EQ(tdp->optimizerStateBytes(),
+              (hi - lo) * sizeof(float) * (optimizer == "adamw" ? 2 : 1));
+    if (N > 1) {
+      EXPECT_GT(share, 0.5 / static_cast<double>(N)) << "rank " << comm->rank();
+      EXPECT_LT(share, 1.5 / static_cast<double>(N)) << "rank " << comm->rank();
+    }
+  }
   SplitMix64 rng{3};
   for (int step = 0; step < steps; ++step) {
     // The global micro-batches, drawn alike on every rank.
@@ -109,6 +128,13 @@ void trainBoth(const std::shared_ptr<Communicator> &comm, int64_t accumulate,
     ASSERT_EQ(sdp.gradNorm, sone.gradNorm) << "step " << step + 1;
     EXPECT_EQ(sdp.allReduceBytes > 0, N > 1);
   }
+  if (!checkpoints.empty()) {
+    s = tdp->saveOptimizer(checkpoints + "/dp.safetensors");
+    ASSERT_TRUE(s) << s.message();
+    if (comm->rank() == 0) {
+      ASSERT_TRUE(tone->saveOptimizer(checkpoints + "/one.safetensors"));
+    }
+  }
   maxRelative = 0;
   for (const ParameterInfo &p : one->parameters()) {
     Tensor a, c;
@@ -145,6 +171,122 @@ TEST(DataParallel, AccumulatingOnEachRankIsStillExact) {
                   comm->size(), optimizer, diff);
     EXPECT_EQ(diff, 0.0) << optimizer;
   }
+}
+
+/// A directory every rank names alike: rank 0's, made fresh.
+std::string sharedDirectory(Communicator &comm) {
+  char name[64] = "/tmp/kiln-mpi-test-XXXXXX";
+  if (comm.rank() == 0 && !mkdtemp(name))
+    name[0] = 0;
+  EXPECT_TRUE(comm.broadcast(name, sizeof name, 0));
+  return name;
+}
+
+std::string readAll(const std::string &path) {
+  std::string bytes;
+  if (FILE *f = std::fopen(path.c_str(), "rb")) {
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0)
+      bytes.append(buf, n);
+    std::fclose(f);
+  }
+  return bytes;
+}
+
+TEST(DataParallel, ZeroStagesTrainExactlyLikePlainDataParallelism) {
+  // Sharded moments (1) and gradients (2) change what each rank keeps,
+  // not the result: one process's weights bit for bit, and its optimizer
+  // state, gathered on rank 0, byte for byte.
+  auto comm = world();
+  std::string dir = sharedDirectory(*comm);
+  ASSERT_FALSE(dir.empty());
+  for (int zero : {1, 2})
+    for (int64_t accumulate : {1, 2})
+      for (const char *optimizer : {"adamw", "sgd"}) {
+        double diff = 1;
+        trainBoth(comm, accumulate, 8, optimizer, diff, zero, dir);
+        if (comm->rank() == 0)
+          std::printf("%d ranks x %d micro-batches, ZeRO-%d, 8 %s steps: "
+                      "largest relative weight difference %.3g\n",
+                      comm->size(), static_cast<int>(accumulate), zero,
+                      optimizer, diff);
+        EXPECT_EQ(diff, 0.0) << "ZeRO-" << zero << ", " << optimizer;
+        if (comm->rank() == 0) {
+          std::string a = readAll(dir + "/dp.safetensors"),
+                      b = readAll(dir + "/one.safetensors");
+          EXPECT_FALSE(a.empty());
+          EXPECT_TRUE(a == b) << "the gathered optimizer state differs";
+        }
+        ASSERT_TRUE(comm->barrier());
+      }
+  if (comm->rank() == 0) {
+    std::remove((dir + "/dp.safetensors").c_str());
+    std::remove((dir + "/one.safetensors").c_str());
+    rmdir(dir.c_str());
+  }
+}
+
+TEST(DataParallel, ZeroResumesFromAnotherRankCountsCheckpoint) {
+  // One process trains 3 steps and writes a checkpoint; N ranks with
+  // ZeRO-2 resume from it for 3 more; the weights equal 6 steps in one
+  // process (a checkpoint holds the whole state, whoever wrote it).
+  auto comm = world();
+  std::string dir = sharedDirectory(*comm);
+  ASSERT_FALSE(dir.empty());
+  const int64_t N = comm->size(), b = 2, T = 5, vocab = 37;
+  TrainConfig config;
+  config.lr = 3e-3;
+  config.totalSteps = 6;
+  config.weightDecay = 0.1;
+  config.seed = 9;
+  std::unique_ptr<Model> one, dp;
+  ASSERT_TRUE(Model::load(artifact("gpt2.kart"), one));
+  ASSERT_TRUE(Model::load(artifact("gpt2.kart"), dp));
+  one->setThreads(1);
+  dp->setThreads(1);
+  std::unique_ptr<Trainer> tone, tdp;
+  ASSERT_TRUE(Trainer::create(*one, config, tone));
+  auto batchOf = [&](int step, int64_t i, std::map<std::string, Tensor> &m) {
+    // Global micro-batch row i of `step`, drawn the same everywhere.
+    Tensor x(DType::I32, {b, T}), y(DType::I32, {b, T});
+    SplitMix64 rng{static_cast<uint64_t>(step * 1000 + i)};
+    for (int64_t j = 0; j < b * T; ++j) {
+      x.as<int32_t>()[j] = static_cast<int32_t>(rng.next() % vocab);
+      y.as<int32_t>()[j] = static_cast<int32_t>(rng.next() % vocab);
+    }
+    m["tokens"] = std::move(x);
+    m["targets"] = std::move(y);
+    return Status::ok();
+  };
+  StepStats st;
+  for (int step = 0; step < 6; ++step) {
+    ASSERT_TRUE(tone->step(
+        N, [&](int64_t i, auto &m) { return batchOf(step, i, m); }, st));
+    if (step == 2 && comm->rank() == 0) {
+      ASSERT_TRUE(tone->saveCheckpoint(dir, "{}", 1));
+    }
+  }
+  ASSERT_TRUE(comm->barrier());
+  config.communicator = comm;
+  config.zero = 2;
+  ASSERT_TRUE(Trainer::create(*dp, config, tdp));
+  Status s = tdp->loadCheckpoint(dir + "/step-00000003");
+  ASSERT_TRUE(s) << s.message();
+  ASSERT_EQ(tdp->stepCount(), 3);
+  for (int step = 3; step < 6; ++step)
+    ASSERT_TRUE(tdp->step(
+        1, [&](int64_t, auto &m) { return batchOf(step, comm->rank(), m); },
+        st));
+  for (const ParameterInfo &p : one->parameters()) {
+    Tensor a, c;
+    ASSERT_TRUE(one->parameter(p.name, a));
+    ASSERT_TRUE(dp->parameter(p.name, c));
+    ASSERT_EQ(std::memcmp(a.data(), c.data(), a.bytes()), 0) << p.name;
+  }
+  ASSERT_TRUE(comm->barrier());
+  if (comm->rank() == 0)
+    std::system(("rm -rf " + dir).c_str());
 }
 
 TEST(DataParallel, RanksWithDifferentModelsAreRefused) {

@@ -38,8 +38,8 @@ def text(tmp_path):
     return p
 
 
-def train_args(tmp_path, *extra):
-    return [KILN, "train", str(EXAMPLES / "gpt2.kiln"), *TINY,
+def train_args(tmp_path, *extra, defines=TINY):
+    return [KILN, "train", str(EXAMPLES / "gpt2.kiln"), *defines,
             f"--data={text(tmp_path)}", "--seq=16", "--lr=0.003",
             "--seed=3", *extra]
 
@@ -67,23 +67,33 @@ def assert_same_weights(a, b):
     assert worst == 0.0, f"largest weight difference {worst}"
 
 
+def like_one_process(tmp_path, ranks, args, steps, accumulate, *extra):
+    """mpirun -np `ranks` kiln train (each rank 2 rows of each micro-batch)
+    beside one process accumulating their micro-batches: the same losses
+    and weights. Returns the data-parallel run."""
+    r = mpirun(ranks, *args(tmp_path, f"--steps={steps}",
+                            f"--batch={2 * ranks}",
+                            f"--accumulate={accumulate}", *extra,
+                            "-o", tmp_path / "dp.kart",
+                            f"--metrics={tmp_path / 'dp.jsonl'}"))
+    run(args(tmp_path, f"--steps={steps}", "--batch=2",
+             f"--accumulate={ranks * accumulate}", "--threads=1",
+             "-o", tmp_path / "one.kart",
+             f"--metrics={tmp_path / 'one.jsonl'}"))
+    assert losses(tmp_path / "dp.jsonl") == losses(tmp_path / "one.jsonl")
+    assert_same_weights(tmp_path / "dp.kart", tmp_path / "one.kart")
+    return r
+
+
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_ranks_train_like_one_process_accumulating(tmp_path, ranks):
     # --batch is the global batch: N ranks of 2 rows each are one process
     # accumulating N micro-batches of 2 rows, bit for bit.
-    r = mpirun(ranks, *train_args(tmp_path, "--steps=12", f"--batch={2 * ranks}",
-                                  "-o", tmp_path / "dp.kart",
-                                  f"--metrics={tmp_path / 'dp.jsonl'}"))
+    r = like_one_process(tmp_path, ranks, train_args, 12, 1)
     assert f"data parallel on MPI: Open MPI" in r.stderr, r.stderr
     assert f"rank 0 of {ranks}" in r.stderr
     # Rank 0 alone reports: one closing line.
     assert r.stderr.count("kiln train: done") == 1, r.stderr
-    run(train_args(tmp_path, "--steps=12", "--batch=2",
-                   f"--accumulate={ranks}", "--threads=1",
-                   "-o", tmp_path / "one.kart",
-                   f"--metrics={tmp_path / 'one.jsonl'}"))
-    assert losses(tmp_path / "dp.jsonl") == losses(tmp_path / "one.jsonl")
-    assert_same_weights(tmp_path / "dp.kart", tmp_path / "one.kart")
 
 
 def test_a_checkpoint_resumes_at_another_rank_count(tmp_path):
@@ -106,6 +116,50 @@ def test_a_checkpoint_resumes_at_another_rank_count(tmp_path):
     assert r.returncode == 1
     assert "the checkpoint was made with batch=2, this run has batch=4" \
         in r.stderr, r.stderr
+
+
+# One layer of width 160: its larger matrices (102400 and 76800 elements)
+# span several of the gradient norm's 65536-element chunks, and with 2
+# ranks ZeRO's shard boundary falls inside one (mlp.c_fc.weight).
+WIDE = ["-D", "n_layer=1", "-D", "n_embd=160", "-D", "n_head=2",
+        "-D", "n_positions=16", "-D", "resid_pdrop=0.1"]
+
+
+def wide_args(tmp_path, *extra):
+    return train_args(tmp_path, *extra, defines=WIDE)
+
+
+@pytest.mark.parametrize("ranks,zero", [(2, 1), (3, 2)])
+def test_zero_trains_like_one_process(tmp_path, ranks, zero):
+    r = like_one_process(tmp_path, ranks, wide_args, 4, 2, f"--zero={zero}")
+    assert f"ZeRO-{zero} (" in r.stderr and "of optimizer state on this " \
+        "rank" in r.stderr, r.stderr
+
+
+def test_a_zero_checkpoint_resumes_at_another_rank_count_and_stage(tmp_path):
+    # ZeRO-1 on 2 ranks for 3 steps, then ZeRO-2 on 3 ranks from the
+    # checkpoint (which rank 0 gathered whole), against the same without
+    # ZeRO: the same checkpoint files, the same weights.
+    for name, zero in (("a", ["--zero=1", "--zero=2"]), ("b", ["--zero=0", "--zero=0"])):
+        ck = tmp_path / name
+        mpirun(2, *wide_args(tmp_path, "--steps=6", "--batch=6",
+                             "--stop-after=3", f"--checkpoint-dir={ck}",
+                             *zero[:1]))
+        mpirun(3, KILN, "train", "--resume", f"--checkpoint-dir={ck}",
+               "-o", tmp_path / f"{name}.kart", *zero[1:])
+    for f in ("model.safetensors", "optimizer.safetensors"):
+        a = (tmp_path / "a" / "step-00000003" / f).read_bytes()
+        assert a == (tmp_path / "b" / "step-00000003" / f).read_bytes(), f
+    assert_same_weights(tmp_path / "a.kart", tmp_path / "b.kart")
+
+
+def test_zero_alone_says_so(tmp_path):
+    r = run(train_args(tmp_path, "--steps=1", "--batch=2", "--zero=1",
+                       "-o", tmp_path / "alone.kart"))
+    assert "--zero=1 with one rank: there is nothing to shard" in r.stderr
+    r = run(train_args(tmp_path, "--steps=1", "--batch=2", "--zero=3",
+                       "-o", tmp_path / "alone.kart"), check=False)
+    assert r.returncode == 2 and "--zero" in r.stderr, r.stderr
 
 
 def test_data_parallel_alone_says_so(tmp_path):
@@ -166,6 +220,12 @@ one = kiln.compile(src, defines=defines, grad="loss", threads=1)
 opt = lambda: kiln.AdamW(lr=3e-3, weight_decay=0.1)
 tdp = kiln.Trainer(dp, opt(), total_steps=6, seed=4, communicator=comm)
 tone = kiln.Trainer(one, opt(), total_steps=6, seed=4)
+# ZeRO-2: this rank's shard of the moments and gradients, the same result.
+zm = kiln.compile(src, defines=defines, grad="loss", threads=1)
+tz = kiln.Trainer(zm, opt(), total_steps=6, seed=4, communicator=comm, zero=2)
+first, end = tz.shard_range
+assert tz.optimizer_state_bytes == (end - first) * 8, tz.shard_range
+assert tz.optimizer_state_bytes < tone.optimizer_state_bytes
 rng = np.random.default_rng(9)
 for step in range(6):
     x = rng.integers(0, 37, size=(2 * N, 8), dtype=np.int32)
@@ -174,9 +234,12 @@ for step in range(6):
     a = tdp.step(mine)
     b = tone.step([{"tokens": x[2 * k:2 * k + 2],
                     "targets": y[2 * k:2 * k + 2]} for k in range(N)])
-    assert a == b, (step, a, b)
-pa, pb = dp.parameters(), one.parameters()
+    z = tz.step(mine)
+    assert a == b == z, (step, a, b, z)
+pa, pb, pz = dp.parameters(), one.parameters(), zm.parameters()
 worst = max(float(np.max(np.abs(pa[k] - pb[k]))) for k in pa)
+assert worst == 0.0, worst
+worst = max(float(np.max(np.abs(pz[k] - pb[k]))) for k in pz)
 assert worst == 0.0, worst
 path = tdp.save_checkpoint(sys.argv[2])
 comm.barrier()

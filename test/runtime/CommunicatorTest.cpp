@@ -39,9 +39,15 @@ TEST(Communicator, OneRankIsItsOwnResult) {
   Shards s = Shards::even(3, 1);
   ASSERT_TRUE(c->reduceScatterSum(v.data(), out.data(), s));
   EXPECT_EQ(out, v);
+  ASSERT_TRUE(c->reduceScatterSum(v.data(), out.data(), s, true));
+  EXPECT_EQ(out, (std::vector<float>{3.0f, -4.0f, 6.5f})) << "accumulated";
   std::fill(out.begin(), out.end(), 0.0f);
   ASSERT_TRUE(c->allGather(v.data(), out.data(), s));
   EXPECT_EQ(out, v);
+  std::fill(out.begin(), out.end(), 0.0f);
+  ASSERT_TRUE(c->gather(v.data(), out.data(), s, 0));
+  EXPECT_EQ(out, v);
+  EXPECT_FALSE(c->gather(v.data(), out.data(), s, 1));
   int x = 4;
   ASSERT_TRUE(c->broadcast(&x, sizeof x, 0));
   Status bad = c->broadcast(&x, sizeof x, 1);
