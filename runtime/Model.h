@@ -134,6 +134,14 @@ struct RunOptions {
   /// emulation tests do: before, to keep inputs a kernel overwrites in
   /// place); KernelContext is in runtime/Kernels.h.
   std::function<void(const KernelContext &)> beforeKernel, afterKernel;
+  /// Called once for each of the function's results as soon as it is
+  /// final — right after the kernel that computes it, or before the first
+  /// kernel for a result that is an input or a weight — with its bytes in
+  /// the call's memory (the result's dtype and shape), valid until the call
+  /// returns. Data-parallel training starts reducing a gradient while the
+  /// backward pass computes the others. The CPU executor calls it; a call
+  /// on another device does not (its results come at the end, as always).
+  std::function<void(size_t result, const void *data)> outputReady;
 };
 
 /// Threads for kiln's kernels and oneDNN (one OpenMP pool) in calls of

@@ -84,23 +84,41 @@ struct TrainConfig {
   /// stage 0 bit for bit; checkpoints hold the whole state whatever the
   /// stage and rank count.
   int zero = 0;
+  /// Data parallel: start reducing each bucket of gradients as soon as the
+  /// backward pass has computed it (RunOptions::outputReady), overlapping
+  /// the rest of the backward pass; false: once the micro-batch's call
+  /// returns (overlapping the next micro-batch only). The same results
+  /// either way.
+  bool overlapReductions = true;
+  /// Data parallel: the most floats a bucket of gradients holds (a larger
+  /// parameter has one of its own); 0: an eighth of the gradients, between
+  /// 64 Ki and 4 Mi floats.
+  size_t bucketFloats = 0;
 };
 
 struct StepStats {
   double loss = 0;     // mean over the micro-batches (of every rank)
   double lr = 0;       // the rate this update used
   double gradNorm = 0; // global norm before clipping
-  /// Data parallel: seconds this rank waited for the gradients' all-reduce
-  /// (what the next micro-batch's computation did not hide), and the bytes
-  /// it reduced.
+  /// Data parallel: seconds this rank waited for the gradients' reductions
+  /// (what the computation did not hide) and, with ZeRO, for the all-gather
+  /// of the updated weights; and the gradient bytes it reduced.
   double allReduceSeconds = 0;
   uint64_t allReduceBytes = 0;
+  /// Data parallel: reductions (of buckets of gradients) and how many of
+  /// them started while their micro-batch's backward pass was still
+  /// running.
+  int64_t reductions = 0, reductionsInBackward = 0;
 };
+
+class ParameterLayout;
+class GradientReducer;
 
 class Trainer {
 public:
   static Status create(Model &model, const TrainConfig &config,
                        std::unique_ptr<Trainer> &out);
+  ~Trainer();
 
   /// The learning rate of update `step` (0-based).
   double learningRate(int64_t step) const;
@@ -173,8 +191,7 @@ public:
   Status loadCheckpoint(const std::string &dir);
 
 private:
-  Trainer(Model &model, const TrainConfig &config)
-      : model_(model), config_(config) {}
+  Trainer(Model &model, const TrainConfig &config);
   UpdateRule ruleFor(double lr) const;
 
   Model &model_;
@@ -185,35 +202,17 @@ private:
   std::vector<int> gradIndex_;            // loss_grad's result (-1: frozen)
   std::vector<std::vector<float>> grads_; // accumulated micro-batch grads
   std::vector<Tensor> out_;               // loss_grad's results, reused
-  // Data parallel (more than one rank): the trainable parameters'
-  // gradients in one buffer, reduced in buckets.
+  // The trainable parameters end to end (runtime/train/GradientReducer.h);
+  // data parallel: sharded with ZeRO, and the gradients' reductions.
+  std::unique_ptr<ParameterLayout> layout_;
   int ranks_ = 1;
-  std::vector<float> flat_;
-  std::vector<size_t> flatAt_; // parameter i's gradient at flat_[flatAt_[i]]
-  // ZeRO: rank r owns the flat elements [bounds_[r], bounds_[r + 1]).
-  std::vector<size_t> bounds_;
-  std::vector<size_t> chunksOf_; // rank r's kSquareSumChunk chunks
-  std::vector<float> shardGrad_; // ZeRO-2: this rank's accumulated gradients
-  std::vector<float> stage_[2];  // buckets on their way to a collective
+  std::unique_ptr<GradientReducer> reducer_;
+  std::vector<int> paramOf_; // loss_grad's result -> parameter (-1: loss)
+  std::vector<float> gatherStage_;
   /// Checks that the ranks hold the same model and starts them from rank
   /// 0's trainable weights; plans the shards with ZeRO.
   Status joinRanks();
-  bool sharded() const { return !bounds_.empty(); }
-  /// The elements [first, second) of parameter i that rank r updates
-  /// (empty for a frozen one).
-  std::pair<size_t, size_t> owned(size_t i, int r) const;
   int rank() const;
-  /// The ranks' parts of the flat elements [a, b), relative to a.
-  Shards window(size_t a, size_t b) const;
-  /// Calls f(parameter, first element, count, flat position) for the
-  /// trainable parameters' elements within the flat range [a, b).
-  template <typename F> void forEachIn(size_t a, size_t b, F &&f) const;
-  /// ZeRO: starts the reduce-scatter of this micro-batch's gradients
-  /// (out_), scaled by `inv`, into this rank's shard `acc`, in buckets.
-  Status
-  reduceScatterGradients(float inv, bool accumulate, float *acc,
-                         std::vector<std::unique_ptr<PendingReduce>> &pending,
-                         double &waited);
   /// ZeRO: every rank's updated shard of the weights onto every rank.
   Status gatherParameters();
   /// The optimizer state as saveOptimizer writes it (rank 0's copy only

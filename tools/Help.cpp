@@ -318,6 +318,9 @@ train options (see docs/training.md):
                      optimizer moments over the ranks (each keeps and
                      updates 1/N), 2 the accumulated gradients too; the
                      weights are the same bit for bit (0: no sharding)
+  --no-overlap       data parallel: reduce a micro-batch's gradients after
+                     its backward pass instead of bucket by bucket during
+                     it (the same results; to measure the overlap)
   --weights=FILE     start from trained weights (.safetensors, a llama2.c
                      checkpoint or a Hugging Face directory), as in compile
   --seed=S           seed for initialization, data order and dropout (0)

@@ -182,6 +182,7 @@ int parse(const std::vector<std::string> &args, Options &o,
   p.flag("--resume", o.resume);
   p.flag("--data-parallel", o.dataParallel);
   p.integer("--zero", o.train.zero, {0, 2});
+  p.flag("--no-overlap", o.train.overlapReductions, false);
   p.flag("--quiet", o.quiet);
   p.flag("--verbose", o.verbose);
   p.flag("--recompute", o.recompute);
@@ -797,9 +798,13 @@ int train(const std::vector<std::string> &args, std::string *outputPath,
           step, st.loss, st.lr, st.gradNorm, tokPerS, ms);
       metrics.write(line, n);
       if (ranks > 1) {
-        // What this rank waited for the gradients' all-reduce.
-        n = std::snprintf(line, sizeof line, ", \"allreduce_ms\": %.3f",
-                          st.allReduceSeconds * 1000.0);
+        // What this rank waited for the gradients' reductions, and how
+        // many of them started inside a backward pass.
+        n = std::snprintf(line, sizeof line,
+                          ", \"allreduce_ms\": %.3f, \"reductions\": %" PRId64
+                          ", \"reductions_in_backward\": %" PRId64,
+                          st.allReduceSeconds * 1000.0, st.reductions,
+                          st.reductionsInBackward);
         metrics.write(line, n);
       }
       if (evalLoss) {

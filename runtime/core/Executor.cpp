@@ -100,6 +100,9 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
   }();
   std::map<std::string, double> opTime;
   const KernelChoice choice = options.kernels.value_or(defaultKernelChoice());
+  if (options.outputReady)
+    for (size_t i : outputsAtStart)
+      options.outputReady(i, ptr[fn.outputs()->Get(i)]);
   int kernelIndex = -1;
   for (const kart::Kernel *k : *fn.kernels()) {
     ++kernelIndex;
@@ -155,6 +158,9 @@ Status FunctionState::run(const std::map<std::string, Tensor> &inputs,
       profiler->record(kernelSlice(*k, kernelIndex, ctx, startUs, profiler));
     if (options.afterKernel)
       options.afterKernel(ctx);
+    if (options.outputReady)
+      for (size_t i : outputsAfter[static_cast<size_t>(kernelIndex)])
+        options.outputReady(i, ptr[fn.outputs()->Get(i)]);
     if (profile)
       opTime[kart::EnumNameOp(k->op())] +=
           std::chrono::duration<double, std::milli>(

@@ -114,6 +114,11 @@ private:
   // A value that reuses the storage of the kernel input it replaces (a
   // reshape's result, the logits' gradient over the logits), or -1.
   std::vector<int> aliasOf;
+  // RunOptions::outputReady: the function outputs final after kernel k
+  // (the kernel that computes them), and those final before any kernel
+  // (inputs, parameters, constants returned as they are).
+  std::vector<std::vector<size_t>> outputsAfter;
+  std::vector<size_t> outputsAtStart;
   std::vector<size_t> offsets;
   std::vector<int64_t> plannedFor; // the symbols the offsets were planned for
   size_t arenaBytes = 0;

@@ -270,6 +270,17 @@ Status FunctionState::verify() {
   }
   for (int id : *fn.outputs())
     lastUse[id] = nk;
+  // An output is final once the kernel that defines it has run: it lives to
+  // the end, so nothing takes over its bytes.
+  outputsAfter.assign(static_cast<size_t>(nk), {});
+  outputsAtStart.clear();
+  for (size_t i = 0; i < fn.outputs()->size(); ++i) {
+    int at = defAt[fn.outputs()->Get(i)];
+    if (at < 0)
+      outputsAtStart.push_back(i);
+    else
+      outputsAfter[static_cast<size_t>(at)].push_back(i);
+  }
   // In place: a result may take over an intermediate input that no later
   // kernel reads (and that is not a function output). The group then lives
   // from the first definition to the last use of any member.

@@ -1,6 +1,7 @@
 //===- Trainer.cpp - training steps on a compiled gradient function -------===//
 #include "runtime/Trainer.h"
 #include "runtime/Memory.h"
+#include "runtime/train/GradientReducer.h"
 
 #include "runtime/File.h"
 #include "runtime/Random.h"
@@ -16,9 +17,9 @@ using namespace kiln::runtime;
 
 namespace {
 constexpr double kPi = 3.14159265358979323846;
-/// Data parallel: gradients and weights cross between ranks in buckets of
-/// this many floats (16 MiB); MPI moves several at once.
-constexpr size_t kBucket = size_t(1) << 22;
+/// ZeRO: the updated weights cross between ranks in buckets of this many
+/// floats (16 MiB).
+constexpr size_t kGatherBucket = size_t(1) << 22;
 
 /// Reads a .safetensors file and indexes its tensors by name.
 Status readByName(const std::string &path, NamedTensors &tensors,
@@ -103,6 +104,10 @@ Status Trainer::create(Model &model, const TrainConfig &config,
       n *= static_cast<size_t>(d);
     t->sizes_.push_back(n);
   }
+  std::vector<bool> isTrained;
+  for (const ParameterInfo &p : params)
+    isTrained.push_back(p.trainable);
+  t->layout_ = std::make_unique<ParameterLayout>(t->sizes_, isTrained);
   if (config.communicator && config.communicator->size() > 1)
     if (Status s = t->joinRanks(); !s)
       return s;
@@ -116,7 +121,7 @@ Status Trainer::create(Model &model, const TrainConfig &config,
   // parameters have no state and are never updated.
   std::vector<size_t> sizes(params.size(), 0);
   for (size_t i = 0; i < params.size(); ++i) {
-    auto [lo, hi] = t->owned(i, t->rank());
+    auto [lo, hi] = t->layout_->owned(i, t->rank());
     sizes[i] = hi - lo;
   }
   if (!config.optimizerStateFile.empty()) {
@@ -169,12 +174,9 @@ Status Trainer::joinRanks() {
                            " holds a different model than rank 0 (its "
                            "parameters differ in name, shape or training)");
   // Every rank starts from rank 0's trainable weights.
-  size_t total = 0;
   for (size_t i = 0; i < params.size(); ++i) {
-    flatAt_.push_back(total);
     if (!params[i].trainable)
       continue;
-    total += sizes_[i];
     float *w = nullptr;
     auto writing = model_.lockParameters();
     if (Status s = model_.parameterData(i, w); !s)
@@ -182,103 +184,40 @@ Status Trainer::joinRanks() {
     if (Status s = comm.broadcast(w, sizes_[i] * sizeof(float), 0); !s)
       return s;
   }
-  if (config_.zero == 0) {
-    flat_.assign(total, 0.0f);
-    return Status::ok();
-  }
-  // ZeRO: one contiguous shard per rank, each about total / N elements,
-  // its bounds at the starts of sumOfSquares's chunks (each parameter from
-  // its start in kSquareSumChunk elements) so that the ranks' partial sums
-  // of squares add up to the one-process norm.
-  std::vector<size_t> starts;
-  for (size_t i = 0; i < params.size(); ++i)
-    if (params[i].trainable)
-      for (size_t at = 0; at < sizes_[i]; at += kSquareSumChunk)
-        starts.push_back(flatAt_[i] + at);
-  starts.push_back(total);
-  bounds_.assign(1, 0);
-  for (int r = 1; r < ranks_; ++r) {
-    size_t target = static_cast<size_t>(static_cast<double>(total) * r /
-                                        static_cast<double>(ranks_));
-    auto it = std::lower_bound(starts.begin(), starts.end(), target);
-    size_t pick = *it;
-    if (it != starts.begin() && target - *(it - 1) < *it - target)
-      pick = *(it - 1);
-    bounds_.push_back(std::max(pick, bounds_.back()));
-  }
-  bounds_.push_back(total);
-  chunksOf_.assign(static_cast<size_t>(ranks_), 0);
-  for (int r = 0; r < ranks_; ++r)
-    for (size_t i = 0; i < params.size(); ++i) {
-      auto [lo, hi] = owned(i, r);
-      chunksOf_[static_cast<size_t>(r)] +=
-          (hi - lo + kSquareSumChunk - 1) / kSquareSumChunk;
-    }
-  auto [lo, hi] = shardRange();
-  if (config_.zero == 2)
-    shardGrad_.assign(hi - lo, 0.0f);
-  else
-    flat_.assign(total, 0.0f);
+  // ZeRO: one contiguous shard per rank, its bounds at the starts of
+  // sumOfSquares's chunks, so that the ranks' partial sums of squares add
+  // up to the one-process norm.
+  if (config_.zero > 0)
+    layout_->shard(ranks_, kSquareSumChunk);
+  reducer_ = std::make_unique<GradientReducer>(comm, *layout_, config_.zero,
+                                               config_.bucketFloats);
+  paramOf_.assign(static_cast<size_t>(gradIndex_.size()) + 1, -1);
+  for (size_t i = 0; i < gradIndex_.size(); ++i)
+    if (gradIndex_[i] >= 0)
+      paramOf_[static_cast<size_t>(gradIndex_[i])] = static_cast<int>(i);
   return Status::ok();
 }
+
+Trainer::Trainer(Model &model, const TrainConfig &config)
+    : model_(model), config_(config) {}
+
+Trainer::~Trainer() = default;
 
 int Trainer::rank() const {
   return ranks_ > 1 ? config_.communicator->rank() : 0;
 }
 
-std::pair<size_t, size_t> Trainer::owned(size_t i, int r) const {
-  if (!model_.parameters()[i].trainable)
-    return {0, 0};
-  size_t n = sizes_[i];
-  if (!sharded())
-    return {0, n};
-  size_t at = flatAt_[i], ru = static_cast<size_t>(r);
-  auto clampTo = [&](size_t x) { return x <= at ? 0 : std::min(x - at, n); };
-  size_t lo = clampTo(bounds_[ru]), hi = clampTo(bounds_[ru + 1]);
-  return {lo, std::max(lo, hi)};
-}
-
 std::pair<size_t, size_t> Trainer::shardRange() const {
-  if (sharded())
-    return {bounds_[static_cast<size_t>(rank())],
-            bounds_[static_cast<size_t>(rank()) + 1]};
-  size_t total = 0;
-  for (size_t i = 0; i < sizes_.size(); ++i)
-    if (model_.parameters()[i].trainable)
-      total += sizes_[i];
-  return {0, total};
+  return layout_->range(rank());
 }
 
 uint64_t Trainer::optimizerStateBytes() const {
   uint64_t n = 0;
   for (size_t i = 0; i < sizes_.size(); ++i) {
-    auto [lo, hi] = owned(i, rank());
+    auto [lo, hi] = layout_->owned(i, rank());
     n += hi - lo;
   }
   return n * (config_.optimizer == "adamw" ? 2 : 1) * sizeof(float);
-}
-
-Shards Trainer::window(size_t a, size_t b) const {
-  Shards w;
-  for (int r = 0; r < ranks_; ++r) {
-    size_t lo = std::clamp(bounds_[static_cast<size_t>(r)], a, b);
-    size_t hi = std::clamp(bounds_[static_cast<size_t>(r) + 1], a, b);
-    w.offsets.push_back(lo - a);
-    w.counts.push_back(hi - lo);
-  }
-  return w;
-}
-
-template <typename F> void Trainer::forEachIn(size_t a, size_t b, F &&f) const {
-  const auto &params = model_.parameters();
-  for (size_t i = 0; i < params.size(); ++i) {
-    if (!params[i].trainable)
-      continue;
-    size_t lo = std::max(a, flatAt_[i]),
-           hi = std::min(b, flatAt_[i] + sizes_[i]);
-    if (lo < hi)
-      f(i, lo - flatAt_[i], hi - lo, lo);
-  }
 }
 
 double Trainer::learningRate(int64_t step) const {
@@ -398,33 +337,26 @@ Status Trainer::step(int64_t count, const MicroBatchSource &next,
 Status Trainer::parallelStep(int64_t count, const MicroBatchSource &next,
                              StepStats &stats) {
   Communicator &comm = *config_.communicator;
+  GradientReducer &reducer = *reducer_;
   const int64_t ranks = ranks_, rank = comm.rank();
   const auto &params = model_.parameters();
   size_t np = params.size();
   // One process adds its count N micro-batch gradients, each scaled by
   // 1/(count N), in one sequence: acc = ((g0 + g1) + g2) ... The ranks
-  // keep that order exactly: after micro-batch k, rank 0 contributes the
-  // running sum plus its gradient, rank r its gradient, and the all-reduce
-  // adds them in rank order — the sum of micro-batches k N, k N + 1, ...
-  // appended to the sum so far. So data parallelism gives the one-process
-  // result bit for bit, with accumulation too. Micro-batch k's reduction
-  // runs while micro-batch k + 1 computes (the kernels push it along).
+  // keep that order exactly (GradientReducer): after micro-batch k the
+  // all-reduce adds rank 0's running sum plus its gradient, then the other
+  // ranks' gradients, in rank order — or with ZeRO the shard's owner adds
+  // them to its running sum. So data parallelism gives the one-process
+  // result bit for bit, with accumulation too. Each bucket of gradients
+  // starts its reduction as soon as the backward pass has computed them
+  // all, and the reductions run on while the rest of the backward pass
+  // and the next micro-batch compute (the kernels push them along).
   float inv = 1.0f / static_cast<float>(count * ranks);
   std::vector<double> losses(static_cast<size_t>(count));
   std::map<std::string, Tensor> batch;
-  std::vector<std::unique_ptr<PendingReduce>> pending;
-  double waitSeconds = 0;
-  auto finish = [&]() -> Status {
-    auto t0 = std::chrono::steady_clock::now();
-    for (auto &p : pending)
-      if (Status s = p->wait(); !s)
-        return s;
-    pending.clear();
-    waitSeconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-            .count();
-    return Status::ok();
-  };
+  reducer.resetStats();
+  stats.reductionsInBackward = 0;
+  stats.reductions = count * static_cast<int64_t>(reducer.buckets());
   for (int64_t mb = 0; mb < count; ++mb) {
     int64_t global = mb * ranks + rank;
     RunOptions run;
@@ -432,56 +364,42 @@ Status Trainer::parallelStep(int64_t count, const MicroBatchSource &next,
     SplitMix64 mix{config_.seed ^ (static_cast<uint64_t>(step_) << 20) ^
                    static_cast<uint64_t>(global)};
     run.seed = mix.next();
-    Status progress = Status::ok();
-    if (!pending.empty())
-      run.afterKernel = [&](const KernelContext &) {
-        for (auto &p : pending)
-          if (progress)
-            progress = p->progress();
+    if (Status s = reducer.begin(mb, count, inv); !s)
+      return s;
+    Status failed = Status::ok();
+    run.afterKernel = [&](const KernelContext &) {
+      if (failed)
+        failed = reducer.progress();
+    };
+    if (config_.overlapReductions)
+      run.outputReady = [&](size_t result, const void *data) {
+        int p = paramOf_[result];
+        if (p >= 0 && failed)
+          failed = reducer.add(static_cast<size_t>(p),
+                               static_cast<const float *>(data));
       };
     if (Status s = next(mb, batch); !s)
       return s;
+    uint64_t before = reducer.started();
     if (Status s = model_.run(config_.loss + "_grad", batch, out_, run); !s)
       return Status::error("rank " + std::to_string(rank) + ": " + s.message());
-    if (!progress)
-      return progress;
+    if (!failed)
+      return failed;
+    stats.reductionsInBackward +=
+        static_cast<int64_t>(reducer.started() - before);
     losses[static_cast<size_t>(mb)] = out_[0].as<float>()[0];
-    if (Status s = finish(); !s) // the previous micro-batch's sum is in
+    // The gradients the call did not hand over while it ran (overlap off,
+    // or another device), in parameter order.
+    for (size_t i = 0; i < np; ++i)
+      if (gradIndex_[i] >= 0 && !reducer.added(i))
+        if (Status s = reducer.add(
+                i, out_[static_cast<size_t>(gradIndex_[i])].as<float>());
+            !s)
+          return s;
+    if (Status s = reducer.end(); !s)
       return s;
-    // ZeRO-2 reduces every micro-batch into this rank's shard, ZeRO-1 the
-    // last one (the shard is all it updates); the owner of each shard adds
-    // the ranks' gradients to its running sum in the same order.
-    bool last = mb == count - 1;
-    if (config_.zero == 2 || (config_.zero == 1 && last)) {
-      float *acc = config_.zero == 2 ? shardGrad_.data()
-                                     : flat_.data() + shardRange().first;
-      if (Status s =
-              reduceScatterGradients(inv, mb > 0, acc, pending, waitSeconds);
-          !s)
-        return s;
-      continue;
-    }
-    bool add = mb > 0 && rank == 0;
-    for (size_t i = 0; i < np; ++i) {
-      if (gradIndex_[i] < 0)
-        continue;
-      const float *g = out_[gradIndex_[i]].as<float>();
-      float *acc = flat_.data() + flatAt_[i];
-      int64_t n = static_cast<int64_t>(sizes_[i]);
-#pragma omp parallel for if (n > 65536)
-      for (int64_t j = 0; j < n; ++j)
-        acc[j] = add ? acc[j] + g[j] * inv : g[j] * inv;
-    }
-    for (size_t at = 0; at < flat_.size(); at += kBucket) {
-      pending.emplace_back();
-      if (Status s = comm.startAllReduceSum(
-              flat_.data() + at, std::min(kBucket, flat_.size() - at),
-              pending.back());
-          !s)
-        return s;
-    }
   }
-  if (Status s = finish(); !s)
+  if (Status s = reducer.finish(); !s)
     return s;
   // Every rank's losses, added in the order one process would have run
   // the micro-batches (k outer, rank inner).
@@ -490,10 +408,10 @@ Status Trainer::parallelStep(int64_t count, const MicroBatchSource &next,
                                      losses.size() * sizeof(double));
       !s)
     return s;
-  stats.allReduceSeconds = waitSeconds;
+  stats.allReduceSeconds = reducer.waitedSeconds();
   // Each micro-batch's gradients, every trainable element.
-  size_t reduced = sharded() ? bounds_.back() : flat_.size();
-  stats.allReduceBytes = static_cast<uint64_t>(count) * reduced * sizeof(float);
+  stats.allReduceBytes =
+      static_cast<uint64_t>(count) * layout_->total() * sizeof(float);
   double lossSum = 0;
   for (int64_t mb = 0; mb < count; ++mb)
     for (int64_t r = 0; r < ranks; ++r) {
@@ -506,17 +424,11 @@ Status Trainer::parallelStep(int64_t count, const MicroBatchSource &next,
                              "); lower the learning rate or check the data");
       lossSum += loss;
     }
-  // Each parameter's gradient over the elements this rank updates: all of
-  // them, or with ZeRO those of its shard.
+  // Each parameter's summed gradient over the elements this rank updates:
+  // all of them, or with ZeRO those of its shard.
   std::vector<const float *> grad(np, nullptr);
-  size_t shardStart = shardRange().first;
-  for (size_t i = 0; i < np; ++i) {
-    auto [lo, hi] = owned(i, comm.rank());
-    if (hi > lo)
-      grad[i] = config_.zero == 2
-                    ? shardGrad_.data() + (flatAt_[i] + lo - shardStart)
-                    : flat_.data() + flatAt_[i] + lo;
-  }
+  for (size_t i = 0; i < np; ++i)
+    grad[i] = reducer.gradient(i);
   if (Status s = update(grad, stats); !s)
     return s;
   stats.loss = lossSum / static_cast<double>(count * ranks);
@@ -536,18 +448,25 @@ Status Trainer::update(const std::vector<const float *> &grad,
   std::vector<std::pair<const float *, int64_t>> ts;
   for (size_t i = 0; i < np; ++i)
     if (grad[i]) {
-      auto [lo, hi] = owned(i, me);
+      auto [lo, hi] = layout_->owned(i, me);
       ts.push_back({grad[i], static_cast<int64_t>(hi - lo)});
     }
   double squares = 0;
-  if (sharded()) {
+  if (layout_->sharded()) {
     // Every rank's chunk sums, added in one process's order.
+    std::vector<size_t> chunksOf(static_cast<size_t>(ranks_), 0);
+    for (int r = 0; r < ranks_; ++r)
+      for (size_t i = 0; i < np; ++i) {
+        auto [lo, hi] = layout_->owned(i, r);
+        chunksOf[static_cast<size_t>(r)] +=
+            (hi - lo + kSquareSumChunk - 1) / kSquareSumChunk;
+      }
     std::vector<double> mine = squareSumsByChunk(ts);
-    size_t most = *std::max_element(chunksOf_.begin(), chunksOf_.end());
-    if (mine.size() != chunksOf_[static_cast<size_t>(me)])
+    size_t most = *std::max_element(chunksOf.begin(), chunksOf.end());
+    if (mine.size() != chunksOf[static_cast<size_t>(me)])
       return Status::error("internal error: the gradient shard has " +
                            std::to_string(mine.size()) + " chunks, planned " +
-                           std::to_string(chunksOf_[static_cast<size_t>(me)]));
+                           std::to_string(chunksOf[static_cast<size_t>(me)]));
     mine.resize(most, 0.0);
     std::vector<double> all(most * static_cast<size_t>(ranks_));
     if (Status s = config_.communicator->allGatherBytes(mine.data(), all.data(),
@@ -555,7 +474,7 @@ Status Trainer::update(const std::vector<const float *> &grad,
         !s)
       return s;
     for (int r = 0; r < ranks_; ++r)
-      for (size_t c = 0; c < chunksOf_[static_cast<size_t>(r)]; ++c)
+      for (size_t c = 0; c < chunksOf[static_cast<size_t>(r)]; ++c)
         squares += all[static_cast<size_t>(r) * most + c];
   } else {
     squares = sumOfSquares(ts);
@@ -580,15 +499,20 @@ Status Trainer::update(const std::vector<const float *> &grad,
       float *param = nullptr;
       if (Status s = model_.parameterData(i, param); !s)
         return s;
-      auto [lo, hi] = owned(i, me);
+      auto [lo, hi] = layout_->owned(i, me);
       applyUpdate(r, param + lo, st.m[i].data(),
                   rule.adamw ? st.v[i].data() : nullptr, grad[i],
                   static_cast<int64_t>(hi - lo));
     }
   }
-  if (sharded())
+  if (layout_->sharded()) {
+    auto t0 = std::chrono::steady_clock::now();
     if (Status s = gatherParameters(); !s)
       return s;
+    stats.allReduceSeconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count();
+  }
   if (profiler) {
     // The update outside the compiled functions, in the trace too.
     ProfileSlice update;
@@ -605,62 +529,20 @@ Status Trainer::update(const std::vector<const float *> &grad,
   return Status::ok();
 }
 
-Status Trainer::reduceScatterGradients(
-    float inv, bool accumulate, float *acc,
-    std::vector<std::unique_ptr<PendingReduce>> &pending, double &waited) {
-  Communicator &comm = *config_.communicator;
-  const size_t total = bounds_.back(), own = shardRange().first;
-  const size_t me = static_cast<size_t>(comm.rank());
-  const size_t bucket = std::min(kBucket, total);
-  // Two staging buckets: one fills while the other is on its way.
-  PendingReduce *inFlight[2] = {nullptr, nullptr};
-  for (size_t a = 0, k = 0; a < total; a += bucket, ++k) {
-    size_t b = std::min(a + bucket, total);
-    if (PendingReduce *p = inFlight[k % 2]) {
-      auto t0 = std::chrono::steady_clock::now();
-      if (Status s = p->wait(); !s)
-        return s;
-      waited +=
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-              .count();
-    }
-    std::vector<float> &stage = stage_[k % 2];
-    stage.resize(bucket);
-    float *st = stage.data();
-    forEachIn(a, b, [&](size_t i, size_t from, size_t n, size_t at) {
-      const float *g = out_[static_cast<size_t>(gradIndex_[i])].as<float>();
-      float *d = st + (at - a);
-      int64_t len = static_cast<int64_t>(n);
-#pragma omp parallel for if (len > 65536)
-      for (int64_t j = 0; j < len; ++j)
-        d[j] = g[from + static_cast<size_t>(j)] * inv;
-    });
-    Shards w = window(a, b);
-    float *dest = w.counts[me] ? acc + (a + w.offsets[me] - own) : acc;
-    pending.emplace_back();
-    if (Status s =
-            comm.startReduceScatterSum(st, dest, w, accumulate, pending.back());
-        !s)
-      return s;
-    inFlight[k % 2] = pending.back().get();
-  }
-  return Status::ok();
-}
-
 Status Trainer::gatherParameters() {
   Communicator &comm = *config_.communicator;
-  const size_t total = bounds_.back();
+  const size_t total = layout_->total();
   const auto [own0, own1] = shardRange();
   const size_t me = static_cast<size_t>(comm.rank());
-  const size_t bucket = std::min(kBucket, total);
-  std::vector<float> &stage = stage_[0];
+  const size_t bucket = std::min(kGatherBucket, total);
+  std::vector<float> &stage = gatherStage_;
   stage.resize(bucket);
   float *st = stage.data();
   Status failed = Status::ok();
   // Copies the weights' flat elements [lo, hi) to or from the staging
   // bucket that starts at flat element `a`.
   auto copy = [&](size_t a, size_t lo, size_t hi, bool toStage) {
-    forEachIn(lo, hi, [&](size_t i, size_t from, size_t n, size_t at) {
+    layout_->forEachIn(lo, hi, [&](size_t i, size_t from, size_t n, size_t at) {
       float *w = nullptr;
       if (!failed || !(failed = model_.parameterData(i, w)))
         return;
@@ -673,7 +555,7 @@ Status Trainer::gatherParameters() {
   auto writing = model_.lockParameters();
   for (size_t a = 0; a < total; a += bucket) {
     size_t b = std::min(a + bucket, total);
-    Shards w = window(a, b);
+    Shards w = layout_->window(a, b);
     copy(a, std::max(a, own0), std::min(b, own1), true);
     if (Status s = comm.allGather(st + w.offsets[me], st, w); !s)
       return s;
@@ -703,7 +585,7 @@ Status Trainer::estimateMemory(const std::map<std::string, int64_t> &dims,
     weights += bytes;
     if (params[i].trainable)
       trained += bytes;
-    auto [lo, hi] = owned(i, rank());
+    auto [lo, hi] = layout_->owned(i, rank());
     own += static_cast<uint64_t>(hi - lo) * sizeof(float);
   }
   // Weights (as f32: an upper bound for quantized ones); for the trained
@@ -715,8 +597,9 @@ Status Trainer::estimateMemory(const std::map<std::string, int64_t> &dims,
   uint64_t outputs = fn == "train_step" ? 0 : trained;
   uint64_t accumulated = ranks_ > 1 ? (config_.zero == 2 ? own : trained)
                                     : (accumulate > 1 ? trained : 0);
-  if (sharded())
-    accumulated += 2 * std::min<uint64_t>(kBucket * sizeof(float), trained);
+  if (layout_->sharded()) // staging buckets for the reductions and gathers
+    accumulated +=
+        5 * std::min<uint64_t>(kGatherBucket * sizeof(float), trained);
   uint64_t moments = own * (config_.optimizer == "adamw" ? 2 : 1);
   out.activations = report.arenaBytes + eval.arenaBytes;
   out.state = weights + outputs + accumulated + moments;
@@ -783,10 +666,10 @@ Status Trainer::optimizerTensors(NamedTensors &t) const {
     Tensor full;
     if (root)
       full = Tensor(DType::F32, params[i].shape);
-    if (sharded()) {
+    if (layout_->sharded()) {
       Shards parts;
       for (int r = 0; r < ranks_; ++r) {
-        auto [lo, hi] = owned(i, r);
+        auto [lo, hi] = layout_->owned(i, r);
         parts.offsets.push_back(lo);
         parts.counts.push_back(hi - lo);
       }
@@ -877,7 +760,7 @@ Status Trainer::loadOptimizer(const std::string &path) {
   for (size_t i = 0; i < params.size(); ++i) {
     if (!params[i].trainable)
       continue;
-    size_t lo = owned(i, rank()).first;
+    size_t lo = layout_->owned(i, rank()).first;
     if (Status s = take((adam ? "exp_avg/" : "momentum/") + params[i].name,
                         params[i], m[i], lo);
         !s)

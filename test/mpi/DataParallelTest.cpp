@@ -43,14 +43,24 @@ Tensor rowsOf(const Tensor &t, int64_t from, int64_t rows) {
   return out;
 }
 
+/// How the data-parallel run reduces: ZeRO stage, bucket size (0: auto),
+/// reductions started inside the backward pass or after it.
+struct Reduction {
+  int zero = 0;
+  size_t bucket = 0;
+  bool overlap = true;
+  int64_t inBackward = 0; // out: reductions started inside a backward pass
+};
+
 /// `steps` steps of `accumulate` global micro-batches of `ranks` x 2 rows
-/// each, data parallel on `comm` (with ZeRO stage `zero`) and alone; the
+/// each, data parallel on `comm` (reducing as `how` says) and alone; the
 /// largest relative difference between the two runs' weights. With
 /// `checkpoints`, both runs then write their optimizer state there
 /// (dp.safetensors, one.safetensors).
 void trainBoth(const std::shared_ptr<Communicator> &comm, int64_t accumulate,
                int steps, const std::string &optimizer, double &maxRelative,
-               int zero = 0, const std::string &checkpoints = "") {
+               Reduction &how, const std::string &checkpoints = "") {
+  const int zero = how.zero;
   const int64_t N = comm->size(), b = 2, T = 5, vocab = 37;
   std::unique_ptr<Model> dp, one;
   ASSERT_TRUE(Model::load(artifact("gpt2.kart"), dp));
@@ -75,6 +85,8 @@ void trainBoth(const std::shared_ptr<Communicator> &comm, int64_t accumulate,
   ASSERT_TRUE(Trainer::create(*one, config, tone));
   config.communicator = comm;
   config.zero = zero;
+  config.bucketFloats = how.bucket;
+  config.overlapReductions = how.overlap;
   Status s = Trainer::create(*dp, config, tdp);
   ASSERT_TRUE(s) << s.message();
   if (zero > 0) {
@@ -127,6 +139,8 @@ void trainBoth(const std::shared_ptr<Communicator> &comm, int64_t accumulate,
     ASSERT_EQ(sdp.loss, sone.loss) << "step " << step + 1;
     ASSERT_EQ(sdp.gradNorm, sone.gradNorm) << "step " << step + 1;
     EXPECT_EQ(sdp.allReduceBytes > 0, N > 1);
+    how.inBackward += sdp.reductionsInBackward;
+    EXPECT_LE(sdp.reductionsInBackward, sdp.reductions);
   }
   if (!checkpoints.empty()) {
     s = tdp->saveOptimizer(checkpoints + "/dp.safetensors");
@@ -151,7 +165,8 @@ void trainBoth(const std::shared_ptr<Communicator> &comm, int64_t accumulate,
 TEST(DataParallel, RanksTrainBitForBitLikeOneProcessAccumulating) {
   auto comm = world();
   double diff = 1;
-  trainBoth(comm, 1, 20, "adamw", diff);
+  Reduction plain;
+  trainBoth(comm, 1, 20, "adamw", diff, plain);
   if (comm->rank() == 0)
     std::printf("%d ranks, 20 AdamW steps: largest relative weight "
                 "difference %.3g\n",
@@ -164,13 +179,94 @@ TEST(DataParallel, AccumulatingOnEachRankIsStillExact) {
   auto comm = world();
   for (const char *optimizer : {"sgd", "adamw"}) {
     double diff = 1;
-    trainBoth(comm, 2, 10, optimizer, diff);
+    Reduction plain;
+    trainBoth(comm, 2, 10, optimizer, diff, plain);
     if (comm->rank() == 0)
       std::printf("%d ranks x 2 micro-batches, 10 %s steps: largest "
                   "relative weight difference %.3g\n",
                   comm->size(), optimizer, diff);
     EXPECT_EQ(diff, 0.0) << optimizer;
   }
+}
+
+TEST(DataParallel, ReductionsStartInsideTheBackwardPass) {
+  // Buckets of at most 3000 floats (the model's 28 gradients in about 16):
+  // with overlap their reductions start as the backward pass computes
+  // them, without it after the call; the weights are the same.
+  auto comm = world();
+  for (bool overlap : {true, false}) {
+    double diff = 1;
+    Reduction how{0, 3000, overlap};
+    trainBoth(comm, 2, 4, "adamw", diff, how);
+    EXPECT_EQ(diff, 0.0) << "overlap " << overlap;
+    if (comm->rank() == 0)
+      std::printf("%d ranks, overlap %s: %lld reductions started inside "
+                  "the backward pass\n",
+                  comm->size(), overlap ? "on" : "off",
+                  static_cast<long long>(how.inBackward));
+    // 4 steps of 2 micro-batches: more than 2 buckets each start early.
+    if (overlap && comm->size() > 1) {
+      EXPECT_GT(how.inBackward, 4 * 2 * 2);
+    } else {
+      EXPECT_EQ(how.inBackward, 0);
+    }
+  }
+}
+
+TEST(DataParallel, TheExecutorHandsOverEachResultWhenItIsFinal) {
+  std::unique_ptr<Model> m;
+  ASSERT_TRUE(Model::load(artifact("gpt2.kart"), m));
+  std::map<std::string, Tensor> in;
+  Tensor x(DType::I32, {2, 5}), y(DType::I32, {2, 5});
+  for (int i = 0; i < 10; ++i) {
+    x.as<int32_t>()[i] = (i * 7) % 37;
+    y.as<int32_t>()[i] = (i * 5 + 3) % 37;
+  }
+  in["tokens"] = x;
+  in["targets"] = y;
+  const FunctionInfo *f = nullptr;
+  for (const FunctionInfo &fi : m->functions())
+    if (fi.name == "loss_grad")
+      f = &fi;
+  ASSERT_NE(f, nullptr);
+  const size_t results = f->outputs.size();
+  // The loss, then each trainable parameter's gradient.
+  std::vector<size_t> bytes = {sizeof(float)};
+  for (const ParameterInfo &p : m->parameters())
+    if (p.trainable) {
+      size_t n = sizeof(float);
+      for (int64_t d : p.shape)
+        n *= static_cast<size_t>(d);
+      bytes.push_back(n);
+    }
+  ASSERT_EQ(bytes.size(), results);
+  RunOptions run;
+  int kernels = 0;
+  std::vector<int> when(results, -1); // kernels run when result i came
+  std::vector<std::vector<char>> seen(results); // its bytes then
+  run.afterKernel = [&](const KernelContext &) { ++kernels; };
+  run.outputReady = [&](size_t i, const void *data) {
+    if (i >= results || when[i] != -1) {
+      ADD_FAILURE() << "result " << i << " handed over twice or unknown";
+      return;
+    }
+    when[i] = kernels;
+    seen[i].assign(static_cast<const char *>(data),
+                   static_cast<const char *>(data) + bytes[i]);
+  };
+  std::vector<Tensor> out;
+  ASSERT_TRUE(m->run("loss_grad", in, out, run));
+  int early = 0;
+  for (size_t i = 0; i < results; ++i) {
+    ASSERT_GE(when[i], 0) << "result " << i << " never handed over";
+    early += when[i] < kernels;
+    ASSERT_EQ(seen[i].size(), out[i].bytes());
+    EXPECT_EQ(std::memcmp(seen[i].data(), out[i].data(), out[i].bytes()), 0)
+        << "result " << i << " changed after it was handed over";
+  }
+  // The loss comes with the forward pass, most gradients before the end.
+  EXPECT_LT(when[0], kernels / 2);
+  EXPECT_GT(early, static_cast<int>(results) / 2);
 }
 
 /// A directory every rank names alike: rank 0's, made fresh.
@@ -205,7 +301,9 @@ TEST(DataParallel, ZeroStagesTrainExactlyLikePlainDataParallelism) {
     for (int64_t accumulate : {1, 2})
       for (const char *optimizer : {"adamw", "sgd"}) {
         double diff = 1;
-        trainBoth(comm, accumulate, 8, optimizer, diff, zero, dir);
+        // Small buckets (many reductions in flight) with accumulation.
+        Reduction how{zero, accumulate == 2 ? size_t(3000) : 0};
+        trainBoth(comm, accumulate, 8, optimizer, diff, how, dir);
         if (comm->rank() == 0)
           std::printf("%d ranks x %d micro-batches, ZeRO-%d, 8 %s steps: "
                       "largest relative weight difference %.3g\n",

@@ -136,6 +136,24 @@ def test_zero_trains_like_one_process(tmp_path, ranks, zero):
         "rank" in r.stderr, r.stderr
 
 
+def test_reductions_start_inside_the_backward_pass(tmp_path):
+    # The wide model's gradients make several buckets; by default most
+    # start reducing while the backward pass runs, with --no-overlap none
+    # do; the losses are the same.
+    rows = {}
+    for name, extra in (("on", []), ("off", ["--no-overlap"])):
+        mpirun(2, *wide_args(tmp_path, "--steps=3", "--batch=4",
+                             f"--metrics={tmp_path / name}.jsonl", "-o",
+                             tmp_path / f"{name}.kart", *extra))
+        rows[name] = [json.loads(line) for line in
+                      open(tmp_path / f"{name}.jsonl")]
+    assert [r["loss"] for r in rows["on"]] == [r["loss"] for r in rows["off"]]
+    for r in rows["on"]:
+        assert r["reductions"] > 2
+        assert 0 < r["reductions_in_backward"] <= r["reductions"], r
+    assert all(r["reductions_in_backward"] == 0 for r in rows["off"])
+
+
 def test_a_zero_checkpoint_resumes_at_another_rank_count_and_stage(tmp_path):
     # ZeRO-1 on 2 ranks for 3 steps, then ZeRO-2 on 3 ranks from the
     # checkpoint (which rank 0 gathered whole), against the same without
