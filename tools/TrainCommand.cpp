@@ -424,8 +424,30 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
              : llvm::StringRef(o.load.device).starts_with("cuda") ? "cpu,cuda"
                                                                   : "cpu";
   CompileResult compiled;
-  if (!compile(r, compiled))
+  const std::shared_ptr<Communicator> &comm = o.train.communicator;
+  if (comm && comm->size() > 1) {
+    // Data parallel: rank 0 compiles, and its artifact — the program and
+    // the initial weights — goes to the other ranks, which compile nothing
+    // (nor read --weights).
+    uint64_t bytes = 0;
+    if (comm->rank() == 0 && compile(r, compiled))
+      bytes = compiled.artifact.size();
+    if (Status s = comm->broadcast(&bytes, sizeof bytes, 0); !s)
+      return fail("data-parallel training: " + s.message());
+    if (!bytes) // rank 0 said why
+      return comm->rank() == 0 ? 1
+                               : fail("rank 0 could not compile " + o.input);
+    if (comm->rank() != 0) {
+      if (uint64_t memory = physicalMemory(); memory && bytes > memory)
+        return fail("rank 0's artifact is " + formatBytes(bytes) +
+                    ", more than this machine's memory");
+      compiled.artifact.resize(bytes);
+    }
+    if (Status s = comm->broadcast(compiled.artifact.data(), bytes, 0); !s)
+      return fail("data-parallel training: " + s.message());
+  } else if (!compile(r, compiled)) {
     return 1;
+  }
   llvm::SmallString<256> dir(o.input);
   llvm::sys::path::remove_filename(dir);
   if (Status s = Model::fromBytes(std::move(compiled.artifact), model,

@@ -180,6 +180,25 @@ def test_zero_alone_says_so(tmp_path):
     assert r.returncode == 2 and "--zero" in r.stderr, r.stderr
 
 
+def test_rank_0_compiles_and_sends_its_artifact(tmp_path):
+    # Rank 1 is given a model path that does not exist: it compiles nothing
+    # and trains rank 0's artifact, the same run as two ordinary ranks.
+    args = train_args(tmp_path, "--steps=3", "--batch=4")[3:]
+    model = EXAMPLES / "gpt2.kiln"
+    run([MPIRUN, "--oversubscribe", "-np", "1", KILN, "train", model, *args,
+         "-o", tmp_path / "a.kart", ":", "-np", "1", KILN, "train",
+         tmp_path / "nowhere" / "gpt2.kiln", *args, "-o", tmp_path / "a.kart"])
+    mpirun(2, KILN, "train", model, *args, "-o", tmp_path / "b.kart")
+    assert_same_weights(tmp_path / "a.kart", tmp_path / "b.kart")
+    # A model rank 0 cannot compile: its error, once; every rank ends.
+    odd = ["-D", "n_embd=33", "-D", "n_head=2"]
+    r = mpirun(2, *train_args(tmp_path, "--steps=3", "--batch=4",
+                              defines=odd), check=False)
+    assert r.returncode != 0
+    assert r.stderr.count("not divisible by heads") == 1, r.stderr
+    assert "rank 0 could not compile" in r.stderr, r.stderr
+
+
 def test_data_parallel_alone_says_so(tmp_path):
     # --data-parallel outside mpirun: MPI starts as one rank, which trains
     # as one process would, with a warning.
