@@ -71,8 +71,9 @@ comm = kiln.mpi()
 defines = json.loads(sys.argv[2])
 model = kiln.compile(sys.argv[1], defines=defines, grad="loss", threads=1)
 t = kiln.Trainer(model, kiln.AdamW(), communicator=comm, zero=1)
-print(json.dumps({"rank": comm.rank, "bytes": t.optimizer_state_bytes,
-                  "shard": t.shard_range}), flush=True)
+with open(f"{sys.argv[3]}.{comm.rank}.json", "w") as f:
+    json.dump({"rank": comm.rank, "bytes": t.optimizer_state_bytes,
+               "shard": t.shard_range}, f)
 '''
 
 
@@ -87,14 +88,14 @@ def optimizer_memory(tmp, ranks):
     defines["vocab_size"] = 65
     e = env()
     e["PYTHONPATH"] = str(ROOT / "build" / "python")
-    out = subprocess.run(
+    prefix = Path(tmp) / f"memory-{ranks}"
+    subprocess.run(
         [shutil.which("mpirun"), "--oversubscribe", "-np", str(ranks),
          "/usr/bin/python3", str(script), str(ROOT / "examples" / "gpt2.kiln"),
-         json.dumps(defines)], check=True, env=e, capture_output=True,
-        text=True).stdout
-    rows = sorted((json.loads(line) for line in out.splitlines()
-                   if line.startswith("{")), key=lambda r: r["rank"])
-    return [r["bytes"] for r in rows]
+         json.dumps(defines), str(prefix)], check=True, env=e,
+        capture_output=True)
+    return [json.load(open(f"{prefix}.{r}.json"))["bytes"]
+            for r in range(ranks)]
 
 
 def run(tmp, name, ranks, threads, batch, accumulate, steps, *extra):
