@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-kiln, deploy = sys.argv[1], sys.argv[2]
+kiln, deploy, deploy_c = sys.argv[1], sys.argv[2], sys.argv[3]
 root = Path(__file__).resolve().parents[1]
 env = dict(os.environ, ASAN_OPTIONS="exitcode=99:detect_leaks=1",
            UBSAN_OPTIONS="halt_on_error=1:exitcode=98:print_stacktrace=1")
@@ -54,6 +54,24 @@ with tempfile.TemporaryDirectory() as d:
             failures.append(f"{name}: kiln-deploy differs from kiln run")
         print(f"runtime-checks: {name} runs under ASan/UBSan, identical to "
               f"kiln run, also from 4 threads at once")
+        # The same through the C API: raw buffers bound without copies.
+        raw = []
+        for k, v in inputs.items():
+            v.tofile(d / f"{k}.bin")
+            shape = "x".join(map(str, v.shape))
+            raw.append(f"{k}=i32:{shape}:{d / (k + '.bin')}")
+        r = run(deploy_c, art, "forward", *raw, "-o", d / "got.bin",
+                "--concurrent=4")
+        want = np.load(d / "want.npy")
+        if r.returncode:
+            failures.append(f"{name}: kiln-deploy-c failed:\n{r.stderr}")
+        elif (d / "got.bin").read_bytes() != want.tobytes():
+            failures.append(f"{name}: kiln-deploy-c differs from kiln run")
+        elif "4 threads: every result identical" not in r.stdout:
+            failures.append(f"{name}: kiln-deploy-c threads:\n{r.stdout}")
+        else:
+            print(f"runtime-checks: {name} through the C API (plain C, ASan/"
+                  f"UBSan): identical to kiln run, also from 4 threads")
         if name == "t5":
             # The derived prepare and decode: cross-attention memory, and
             # cached attention with the relative position bias, which
@@ -109,8 +127,47 @@ with tempfile.TemporaryDirectory() as d:
         print(f"runtime-checks: {name}: {len(cases)} corrupted artifacts "
               f"handled cleanly")
 
-    # Bad inputs through the sanitized runtime.
+    # The C API's generation (key/value cache) against a greedy loop over
+    # whole-sequence `kiln run`s and NumPy's argmax.
     art = d / "gpt2.kart"
+    prompt = np.array([[1, 5, 9, 3]], np.int32)
+    prompt.tofile(d / "prompt.bin")
+    r = run(deploy_c, art, "forward", f"tokens=i32:1x4:{d / 'prompt.bin'}",
+            "--generate=6")
+    got = [line for line in r.stdout.splitlines()
+           if line.startswith("generated:")]
+    seq = prompt
+    for _ in range(6):
+        np.save(d / "seq.npy", seq)
+        rr = run(kiln, "run", art, f"--input=tokens=@{d / 'seq.npy'}",
+                 f"--output=@{d / 'logits.npy'}")
+        nxt = int(np.argmax(np.load(d / "logits.npy")[0, -1]))
+        seq = np.concatenate([seq, np.array([[nxt]], np.int32)], axis=1)
+    want = "generated: " + " ".join(map(str, seq[0, 4:]))
+    if r.returncode or got != [want]:
+        failures.append(f"C API generation: {got} != {want}\n{r.stderr}")
+    else:
+        print(f"runtime-checks: C API generation = a greedy loop over kiln "
+              f"run ({want[11:]})")
+    # Bad arguments through the C API: clean errors naming the problem.
+    for args, text in [
+            ([d / "missing.kart", "forward"], "missing.kart"),
+            ([art, "nope"], "no function 'nope'"),
+            ([art, "forward", f"tokenz=i32:1x4:{d / 'prompt.bin'}"],
+             "has no input 'tokenz'"),
+            ([art, "forward", f"tokens=i32:2x4:{d / 'prompt.bin'}"],
+             "expected 32 bytes"),
+            ([art, "forward", f"tokens=f32:1x4:{d / 'prompt.bin'}"],
+             "input 'tokens' is f32"),
+            ([d / "bad.kart", "forward"], "error:")]:
+        r = run(deploy_c, *args)
+        if r.returncode not in (1, 2) or text not in r.stderr:
+            failures.append(f"C API, bad {args[1:]}: exit {r.returncode}\n"
+                            f"{r.stderr[-2000:]}")
+    print("runtime-checks: the C API reports bad artifacts, names and "
+          "inputs with clean errors")
+
+    # Bad inputs through the sanitized runtime.
     (d / "bad.npy").write_bytes(b"\x93NUMPY\x01\x00\x10\x00{'descr': '<i4'}")
     for args in [["tokens=" + str(d / "bad.npy")],
                  ["tokens=" + str(d / "missing.npy")], [],

@@ -14,7 +14,8 @@ BUILD_DIR=${KILN_BUILD_DIR:-build}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)"
 # The runtime alone, as deployed: sanitized build, find_package(kiln),
-# examples/deploy, corrupted artifacts.
+# examples/deploy and, through the C API, examples/deploy-c (also from
+# several threads), corrupted artifacts.
 scripts/runtime-checks.sh
 # The README's demo command must keep working too.
 scripts/demo.sh > "${KILN_BUILD_DIR:-build}/demo.log"
