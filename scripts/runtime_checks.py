@@ -149,6 +149,39 @@ with tempfile.TemporaryDirectory() as d:
     else:
         print(f"runtime-checks: C API generation = a greedy loop over kiln "
               f"run ({want[11:]})")
+    # Weights through the C API: another seed's loaded into this artifact
+    # gives that artifact's results; this one's saved and loaded into the
+    # other gives this one's.
+    r = run(kiln, "compile", root / "examples" / "gpt2.kiln", *models[0][1],
+            "-o", d / "other.kart", "--seed=4",
+            f"--save-weights={d / 'other.st'}")
+    assert r.returncode == 0, r.stderr
+    np.save(d / "tokens.npy", models[0][2]["tokens"])
+    models[0][2]["tokens"].tofile(d / "tokens.bin")
+    tokens = f"tokens=i32:2x4:{d / 'tokens.bin'}"
+    outs = {}
+    for name in ("gpt2", "other"):
+        rr = run(kiln, "run", d / f"{name}.kart",
+                 f"--input=tokens=@{d / 'tokens.npy'}",
+                 f"--output=@{d / (name + '-want.npy')}")
+        assert rr.returncode == 0, rr.stderr
+        outs[name] = np.load(d / f"{name}-want.npy").tobytes()
+    checks = [  # (artifact, options, whose results)
+        (art, [f"--save-weights={d / 'saved.st'}"], "gpt2"),
+        (d / "other.kart", [f"--load-weights={d / 'saved.st'}"], "gpt2"),
+        (art, [f"--load-weights={d / 'other.st'}"], "other")]
+    for i, (a, options, whose) in enumerate(checks):
+        r = run(deploy_c, a, "forward", tokens, "-o", d / "w1.bin", *options)
+        if r.returncode or (d / "w1.bin").read_bytes() != outs[whose]:
+            failures.append(f"C API weights {options}: exit {r.returncode}, "
+                            f"not {whose}'s results\n{r.stderr[-2000:]}")
+    print("runtime-checks: weights saved and loaded through the C API give "
+          "kiln run's results")
+    r = run(deploy_c, art, "forward", tokens, f"--load-weights={d / 'w1.bin'}")
+    if r.returncode != 1 or "w1.bin" not in r.stderr:
+        failures.append(f"C API, weights that are not safetensors: exit "
+                        f"{r.returncode}\n{r.stderr[-2000:]}")
+
     # Bad arguments through the C API: clean errors naming the problem.
     for args, text in [
             ([d / "missing.kart", "forward"], "missing.kart"),

@@ -1,7 +1,8 @@
 /* kiln-deploy-c: run a compiled model from plain C through kiln's C API.
  *
  *   kiln-deploy-c MODEL.kart FUNCTION NAME=TYPE:DIMS:FILE... [-o OUT]
- *                 [--concurrent=N] [--generate=N]
+ *                 [--concurrent=N] [--generate=N] [--load-weights=F]
+ *                 [--save-weights=F]
  *
  * TYPE is i32, i64 or f32, DIMS like 2x4, FILE the raw little-endian
  * elements. Opens the artifact from its file and again from memory, prints
@@ -10,7 +11,9 @@
  * --concurrent=N then runs it from N threads at once, each with its own
  * call on the one model, and checks every result equals the first run's
  * byte for byte (exit status 3 if not). --generate=N continues the first
- * input's first row by N greedy tokens and prints them.
+ * input's first row by N greedy tokens and prints them. --load-weights=F
+ * replaces the weights with F's (.safetensors) before running;
+ * --save-weights=F writes them at the end.
  */
 #include <kiln/kiln.h>
 
@@ -172,7 +175,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   function = argv[2];
-  const char *output = NULL;
+  const char *output = NULL, *loadWeights = NULL, *saveWeights = NULL;
   int concurrent = 0, generate = 0;
   for (int i = 3; i < argc; ++i) {
     if (strcmp(argv[i], "-o") == 0 && i + 1 < argc) {
@@ -183,6 +186,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "kiln-deploy-c: error: --concurrent expects 1..64\n");
         return badArguments(2);
       }
+    } else if (strncmp(argv[i], "--load-weights=", 15) == 0) {
+      loadWeights = argv[i] + 15;
+    } else if (strncmp(argv[i], "--save-weights=", 15) == 0) {
+      saveWeights = argv[i] + 15;
     } else if (strncmp(argv[i], "--generate=", 11) == 0) {
       generate = atoi(argv[i] + 11);
       if (generate < 1 || generate > 4096) {
@@ -241,6 +248,8 @@ int main(int argc, char **argv) {
     }
   }
 
+  if (loadWeights && (s = kiln_model_load_weights(model, loadWeights)))
+    goto fail;
   kiln_tensor result;
   if ((s = kiln_call_create(model, function, &call)) || (s = runOnce(call)) ||
       (s = kiln_call_output(call, 0, &result)))
@@ -296,6 +305,8 @@ int main(int argc, char **argv) {
     if (s)
       goto fail;
   }
+  if (saveWeights && (s = kiln_model_save_weights(model, saveWeights)))
+    goto fail;
   goto done;
 
 fail:
