@@ -21,6 +21,8 @@ PACKAGES=(
   # data-parallel training (runtime/train/Mpi.cpp) and its tests under
   # mpirun, also between two network namespaces (scripts/mpi-netns-check.sh)
   libopenmpi-dev openmpi-bin iproute2
+  # coverage-guided fuzzing (scripts/fuzz.sh): clang, libFuzzer, its OpenMP
+  clang-14 libclang-rt-14-dev libomp-14-dev
   # pip install . (test/python/test_packaging.py: a fresh venv, offline)
   python3-venv python3-pip
   # bench/ (plots) and scripts/fresh-machine-check.sh

@@ -17,6 +17,9 @@ ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)"
 # examples/deploy and, through the C API, examples/deploy-c (also from
 # several threads), corrupted artifacts.
 scripts/runtime-checks.sh
+# Every file format the runtime reads, fuzzed briefly (docs/fuzzing.md;
+# scripts/fuzz.sh SECONDS runs them at length).
+scripts/fuzz.sh 30
 # The README's demo command must keep working too.
 scripts/demo.sh > "${KILN_BUILD_DIR:-build}/demo.log"
 echo "test.sh: demo ran (output in ${KILN_BUILD_DIR:-build}/demo.log)"

@@ -72,8 +72,9 @@ void probabilitiesPortable(int64_t rows, float scale, const float *s,
 
 // --- AVX-512 and AVX2: one algorithm over a vector type ---------------------
 
-// The generic code below is inlined whole into one entry point per ISA
-// (`flatten`), where these operations are inlined in turn.
+// The algorithm (BlockSoftmaxSimd.inc) is compiled once per ISA and inlined
+// whole into that ISA's entry point, where these operations are inlined in
+// turn.
 #define KILN_AVX512 __attribute__((target("avx512f,fma"))) inline
 #define KILN_AVX2 __attribute__((target("avx2,fma"))) inline
 
@@ -152,110 +153,43 @@ struct V256 {
   }
 };
 
-/// vexp (runtime/Vector.h) on a vector: the same reduction and polynomial.
-template <typename V> inline typename V::T vexpv(typename V::T x) {
-  auto lo = V::set1(-87.33654475f), hi = V::set1(88.72283905f);
-  auto c = V::min(V::max(x, lo), hi);
-  auto n = V::floor(V::fmadd(c, V::set1(1.44269504088896341f), V::set1(0.5f)));
-  auto r = V::fnmadd(n, V::set1(0.693359375f), c);
-  r = V::fmadd(n, V::set1(2.12194440e-4f), r);
-  auto p = V::set1(1.9875691500e-4f);
-  p = V::fmadd(p, r, V::set1(1.3981999507e-3f));
-  p = V::fmadd(p, r, V::set1(8.3334519073e-3f));
-  p = V::fmadd(p, r, V::set1(4.1665795894e-2f));
-  p = V::fmadd(p, r, V::set1(1.6666665459e-1f));
-  p = V::fmadd(p, r, V::set1(5.0000001201e-1f));
-  p = V::fmadd(V::mul(p, r), r, V::add(r, V::set1(1.0f)));
-  return V::clamp(x, V::mul(p, V::pow2(n)), lo, hi);
-}
+// The algorithm over a vector type, once per ISA.
+namespace isa512 {
+using V = V512;
+#define KILN_SIMD __attribute__((target("avx512f,fma"), always_inline)) inline
+#include "runtime/attention/BlockSoftmaxSimd.inc"
+#undef KILN_SIMD
+} // namespace isa512
 
-template <typename V>
-inline void onlineSoftmaxV(int64_t rows, int64_t Dv, float *s, float *m,
-                           float *l, float *acc) {
-  constexpr int kV = kCols / V::kLanes;
-  for (int64_t i = 0; i < rows; ++i) {
-    float *si = s + i * kCols;
-    typename V::T v[kV];
-    auto mx = V::set1(-INFINITY);
-    for (int k = 0; k < kV; ++k) {
-      v[k] = V::load(si + V::kLanes * k);
-      mx = V::max(mx, v[k]);
-    }
-    float mnew = std::max(m[i], V::hmax(mx));
-    if (mnew == -INFINITY) { // nothing visible yet
-      for (int k = 0; k < kV; ++k)
-        V::store(si + V::kLanes * k, V::zero());
-      continue;
-    }
-    float alpha = vexp(m[i] - mnew);
-    auto mv = V::set1(mnew), sum = V::zero();
-    for (int k = 0; k < kV; ++k) {
-      auto e = vexpv<V>(V::sub(v[k], mv));
-      V::store(si + V::kLanes * k, e);
-      sum = V::add(sum, e);
-    }
-    l[i] = l[i] * alpha + V::hsum(sum);
-    m[i] = mnew;
-    if (alpha != 1.0f) {
-      float *ai = acc + i * Dv;
-      auto av = V::set1(alpha);
-      int64_t d = 0;
-      for (; d + V::kLanes <= Dv; d += V::kLanes)
-        V::store(ai + d, V::mul(V::load(ai + d), av));
-      for (; d < Dv; ++d)
-        ai[d] *= alpha;
-    }
-  }
-}
-
-template <typename V>
-inline void probabilitiesV(int64_t rows, float scale, const float *s,
-                           const float *dp, const float *lse, const float *D,
-                           float *p, float *ds) {
-  constexpr int kV = kCols / V::kLanes;
-  auto sc = V::set1(scale);
-  for (int64_t i = 0; i < rows; ++i) {
-    const float *si = s + i * kCols, *dpi = dp + i * kCols;
-    float *pi = p + i * kCols, *dsi = ds + i * kCols;
-    if (lse[i] == -INFINITY) { // a row that sees nothing has no gradient
-      for (int k = 0; k < kV; ++k) {
-        V::store(pi + V::kLanes * k, V::zero());
-        V::store(dsi + V::kLanes * k, V::zero());
-      }
-      continue;
-    }
-    auto li = V::set1(lse[i]), di = V::set1(D[i]);
-    for (int k = 0; k < kV; ++k) {
-      auto e = vexpv<V>(V::sub(V::load(si + V::kLanes * k), li));
-      V::store(pi + V::kLanes * k, e);
-      auto g = V::sub(V::load(dpi + V::kLanes * k), di);
-      V::store(dsi + V::kLanes * k, V::mul(V::mul(e, g), sc));
-    }
-  }
-}
+namespace isa256 {
+using V = V256;
+#define KILN_SIMD __attribute__((target("avx2,fma"), always_inline)) inline
+#include "runtime/attention/BlockSoftmaxSimd.inc"
+#undef KILN_SIMD
+} // namespace isa256
 
 __attribute__((target("avx512f,fma"), flatten)) void
 onlineSoftmax512(int64_t rows, int64_t Dv, float *s, float *m, float *l,
                  float *acc) {
-  onlineSoftmaxV<V512>(rows, Dv, s, m, l, acc);
+  isa512::onlineSoftmaxV(rows, Dv, s, m, l, acc);
 }
 
 __attribute__((target("avx2,fma"), flatten)) void
 onlineSoftmax256(int64_t rows, int64_t Dv, float *s, float *m, float *l,
                  float *acc) {
-  onlineSoftmaxV<V256>(rows, Dv, s, m, l, acc);
+  isa256::onlineSoftmaxV(rows, Dv, s, m, l, acc);
 }
 
 __attribute__((target("avx512f,fma"), flatten)) void
 probabilities512(int64_t rows, float scale, const float *s, const float *dp,
                  const float *lse, const float *D, float *p, float *ds) {
-  probabilitiesV<V512>(rows, scale, s, dp, lse, D, p, ds);
+  isa512::probabilitiesV(rows, scale, s, dp, lse, D, p, ds);
 }
 
 __attribute__((target("avx2,fma"), flatten)) void
 probabilities256(int64_t rows, float scale, const float *s, const float *dp,
                  const float *lse, const float *D, float *p, float *ds) {
-  probabilitiesV<V256>(rows, scale, s, dp, lse, D, p, ds);
+  isa256::probabilitiesV(rows, scale, s, dp, lse, D, p, ds);
 }
 
 } // namespace

@@ -1,0 +1,11 @@
+//===- npy.cpp - fuzz the .npy reader -------------------------------------===//
+#include "runtime/Npy.h"
+#include "fuzz/Harness.h"
+
+using namespace kiln::runtime;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  Tensor t;
+  (void)readNpy(kiln::fuzz::writeInput("in.npy", data, size), t);
+  return 0;
+}
