@@ -12,6 +12,7 @@
 #include "runtime/Safetensors.h"
 #include "runtime/quant/Serialize.h"
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <memory>

@@ -141,7 +141,6 @@ private:
   int64_t mb_ = 0;
   bool scatter_ = false;
   float scale_ = 1;
-  bool scattered_ = false;   // the step's sums are in the shard
   std::vector<float> flat_;  // all-reduce: every gradient, in place
   std::vector<float> shard_; // ZeRO-2: this rank's running sum
   std::vector<std::vector<float>> stages_;
