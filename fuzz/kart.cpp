@@ -13,6 +13,7 @@
 using namespace kiln::runtime;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  kiln::fuzz::AllocationBound bound(size, 16, size_t(64) << 20);
   std::unique_ptr<Model> model;
   if (!Model::fromBytes(std::vector<uint8_t>(data, data + size), model,
                         kiln::fuzz::scratch()))

@@ -1,10 +1,13 @@
 """Writes the fuzzers' seed corpora (fuzz/corpus/NAME/): small valid inputs
-of every format, made by the main build (build/bin/kiln) and NumPy, so that
-the fuzzers start from files that load. Rerun after a format changes:
+of every format, made by the main build (build/bin/kiln, the Python
+package) and NumPy, so that the fuzzers start from files that load; the
+checkpoint harness's model (fuzz/models/train.kart); and the .kiln
+dictionary (fuzz/dict/kiln.dict). Rerun after a format changes:
 
     /usr/bin/python3 fuzz/make-corpus.py
 """
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -16,6 +19,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 KILN = ROOT / "build" / "bin" / "kiln"
 OUT = ROOT / "fuzz" / "corpus"
+# fuzz/checkpoint.cpp splits its input into the checkpoint's files so.
+PART = b"\n--kiln-fuzz-file--\n"
 
 
 def put(name, file, data):
@@ -69,7 +74,7 @@ def main():
         "model": {"type": "WordPiece", "vocab": {"[UNK]": 0, "a": 1,
                                                  "##b": 2, "hello": 3}},
         "normalizer": {"type": "BertNormalizer", "lowercase": True}
-    }).encode())
+    }, indent=2).encode())
     put("tokenizer", "vocab.txt",
         b"\x03[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\nworld\n##s\n,\n!\n")
     encoder = {"!": 0, "H": 1, "e": 2, "l": 3, "o": 4, "\u0120": 5,
@@ -80,11 +85,68 @@ def main():
     put("json", "config.json", json.dumps({
         "model_type": "llama", "hidden_size": 8, "num_hidden_layers": 1,
         "rope_scaling": None, "tie_word_embeddings": False,
-        "architectures": ["LlamaForCausalLM"], "rms_norm_eps": 1e-6}).encode())
+        "architectures": ["LlamaForCausalLM"], "rms_norm_eps": 1e-6},
+        indent=2).encode())
     put("json", "trainer_state.json", json.dumps({
         "step": 12, "seed": 3, "data": {"position": 96, "tokens": 20000},
-        "settings": {"lr": 3e-3, "batch": 4, "name": "caf\u00e9 \\"}}).encode())
+        "settings": {"lr": 3e-3, "batch": 4, "name": "caf\u00e9 \\"}},
+        indent=2).encode())
+    kiln_dictionary()
+    checkpoint(tiny["gpt2"])
     print(f"wrote the seed corpora under {OUT}", file=sys.stderr)
+
+
+def kiln_dictionary():
+    """The .kiln dictionary: the words and operators of the repository's
+    model sources (examples, the frontend's tests and error cases, which
+    scripts/fuzz.sh passes as the harness's seeds) and the builtins' names."""
+    sources = sorted((ROOT / "examples").glob("*.kiln")) + \
+        sorted((ROOT / "test" / "frontend").rglob("*.kiln"))
+    words = set()
+    for src in sources:
+        text = src.read_text(errors="replace")
+        words.update(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", text))
+        words.update(re.findall(r"->|==|!=|<=|>=|\*\*|//|[-+*/%@<>=(){}\[\],:.?!]",
+                                text))
+    builtins = (ROOT / "frontend" / "Builtins.cpp").read_text()
+    words.update(re.findall(r'add\("([a-z_0-9]+)"', builtins))
+    words.update(["bf16", "f16", "f32", "i32", "i64", "1e40", "4294967296",
+                  "9223372036854775807", "-1", "0", "0.5"])
+    lines = [f'"{w}"' for w in sorted(words) if '"' not in w and "\\" not in w]
+    (ROOT / "fuzz" / "dict" / "kiln.dict").write_text(
+        "# .kiln words, operators and builtins (fuzz/make-corpus.py)\n" +
+        "\n".join(lines) + "\n")
+
+
+def checkpoint(defines):
+    """The checkpoint harness's model (a tiny GPT-2 with its gradient) and
+    a real checkpoint of it after two AdamW steps, as one input: `latest`,
+    trainer_state.json, model.safetensors, optimizer.safetensors."""
+    models = ROOT / "fuzz" / "models"
+    models.mkdir(exist_ok=True)
+    art = models / "train.kart"
+    subprocess.run([KILN, "compile", ROOT / "examples" / "gpt2.kiln",
+                    *defines, "--grad=loss", "--seed=1", "-o", art],
+                   check=True)
+    sys.path.insert(0, str(ROOT / "build" / "python"))
+    import kiln
+    model = kiln.load(art)
+    trainer = kiln.Trainer(model)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        trainer.step({"tokens": rng.integers(0, 16, (2, 8), dtype=np.int32),
+                      "targets": rng.integers(0, 16, (2, 8),
+                                              dtype=np.int32)})
+    with tempfile.TemporaryDirectory() as tmp:
+        d = trainer.save_checkpoint(tmp)
+        state = json.loads((d / "trainer_state.json").read_text())
+        state["data_rng"] = "11400714819323198485"
+        state["settings"]["checkpoint-dir"] = "ck"  # not the temporary one
+        parts = [(Path(tmp) / "latest").read_bytes(),
+                 json.dumps(state, indent=2).encode(),
+                 (d / "model.safetensors").read_bytes(),
+                 (d / "optimizer.safetensors").read_bytes()]
+    put("checkpoint", "adamw-step2", PART.join(parts))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 using namespace kiln::runtime;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  kiln::fuzz::AllocationBound bound(size, 8, size_t(1) << 20);
   NamedTensors tensors;
   (void)readSafetensors(kiln::fuzz::writeInput("in.safetensors", data, size),
                         tensors, 64);

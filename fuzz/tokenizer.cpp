@@ -11,6 +11,7 @@
 using namespace kiln::runtime;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  kiln::fuzz::AllocationBound bound(size, 64, size_t(1) << 20);
   if (size < 1)
     return 0;
   const uint8_t *body = data + 1;

@@ -108,24 +108,28 @@ std::string DeriveDecode::positionwise(Operation *op,
         return "";
       })
       .Case([&](SoftmaxOp s) -> std::string {
-        return featureAxes({s.getAxis()}, rankOf(s.getInput()))
+        return featureAxes({static_cast<int64_t>(s.getAxis())},
+                           rankOf(s.getInput()))
                    ? ""
                    : "it normalizes over the batch or sequence axis";
       })
       .Case([&](SplitOp s) -> std::string {
-        return featureAxes({s.getAxis()}, rankOf(s.getInput()))
+        return featureAxes({static_cast<int64_t>(s.getAxis())},
+                           rankOf(s.getInput()))
                    ? ""
                    : "it splits the batch or sequence axis";
       })
       .Case([&](ConcatOp c) -> std::string {
-        return featureAxes({c.getAxis()}, rankOf(c.getResult())) &&
+        return featureAxes({static_cast<int64_t>(c.getAxis())},
+                           rankOf(c.getResult())) &&
                        llvm::all_of(c.getInputs(), sees)
                    ? ""
                    : "it concatenates along the batch or sequence axis, or "
                      "with values that do not come from the tokens";
       })
       .Case([&](SliceOp s) -> std::string {
-        return featureAxes({s.getAxis()}, rankOf(s.getInput()))
+        return featureAxes({static_cast<int64_t>(s.getAxis())},
+                           rankOf(s.getInput()))
                    ? ""
                    : "it slices the batch or sequence axis";
       })

@@ -19,6 +19,10 @@ struct Llama2cConfig {
   std::vector<std::pair<std::string, int64_t>> hyperparameters() const;
 };
 
+/// Checks the header's seven values (`path` names the file in errors) and
+/// gives the size in bytes of the checkpoint they describe.
+Status parseLlama2cHeader(const int32_t header[7], const std::string &path,
+                          Llama2cConfig &config, uint64_t &fileBytes);
 /// Reads only the header (to bind hyperparameters before compiling).
 Status readLlama2cConfig(const std::string &path, Llama2cConfig &config);
 

@@ -22,3 +22,7 @@ nvcc = os.environ.get("KILN_NVCC") or "/usr/local/cuda/bin/nvcc"
 if os.access(nvcc, os.X_OK):
     config.available_features.add("nvcc")
     config.environment["KILN_NVCC"] = nvcc
+# Sanitized runs (scripts/sanitize.sh) name the real nvcc behind the wrapper
+# in KILN_NVCC.
+if "KILN_SANITIZED_NVCC" in os.environ:
+    config.environment["KILN_SANITIZED_NVCC"] = os.environ["KILN_SANITIZED_NVCC"]

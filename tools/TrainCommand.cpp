@@ -18,6 +18,7 @@
 #include "runtime/Text.h"
 #include "runtime/Tokenizer.h"
 #include "runtime/Trainer.h"
+#include "runtime/TrainerState.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
@@ -283,18 +284,18 @@ int checkpointSettings(const std::string &dir, JsonValue &settings,
   settings = JsonValue();
   settings.kind = JsonValue::Kind::Object;
   std::string latest;
-  if (!latestCheckpoint(dir, latest))
+  if (!llvm::sys::fs::exists(dir + "/latest"))
     return -1; // no checkpoint yet: the run starts at step 0
-  from = latest + "/trainer_state.json";
-  JsonValue state;
-  if (Status s = readJsonFile(from, state, 16 << 20); !s)
+  // One that cannot be read stops the run: starting over would write new
+  // checkpoints over the old ones.
+  if (Status s = latestCheckpoint(dir, latest); !s)
     return fail(s.message());
-  if (const JsonValue *v = state.get("settings")) {
-    if (!v->isObject())
-      return fail(from + ": 'settings' should be an object, got " +
-                  v->kindName());
+  TrainerState state;
+  if (Status s = readTrainerState(latest, state); !s)
+    return fail(s.message());
+  from = state.path;
+  if (const JsonValue *v = state.json.get("settings"))
     settings = *v;
-  }
   return -1;
 }
 
@@ -612,37 +613,19 @@ int train(const std::vector<std::string> &args, std::string *outputPath,
   int64_t start = 0;
   if (o.resume) {
     std::string dir;
-    if (Status s = latestCheckpoint(o.checkpointDir, dir); !s) {
+    if (!llvm::sys::fs::exists(o.checkpointDir + "/latest")) {
       info << "kiln train: no checkpoint in " << o.checkpointDir
            << "; starting from step 0\n";
     } else {
-      std::string statePath = dir + "/trainer_state.json";
-      JsonValue state;
-      if (Status s = readJsonFile(statePath, state, 16 << 20); !s)
+      if (Status s = latestCheckpoint(o.checkpointDir, dir); !s)
         return fail(s.message());
-      // A field as text: strings as they are, numbers as integers.
-      auto field = [&](const char *key) -> std::optional<std::string> {
-        const JsonValue *v = state.get(key);
-        if (!v)
-          return std::nullopt;
-        if (v->isString())
-          return v->string;
-        if (v->kind == JsonValue::Kind::Number)
-          return v->isInteger ? std::to_string(v->integer)
-                              : llvm::formatv("{0:F0}", v->number).str();
-        return std::string(v->kindName());
-      };
-      auto stepText = field("step"), rngText = field("data_rng");
-      int64_t step;
-      uint64_t rng;
-      if (!stepText || !rngText ||
-          llvm::StringRef(*stepText).getAsInteger(10, step) ||
-          llvm::StringRef(*rngText).getAsInteger(10, rng) || step < 0)
-        return fail(statePath + ": missing or invalid 'step' or 'data_rng'" +
-                    (field("written_by") == "python"
-                         ? " (a Python checkpoint records the data position "
-                           "when save_checkpoint is given data=TextDataset)"
-                         : ""));
+      TrainerState state;
+      if (Status s = readTrainerState(dir, state); !s)
+        return fail(s.message());
+      const std::string &statePath = state.path;
+      auto field = [&](const char *key) { return state.field(key); };
+      int64_t step = state.step;
+      uint64_t rng = state.dataRng;
       auto refuse = [&](const char *key, const std::string &want) {
         return fail(statePath + ": the checkpoint was made with " + key + "=" +
                     field(key).value_or("?") + ", this run has " + key + "=" +
@@ -661,9 +644,9 @@ int train(const std::vector<std::string> &args, std::string *outputPath,
       // different number of data-parallel ranks does).
       int64_t batch = 0, accumulate = 0;
       auto batchText = field("batch"), accumulateText = field("accumulate");
-      if (!batchText || !accumulateText ||
-          llvm::StringRef(*batchText).getAsInteger(10, batch) ||
-          llvm::StringRef(*accumulateText).getAsInteger(10, accumulate) ||
+      if (!batchText || !accumulateText || !parseDecimal(*batchText, batch) ||
+          !parseDecimal(*accumulateText, accumulate) || batch <= 0 ||
+          accumulate <= 0 || batch > (int64_t(1) << 40) / accumulate ||
           batch * accumulate != o.batch * o.accumulate)
         return batchText == std::to_string(o.batch)
                    ? refuse("accumulate", std::to_string(o.accumulate))

@@ -246,13 +246,24 @@ Status kiln::runtime::readFile(const std::string &path,
 Status kiln::runtime::latestCheckpoint(const std::string &parent,
                                        std::string &dir) {
   std::string name;
-  if (Status s = readFile(parent + "/latest", name); !s)
+  if (Status s = readFile(parent + "/latest", name, 4096, "checkpoint name");
+      !s)
     return Status::error(parent + ": no checkpoint to resume from (" +
                          s.text() + ")");
   while (!name.empty() && (name.back() == '\n' || name.back() == '\r'))
     name.pop_back();
-  if (name.empty() || name.find('/') != std::string::npos)
-    return Status::error(parent + "/latest: does not name a checkpoint");
+  // One entry of `parent`, as commitCheckpoint names them: never a path
+  // that leads elsewhere ("..", "/etc"), a hidden or temporary entry, or a
+  // name with control bytes.
+  bool plain = !name.empty() && name[0] != '.';
+  for (char c : name)
+    plain =
+        plain && c != '/' && static_cast<unsigned char>(c) >= 0x20 && c != 0x7f;
+  if (!plain)
+    return Status::error(parent +
+                         "/latest: does not name a checkpoint "
+                         "directory of " +
+                         parent);
   dir = parent + "/" + name;
   return Status::ok();
 }

@@ -19,16 +19,10 @@ Llama2cConfig::hyperparameters() const {
           {"max_position_embeddings", seqLen}};
 }
 
-Status kiln::runtime::readLlama2cConfig(const std::string &path,
-                                        Llama2cConfig &c) {
-  std::ifstream f;
-  uint64_t size = 0;
-  if (Status s = openInput(path, f, size); !s)
-    return s;
-  int32_t h[7];
-  if (size < sizeof(h) || !f.read(reinterpret_cast<char *>(h), sizeof(h)))
-    return Status::error(path + ": too short for a llama2.c checkpoint (no "
-                                "28-byte header)");
+Status kiln::runtime::parseLlama2cHeader(const int32_t h[7],
+                                         const std::string &path,
+                                         Llama2cConfig &c,
+                                         uint64_t &fileBytes) {
   c.dim = h[0];
   c.hiddenDim = h[1];
   c.layers = h[2];
@@ -61,13 +55,39 @@ Status kiln::runtime::readLlama2cConfig(const std::string &path,
                          std::to_string(c.dim / c.heads) +
                          ", but rotary embeddings rotate pairs and need an "
                          "even head size");
-  uint64_t head = c.dim / c.heads, kvDim = head * c.kvHeads;
-  uint64_t L = c.layers, D = c.dim, Hd = c.hiddenDim;
-  uint64_t floats = uint64_t(c.vocab) * D + L * D + L * D * D +
-                    2 * L * kvDim * D + L * D * D + L * D + 3 * L * Hd * D + D +
-                    uint64_t(c.seqLen) * head + // two RoPE tables of head/2
-                    (c.sharedClassifier ? 0 : uint64_t(c.vocab) * D);
-  uint64_t want = 28 + 4 * floats;
+  // Each field is at most 2^20, so the count of floats is below 2^63 (the
+  // largest term, 3 L Hd D, is below 2^62), but four bytes each could wrap
+  // around 64 bits: a header that lies could then claim the size of a
+  // small file. Counted in 128 bits and refused past 2^62 bytes.
+  using u128 = unsigned __int128;
+  u128 head = c.dim / c.heads, kvDim = head * c.kvHeads;
+  u128 L = c.layers, D = c.dim, Hd = c.hiddenDim, V = c.vocab;
+  u128 floats = V * D + L * D + L * D * D + 2 * L * kvDim * D + L * D * D +
+                L * D + 3 * L * Hd * D + D +
+                u128(c.seqLen) * head + // two RoPE tables of head/2
+                (c.sharedClassifier ? 0 : V * D);
+  u128 want = 28 + 4 * floats;
+  if (want > (u128(1) << 62))
+    return Status::error(path + ": the header describes a checkpoint of "
+                                "more than 2^62 bytes; is this a llama2.c "
+                                "checkpoint?");
+  fileBytes = static_cast<uint64_t>(want);
+  return Status::ok();
+}
+
+Status kiln::runtime::readLlama2cConfig(const std::string &path,
+                                        Llama2cConfig &c) {
+  std::ifstream f;
+  uint64_t size = 0;
+  if (Status s = openInput(path, f, size); !s)
+    return s;
+  int32_t h[7];
+  if (size < sizeof(h) || !f.read(reinterpret_cast<char *>(h), sizeof(h)))
+    return Status::error(path + ": too short for a llama2.c checkpoint (no "
+                                "28-byte header)");
+  uint64_t want = 0;
+  if (Status s = parseLlama2cHeader(h, path, c, want); !s)
+    return s;
   if (size != want)
     return Status::error(path + ": the header describes a " +
                          std::to_string(want) +

@@ -744,8 +744,9 @@ Status Trainer::loadOptimizer(const std::string &path) {
       return Status::error(path + ": '" + name + "' is " +
                            it->second->describe() + ", expected " +
                            shapeString(DType::F32, p.shape));
-    std::memcpy(into.data(), it->second->as<float>() + lo,
-                into.size() * sizeof(float));
+    if (into.size()) // (a rank whose ZeRO shard misses this parameter)
+      std::memcpy(into.data(), it->second->as<float>() + lo,
+                  into.size() * sizeof(float));
     byName.erase(it);
     return Status::ok();
   };

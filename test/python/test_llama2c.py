@@ -104,6 +104,15 @@ def test_checkpoint_errors(tmp_path, CKPT):
     r = bad("compile", EXAMPLES / "llama.kiln", f"--weights={junk}", "-o",
             tmp_path / "x.kart")
     assert "header field dim = -1 at byte 0 is not a plausible size" in r.stderr
+    # Fields each plausible, but the size they describe (2^64 + 36 bytes)
+    # wraps around 64 bits to this file's 36: refused, never allocated.
+    wraps = tmp_path / "wraps.bin"
+    wraps.write_bytes(np.array([1 << 20, 2, (1 << 20) - 2, 1 << 19, 1 << 19,
+                                15, 1], np.int32).tobytes() + bytes(8))
+    r = bad("compile", EXAMPLES / "llama.kiln", f"--weights={wraps}", "-o",
+            tmp_path / "x.kart")
+    assert "the header describes a checkpoint of more than 2^62 bytes" \
+        in r.stderr
     r = bad("compile", EXAMPLES / "gpt2.kiln", f"--weights={CKPT}", "-o",
             tmp_path / "x.kart")
     assert "model 'gpt2' has no hyperparameter 'vocab_size'" not in r.stderr

@@ -382,6 +382,21 @@ def test_bad_inputs(tmp_path):
                  data=text_sample(), name="res", check=False)
     assert r.returncode == 1
     assert "missing or invalid 'step' or 'data_rng'" in r.stderr
+    (latest / "trainer_state.json").write_text(
+        '{"step": 4, "data_rng": "1", "settings": [1]}')
+    _, r = train(tmp_path, "--steps=8", "--batch=2", "--seq=16", "--resume",
+                 data=text_sample(), name="res", check=False)
+    assert r.returncode == 1
+    assert "trainer_state.json: 'settings' should be an object, got an array" \
+        in r.stderr
+    # `latest` names an entry of the checkpoint directory, never a path
+    # that leads out of it.
+    for name in ("..", ".", "/etc", ".incomplete-x", "a\x01b"):
+        (d / "ck" / "latest").write_text(name + "\n")
+        _, r = train(tmp_path, "--steps=8", "--batch=2", "--seq=16",
+                     "--resume", data=text_sample(), name="res", check=False)
+        assert r.returncode == 1, name
+        assert "latest: does not name a checkpoint directory" in r.stderr, name
 
 
 class SplitMix64:
