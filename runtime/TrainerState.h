@@ -36,8 +36,7 @@ struct TrainerState {
 /// Reads `dir`/trainer_state.json and checks that it says where the run is
 /// ('step' a non-negative integer, 'data_rng' an unsigned 64-bit one, each
 /// an integer JSON number or a decimal string) and that 'settings', if
-/// present, is an
-/// object.
+/// present, is an object.
 Status readTrainerState(const std::string &dir, TrainerState &state);
 
 /// `text` as a decimal integer: digits only (a leading '-' for the signed
