@@ -67,10 +67,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   put("ck/step-00000002/trainer_state.json", parts[1]);
   put("ck/step-00000002/model.safetensors", parts[2]);
   put("ck/step-00000002/optimizer.safetensors", parts[3]);
-  std::string dir;
   TrainerState state;
-  if (!latestCheckpoint(parent, dir) || !readTrainerState(dir, state))
+  bool found = false;
+  if (!readLatestTrainerState(parent, state, found) || !found)
     return 0;
-  (void)fixture.trainer->loadCheckpoint(dir);
+  (void)fixture.trainer->loadCheckpoint(state.dir);
   return 0;
 }

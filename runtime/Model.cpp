@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <new>
 #include <set>
 
 using namespace kiln;
@@ -31,16 +32,39 @@ using kart::Op;
 
 Model::~Model() = default;
 
+Status Model::Bytes::allocate(size_t n) {
+  storage.reset(new (std::nothrow) uint8_t[n + kAlign]);
+  if (!storage)
+    return Status::error("cannot allocate " + std::to_string(n) +
+                         " bytes for the artifact: out of memory");
+  auto at = reinterpret_cast<uintptr_t>(storage.get());
+  data = storage.get() + (alignUp(at) - at);
+  size = n;
+  return Status::ok();
+}
+
+// The file is read once, straight into the model's aligned buffer: one
+// copy of the artifact in memory at any time, however large it is.
 Status Model::load(const std::string &path, std::unique_ptr<Model> &out,
                    const LoadOptions &options) {
-  std::vector<uint8_t> bytes;
-  if (Status s = readFile(path, bytes, FLATBUFFERS_MAX_BUFFER_SIZE - 1,
-                          ".kart artifact");
-      !s)
+  std::ifstream f;
+  uint64_t size = 0;
+  if (Status s = openInput(path, f, size); !s)
     return s;
+  constexpr uint64_t kMax = FLATBUFFERS_MAX_BUFFER_SIZE - 1;
+  if (size > kMax)
+    return Status::error(path + ": the file is " + std::to_string(size) +
+                         " bytes; a .kart artifact has at most " +
+                         std::to_string(kMax) + " bytes");
+  std::unique_ptr<Model> m(new Model());
+  if (Status s = m->bytes_.allocate(static_cast<size_t>(size)); !s)
+    return Status::error(path + ": " + s.text());
+  if (size && !f.read(reinterpret_cast<char *>(m->bytes_.data),
+                      static_cast<std::streamsize>(size)))
+    return Status::error(path + ": cannot read the file");
   size_t slash = path.find_last_of('/');
   std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
-  Status s = fromBytes(std::move(bytes), out, dir.empty() ? "/" : dir, options);
+  Status s = finishLoad(std::move(m), out, dir.empty() ? "/" : dir, options);
   if (!s)
     return Status::error(path + ": " + s.text());
   return s;
@@ -49,36 +73,47 @@ Status Model::load(const std::string &path, std::unique_ptr<Model> &out,
 Status Model::fromBytes(std::vector<uint8_t> bytes, std::unique_ptr<Model> &out,
                         const std::string &dir, const LoadOptions &options) {
   std::unique_ptr<Model> m(new Model());
-  // Keep the buffer 64-byte aligned so weights and the FlatBuffers tables
-  // are aligned as the writer laid them out.
-  m->bytes_.resize(bytes.size() + kAlign);
-  size_t shift = alignUp(reinterpret_cast<uintptr_t>(m->bytes_.data())) -
-                 reinterpret_cast<uintptr_t>(m->bytes_.data());
+  if (Status s = m->bytes_.allocate(bytes.size()); !s)
+    return s;
   if (!bytes.empty())
-    std::memcpy(m->bytes_.data() + shift, bytes.data(), bytes.size());
-  m->bytes_.resize(shift + bytes.size());
-  m->base_ = shift;
+    std::memcpy(m->bytes_.data, bytes.data(), bytes.size());
+  std::vector<uint8_t>().swap(bytes); // one copy held from here on
+  return finishLoad(std::move(m), out, dir, options);
+}
+
+Status kiln::runtime::openLoadDevice(const LoadOptions &options,
+                                     std::shared_ptr<cuda::Driver> &driver) {
+  driver.reset();
+  const std::string &d = options.device;
+  if (d.empty() || d == "cpu")
+    return Status::ok();
+  std::string ref = optionRef("--device=" + d, "device=\"" + d + "\"");
+  int ordinal = 0;
+  bool ok = d == "cuda";
+  if (!ok && d.rfind("cuda:", 0) == 0 && d.size() > 5 && d.size() < 9 &&
+      d.find_first_not_of("0123456789", 5) == std::string::npos) {
+    ordinal = std::stoi(d.substr(5));
+    ok = true;
+  }
+  if (!ok)
+    return Status::error(ref + ": a device is cpu, cuda or cuda:N");
+  if (Status s = cuda::openCudaDriver(ordinal, driver); !s)
+    return Status::error(ref + ": " + s.text());
+  return Status::ok();
+}
+
+Status Model::finishLoad(std::unique_ptr<Model> m, std::unique_ptr<Model> &out,
+                         const std::string &dir, const LoadOptions &options) {
   if (Status s = m->init(dir, options); !s)
     return s;
-  if (!options.device.empty() && options.device != "cpu") {
-    std::string ref = optionRef("--device=" + options.device,
-                                "device=\"" + options.device + "\"");
-    int ordinal = 0;
-    std::string d = options.device;
-    bool ok = d == "cuda";
-    if (!ok && d.rfind("cuda:", 0) == 0 && d.size() > 5 && d.size() < 9 &&
-        d.find_first_not_of("0123456789", 5) == std::string::npos) {
-      ordinal = std::stoi(d.substr(5));
-      ok = true;
-    }
-    if (!ok)
-      return Status::error(ref + ": a device is cpu, cuda or cuda:N");
-    std::shared_ptr<cuda::Driver> driver;
-    if (Status s = cuda::openCudaDriver(ordinal, driver); !s)
-      return Status::error(ref + ": " + s.text());
+  std::shared_ptr<cuda::Driver> driver;
+  if (Status s = openLoadDevice(options, driver); !s)
+    return s;
+  if (driver)
     if (Status s = m->useCuda(std::move(driver)); !s)
-      return Status::error(ref + ": " + s.text());
-  }
+      return Status::error(optionRef("--device=" + options.device,
+                                     "device=\"" + options.device + "\"") +
+                           ": " + s.text());
   out = std::move(m);
   return Status::ok();
 }
@@ -140,8 +175,8 @@ static Status checkWideVectorAlignment(const kart::Program *p,
 }
 
 Status Model::init(const std::string &dir, const LoadOptions &options) {
-  const uint8_t *data = bytes_.data() + base_;
-  size_t size = bytes_.size() - base_;
+  const uint8_t *data = bytes_.data;
+  size_t size = bytes_.size;
   if (size < 8)
     return Status::error("the file is " + std::to_string(size) +
                          " bytes, too short to be a .kart artifact");
@@ -446,13 +481,12 @@ Status Model::saveArtifact(const std::string &path) const {
     if (Status s = syncParameter(i); !s)
       return s;
   if (!repack_)
-    return writeFileAtomically(
-        path, {{bytes_.data() + base_, bytes_.size() - base_}});
+    return writeFileAtomically(path, {{bytes_.data, bytes_.size}});
   // The tokenizer or the history differ from the loaded ones: serialize the
   // program again with them (the weights keep their 64-byte alignment, see
   // kart.fbs).
   std::unique_ptr<kart::ProgramT> program(
-      kart::GetProgram(bytes_.data() + base_)->UnPack());
+      kart::GetProgram(bytes_.data)->UnPack());
   program->tokenizer_data =
       tokenizer_.empty() ? nullptr : tokenizerToKart(tokenizer_);
   program->history = history_;
@@ -543,7 +577,7 @@ Status Model::syncParameter(size_t i, bool discard) const {
   std::lock_guard<std::mutex> lock(gpu_->mutex());
   if (!gpu_->parameterNewer(i))
     return Status::ok();
-  const kart::Program &p = *kart::GetProgram(bytes_.data() + base_);
+  const kart::Program &p = *kart::GetProgram(bytes_.data);
   if (Status s = gpu_->syncParameter(i, const_cast<uint8_t *>(paramData_[i]),
                                      p.parameters()->Get(i)->size(), discard);
       !s)
@@ -639,7 +673,7 @@ Status Model::useCuda(std::shared_ptr<cuda::Driver> driver) {
     gpu_.reset();
     return Status::ok();
   }
-  const kart::Program &p = *kart::GetProgram(bytes_.data() + base_);
+  const kart::Program &p = *kart::GetProgram(bytes_.data);
   std::unique_ptr<cuda::Gpu> gpu;
   if (Status s =
           cuda::Gpu::create(std::move(driver), p, paramData_.size(), gpu);

@@ -188,6 +188,14 @@ struct LoadOptions {
   std::string device;
 };
 
+/// Opens the device `options.device` names: nothing (a null driver) for
+/// the CPU, the NVIDIA driver and GPU N for "cuda[:N]". An error, naming
+/// the option, for another name or when there is no driver or GPU. Loading
+/// does this; a caller about to do long work for a device (compiling its
+/// kernels) can ask first.
+Status openLoadDevice(const LoadOptions &options,
+                      std::shared_ptr<cuda::Driver> &driver);
+
 class Model {
 public:
   ~Model();
@@ -361,8 +369,22 @@ private:
   /// Every parameter, and the optimizer moments, up to date on the host.
   Status syncAll();
 
-  std::vector<uint8_t> bytes_;
-  size_t base_ = 0; // offset of the artifact in bytes_ (for alignment)
+  /// The artifact's bytes, 64-byte aligned so weights and FlatBuffers
+  /// tables lie as the writer laid them out.
+  struct Bytes {
+    std::unique_ptr<uint8_t[]> storage;
+    uint8_t *data = nullptr;
+    size_t size = 0;
+    /// Room for `n` bytes (uninitialized); an error, not an exception,
+    /// when memory runs out.
+    Status allocate(size_t n);
+  };
+  /// Ends a load whose bytes_ are in place: verifies and binds them, then
+  /// moves the model to options.device.
+  static Status finishLoad(std::unique_ptr<Model> m,
+                           std::unique_ptr<Model> &out, const std::string &dir,
+                           const LoadOptions &options);
+  Bytes bytes_;
   std::string model_;
   std::vector<FunctionInfo> infos_;
   std::vector<ParameterInfo> params_;

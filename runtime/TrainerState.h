@@ -23,7 +23,8 @@ namespace kiln::runtime {
 constexpr uint64_t kMaxTrainerStateBytes = 16u << 20;
 
 struct TrainerState {
-  std::string path; // the file it was read from
+  std::string dir;  // the checkpoint directory
+  std::string path; // the file it was read from (dir/trainer_state.json)
   JsonValue json;
   int64_t step = 0;     // updates done
   uint64_t dataRng = 0; // the data sampler's state after them
@@ -38,6 +39,15 @@ struct TrainerState {
 /// an integer JSON number or a decimal string) and that 'settings', if
 /// present, is an object.
 Status readTrainerState(const std::string &dir, TrainerState &state);
+
+/// The trainer state of the newest checkpoint in `parent` (the one
+/// `parent/latest` names). `found` is false, with an ok status, only when
+/// there is no checkpoint yet (no `latest`); a `latest` that is there but
+/// cannot be read, names no checkpoint, or names one whose state is bad is
+/// an error, never "start over": a run that started over would write its
+/// checkpoints over the old ones.
+Status readLatestTrainerState(const std::string &parent, TrainerState &state,
+                              bool &found);
 
 /// `text` as a decimal integer: digits only (a leading '-' for the signed
 /// one), no overflow.

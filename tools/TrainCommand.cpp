@@ -283,16 +283,12 @@ int checkpointSettings(const std::string &dir, JsonValue &settings,
                        std::string &from) {
   settings = JsonValue();
   settings.kind = JsonValue::Kind::Object;
-  std::string latest;
-  if (!llvm::sys::fs::exists(dir + "/latest"))
-    return -1; // no checkpoint yet: the run starts at step 0
-  // One that cannot be read stops the run: starting over would write new
-  // checkpoints over the old ones.
-  if (Status s = latestCheckpoint(dir, latest); !s)
-    return fail(s.message());
   TrainerState state;
-  if (Status s = readTrainerState(latest, state); !s)
+  bool found = false;
+  if (Status s = readLatestTrainerState(dir, state, found); !s)
     return fail(s.message());
+  if (!found)
+    return -1; // no checkpoint yet: the run starts at step 0
   from = state.path;
   if (const JsonValue *v = state.json.get("settings"))
     settings = *v;
@@ -420,7 +416,13 @@ int loadModel(Options &o, const std::string &text, Tokenizer &tok,
   // update in one function (used for steps without accumulation).
   o.train.compiledStep = true;
   r.trainStep = o.optimizer.step(o.loss);
-  // On a GPU the model needs its CUDA kernels too.
+  // On a GPU the model needs its CUDA kernels too; a device that is not
+  // there is reported before nvcc spends minutes on them.
+  {
+    std::shared_ptr<cuda::Driver> driver;
+    if (Status s = openLoadDevice(o.load, driver); !s)
+      return fail(s.message());
+  }
   r.target = !o.target.empty()                                    ? o.target
              : llvm::StringRef(o.load.device).starts_with("cuda") ? "cpu,cuda"
                                                                   : "cpu";
@@ -612,16 +614,15 @@ int train(const std::vector<std::string> &args, std::string *outputPath,
   SplitMix64 dataRng{dataRngState(o.seed)};
   int64_t start = 0;
   if (o.resume) {
-    std::string dir;
-    if (!llvm::sys::fs::exists(o.checkpointDir + "/latest")) {
+    TrainerState state;
+    bool found = false;
+    if (Status s = readLatestTrainerState(o.checkpointDir, state, found); !s)
+      return fail(s.message());
+    if (!found) {
       info << "kiln train: no checkpoint in " << o.checkpointDir
            << "; starting from step 0\n";
     } else {
-      if (Status s = latestCheckpoint(o.checkpointDir, dir); !s)
-        return fail(s.message());
-      TrainerState state;
-      if (Status s = readTrainerState(dir, state); !s)
-        return fail(s.message());
+      const std::string &dir = state.dir;
       const std::string &statePath = state.path;
       auto field = [&](const char *key) { return state.field(key); };
       int64_t step = state.step;

@@ -75,9 +75,12 @@ Status kiln::runtime::parseLlama2cHeader(const int32_t h[7],
   return Status::ok();
 }
 
-Status kiln::runtime::readLlama2cConfig(const std::string &path,
-                                        Llama2cConfig &c) {
-  std::ifstream f;
+namespace {
+// Opens `path` and reads and checks its header against the file's size,
+// leaving `f` at the first tensor. Config and weights come from this one
+// open file, so they cannot come from two different files.
+Status openLlama2c(const std::string &path, std::ifstream &f,
+                   Llama2cConfig &c) {
   uint64_t size = 0;
   if (Status s = openInput(path, f, size); !s)
     return s;
@@ -96,13 +99,19 @@ Status kiln::runtime::readLlama2cConfig(const std::string &path,
                          std::to_string(size) + " bytes");
   return Status::ok();
 }
+} // namespace
+
+Status kiln::runtime::readLlama2cConfig(const std::string &path,
+                                        Llama2cConfig &c) {
+  std::ifstream f;
+  return openLlama2c(path, f, c);
+}
 
 Status kiln::runtime::readLlama2c(const std::string &path, Llama2cConfig &c,
                                   NamedTensors &out) {
-  if (Status s = readLlama2cConfig(path, c); !s)
+  std::ifstream f;
+  if (Status s = openLlama2c(path, f, c); !s)
     return s;
-  std::ifstream f(path, std::ios::binary);
-  f.seekg(28);
   int64_t D = c.dim, Hd = c.hiddenDim, kvDim = D / c.heads * c.kvHeads;
   auto read = [&](Tensor &t) {
     return static_cast<bool>(f.read(static_cast<char *>(t.data()),

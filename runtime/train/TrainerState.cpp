@@ -1,9 +1,15 @@
 //===- TrainerState.cpp - a checkpoint's trainer_state.json ---------------===//
 #include "runtime/TrainerState.h"
 
+#include "runtime/File.h"
+
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
+
+#include <sys/stat.h>
 
 using namespace kiln::runtime;
 
@@ -57,6 +63,7 @@ std::optional<std::string> TrainerState::field(const char *key) const {
 Status kiln::runtime::readTrainerState(const std::string &dir,
                                        TrainerState &state) {
   TrainerState s;
+  s.dir = dir;
   s.path = dir + "/trainer_state.json";
   if (Status st = readJsonFile(s.path, s.json, kMaxTrainerStateBytes); !st)
     return st;
@@ -84,5 +91,25 @@ Status kiln::runtime::readTrainerState(const std::string &dir,
     return Status::error(s.path + ": 'settings' should be an object, got " +
                          v->kindName());
   state = std::move(s);
+  return Status::ok();
+}
+
+Status kiln::runtime::readLatestTrainerState(const std::string &parent,
+                                             TrainerState &state, bool &found) {
+  found = false;
+  struct stat st;
+  std::string latest = parent + "/latest";
+  if (lstat(latest.c_str(), &st) != 0) {
+    if (errno == ENOENT)
+      return Status::ok();
+    return Status::error(latest +
+                         ": cannot examine it: " + std::strerror(errno));
+  }
+  std::string dir;
+  if (Status s = latestCheckpoint(parent, dir); !s)
+    return s;
+  if (Status s = readTrainerState(dir, state); !s)
+    return s;
+  found = true;
   return Status::ok();
 }

@@ -110,4 +110,43 @@ TEST_F(CheckpointFiles, TrainerStateSaysWhereTheRunIs) {
   EXPECT_FALSE(readTrainerState(ck, st));
 }
 
+// No `latest` is "no checkpoint yet"; any other trouble with it is an
+// error, so a resume never starts over on top of a run it cannot read.
+TEST_F(CheckpointFiles, OnlyAMissingLatestMeansNoCheckpointYet) {
+  TrainerState st;
+  bool found = true;
+  ASSERT_TRUE(readLatestTrainerState(dir, st, found));
+  EXPECT_FALSE(found);
+  found = true;
+  ASSERT_TRUE(readLatestTrainerState(dir + "/not-made-yet", st, found));
+  EXPECT_FALSE(found);
+
+  write("step-00000003/trainer_state.json", R"({"step": 3, "data_rng": 9})");
+  write("latest", "step-00000003\n");
+  ASSERT_TRUE(readLatestTrainerState(dir, st, found));
+  EXPECT_TRUE(found);
+  EXPECT_EQ(st.dir, dir + "/step-00000003");
+  EXPECT_EQ(st.step, 3);
+  EXPECT_EQ(st.dataRng, 9u);
+
+  auto refused = [&](const std::string &why) {
+    Status s = readLatestTrainerState(dir, st, found);
+    EXPECT_FALSE(s) << why;
+    EXPECT_NE(s.message().find(dir), std::string::npos) << s.message();
+  };
+  write("latest", "../elsewhere\n");
+  refused("a path out of the directory");
+  write("latest", "step-00000009\n");
+  refused("a checkpoint that is not there");
+  fs::remove(dir + "/latest");
+  fs::create_symlink(dir + "/gone", dir + "/latest");
+  refused("a dangling link");
+  fs::remove(dir + "/latest");
+  fs::create_directory(dir + "/latest");
+  refused("a directory");
+  write("plain-file", "x");
+  Status s = readLatestTrainerState(dir + "/plain-file", st, found);
+  EXPECT_FALSE(s) << "a checkpoint directory that is a file";
+}
+
 } // namespace
