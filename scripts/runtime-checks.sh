@@ -10,7 +10,10 @@
 #  4. the C API: libkiln.so exports kiln_* alone, examples/deploy-c (plain
 #     C) builds against the package with CMake and with pkg-config, and
 #     runs under the sanitizers like the C++ program, from several threads
-#     at once, and generates the tokens of a greedy loop over `kiln run`.
+#     at once, and generates the tokens of a greedy loop over `kiln run`;
+#  5. examples/deploy-train (C++, kiln::runtime + kiln::mpi from the
+#     package) fine-tunes an artifact: the weights of kiln.Trainer, and
+#     under `mpirun -np 2` the same bytes.
 # Needs the main build (build/bin/kiln) first; scripts/test.sh runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,5 +61,11 @@ cc -std=c11 -Wall -Werror $SAN examples/deploy-c/main.c -o "$ASAN/deploy-c/pc" \
   -Wl,-rpath,"$PWD/$ASAN/prefix/lib"
 echo "runtime-checks: libkiln.so exports the C API alone; examples/deploy-c" \
   "builds with CMake and with pkg-config"
+cmake -G Ninja -S examples/deploy-train -B "$ASAN/deploy-train" \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS="$SAN" \
+  -DCMAKE_PREFIX_PATH="$PWD/$ASAN/prefix" >/dev/null
+cmake --build "$ASAN/deploy-train"
+echo "runtime-checks: examples/deploy-train builds against kiln::runtime" \
+  "and kiln::mpi"
 /usr/bin/python3 scripts/runtime_checks.py "$MAIN/bin/kiln" "$DEPLOY" \
-  "$DEPLOY_C"
+  "$DEPLOY_C" "$ASAN/deploy-train/kiln-deploy-train"
