@@ -154,7 +154,7 @@ constexpr KernelImpl kCpuKernels[] = {
     {Op::LayerNorm,              norm,                   onednnLayerNorm},
     {Op::RMSNorm,                norm,                   nullptr},
     {Op::Softmax,                reference::softmax,     onednnSoftmax},
-    {Op::Dropout,                dropout,                nullptr},
+    {Op::Dropout,                dropout,                dropoutTrainingFast},
     {Op::Rope,                   rope,                   nullptr},
     {Op::Attention,              attentionReference,     flash},
     {Op::RelativePositionBucket, relativePositionBucket, nullptr},

@@ -193,6 +193,12 @@ bool onednnActivationGrad(KernelContext &c, Status &s);
 
 // Training kernels (GradKernels.cpp).
 Status dropoutTraining(KernelContext &c);
+bool dropoutTrainingFast(KernelContext &c, Status &s);
+/// The smallest k (a draw's top 53 bits, SplitMix64::next() >> 11) whose
+/// SplitMix64::uniform() is not below `rate`. uniform() never falls as k
+/// rises, so "uniform() < rate" is "k < this": the fast dropout kernel's
+/// integer comparison drops exactly the reference's elements.
+uint64_t dropoutThreshold(double rate);
 Status embeddingGrad(KernelContext &c);
 Status activationGrad(KernelContext &c);
 Status reduceGrad(KernelContext &c);

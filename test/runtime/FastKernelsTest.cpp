@@ -9,11 +9,13 @@
 //===----------------------------------------------------------------------===//
 #include "runtime/Model.h"
 #include "runtime/core/Device.h"
+#include "runtime/cpu/KernelUtil.h"
 #include "runtime/kart_generated.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <set>
@@ -95,6 +97,9 @@ struct Case {
   std::function<void(ProgramBuilder &)> build;
   /// Sets the integer inputs (zero unless this says otherwise).
   std::function<void(std::map<std::string, Tensor> &)> integers = {};
+  /// Runs in training mode (dropout draws), where the fast kernel must
+  /// give the reference's bits, not only its values to 1e-4.
+  bool training = false;
 };
 
 void runBoth(const Case &c) {
@@ -123,6 +128,8 @@ void runBoth(const Case &c) {
     c.integers(in);
   std::vector<Tensor> fast, ref;
   RunOptions o;
+  o.training = c.training;
+  o.seed = 0x5eed;
   o.kernels = KernelChoice::Fast;
   ASSERT_TRUE(m->run("f", in, fast, o)) << c.name;
   o.kernels = KernelChoice::Reference;
@@ -132,6 +139,11 @@ void runBoth(const Case &c) {
     ASSERT_EQ(fast[i].shape(), ref[i].shape()) << c.name;
     for (int64_t j = 0; j < ref[i].numel(); ++j) {
       float f = fast[i].as<float>()[j], r = ref[i].as<float>()[j];
+      if (c.training) {
+        ASSERT_EQ(std::memcmp(&f, &r, sizeof f), 0)
+            << c.name << ", output " << i << ", element " << j << ": " << f
+            << " vs " << r;
+      }
       ASSERT_NEAR(f, r, 1e-4 * (1 + std::fabs(r)))
           << c.name << ", output " << i << ", element " << j;
     }
@@ -164,6 +176,22 @@ std::vector<Case> cases() {
            int x = b.input({2, 256, 128});
            b.fn->outputs = b.kernel(Op::Gelu, {x}, {{2, 256, 128}}, attrs(a));
          }});
+  // Dropout in training: the same elements dropped as the reference's
+  // double comparison, at rates near the edges of the draws too, over
+  // several threads' chunks and a ragged end.
+  for (double rate : {0.1, 0.5, 0.9, 1e-9, 1 - 1e-9}) {
+    Case d{
+        "Dropout rate " + std::to_string(rate), Op::Dropout, false,
+        [rate](auto &b) {
+          kart::DropoutAttrsT a;
+          a.rate = rate;
+          a.seed = 11;
+          int x = b.input({3, 101, 131});
+          b.fn->outputs = b.kernel(Op::Dropout, {x}, {{3, 101, 131}}, attrs(a));
+        }};
+    d.training = true;
+    cs.push_back(std::move(d));
+  }
   for (bool t : {false, true})
     cs.push_back(
         {t ? "Matmul transposed" : "Matmul", Op::Matmul, false, [t](auto &b) {
@@ -366,6 +394,32 @@ TEST(FastKernels, MatchTheirReferences) {
     if (HasFatalFailure())
       return;
   }
+}
+
+// The fast dropout kernel compares a draw's 53 bits with an integer
+// threshold where the reference compares a double with the rate: the
+// threshold must sit exactly where the reference's comparison flips (a draw
+// lands on it once in 2^53, so the kernels' comparison above cannot see it).
+TEST(FastKernels, DropoutThresholdIsWhereTheComparisonFlips) {
+  auto uniform = [](uint64_t k) {
+    return (static_cast<double>(k) + 0.5) * 0x1.0p-53;
+  };
+  for (double rate : {1e-300, 1e-9, 0.1, 0.25, 0.5, 0.5 + 0x1.0p-40, 0.9,
+                      1 - 1e-9, 1 - 0x1.0p-53, 1.0}) {
+    uint64_t k = cpu::dropoutThreshold(rate);
+    SCOPED_TRACE(rate);
+    ASSERT_LE(k, uint64_t(1) << 53);
+    if (k > 0) {
+      EXPECT_LT(uniform(k - 1), rate);
+    }
+    if (k < (uint64_t(1) << 53)) {
+      EXPECT_GE(uniform(k), rate);
+    }
+  }
+  EXPECT_EQ(cpu::dropoutThreshold(1e-300), 0u); // below every draw
+  EXPECT_EQ(cpu::dropoutThreshold(0.0), 0u);
+  // The top draw's uniform() rounds to 1.0, so even a rate of 1 keeps it.
+  EXPECT_EQ(cpu::dropoutThreshold(1.0), (uint64_t(1) << 53) - 1);
 }
 
 TEST(FastKernels, EveryFastKernelIsCovered) {
