@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -55,6 +56,12 @@ Status readFile(const std::string &path, std::string &out,
                 const std::string &what = "file");
 Status readFile(const std::string &path, std::vector<uint8_t> &out,
                 uint64_t maxBytes, const std::string &what);
+/// The same into memory the caller provides: `place(size, at)` points `at`
+/// at room for the file's `size` bytes (or fails, and the read with it).
+/// How a large file is read once, straight to where it stays.
+Status
+readFile(const std::string &path, uint64_t maxBytes, const std::string &what,
+         const std::function<Status(uint64_t size, uint8_t *&at)> &place);
 
 } // namespace kiln::runtime
 

@@ -47,21 +47,16 @@ Status Model::Bytes::allocate(size_t n) {
 // copy of the artifact in memory at any time, however large it is.
 Status Model::load(const std::string &path, std::unique_ptr<Model> &out,
                    const LoadOptions &options) {
-  std::ifstream f;
-  uint64_t size = 0;
-  if (Status s = openInput(path, f, size); !s)
-    return s;
-  constexpr uint64_t kMax = FLATBUFFERS_MAX_BUFFER_SIZE - 1;
-  if (size > kMax)
-    return Status::error(path + ": the file is " + std::to_string(size) +
-                         " bytes; a .kart artifact has at most " +
-                         std::to_string(kMax) + " bytes");
   std::unique_ptr<Model> m(new Model());
-  if (Status s = m->bytes_.allocate(static_cast<size_t>(size)); !s)
-    return Status::error(path + ": " + s.text());
-  if (size && !f.read(reinterpret_cast<char *>(m->bytes_.data),
-                      static_cast<std::streamsize>(size)))
-    return Status::error(path + ": cannot read the file");
+  if (Status s =
+          readFile(path, FLATBUFFERS_MAX_BUFFER_SIZE - 1, ".kart artifact",
+                   [&](uint64_t size, uint8_t *&at) {
+                     Status st = m->bytes_.allocate(size);
+                     at = m->bytes_.data;
+                     return st;
+                   });
+      !s)
+    return s;
   size_t slash = path.find_last_of('/');
   std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
   Status s = finishLoad(std::move(m), out, dir.empty() ? "/" : dir, options);

@@ -212,10 +212,9 @@ Status kiln::runtime::openInput(const std::string &path, std::ifstream &f,
   return Status::ok();
 }
 
-namespace {
-template <typename Bytes>
-Status readWhole(const std::string &path, Bytes &out, uint64_t maxBytes,
-                 const std::string &what) {
+Status kiln::runtime::readFile(
+    const std::string &path, uint64_t maxBytes, const std::string &what,
+    const std::function<Status(uint64_t size, uint8_t *&at)> &place) {
   std::ifstream f;
   uint64_t size = 0;
   if (Status s = openInput(path, f, size); !s)
@@ -224,11 +223,24 @@ Status readWhole(const std::string &path, Bytes &out, uint64_t maxBytes,
     return Status::error(path + ": the file is " + std::to_string(size) +
                          " bytes; a " + what + " has at most " +
                          std::to_string(maxBytes) + " bytes");
-  out.resize(static_cast<size_t>(size));
-  if (size && !f.read(reinterpret_cast<char *>(out.data()),
-                      static_cast<std::streamsize>(size)))
+  uint8_t *at = nullptr;
+  if (Status s = place(size, at); !s)
+    return Status::error(path + ": " + s.text());
+  if (size &&
+      !f.read(reinterpret_cast<char *>(at), static_cast<std::streamsize>(size)))
     return Status::error(path + ": cannot read the file");
   return Status::ok();
+}
+
+namespace {
+template <typename Bytes>
+Status readWhole(const std::string &path, Bytes &out, uint64_t maxBytes,
+                 const std::string &what) {
+  return readFile(path, maxBytes, what, [&](uint64_t size, uint8_t *&at) {
+    out.resize(static_cast<size_t>(size));
+    at = reinterpret_cast<uint8_t *>(out.data());
+    return Status::ok();
+  });
 }
 } // namespace
 
